@@ -1,0 +1,302 @@
+//! Merging remote state: single versions, deltas and snapshots; and answering digests.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use crdts::CvRDT;
+
+use super::{Applied, ApplyError, Delta, Digest, Snapshot, Store, SyncReply, Version};
+use crate::proto::{ids::WriterId, key::Key, seqset::SeqRange};
+
+impl Store {
+    /// Applies one version from a peer. Any order, duplicates included, gives the same state.
+    ///
+    /// # Errors
+    ///
+    /// [`ApplyError`] for a malformed or oversized version; the store is unchanged.
+    pub fn apply(&mut self, version: Version) -> Result<Applied, ApplyError> {
+        self.check(&version)?;
+        if self.context.contains(&version.dot) {
+            return Ok(Applied::Duplicate);
+        }
+        Ok(self.insert_new(version))
+    }
+
+    /// Applies a [`Delta`] from a peer: its versions, then its cleared ranges. Returns the keys
+    /// whose winner changed, in the order they changed.
+    ///
+    /// # Errors
+    ///
+    /// [`ApplyError`] if any version is malformed or oversized; then nothing is applied.
+    pub fn apply_delta(&mut self, delta: Delta) -> Result<Vec<Key>, ApplyError> {
+        for version in &delta.versions {
+            self.check(version)?;
+        }
+        let mut changed = Vec::new();
+        for version in delta.versions {
+            self.apply_checked(version, &mut changed);
+        }
+        for (writer, range) in delta.cleared {
+            self.context.insert_range(writer, range);
+        }
+        Ok(changed)
+    }
+
+    /// Merges a [`Snapshot`] chunk (see the type for the rule). Returns the keys whose winner
+    /// changed. Chunks of one snapshot must be merged in order, the `last` one last.
+    ///
+    /// # Errors
+    ///
+    /// [`ApplyError`] if any version is malformed or oversized; then nothing is merged.
+    pub fn merge_snapshot(&mut self, snapshot: Snapshot) -> Result<Vec<Key>, ApplyError> {
+        for version in &snapshot.versions {
+            self.check(version)?;
+        }
+        let mut changed = Vec::new();
+        self.drop_superseded_by(&snapshot, &mut changed);
+        for version in snapshot.versions {
+            self.apply_checked(version, &mut changed);
+        }
+        if snapshot.last {
+            self.context.union_with(&snapshot.context);
+            self.collected.merge(snapshot.collected);
+        }
+        Ok(changed)
+    }
+
+    /// The answer to a peer's digest: every stored version whose dot `digest` lacks, and
+    /// cleared ranges for the superseded ones, in at most about `max_bytes` (at least one
+    /// version is always included, so progress is made whatever the budget).
+    pub fn delta_for(&self, digest: &Digest, max_bytes: usize) -> SyncReply {
+        let behind_floor = self
+            .collected
+            .dots
+            .iter()
+            .any(|(&writer, &floor)| digest.seen(writer).contiguous() < floor);
+        if behind_floor {
+            return SyncReply::SnapshotNeeded;
+        }
+        let mut delta = Delta::default();
+        let mut size = 0usize;
+        for (writer, mine) in self.context.writers() {
+            for range in mine.difference(digest.seen(writer)) {
+                let mut next = range.start; // first number not yet sent, as version or cleared
+                let stored = self
+                    .by_dot
+                    .get(&writer)
+                    .into_iter()
+                    .flat_map(|index| index.range(range.start..=range.end));
+                for (&seq, key) in stored {
+                    if size >= max_bytes && !delta.versions.is_empty() {
+                        push_cleared(&mut delta, writer, next, seq - 1);
+                        delta.truncated = true;
+                        return SyncReply::Delta(delta);
+                    }
+                    push_cleared(&mut delta, writer, next, seq - 1);
+                    if let Some(version) = self
+                        .versions(key)
+                        .iter()
+                        .find(|v| v.dot.counter == seq && v.dot.actor == writer)
+                    {
+                        size += version.approx_encoded_len();
+                        delta.versions.push(version.clone());
+                    }
+                    next = seq + 1;
+                }
+                push_cleared(&mut delta, writer, next, range.end);
+            }
+        }
+        SyncReply::Delta(delta)
+    }
+
+    /// The whole replica as one [`Snapshot`].
+    pub fn snapshot(&self) -> Snapshot {
+        let versions = self.keys.values().flatten().cloned().collect();
+        self.snapshot_chunk(None, None, versions, true)
+    }
+
+    /// The whole replica as snapshot chunks of about `max_bytes` of versions each (a key's
+    /// siblings are never split), to be merged in order.
+    pub fn snapshot_chunks(&self, max_bytes: usize) -> Vec<Snapshot> {
+        let mut chunks = Vec::new();
+        let mut after: Option<Key> = None;
+        let mut versions = Vec::new();
+        let mut size = 0usize;
+        for (key, siblings) in &self.keys {
+            size += siblings
+                .iter()
+                .map(Version::approx_encoded_len)
+                .sum::<usize>();
+            versions.extend(siblings.iter().cloned());
+            if size >= max_bytes {
+                let through = Some(key.clone());
+                chunks.push(self.snapshot_chunk(
+                    after,
+                    through.clone(),
+                    std::mem::take(&mut versions),
+                    false,
+                ));
+                after = through;
+                size = 0;
+            }
+        }
+        chunks.push(self.snapshot_chunk(after, None, versions, true));
+        chunks
+    }
+
+    fn snapshot_chunk(
+        &self,
+        after: Option<Key>,
+        through: Option<Key>,
+        versions: Vec<Version>,
+        last: bool,
+    ) -> Snapshot {
+        Snapshot {
+            after,
+            through,
+            versions,
+            context: self.context.clone(),
+            collected: self.collected.clone(),
+            last,
+        }
+    }
+
+    pub(super) fn check(&self, version: &Version) -> Result<(), ApplyError> {
+        let max = self.config.max_value_bytes;
+        if let Some(len) = version
+            .payload
+            .value()
+            .map(Bytes::len)
+            .filter(|&len| len > max)
+        {
+            return Err(ApplyError::ValueTooLarge { len, max });
+        }
+        if version.dot.counter == 0 || version.supersedes(&version.dot) {
+            return Err(ApplyError::Malformed { dot: version.dot });
+        }
+        Ok(())
+    }
+
+    fn apply_checked(&mut self, version: Version, changed: &mut Vec<Key>) {
+        if self.context.contains(&version.dot) {
+            return;
+        }
+        let key = version.key.clone();
+        if self.insert_new(version).winner_changed() {
+            changed.push(key);
+        }
+    }
+
+    /// Inserts a checked version whose dot is not in the context.
+    pub(super) fn insert_new(&mut self, version: Version) -> Applied {
+        self.context.insert(version.dot);
+        self.hlc.observe(version.timestamp);
+        let siblings = self.keys.entry(version.key.clone()).or_default();
+        let old_winner = siblings
+            .first()
+            .filter(|v| !v.is_tombstone())
+            .map(|v| v.dot);
+        // Supersession is transitive, so a version drops what its clock covers even when a
+        // stored sibling supersedes it in turn (normally a no-op: that sibling's clock
+        // includes this one's).
+        let by_dot = &mut self.by_dot;
+        siblings.retain(|s| {
+            let keep = !version.supersedes(&s.dot);
+            if !keep {
+                unindex(by_dot, s);
+            }
+            keep
+        });
+        let obsolete = siblings.iter().any(|s| s.supersedes(&version.dot));
+        if !obsolete {
+            by_dot
+                .entry(version.dot.actor)
+                .or_default()
+                .insert(version.dot.counter, version.key.clone());
+            let rank = version.rank();
+            let at = siblings.partition_point(|s| s.rank() > rank);
+            siblings.insert(at, version);
+        }
+        let new_winner = siblings
+            .first()
+            .filter(|v| !v.is_tombstone())
+            .map(|v| v.dot);
+        if obsolete {
+            debug_assert!(
+                !siblings.is_empty(),
+                "an obsolete version has a stored superseder"
+            );
+            return Applied::Obsolete {
+                winner_changed: old_winner != new_winner,
+            };
+        }
+        Applied::Stored {
+            winner_changed: old_winner != new_winner,
+        }
+    }
+
+    /// Drops local versions of keys in the snapshot's range that its context has seen but that
+    /// it does not hold: the snapshot's side superseded them.
+    fn drop_superseded_by(&mut self, snapshot: &Snapshot, changed: &mut Vec<Key>) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let held: BTreeSet<(WriterId, u64)> = snapshot
+            .versions
+            .iter()
+            .map(|v| (v.dot.actor, v.dot.counter))
+            .collect();
+        let in_range: Vec<Key> = self
+            .keys
+            .keys()
+            .filter(|k| snapshot.covers_key(k))
+            .cloned()
+            .collect();
+        for key in in_range {
+            let Some(siblings) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            let old_winner = siblings
+                .first()
+                .filter(|v| !v.is_tombstone())
+                .map(|v| v.dot);
+            let by_dot = &mut self.by_dot;
+            siblings.retain(|s| {
+                let superseded = snapshot.context.contains(&s.dot)
+                    && !held.contains(&(s.dot.actor, s.dot.counter));
+                if superseded {
+                    unindex(by_dot, s);
+                }
+                !superseded
+            });
+            let new_winner = siblings
+                .first()
+                .filter(|v| !v.is_tombstone())
+                .map(|v| v.dot);
+            if siblings.is_empty() {
+                self.keys.remove(&key);
+            }
+            if old_winner != new_winner {
+                changed.push(key);
+            }
+        }
+    }
+}
+
+pub(super) fn unindex(
+    by_dot: &mut std::collections::BTreeMap<WriterId, std::collections::BTreeMap<u64, Key>>,
+    version: &Version,
+) {
+    if let Some(index) = by_dot.get_mut(&version.dot.actor) {
+        index.remove(&version.dot.counter);
+        if index.is_empty() {
+            by_dot.remove(&version.dot.actor);
+        }
+    }
+}
+
+fn push_cleared(delta: &mut Delta, writer: WriterId, start: u64, end: u64) {
+    if let Some(range) = SeqRange::new(start, end) {
+        delta.cleared.push((writer, range));
+    }
+}

@@ -1,0 +1,349 @@
+//! The replicated configuration map: a delta-state CRDT map with vector-clocked versions.
+//!
+//! See `docs/PROTOCOL.md` for the rules this module implements; the short form:
+//!
+//! - Each key holds its **siblings**: the versions no other known version supersedes. A version
+//!   carries a [`Dot`], a [`VClock`] of the versions *of the same key* it supersedes, an
+//!   [`HlcTimestamp`] and a [`Payload`] (a value or a tombstone).
+//! - The replica's **causal context** is the set of dots it has seen, as a [`Digest`]: per
+//!   writer, ranges of sequence numbers. A seen dot is never applied again.
+//! - The **winner** of a key is its highest-ranked live sibling: greatest timestamp, then greatest
+//!   writer id. A put wins over a concurrent delete; the tombstone stays visible as a sibling.
+//! - **Anti-entropy** sends, for a peer's digest, exactly the versions it lacks plus "cleared"
+//!   ranges for dots that were superseded here. A peer behind the garbage-collection floor gets
+//!   a [`Snapshot`] instead, which carries this replica's context so stale versions are dropped.
+
+mod apply;
+mod gc;
+
+mod sync;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use crdts::{CmRDT, CvRDT};
+use serde::{Deserialize, Serialize};
+
+pub use self::sync::{Delta, Digest, Snapshot, SyncReply};
+use super::{
+    hlc::{Hlc, HlcTimestamp},
+    ids::{Dot, VClock, WriterId},
+    key::Key,
+};
+
+/// The default for [`StoreConfig::max_value_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Limits of a [`Store`].
+///
+/// Every node of a cluster must use the same limits: a version one node accepts and another
+/// refuses would be retried by anti-entropy forever.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The largest value accepted, in bytes, both from local writes and from peers.
+    /// Default [`DEFAULT_MAX_VALUE_BYTES`] (1 MiB). Config is for small documents; keep values
+    /// well below the wire's message limit.
+    pub max_value_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
+/// What a version says about its key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Payload {
+    /// The key holds these bytes.
+    Value(Bytes),
+    /// The key was deleted.
+    Tombstone,
+}
+
+impl Payload {
+    /// The value, or `None` for a tombstone.
+    pub fn value(&self) -> Option<&Bytes> {
+        match self {
+            Payload::Value(bytes) => Some(bytes),
+            Payload::Tombstone => None,
+        }
+    }
+}
+
+/// One write of one key: the unit that replicates.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Version {
+    /// The key written.
+    pub key: Key,
+    /// Who wrote it, and that writer's sequence number for it.
+    pub dot: Dot,
+    /// The versions of `key` this one supersedes: for each writer, the highest such sequence
+    /// number. Supersession is transitive: it includes the clocks of the versions superseded.
+    pub supersedes: VClock,
+    /// When it was written (hybrid logical clock of the writer).
+    pub timestamp: HlcTimestamp,
+    /// The value written, or a tombstone for a delete.
+    pub payload: Payload,
+}
+
+impl Version {
+    /// Whether this version supersedes the version named `dot` (which must be of the same key).
+    pub fn supersedes(&self, dot: &Dot) -> bool {
+        self.supersedes.get(&dot.actor) >= dot.counter
+    }
+
+    /// Whether this version is a delete.
+    pub fn is_tombstone(&self) -> bool {
+        matches!(self.payload, Payload::Tombstone)
+    }
+
+    /// The order in which siblings are ranked; the greatest is the winner.
+    fn rank(&self) -> (bool, HlcTimestamp, WriterId, u64) {
+        (
+            !self.is_tombstone(),
+            self.timestamp,
+            self.dot.actor,
+            self.dot.counter,
+        )
+    }
+
+    /// A rough size of the encoded version, used to bound deltas and snapshot chunks.
+    pub(crate) fn approx_encoded_len(&self) -> usize {
+        let value = self.payload.value().map_or(0, Bytes::len);
+        self.key.as_str().len() + value + 32 + 12 * self.supersedes.dots.len()
+    }
+}
+
+/// Why a local write was refused. Doesn't affect the store's state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The value is larger than [`StoreConfig::max_value_bytes`].
+    #[error("value is {len} bytes, the limit is {max}")]
+    ValueTooLarge {
+        /// The size of the refused value.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+}
+
+/// Why a version from a peer was refused. Doesn't affect the store's state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The value is larger than [`StoreConfig::max_value_bytes`].
+    #[error("value is {len} bytes, the limit is {max}")]
+    ValueTooLarge {
+        /// The size of the refused value.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// The dot's sequence number is 0, or the version claims to supersede itself.
+    #[error("malformed version {dot:?}")]
+    Malformed {
+        /// The dot of the refused version.
+        dot: Dot,
+    },
+}
+
+/// What applying one version did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The dot was seen before; nothing changed.
+    Duplicate,
+    /// The version was new but a stored version already supersedes it, so it was not stored;
+    /// its dot was recorded, and the siblings its clock covers were dropped.
+    Obsolete {
+        /// Whether [`Store::get`] now answers differently for the key.
+        winner_changed: bool,
+    },
+    /// The version was stored as a sibling of its key.
+    Stored {
+        /// Whether [`Store::get`] now answers differently for the key.
+        winner_changed: bool,
+    },
+}
+
+impl Applied {
+    /// Whether [`Store::get`] now answers differently for the version's key.
+    pub fn winner_changed(self) -> bool {
+        matches!(
+            self,
+            Applied::Stored {
+                winner_changed: true
+            } | Applied::Obsolete {
+                winner_changed: true
+            }
+        )
+    }
+}
+
+/// One replica of the configuration map. Sans-IO: time comes in as arguments.
+///
+/// Methods come in three kinds:
+/// - local writes: [`put`](Store::put), [`delete`](Store::delete), which produce a new
+///   [`Version`] to send to peers;
+/// - merging remote state: [`apply`](Store::apply), [`apply_delta`](Store::apply_delta),
+///   [`merge_snapshot`](Store::merge_snapshot), in any order, with duplicates;
+/// - reads: [`get`](Store::get), [`versions`](Store::versions), [`list`](Store::list),
+///   [`digest`](Store::digest), [`delta_for`](Store::delta_for), [`snapshot`](Store::snapshot).
+///
+/// Garbage collection ([`collect_garbage`](Store::collect_garbage)) runs when the caller knows
+/// what every member has seen.
+#[derive(Clone, Debug)]
+pub struct Store {
+    writer: WriterId,
+    config: StoreConfig,
+    hlc: Hlc,
+    /// Siblings per key. Invariant: non-empty, ranked winner first, none supersedes another.
+    keys: BTreeMap<Key, Vec<Version>>,
+    /// Every dot seen. Invariant: holds the dot of every stored version.
+    context: Digest,
+    /// Stored versions by dot, to answer digests: writer -> seq -> key.
+    by_dot: BTreeMap<WriterId, BTreeMap<u64, Key>>,
+    /// Tombstones and clock entries at or below this vector may have been collected.
+    collected: VClock,
+}
+
+impl Store {
+    /// An empty replica whose local writes are numbered as `writer`.
+    pub fn new(writer: WriterId, config: StoreConfig) -> Store {
+        Store {
+            writer,
+            config,
+            hlc: Hlc::default(),
+            keys: BTreeMap::new(),
+            context: Digest::default(),
+            by_dot: BTreeMap::new(),
+            collected: VClock::new(),
+        }
+    }
+
+    /// A replica restored from a snapshot, writing as `writer` (normally the writer that took
+    /// the snapshot). Local writes continue after the highest sequence number of `writer` the
+    /// snapshot has seen, so no dot is ever reused.
+    ///
+    /// # Errors
+    ///
+    /// [`ApplyError`] if the snapshot holds a malformed or oversized version.
+    pub fn restore(
+        writer: WriterId,
+        config: StoreConfig,
+        snapshot: Snapshot,
+    ) -> Result<Store, ApplyError> {
+        let mut store = Store::new(writer, config);
+        store.merge_snapshot(snapshot)?;
+        Ok(store)
+    }
+
+    /// The writer id local writes are numbered with.
+    pub fn writer(&self) -> WriterId {
+        self.writer
+    }
+
+    /// The limits this store enforces.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Writes `value` under `key` at wall time `now_wall_ms` (ms since the Unix epoch).
+    ///
+    /// The new version supersedes every current sibling of `key`, so it resolves a conflict.
+    /// Returns the version to send to peers.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::ValueTooLarge`] if `value` exceeds [`StoreConfig::max_value_bytes`].
+    pub fn put(&mut self, now_wall_ms: u64, key: Key, value: Bytes) -> Result<Version, WriteError> {
+        if value.len() > self.config.max_value_bytes {
+            return Err(WriteError::ValueTooLarge {
+                len: value.len(),
+                max: self.config.max_value_bytes,
+            });
+        }
+        Ok(self.write_local(now_wall_ms, key, Payload::Value(value)))
+    }
+
+    /// Deletes `key` at wall time `now_wall_ms` by writing a tombstone that supersedes every
+    /// current sibling. Returns the tombstone to send to peers, or `None` when the key holds no
+    /// value (absent or already deleted), in which case nothing changes.
+    pub fn delete(&mut self, now_wall_ms: u64, key: Key) -> Option<Version> {
+        let siblings = self.keys.get(&key)?;
+        if siblings.len() == 1 && siblings[0].is_tombstone() {
+            return None;
+        }
+        Some(self.write_local(now_wall_ms, key, Payload::Tombstone))
+    }
+
+    /// The winning version of `key`, or `None` if the key is absent or deleted.
+    pub fn get(&self, key: &Key) -> Option<&Version> {
+        self.keys
+            .get(key)
+            .and_then(|s| s.first())
+            .filter(|v| !v.is_tombstone())
+    }
+
+    /// All siblings of `key`, winner first (tombstones last). Empty if nothing is stored.
+    pub fn versions(&self, key: &Key) -> &[Version] {
+        self.keys.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// The winners of all live keys starting with `prefix`, in key order.
+    pub fn list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Version> + 'a {
+        self.keys
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.as_str().starts_with(prefix))
+            .filter_map(|(_, siblings)| siblings.first().filter(|v| !v.is_tombstone()))
+    }
+
+    /// Number of keys with at least one stored version (tombstones included).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Number of stored versions (siblings and tombstones included).
+    pub fn version_count(&self) -> usize {
+        self.by_dot.values().map(BTreeMap::len).sum()
+    }
+
+    /// The greatest hybrid-logical-clock timestamp issued or observed.
+    pub fn last_timestamp(&self) -> HlcTimestamp {
+        self.hlc.last()
+    }
+
+    fn write_local(&mut self, now_wall_ms: u64, key: Key, payload: Payload) -> Version {
+        let mut supersedes = VClock::new();
+        for sibling in self.versions(&key) {
+            supersedes.merge(sibling.supersedes.clone());
+            supersedes.apply(sibling.dot);
+        }
+        // The next number is derived from what this replica has seen of its own writer, so a
+        // replica that learns of its own older writes (after losing state) never reuses a dot.
+        let seq = self.context.seen(self.writer).max() + 1;
+        let version = Version {
+            key,
+            dot: Dot::new(self.writer, seq),
+            supersedes,
+            timestamp: self.hlc.tick(now_wall_ms),
+            payload,
+        };
+        let applied = self.insert_new(version.clone());
+        debug_assert!(
+            matches!(applied, Applied::Stored { .. }),
+            "local write not stored: {applied:?}"
+        );
+        tracing::trace!(key = %version.key, seq, "local write");
+        version
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! The bytes nodes exchange: every message type, and its limited, versioned codec.
+//!
+//! An encoded message is one format-version byte ([`FORMAT_VERSION`]) followed by the bincode 2
+//! encoding (standard configuration: little-endian, varint integers) of a [`Message`].
+//!
+//! Bytes from the network are untrusted. [`decode`] refuses input longer than the caller's
+//! limit, and runs bincode with a byte limit of the same order as the input's length, so a
+//! length field that claims gigabytes is refused before anything is allocated. No input
+//! panics the decoder; decoded keys and sequence ranges are validated on the way in.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::{
+    ids::{Dot, VClock},
+    store::{Delta, Digest, Snapshot, Version},
+};
+
+/// The format version this build writes and reads. A message with another first byte is
+/// refused with [`DecodeError::UnknownVersion`].
+pub const FORMAT_VERSION: u8 = 1;
+
+/// The largest datagram confmesh sends: under QUIC's smallest datagram budget (1162 bytes at
+/// connection start with the default initial MTU of 1200).
+pub const MAX_DATAGRAM_BYTES: usize = 1150;
+
+/// The largest message anyone may encode or decode, whatever the configured limits: 64 MiB.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Every message nodes exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// A SWIM packet for the membership layer (foca), carried opaquely; foca decodes it with
+    /// its own limited codec. Sent as a datagram.
+    Membership(Bytes),
+    /// Membership push-pull: the sender's whole member list, foca-encoded. Sent on a stream;
+    /// the receiver answers with its own.
+    MembershipState(Bytes),
+    /// New versions pushed along the eager dissemination tree. The receiver forwards the ones
+    /// new to it to its own eager peers, and prunes the sender if all were duplicates.
+    Push {
+        /// The versions, each new to the sender when it forwarded them.
+        versions: Vec<Version>,
+    },
+    /// Lazy notice: the sender holds these versions. A receiver that lacks one past a short
+    /// timeout sends [`Message::Graft`].
+    IHave {
+        /// Dots of the versions announced.
+        dots: Vec<Dot>,
+    },
+    /// Asks the receiver for these versions and to make the sender an eager peer again.
+    Graft {
+        /// Dots of the versions wanted.
+        dots: Vec<Dot>,
+    },
+    /// Asks the receiver to stop pushing eagerly to the sender (it got duplicates).
+    Prune,
+    /// Anti-entropy: the sender's digest, asking for what it lacks, and its version vector as
+    /// a report of what it has seen, for garbage collection.
+    SyncRequest {
+        /// What the sender has seen.
+        digest: Digest,
+    },
+    /// Anti-entropy answer: what the requester lacks.
+    SyncDelta(Delta),
+    /// Anti-entropy answer to a requester behind the collection floor: one snapshot chunk.
+    SyncSnapshot(Snapshot),
+    /// The stable vector the sender computed from members' version vectors, shared so that
+    /// every node collects the same garbage.
+    Stable {
+        /// Pointwise minimum of the members' version vectors.
+        vector: VClock,
+    },
+}
+
+/// Why bytes are not a valid message. The bytes are dropped; nothing else changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// No bytes at all.
+    #[error("empty message")]
+    Empty,
+    /// The first byte is not [`FORMAT_VERSION`].
+    #[error("unknown format version {0}")]
+    UnknownVersion(u8),
+    /// The message is longer than the limit for its channel.
+    #[error("message is {len} bytes, the limit is {max}")]
+    TooLarge {
+        /// Length of the refused message.
+        len: usize,
+        /// The limit it broke.
+        max: usize,
+    },
+    /// The body is not a valid encoding of a [`Message`].
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A valid message is followed by extra bytes.
+    #[error("{0} unexpected bytes after the message")]
+    TrailingBytes(usize),
+}
+
+/// Why a message could not be encoded. Nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The encoding is longer than the limit given.
+    #[error("message encodes to {len} bytes, the limit is {max}")]
+    TooLarge {
+        /// Length of the encoding.
+        len: usize,
+        /// The limit it broke.
+        max: usize,
+    },
+    /// bincode refused the value.
+    #[error("cannot encode message: {0}")]
+    Bincode(String),
+}
+
+/// Encodes `message` with the format-version byte, refusing encodings over `max_len` bytes
+/// (capped at [`MAX_MESSAGE_BYTES`]).
+///
+/// # Errors
+///
+/// [`EncodeError::TooLarge`] when the encoding is longer than the limit.
+pub fn encode(message: &Message, max_len: usize) -> Result<Bytes, EncodeError> {
+    let max = max_len.min(MAX_MESSAGE_BYTES);
+    let mut out = vec![FORMAT_VERSION];
+    bincode::serde::encode_into_std_write(message, &mut out, bincode::config::standard())
+        .map_err(|e| EncodeError::Bincode(e.to_string()))?;
+    if out.len() > max {
+        return Err(EncodeError::TooLarge {
+            len: out.len(),
+            max,
+        });
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Decodes one message of at most `max_len` bytes (capped at [`MAX_MESSAGE_BYTES`]).
+///
+/// Use [`MAX_DATAGRAM_BYTES`] for datagrams and the configured stream limit for streams.
+///
+/// # Errors
+///
+/// [`DecodeError`] says why the bytes are refused. No input panics, and no input makes the
+/// decoder claim more memory for strings and byte buffers than the input's length rounded up
+/// to the next of 4 KiB, 64 KiB, 1 MiB, 16 MiB or 64 MiB.
+pub fn decode(bytes: &[u8], max_len: usize) -> Result<Message, DecodeError> {
+    let max = max_len.min(MAX_MESSAGE_BYTES);
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    let (message, used) = decode_limited::<Message>(body)?;
+    if used != body.len() {
+        return Err(DecodeError::TrailingBytes(body.len() - used));
+    }
+    Ok(message)
+}
+
+/// bincode-decodes `T` with a byte limit chosen from the input's length. A valid encoding
+/// claims at most as many bytes as it is long (the bytes of every string and buffer are in the
+/// input), so the tier at or above the length never refuses a valid message.
+pub(crate) fn decode_limited<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize), DecodeError> {
+    fn run<T: DeserializeOwned, const LIMIT: usize>(
+        body: &[u8],
+    ) -> Result<(T, usize), DecodeError> {
+        let config = bincode::config::standard().with_limit::<LIMIT>();
+        bincode::serde::decode_from_slice(body, config)
+            .map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+    match body.len() {
+        len if len <= 4 << 10 => run::<T, { 4 << 10 }>(body),
+        len if len <= 64 << 10 => run::<T, { 64 << 10 }>(body),
+        len if len <= 1 << 20 => run::<T, { 1 << 20 }>(body),
+        len if len <= 16 << 20 => run::<T, { 16 << 20 }>(body),
+        len if len <= MAX_MESSAGE_BYTES => run::<T, MAX_MESSAGE_BYTES>(body),
+        len => Err(DecodeError::TooLarge {
+            len,
+            max: MAX_MESSAGE_BYTES,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

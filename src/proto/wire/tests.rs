@@ -1,0 +1,226 @@
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::proto::{HlcTimestamp, Key, Payload, SeqRange, Store, StoreConfig, WriterId};
+
+fn writer() -> impl Strategy<Value = WriterId> {
+    (0u64..4).prop_map(WriterId)
+}
+
+fn dot() -> impl Strategy<Value = Dot> {
+    (writer(), 1u64..1_000).prop_map(|(w, s)| Dot::new(w, s))
+}
+
+fn clock() -> impl Strategy<Value = VClock> {
+    prop::collection::vec(dot(), 0..4).prop_map(|dots| {
+        let mut c = VClock::new();
+        for d in dots {
+            crdts::CmRDT::apply(&mut c, d);
+        }
+        c
+    })
+}
+
+fn key() -> impl Strategy<Value = Key> {
+    "[a-z0-9]{1,8}(/[a-z0-9._-]{1,8}){0,3}".prop_filter_map("valid key", |s| Key::new(&s).ok())
+}
+
+fn version() -> impl Strategy<Value = Version> {
+    let payload = prop_oneof![
+        Just(Payload::Tombstone),
+        prop::collection::vec(any::<u8>(), 0..64).prop_map(|v| Payload::Value(Bytes::from(v))),
+    ];
+    (key(), dot(), clock(), any::<u64>(), payload).prop_map(
+        |(key, dot, supersedes, ts, payload)| Version {
+            key,
+            dot,
+            supersedes,
+            timestamp: HlcTimestamp(ts),
+            payload,
+        },
+    )
+}
+
+/// A digest built the way replicas build theirs: from writes and deliveries.
+fn digest() -> impl Strategy<Value = Digest> {
+    prop::collection::vec((writer(), 1u64..50), 0..20).prop_map(|dots| {
+        let mut d = Digest::default();
+        for (w, s) in dots {
+            d.insert(Dot::new(w, s));
+        }
+        d
+    })
+}
+
+fn delta() -> impl Strategy<Value = Delta> {
+    let cleared = prop::collection::vec((writer(), 1u64..100, 0u64..5), 0..4).prop_map(|v| {
+        v.into_iter()
+            .map(|(w, s, n)| {
+                (
+                    w,
+                    SeqRange {
+                        start: s,
+                        end: s + n,
+                    },
+                )
+            })
+            .collect()
+    });
+    (
+        prop::collection::vec(version(), 0..4),
+        cleared,
+        any::<bool>(),
+    )
+        .prop_map(|(versions, cleared, truncated)| Delta {
+            versions,
+            cleared,
+            truncated,
+        })
+}
+
+fn snapshot() -> impl Strategy<Value = Snapshot> {
+    (
+        prop::option::of(key()),
+        prop::option::of(key()),
+        prop::collection::vec(version(), 0..4),
+        digest(),
+        clock(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(after, through, versions, context, collected, last)| Snapshot {
+                after,
+                through,
+                versions,
+                context,
+                collected,
+                last,
+            },
+        )
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    let bytes = prop::collection::vec(any::<u8>(), 0..200).prop_map(Bytes::from);
+    prop_oneof![
+        bytes.clone().prop_map(Message::Membership),
+        bytes.prop_map(Message::MembershipState),
+        prop::collection::vec(version(), 0..4).prop_map(|versions| Message::Push { versions }),
+        prop::collection::vec(dot(), 0..8).prop_map(|dots| Message::IHave { dots }),
+        prop::collection::vec(dot(), 0..8).prop_map(|dots| Message::Graft { dots }),
+        Just(Message::Prune),
+        digest().prop_map(|digest| Message::SyncRequest { digest }),
+        delta().prop_map(Message::SyncDelta),
+        snapshot().prop_map(Message::SyncSnapshot),
+        clock().prop_map(|vector| Message::Stable { vector }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_message_round_trips(message in message()) {
+        let bytes = encode(&message, MAX_MESSAGE_BYTES).unwrap();
+        prop_assert_eq!(bytes[0], FORMAT_VERSION);
+        prop_assert_eq!(decode(&bytes, MAX_MESSAGE_BYTES), Ok(message));
+    }
+
+    #[test]
+    fn truncated_and_corrupted_messages_are_errors_not_panics(message in message(), cut in any::<prop::sample::Index>(), flip in any::<(prop::sample::Index, u8)>()) {
+        let bytes = encode(&message, MAX_MESSAGE_BYTES).unwrap();
+        let cut = cut.index(bytes.len());
+        if cut < bytes.len() {
+            prop_assert!(decode(&bytes[..cut], MAX_MESSAGE_BYTES).is_err());
+        }
+        let mut corrupted = bytes.to_vec();
+        let at = flip.0.index(corrupted.len());
+        corrupted[at] ^= flip.1;
+        let _ = decode(&corrupted, MAX_MESSAGE_BYTES); // any result but a panic
+    }
+
+    #[test]
+    fn random_bytes_are_errors_not_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut versioned = bytes.clone();
+        versioned.insert(0, FORMAT_VERSION);
+        let _ = decode(&bytes, MAX_MESSAGE_BYTES);
+        let _ = decode(&versioned, MAX_MESSAGE_BYTES);
+    }
+}
+
+#[test]
+fn refuses_other_versions_oversize_and_trailing_bytes() {
+    assert_eq!(decode(&[], 100), Err(DecodeError::Empty));
+    assert_eq!(
+        decode(&[FORMAT_VERSION + 1, 5], 100),
+        Err(DecodeError::UnknownVersion(FORMAT_VERSION + 1))
+    );
+    let bytes = encode(&Message::Prune, 100).unwrap();
+    let mut long = bytes.to_vec();
+    long.push(0);
+    assert_eq!(decode(&long, 100), Err(DecodeError::TrailingBytes(1)));
+    let big = Message::Membership(Bytes::from(vec![0u8; 2000]));
+    assert!(matches!(
+        encode(&big, MAX_DATAGRAM_BYTES),
+        Err(EncodeError::TooLarge {
+            max: MAX_DATAGRAM_BYTES,
+            ..
+        })
+    ));
+    let bytes = encode(&big, MAX_MESSAGE_BYTES).unwrap();
+    assert!(matches!(
+        decode(&bytes, MAX_DATAGRAM_BYTES),
+        Err(DecodeError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn length_fields_claiming_gigabytes_are_refused() {
+    // Membership(Bytes) whose length prefix claims 2^40 bytes: varint tag 253 = u64 follows.
+    let mut hostile = vec![FORMAT_VERSION, 0, 253];
+    hostile.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    hostile.extend_from_slice(b"abc");
+    assert!(matches!(
+        decode(&hostile, MAX_MESSAGE_BYTES),
+        Err(DecodeError::Malformed(_))
+    ));
+    // A Push whose key string claims 60 MB.
+    let mut hostile = vec![FORMAT_VERSION, 2, 1, 252];
+    hostile.extend_from_slice(&(60u32 << 20).to_le_bytes());
+    hostile.extend_from_slice(b"app/key");
+    assert!(matches!(
+        decode(&hostile, MAX_MESSAGE_BYTES),
+        Err(DecodeError::Malformed(_))
+    ));
+}
+
+#[test]
+fn decoded_keys_and_ranges_are_validated() {
+    // Replace a valid key by an invalid one of the same length, in the encoding.
+    let mut store = Store::new(WriterId(1), StoreConfig::default());
+    let v = store
+        .put(1, Key::new("abc").unwrap(), Bytes::from_static(b"x"))
+        .unwrap();
+    let bytes = encode(&Message::Push { versions: vec![v] }, MAX_MESSAGE_BYTES)
+        .unwrap()
+        .to_vec();
+    let at = bytes.windows(3).position(|w| w == b"abc").unwrap();
+    let mut bad = bytes.clone();
+    bad[at..at + 3].copy_from_slice(b"a b");
+    assert!(
+        matches!(decode(&bad, MAX_MESSAGE_BYTES), Err(DecodeError::Malformed(m)) if m.contains("character"))
+    );
+    // A digest whose ranges overlap.
+    let mut digest = Digest::default();
+    digest.insert(Dot::new(WriterId(7), 1));
+    digest.insert(Dot::new(WriterId(7), 3));
+    let bytes = encode(&Message::SyncRequest { digest }, MAX_MESSAGE_BYTES)
+        .unwrap()
+        .to_vec();
+    // Encoded ranges: [1..=1, 3..=3]; make the second start at 1.
+    let at = bytes.iter().rposition(|&b| b == 3).unwrap() - 1;
+    let mut bad = bytes.clone();
+    bad[at] = 1;
+    assert!(matches!(
+        decode(&bad, MAX_MESSAGE_BYTES),
+        Err(DecodeError::Malformed(_))
+    ));
+}

@@ -1,0 +1,17 @@
+//! The runtime: what drives the sans-IO core with real time and real I/O.
+//!
+//! This is the only place confmesh reads a clock.
+
+/// Milliseconds since the Unix epoch by the system clock: the wall time the core's writes
+/// need for their hybrid-logical-clock timestamps.
+///
+/// A clock set before 1970 reads as 0; the hybrid logical clock still orders writes.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the runtime is where wall time enters the system"
+)]
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
