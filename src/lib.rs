@@ -25,3 +25,8 @@
 pub mod proto;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+
+/// The README's code examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

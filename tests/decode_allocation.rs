@@ -78,7 +78,7 @@ fn a_key_claiming_sixty_megabytes_allocates_almost_nothing() {
 
 #[test]
 fn a_long_message_may_claim_at_most_its_tier() {
-    // A 100 KiB message whose buffer claims 60 MiB: the limit tier for 100 KiB is 1 MiB.
+    // A 100 KiB message whose buffer claims 60 MiB: its tier (256 KiB) allows 8 x 256 KiB.
     let mut hostile = vec![wire::FORMAT_VERSION, 0, 252];
     hostile.extend_from_slice(&(60u32 << 20).to_le_bytes());
     hostile.resize(100 << 10, 7);
@@ -91,7 +91,14 @@ fn a_long_message_may_claim_at_most_its_tier() {
 }
 
 #[test]
-fn a_valid_large_message_still_decodes() {
+fn valid_large_messages_still_decode() {
+    // Integer-heavy content claims up to 8 bytes per encoded byte: a long list of small dots.
+    let dots = (1..=400_000u64)
+        .map(|s| confmesh::proto::Dot::new(confmesh::proto::WriterId(s % 7), s % 100 + 1))
+        .collect();
+    let message = Message::IHave { dots };
+    let bytes = wire::encode(&message, MAX_MESSAGE_BYTES).unwrap();
+    assert_eq!(wire::decode(&bytes, MAX_MESSAGE_BYTES).unwrap(), message);
     let message = Message::Membership(vec![9u8; 3 << 20].into());
     let bytes = wire::encode(&message, MAX_MESSAGE_BYTES).unwrap();
     assert_eq!(wire::decode(&bytes, MAX_MESSAGE_BYTES).unwrap(), message);

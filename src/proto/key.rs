@@ -151,9 +151,22 @@ impl Serialize for Key {
 /// Decoding validates: a key from the network obeys the same syntax as a local one.
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        validate(&s).map_err(serde::de::Error::custom)?;
-        Ok(Key(Arc::from(s)))
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Builds the key straight from borrowed input where the format allows (one allocation).
+struct KeyVisitor;
+
+impl serde::de::Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a configuration key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Key, E> {
+        Key::new(s).map_err(E::custom)
     }
 }
 

@@ -10,6 +10,8 @@ mod seqset;
 pub mod store;
 pub mod wire;
 
+pub use self::wire::Message;
+
 pub use self::{
     hlc::{Hlc, HlcTimestamp},
     ids::{Dot, VClock, WriterId},

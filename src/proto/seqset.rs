@@ -86,19 +86,25 @@ impl SeqSet {
     pub fn insert_range(&mut self, range: SeqRange) {
         let (mut start, mut end) = (range.start, range.end);
         // Absorb a range that overlaps or touches on the left.
-        if let Some((&s, &e)) = self.ranges.range(..=start).next_back() {
-            if e.saturating_add(1) >= start {
-                start = s;
-                end = end.max(e);
+        if let Some((&s, &e)) = self.ranges.range(..=start).next_back()
+            && e.saturating_add(1) >= start
+        {
+            if e >= end {
+                return; // already covered
             }
+            let next_start = self.ranges.range(s + 1..).next().map(|(&n, _)| n);
+            if next_start.is_none_or(|n| n > end.saturating_add(1)) {
+                // The common case, appending to the last range: extend it in place.
+                if let Some(e) = self.ranges.get_mut(&s) {
+                    *e = end;
+                }
+                return;
+            }
+            start = s;
+            end = end.max(e);
         }
         // Absorb every range that starts inside or right after the new one.
-        let absorbed: Vec<(u64, u64)> = self
-            .ranges
-            .range(start..=end.saturating_add(1))
-            .map(|(&s, &e)| (s, e))
-            .collect();
-        for (s, e) in absorbed {
+        while let Some((&s, &e)) = self.ranges.range(start..=end.saturating_add(1)).next() {
             self.ranges.remove(&s);
             end = end.max(e);
         }

@@ -553,6 +553,17 @@ proptest! {
         prop_assert_eq!(replicated(&merge(a, b)), replicated(&merge(b, a)));
         prop_assert_eq!(replicated(&merge(&merge(a, b), c)), replicated(&merge(a, &merge(b, c))));
         prop_assert_eq!(replicated(&merge(a, a)), replicated(a));
+        // Restoring into an empty store (the bulk path), whole or chunk by chunk, gives the
+        // replica back exactly.
+        let restored = Store::restore(WriterId(9), StoreConfig::default(), a.snapshot()).unwrap();
+        check_invariants(&restored);
+        prop_assert_eq!(replicated(&restored), replicated(a));
+        let mut chunked = store(9);
+        for chunk in a.snapshot_chunks(40) {
+            chunked.merge_snapshot(chunk).unwrap();
+            check_invariants(&chunked);
+        }
+        prop_assert_eq!(replicated(&chunked), replicated(a));
         // Merging is the same as exchanging deltas.
         let mut d = a.clone();
         let SyncReply::Delta(delta) = b.delta_for(d.digest(), usize::MAX) else { panic!() };

@@ -4,12 +4,12 @@
 //! encoding (standard configuration: little-endian, varint integers) of a [`Message`].
 //!
 //! Bytes from the network are untrusted. [`decode`] refuses input longer than the caller's
-//! limit, and runs bincode with a byte limit of the same order as the input's length, so a
-//! length field that claims gigabytes is refused before anything is allocated. No input
+//! limit, and runs bincode with a byte limit proportional to the input's length, so a length
+//! field that claims gigabytes is refused before anything is allocated. No input
 //! panics the decoder; decoded keys and sequence ranges are validated on the way in.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 
 use super::{
     ids::{Dot, VClock},
@@ -24,8 +24,9 @@ pub const FORMAT_VERSION: u8 = 1;
 /// connection start with the default initial MTU of 1200).
 pub const MAX_DATAGRAM_BYTES: usize = 1150;
 
-/// The largest message anyone may encode or decode, whatever the configured limits: 64 MiB.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// The largest message anyone may encode or decode, whatever the configured limits: 32 MiB.
+/// Snapshots larger than that travel as several chunks.
+pub const MAX_MESSAGE_BYTES: usize = 32 << 20;
 
 /// Every message nodes exchange.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,8 +145,9 @@ pub fn encode(message: &Message, max_len: usize) -> Result<Bytes, EncodeError> {
 /// # Errors
 ///
 /// [`DecodeError`] says why the bytes are refused. No input panics, and no input makes the
-/// decoder claim more memory for strings and byte buffers than the input's length rounded up
-/// to the next of 4 KiB, 64 KiB, 1 MiB, 16 MiB or 64 MiB.
+/// decoder allocate more for strings and byte buffers than 8 times its length rounded up to
+/// the next of 4, 16, 64 or 256 KiB, 1, 4 or 16 MiB, or [`MAX_MESSAGE_BYTES`] (so a 30-byte
+/// message claiming a terabyte allocates at most 32 KiB).
 pub fn decode(bytes: &[u8], max_len: usize) -> Result<Message, DecodeError> {
     let max = max_len.min(MAX_MESSAGE_BYTES);
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
@@ -165,29 +167,44 @@ pub fn decode(bytes: &[u8], max_len: usize) -> Result<Message, DecodeError> {
     Ok(message)
 }
 
-/// bincode-decodes `T` with a byte limit chosen from the input's length. A valid encoding
-/// claims at most as many bytes as it is long (the bytes of every string and buffer are in the
-/// input), so the tier at or above the length never refuses a valid message.
-pub(crate) fn decode_limited<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize), DecodeError> {
-    fn run<T: DeserializeOwned, const LIMIT: usize>(
-        body: &[u8],
+/// bincode-decodes `T` with a byte limit chosen from the input's length.
+///
+/// bincode charges the limit for every string and buffer it allocates (one byte per byte,
+/// before reading them) and for every integer at its in-memory width: a varint `u64` is one
+/// byte on the wire and claims eight. So a valid encoding claims at most [`CLAIM_PER_BYTE`]
+/// times its length, and each tier's limit is that multiple of the tier's largest input.
+pub(crate) fn decode_limited<'de, T: Deserialize<'de>>(
+    body: &'de [u8],
+) -> Result<(T, usize), DecodeError> {
+    fn run<'de, T: Deserialize<'de>, const LIMIT: usize>(
+        body: &'de [u8],
     ) -> Result<(T, usize), DecodeError> {
         let config = bincode::config::standard().with_limit::<LIMIT>();
-        bincode::serde::decode_from_slice(body, config)
+        bincode::serde::borrow_decode_from_slice(body, config)
             .map_err(|e| DecodeError::Malformed(e.to_string()))
     }
-    match body.len() {
-        len if len <= 4 << 10 => run::<T, { 4 << 10 }>(body),
-        len if len <= 64 << 10 => run::<T, { 64 << 10 }>(body),
-        len if len <= 1 << 20 => run::<T, { 1 << 20 }>(body),
-        len if len <= 16 << 20 => run::<T, { 16 << 20 }>(body),
-        len if len <= MAX_MESSAGE_BYTES => run::<T, MAX_MESSAGE_BYTES>(body),
-        len => Err(DecodeError::TooLarge {
-            len,
-            max: MAX_MESSAGE_BYTES,
-        }),
+    macro_rules! tiers {
+        ($($bound:expr),*) => {
+            match body.len() {
+                $(len if len <= $bound => run::<T, { CLAIM_PER_BYTE * $bound }>(body),)*
+                len => Err(DecodeError::TooLarge { len, max: MAX_MESSAGE_BYTES }),
+            }
+        };
     }
+    tiers!(
+        4 << 10,
+        16 << 10,
+        64 << 10,
+        256 << 10,
+        1 << 20,
+        4 << 20,
+        16 << 20,
+        MAX_MESSAGE_BYTES
+    )
 }
+
+/// The most bytes bincode may claim against its limit per byte of valid input.
+const CLAIM_PER_BYTE: usize = 8;
 
 #[cfg(test)]
 mod tests;
