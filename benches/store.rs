@@ -1,7 +1,8 @@
 //! Store hot paths, sans-IO: local put, remote apply, digest, delta for a digest, and the full
 //! catch-up of a 100,000-key replica (snapshot encode, decode, merge into an empty store).
 //!
-//! Run: `cargo bench --bench store`. Names follow `area/operation/size`.
+//! Run: `cargo bench --bench store` (system allocator) and `cargo bench --bench store
+//! --features mimalloc`. Names follow `area/operation/size`.
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
 
 use std::hint::black_box;
@@ -12,6 +13,17 @@ use confmesh::proto::{
     wire::{self, MAX_MESSAGE_BYTES, Message},
 };
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+
+/// `--features mimalloc` benches with the allocator the `confmesh` binary uses with it.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ALLOCATOR_NAME: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "system"
+};
 
 const VALUE: [u8; 100] = [b'v'; 100];
 
@@ -115,7 +127,7 @@ fn catchup(c: &mut Criterion) {
     let message = Message::SyncSnapshot(full.snapshot());
     let bytes = wire::encode(&message, MAX_MESSAGE_BYTES).expect("encode");
     println!(
-        "catchup/100k: snapshot is {} bytes on the wire",
+        "catchup/100k: snapshot is {} bytes on the wire; allocator: {ALLOCATOR_NAME}",
         bytes.len()
     );
     let mut group = c.benchmark_group("catchup");
@@ -123,10 +135,7 @@ fn catchup(c: &mut Criterion) {
     // Dropping what a step produced is not part of a catch-up (decoded versions move into the
     // store), so every step is timed without destroying its output.
     group.bench_function("snapshot_encode/100k", |b| {
-        b.iter_with_large_drop(|| {
-            wire::encode(&Message::SyncSnapshot(full.snapshot()), MAX_MESSAGE_BYTES)
-                .expect("encode")
-        })
+        b.iter_with_large_drop(|| encode_whole(&full))
     });
     group.bench_function("decode/100k", |b| {
         b.iter_with_large_drop(|| wire::decode(&bytes, MAX_MESSAGE_BYTES).expect("decode"))
@@ -143,8 +152,7 @@ fn catchup(c: &mut Criterion) {
     });
     group.bench_function("total/100k", |b| {
         b.iter_with_large_drop(|| {
-            let bytes = wire::encode(&Message::SyncSnapshot(full.snapshot()), MAX_MESSAGE_BYTES)
-                .expect("encode");
+            let bytes = encode_whole(&full);
             let Ok(Message::SyncSnapshot(s)) = wire::decode(&bytes, MAX_MESSAGE_BYTES) else {
                 unreachable!()
             };
@@ -152,6 +160,15 @@ fn catchup(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// The whole replica as one snapshot message, encoded from borrowed versions.
+fn encode_whole(store: &Store) -> bytes::Bytes {
+    let chunk = store
+        .snapshot_refs(usize::MAX)
+        .pop()
+        .expect("always one chunk");
+    wire::encode_snapshot(&chunk, MAX_MESSAGE_BYTES).expect("encode")
 }
 
 criterion_group!(benches, local, sync, catchup);

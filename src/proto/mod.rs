@@ -18,7 +18,7 @@ pub use self::{
     key::{Key, KeyError, MAX_KEY_LEN},
     seqset::{SeqRange, SeqSet, SeqSetError},
     store::{
-        Applied, ApplyError, Delta, Digest, Payload, Snapshot, Store, StoreConfig, SyncReply,
-        Version, WriteError,
+        Applied, ApplyError, Delta, Digest, Payload, Snapshot, SnapshotRef, Store, StoreConfig,
+        SyncReply, Version, WriteError,
     },
 };

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use crdts::CvRDT;
 
-use super::{Applied, ApplyError, Delta, Digest, Snapshot, Store, SyncReply, Version};
+use super::{Applied, ApplyError, Delta, Digest, Snapshot, SnapshotRef, Store, SyncReply, Version};
 use crate::proto::{
     ids::{Dot, WriterId},
     key::Key,
@@ -118,54 +118,46 @@ impl Store {
 
     /// The whole replica as one [`Snapshot`].
     pub fn snapshot(&self) -> Snapshot {
-        let versions = self.keys.values().flatten().cloned().collect();
-        self.snapshot_chunk(None, None, versions, true)
+        let mut whole = SnapshotRef::empty_last(self);
+        whole.versions = self.keys.values().flatten().collect();
+        whole.to_owned()
     }
 
     /// The whole replica as snapshot chunks of about `max_bytes` of versions each (a key's
     /// siblings are never split), to be merged in order.
     pub fn snapshot_chunks(&self, max_bytes: usize) -> Vec<Snapshot> {
+        self.snapshot_refs(max_bytes)
+            .iter()
+            .map(SnapshotRef::to_owned)
+            .collect()
+    }
+
+    /// Like [`Store::snapshot_chunks`], borrowing the versions instead of cloning them; encode
+    /// with [`wire::encode_snapshot`](crate::proto::wire::encode_snapshot). Always at least one
+    /// chunk, the last.
+    pub fn snapshot_refs(&self, max_bytes: usize) -> Vec<SnapshotRef<'_>> {
         let mut chunks = Vec::new();
-        let mut after: Option<Key> = None;
-        let mut versions = Vec::new();
+        let mut chunk = SnapshotRef::empty_last(self);
         let mut size = 0usize;
         for (key, siblings) in &self.keys {
             size += siblings
                 .iter()
                 .map(Version::approx_encoded_len)
                 .sum::<usize>();
-            versions.extend(siblings.iter().cloned());
+            chunk.versions.extend(siblings);
             if size >= max_bytes {
-                let through = Some(key.clone());
-                chunks.push(self.snapshot_chunk(
-                    after,
-                    through.clone(),
-                    std::mem::take(&mut versions),
-                    false,
-                ));
-                after = through;
+                let next = SnapshotRef {
+                    after: Some(key),
+                    ..SnapshotRef::empty_last(self)
+                };
+                chunk.through = Some(key);
+                chunk.last = false;
+                chunks.push(std::mem::replace(&mut chunk, next));
                 size = 0;
             }
         }
-        chunks.push(self.snapshot_chunk(after, None, versions, true));
+        chunks.push(chunk);
         chunks
-    }
-
-    fn snapshot_chunk(
-        &self,
-        after: Option<Key>,
-        through: Option<Key>,
-        versions: Vec<Version>,
-        last: bool,
-    ) -> Snapshot {
-        Snapshot {
-            after,
-            through,
-            versions,
-            context: self.context.clone(),
-            collected: self.collected.clone(),
-            last,
-        }
     }
 
     pub(super) fn check(&self, version: &Version) -> Result<(), ApplyError> {

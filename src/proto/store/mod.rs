@@ -24,7 +24,7 @@ use bytes::Bytes;
 use crdts::{CmRDT, CvRDT};
 use serde::{Deserialize, Serialize};
 
-pub use self::sync::{Delta, Digest, Snapshot, SyncReply};
+pub use self::sync::{Delta, Digest, Snapshot, SnapshotRef, SyncReply};
 use super::{
     hlc::{Hlc, HlcTimestamp},
     ids::{Dot, VClock, WriterId},

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::Version;
+use super::{Store, Version};
 use crate::proto::{
     ids::{Dot, VClock, WriterId},
     key::Key,
@@ -150,5 +150,57 @@ impl Snapshot {
     pub fn covers_key(&self, key: &Key) -> bool {
         self.after.as_ref().is_none_or(|after| key > after)
             && self.through.as_ref().is_none_or(|through| key <= through)
+    }
+}
+
+/// A [`Snapshot`] chunk that borrows from the store instead of cloning it, for encoding. Its
+/// encoding is byte for byte that of the owned chunk (same fields, same order).
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotRef<'a> {
+    /// See [`Snapshot::after`].
+    pub after: Option<&'a Key>,
+    /// See [`Snapshot::through`].
+    pub through: Option<&'a Key>,
+    /// See [`Snapshot::versions`].
+    pub versions: Vec<&'a Version>,
+    /// See [`Snapshot::context`].
+    pub context: &'a Digest,
+    /// See [`Snapshot::collected`].
+    pub collected: &'a VClock,
+    /// See [`Snapshot::last`].
+    pub last: bool,
+}
+
+impl<'a> SnapshotRef<'a> {
+    pub(super) fn empty_last(store: &'a Store) -> SnapshotRef<'a> {
+        SnapshotRef {
+            after: None,
+            through: None,
+            versions: Vec::new(),
+            context: &store.context,
+            collected: &store.collected,
+            last: true,
+        }
+    }
+
+    /// The owned chunk.
+    pub fn to_owned(&self) -> Snapshot {
+        Snapshot {
+            after: self.after.cloned(),
+            through: self.through.cloned(),
+            versions: self.versions.iter().map(|&v| v.clone()).collect(),
+            context: self.context.clone(),
+            collected: self.collected.clone(),
+            last: self.last,
+        }
+    }
+
+    /// A rough size of the encoding, to size buffers.
+    pub(crate) fn approx_encoded_len(&self) -> usize {
+        self.versions
+            .iter()
+            .map(|v| v.approx_encoded_len())
+            .sum::<usize>()
+            + 64
     }
 }

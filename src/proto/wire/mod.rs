@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ids::{Dot, VClock},
-    store::{Delta, Digest, Snapshot, Version},
+    store::{Delta, Digest, Snapshot, SnapshotRef, Version},
 };
 
 /// The format version this build writes and reads. A message with another first byte is
@@ -125,9 +125,43 @@ pub enum EncodeError {
 ///
 /// [`EncodeError::TooLarge`] when the encoding is longer than the limit.
 pub fn encode(message: &Message, max_len: usize) -> Result<Bytes, EncodeError> {
+    encode_with(message, 64, max_len)
+}
+
+/// Encodes `chunk` exactly as [`encode`] encodes `Message::SyncSnapshot(chunk.to_owned())`,
+/// without cloning the versions: the catch-up path for a large replica.
+///
+/// # Errors
+///
+/// [`EncodeError::TooLarge`] when the encoding is longer than the limit.
+pub fn encode_snapshot(chunk: &SnapshotRef<'_>, max_len: usize) -> Result<Bytes, EncodeError> {
+    /// `Message::SyncSnapshot`, borrowed. The index must match the variant's position.
+    struct SyncSnapshotRef<'a, 'b>(&'a SnapshotRef<'b>);
+    impl Serialize for SyncSnapshotRef<'_, '_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_newtype_variant(
+                "Message",
+                SYNC_SNAPSHOT_VARIANT,
+                "SyncSnapshot",
+                self.0,
+            )
+        }
+    }
+    encode_with(&SyncSnapshotRef(chunk), chunk.approx_encoded_len(), max_len)
+}
+
+/// The position of `Message::SyncSnapshot` in the enum (a test checks it).
+const SYNC_SNAPSHOT_VARIANT: u32 = 8;
+
+fn encode_with<T: Serialize>(
+    value: &T,
+    size_hint: usize,
+    max_len: usize,
+) -> Result<Bytes, EncodeError> {
     let max = max_len.min(MAX_MESSAGE_BYTES);
-    let mut out = vec![FORMAT_VERSION];
-    bincode::serde::encode_into_std_write(message, &mut out, bincode::config::standard())
+    let mut out = Vec::with_capacity(size_hint.min(max).saturating_add(1));
+    out.push(FORMAT_VERSION);
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
         .map_err(|e| EncodeError::Bincode(e.to_string()))?;
     if out.len() > max {
         return Err(EncodeError::TooLarge {

@@ -147,6 +147,29 @@ proptest! {
 }
 
 #[test]
+fn borrowed_snapshot_encodes_byte_for_byte_like_the_owned_one() {
+    let mut store = Store::new(WriterId(1), StoreConfig::default());
+    for i in 0..50 {
+        store
+            .put(
+                i,
+                Key::new(&format!("k/{i:02}")).unwrap(),
+                Bytes::from(vec![i as u8; 30]),
+            )
+            .unwrap();
+    }
+    store.delete(99, Key::new("k/07").unwrap());
+    let refs = store.snapshot_refs(400);
+    assert!(refs.len() > 3);
+    for (chunk, owned) in refs.iter().zip(store.snapshot_chunks(400)) {
+        let borrowed = encode_snapshot(chunk, MAX_MESSAGE_BYTES).unwrap();
+        let message = Message::SyncSnapshot(owned);
+        assert_eq!(borrowed, encode(&message, MAX_MESSAGE_BYTES).unwrap());
+        assert_eq!(decode(&borrowed, MAX_MESSAGE_BYTES).unwrap(), message);
+    }
+}
+
+#[test]
 fn refuses_other_versions_oversize_and_trailing_bytes() {
     assert_eq!(decode(&[], 100), Err(DecodeError::Empty));
     assert_eq!(
