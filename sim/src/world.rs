@@ -279,7 +279,7 @@ impl World {
                         self.report.failure.get_or_insert(problem);
                     }
                 }
-                self.note_convergence(to);
+                self.note_convergence();
             }
             Event::AntiEntropy { replica } => {
                 let peer = (replica + self.rng.random_range(1..self.params.replicas))
@@ -352,7 +352,8 @@ impl World {
         self.events.insert(self.seq, event);
     }
 
-    fn note_convergence(&mut self, _changed: usize) {
+    /// Records the convergence time of every write that has now reached every replica.
+    fn note_convergence(&mut self) {
         let replicas = &self.replicas;
         let now = self.now_ms;
         let report = &mut self.report;

@@ -100,11 +100,15 @@ impl Store {
                         return SyncReply::Delta(delta);
                     }
                     push_cleared(&mut delta, writer, next, seq - 1);
-                    if let Some(version) = self
+                    let version = self
                         .versions(key)
                         .iter()
-                        .find(|v| v.dot.counter == seq && v.dot.actor == writer)
-                    {
+                        .find(|v| v.dot.counter == seq && v.dot.actor == writer);
+                    debug_assert!(
+                        version.is_some(),
+                        "index names {key} for {writer}:{seq} but it is not stored"
+                    );
+                    if let Some(version) = version {
                         size += version.approx_encoded_len();
                         delta.versions.push(version.clone());
                     }

@@ -172,14 +172,12 @@ pub enum Applied {
 impl Applied {
     /// Whether [`Store::get`] now answers differently for the version's key.
     pub fn winner_changed(self) -> bool {
-        matches!(
-            self,
-            Applied::Stored {
-                winner_changed: true
-            } | Applied::Obsolete {
-                winner_changed: true
+        match self {
+            Applied::Duplicate => false,
+            Applied::Obsolete { winner_changed } | Applied::Stored { winner_changed } => {
+                winner_changed
             }
-        )
+        }
     }
 }
 
@@ -206,7 +204,7 @@ pub struct Store {
     context: Digest,
     /// Stored versions by dot, to answer digests: writer -> seq -> key.
     by_dot: BTreeMap<WriterId, BTreeMap<u64, Key>>,
-    /// Tombstones and clock entries at or below this vector may have been collected.
+    /// Tombstones at or below this vector may have been collected (the collection floor).
     collected: VClock,
 }
 
