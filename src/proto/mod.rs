@@ -6,6 +6,7 @@
 mod hlc;
 mod ids;
 mod key;
+pub mod node;
 mod seqset;
 pub mod store;
 pub mod wire;

@@ -302,6 +302,12 @@ impl Store {
             .filter_map(|(_, siblings)| siblings.first().filter(|v| !v.is_tombstone()))
     }
 
+    /// The stored version named `dot`, if it is stored (not superseded or collected).
+    pub fn version_by_dot(&self, dot: &Dot) -> Option<&Version> {
+        let key = self.by_dot.get(&dot.actor)?.get(&dot.counter)?;
+        self.versions(key).iter().find(|v| v.dot == *dot)
+    }
+
     /// Number of keys with at least one stored version (tombstones included).
     pub fn key_count(&self) -> usize {
         self.keys.len()

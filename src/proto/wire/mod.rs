@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ids::{Dot, VClock},
+    ids::Dot,
     store::{Delta, Digest, Snapshot, SnapshotRef, Version},
 };
 
@@ -35,9 +35,14 @@ pub enum Message {
     /// A SWIM packet for the membership layer (foca), carried opaquely; foca decodes it with
     /// its own limited codec. Sent as a datagram.
     Membership(Bytes),
-    /// Membership push-pull: the sender's whole member list, foca-encoded. Sent on a stream;
-    /// the receiver answers with its own.
-    MembershipState(Bytes),
+    /// Membership push-pull: the sender's whole member list (bincode of foca members, decoded
+    /// with a limit). Sent on a stream; unless it is a reply, the receiver answers with its own.
+    MembershipState {
+        /// The encoded member list.
+        members: Bytes,
+        /// Whether this answers a push.
+        reply: bool,
+    },
     /// New versions pushed along the eager dissemination tree. The receiver forwards the ones
     /// new to it to its own eager peers, and prunes the sender if all were duplicates.
     Push {
@@ -57,8 +62,14 @@ pub enum Message {
     },
     /// Asks the receiver to stop pushing eagerly to the sender (it got duplicates).
     Prune,
-    /// Anti-entropy: the sender's digest, asking for what it lacks, and its version vector as
-    /// a report of what it has seen, for garbage collection.
+    /// Anti-entropy opening: a hash of the sender's digest. A receiver whose digest hashes the
+    /// same is in sync; one whose does not answers with [`Message::SyncRequest`].
+    SyncProbe {
+        /// Hash of the sender's digest ([`Digest::fingerprint`]).
+        hash: u64,
+    },
+    /// Anti-entropy: the sender's digest, asking for what it lacks. It is also a report of what
+    /// the sender has seen, for garbage collection.
     SyncRequest {
         /// What the sender has seen.
         digest: Digest,
@@ -67,12 +78,6 @@ pub enum Message {
     SyncDelta(Delta),
     /// Anti-entropy answer to a requester behind the collection floor: one snapshot chunk.
     SyncSnapshot(Snapshot),
-    /// The stable vector the sender computed from members' version vectors, shared so that
-    /// every node collects the same garbage.
-    Stable {
-        /// Pointwise minimum of the members' version vectors.
-        vector: VClock,
-    },
 }
 
 /// Why bytes are not a valid message. The bytes are dropped; nothing else changes.
@@ -151,7 +156,7 @@ pub fn encode_snapshot(chunk: &SnapshotRef<'_>, max_len: usize) -> Result<Bytes,
 }
 
 /// The position of `Message::SyncSnapshot` in the enum (a test checks it).
-const SYNC_SNAPSHOT_VARIANT: u32 = 8;
+const SYNC_SNAPSHOT_VARIANT: u32 = 9;
 
 fn encode_with<T: Serialize>(
     value: &T,

@@ -2,7 +2,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-use crate::proto::{HlcTimestamp, Key, Payload, SeqRange, Store, StoreConfig, WriterId};
+use crate::proto::{HlcTimestamp, Key, Payload, SeqRange, Store, StoreConfig, VClock, WriterId};
 
 fn writer() -> impl Strategy<Value = WriterId> {
     (0u64..4).prop_map(WriterId)
@@ -104,15 +104,16 @@ fn message() -> impl Strategy<Value = Message> {
     let bytes = prop::collection::vec(any::<u8>(), 0..200).prop_map(Bytes::from);
     prop_oneof![
         bytes.clone().prop_map(Message::Membership),
-        bytes.prop_map(Message::MembershipState),
+        (bytes, any::<bool>())
+            .prop_map(|(members, reply)| Message::MembershipState { members, reply }),
         prop::collection::vec(version(), 0..4).prop_map(|versions| Message::Push { versions }),
         prop::collection::vec(dot(), 0..8).prop_map(|dots| Message::IHave { dots }),
         prop::collection::vec(dot(), 0..8).prop_map(|dots| Message::Graft { dots }),
         Just(Message::Prune),
+        any::<u64>().prop_map(|hash| Message::SyncProbe { hash }),
         digest().prop_map(|digest| Message::SyncRequest { digest }),
         delta().prop_map(Message::SyncDelta),
         snapshot().prop_map(Message::SyncSnapshot),
-        clock().prop_map(|vector| Message::Stable { vector }),
     ]
 }
 

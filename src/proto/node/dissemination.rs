@@ -1,0 +1,182 @@
+//! The fast path: Plumtree-style eager push along a tree, lazy announcements, grafts.
+//!
+//! Each node keeps a small symmetric view of peers. A version new to a node is pushed at once
+//! to its eager peers and announced (`IHave`) to its lazy ones. A push that brings nothing
+//! new prunes the sender to lazy; an announcement of a version still missing after
+//! [`Config::graft_timeout`](super::Config::graft_timeout) grafts the announcer back to eager
+//! and asks it for the version. The eager links settle into a spanning tree.
+
+use std::{net::SocketAddr, time::Instant};
+
+use rand::RngExt;
+
+use super::{Node, Timer};
+use crate::proto::{Dot, Version, wire::Message};
+
+impl Node {
+    /// Sends new versions on: pushed to eager peers, announced to lazy ones, never back to
+    /// `from`.
+    pub(super) fn disseminate(&mut self, versions: &[Version], from: Option<SocketAddr>) {
+        if versions.is_empty() {
+            return;
+        }
+        let (mut eager, mut lazy) = (Vec::new(), Vec::new());
+        for (&addr, peer) in &self.peers {
+            match peer.link {
+                Some(true) if Some(addr) != from => eager.push(addr),
+                Some(false) if Some(addr) != from => lazy.push(addr),
+                _ => {}
+            }
+        }
+        if !eager.is_empty() {
+            let push = Message::Push {
+                versions: versions.to_vec(),
+            };
+            for to in eager {
+                self.send(to, &push);
+            }
+        }
+        if !lazy.is_empty() {
+            let ihave = Message::IHave {
+                dots: versions.iter().map(|v| v.dot).collect(),
+            };
+            for to in lazy {
+                self.send(to, &ihave);
+            }
+        }
+    }
+
+    pub(super) fn on_push(&mut self, _now: Instant, from: SocketAddr, versions: Vec<Version>) {
+        self.stats.pushed_versions_received += versions.len() as u64;
+        let mut fresh = Vec::new();
+        for version in versions {
+            let old = self.store.get(&version.key).cloned();
+            let key = version.key.clone();
+            let dot = version.dot;
+            match self.store.apply(version.clone()) {
+                Ok(crate::proto::Applied::Duplicate) => self.stats.duplicate_versions += 1,
+                Ok(_) => {
+                    self.missing.remove(&(dot.actor, dot.counter));
+                    self.emit_change(&key, old);
+                    fresh.push(version);
+                }
+                Err(e) => {
+                    tracing::debug!(%from, cause = %e, "pushed version refused");
+                    self.stats.malformed += 1;
+                }
+            }
+        }
+        if fresh.is_empty() {
+            // Nothing new: the sender is a redundant eager link.
+            self.set_link(from, false);
+            self.send(from, &Message::Prune);
+        } else {
+            self.set_link(from, true);
+            self.disseminate(&fresh, Some(from));
+        }
+    }
+
+    pub(super) fn on_ihave(&mut self, now: Instant, from: SocketAddr, dots: Vec<Dot>) {
+        let deadline = now + self.config.graft_timeout;
+        let mut waiting = false;
+        for dot in dots {
+            if self.store.digest().contains(&dot) {
+                continue;
+            }
+            let (announcers, _) = self
+                .missing
+                .entry((dot.actor, dot.counter))
+                .or_insert_with(|| (Vec::new(), deadline));
+            if !announcers.contains(&from) {
+                announcers.push(from);
+            }
+            waiting = true;
+        }
+        if waiting {
+            self.timers.set(deadline, Timer::Graft);
+        }
+    }
+
+    /// Grafts every missing version whose deadline passed from its first announcer; the next
+    /// announcer gets its turn one timeout later.
+    pub(super) fn graft_due(&mut self, now: Instant) {
+        let mut grafts: std::collections::BTreeMap<SocketAddr, Vec<Dot>> = Default::default();
+        let mut retry = false;
+        let timeout = self.config.graft_timeout;
+        self.missing
+            .retain(|&(writer, seq), (announcers, deadline)| {
+                if *deadline > now {
+                    return true;
+                }
+                if announcers.is_empty() {
+                    return false; // anti-entropy will bring it
+                }
+                let from = announcers.remove(0);
+                grafts.entry(from).or_default().push(Dot::new(writer, seq));
+                *deadline = now + timeout;
+                retry = true;
+                true
+            });
+        for (to, dots) in grafts {
+            self.stats.grafts_sent += 1;
+            self.set_link(to, true);
+            self.send(to, &Message::Graft { dots });
+        }
+        if retry {
+            self.timers.set(now + timeout, Timer::Graft);
+        }
+    }
+
+    pub(super) fn on_graft(&mut self, from: SocketAddr, dots: Vec<Dot>) {
+        self.set_link(from, true);
+        let versions: Vec<Version> = dots
+            .iter()
+            .filter_map(|d| self.store.version_by_dot(d).cloned())
+            .collect();
+        if !versions.is_empty() {
+            self.send(from, &Message::Push { versions });
+        }
+    }
+
+    /// Sets the link to `peer` eager or lazy, adding it to the view if there is room.
+    pub(super) fn set_link(&mut self, peer: SocketAddr, eager: bool) {
+        let in_view = self.peers.values().filter(|p| p.link.is_some()).count();
+        let max_view = self.config.view_size * 2;
+        if let Some(p) = self.peers.get_mut(&peer)
+            && (p.link.is_some() || in_view < max_view)
+        {
+            p.link = Some(eager);
+        }
+    }
+
+    /// Tops the view up to [`Config::view_size`](super::Config::view_size) with random
+    /// members, as eager links (pruning thins them to a tree).
+    pub(super) fn fill_view(&mut self) {
+        let target = self.config.view_size;
+        while self.peers.values().filter(|p| p.link.is_some()).count() < target {
+            let Some(addr) = self.random_peer(|p| p.link.is_none()) else {
+                break;
+            };
+            if let Some(p) = self.peers.get_mut(&addr) {
+                p.link = Some(true);
+            }
+        }
+    }
+
+    /// A random member satisfying `pick`.
+    pub(super) fn random_peer(
+        &mut self,
+        pick: impl Fn(&super::Peer) -> bool,
+    ) -> Option<SocketAddr> {
+        let candidates: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| pick(p))
+            .map(|(&a, _)| a)
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        Some(candidates[self.rng.random_range(0..candidates.len())])
+    }
+}

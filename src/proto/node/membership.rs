@@ -1,0 +1,270 @@
+//! The membership layer: foca (SWIM) behind a small adapter.
+//!
+//! foca is used for membership only: failure detection, join, leave, incarnations. Its
+//! packets travel as [`Message::Membership`](crate::proto::Message::Membership) datagrams.
+
+use std::{
+    num::{NonZeroU32, NonZeroUsize},
+    time::Duration,
+};
+
+use bytes::{Buf, BufMut};
+use foca::{AccumulatingRuntime, Config, Foca, Header, Member, NoCustomBroadcast};
+use rand::rngs::Xoshiro256PlusPlus;
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::identity::NodeId;
+
+/// The foca instance type confmesh runs.
+pub(super) type Swim = Foca<NodeId, BincodeCodec, Xoshiro256PlusPlus, NoCustomBroadcast>;
+
+/// foca's output queue, drained after every call into foca.
+pub(super) type SwimRuntime = AccumulatingRuntime<NodeId>;
+
+/// The largest foca packet; with its envelope it fits [`MAX_DATAGRAM_BYTES`](crate::proto::wire::MAX_DATAGRAM_BYTES).
+pub(super) const MAX_SWIM_PACKET_BYTES: usize = 1_120;
+
+const SWIM_PACKET: NonZeroUsize = match NonZeroUsize::new(MAX_SWIM_PACKET_BYTES) {
+    Some(n) => n,
+    None => panic!("packet size is not zero"),
+};
+const GOSSIP_FANOUT: NonZeroUsize = match NonZeroUsize::new(3) {
+    Some(n) => n,
+    None => panic!("fanout is not zero"),
+};
+
+/// foca configuration for a LAN of about `expected_members` nodes, tuned for detection within
+/// a few seconds: foca's LAN preset with a shorter probe round trip and suspicion timeout,
+/// and faster update gossip.
+pub(super) fn lan_config(expected_members: usize) -> Config {
+    let n = u32::try_from(expected_members).unwrap_or(u32::MAX);
+    let mut config = Config::new_lan(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+    config.probe_period = Duration::from_millis(1_000);
+    config.probe_rtt = Duration::from_millis(300);
+    config.suspect_to_down_after = Duration::from_millis(2_500);
+    config.max_packet_size = SWIM_PACKET;
+    config.periodic_gossip = Some(foca::PeriodicParams {
+        frequency: Duration::from_millis(100),
+        num_members: GOSSIP_FANOUT,
+    });
+    config
+}
+
+/// foca's wire codec: bincode 2 with a byte limit, as every decode of peer bytes has.
+#[derive(Debug, Default)]
+pub(super) struct BincodeCodec {
+    scratch: Vec<u8>,
+}
+
+/// Why foca could not encode or decode a header or member.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CodecError {
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    #[error("cannot decode: {0}")]
+    Decode(String),
+    #[error("no room in the packet")]
+    NoSpace,
+}
+
+const SWIM_LIMIT: bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<{ 8 * MAX_SWIM_PACKET_BYTES }>,
+> = bincode::config::standard().with_limit::<{ 8 * MAX_SWIM_PACKET_BYTES }>();
+
+impl BincodeCodec {
+    /// Encodes into scratch first: foca requires a failed encode to leave `buf` untouched.
+    fn put<V: Serialize>(&mut self, value: &V, mut buf: impl BufMut) -> Result<(), CodecError> {
+        self.scratch.clear();
+        bincode::serde::encode_into_std_write(value, &mut self.scratch, SWIM_LIMIT)
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        if buf.remaining_mut() < self.scratch.len() {
+            return Err(CodecError::NoSpace);
+        }
+        buf.put_slice(&self.scratch);
+        Ok(())
+    }
+
+    /// foca hands over a contiguous buffer, so `chunk()` is all of it.
+    fn take<V: DeserializeOwned>(mut buf: impl Buf) -> Result<V, CodecError> {
+        let (value, used) = bincode::serde::decode_from_slice(buf.chunk(), SWIM_LIMIT)
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        buf.advance(used);
+        Ok(value)
+    }
+}
+
+impl foca::Codec<NodeId> for BincodeCodec {
+    type Error = CodecError;
+
+    fn encode_header(
+        &mut self,
+        header: &Header<NodeId>,
+        buf: impl BufMut,
+    ) -> Result<(), CodecError> {
+        self.put(header, buf)
+    }
+
+    fn decode_header(&mut self, buf: impl Buf) -> Result<Header<NodeId>, CodecError> {
+        Self::take(buf)
+    }
+
+    fn encode_member(
+        &mut self,
+        member: &Member<NodeId>,
+        buf: impl BufMut,
+    ) -> Result<(), CodecError> {
+        self.put(member, buf)
+    }
+
+    fn decode_member(&mut self, buf: impl Buf) -> Result<Member<NodeId>, CodecError> {
+        Self::take(buf)
+    }
+}
+
+/// Encodes a member list for push-pull (bincode, no limit needed on encode).
+pub(super) fn encode_members(members: &[Member<NodeId>]) -> Vec<u8> {
+    bincode::serde::encode_to_vec(members, bincode::config::standard()).unwrap_or_default()
+}
+
+/// Decodes a member list from a peer, with a limit proportional to its length.
+pub(super) fn decode_members(bytes: &[u8]) -> Option<Vec<Member<NodeId>>> {
+    crate::proto::wire::decode_limited::<Vec<Member<NodeId>>>(bytes)
+        .ok()
+        .filter(|(_, used)| *used == bytes.len())
+        .map(|(m, _)| m)
+}
+
+use std::{net::SocketAddr, time::Instant};
+
+use foca::OwnedNotification;
+
+use super::{Channel, Event, Node, Peer, Timer};
+use crate::proto::wire::{self, Message};
+
+impl Node {
+    /// Announces to every seed (foca accepts an announce by address alone).
+    pub(super) fn announce(&mut self) {
+        for seed in self.seeds.clone() {
+            if let Err(e) = self.swim.announce(NodeId::seed(seed), &mut self.swim_out) {
+                tracing::debug!(%seed, cause = %e, "announce failed");
+            }
+        }
+    }
+
+    /// Drains foca's output: packets become datagrams, timers join the queue, notifications
+    /// update the member table.
+    pub(super) fn after_swim(&mut self, now: Instant) {
+        while let Some((to, packet)) = self.swim_out.to_send() {
+            match wire::encode(&Message::Membership(packet), wire::MAX_DATAGRAM_BYTES) {
+                Ok(bytes) => self.send_bytes(to.addr, Channel::Datagram, bytes),
+                Err(e) => tracing::warn!(to = %to, cause = %e, "membership packet too large"),
+            }
+        }
+        while let Some((after, timer)) = self.swim_out.to_schedule() {
+            self.timers.set(now + after, Timer::Swim(timer));
+        }
+        while let Some(notification) = self.swim_out.to_notify() {
+            match notification {
+                OwnedNotification::MemberUp(id) => self.member_up(now, id),
+                OwnedNotification::MemberDown(id) => self.member_down(id),
+                OwnedNotification::Rename(old, new) => {
+                    self.member_down(old);
+                    self.member_up(now, new);
+                }
+                OwnedNotification::Active if !self.active => {
+                    self.active = true;
+                    tracing::debug!(node = %self.id, "active");
+                    // Push-pull at once: a Feed reply to an announce holds one packet of
+                    // members, far from all of a big cluster.
+                    self.push_pull_next = self.config.push_pull_interval;
+                    self.timers.set(now, Timer::PushPull);
+                }
+                OwnedNotification::Active => {}
+                OwnedNotification::Idle => self.active = false,
+                OwnedNotification::Rejoin(id) => {
+                    self.id = id;
+                    self.events.push_back(Event::Rejoined(id));
+                }
+                OwnedNotification::Defunct => {
+                    self.active = false;
+                    tracing::warn!(node = %self.id, "declared down and cannot rejoin");
+                }
+                #[allow(unreachable_patterns, reason = "variants behind foca features")]
+                _ => {}
+            }
+        }
+    }
+
+    fn member_up(&mut self, _now: Instant, id: NodeId) {
+        let fresh = Peer {
+            id,
+            link: None,
+            last_sync: None,
+            last_request: None,
+            vector: None,
+        };
+        let peer = self.peers.entry(id.addr).or_insert(fresh);
+        if peer.id != id {
+            // A new generation at the same address: a restart. Forget what we knew of it.
+            *peer = Peer {
+                id,
+                link: peer.link,
+                last_sync: None,
+                last_request: None,
+                vector: None,
+            };
+        }
+        self.events.push_back(Event::MemberUp(id));
+        self.fill_view();
+    }
+
+    fn member_down(&mut self, id: NodeId) {
+        if self.peers.get(&id.addr).is_some_and(|p| p.id == id) {
+            self.peers.remove(&id.addr);
+            self.missing
+                .values_mut()
+                .for_each(|(announcers, _)| announcers.retain(|a| *a != id.addr));
+            self.events.push_back(Event::MemberDown(id));
+            self.fill_view();
+        }
+    }
+
+    /// Sends our member list to a random member, which answers with its own.
+    pub(super) fn push_pull(&mut self, now: Instant) {
+        if let Some(to) = self.random_peer(|_| true) {
+            self.send_members(to, false);
+        }
+        self.timers.set(now + self.push_pull_next, Timer::PushPull);
+        self.push_pull_next = (self.push_pull_next * 2).min(self.config.push_pull_interval_max);
+    }
+
+    fn send_members(&mut self, to: SocketAddr, reply: bool) {
+        let members: Vec<_> = self.swim.iter_membership_state().cloned().collect();
+        let members = encode_members(&members).into();
+        self.send(to, &Message::MembershipState { members, reply });
+    }
+
+    pub(super) fn on_membership_state(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        members: &[u8],
+        reply: bool,
+    ) {
+        let Some(members) = decode_members(members) else {
+            return self.malformed(from, "member list");
+        };
+        if let Err(e) = self
+            .swim
+            .apply_many(members.into_iter(), false, &mut self.swim_out)
+        {
+            tracing::debug!(%from, cause = %e, "member list refused");
+        }
+        self.after_swim(now);
+        if !reply {
+            self.send_members(from, true);
+        }
+    }
+}

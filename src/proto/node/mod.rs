@@ -1,0 +1,494 @@
+//! The node: a sans-IO state machine that owns a replica, the membership layer, dissemination
+//! and anti-entropy.
+//!
+//! Modelled on quinn-proto's `Connection`. Methods come in four kinds:
+//!
+//! - **input handlers** `handle_datagram`, `handle_stream_message`, `handle_timeout`, each
+//!   taking `now`;
+//! - **commands** `put`, `delete`, `join`, `leave`;
+//! - **output** drained with `poll_transmit`, `poll_event`, and `poll_timeout` for when to
+//!   call `handle_timeout` next;
+//! - **getters** taking `&self`.
+//!
+//! Contract: after every input handler or command, drain `poll_transmit` and `poll_event`
+//! and re-read `poll_timeout`. `now` must never go backwards. The node reads no clock and
+//! draws randomness only from the seed in its [`Config`].
+
+mod dissemination;
+mod identity;
+mod membership;
+mod sync;
+mod timers;
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
+
+pub use self::identity::NodeId;
+use self::{
+    membership::{Swim, SwimRuntime},
+    timers::{Timer, TimerQueue},
+};
+use super::{
+    Key, Store, StoreConfig, Version, WriteError, WriterId,
+    wire::{self, Message},
+};
+
+/// How a node behaves. [`Config::lan`] is the starting point.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Who this node is.
+    pub id: NodeId,
+    /// Seed of every random choice the node makes (peer selection, foca's probe order).
+    pub rng_seed: u64,
+    /// Limits of the replica.
+    pub store: StoreConfig,
+    /// The SWIM parameters, passed to foca.
+    pub swim: foca::Config,
+    /// How often a node starts an anti-entropy round with the member it synced least
+    /// recently. Default 500 ms. Bounds how long a lost change can stay lost.
+    pub anti_entropy_interval: Duration,
+    /// How many peers a node keeps in its dissemination view (eager plus lazy). Default 6.
+    /// The view is symmetric: a peer that pushes to us joins our view, up to twice this.
+    pub view_size: usize,
+    /// How long a node waits for a version a lazy peer announced before asking that peer for
+    /// it (a graft). Default 40 ms: above a LAN round trip, so the eager copy usually wins.
+    pub graft_timeout: Duration,
+    /// How often a joining node re-announces to its seeds until it is active. Default 1 s.
+    pub announce_interval: Duration,
+    /// First interval of membership push-pull after joining; it doubles up to
+    /// [`Config::push_pull_interval_max`]. Default 2 s.
+    pub push_pull_interval: Duration,
+    /// Longest interval of membership push-pull. Default 300 s: the whole member list is big.
+    pub push_pull_interval_max: Duration,
+    /// How often to try collecting stable tombstones. Default 10 s.
+    pub gc_interval: Duration,
+    /// The largest stream message accepted. Default 16 MiB.
+    pub max_stream_message_bytes: usize,
+    /// The size budget of one anti-entropy delta or snapshot chunk. Default 1 MiB.
+    pub sync_chunk_bytes: usize,
+}
+
+impl Config {
+    /// Defaults for a LAN of about `expected_members` nodes (it tunes the SWIM timers).
+    pub fn lan(id: NodeId, expected_members: usize, rng_seed: u64) -> Config {
+        Config {
+            id,
+            rng_seed,
+            store: StoreConfig::default(),
+            swim: membership::lan_config(expected_members),
+            anti_entropy_interval: Duration::from_millis(500),
+            view_size: 6,
+            graft_timeout: Duration::from_millis(40),
+            announce_interval: Duration::from_secs(1),
+            push_pull_interval: Duration::from_secs(2),
+            push_pull_interval_max: Duration::from_secs(300),
+            gc_interval: Duration::from_secs(10),
+            max_stream_message_bytes: 16 << 20,
+            sync_chunk_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Which QUIC facility carries a [`Transmit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// An unreliable datagram (SWIM packets).
+    Datagram,
+    /// One message on a reliable stream (everything else).
+    Stream,
+}
+
+/// Bytes for the runtime to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The peer's address.
+    pub to: SocketAddr,
+    /// Datagram or stream.
+    pub channel: Channel,
+    /// One encoded [`Message`].
+    pub bytes: Bytes,
+}
+
+/// Something the application may want to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The winner of a key changed, by a local write or by one from a peer.
+    KeyChanged {
+        /// The key.
+        key: Key,
+        /// The previous winner, `None` if the key was absent or deleted.
+        old: Option<Version>,
+        /// The new winner, `None` if the key is now deleted.
+        new: Option<Version>,
+        /// The writer of the highest-ranked version now stored for the key (the new winner,
+        /// or the tombstone that deleted it).
+        origin: WriterId,
+    },
+    /// A member joined or came back.
+    MemberUp(NodeId),
+    /// A member was declared down, or left.
+    MemberDown(NodeId),
+    /// This node was declared down and rejoined under a new generation.
+    Rejoined(NodeId),
+}
+
+/// Counters a node keeps; the runtime exports them as metrics and the simulator reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Messages that failed to decode or were of the wrong kind for their channel; dropped.
+    pub malformed: u64,
+    /// Versions received in pushes, duplicates included.
+    pub pushed_versions_received: u64,
+    /// Of those, versions already seen.
+    pub duplicate_versions: u64,
+    /// Grafts sent (a lazy peer's announcement arrived before the version).
+    pub grafts_sent: u64,
+    /// Anti-entropy rounds started.
+    pub sync_rounds: u64,
+    /// Deltas and snapshot chunks applied.
+    pub sync_applied: u64,
+    /// Tombstones collected.
+    pub tombstones_collected: u64,
+    /// Bytes handed to the runtime, per channel.
+    pub datagram_bytes_sent: u64,
+    /// Bytes handed to the runtime on streams.
+    pub stream_bytes_sent: u64,
+}
+
+/// A peer in the current membership.
+#[derive(Clone, Debug)]
+struct Peer {
+    id: NodeId,
+    /// In the dissemination view: `Some(true)` eager, `Some(false)` lazy, `None` not in it.
+    link: Option<bool>,
+    last_sync: Option<Instant>,
+    /// When we last sent it a digest, to rate-limit counter-requests.
+    last_request: Option<Instant>,
+    /// Its version vector as last reported, and when.
+    vector: Option<(super::VClock, Instant)>,
+}
+
+/// One confmesh node. See the module documentation for the calling contract.
+pub struct Node {
+    config: Config,
+    id: NodeId,
+    epoch: Instant,
+    epoch_wall_ms: u64,
+    store: Store,
+    swim: Swim,
+    swim_out: SwimRuntime,
+    active: bool,
+    seeds: Vec<SocketAddr>,
+    push_pull_next: Duration,
+    timers: TimerQueue,
+    rng: Xoshiro256PlusPlus,
+    peers: BTreeMap<SocketAddr, Peer>,
+    /// Versions announced by lazy peers and not yet received: who announced them, and the
+    /// deadline after which to graft.
+    missing: BTreeMap<(WriterId, u64), (Vec<SocketAddr>, Instant)>,
+    local_health: u32,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: NodeStats,
+}
+
+impl Node {
+    /// A node that has not joined anything yet, with an empty replica. `now` and
+    /// `now_wall_ms` (ms since the Unix epoch) pin the node's wall clock: wall time at a later
+    /// `now` is `now_wall_ms` plus the time elapsed.
+    pub fn new(config: Config, now: Instant, now_wall_ms: u64) -> Node {
+        Node::with_store(config, now, now_wall_ms, None)
+    }
+
+    /// Like [`Node::new`], with a replica restored from storage.
+    pub fn with_store(
+        config: Config,
+        now: Instant,
+        now_wall_ms: u64,
+        store: Option<Store>,
+    ) -> Node {
+        let id = config.id;
+        let store = store.unwrap_or_else(|| Store::new(id.writer, config.store.clone()));
+        let swim_rng = Xoshiro256PlusPlus::seed_from_u64(config.rng_seed ^ 0x5157_494d);
+        let swim = Swim::new(
+            id,
+            config.swim.clone(),
+            swim_rng,
+            membership::BincodeCodec::default(),
+        );
+        let mut node = Node {
+            rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
+            push_pull_next: config.push_pull_interval,
+            config,
+            id,
+            epoch: now,
+            epoch_wall_ms: now_wall_ms,
+            store,
+            swim,
+            swim_out: SwimRuntime::new(),
+            active: false,
+            seeds: Vec::new(),
+            timers: TimerQueue::default(),
+            peers: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            local_health: 0,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: NodeStats::default(),
+        };
+        let first_round = node.jitter(node.config.anti_entropy_interval);
+        node.timers.set(now + first_round, Timer::AntiEntropy);
+        node.timers
+            .set(now + node.config.gc_interval, Timer::CollectGarbage);
+        node
+    }
+
+    // ---- getters ----
+
+    /// This node's identity (its generation changes when it rejoins).
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The replica.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The active members, this node excluded.
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers.values().map(|p| p.id)
+    }
+
+    /// Whether the membership layer considers this node part of a cluster.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    // ---- commands ----
+
+    /// Writes `value` under `key` and pushes the new version to the mesh.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`] if the value is over the limit; nothing changes.
+    pub fn put(&mut self, now: Instant, key: Key, value: Bytes) -> Result<Version, WriteError> {
+        let old = self.store.get(&key).cloned();
+        let version = self.store.put(self.wall_ms(now), key, value)?;
+        self.emit_change(&version.key, old);
+        self.disseminate(std::slice::from_ref(&version), None);
+        Ok(version)
+    }
+
+    /// Deletes `key` and pushes the tombstone to the mesh; `None` if there was nothing to
+    /// delete.
+    pub fn delete(&mut self, now: Instant, key: Key) -> Option<Version> {
+        let old = self.store.get(&key).cloned();
+        let version = self.store.delete(self.wall_ms(now), key)?;
+        self.emit_change(&version.key, old);
+        self.disseminate(std::slice::from_ref(&version), None);
+        Some(version)
+    }
+
+    /// Joins the cluster through `seeds` (addresses of any members). Re-announces every
+    /// [`Config::announce_interval`] until the membership layer reports this node active.
+    pub fn join(&mut self, now: Instant, seeds: &[SocketAddr]) {
+        self.seeds = seeds
+            .iter()
+            .copied()
+            .filter(|&s| s != self.id.addr)
+            .collect();
+        self.announce();
+        if !self.timers.contains(&Timer::Announce) {
+            self.timers
+                .set(now + self.config.announce_interval, Timer::Announce);
+        }
+        self.after_swim(now);
+    }
+
+    /// Leaves the cluster gracefully: members learn it left rather than failed.
+    pub fn leave(&mut self, now: Instant) {
+        if let Err(e) = self.swim.leave_cluster(&mut self.swim_out) {
+            tracing::debug!(cause = %e, "leave failed");
+        }
+        self.after_swim(now);
+    }
+
+    // ---- inputs ----
+
+    /// A datagram arrived from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        match wire::decode(bytes, wire::MAX_DATAGRAM_BYTES) {
+            Ok(Message::Membership(packet)) => {
+                if let Err(e) = self.swim.handle_data(&packet, &mut self.swim_out) {
+                    tracing::trace!(%from, cause = %e, "membership packet refused");
+                }
+                self.after_swim(now);
+            }
+            Ok(_) | Err(_) => self.malformed(from, "datagram"),
+        }
+    }
+
+    /// A complete message arrived on a stream from `from`.
+    pub fn handle_stream_message(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let message = match wire::decode(bytes, self.config.max_stream_message_bytes) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::debug!(%from, cause = %e, "undecodable stream message");
+                return self.malformed(from, "stream");
+            }
+        };
+        match message {
+            Message::Push { versions } => self.on_push(now, from, versions),
+            Message::IHave { dots } => self.on_ihave(now, from, dots),
+            Message::Graft { dots } => self.on_graft(from, dots),
+            Message::Prune => self.set_link(from, false),
+            Message::SyncProbe { hash } => self.on_sync_probe(now, from, hash),
+            Message::SyncRequest { digest } => self.on_sync_request(now, from, digest),
+            Message::SyncDelta(delta) => self.on_sync_delta(now, from, delta),
+            Message::SyncSnapshot(chunk) => self.on_sync_snapshot(from, chunk),
+            Message::MembershipState { members, reply } => {
+                self.on_membership_state(now, from, &members, reply)
+            }
+            Message::Membership(_) => self.malformed(from, "membership packet on a stream"),
+        }
+    }
+
+    /// Time passed: fire every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((deadline, timer)) = self.timers.pop_due(now) {
+            self.note_lateness(now.saturating_duration_since(deadline));
+            match timer {
+                Timer::Swim(t) => {
+                    if let Err(e) = self.swim.handle_timer(t, &mut self.swim_out) {
+                        tracing::trace!(cause = %e, "membership timer");
+                    }
+                    self.after_swim(now);
+                }
+                Timer::Announce if !self.active => {
+                    self.announce();
+                    self.timers
+                        .set(now + self.config.announce_interval, Timer::Announce);
+                    self.after_swim(now);
+                }
+                Timer::Announce => {}
+                Timer::PushPull => self.push_pull(now),
+                Timer::AntiEntropy => self.anti_entropy_round(now),
+                Timer::Graft => self.graft_due(now),
+                Timer::CollectGarbage => self.collect_garbage(now),
+            }
+        }
+    }
+
+    // ---- outputs ----
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Node::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    // ---- helpers shared by the submodules ----
+
+    fn wall_ms(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.epoch).as_millis();
+        self.epoch_wall_ms
+            .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+    }
+
+    fn send(&mut self, to: SocketAddr, message: &Message) {
+        match wire::encode(message, self.config.max_stream_message_bytes) {
+            Ok(bytes) => self.send_bytes(to, Channel::Stream, bytes),
+            Err(e) => tracing::warn!(%to, cause = %e, "message not sent"),
+        }
+    }
+
+    fn send_bytes(&mut self, to: SocketAddr, channel: Channel, bytes: Bytes) {
+        let len = bytes.len() as u64;
+        match channel {
+            Channel::Datagram => self.stats.datagram_bytes_sent += len,
+            Channel::Stream => self.stats.stream_bytes_sent += len,
+        }
+        self.outbox.push_back(Transmit { to, channel, bytes });
+    }
+
+    fn malformed(&mut self, from: SocketAddr, what: &str) {
+        self.stats.malformed += 1;
+        tracing::debug!(%from, what, "dropped malformed message");
+    }
+
+    /// Records a winner change of `key` whose previous winner was `old`.
+    fn emit_change(&mut self, key: &Key, old: Option<Version>) {
+        let new = self.store.get(key).cloned();
+        if old.as_ref().map(|v| v.dot) == new.as_ref().map(|v| v.dot) {
+            return;
+        }
+        let origin = self
+            .store
+            .versions(key)
+            .first()
+            .map_or(self.id.writer, |v| v.dot.actor);
+        self.events.push_back(Event::KeyChanged {
+            key: key.clone(),
+            old,
+            new,
+            origin,
+        });
+    }
+
+    /// A duration drawn uniformly from `[base/2, base*3/2)`, to keep nodes out of step.
+    fn jitter(&mut self, base: Duration) -> Duration {
+        use rand::RngExt;
+        let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(2);
+        Duration::from_millis(self.rng.random_range(ms / 2..ms + ms / 2))
+    }
+
+    /// A node that misses its own deadlines (overloaded, paused) cannot trust its own view of
+    /// who is slow: like Lifeguard, it stretches its suspicion timeout while late.
+    fn note_lateness(&mut self, late: Duration) {
+        let late_now = late > self.config.swim.probe_rtt / 2;
+        let health = if late_now {
+            (self.local_health + 1).min(8)
+        } else {
+            self.local_health
+                .saturating_sub(u32::from(self.local_health > 0 && late.is_zero()))
+        };
+        if health != self.local_health {
+            self.local_health = health;
+            let mut swim = self.config.swim.clone();
+            swim.suspect_to_down_after = self.suspect_to_down_after();
+            if let Err(e) = self.swim.set_config(swim) {
+                tracing::warn!(cause = %e, "cannot scale the suspicion timeout");
+            }
+            tracing::debug!(health, "local health changed");
+        }
+    }
+
+    /// The current suspicion timeout: the configured one, stretched while this node is late.
+    pub fn suspect_to_down_after(&self) -> Duration {
+        self.config.swim.suspect_to_down_after * (1 + self.local_health)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! The backstop: anti-entropy by digest, and garbage collection of stable tombstones.
+//!
+//! Every [`Config::anti_entropy_interval`](super::Config::anti_entropy_interval) (jittered) a
+//! node sends the member it synced least recently the 8-byte fingerprint of its digest. A
+//! peer whose digest differs answers with its digest; the node answers that with what the peer
+//! lacks, and asks for what it lacks itself. In steady state a round costs two small messages.
+
+use std::{net::SocketAddr, time::Instant};
+
+use super::{Node, Timer};
+use crate::proto::{Delta, Digest, Snapshot, SyncReply, Version, wire::Message};
+
+impl Node {
+    pub(super) fn anti_entropy_round(&mut self, now: Instant) {
+        let next = self.jitter(self.config.anti_entropy_interval);
+        self.timers.set(now + next, Timer::AntiEntropy);
+        let least_recent = self
+            .peers
+            .iter()
+            .min_by_key(|(_, p)| p.last_sync)
+            .map(|(&addr, _)| addr);
+        let Some(to) = least_recent else { return };
+        if let Some(peer) = self.peers.get_mut(&to) {
+            peer.last_sync = Some(now);
+        }
+        self.stats.sync_rounds += 1;
+        let hash = self.store.digest().fingerprint();
+        self.send(to, &Message::SyncProbe { hash });
+    }
+
+    pub(super) fn on_sync_probe(&mut self, now: Instant, from: SocketAddr, hash: u64) {
+        if hash == self.store.digest().fingerprint() {
+            // In sync: the peer has seen exactly what we have.
+            let vector = self.store.digest().version_vector();
+            if let Some(peer) = self.peers.get_mut(&from) {
+                peer.vector = Some((vector, now));
+            }
+            return;
+        }
+        self.request_sync(now, from);
+    }
+
+    /// Sends our digest to `to`, asking for what we lack.
+    fn request_sync(&mut self, now: Instant, to: SocketAddr) {
+        if let Some(peer) = self.peers.get_mut(&to) {
+            peer.last_request = Some(now);
+        }
+        let digest = self.store.digest().clone();
+        self.send(to, &Message::SyncRequest { digest });
+    }
+
+    pub(super) fn on_sync_request(&mut self, now: Instant, from: SocketAddr, digest: Digest) {
+        let recently_asked = self
+            .peers
+            .get(&from)
+            .and_then(|p| p.last_request)
+            .is_some_and(|at| {
+                now.saturating_duration_since(at) < self.config.anti_entropy_interval / 2
+            });
+        let they_have_more = !self.store.digest().covers(&digest);
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.vector = Some((digest.version_vector(), now));
+        }
+        match self.store.delta_for(&digest, self.config.sync_chunk_bytes) {
+            SyncReply::Delta(delta) if delta.is_empty() => {}
+            SyncReply::Delta(delta) => self.send(from, &Message::SyncDelta(delta)),
+            SyncReply::SnapshotNeeded => {
+                let limit = self.config.max_stream_message_bytes;
+                let chunks: Vec<_> = self
+                    .store
+                    .snapshot_refs(self.config.sync_chunk_bytes)
+                    .iter()
+                    .map(|chunk| crate::proto::wire::encode_snapshot(chunk, limit))
+                    .collect();
+                for chunk in chunks {
+                    match chunk {
+                        Ok(bytes) => self.send_bytes(from, super::Channel::Stream, bytes),
+                        Err(e) => tracing::warn!(%from, cause = %e, "snapshot chunk not sent"),
+                    }
+                }
+            }
+        }
+        if they_have_more && !recently_asked {
+            self.request_sync(now, from);
+        }
+    }
+
+    pub(super) fn on_sync_delta(&mut self, now: Instant, from: SocketAddr, delta: Delta) {
+        let truncated = delta.truncated;
+        let old = self.winners_before(&delta.versions);
+        match self.store.apply_delta(delta) {
+            Ok(changed) => {
+                self.stats.sync_applied += 1;
+                self.emit_changes(changed, old);
+            }
+            Err(e) => {
+                tracing::debug!(%from, cause = %e, "delta refused");
+                self.stats.malformed += 1;
+                return;
+            }
+        }
+        if truncated {
+            self.request_sync(now, from);
+        }
+    }
+
+    pub(super) fn on_sync_snapshot(&mut self, from: SocketAddr, chunk: Snapshot) {
+        let old = self.winners_before(&chunk.versions);
+        match self.store.merge_snapshot(chunk) {
+            Ok(changed) => {
+                self.stats.sync_applied += 1;
+                self.emit_changes(changed, old);
+            }
+            Err(e) => {
+                tracing::debug!(%from, cause = %e, "snapshot chunk refused");
+                self.stats.malformed += 1;
+            }
+        }
+    }
+
+    /// The current winners of the keys `versions` touch, to report changes against.
+    fn winners_before(
+        &self,
+        versions: &[Version],
+    ) -> std::collections::BTreeMap<crate::proto::Key, Option<Version>> {
+        versions
+            .iter()
+            .map(|v| (v.key.clone(), self.store.get(&v.key).cloned()))
+            .collect()
+    }
+
+    fn emit_changes(
+        &mut self,
+        changed: Vec<crate::proto::Key>,
+        mut old: std::collections::BTreeMap<crate::proto::Key, Option<Version>>,
+    ) {
+        for key in changed {
+            let before = old.remove(&key).flatten();
+            self.emit_change(&key, before);
+        }
+    }
+
+    /// Collects stable tombstones if a version vector is known for every member, reported
+    /// within the last [`Config::gc_interval`](super::Config::gc_interval) × 30.
+    pub(super) fn collect_garbage(&mut self, now: Instant) {
+        self.timers
+            .set(now + self.config.gc_interval, Timer::CollectGarbage);
+        let horizon = self.config.gc_interval * 30;
+        let fresh = |at: &Instant| now.saturating_duration_since(*at) <= horizon;
+        let vectors: Option<Vec<crate::proto::VClock>> = self
+            .peers
+            .values()
+            .map(|p| {
+                p.vector
+                    .as_ref()
+                    .filter(|(_, at)| fresh(at))
+                    .map(|(v, _)| v.clone())
+            })
+            .collect();
+        let Some(vectors) = vectors else { return };
+        if vectors.is_empty() {
+            return;
+        }
+        let collected = self.store.collect_garbage(&vectors);
+        self.stats.tombstones_collected += collected as u64;
+    }
+}

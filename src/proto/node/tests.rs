@@ -1,0 +1,345 @@
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::proto::{Key, WriterId};
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 7000 + i as u16))
+}
+
+fn key(s: &str) -> Key {
+    Key::new(s).unwrap()
+}
+
+/// A few nodes on a perfect 1 ms network, in virtual time. `drop` decides which messages
+/// are lost: (from, to, channel) -> lose it.
+struct Cluster {
+    nodes: Vec<Node>,
+    now: Instant,
+    in_flight: Vec<(Instant, usize, usize, Channel, Bytes)>,
+    drop: Box<dyn FnMut(usize, usize, Channel) -> bool>,
+    events: Vec<Vec<Event>>,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "an arbitrary origin for virtual time"
+        )]
+        let now = Instant::now();
+        let nodes = (0..n)
+            .map(|i| {
+                let id = NodeId {
+                    addr: addr(i),
+                    writer: WriterId(i as u64 + 1),
+                    generation: 1,
+                };
+                Node::new(Config::lan(id, n, i as u64), now, 1_700_000_000_000)
+            })
+            .collect();
+        Cluster {
+            nodes,
+            now,
+            in_flight: Vec::new(),
+            drop: Box::new(|_, _, _| false),
+            events: vec![Vec::new(); n],
+        }
+    }
+
+    fn joined(n: usize) -> Cluster {
+        let mut c = Cluster::new(n);
+        for i in 1..n {
+            let now = c.now;
+            c.nodes[i].join(now, &[addr(0)]);
+        }
+        c.run_for(Duration::from_secs(5));
+        c
+    }
+
+    fn index(&self, a: SocketAddr) -> usize {
+        usize::from(a.port() - 7000)
+    }
+
+    fn drain(&mut self) {
+        for i in 0..self.nodes.len() {
+            while let Some(t) = self.nodes[i].poll_transmit() {
+                let to = self.index(t.to);
+                if !(self.drop)(i, to, t.channel) {
+                    self.in_flight.push((
+                        self.now + Duration::from_millis(1),
+                        i,
+                        to,
+                        t.channel,
+                        t.bytes,
+                    ));
+                }
+            }
+            while let Some(e) = self.nodes[i].poll_event() {
+                self.events[i].push(e);
+            }
+        }
+    }
+
+    /// Runs until `d` of virtual time has passed; bounded in steps.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.drain();
+        for _ in 0..1_000_000 {
+            let next_msg = self.in_flight.iter().map(|m| m.0).min();
+            let next_timer = self.nodes.iter().filter_map(Node::poll_timeout).min();
+            let Some(next) = next_msg
+                .into_iter()
+                .chain(next_timer)
+                .min()
+                .filter(|&t| t <= end)
+            else {
+                self.now = end;
+                return;
+            };
+            self.now = next;
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) = self.in_flight.drain(..).partition(|m| m.0 <= now);
+            self.in_flight = later;
+            for (_, from, to, channel, bytes) in due {
+                match channel {
+                    Channel::Datagram => self.nodes[to].handle_datagram(now, addr(from), &bytes),
+                    Channel::Stream => {
+                        self.nodes[to].handle_stream_message(now, addr(from), &bytes)
+                    }
+                }
+            }
+            for node in &mut self.nodes {
+                if node.poll_timeout().is_some_and(|t| t <= now) {
+                    node.handle_timeout(now);
+                }
+            }
+            self.drain();
+        }
+        panic!("cluster did not reach the end of the run in a million steps");
+    }
+
+    fn value(&self, i: usize, k: &str) -> Option<Bytes> {
+        self.nodes[i]
+            .store()
+            .get(&key(k))
+            .and_then(|v| v.payload.value().cloned())
+    }
+}
+
+#[test]
+fn nodes_join_through_one_seed_and_see_each_other() {
+    let c = Cluster::joined(5);
+    for node in &c.nodes {
+        assert!(node.is_active(), "{} not active", node.id());
+        assert_eq!(
+            node.members().count(),
+            4,
+            "{} sees {:?}",
+            node.id(),
+            node.members().collect::<Vec<_>>()
+        );
+    }
+    let ups = c.events[0]
+        .iter()
+        .filter(|e| matches!(e, Event::MemberUp(_)))
+        .count();
+    assert_eq!(ups, 4);
+}
+
+#[test]
+fn a_write_reaches_every_node_by_push_within_milliseconds() {
+    let mut c = Cluster::joined(5);
+    let now = c.now;
+    c.nodes[2]
+        .put(now, key("app/x"), Bytes::from_static(b"1"))
+        .unwrap();
+    // Far less than one anti-entropy period: this is the eager push path.
+    c.run_for(Duration::from_millis(20));
+    for i in 0..5 {
+        assert_eq!(c.value(i, "app/x").as_deref(), Some(&b"1"[..]), "node {i}");
+    }
+    let changed: Vec<_> = c.events[4]
+        .iter()
+        .filter(|e| matches!(e, Event::KeyChanged { .. }))
+        .collect();
+    assert!(
+        matches!(
+            changed.as_slice(),
+            [Event::KeyChanged {
+                old: None,
+                new: Some(_),
+                origin: WriterId(3),
+                ..
+            }]
+        ),
+        "{changed:?}"
+    );
+}
+
+#[test]
+fn anti_entropy_repairs_what_every_push_lost() {
+    let mut c = Cluster::joined(4);
+    // Lose every stream message for 100 ms: pushes, announcements and grafts all vanish.
+    c.drop = Box::new(|_, _, channel| channel == Channel::Stream);
+    let now = c.now;
+    c.nodes[1]
+        .put(now, key("lost"), Bytes::from_static(b"v"))
+        .unwrap();
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(c.value(3, "lost"), None, "the push should have been lost");
+    c.drop = Box::new(|_, _, _| false);
+    c.run_for(Duration::from_secs(3));
+    for i in 0..4 {
+        assert_eq!(c.value(i, "lost").as_deref(), Some(&b"v"[..]), "node {i}");
+    }
+}
+
+#[test]
+fn concurrent_writes_converge_to_the_same_winner_and_siblings() {
+    let mut c = Cluster::joined(3);
+    let now = c.now;
+    for i in 0..3 {
+        c.nodes[i]
+            .put(now, key("k"), Bytes::from(format!("from-{i}")))
+            .unwrap();
+    }
+    c.run_for(Duration::from_secs(2));
+    let sibs: Vec<_> = c
+        .nodes
+        .iter()
+        .map(|n| n.store().versions(&key("k")).to_vec())
+        .collect();
+    assert_eq!(sibs[0].len(), 3);
+    assert!(sibs.iter().all(|s| *s == sibs[0]));
+}
+
+#[test]
+fn duplicate_pushes_prune_links_to_lazy() {
+    let mut c = Cluster::joined(6);
+    for round in 0..20 {
+        let now = c.now;
+        c.nodes[round % 6]
+            .put(now, key(&format!("k{round}")), Bytes::from_static(b"x"))
+            .unwrap();
+        c.run_for(Duration::from_millis(50));
+    }
+    let lazy: usize = c
+        .nodes
+        .iter()
+        .map(|n| n.peers.values().filter(|p| p.link == Some(false)).count())
+        .sum();
+    assert!(lazy > 0, "no link was pruned");
+    let before: u64 = c.nodes.iter().map(|n| n.stats().duplicate_versions).sum();
+    for round in 0..20 {
+        let now = c.now;
+        c.nodes[round % 6]
+            .put(now, key(&format!("j{round}")), Bytes::from_static(b"x"))
+            .unwrap();
+        c.run_for(Duration::from_millis(50));
+    }
+    let after: u64 = c.nodes.iter().map(|n| n.stats().duplicate_versions).sum();
+    assert!(
+        after - before < before,
+        "duplicates did not fall once pruned: {before} then {}",
+        after - before
+    );
+    for i in 0..6 {
+        assert!(c.value(i, "j19").is_some());
+    }
+}
+
+#[test]
+fn a_crashed_member_is_declared_down_and_a_restarted_one_catches_up() {
+    let mut c = Cluster::joined(4);
+    // Node 3 crashes: everything to and from it is lost.
+    c.drop = Box::new(|from, to, _| from == 3 || to == 3);
+    let now = c.now;
+    c.nodes[0]
+        .put(now, key("while-down"), Bytes::from_static(b"1"))
+        .unwrap();
+    c.run_for(Duration::from_secs(10));
+    for i in 0..3 {
+        assert_eq!(
+            c.nodes[i].members().count(),
+            2,
+            "node {i} still lists the crashed node"
+        );
+        assert!(
+            c.events[i]
+                .iter()
+                .any(|e| matches!(e, Event::MemberDown(id) if id.addr == addr(3)))
+        );
+    }
+    // It restarts with its old replica and a new generation, and rejoins.
+    let store = c.nodes[3].store().clone();
+    let id = NodeId {
+        generation: 2,
+        ..c.nodes[3].id()
+    };
+    let now = c.now;
+    c.nodes[3] = Node::with_store(Config::lan(id, 4, 99), now, 1_700_000_100_000, Some(store));
+    c.drop = Box::new(|_, _, _| false);
+    c.nodes[3].join(now, &[addr(0)]);
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(c.value(3, "while-down").as_deref(), Some(&b"1"[..]));
+    for i in 0..4 {
+        assert_eq!(c.nodes[i].members().count(), 3, "node {i}");
+    }
+}
+
+#[test]
+fn malformed_input_is_counted_and_dropped() {
+    let mut c = Cluster::joined(2);
+    let now = c.now;
+    c.nodes[0].handle_datagram(now, addr(1), b"\x01\xff\xff garbage");
+    c.nodes[0].handle_stream_message(now, addr(1), &[]);
+    let membership_on_stream = wire::encode(&Message::Membership(Bytes::new()), 100).unwrap();
+    c.nodes[0].handle_stream_message(now, addr(1), &membership_on_stream);
+    assert_eq!(c.nodes[0].stats().malformed, 3);
+    c.run_for(Duration::from_secs(2));
+    assert_eq!(
+        c.nodes[0].members().count(),
+        1,
+        "garbage did not disturb membership"
+    );
+}
+
+#[test]
+fn a_late_node_stretches_its_suspicion_timeout_and_recovers() {
+    let mut c = Cluster::joined(2);
+    let base = c.nodes[0].suspect_to_down_after();
+    // Handle timers two seconds late, as an overloaded process would.
+    let late = c.now + Duration::from_secs(2);
+    c.nodes[0].handle_timeout(late);
+    assert!(c.nodes[0].suspect_to_down_after() > base);
+    c.now = late;
+    c.run_for(Duration::from_secs(60));
+    assert_eq!(
+        c.nodes[0].suspect_to_down_after(),
+        base,
+        "health recovered on time"
+    );
+}
+
+#[test]
+fn runs_replay_exactly() {
+    let trace = || {
+        let mut c = Cluster::joined(4);
+        let now = c.now;
+        c.nodes[1]
+            .put(now, key("a"), Bytes::from_static(b"1"))
+            .unwrap();
+        c.run_for(Duration::from_secs(1));
+        c.nodes
+            .iter()
+            .map(|n| (n.stats(), n.store().digest().fingerprint()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(trace(), trace());
+}
