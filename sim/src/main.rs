@@ -1,22 +1,30 @@
-//! `confmesh-sim`: deterministic simulation of confmesh replicas.
+//! `confmesh-sim`: deterministic simulation of confmesh nodes.
 //!
-//! Today it simulates the replicated store over a lossy network: writes pushed to every
-//! replica, anti-entropy by digest as the backstop, all messages through the real wire codec.
-//! Every run derives from one seed and is replayed exactly by it.
+//! Many `confmesh::proto::Node`s (the same code production runs) in one thread, on a
+//! simulated network with latency, loss, duplication, reordering, partitions, crashes,
+//! restarts and clock skew. Everything derives from one seed; the same seed gives the same
+//! trace hash.
 //!
 //! ```text
-//! cargo run -p confmesh-sim --release -- --replicas 20 --writes 500 --loss 0.2 --seed 7
-//! cargo run -p confmesh-sim --release -- --smoke        # the fixed CI seed set
+//! cargo run -p confmesh-sim --release -- --scenario steady --nodes 1000 --loss 0.01 --seed 7 --report out.json
+//! cargo run -p confmesh-sim --release -- --smoke --check-replay     # CI's fixed seed set
 //! ```
 
+mod params;
+mod report;
+mod scenario;
 mod world;
 
 use std::process::ExitCode;
 
-use world::{Params, World};
+use confmesh::proto::node::Dissemination;
+use params::{Params, Scenario};
+use report::Report;
+use scenario::Phases;
+use world::World;
 
-/// Seeds CI runs on every commit. Failures print the command that replays them.
-const SMOKE_SEEDS: [u64; 8] = [1, 2, 3, 7, 42, 1_000, 65_535, 0x00C0_FFEE];
+/// The smoke set: every scenario at small N, a few seeds each.
+const SMOKE_SEEDS: [u64; 3] = [1, 7, 42];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,48 +35,106 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let seeds: Vec<u64> = if params.smoke {
-        let extra = std::env::var("SIM_SEEDS")
-            .ok()
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-        SMOKE_SEEDS
-            .iter()
-            .copied()
-            .chain((0..extra).map(|i| 0x5EED_0000 + i))
-            .collect()
+    let runs: Vec<Params> = if params.smoke {
+        smoke_set(&params)
     } else {
-        vec![params.seed]
+        vec![params.clone()]
     };
     let mut failed = 0;
-    for seed in seeds {
-        let params = Params {
-            seed,
-            ..params.clone()
-        };
-        println!("{}", params.describe());
-        let report = World::new(params.clone()).run();
+    let mut reports = Vec::new();
+    for p in runs {
+        println!("{p}");
+        let report = run(&p);
         println!("{}", report.summary());
-        if params.check_replay {
-            let again = World::new(params.clone()).run();
+        if let Some(b) = &report.baseline {
+            println!("{}", b.summary());
+        }
+        if p.check_replay {
+            let again = run_mode(&p, Dissemination::Plumtree, "confmesh");
             if again.trace_hash != report.trace_hash {
                 eprintln!(
-                    "NOT DETERMINISTIC: trace hash {:016x} then {:016x}",
+                    "NOT DETERMINISTIC: trace hash {} then {}",
                     report.trace_hash, again.trace_hash
                 );
                 failed += 1;
             }
         }
-        if let Some(problem) = &report.failure {
-            eprintln!(
-                "FAILED seed={seed}: {problem}\nreproduce with: {}",
-                params.command()
-            );
+        if !report.failures.is_empty() {
+            for f in &report.failures {
+                eprintln!("FAILED seed={}: {f}", p.seed);
+            }
+            eprintln!("reproduce with: {}", p.command());
             failed += 1;
+        }
+        reports.push(report);
+    }
+    if let Some(path) = &params.report {
+        let json = if reports.len() == 1 {
+            serde_json::to_string_pretty(&reports[0])
+        } else {
+            serde_json::to_string_pretty(&reports)
+        };
+        match json.map(|j| std::fs::write(path, j + "\n")) {
+            Ok(Ok(())) => println!("report written to {path}"),
+            Ok(Err(e)) => eprintln!("cannot write {path}: {e}"),
+            Err(e) => eprintln!("cannot encode the report: {e}"),
         }
     }
     if failed > 0 {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+fn run(p: &Params) -> Report {
+    let mut report = run_mode(p, Dissemination::Plumtree, "confmesh");
+    if p.baseline {
+        report.baseline = Some(Box::new(run_mode(
+            p,
+            Dissemination::baseline(p.nodes),
+            "baseline",
+        )));
+    }
+    report
+}
+
+fn run_mode(p: &Params, mode: Dissemination, name: &'static str) -> Report {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "wall time of the run, for the report only"
+    )]
+    let started = std::time::Instant::now();
+    let mut world = World::new(p.clone(), mode);
+    let mut phases = Phases::default();
+    scenario::run(&mut world, &mut phases);
+    Report::build(&world, phases, name, started.elapsed().as_secs_f64())
+}
+
+/// Every scenario at small N for each smoke seed; `SIM_SEEDS=N` adds N more seeds.
+fn smoke_set(base: &Params) -> Vec<Params> {
+    let extra = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    let seeds = SMOKE_SEEDS
+        .iter()
+        .copied()
+        .chain((0..extra).map(|i| 0x5EED_0000 + i));
+    let mut runs = Vec::new();
+    for seed in seeds {
+        for scenario in Scenario::ALL {
+            let nodes = if scenario == Scenario::Catchup { 5 } else { 20 };
+            runs.push(Params {
+                scenario,
+                seed,
+                nodes,
+                writes: 40,
+                catchup_keys: 5_000,
+                quiet: true,
+                report: None,
+                ..base.clone()
+            });
+        }
+    }
+    runs
 }

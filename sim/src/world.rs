@@ -1,410 +1,520 @@
-//! The simulated world: replicas, a network with latency, loss and duplication, and a clock.
+//! The simulated world: nodes, a network with latency, loss, duplication, reordering and
+//! partitions, crashes and restarts, per-node clock skew, all in virtual time from one seed.
 
-use std::{cmp::Reverse, collections::BinaryHeap};
+use std::{
+    cmp::Ordering,
+    collections::{BinaryHeap, HashMap},
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use confmesh::proto::{
-    Dot, Key, Message, Store, StoreConfig, SyncReply, WriterId,
-    wire::{self, MAX_MESSAGE_BYTES},
+    Dot, Key, Store, WriterId,
+    node::{Channel, Config, Dissemination, Event, Node, NodeId, NodeStats},
 };
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 
-/// What a run simulates. Every field is printed before the run starts.
-#[derive(Clone, Debug)]
-pub struct Params {
-    pub seed: u64,
-    pub replicas: usize,
-    pub writes: usize,
-    pub keys: usize,
-    pub loss: f64,
-    pub duplicate: f64,
-    pub latency_ms_min: u64,
-    pub latency_ms_max: u64,
-    pub write_interval_ms: u64,
-    pub anti_entropy_ms: u64,
-    pub smoke: bool,
-    pub check_replay: bool,
+use crate::params::Params;
+
+/// One write the scenario made, and when each node first held it.
+pub struct WriteRecord {
+    pub dot: Dot,
+    pub at: Instant,
+    pub node: usize,
+    pub seen_at: Vec<Option<Instant>>,
 }
 
-impl Params {
-    pub const USAGE: &'static str = "usage: confmesh-sim [--seed N] [--replicas N] [--writes N] [--keys N] \
-[--loss P] [--duplicate P] [--latency-ms MIN..MAX] [--anti-entropy-ms N] [--smoke] [--check-replay]";
-
-    pub fn parse(args: &[String]) -> Result<Params, String> {
-        let mut p = Params {
-            seed: 1,
-            replicas: 10,
-            writes: 200,
-            keys: 50,
-            loss: 0.05,
-            duplicate: 0.02,
-            latency_ms_min: 1,
-            latency_ms_max: 20,
-            write_interval_ms: 10,
-            anti_entropy_ms: 500,
-            smoke: false,
-            check_replay: false,
-        };
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-            match flag.as_str() {
-                "--seed" => p.seed = number(flag, value()?)?,
-                "--replicas" => p.replicas = number(flag, value()?)?,
-                "--writes" => p.writes = number(flag, value()?)?,
-                "--keys" => p.keys = number(flag, value()?)?,
-                "--loss" => p.loss = number(flag, value()?)?,
-                "--duplicate" => p.duplicate = number(flag, value()?)?,
-                "--anti-entropy-ms" => p.anti_entropy_ms = number(flag, value()?)?,
-                "--latency-ms" => {
-                    let v = value()?;
-                    let (lo, hi) = v
-                        .split_once("..")
-                        .ok_or_else(|| format!("--latency-ms wants MIN..MAX, got {v:?}"))?;
-                    (p.latency_ms_min, p.latency_ms_max) = (number(flag, lo)?, number(flag, hi)?);
-                }
-                "--smoke" => p.smoke = true,
-                "--check-replay" => p.check_replay = true,
-                other => return Err(format!("unknown argument {other:?}")),
-            }
-        }
-        if p.replicas < 2
-            || p.keys == 0
-            || p.anti_entropy_ms == 0
-            || p.latency_ms_min > p.latency_ms_max
-        {
-            return Err(
-                "need --replicas >= 2, --keys >= 1, --anti-entropy-ms >= 1 and latency MIN <= MAX"
-                    .into(),
-            );
-        }
-        if !(0.0..1.0).contains(&p.loss) || !(0.0..1.0).contains(&p.duplicate) {
-            return Err("--loss and --duplicate are probabilities in [0, 1)".into());
-        }
-        Ok(p)
-    }
-
-    pub fn describe(&self) -> String {
-        format!(
-            "seed={} replicas={} writes={} keys={} loss={} duplicate={} latency_ms={}..{} write_interval_ms={} anti_entropy_ms={}",
-            self.seed,
-            self.replicas,
-            self.writes,
-            self.keys,
-            self.loss,
-            self.duplicate,
-            self.latency_ms_min,
-            self.latency_ms_max,
-            self.write_interval_ms,
-            self.anti_entropy_ms
-        )
-    }
-
-    pub fn command(&self) -> String {
-        format!(
-            "cargo run -p confmesh-sim --release -- --seed {} --replicas {} --writes {} --keys {} --loss {} --duplicate {} --latency-ms {}..{} --anti-entropy-ms {}",
-            self.seed,
-            self.replicas,
-            self.writes,
-            self.keys,
-            self.loss,
-            self.duplicate,
-            self.latency_ms_min,
-            self.latency_ms_max,
-            self.anti_entropy_ms
-        )
-    }
+/// A node slot: the node while it runs, what it persisted while it is down.
+struct Slot {
+    node: Option<Node>,
+    id: NodeId,
+    persisted: Option<Store>,
+    /// The pending wake-up event, to skip stale ones.
+    wake: Option<Instant>,
+    /// Writes this node has not been seen holding yet.
+    unseen: Vec<usize>,
+    left: bool,
+    skew_ms: i64,
+    /// Counters of earlier incarnations (before crashes), so totals survive restarts.
+    stats_before: NodeStats,
 }
 
-fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
-}
-
-/// What a run measured, and the first check that failed, if any.
-pub struct Report {
-    pub convergence_ms: Vec<u64>,
-    pub messages: u64,
-    pub bytes: u64,
-    pub end_ms: u64,
-    pub trace_hash: u64,
-    pub failure: Option<String>,
-}
-
-impl Report {
-    pub fn summary(&self) -> String {
-        let mut c = self.convergence_ms.clone();
-        c.sort_unstable();
-        let pct = |p: f64| {
-            c.get(((c.len() as f64 * p).ceil() as usize).saturating_sub(1))
-                .copied()
-                .unwrap_or(0)
-        };
-        format!(
-            "  convergence_ms p50={} p99={} max={} over {} writes; messages={} bytes={} sim_end_ms={} trace_hash={:016x} {}",
-            pct(0.5),
-            pct(0.99),
-            c.last().copied().unwrap_or(0),
-            c.len(),
-            self.messages,
-            self.bytes,
-            self.end_ms,
-            self.trace_hash,
-            if self.failure.is_some() {
-                "FAILED"
-            } else {
-                "ok"
-            }
-        )
-    }
-}
-
-enum Event {
-    Write {
-        replica: usize,
-    },
+enum Kind {
     Deliver {
         to: usize,
         from: usize,
+        channel: Channel,
         bytes: Bytes,
     },
-    AntiEntropy {
-        replica: usize,
+    Wake {
+        node: usize,
     },
 }
 
-/// Replicas, the event heap ordered by (time, sequence), one RNG for everything.
-pub struct World {
-    params: Params,
-    rng: Xoshiro256PlusPlus,
-    now_ms: u64,
+struct Scheduled {
+    at: Instant,
     seq: u64,
-    heap: BinaryHeap<Reverse<(u64, u64)>>,
-    events: std::collections::BTreeMap<u64, Event>,
-    replicas: Vec<Store>,
-    /// Writes not yet on every replica: (dot, written at).
-    pending: Vec<(Dot, u64)>,
-    report: Report,
+    kind: Kind,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed: the heap pops the earliest (time, sequence) first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Membership events observed, for failure-detection checks: (when, observer, event).
+pub type MemberLog = Vec<(Instant, usize, Event)>;
+
+pub struct World {
+    pub params: Params,
+    mode: Dissemination,
+    rng: Xoshiro256PlusPlus,
+    pub start: Instant,
+    pub now: Instant,
+    seq: u64,
+    heap: BinaryHeap<Scheduled>,
+    slots: Vec<Slot>,
+    index: HashMap<SocketAddr, usize>,
+    /// Group of each node while partitioned; messages between groups are dropped.
+    partition: Option<Vec<u8>>,
+    pub writes: Vec<WriteRecord>,
+    pub member_log: MemberLog,
+    pub bytes_sent: u64,
+    pub messages_sent: u64,
+    pub events_processed: u64,
+    pub trace_hash: u64,
 }
 
 impl World {
-    pub fn new(params: Params) -> World {
-        let replicas = (0..params.replicas)
-            .map(|i| Store::new(WriterId(i as u64 + 1), StoreConfig::default()))
+    pub fn new(params: Params, mode: Dissemination) -> World {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "an arbitrary origin for virtual time"
+        )]
+        let start = Instant::now();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(params.seed);
+        let n = params.nodes;
+        let slots = (0..n)
+            .map(|i| {
+                let skew = params.skew_ms as i64;
+                Slot {
+                    node: None,
+                    id: NodeId {
+                        addr: addr(i),
+                        writer: WriterId(i as u64 + 1),
+                        generation: 1,
+                    },
+                    persisted: None,
+                    wake: None,
+                    unseen: Vec::new(),
+                    left: false,
+                    skew_ms: if skew > 0 {
+                        rng.random_range(-skew..=skew)
+                    } else {
+                        0
+                    },
+                    stats_before: NodeStats::default(),
+                }
+            })
             .collect();
         World {
-            rng: Xoshiro256PlusPlus::seed_from_u64(params.seed),
-            params,
-            now_ms: 0,
+            mode,
+            rng,
+            start,
+            now: start,
             seq: 0,
             heap: BinaryHeap::new(),
-            events: Default::default(),
-            replicas,
-            pending: Vec::new(),
-            report: Report {
-                convergence_ms: Vec::new(),
-                messages: 0,
-                bytes: 0,
-                end_ms: 0,
-                trace_hash: FNV_OFFSET,
-                failure: None,
-            },
+            slots,
+            index: (0..n).map(|i| (addr(i), i)).collect(),
+            partition: None,
+            writes: Vec::new(),
+            member_log: Vec::new(),
+            bytes_sent: 0,
+            messages_sent: 0,
+            events_processed: 0,
+            trace_hash: 0xcbf2_9ce4_8422_2325,
+            params,
         }
     }
 
-    pub fn run(mut self) -> Report {
-        for replica in 0..self.params.replicas {
-            let first = self.rng.random_range(0..self.params.anti_entropy_ms);
-            self.schedule(first, Event::AntiEntropy { replica });
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    fn config(&self, i: usize, id: NodeId) -> Config {
+        let mut config = Config::lan(
+            id,
+            self.params.nodes,
+            self.params.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id.generation,
+        );
+        config.dissemination = self.mode;
+        if matches!(self.mode, Dissemination::Rounds { .. }) {
+            // memberlist's push-pull, the baseline's only backstop, runs every 30 s.
+            config.anti_entropy_interval = Duration::from_secs(30);
         }
-        for i in 0..self.params.writes {
-            let replica = self.rng.random_range(0..self.params.replicas);
-            self.schedule(
-                i as u64 * self.params.write_interval_ms,
-                Event::Write { replica },
+        config
+    }
+
+    /// Starts node `i` (fresh, or restarted from what it persisted) and joins it via `seeds`.
+    pub fn start_node(&mut self, i: usize, seeds: &[usize]) {
+        let slot = &self.slots[i];
+        let id = slot.id;
+        let wall = 1_700_000_000_000u64.saturating_add_signed(slot.skew_ms)
+            + self.elapsed().as_millis() as u64;
+        let config = self.config(i, id);
+        let store = self.slots[i].persisted.take();
+        let mut node = Node::with_store(config, self.now, wall, store);
+        let seeds: Vec<SocketAddr> = seeds.iter().map(|&s| addr(s)).collect();
+        if !seeds.is_empty() {
+            node.join(self.now, &seeds);
+        }
+        let slot = &mut self.slots[i];
+        slot.node = Some(node);
+        slot.left = false;
+        slot.unseen = (0..self.writes.len())
+            .filter(|&w| self.writes[w].seen_at[i].is_none())
+            .collect();
+        self.after(i);
+    }
+
+    /// Gives nodes `range` a replica to start from, as if they had it on disk.
+    pub fn preload(&mut self, range: std::ops::Range<usize>, store: &Store) {
+        for i in range {
+            let snapshot = store.snapshot();
+            let writer = self.slots[i].id.writer;
+            self.slots[i].persisted = Some(
+                Store::restore(writer, store.config().clone(), snapshot).expect("valid snapshot"),
             );
         }
-        let writes_end = self.params.writes as u64 * self.params.write_interval_ms;
-        let deadline = writes_end + 60 * self.params.anti_entropy_ms;
-        while let Some(Reverse((at, seq))) = self.heap.pop() {
-            if at > deadline || (at > writes_end && self.pending.is_empty() && self.converged()) {
-                break;
-            }
-            self.now_ms = at;
-            let Some(event) = self.events.remove(&seq) else {
-                continue;
-            };
-            self.step(event);
-        }
-        self.report.end_ms = self.now_ms;
-        self.report.failure = self.check();
-        self.report
     }
 
-    fn step(&mut self, event: Event) {
-        match event {
-            Event::Write { replica } => {
-                let key = Key::new(&format!(
-                    "app/key-{}",
-                    self.rng.random_range(0..self.params.keys)
-                ))
-                .expect("valid key");
-                let store = &mut self.replicas[replica];
-                let version = if self.rng.random_bool(0.1) {
-                    store.delete(self.now_ms, key)
-                } else {
-                    let value = Bytes::from(self.rng.random::<u64>().to_le_bytes().to_vec());
-                    Some(
-                        store
-                            .put(self.now_ms, key, value)
-                            .expect("value within limits"),
-                    )
-                };
-                if let Some(version) = version {
-                    self.trace(1, replica as u64, version.dot.counter);
-                    self.pending.push((version.dot, self.now_ms));
-                    let message = Message::Push {
-                        versions: vec![version],
-                    };
-                    for to in (0..self.params.replicas).filter(|&to| to != replica) {
-                        self.send(replica, to, &message);
-                    }
-                }
-            }
-            Event::Deliver { to, from, bytes } => {
-                self.trace(2, to as u64, bytes.len() as u64);
-                match wire::decode(&bytes, MAX_MESSAGE_BYTES) {
-                    Ok(message) => self.receive(to, from, message),
-                    Err(e) => {
-                        let problem = format!("replica {to} could not decode: {e}");
-                        self.report.failure.get_or_insert(problem);
-                    }
-                }
-                self.note_convergence();
-            }
-            Event::AntiEntropy { replica } => {
-                let peer = (replica + self.rng.random_range(1..self.params.replicas))
-                    % self.params.replicas;
-                let digest = self.replicas[replica].digest().clone();
-                self.send(replica, peer, &Message::SyncRequest { digest });
-                let next = self.params.anti_entropy_ms;
-                self.schedule(next, Event::AntiEntropy { replica });
-            }
+    /// Crashes node `i`: it stops at once; its store is what it persisted.
+    pub fn crash(&mut self, i: usize) {
+        if let Some(node) = self.slots[i].node.take() {
+            self.slots[i].persisted = Some(node.store().clone());
+            add_stats(&mut self.slots[i].stats_before, node.stats());
+            self.slots[i].id.generation += 1_000;
+            self.slots[i].wake = None;
         }
     }
 
-    fn receive(&mut self, to: usize, from: usize, message: Message) {
-        let store = &mut self.replicas[to];
-        match message {
-            Message::Push { versions } => {
-                for v in versions {
-                    store.apply(v).expect("valid version");
-                }
-            }
-            Message::SyncRequest { digest } => match store.delta_for(&digest, 64 << 10) {
-                SyncReply::Delta(delta) if delta.is_empty() => {}
-                SyncReply::Delta(delta) => self.send(to, from, &Message::SyncDelta(delta)),
-                SyncReply::SnapshotNeeded => {
-                    for chunk in store.snapshot_chunks(64 << 10) {
-                        self.send(to, from, &Message::SyncSnapshot(chunk));
-                    }
-                }
-            },
-            Message::SyncDelta(delta) => {
-                store.apply_delta(delta).expect("valid delta");
-            }
-            Message::SyncSnapshot(chunk) => {
-                store.merge_snapshot(chunk).expect("valid snapshot");
-            }
-            _ => {}
+    /// Node `i` leaves gracefully; it is gone a second later.
+    pub fn leave(&mut self, i: usize) {
+        if let Some(node) = self.slots[i].node.as_mut() {
+            node.leave(self.now);
+            self.after(i);
+        }
+        self.run_for(Duration::from_secs(1));
+        self.crash(i);
+        self.slots[i].left = true;
+    }
+
+    pub fn is_up(&self, i: usize) -> bool {
+        self.slots[i].node.is_some()
+    }
+
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.slots[i].node.as_ref()
+    }
+
+    pub fn id(&self, i: usize) -> NodeId {
+        self.slots[i]
+            .node
+            .as_ref()
+            .map_or(self.slots[i].id, Node::id)
+    }
+
+    pub fn stats(&self, i: usize) -> NodeStats {
+        let mut total = self.slots[i].stats_before;
+        if let Some(node) = &self.slots[i].node {
+            add_stats(&mut total, node.stats());
+        }
+        total
+    }
+
+    /// Splits the nodes into two halves (by index); `one_way` drops only traffic from the
+    /// first half to the second.
+    pub fn split(&mut self, one_way: bool) {
+        let n = self.len();
+        let mut groups: Vec<u8> = (0..n).map(|i| u8::from(i >= n / 2)).collect();
+        if one_way {
+            groups.iter_mut().for_each(|g| *g += 2);
+        }
+        self.partition = Some(groups);
+    }
+
+    pub fn heal(&mut self) {
+        self.partition = None;
+    }
+
+    fn blocked(&self, from: usize, to: usize) -> bool {
+        match &self.partition {
+            None => false,
+            Some(g) if g[from] >= 2 => g[from] == 2 && g[to] == 3,
+            Some(g) => g[from] != g[to],
         }
     }
 
-    fn send(&mut self, from: usize, to: usize, message: &Message) {
-        let bytes = wire::encode(message, MAX_MESSAGE_BYTES).expect("encodable");
-        self.report.messages += 1;
-        self.report.bytes += bytes.len() as u64;
-        if self.rng.random_bool(self.params.loss) {
-            return;
-        }
-        let copies = if self.rng.random_bool(self.params.duplicate) {
-            2
-        } else {
-            1
+    /// Writes at node `i`; returns whether a version was written (a delete of an absent key
+    /// writes nothing).
+    pub fn write(&mut self, i: usize, key: &str, value: Option<Bytes>) -> bool {
+        let now = self.now;
+        let n = self.len();
+        let Some(node) = self.slots[i].node.as_mut() else {
+            return false;
         };
-        for _ in 0..copies {
-            let latency = self
-                .rng
-                .random_range(self.params.latency_ms_min..=self.params.latency_ms_max);
-            self.schedule(
-                latency,
-                Event::Deliver {
+        let key = Key::new(key).expect("scenario keys are valid");
+        let version = match value {
+            Some(v) => Some(node.put(now, key, v).expect("scenario values are small")),
+            None => node.delete(now, key),
+        };
+        let Some(version) = version else { return false };
+        let w = self.writes.len();
+        let mut seen_at = vec![None; n];
+        seen_at[i] = Some(now);
+        self.writes.push(WriteRecord {
+            dot: version.dot,
+            at: now,
+            node: i,
+            seen_at,
+        });
+        for (j, slot) in self.slots.iter_mut().enumerate() {
+            if j != i && slot.node.is_some() {
+                slot.unseen.push(w);
+            }
+        }
+        self.trace(1, i as u64, version.dot.counter);
+        self.after(i);
+        true
+    }
+
+    /// Processes events until `d` of virtual time has passed.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.heap.peek().is_some_and(|e| e.at <= end) {
+            let Some(event) = self.heap.pop() else { break };
+            self.now = event.at;
+            self.events_processed += 1;
+            match event.kind {
+                Kind::Deliver {
                     to,
                     from,
-                    bytes: bytes.clone(),
-                },
-            );
-        }
-    }
-
-    fn schedule(&mut self, after_ms: u64, event: Event) {
-        self.seq += 1;
-        self.heap.push(Reverse((self.now_ms + after_ms, self.seq)));
-        self.events.insert(self.seq, event);
-    }
-
-    /// Records the convergence time of every write that has now reached every replica.
-    fn note_convergence(&mut self) {
-        let replicas = &self.replicas;
-        let now = self.now_ms;
-        let report = &mut self.report;
-        self.pending.retain(|(dot, at)| {
-            let everywhere = replicas.iter().all(|r| r.digest().contains(dot));
-            if everywhere {
-                report.convergence_ms.push(now - at);
+                    channel,
+                    bytes,
+                } => self.deliver(to, from, channel, &bytes),
+                Kind::Wake { node } => {
+                    if self.slots[node].wake != Some(event.at) {
+                        continue; // stale
+                    }
+                    self.slots[node].wake = None;
+                    let now = self.now;
+                    if let Some(n) = self.slots[node].node.as_mut() {
+                        n.handle_timeout(now);
+                    }
+                    self.after(node);
+                }
             }
-            !everywhere
+        }
+        self.now = end;
+    }
+
+    /// Runs until `done` holds (checked every `step`) or `limit` passes; returns whether it held.
+    pub fn run_until(
+        &mut self,
+        step: Duration,
+        limit: Duration,
+        mut done: impl FnMut(&World) -> bool,
+    ) -> bool {
+        let end = self.now + limit;
+        while self.now < end {
+            if done(self) {
+                return true;
+            }
+            self.run_for(step);
+        }
+        done(self)
+    }
+
+    fn deliver(&mut self, to: usize, from: usize, channel: Channel, bytes: &[u8]) {
+        let now = self.now;
+        if self.slots[to].node.is_none() {
+            return;
+        }
+        self.trace(2, to as u64, bytes.len() as u64);
+        let Some(node) = self.slots[to].node.as_mut() else {
+            return;
+        };
+        match channel {
+            Channel::Datagram => node.handle_datagram(now, addr(from), bytes),
+            Channel::Stream => node.handle_stream_message(now, addr(from), bytes),
+        }
+        if channel == Channel::Stream {
+            self.note_seen(to);
+        }
+        self.after(to);
+    }
+
+    /// Marks the writes node `i` now holds.
+    fn note_seen(&mut self, i: usize) {
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        let Some(node) = slot.node.as_ref() else {
+            return;
+        };
+        let digest = node.store().digest();
+        let writes = &mut self.writes;
+        slot.unseen.retain(|&w| {
+            let have = digest.contains(&writes[w].dot);
+            if have {
+                writes[w].seen_at[i] = Some(now);
+            }
+            !have
         });
     }
 
-    fn converged(&self) -> bool {
-        self.replicas
-            .windows(2)
-            .all(|w| w[0].digest() == w[1].digest())
+    /// Drains node `i`'s output into the network and re-arms its wake-up.
+    fn after(&mut self, i: usize) {
+        let Some(node) = self.slots[i].node.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(t) = node.poll_transmit() {
+            out.push(t);
+        }
+        let mut events = Vec::new();
+        while let Some(e) = node.poll_event() {
+            if matches!(
+                e,
+                Event::MemberUp(_) | Event::MemberDown(_) | Event::Rejoined(_)
+            ) {
+                events.push(e);
+            }
+        }
+        let wake = node.poll_timeout();
+        for e in events {
+            self.member_log.push((self.now, i, e));
+        }
+        for t in out {
+            self.messages_sent += 1;
+            self.bytes_sent += t.bytes.len() as u64;
+            let Some(&to) = self.index.get(&t.to) else {
+                continue;
+            };
+            if self.blocked(i, to) || self.rng.random_bool(self.params.loss) {
+                continue;
+            }
+            let copies = if self.rng.random_bool(self.params.duplicate) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let at = self.now + self.latency(i, to);
+                self.push(
+                    at,
+                    Kind::Deliver {
+                        to,
+                        from: i,
+                        channel: t.channel,
+                        bytes: t.bytes.clone(),
+                    },
+                );
+            }
+        }
+        if let Some(at) = wake {
+            let at = at.max(self.now);
+            if self.slots[i].wake.is_none_or(|w| at < w || w < self.now) {
+                self.slots[i].wake = Some(at);
+                self.push(at, Kind::Wake { node: i });
+            }
+        }
     }
 
-    /// The checks every run must pass.
-    fn check(&self) -> Option<String> {
-        if let Some(f) = &self.report.failure {
-            return Some(f.clone());
-        }
-        if !self.pending.is_empty() {
-            return Some(format!(
-                "{} writes never reached every replica",
-                self.pending.len()
-            ));
-        }
-        let first = &self.replicas[0];
-        for (i, r) in self.replicas.iter().enumerate().skip(1) {
-            if r.digest() != first.digest() {
-                return Some(format!("replica {i} has a different digest from replica 0"));
-            }
-            let (a, b): (Vec<_>, Vec<_>) = (first.list("").collect(), r.list("").collect());
-            if a != b {
-                return Some(format!("replica {i} reads differently from replica 0"));
-            }
-        }
-        None
+    /// A per-link base latency (fixed for the run) plus per-message jitter, so messages on
+    /// one link can be reordered.
+    fn latency(&mut self, from: usize, to: usize) -> Duration {
+        let (lo, hi) = (
+            self.params.latency_ms_min * 1_000,
+            self.params.latency_ms_max * 1_000,
+        );
+        let span = hi - lo;
+        let link = mix(self.params.seed ^ ((from as u64) << 32) ^ to as u64) % (span / 2 + 1);
+        let jitter = self.rng.random_range(0..=span - span / 2);
+        Duration::from_micros(lo + link + jitter)
+    }
+
+    fn push(&mut self, at: Instant, kind: Kind) {
+        self.seq += 1;
+        self.heap.push(Scheduled {
+            at,
+            seq: self.seq,
+            kind,
+        });
     }
 
     fn trace(&mut self, kind: u64, node: u64, detail: u64) {
-        for word in [self.now_ms, kind, node, detail] {
+        let t = (self.now - self.start).as_micros() as u64;
+        for word in [t, kind, node, detail] {
             for byte in word.to_le_bytes() {
-                self.report.trace_hash =
-                    (self.report.trace_hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+                self.trace_hash =
+                    (self.trace_hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
             }
         }
     }
+
+    pub fn random_node(&mut self, pick: impl Fn(&World, usize) -> bool) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.len()).filter(|&i| pick(self, i)).collect();
+        (!candidates.is_empty()).then(|| candidates[self.rng.random_range(0..candidates.len())])
+    }
+
+    pub fn rng(&mut self) -> &mut Xoshiro256PlusPlus {
+        &mut self.rng
+    }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+/// Node `i`'s address: in 127.0.0.0/8, never used on a real network.
+pub fn addr(i: usize) -> SocketAddr {
+    let i = i as u32 + 1;
+    SocketAddr::from((
+        Ipv4Addr::new(127, (i >> 16) as u8, (i >> 8) as u8, i as u8),
+        7000,
+    ))
+}
+
+/// splitmix64: a fixed hash for per-link latencies.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn add_stats(total: &mut NodeStats, s: NodeStats) {
+    total.malformed += s.malformed;
+    total.pushed_versions_received += s.pushed_versions_received;
+    total.duplicate_versions += s.duplicate_versions;
+    total.grafts_sent += s.grafts_sent;
+    total.sync_rounds += s.sync_rounds;
+    total.sync_applied += s.sync_applied;
+    total.tombstones_collected += s.tombstones_collected;
+    total.datagram_bytes_sent += s.datagram_bytes_sent;
+    total.stream_bytes_sent += s.stream_bytes_sent;
+}

@@ -10,7 +10,7 @@ use std::{net::SocketAddr, time::Instant};
 
 use rand::RngExt;
 
-use super::{Node, Timer};
+use super::{Dissemination, Node, Timer};
 use crate::proto::{Dot, Version, wire::Message};
 
 impl Node {
@@ -18,6 +18,11 @@ impl Node {
     /// `from`.
     pub(super) fn disseminate(&mut self, versions: &[Version], from: Option<SocketAddr>) {
         if versions.is_empty() {
+            return;
+        }
+        if let Dissemination::Rounds { retransmits, .. } = self.config.dissemination {
+            self.gossip_queue
+                .extend(versions.iter().map(|v| (v.clone(), retransmits)));
             return;
         }
         let (mut eager, mut lazy) = (Vec::new(), Vec::new());
@@ -66,10 +71,18 @@ impl Node {
                 }
             }
         }
-        if fresh.is_empty() {
-            // Nothing new: the sender is a redundant eager link.
-            self.set_link(from, false);
-            self.send(from, &Message::Prune);
+        if matches!(self.config.dissemination, Dissemination::Rounds { .. }) {
+            self.disseminate(&fresh, Some(from));
+        } else if fresh.is_empty() {
+            // Nothing new: the sender is a redundant eager link, unless pruning it would
+            // leave fewer than `eager_min`.
+            let eager = self.peers.values().filter(|p| p.link == Some(true)).count();
+            if eager > self.config.eager_min
+                && self.peers.get(&from).is_some_and(|p| p.link == Some(true))
+            {
+                self.set_link(from, false);
+                self.send(from, &Message::Prune);
+            }
         } else {
             self.set_link(from, true);
             self.disseminate(&fresh, Some(from));
@@ -138,21 +151,59 @@ impl Node {
         }
     }
 
-    /// Sets the link to `peer` eager or lazy, adding it to the view if there is room.
+    /// Rounds mode: sends every queued version to `fanout` random members.
+    pub(super) fn gossip_round(&mut self, now: Instant) {
+        let Dissemination::Rounds {
+            interval, fanout, ..
+        } = self.config.dissemination
+        else {
+            return;
+        };
+        self.timers.set(now + interval, Timer::GossipRound);
+        if self.gossip_queue.is_empty() {
+            return;
+        }
+        let versions: Vec<Version> = self.gossip_queue.iter().map(|(v, _)| v.clone()).collect();
+        self.gossip_queue.retain_mut(|(_, left)| {
+            *left -= 1;
+            *left > 0
+        });
+        let mut targets = Vec::new();
+        for _ in 0..fanout {
+            if let Some(to) = self.random_peer(|p| !targets.contains(&p.id.addr)) {
+                targets.push(to);
+            }
+        }
+        let push = Message::Push { versions };
+        for to in targets {
+            self.send(to, &push);
+        }
+    }
+
+    /// Sets the link to `peer` eager or lazy, adding it to the view. Links are accepted
+    /// unconditionally, so views stay symmetric; their size stays near twice
+    /// [`Config::view_size`](super::Config::view_size) because views are filled uniformly.
     pub(super) fn set_link(&mut self, peer: SocketAddr, eager: bool) {
-        let in_view = self.peers.values().filter(|p| p.link.is_some()).count();
-        let max_view = self.config.view_size * 2;
-        if let Some(p) = self.peers.get_mut(&peer)
-            && (p.link.is_some() || in_view < max_view)
-        {
+        if let Some(p) = self.peers.get_mut(&peer) {
             p.link = Some(eager);
         }
     }
 
     /// Tops the view up to [`Config::view_size`](super::Config::view_size) with random
-    /// members, as eager links (pruning thins them to a tree).
-    pub(super) fn fill_view(&mut self) {
-        let target = self.config.view_size;
+    /// members, as eager links. Run only once the member set has been stable for a second:
+    /// filling during a join storm would pick the earliest joiners for everyone. A node with
+    /// no eager link at all takes one at once.
+    pub(super) fn fill_view(&mut self, now: Instant) {
+        let settled = now.saturating_duration_since(self.members_changed_at)
+            >= std::time::Duration::from_secs(1);
+        let has_eager = self.peers.values().any(|p| p.link == Some(true));
+        let target = if settled {
+            self.config.view_size
+        } else if has_eager {
+            0
+        } else {
+            1
+        };
         while self.peers.values().filter(|p| p.link.is_some()).count() < target {
             let Some(addr) = self.random_peer(|p| p.link.is_none()) else {
                 break;
@@ -160,6 +211,9 @@ impl Node {
             if let Some(p) = self.peers.get_mut(&addr) {
                 p.link = Some(true);
             }
+            // An empty graft asks the peer to add us too: views stay symmetric, so no node
+            // is left without anyone pushing to it.
+            self.send(addr, &Message::Graft { dots: Vec::new() });
         }
     }
 

@@ -33,6 +33,11 @@ const GOSSIP_FANOUT: NonZeroUsize = match NonZeroUsize::new(3) {
     None => panic!("fanout is not zero"),
 };
 
+const DOWN_FANOUT: NonZeroUsize = match NonZeroUsize::new(2) {
+    Some(n) => n,
+    None => panic!("fanout is not zero"),
+};
+
 /// foca configuration for a LAN of about `expected_members` nodes, tuned for detection within
 /// a few seconds: foca's LAN preset with a shorter probe round trip and suspicion timeout,
 /// and faster update gossip.
@@ -46,6 +51,13 @@ pub(super) fn lan_config(expected_members: usize) -> Config {
     config.periodic_gossip = Some(foca::PeriodicParams {
         frequency: Duration::from_millis(100),
         num_members: GOSSIP_FANOUT,
+    });
+    // A partition longer than the suspicion timeout leaves each side believing the other
+    // down; re-announcing to down members every second is what heals it (the LAN preset's
+    // 65 s would dominate heal time). It costs nothing while no member is down.
+    config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(1),
+        num_members: DOWN_FANOUT,
     });
     config
 }
@@ -168,7 +180,10 @@ impl Node {
         while let Some(notification) = self.swim_out.to_notify() {
             match notification {
                 OwnedNotification::MemberUp(id) => self.member_up(now, id),
-                OwnedNotification::MemberDown(id) => self.member_down(id),
+                OwnedNotification::MemberDown(id) => {
+                    self.members_changed_at = now;
+                    self.member_down(id);
+                }
                 OwnedNotification::Rename(old, new) => {
                     self.member_down(old);
                     self.member_up(now, new);
@@ -177,13 +192,14 @@ impl Node {
                     self.active = true;
                     tracing::debug!(node = %self.id, "active");
                     // Push-pull at once: a Feed reply to an announce holds one packet of
-                    // members, far from all of a big cluster.
-                    self.push_pull_next = self.config.push_pull_interval;
+                    // members, far from all of a big cluster. Later differences are found
+                    // by the member hash on anti-entropy probes.
                     self.timers.set(now, Timer::PushPull);
                 }
                 OwnedNotification::Active => {}
                 OwnedNotification::Idle => self.active = false,
                 OwnedNotification::Rejoin(id) => {
+                    self.members_hash ^= super::member_hash(&self.id) ^ super::member_hash(&id);
                     self.id = id;
                     self.events.push_back(Event::Rejoined(id));
                 }
@@ -197,7 +213,7 @@ impl Node {
         }
     }
 
-    fn member_up(&mut self, _now: Instant, id: NodeId) {
+    fn member_up(&mut self, now: Instant, id: NodeId) {
         let fresh = Peer {
             id,
             link: None,
@@ -205,42 +221,45 @@ impl Node {
             last_request: None,
             vector: None,
         };
-        let peer = self.peers.entry(id.addr).or_insert(fresh);
-        if peer.id != id {
-            // A new generation at the same address: a restart. Forget what we knew of it.
-            *peer = Peer {
-                id,
-                link: peer.link,
-                last_sync: None,
-                last_request: None,
-                vector: None,
-            };
+        match self.peers.get_mut(&id.addr) {
+            Some(peer) if peer.id == id => {}
+            Some(peer) => {
+                // A new generation at the same address: a restart. Forget what we knew of it.
+                self.members_hash ^= super::member_hash(&peer.id) ^ super::member_hash(&id);
+                *peer = Peer {
+                    link: peer.link,
+                    ..fresh
+                };
+            }
+            None => {
+                self.members_hash ^= super::member_hash(&id);
+                self.peers.insert(id.addr, fresh);
+            }
         }
         self.events.push_back(Event::MemberUp(id));
-        self.fill_view();
+        self.members_changed_at = now;
+        self.fill_view(now);
     }
 
     fn member_down(&mut self, id: NodeId) {
         if self.peers.get(&id.addr).is_some_and(|p| p.id == id) {
             self.peers.remove(&id.addr);
+            self.members_hash ^= super::member_hash(&id);
             self.missing
                 .values_mut()
                 .for_each(|(announcers, _)| announcers.retain(|a| *a != id.addr));
             self.events.push_back(Event::MemberDown(id));
-            self.fill_view();
         }
     }
 
     /// Sends our member list to a random member, which answers with its own.
-    pub(super) fn push_pull(&mut self, now: Instant) {
+    pub(super) fn push_pull(&mut self) {
         if let Some(to) = self.random_peer(|_| true) {
             self.send_members(to, false);
         }
-        self.timers.set(now + self.push_pull_next, Timer::PushPull);
-        self.push_pull_next = (self.push_pull_next * 2).min(self.config.push_pull_interval_max);
     }
 
-    fn send_members(&mut self, to: SocketAddr, reply: bool) {
+    pub(super) fn send_members(&mut self, to: SocketAddr, reply: bool) {
         let members: Vec<_> = self.swim.iter_membership_state().cloned().collect();
         let members = encode_members(&members).into();
         self.send(to, &Message::MembershipState { members, reply });

@@ -39,6 +39,36 @@ use super::{
     wire::{self, Message},
 };
 
+/// How changes spread on the fast path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dissemination {
+    /// Eager push along a tree, lazy announcements, grafts (the default).
+    Plumtree,
+    /// Periodic gossip rounds, as memberlist does: every `interval`, send the versions learned
+    /// recently to `fanout` random members; each version goes out `retransmits` times. Kept
+    /// as the baseline the simulator compares against.
+    Rounds {
+        /// Time between rounds (memberlist: 200 ms).
+        interval: Duration,
+        /// Members sent to per round (memberlist: 3).
+        fanout: usize,
+        /// Rounds each version is sent in (memberlist: 4 × log10(N + 1)).
+        retransmits: u32,
+    },
+}
+
+impl Dissemination {
+    /// The memberlist-like baseline for a cluster of `n` nodes: 200 ms rounds, fanout 3.
+    pub fn baseline(n: usize) -> Dissemination {
+        let retransmits = (4.0 * ((n + 1) as f64).log10()).ceil().max(1.0) as u32;
+        Dissemination::Rounds {
+            interval: Duration::from_millis(200),
+            fanout: 3,
+            retransmits,
+        }
+    }
+}
+
 /// How a node behaves. [`Config::lan`] is the starting point.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -50,22 +80,23 @@ pub struct Config {
     pub store: StoreConfig,
     /// The SWIM parameters, passed to foca.
     pub swim: foca::Config,
+    /// How changes spread on the fast path. Default [`Dissemination::Plumtree`].
+    pub dissemination: Dissemination,
     /// How often a node starts an anti-entropy round with the member it synced least
     /// recently. Default 500 ms. Bounds how long a lost change can stay lost.
     pub anti_entropy_interval: Duration,
     /// How many peers a node keeps in its dissemination view (eager plus lazy). Default 6.
     /// The view is symmetric: a peer that pushes to us joins our view, up to twice this.
     pub view_size: usize,
+    /// Duplicates never prune a node below this many eager links. Default 3. One shared tree
+    /// serves every writer badly (its diameter makes most nodes wait for a graft); a graph of
+    /// degree 3 has a diameter of about log2(N) hops for about 2 copies per node per change.
+    pub eager_min: usize,
     /// How long a node waits for a version a lazy peer announced before asking that peer for
-    /// it (a graft). Default 40 ms: above a LAN round trip, so the eager copy usually wins.
+    /// it (a graft). Default 20 ms: above a LAN round trip, so the eager copy usually wins.
     pub graft_timeout: Duration,
     /// How often a joining node re-announces to its seeds until it is active. Default 1 s.
     pub announce_interval: Duration,
-    /// First interval of membership push-pull after joining; it doubles up to
-    /// [`Config::push_pull_interval_max`]. Default 2 s.
-    pub push_pull_interval: Duration,
-    /// Longest interval of membership push-pull. Default 300 s: the whole member list is big.
-    pub push_pull_interval_max: Duration,
     /// How often to try collecting stable tombstones. Default 10 s.
     pub gc_interval: Duration,
     /// The largest stream message accepted. Default 16 MiB.
@@ -82,17 +113,29 @@ impl Config {
             rng_seed,
             store: StoreConfig::default(),
             swim: membership::lan_config(expected_members),
+            dissemination: Dissemination::Plumtree,
             anti_entropy_interval: Duration::from_millis(500),
             view_size: 6,
-            graft_timeout: Duration::from_millis(40),
+            eager_min: 3,
+            graft_timeout: Duration::from_millis(20),
             announce_interval: Duration::from_secs(1),
-            push_pull_interval: Duration::from_secs(2),
-            push_pull_interval_max: Duration::from_secs(300),
             gc_interval: Duration::from_secs(10),
             max_stream_message_bytes: 16 << 20,
             sync_chunk_bytes: 1 << 20,
         }
     }
+}
+
+/// A member's contribution to [`Node::members_hash`]: a fixed mix of its identity.
+fn member_hash(id: &NodeId) -> u64 {
+    let mut x =
+        id.writer.0 ^ id.generation.rotate_left(17) ^ u64::from(id.addr.port()).rotate_left(40);
+    if let std::net::IpAddr::V4(ip) = id.addr.ip() {
+        x ^= u64::from(u32::from(ip)).rotate_left(8);
+    }
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 /// Which QUIC facility carries a [`Transmit`].
@@ -185,7 +228,6 @@ pub struct Node {
     swim_out: SwimRuntime,
     active: bool,
     seeds: Vec<SocketAddr>,
-    push_pull_next: Duration,
     timers: TimerQueue,
     rng: Xoshiro256PlusPlus,
     peers: BTreeMap<SocketAddr, Peer>,
@@ -193,6 +235,13 @@ pub struct Node {
     /// deadline after which to graft.
     missing: BTreeMap<(WriterId, u64), (Vec<SocketAddr>, Instant)>,
     local_health: u32,
+    /// When a member last came or went; views are filled once this is a second old.
+    members_changed_at: Instant,
+    /// Order-independent hash of the active member set (this node included), sent with every
+    /// anti-entropy probe so member lists are exchanged only when they differ.
+    members_hash: u64,
+    /// Rounds mode only: versions still to gossip, with the rounds left for each.
+    gossip_queue: Vec<(Version, u32)>,
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: NodeStats,
@@ -224,7 +273,6 @@ impl Node {
         );
         let mut node = Node {
             rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
-            push_pull_next: config.push_pull_interval,
             config,
             id,
             epoch: now,
@@ -238,6 +286,9 @@ impl Node {
             peers: BTreeMap::new(),
             missing: BTreeMap::new(),
             local_health: 0,
+            members_changed_at: now,
+            gossip_queue: Vec::new(),
+            members_hash: member_hash(&id),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: NodeStats::default(),
@@ -246,6 +297,9 @@ impl Node {
         node.timers.set(now + first_round, Timer::AntiEntropy);
         node.timers
             .set(now + node.config.gc_interval, Timer::CollectGarbage);
+        if let Dissemination::Rounds { interval, .. } = node.config.dissemination {
+            node.timers.set(now + interval, Timer::GossipRound);
+        }
         node
     }
 
@@ -354,7 +408,7 @@ impl Node {
             Message::IHave { dots } => self.on_ihave(now, from, dots),
             Message::Graft { dots } => self.on_graft(from, dots),
             Message::Prune => self.set_link(from, false),
-            Message::SyncProbe { hash } => self.on_sync_probe(now, from, hash),
+            Message::SyncProbe { hash, members } => self.on_sync_probe(now, from, hash, members),
             Message::SyncRequest { digest } => self.on_sync_request(now, from, digest),
             Message::SyncDelta(delta) => self.on_sync_delta(now, from, delta),
             Message::SyncSnapshot(chunk) => self.on_sync_snapshot(from, chunk),
@@ -383,10 +437,11 @@ impl Node {
                     self.after_swim(now);
                 }
                 Timer::Announce => {}
-                Timer::PushPull => self.push_pull(now),
+                Timer::PushPull => self.push_pull(),
                 Timer::AntiEntropy => self.anti_entropy_round(now),
                 Timer::Graft => self.graft_due(now),
                 Timer::CollectGarbage => self.collect_garbage(now),
+                Timer::GossipRound => self.gossip_round(now),
             }
         }
     }

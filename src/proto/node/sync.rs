@@ -14,6 +14,7 @@ impl Node {
     pub(super) fn anti_entropy_round(&mut self, now: Instant) {
         let next = self.jitter(self.config.anti_entropy_interval);
         self.timers.set(now + next, Timer::AntiEntropy);
+        self.fill_view(now);
         let least_recent = self
             .peers
             .iter()
@@ -25,10 +26,20 @@ impl Node {
         }
         self.stats.sync_rounds += 1;
         let hash = self.store.digest().fingerprint();
-        self.send(to, &Message::SyncProbe { hash });
+        let members = self.members_hash;
+        self.send(to, &Message::SyncProbe { hash, members });
     }
 
-    pub(super) fn on_sync_probe(&mut self, now: Instant, from: SocketAddr, hash: u64) {
+    pub(super) fn on_sync_probe(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        hash: u64,
+        members: u64,
+    ) {
+        if members != self.members_hash && self.peers.contains_key(&from) {
+            self.send_members(from, false);
+        }
         if hash == self.store.digest().fingerprint() {
             // In sync: the peer has seen exactly what we have.
             let vector = self.store.digest().version_vector();

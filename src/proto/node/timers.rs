@@ -24,6 +24,8 @@ pub(super) enum Timer {
     Graft,
     /// Collect stable tombstones if every member's version vector is known.
     CollectGarbage,
+    /// Rounds mode: send recently learned versions to a few random members.
+    GossipRound,
 }
 
 #[derive(Debug, Default)]

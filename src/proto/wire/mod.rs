@@ -67,6 +67,9 @@ pub enum Message {
     SyncProbe {
         /// Hash of the sender's digest ([`Digest::fingerprint`]).
         hash: u64,
+        /// Order-independent hash of the sender's active member set. A receiver whose set
+        /// hashes differently starts a membership push-pull.
+        members: u64,
     },
     /// Anti-entropy: the sender's digest, asking for what it lacks. It is also a report of what
     /// the sender has seen, for garbage collection.

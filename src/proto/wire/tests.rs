@@ -110,7 +110,7 @@ fn message() -> impl Strategy<Value = Message> {
         prop::collection::vec(dot(), 0..8).prop_map(|dots| Message::IHave { dots }),
         prop::collection::vec(dot(), 0..8).prop_map(|dots| Message::Graft { dots }),
         Just(Message::Prune),
-        any::<u64>().prop_map(|hash| Message::SyncProbe { hash }),
+        any::<(u64, u64)>().prop_map(|(hash, members)| Message::SyncProbe { hash, members }),
         digest().prop_map(|digest| Message::SyncRequest { digest }),
         delta().prop_map(Message::SyncDelta),
         snapshot().prop_map(Message::SyncSnapshot),

@@ -1,0 +1,188 @@
+//! What a run simulates, parsed from the command line. Every field is printed before a run.
+
+use std::fmt;
+
+/// The scenarios the simulator knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Random writes from random nodes, then an idle period.
+    Steady,
+    /// A 50/50 split with writes on both sides, then heal.
+    Partition,
+    /// Crashes, graceful leaves and restarts while writes continue.
+    Churn,
+    /// Every node joins at once, then writes.
+    Join,
+    /// A node joins a mesh that holds many keys.
+    Catchup,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Steady,
+        Scenario::Partition,
+        Scenario::Churn,
+        Scenario::Join,
+        Scenario::Catchup,
+    ];
+
+    fn parse(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|sc| sc.name() == s)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Steady => "steady",
+            Scenario::Partition => "partition",
+            Scenario::Churn => "churn",
+            Scenario::Join => "join",
+            Scenario::Catchup => "catchup",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub nodes: usize,
+    pub loss: f64,
+    pub duplicate: f64,
+    pub latency_ms_min: u64,
+    pub latency_ms_max: u64,
+    pub skew_ms: u64,
+    pub writes: usize,
+    pub write_interval_ms: u64,
+    pub keys: usize,
+    pub catchup_keys: usize,
+    pub baseline: bool,
+    pub report: Option<String>,
+    pub smoke: bool,
+    pub check_replay: bool,
+    pub quiet: bool,
+}
+
+impl Params {
+    pub const USAGE: &'static str = "usage: confmesh-sim [--scenario steady|partition|churn|join|catchup] [--nodes N] \
+[--loss P] [--duplicate P] [--latency-ms MIN..MAX] [--skew-ms N] [--writes N] [--write-interval-ms N] [--keys N] \
+[--catchup-keys N] [--seed N] [--baseline] [--report FILE.json] [--smoke] [--check-replay] [--quiet]";
+
+    pub fn parse(args: &[String]) -> Result<Params, String> {
+        let mut p = Params {
+            scenario: Scenario::Steady,
+            seed: 1,
+            nodes: 100,
+            loss: 0.01,
+            duplicate: 0.01,
+            latency_ms_min: 1,
+            latency_ms_max: 10,
+            skew_ms: 50,
+            writes: 200,
+            write_interval_ms: 20,
+            keys: 100,
+            catchup_keys: 100_000,
+            baseline: false,
+            report: None,
+            smoke: false,
+            check_replay: false,
+            quiet: false,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || {
+                it.next()
+                    .map(String::as_str)
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            match flag.as_str() {
+                "--scenario" => {
+                    let v = value()?;
+                    p.scenario =
+                        Scenario::parse(v).ok_or_else(|| format!("unknown scenario {v:?}"))?;
+                }
+                "--seed" => p.seed = number(flag, value()?)?,
+                "--nodes" => p.nodes = number(flag, value()?)?,
+                "--loss" => p.loss = number(flag, value()?)?,
+                "--duplicate" => p.duplicate = number(flag, value()?)?,
+                "--skew-ms" => p.skew_ms = number(flag, value()?)?,
+                "--writes" => p.writes = number(flag, value()?)?,
+                "--write-interval-ms" => p.write_interval_ms = number(flag, value()?)?,
+                "--keys" => p.keys = number(flag, value()?)?,
+                "--catchup-keys" => p.catchup_keys = number(flag, value()?)?,
+                "--latency-ms" => {
+                    let v = value()?;
+                    let (lo, hi) = v
+                        .split_once("..")
+                        .ok_or_else(|| format!("--latency-ms wants MIN..MAX, got {v:?}"))?;
+                    (p.latency_ms_min, p.latency_ms_max) = (number(flag, lo)?, number(flag, hi)?);
+                }
+                "--report" => p.report = Some(value()?.to_string()),
+                "--baseline" => p.baseline = true,
+                "--smoke" => p.smoke = true,
+                "--check-replay" => p.check_replay = true,
+                "--quiet" => p.quiet = true,
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        if p.nodes < 3
+            || p.keys == 0
+            || p.latency_ms_min > p.latency_ms_max
+            || p.latency_ms_min == 0
+        {
+            return Err("need --nodes >= 3, --keys >= 1, and latency 1 <= MIN <= MAX".into());
+        }
+        if !(0.0..0.5).contains(&p.loss) || !(0.0..0.5).contains(&p.duplicate) {
+            return Err("--loss and --duplicate are probabilities in [0, 0.5)".into());
+        }
+        Ok(p)
+    }
+
+    /// The command that replays this run.
+    pub fn command(&self) -> String {
+        format!(
+            "cargo run -p confmesh-sim --release -- --scenario {} --nodes {} --loss {} --duplicate {} --latency-ms {}..{} \
+--skew-ms {} --writes {} --write-interval-ms {} --keys {} --catchup-keys {} --seed {}{}",
+            self.scenario.name(),
+            self.nodes,
+            self.loss,
+            self.duplicate,
+            self.latency_ms_min,
+            self.latency_ms_max,
+            self.skew_ms,
+            self.writes,
+            self.write_interval_ms,
+            self.keys,
+            self.catchup_keys,
+            self.seed,
+            if self.baseline { " --baseline" } else { "" }
+        )
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
+}
+
+impl fmt::Display for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed={} scenario={} nodes={} loss={} duplicate={} latency_ms={}..{} skew_ms={} writes={} write_interval_ms={} keys={}",
+            self.seed,
+            self.scenario.name(),
+            self.nodes,
+            self.loss,
+            self.duplicate,
+            self.latency_ms_min,
+            self.latency_ms_max,
+            self.skew_ms,
+            self.writes,
+            self.write_interval_ms,
+            self.keys
+        )?;
+        if self.scenario == Scenario::Catchup {
+            write!(f, " catchup_keys={}", self.catchup_keys)?;
+        }
+        Ok(())
+    }
+}

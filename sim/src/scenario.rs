@@ -1,0 +1,317 @@
+//! The scenarios: scripts that drive a [`World`] and collect what the report needs.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use confmesh::proto::{Store, StoreConfig, WriterId, node::NodeId};
+use rand::RngExt;
+
+use crate::{params::Scenario, world::World};
+
+/// What a scenario measured beyond what the world records.
+#[derive(Default)]
+pub struct Phases {
+    pub join_ms: Option<u64>,
+    pub loaded: Option<(u64, Duration)>,
+    pub idle: Option<(u64, Duration)>,
+    pub pushed_during_writes: u64,
+    pub writes_during_load: usize,
+    pub healed_at: Option<Instant>,
+    pub partitioned_writes: std::ops::Range<usize>,
+    /// Crashed nodes: (index, identity at the crash, when).
+    pub crashes: Vec<(usize, NodeId, Instant)>,
+    /// Incarnations that ran: (identity, started, stopped).
+    pub incarnations: Vec<(NodeId, Instant, Option<Instant>)>,
+    pub catchup_ms: Option<u64>,
+    pub failures: Vec<String>,
+}
+
+pub fn run(world: &mut World, phases: &mut Phases) {
+    match world.params.scenario {
+        Scenario::Steady => steady(world, phases),
+        Scenario::Partition => partition(world, phases),
+        Scenario::Churn => churn(world, phases),
+        Scenario::Join => join(world, phases),
+        Scenario::Catchup => catchup(world, phases),
+    }
+}
+
+fn say(world: &World, what: &str) {
+    if !world.params.quiet {
+        println!("  [t={:>7.2}s] {what}", world.elapsed().as_secs_f64());
+    }
+}
+
+/// Starts every node, each joining through up to three already started ones, over `spread`,
+/// then waits until every node lists every other.
+fn bootstrap(
+    world: &mut World,
+    phases: &mut Phases,
+    nodes: std::ops::Range<usize>,
+    spread: Duration,
+) {
+    let first = nodes.start;
+    let count = nodes.len();
+    let step = spread / count.max(1) as u32;
+    for i in nodes.clone() {
+        let seeds: Vec<usize> = if i == first {
+            Vec::new()
+        } else {
+            (0..3)
+                .map(|_| first + world.rng().random_range(0..(i - first)))
+                .collect()
+        };
+        world.start_node(i, &seeds);
+        phases.incarnations.push((world.id(i), world.now, None));
+        world.run_for(step);
+    }
+    let t0 = world.now;
+    let full = |w: &World| {
+        nodes
+            .clone()
+            .all(|i| w.node(i).is_some_and(|n| n.members().count() == count - 1))
+    };
+    if world.run_until(Duration::from_millis(100), Duration::from_secs(180), full) {
+        phases.join_ms = Some((world.now - t0 + spread).as_millis() as u64);
+        say(world, &format!("all {count} nodes see each other"));
+    } else {
+        let seen: usize = nodes
+            .clone()
+            .filter(|&i| {
+                world
+                    .node(i)
+                    .is_some_and(|n| n.members().count() == count - 1)
+            })
+            .count();
+        phases.failures.push(format!(
+            "membership did not converge: {seen}/{count} nodes see everyone after 180 s"
+        ));
+    }
+}
+
+fn random_write(world: &mut World, at: impl Fn(&World, usize) -> bool) -> bool {
+    let Some(i) = world.random_node(|w, i| w.is_up(i) && at(w, i)) else {
+        return false;
+    };
+    let keys = world.params.keys;
+    let key = format!("app/key-{}", world.rng().random_range(0..keys));
+    let value = if world.rng().random_bool(0.1) {
+        None
+    } else {
+        Some(Bytes::from(
+            world.rng().random::<u64>().to_le_bytes().to_vec(),
+        ))
+    };
+    world.write(i, &key, value)
+}
+
+fn total_pushed(world: &World) -> u64 {
+    (0..world.len())
+        .map(|i| world.stats(i).pushed_versions_received)
+        .sum()
+}
+
+/// Writes at the configured rate from nodes `at` picks, measuring bytes sent meanwhile.
+fn write_phase(
+    world: &mut World,
+    phases: &mut Phases,
+    writes: usize,
+    at: impl Fn(&World, usize) -> bool,
+) {
+    let (bytes0, t0, pushed0, w0) = (
+        world.bytes_sent,
+        world.now,
+        total_pushed(world),
+        world.writes.len(),
+    );
+    let interval = Duration::from_millis(world.params.write_interval_ms);
+    for _ in 0..writes {
+        random_write(world, &at);
+        world.run_for(interval);
+    }
+    world.run_for(Duration::from_secs(1));
+    phases.loaded = Some((world.bytes_sent - bytes0, world.now - t0));
+    phases.pushed_during_writes += total_pushed(world) - pushed0;
+    phases.writes_during_load += world.writes.len() - w0;
+}
+
+fn converge(world: &mut World, phases: &mut Phases, limit: Duration) {
+    let done = |w: &World| {
+        w.writes
+            .iter()
+            .all(|r| (0..w.len()).all(|i| !w.is_up(i) || r.seen_at[i].is_some()))
+    };
+    if world.run_until(Duration::from_millis(50), limit, done) {
+        say(world, "every write is on every live node");
+    } else {
+        phases.failures.push(format!(
+            "writes did not reach every live node within {} s",
+            limit.as_secs()
+        ));
+    }
+}
+
+fn idle_phase(world: &mut World, phases: &mut Phases) {
+    let (bytes0, t0) = (world.bytes_sent, world.now);
+    world.run_for(Duration::from_secs(10));
+    phases.idle = Some((world.bytes_sent - bytes0, world.now - t0));
+}
+
+fn steady(world: &mut World, phases: &mut Phases) {
+    let n = world.len();
+    bootstrap(
+        world,
+        phases,
+        0..n,
+        Duration::from_millis((n as u64 * 2).clamp(100, 4_000)),
+    );
+    world.run_for(Duration::from_secs(2));
+    say(world, "writing");
+    write_phase(world, phases, world.params.writes, |_, _| true);
+    converge(world, phases, Duration::from_secs(60));
+    idle_phase(world, phases);
+}
+
+fn partition(world: &mut World, phases: &mut Phases) {
+    let n = world.len();
+    bootstrap(
+        world,
+        phases,
+        0..n,
+        Duration::from_millis((n as u64 * 2).clamp(100, 4_000)),
+    );
+    world.run_for(Duration::from_secs(2));
+    say(world, "splitting 50/50, writing on both sides");
+    world.split(false);
+    let first = world.writes.len();
+    write_phase(world, phases, world.params.writes, |_, _| true);
+    // Long enough for each side to declare the other down.
+    world.run_for(Duration::from_secs(5));
+    phases.partitioned_writes = first..world.writes.len();
+    say(world, "healing");
+    world.heal();
+    phases.healed_at = Some(world.now);
+    converge(world, phases, Duration::from_secs(120));
+    let n_all = |w: &World| {
+        (0..w.len()).all(|i| {
+            w.node(i)
+                .is_some_and(|node| node.members().count() == w.len() - 1)
+        })
+    };
+    if !world.run_until(Duration::from_millis(100), Duration::from_secs(120), n_all) {
+        phases
+            .failures
+            .push("membership did not heal within 120 s".into());
+    }
+    idle_phase(world, phases);
+}
+
+fn churn(world: &mut World, phases: &mut Phases) {
+    let n = world.len();
+    bootstrap(
+        world,
+        phases,
+        0..n,
+        Duration::from_millis((n as u64 * 2).clamp(100, 4_000)),
+    );
+    world.run_for(Duration::from_secs(2));
+    let k = (n / 100).max(1);
+    let writes_per_step = world.params.writes / 4;
+    // Crash k nodes, write; k others leave, write; the crashed restart, write; then settle.
+    let mut crashed = Vec::new();
+    for _ in 0..k {
+        if let Some(i) = world.random_node(|w, i| w.is_up(i) && i != 0) {
+            let id = world.id(i);
+            world.crash(i);
+            close_incarnation(phases, id, world.now);
+            phases.crashes.push((i, id, world.now));
+            crashed.push(i);
+        }
+    }
+    say(world, &format!("crashed {k} nodes"));
+    write_phase(world, phases, writes_per_step, |_, _| true);
+    world.run_for(Duration::from_secs(6));
+    for _ in 0..k {
+        if let Some(i) = world.random_node(|w, i| w.is_up(i) && i != 0) {
+            let id = world.id(i);
+            world.leave(i);
+            close_incarnation(phases, id, world.now);
+        }
+    }
+    say(world, &format!("{k} nodes left"));
+    write_phase(world, phases, writes_per_step, |_, _| true);
+    world.run_for(Duration::from_secs(4));
+    for &i in &crashed {
+        let seeds: Vec<usize> = (0..3)
+            .filter_map(|_| world.random_node(|w, j| w.is_up(j)))
+            .collect();
+        world.start_node(i, &seeds);
+        phases.incarnations.push((world.id(i), world.now, None));
+    }
+    say(world, "restarted the crashed nodes");
+    write_phase(world, phases, writes_per_step, |_, _| true);
+    converge(world, phases, Duration::from_secs(60));
+    world.run_for(Duration::from_secs(5));
+    idle_phase(world, phases);
+}
+
+fn close_incarnation(phases: &mut Phases, id: NodeId, at: Instant) {
+    for inc in phases
+        .incarnations
+        .iter_mut()
+        .filter(|inc| inc.0.addr == id.addr && inc.2.is_none())
+    {
+        inc.2 = Some(at);
+    }
+}
+
+fn join(world: &mut World, phases: &mut Phases) {
+    let n = world.len();
+    say(world, &format!("{n} nodes joining within one second"));
+    bootstrap(world, phases, 0..n, Duration::from_secs(1));
+    write_phase(world, phases, world.params.writes, |_, _| true);
+    converge(world, phases, Duration::from_secs(60));
+    idle_phase(world, phases);
+}
+
+fn catchup(world: &mut World, phases: &mut Phases) {
+    let n = world.len();
+    let keys = world.params.catchup_keys;
+    say(world, &format!("preloading {keys} keys"));
+    let mut preload = Store::new(WriterId(u64::MAX), StoreConfig::default());
+    for k in 0..keys {
+        let key = confmesh::proto::Key::new(&format!("bulk/{:03}/key-{k:07}", k % 997))
+            .expect("valid key");
+        preload
+            .put(1_700_000_000_000, key, Bytes::from(vec![b'v'; 100]))
+            .expect("small value");
+    }
+    world.preload(0..n - 1, &preload);
+    bootstrap(
+        world,
+        phases,
+        0..n - 1,
+        Duration::from_millis(((n as u64 - 1) * 2).clamp(100, 4_000)),
+    );
+    world.run_for(Duration::from_secs(2));
+    say(world, "a new node joins");
+    let t0 = world.now;
+    let seeds = [0, 1, 2];
+    world.start_node(n - 1, &seeds);
+    phases.incarnations.push((world.id(n - 1), world.now, None));
+    let target = preload.digest().clone();
+    let caught_up = |w: &World| {
+        w.node(n - 1)
+            .is_some_and(|node| node.store().digest().covers(&target))
+    };
+    if world.run_until(Duration::from_millis(5), Duration::from_secs(60), caught_up) {
+        phases.catchup_ms = Some((world.now - t0).as_millis() as u64);
+        say(world, &format!("caught up {keys} keys"));
+    } else {
+        phases
+            .failures
+            .push("the new node did not catch up within 60 s".into());
+    }
+    write_phase(world, phases, world.params.writes.min(50), |_, _| true);
+    converge(world, phases, Duration::from_secs(60));
+}
