@@ -94,9 +94,13 @@ fn sync(from: &Store, to: &mut Store) -> Result<(), Box<dyn std::error::Error>> 
         SyncReply::Delta(delta) => deliver(to, &Message::SyncDelta(delta)),
         SyncReply::SnapshotNeeded => {
             println!("  (digest is behind the collection floor: sending a snapshot)");
-            from.snapshot_chunks(1 << 20)
-                .into_iter()
-                .try_for_each(|c| deliver(to, &Message::SyncSnapshot(c)))
+            let chunks = from.snapshot_chunks(1 << 20);
+            for chunk in &chunks {
+                deliver(to, &Message::SyncSnapshot(chunk.clone()))?;
+            }
+            // Every chunk is in: the snapshot's context can be adopted.
+            to.adopt_snapshot_context(from.digest(), from.collected_floor().clone());
+            Ok(())
         }
     }
 }

@@ -107,8 +107,31 @@ impl Report {
         let majority = counts.values().max().copied().unwrap_or(0);
         let divergent = (up.len() - majority) as u64;
         if divergent > 0 {
+            let common = counts
+                .iter()
+                .max_by_key(|(_, c)| **c)
+                .map(|(k, _)| k.clone())
+                .flatten();
+            let describe = |i: usize| {
+                let store = world.node(i).map(|n| n.store());
+                format!(
+                    "node {i}: {} dots, {} keys, {} live",
+                    store.map_or(0, |s| s.digest().dot_count()),
+                    store.map_or(0, |s| s.key_count()),
+                    store.map_or(0, |s| s.list("").count())
+                )
+            };
+            let normal = up.iter().copied().find(|&i| fingerprint(i) == common);
+            let odd: Vec<String> = up
+                .iter()
+                .copied()
+                .filter(|&i| fingerprint(i) != common)
+                .map(describe)
+                .collect();
             failures.push(format!(
-                "{divergent} live nodes hold a different map from the majority"
+                "{divergent} live nodes hold a different map from the majority ({}): {}",
+                normal.map_or_else(String::new, describe),
+                odd.join("; ")
             ));
         }
 

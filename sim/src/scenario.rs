@@ -233,9 +233,10 @@ fn churn(world: &mut World, phases: &mut Phases) {
     world.run_for(Duration::from_secs(6));
     for _ in 0..k {
         if let Some(i) = world.random_node(|w, i| w.is_up(i) && i != 0) {
-            let id = world.id(i);
+            // The incarnation ends when it starts leaving: from then on, being declared down
+            // is the expected outcome.
+            close_incarnation(phases, world.id(i), world.now);
             world.leave(i);
-            close_incarnation(phases, id, world.now);
         }
     }
     say(world, &format!("{k} nodes left"));
@@ -269,6 +270,7 @@ fn join(world: &mut World, phases: &mut Phases) {
     let n = world.len();
     say(world, &format!("{n} nodes joining within one second"));
     bootstrap(world, phases, 0..n, Duration::from_secs(1));
+    world.run_for(Duration::from_secs(2));
     write_phase(world, phases, world.params.writes, |_, _| true);
     converge(world, phases, Duration::from_secs(60));
     idle_phase(world, phases);

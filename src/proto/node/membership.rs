@@ -195,6 +195,8 @@ impl Node {
                     // members, far from all of a big cluster. Later differences are found
                     // by the member hash on anti-entropy probes.
                     self.timers.set(now, Timer::PushPull);
+                    // And catch up on data at once rather than at the first periodic round.
+                    self.timers.set(now, Timer::AntiEntropy);
                 }
                 OwnedNotification::Active => {}
                 OwnedNotification::Idle => self.active = false,

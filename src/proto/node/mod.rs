@@ -237,6 +237,8 @@ pub struct Node {
     local_health: u32,
     /// When a member last came or went; views are filled once this is a second old.
     members_changed_at: Instant,
+    /// Parts merged of snapshots still incomplete, by (sender, context fingerprint).
+    snapshot_parts: BTreeMap<(SocketAddr, u64), std::collections::BTreeSet<u32>>,
     /// Order-independent hash of the active member set (this node included), sent with every
     /// anti-entropy probe so member lists are exchanged only when they differ.
     members_hash: u64,
@@ -287,6 +289,7 @@ impl Node {
             missing: BTreeMap::new(),
             local_health: 0,
             members_changed_at: now,
+            snapshot_parts: BTreeMap::new(),
             gossip_queue: Vec::new(),
             members_hash: member_hash(&id),
             outbox: VecDeque::new(),

@@ -72,10 +72,18 @@ impl Node {
         if let Some(peer) = self.peers.get_mut(&from) {
             peer.vector = Some((digest.version_vector(), now));
         }
+        // A requester that lacks more than a chunk and holds less than half of what we have
+        // (a new node, one back from a long absence) gets the snapshot, chunks pipelined,
+        // instead of one truncated delta per round trip.
+        let far_behind = |delta: &Delta| {
+            delta.truncated && digest.dot_count() < self.store.digest().dot_count() / 2
+        };
         match self.store.delta_for(&digest, self.config.sync_chunk_bytes) {
             SyncReply::Delta(delta) if delta.is_empty() => {}
-            SyncReply::Delta(delta) => self.send(from, &Message::SyncDelta(delta)),
-            SyncReply::SnapshotNeeded => {
+            SyncReply::Delta(delta) if !far_behind(&delta) => {
+                self.send(from, &Message::SyncDelta(delta))
+            }
+            SyncReply::Delta(_) | SyncReply::SnapshotNeeded => {
                 let limit = self.config.max_stream_message_bytes;
                 let chunks: Vec<_> = self
                     .store
@@ -117,6 +125,20 @@ impl Node {
 
     pub(super) fn on_sync_snapshot(&mut self, from: SocketAddr, chunk: Snapshot) {
         let old = self.winners_before(&chunk.versions);
+        let (part, parts) = (chunk.part, chunk.parts);
+        let whole = parts > 1 && {
+            // Chunks travel on separate streams and may arrive in any order: adopt the
+            // context once every part of this snapshot (named by its context) is merged.
+            let id = (from, chunk.context.fingerprint());
+            let seen = self.snapshot_parts.entry(id).or_default();
+            seen.insert(part);
+            seen.len() >= parts as usize
+        };
+        let (context, collected) = if whole {
+            (Some(chunk.context.clone()), Some(chunk.collected.clone()))
+        } else {
+            (None, None)
+        };
         match self.store.merge_snapshot(chunk) {
             Ok(changed) => {
                 self.stats.sync_applied += 1;
@@ -125,7 +147,16 @@ impl Node {
             Err(e) => {
                 tracing::debug!(%from, cause = %e, "snapshot chunk refused");
                 self.stats.malformed += 1;
+                return;
             }
+        }
+        if let (Some(context), Some(collected)) = (context, collected) {
+            self.snapshot_parts.remove(&(from, context.fingerprint()));
+            self.store.adopt_snapshot_context(&context, collected);
+        }
+        // Bound what partial snapshots may hold: keep the 16 most recent.
+        while self.snapshot_parts.len() > 16 {
+            self.snapshot_parts.pop_first();
         }
     }
 

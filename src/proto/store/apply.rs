@@ -6,6 +6,7 @@ use bytes::Bytes;
 use crdts::CvRDT;
 
 use super::{Applied, ApplyError, Delta, Digest, Snapshot, SnapshotRef, Store, SyncReply, Version};
+use crate::proto::VClock;
 use crate::proto::{
     ids::{Dot, WriterId},
     key::Key,
@@ -47,7 +48,8 @@ impl Store {
     }
 
     /// Merges a [`Snapshot`] chunk (see the type for the rule). Returns the keys whose winner
-    /// changed. Chunks of one snapshot must be merged in order, the `last` one last.
+    /// changed. Chunks may be merged in any order; for a snapshot of several chunks, call
+    /// [`Store::adopt_snapshot_context`] once all are merged.
     ///
     /// # Errors
     ///
@@ -64,11 +66,18 @@ impl Store {
                 self.apply_checked(version, &mut changed);
             }
         }
-        if snapshot.last {
-            self.context.union_with(&snapshot.context);
-            self.collected.merge(snapshot.collected);
+        if snapshot.parts <= 1 {
+            self.adopt_snapshot_context(&snapshot.context, snapshot.collected);
         }
         Ok(changed)
+    }
+
+    /// Adopts a snapshot's context and collection floor. Call it once every chunk of the
+    /// snapshot has been merged ([`Store::merge_snapshot`] does for a single-chunk snapshot):
+    /// adopting it earlier would record as seen versions this replica never received.
+    pub fn adopt_snapshot_context(&mut self, context: &Digest, collected: VClock) {
+        self.context.union_with(context);
+        self.collected.merge(collected);
     }
 
     /// The answer to a peer's digest: every stored version whose dot `digest` lacks, and
@@ -122,13 +131,13 @@ impl Store {
 
     /// The whole replica as one [`Snapshot`].
     pub fn snapshot(&self) -> Snapshot {
-        let mut whole = SnapshotRef::empty_last(self);
+        let mut whole = SnapshotRef::empty(self);
         whole.versions = self.keys.values().flatten().collect();
         whole.to_owned()
     }
 
     /// The whole replica as snapshot chunks of about `max_bytes` of versions each (a key's
-    /// siblings are never split), to be merged in order.
+    /// siblings are never split), numbered `part` of `parts`.
     pub fn snapshot_chunks(&self, max_bytes: usize) -> Vec<Snapshot> {
         self.snapshot_refs(max_bytes)
             .iter()
@@ -138,10 +147,10 @@ impl Store {
 
     /// Like [`Store::snapshot_chunks`], borrowing the versions instead of cloning them; encode
     /// with [`wire::encode_snapshot`](crate::proto::wire::encode_snapshot). Always at least one
-    /// chunk, the last.
+    /// chunk.
     pub fn snapshot_refs(&self, max_bytes: usize) -> Vec<SnapshotRef<'_>> {
         let mut chunks = Vec::new();
-        let mut chunk = SnapshotRef::empty_last(self);
+        let mut chunk = SnapshotRef::empty(self);
         let mut size = 0usize;
         for (key, siblings) in &self.keys {
             size += siblings
@@ -152,15 +161,19 @@ impl Store {
             if size >= max_bytes {
                 let next = SnapshotRef {
                     after: Some(key),
-                    ..SnapshotRef::empty_last(self)
+                    ..SnapshotRef::empty(self)
                 };
                 chunk.through = Some(key);
-                chunk.last = false;
                 chunks.push(std::mem::replace(&mut chunk, next));
                 size = 0;
             }
         }
         chunks.push(chunk);
+        let parts = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+        for (part, chunk) in chunks.iter_mut().enumerate() {
+            chunk.part = u32::try_from(part).unwrap_or(u32::MAX);
+            chunk.parts = parts;
+        }
         chunks
     }
 

@@ -162,9 +162,11 @@ pub struct Snapshot {
     pub context: Digest,
     /// The sender's garbage-collection floor.
     pub collected: VClock,
-    /// Whether this is the final chunk. The receiver adopts `context` only then, once every
-    /// version it summarises has been merged.
-    pub last: bool,
+    /// This chunk's number, from 0.
+    pub part: u32,
+    /// How many chunks the snapshot has. Chunks may arrive in any order; the receiver adopts
+    /// `context` only once it has merged all of them (see [`Store::merge_snapshot`]).
+    pub parts: u32,
 }
 
 impl Snapshot {
@@ -189,19 +191,22 @@ pub struct SnapshotRef<'a> {
     pub context: &'a Digest,
     /// See [`Snapshot::collected`].
     pub collected: &'a VClock,
-    /// See [`Snapshot::last`].
-    pub last: bool,
+    /// See [`Snapshot::part`].
+    pub part: u32,
+    /// See [`Snapshot::parts`].
+    pub parts: u32,
 }
 
 impl<'a> SnapshotRef<'a> {
-    pub(super) fn empty_last(store: &'a Store) -> SnapshotRef<'a> {
+    pub(super) fn empty(store: &'a Store) -> SnapshotRef<'a> {
         SnapshotRef {
             after: None,
             through: None,
             versions: Vec::new(),
             context: &store.context,
             collected: &store.collected,
-            last: true,
+            part: 0,
+            parts: 1,
         }
     }
 
@@ -213,7 +218,8 @@ impl<'a> SnapshotRef<'a> {
             versions: self.versions.iter().map(|&v| v.clone()).collect(),
             context: self.context.clone(),
             collected: self.collected.clone(),
-            last: self.last,
+            part: self.part,
+            parts: self.parts,
         }
     }
 

@@ -97,9 +97,14 @@ fn repair(replicas: &mut [Store]) -> usize {
                     }
                     SyncReply::SnapshotNeeded => {
                         moved = true;
-                        for chunk in replicas[i].snapshot_chunks(300) {
+                        let chunks = replicas[i].snapshot_chunks(300);
+                        let (context, collected) =
+                            (chunks[0].context.clone(), chunks[0].collected.clone());
+                        // Chunks travel on separate streams: merge them in reverse order.
+                        for chunk in chunks.into_iter().rev() {
                             replicas[j].merge_snapshot(chunk).unwrap();
                         }
+                        replicas[j].adopt_snapshot_context(&context, collected);
                     }
                 }
             }
@@ -385,11 +390,29 @@ fn chunked_snapshot_equals_whole_snapshot() {
     c.put(99, key("k05"), val("concurrent")).unwrap();
     let mut whole = c.clone();
     whole.merge_snapshot(a.snapshot()).unwrap();
-    let chunks = a.snapshot_chunks(64);
+    let mut chunks = a.snapshot_chunks(64);
     assert!(chunks.len() > 5);
+    assert!(
+        chunks
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.part as usize == i && c.parts as usize == chunks.len())
+    );
+    // Out of order, as separate streams may deliver them.
+    chunks.swap(0, 3);
+    chunks.reverse();
+    let (context, collected) = (chunks[0].context.clone(), chunks[0].collected.clone());
+    let missing_one = chunks.pop().unwrap();
     for chunk in chunks {
         c.merge_snapshot(chunk).unwrap();
+        check_invariants(&c);
     }
+    assert!(
+        !c.digest().covers(a.digest()),
+        "the context is not adopted before every chunk is in"
+    );
+    c.merge_snapshot(missing_one).unwrap();
+    c.adopt_snapshot_context(&context, collected);
     assert_eq!(replicated(&c), replicated(&whole));
     check_invariants(&c);
 }
@@ -558,10 +581,11 @@ proptest! {
         check_invariants(&restored);
         prop_assert_eq!(replicated(&restored), replicated(a));
         let mut chunked = store(9);
-        for chunk in a.snapshot_chunks(40) {
+        for chunk in a.snapshot_chunks(40).into_iter().rev() {
             chunked.merge_snapshot(chunk).unwrap();
             check_invariants(&chunked);
         }
+        chunked.adopt_snapshot_context(a.digest(), a.collected_floor().clone());
         prop_assert_eq!(replicated(&chunked), replicated(a));
         // Merging is the same as exchanging deltas.
         let mut d = a.clone();

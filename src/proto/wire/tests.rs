@@ -86,16 +86,17 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         prop::collection::vec(version(), 0..4),
         digest(),
         clock(),
-        any::<bool>(),
+        (0u32..5, 1u32..6),
     )
         .prop_map(
-            |(after, through, versions, context, collected, last)| Snapshot {
+            |(after, through, versions, context, collected, (part, parts))| Snapshot {
                 after,
                 through,
                 versions,
                 context,
                 collected,
-                last,
+                part,
+                parts,
             },
         )
 }
