@@ -110,8 +110,7 @@ impl Report {
             let common = counts
                 .iter()
                 .max_by_key(|(_, c)| **c)
-                .map(|(k, _)| k.clone())
-                .flatten();
+                .and_then(|(k, _)| k.clone());
             let describe = |i: usize| {
                 let store = world.node(i).map(|n| n.store());
                 format!(
