@@ -28,6 +28,10 @@ const SMOKE_SEEDS: [u64; 3] = [1, 7, 42];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{}", Params::USAGE);
+        return ExitCode::SUCCESS;
+    }
     let params = match Params::parse(&args) {
         Ok(p) => p,
         Err(message) => {
