@@ -114,7 +114,8 @@ fn run_mode(p: &Params, mode: Dissemination, name: &'static str) -> Report {
     Report::build(&world, phases, name, started.elapsed().as_secs_f64())
 }
 
-/// Every scenario at small N for each smoke seed; `SIM_SEEDS=N` adds N more seeds.
+/// Every scenario at small N, and a one-way partition, for each smoke seed; `SIM_SEEDS=N`
+/// adds N more seeds.
 fn smoke_set(base: &Params) -> Vec<Params> {
     let extra = std::env::var("SIM_SEEDS")
         .ok()
@@ -139,6 +140,16 @@ fn smoke_set(base: &Params) -> Vec<Params> {
                 ..base.clone()
             });
         }
+        runs.push(Params {
+            scenario: Scenario::Partition,
+            one_way: true,
+            seed,
+            nodes: 20,
+            writes: 40,
+            quiet: true,
+            report: None,
+            ..base.clone()
+        });
     }
     runs
 }

@@ -56,6 +56,7 @@ pub struct Params {
     pub keys: usize,
     pub catchup_keys: usize,
     pub baseline: bool,
+    pub one_way: bool,
     pub report: Option<String>,
     pub smoke: bool,
     pub check_replay: bool,
@@ -65,7 +66,7 @@ pub struct Params {
 impl Params {
     pub const USAGE: &'static str = "usage: confmesh-sim [--scenario steady|partition|churn|join|catchup] [--nodes N] \
 [--loss P] [--duplicate P] [--latency-ms MIN..MAX] [--skew-ms N] [--writes N] [--write-interval-ms N] [--keys N] \
-[--catchup-keys N] [--seed N] [--baseline] [--report FILE.json] [--smoke] [--check-replay] [--quiet]";
+[--catchup-keys N] [--seed N] [--baseline] [--one-way] [--report FILE.json] [--smoke] [--check-replay] [--quiet]";
 
     pub fn parse(args: &[String]) -> Result<Params, String> {
         let mut p = Params {
@@ -82,6 +83,7 @@ impl Params {
             keys: 100,
             catchup_keys: 100_000,
             baseline: false,
+            one_way: false,
             report: None,
             smoke: false,
             check_replay: false,
@@ -118,6 +120,7 @@ impl Params {
                 }
                 "--report" => p.report = Some(value()?.to_string()),
                 "--baseline" => p.baseline = true,
+                "--one-way" => p.one_way = true,
                 "--smoke" => p.smoke = true,
                 "--check-replay" => p.check_replay = true,
                 "--quiet" => p.quiet = true,
@@ -155,7 +158,7 @@ impl Params {
             self.catchup_keys,
             self.seed,
             if self.baseline { " --baseline" } else { "" }
-        )
+        ) + if self.one_way { " --one-way" } else { "" }
     }
 }
 

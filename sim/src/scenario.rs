@@ -181,8 +181,16 @@ fn partition(world: &mut World, phases: &mut Phases) {
         Duration::from_millis((n as u64 * 2).clamp(100, 4_000)),
     );
     world.run_for(Duration::from_secs(2));
-    say(world, "splitting 50/50, writing on both sides");
-    world.split(false);
+    let one_way = world.params.one_way;
+    say(
+        world,
+        if one_way {
+            "cutting traffic from one half to the other, writing on both sides"
+        } else {
+            "splitting 50/50, writing on both sides"
+        },
+    );
+    world.split(one_way);
     let first = world.writes.len();
     write_phase(world, phases, world.params.writes, |_, _| true);
     // Long enough for each side to declare the other down.
