@@ -69,7 +69,7 @@ fn bootstrap(
     let full = |w: &World| {
         nodes
             .clone()
-            .all(|i| w.node(i).is_some_and(|n| n.members().count() == count - 1))
+            .all(|i| w.node(i).is_some_and(|n| n.member_count() == count - 1))
     };
     if world.run_until(Duration::from_millis(100), Duration::from_secs(180), full) {
         phases.join_ms = Some((world.now - t0 + spread).as_millis() as u64);
@@ -77,11 +77,7 @@ fn bootstrap(
     } else {
         let seen: usize = nodes
             .clone()
-            .filter(|&i| {
-                world
-                    .node(i)
-                    .is_some_and(|n| n.members().count() == count - 1)
-            })
+            .filter(|&i| world.node(i).is_some_and(|n| n.member_count() == count - 1))
             .count();
         phases.failures.push(format!(
             "membership did not converge: {seen}/{count} nodes see everyone after 180 s"
@@ -203,7 +199,7 @@ fn partition(world: &mut World, phases: &mut Phases) {
     let n_all = |w: &World| {
         (0..w.len()).all(|i| {
             w.node(i)
-                .is_some_and(|node| node.members().count() == w.len() - 1)
+                .is_some_and(|node| node.member_count() == w.len() - 1)
         })
     };
     if !world.run_until(Duration::from_millis(100), Duration::from_secs(120), n_all) {

@@ -26,11 +26,11 @@ impl Node {
             return;
         }
         let (mut eager, mut lazy) = (Vec::new(), Vec::new());
-        for (&addr, peer) in &self.peers {
-            match peer.link {
-                Some(true) if Some(addr) != from => eager.push(addr),
-                Some(false) if Some(addr) != from => lazy.push(addr),
-                _ => {}
+        for (&addr, &is_eager) in &self.view {
+            match is_eager {
+                _ if Some(addr) == from => {}
+                true => eager.push(addr),
+                false => lazy.push(addr),
             }
         }
         if !eager.is_empty() {
@@ -76,10 +76,8 @@ impl Node {
         } else if fresh.is_empty() {
             // Nothing new: the sender is a redundant eager link, unless pruning it would
             // leave fewer than `eager_min`.
-            let eager = self.peers.values().filter(|p| p.link == Some(true)).count();
-            if eager > self.config.eager_min
-                && self.peers.get(&from).is_some_and(|p| p.link == Some(true))
-            {
+            let eager = self.view.values().filter(|&&e| e).count();
+            if eager > self.config.eager_min && self.view.get(&from) == Some(&true) {
                 self.set_link(from, false);
                 self.send(from, &Message::Prune);
             }
@@ -184,8 +182,8 @@ impl Node {
     /// unconditionally, so views stay symmetric; their size stays near twice
     /// [`Config::view_size`](super::Config::view_size) because views are filled uniformly.
     pub(super) fn set_link(&mut self, peer: SocketAddr, eager: bool) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.link = Some(eager);
+        if self.peers.contains_key(&peer) {
+            self.view.insert(peer, eager);
         }
     }
 
@@ -196,7 +194,7 @@ impl Node {
     pub(super) fn fill_view(&mut self, now: Instant) {
         let settled = now.saturating_duration_since(self.members_changed_at)
             >= std::time::Duration::from_secs(1);
-        let has_eager = self.peers.values().any(|p| p.link == Some(true));
+        let has_eager = self.view.values().any(|&e| e);
         let target = if settled {
             self.config.view_size
         } else if has_eager {
@@ -204,13 +202,18 @@ impl Node {
         } else {
             1
         };
-        while self.peers.values().filter(|p| p.link.is_some()).count() < target {
-            let Some(addr) = self.random_peer(|p| p.link.is_none()) else {
-                break;
-            };
-            if let Some(p) = self.peers.get_mut(&addr) {
-                p.link = Some(true);
-            }
+        if self.view.len() >= target {
+            return;
+        }
+        let mut candidates: Vec<SocketAddr> = self
+            .peers
+            .keys()
+            .filter(|a| !self.view.contains_key(a))
+            .copied()
+            .collect();
+        while self.view.len() < target && !candidates.is_empty() {
+            let addr = candidates.swap_remove(self.rng.random_range(0..candidates.len()));
+            self.view.insert(addr, true);
             // An empty graft asks the peer to add us too: views stay symmetric, so no node
             // is left without anyone pushing to it.
             self.send(addr, &Message::Graft { dots: Vec::new() });

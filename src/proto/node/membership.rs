@@ -218,8 +218,6 @@ impl Node {
     fn member_up(&mut self, now: Instant, id: NodeId) {
         let fresh = Peer {
             id,
-            link: None,
-            last_sync: None,
             last_request: None,
             vector: None,
         };
@@ -228,14 +226,13 @@ impl Node {
             Some(peer) => {
                 // A new generation at the same address: a restart. Forget what we knew of it.
                 self.members_hash ^= super::member_hash(&peer.id) ^ super::member_hash(&id);
-                *peer = Peer {
-                    link: peer.link,
-                    ..fresh
-                };
+                *peer = fresh;
             }
             None => {
                 self.members_hash ^= super::member_hash(&id);
                 self.peers.insert(id.addr, fresh);
+                // Never synced: first in line.
+                self.sync_queue.push_front(id.addr);
             }
         }
         self.events.push_back(Event::MemberUp(id));
@@ -246,6 +243,7 @@ impl Node {
     fn member_down(&mut self, id: NodeId) {
         if self.peers.get(&id.addr).is_some_and(|p| p.id == id) {
             self.peers.remove(&id.addr);
+            self.view.remove(&id.addr);
             self.members_hash ^= super::member_hash(&id);
             self.missing
                 .values_mut()

@@ -208,9 +208,6 @@ pub struct NodeStats {
 #[derive(Clone, Debug)]
 struct Peer {
     id: NodeId,
-    /// In the dissemination view: `Some(true)` eager, `Some(false)` lazy, `None` not in it.
-    link: Option<bool>,
-    last_sync: Option<Instant>,
     /// When we last sent it a digest, to rate-limit counter-requests.
     last_request: Option<Instant>,
     /// Its version vector as last reported, and when.
@@ -231,6 +228,12 @@ pub struct Node {
     timers: TimerQueue,
     rng: Xoshiro256PlusPlus,
     peers: BTreeMap<SocketAddr, Peer>,
+    /// The dissemination view, a few members: eager (`true`) or lazy (`false`) links.
+    view: BTreeMap<SocketAddr, bool>,
+    /// Members in the order to sync with: the front was synced least recently.
+    sync_queue: VecDeque<SocketAddr>,
+    /// The digest fingerprint and the store revision it was computed at.
+    fingerprint: std::cell::Cell<(u64, u64)>,
     /// Versions announced by lazy peers and not yet received: who announced them, and the
     /// deadline after which to graft.
     missing: BTreeMap<(WriterId, u64), (Vec<SocketAddr>, Instant)>,
@@ -286,6 +289,9 @@ impl Node {
             seeds: Vec::new(),
             timers: TimerQueue::default(),
             peers: BTreeMap::new(),
+            view: BTreeMap::new(),
+            sync_queue: VecDeque::new(),
+            fingerprint: std::cell::Cell::new((u64::MAX, 0)),
             missing: BTreeMap::new(),
             local_health: 0,
             members_changed_at: now,
@@ -321,6 +327,11 @@ impl Node {
     /// The active members, this node excluded.
     pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.peers.values().map(|p| p.id)
+    }
+
+    /// How many active members there are, this node excluded.
+    pub fn member_count(&self) -> usize {
+        self.peers.len()
     }
 
     /// Whether the membership layer considers this node part of a cluster.
@@ -467,6 +478,17 @@ impl Node {
     }
 
     // ---- helpers shared by the submodules ----
+
+    /// The fingerprint of the store's digest, recomputed only when the store changed.
+    fn fingerprint(&self) -> u64 {
+        let (revision, hash) = self.fingerprint.get();
+        if revision == self.store.revision() {
+            return hash;
+        }
+        let hash = self.store.digest().fingerprint();
+        self.fingerprint.set((self.store.revision(), hash));
+        hash
+    }
 
     fn wall_ms(&self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.epoch).as_millis();

@@ -15,17 +15,17 @@ impl Node {
         let next = self.jitter(self.config.anti_entropy_interval);
         self.timers.set(now + next, Timer::AntiEntropy);
         self.fill_view(now);
-        let least_recent = self
-            .peers
-            .iter()
-            .min_by_key(|(_, p)| p.last_sync)
-            .map(|(&addr, _)| addr);
-        let Some(to) = least_recent else { return };
-        if let Some(peer) = self.peers.get_mut(&to) {
-            peer.last_sync = Some(now);
-        }
+        // The queue holds every member once, least recently synced first; members that left
+        // are dropped as they come up.
+        let peers = &self.peers;
+        let Some(to) =
+            std::iter::from_fn(|| self.sync_queue.pop_front()).find(|a| peers.contains_key(a))
+        else {
+            return;
+        };
+        self.sync_queue.push_back(to);
         self.stats.sync_rounds += 1;
-        let hash = self.store.digest().fingerprint();
+        let hash = self.fingerprint();
         let members = self.members_hash;
         self.send(to, &Message::SyncProbe { hash, members });
     }
@@ -40,7 +40,7 @@ impl Node {
         if members != self.members_hash && self.peers.contains_key(&from) {
             self.send_members(from, false);
         }
-        if hash == self.store.digest().fingerprint() {
+        if hash == self.fingerprint() {
             // In sync: the peer has seen exactly what we have.
             let vector = self.store.digest().version_vector();
             if let Some(peer) = self.peers.get_mut(&from) {

@@ -44,6 +44,7 @@ impl Store {
         for (writer, range) in delta.cleared {
             self.context.insert_range(writer, range);
         }
+        self.revision += 1;
         Ok(changed)
     }
 
@@ -76,6 +77,7 @@ impl Store {
     /// snapshot has been merged ([`Store::merge_snapshot`] does for a single-chunk snapshot):
     /// adopting it earlier would record as seen versions this replica never received.
     pub fn adopt_snapshot_context(&mut self, context: &Digest, collected: VClock) {
+        self.revision += 1;
         self.context.union_with(context);
         self.collected.merge(collected);
     }
@@ -205,6 +207,7 @@ impl Store {
 
     /// Inserts a checked version whose dot is not in the context.
     pub(super) fn insert_new(&mut self, version: Version) -> Applied {
+        self.revision += 1;
         self.context.insert(version.dot);
         self.hlc.observe(version.timestamp);
         let siblings = self.keys.entry(version.key.clone()).or_default();
@@ -297,6 +300,7 @@ impl Store {
         if !fresh || !independent {
             return Err(versions);
         }
+        self.revision += 1;
         for run in dots.chunk_by(|a, b| a.0 == b.0) {
             let writer = run[0].0;
             let mut index: BTreeMap<u64, Key> = run

@@ -206,6 +206,8 @@ pub struct Store {
     by_dot: BTreeMap<WriterId, BTreeMap<u64, Key>>,
     /// Tombstones at or below this vector may have been collected (the collection floor).
     collected: VClock,
+    /// Bumped on every change to the context (see [`Store::revision`]).
+    revision: u64,
 }
 
 impl Store {
@@ -219,6 +221,7 @@ impl Store {
             context: Digest::default(),
             by_dot: BTreeMap::new(),
             collected: VClock::new(),
+            revision: 0,
         }
     }
 
@@ -316,6 +319,12 @@ impl Store {
     /// Number of stored versions (siblings and tombstones included).
     pub fn version_count(&self) -> usize {
         self.by_dot.values().map(BTreeMap::len).sum()
+    }
+
+    /// A counter that changes whenever the digest may have changed, to cache what is derived
+    /// from it (such as its fingerprint). Local to this replica; never sent.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// The greatest hybrid-logical-clock timestamp issued or observed.
