@@ -140,25 +140,42 @@ impl Params {
         Ok(p)
     }
 
+    /// Every parameter as (flag name, value), in the order printed; the single source of
+    /// both the summary line and the replay command.
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("seed", self.seed.to_string()),
+            ("scenario", self.scenario.name().to_string()),
+            ("nodes", self.nodes.to_string()),
+            ("loss", self.loss.to_string()),
+            ("duplicate", self.duplicate.to_string()),
+            (
+                "latency-ms",
+                format!("{}..{}", self.latency_ms_min, self.latency_ms_max),
+            ),
+            ("skew-ms", self.skew_ms.to_string()),
+            ("writes", self.writes.to_string()),
+            ("write-interval-ms", self.write_interval_ms.to_string()),
+            ("keys", self.keys.to_string()),
+        ];
+        if self.scenario == Scenario::Catchup {
+            fields.push(("catchup-keys", self.catchup_keys.to_string()));
+        }
+        fields
+    }
+
     /// The command that replays this run.
     pub fn command(&self) -> String {
-        format!(
-            "cargo run -p confmesh-sim --release -- --scenario {} --nodes {} --loss {} --duplicate {} --latency-ms {}..{} \
---skew-ms {} --writes {} --write-interval-ms {} --keys {} --catchup-keys {} --seed {}{}",
-            self.scenario.name(),
-            self.nodes,
-            self.loss,
-            self.duplicate,
-            self.latency_ms_min,
-            self.latency_ms_max,
-            self.skew_ms,
-            self.writes,
-            self.write_interval_ms,
-            self.keys,
-            self.catchup_keys,
-            self.seed,
-            if self.baseline { " --baseline" } else { "" }
-        ) + if self.one_way { " --one-way" } else { "" }
+        let mut command = String::from("cargo run -p confmesh-sim --release --");
+        for (name, value) in self.fields() {
+            command += &format!(" --{name} {value}");
+        }
+        for (on, flag) in [(self.baseline, " --baseline"), (self.one_way, " --one-way")] {
+            if on {
+                command += flag;
+            }
+        }
+        command
     }
 }
 
@@ -168,23 +185,14 @@ fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
 
 impl fmt::Display for Params {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "seed={} scenario={} nodes={} loss={} duplicate={} latency_ms={}..{} skew_ms={} writes={} write_interval_ms={} keys={}",
-            self.seed,
-            self.scenario.name(),
-            self.nodes,
-            self.loss,
-            self.duplicate,
-            self.latency_ms_min,
-            self.latency_ms_max,
-            self.skew_ms,
-            self.writes,
-            self.write_interval_ms,
-            self.keys
-        )?;
-        if self.scenario == Scenario::Catchup {
-            write!(f, " catchup_keys={}", self.catchup_keys)?;
+        let fields: Vec<String> = self
+            .fields()
+            .into_iter()
+            .map(|(name, value)| format!("{}={value}", name.replace('-', "_")))
+            .collect();
+        write!(f, "{}", fields.join(" "))?;
+        if self.one_way {
+            write!(f, " one_way=true")?;
         }
         Ok(())
     }

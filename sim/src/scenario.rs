@@ -85,6 +85,16 @@ fn bootstrap(
     }
 }
 
+/// Starts every node, waits for full membership, and lets views settle for two seconds.
+/// Returns the number of nodes.
+fn start_cluster(world: &mut World, phases: &mut Phases) -> usize {
+    let n = world.len();
+    let spread = Duration::from_millis((n as u64 * 2).clamp(100, 4_000));
+    bootstrap(world, phases, 0..n, spread);
+    world.run_for(Duration::from_secs(2));
+    n
+}
+
 fn random_write(world: &mut World, at: impl Fn(&World, usize) -> bool) -> bool {
     let Some(i) = world.random_node(|w, i| w.is_up(i) && at(w, i)) else {
         return false;
@@ -154,14 +164,7 @@ fn idle_phase(world: &mut World, phases: &mut Phases) {
 }
 
 fn steady(world: &mut World, phases: &mut Phases) {
-    let n = world.len();
-    bootstrap(
-        world,
-        phases,
-        0..n,
-        Duration::from_millis((n as u64 * 2).clamp(100, 4_000)),
-    );
-    world.run_for(Duration::from_secs(2));
+    start_cluster(world, phases);
     say(world, "writing");
     write_phase(world, phases, world.params.writes, |_, _| true);
     converge(world, phases, Duration::from_secs(60));
@@ -169,14 +172,7 @@ fn steady(world: &mut World, phases: &mut Phases) {
 }
 
 fn partition(world: &mut World, phases: &mut Phases) {
-    let n = world.len();
-    bootstrap(
-        world,
-        phases,
-        0..n,
-        Duration::from_millis((n as u64 * 2).clamp(100, 4_000)),
-    );
-    world.run_for(Duration::from_secs(2));
+    start_cluster(world, phases);
     let one_way = world.params.one_way;
     say(
         world,
@@ -211,14 +207,7 @@ fn partition(world: &mut World, phases: &mut Phases) {
 }
 
 fn churn(world: &mut World, phases: &mut Phases) {
-    let n = world.len();
-    bootstrap(
-        world,
-        phases,
-        0..n,
-        Duration::from_millis((n as u64 * 2).clamp(100, 4_000)),
-    );
-    world.run_for(Duration::from_secs(2));
+    let n = start_cluster(world, phases);
     let k = (n / 100).max(1);
     let writes_per_step = world.params.writes / 4;
     // Crash k nodes, write; k others leave, write; the crashed restart, write; then settle.

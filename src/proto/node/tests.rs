@@ -294,6 +294,46 @@ fn a_crashed_member_is_declared_down_and_a_restarted_one_catches_up() {
 }
 
 #[test]
+fn rounds_mode_gossips_every_write_to_everyone_in_periodic_rounds() {
+    let mut c = Cluster::new(6);
+    for node in &mut c.nodes {
+        node.config.dissemination = Dissemination::baseline(6);
+        node.config.anti_entropy_interval = Duration::from_secs(30);
+    }
+    // The first round timer is set at construction: rebuild the nodes with the new config.
+    let now = c.now;
+    for i in 0..6 {
+        let config = c.nodes[i].config.clone();
+        c.nodes[i] = Node::new(config, now, 1_700_000_000_000);
+    }
+    for i in 1..6 {
+        c.nodes[i].join(now, &[addr(0)]);
+    }
+    c.run_for(Duration::from_secs(3));
+    let now = c.now;
+    c.nodes[3]
+        .put(now, key("r"), Bytes::from_static(b"1"))
+        .unwrap();
+    // No eager push: nothing has moved before the first round.
+    c.run_for(Duration::from_millis(5));
+    assert_eq!(
+        c.nodes
+            .iter()
+            .filter(|n| n.store().get(&key("r")).is_some())
+            .count(),
+        1
+    );
+    c.run_for(Duration::from_secs(3));
+    for i in 0..6 {
+        assert!(c.value(i, "r").is_some(), "node {i}");
+    }
+    assert_eq!(
+        c.nodes.iter().map(|n| n.stats().grafts_sent).sum::<u64>(),
+        0
+    );
+}
+
+#[test]
 fn malformed_input_is_counted_and_dropped() {
     let mut c = Cluster::joined(2);
     let now = c.now;
