@@ -37,17 +37,13 @@ impl Node {
             let push = Message::Push {
                 versions: versions.to_vec(),
             };
-            for to in eager {
-                self.send(to, &push);
-            }
+            self.send_to_all(&eager, &push);
         }
         if !lazy.is_empty() {
             let ihave = Message::IHave {
                 dots: versions.iter().map(|v| v.dot).collect(),
             };
-            for to in lazy {
-                self.send(to, &ihave);
-            }
+            self.send_to_all(&lazy, &ihave);
         }
     }
 
@@ -172,10 +168,7 @@ impl Node {
                 targets.push(to);
             }
         }
-        let push = Message::Push { versions };
-        for to in targets {
-            self.send(to, &push);
-        }
+        self.send_to_all(&targets, &Message::Push { versions });
     }
 
     /// Sets the link to `peer` eager or lazy, adding it to the view. Links are accepted

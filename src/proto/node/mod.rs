@@ -503,6 +503,18 @@ impl Node {
         }
     }
 
+    /// Sends one message to several peers, encoding it once.
+    fn send_to_all(&mut self, peers: &[SocketAddr], message: &Message) {
+        match wire::encode(message, self.config.max_stream_message_bytes) {
+            Ok(bytes) => {
+                for &to in peers {
+                    self.send_bytes(to, Channel::Stream, bytes.clone());
+                }
+            }
+            Err(e) => tracing::warn!(cause = %e, "message not sent"),
+        }
+    }
+
     fn send_bytes(&mut self, to: SocketAddr, channel: Channel, bytes: Bytes) {
         let len = bytes.len() as u64;
         match channel {
