@@ -51,11 +51,13 @@ impl Node {
         self.stats.pushed_versions_received += versions.len() as u64;
         let mut fresh = Vec::new();
         for version in versions {
+            if self.store.digest().contains(&version.dot) {
+                self.stats.duplicate_versions += 1;
+                continue;
+            }
             let old = self.store.get(&version.key).cloned();
-            let key = version.key.clone();
-            let dot = version.dot;
+            let (key, dot) = (version.key.clone(), version.dot);
             match self.store.apply(version.clone()) {
-                Ok(crate::proto::Applied::Duplicate) => self.stats.duplicate_versions += 1,
                 Ok(_) => {
                     self.missing.remove(&(dot.actor, dot.counter));
                     self.emit_change(&key, old);

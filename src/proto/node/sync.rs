@@ -5,10 +5,10 @@
 //! peer whose digest differs answers with its digest; the node answers that with what the peer
 //! lacks, and asks for what it lacks itself. In steady state a round costs two small messages.
 
-use std::{net::SocketAddr, time::Instant};
+use std::{collections::BTreeMap, net::SocketAddr, time::Instant};
 
 use super::{Node, Timer};
-use crate::proto::{Delta, Digest, Snapshot, SyncReply, Version, wire::Message};
+use crate::proto::{ApplyError, Delta, Digest, Key, Snapshot, SyncReply, Version, wire::Message};
 
 impl Node {
     pub(super) fn anti_entropy_round(&mut self, now: Instant) {
@@ -107,18 +107,8 @@ impl Node {
     pub(super) fn on_sync_delta(&mut self, now: Instant, from: SocketAddr, delta: Delta) {
         let truncated = delta.truncated;
         let old = self.winners_before(&delta.versions);
-        match self.store.apply_delta(delta) {
-            Ok(changed) => {
-                self.stats.sync_applied += 1;
-                self.emit_changes(changed, old);
-            }
-            Err(e) => {
-                tracing::debug!(%from, cause = %e, "delta refused");
-                self.stats.malformed += 1;
-                return;
-            }
-        }
-        if truncated {
+        let result = self.store.apply_delta(delta);
+        if self.merged(from, "delta", result, old) && truncated {
             self.request_sync(now, from);
         }
     }
@@ -126,56 +116,68 @@ impl Node {
     pub(super) fn on_sync_snapshot(&mut self, from: SocketAddr, chunk: Snapshot) {
         let old = self.winners_before(&chunk.versions);
         let (part, parts) = (chunk.part, chunk.parts);
-        let whole = parts > 1 && {
-            // Chunks travel on separate streams and may arrive in any order: adopt the
-            // context once every part of this snapshot (named by its context) is merged.
-            let id = (from, chunk.context.fingerprint());
-            let seen = self.snapshot_parts.entry(id).or_default();
-            seen.insert(part);
-            seen.len() >= parts as usize
-        };
-        let (context, collected) = if whole {
-            (Some(chunk.context.clone()), Some(chunk.collected.clone()))
-        } else {
-            (None, None)
-        };
-        match self.store.merge_snapshot(chunk) {
-            Ok(changed) => {
-                self.stats.sync_applied += 1;
-                self.emit_changes(changed, old);
-            }
-            Err(e) => {
-                tracing::debug!(%from, cause = %e, "snapshot chunk refused");
-                self.stats.malformed += 1;
-                return;
-            }
+        let pending = (parts > 1).then(|| {
+            (
+                (from, chunk.context.fingerprint()),
+                chunk.context.clone(),
+                chunk.collected.clone(),
+            )
+        });
+        let result = self.store.merge_snapshot(chunk);
+        if !self.merged(from, "snapshot chunk", result, old) {
+            return;
         }
-        if let (Some(context), Some(collected)) = (context, collected) {
-            self.snapshot_parts.remove(&(from, context.fingerprint()));
+        let Some((id, context, collected)) = pending else {
+            return;
+        };
+        // Chunks travel on separate streams and may arrive in any order: adopt the context
+        // once every part of this snapshot (named by sender and context) has been merged.
+        // Only merged parts count: a refused chunk leaves the gap visible to anti-entropy.
+        let merged = self.snapshot_parts.entry(id).or_default();
+        merged.insert(part);
+        if merged.len() >= parts as usize {
+            self.snapshot_parts.remove(&id);
             self.store.adopt_snapshot_context(&context, collected);
         }
-        // Bound what partial snapshots may hold: keep the 16 most recent.
+        // Bound the bookkeeping of incomplete snapshots. Dropping one is safe: its context is
+        // never adopted, and the next anti-entropy round fills the gap.
         while self.snapshot_parts.len() > 16 {
             self.snapshot_parts.pop_first();
         }
     }
 
+    /// Reports the outcome of merging a delta or snapshot chunk from `from`: change events on
+    /// success, a counted and logged refusal otherwise. Returns whether it merged.
+    fn merged(
+        &mut self,
+        from: SocketAddr,
+        what: &str,
+        result: Result<Vec<Key>, ApplyError>,
+        old: BTreeMap<Key, Option<Version>>,
+    ) -> bool {
+        match result {
+            Ok(changed) => {
+                self.stats.sync_applied += 1;
+                self.emit_changes(changed, old);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(%from, what, cause = %e, "refused");
+                self.stats.malformed += 1;
+                false
+            }
+        }
+    }
+
     /// The current winners of the keys `versions` touch, to report changes against.
-    fn winners_before(
-        &self,
-        versions: &[Version],
-    ) -> std::collections::BTreeMap<crate::proto::Key, Option<Version>> {
+    fn winners_before(&self, versions: &[Version]) -> BTreeMap<Key, Option<Version>> {
         versions
             .iter()
             .map(|v| (v.key.clone(), self.store.get(&v.key).cloned()))
             .collect()
     }
 
-    fn emit_changes(
-        &mut self,
-        changed: Vec<crate::proto::Key>,
-        mut old: std::collections::BTreeMap<crate::proto::Key, Option<Version>>,
-    ) {
+    fn emit_changes(&mut self, changed: Vec<Key>, mut old: BTreeMap<Key, Option<Version>>) {
         for key in changed {
             let before = old.remove(&key).flatten();
             self.emit_change(&key, before);

@@ -6,7 +6,7 @@ use std::{
 use bytes::Bytes;
 
 use super::*;
-use crate::proto::{Key, WriterId};
+use crate::proto::{Key, Store, StoreConfig, WriterId};
 
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 7000 + i as u16))
@@ -382,4 +382,40 @@ fn runs_replay_exactly() {
             .collect::<Vec<_>>()
     };
     assert_eq!(trace(), trace());
+}
+
+#[test]
+fn a_refused_snapshot_chunk_keeps_the_context_from_being_adopted() {
+    let mut c = Cluster::joined(2);
+    // A sender holding one value too large for the receiver, among others.
+    let mut sender = Store::new(WriterId(77), StoreConfig::default());
+    for i in 0..20 {
+        let len = if i == 3 { 2_000 } else { 10 };
+        sender
+            .put(1, key(&format!("k{i:02}")), Bytes::from(vec![b'x'; len]))
+            .unwrap();
+    }
+    let chunks = sender.snapshot_chunks(100);
+    assert!(chunks.len() > 2);
+    let now = c.now;
+    let receiver = &mut c.nodes[1];
+    receiver.config.store.max_value_bytes = 1_000;
+    receiver.store = Store::new(receiver.id().writer, receiver.config.store.clone());
+    for chunk in chunks {
+        let bytes = wire::encode(&Message::SyncSnapshot(chunk), 1 << 20).unwrap();
+        receiver.handle_stream_message(now, addr(0), &bytes);
+    }
+    assert_eq!(
+        receiver.stats().malformed,
+        1,
+        "the chunk with the large value is refused"
+    );
+    assert_eq!(receiver.store().key_count(), 19);
+    assert!(
+        !receiver
+            .store()
+            .digest()
+            .contains(&crate::proto::Dot::new(WriterId(77), 4)),
+        "the refused version must not be recorded as seen"
+    );
 }
