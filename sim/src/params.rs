@@ -41,6 +41,30 @@ impl Scenario {
     }
 }
 
+/// How a cluster starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Nodes join one by one through seeds; membership spreads by gossip and push-pull.
+    Cold,
+    /// Every node starts at once with the full member list restored (as after a restart
+    /// with a saved list), then joins through seeds. Skips the join storm, whose cost in
+    /// one process grows as N³ (foca finds members by linear scan).
+    Warm,
+}
+
+impl Start {
+    pub fn name(self) -> &'static str {
+        match self {
+            Start::Cold => "cold",
+            Start::Warm => "warm",
+        }
+    }
+}
+
+/// Above this many nodes `--start auto` (the default) starts warm, except in the `join`
+/// scenario, whose point is the cold join.
+pub const WARM_START_ABOVE: usize = 2_000;
+
 #[derive(Clone, Debug)]
 pub struct Params {
     pub scenario: Scenario,
@@ -55,6 +79,7 @@ pub struct Params {
     pub write_interval_ms: u64,
     pub keys: usize,
     pub catchup_keys: usize,
+    pub start: Start,
     pub baseline: bool,
     pub one_way: bool,
     pub report: Option<String>,
@@ -66,9 +91,10 @@ pub struct Params {
 impl Params {
     pub const USAGE: &'static str = "usage: confmesh-sim [--scenario steady|partition|churn|join|catchup] [--nodes N] \
 [--loss P] [--duplicate P] [--latency-ms MIN..MAX] [--skew-ms N] [--writes N] [--write-interval-ms N] [--keys N] \
-[--catchup-keys N] [--seed N] [--baseline] [--one-way] [--report FILE.json] [--smoke] [--check-replay] [--quiet]";
+[--catchup-keys N] [--start cold|warm|auto] [--seed N] [--baseline] [--one-way] [--report FILE.json] [--smoke] [--check-replay] [--quiet]";
 
     pub fn parse(args: &[String]) -> Result<Params, String> {
+        let mut start = None;
         let mut p = Params {
             scenario: Scenario::Steady,
             seed: 1,
@@ -82,6 +108,7 @@ impl Params {
             write_interval_ms: 20,
             keys: 100,
             catchup_keys: 100_000,
+            start: Start::Cold,
             baseline: false,
             one_way: false,
             report: None,
@@ -118,6 +145,14 @@ impl Params {
                         .ok_or_else(|| format!("--latency-ms wants MIN..MAX, got {v:?}"))?;
                     (p.latency_ms_min, p.latency_ms_max) = (number(flag, lo)?, number(flag, hi)?);
                 }
+                "--start" => {
+                    start = match value()? {
+                        "cold" => Some(Start::Cold),
+                        "warm" => Some(Start::Warm),
+                        "auto" => None,
+                        v => return Err(format!("--start wants cold, warm or auto, got {v:?}")),
+                    }
+                }
                 "--report" => p.report = Some(value()?.to_string()),
                 "--baseline" => p.baseline = true,
                 "--one-way" => p.one_way = true,
@@ -127,6 +162,13 @@ impl Params {
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
+        p.start = start.unwrap_or(
+            if p.nodes > WARM_START_ABOVE && p.scenario != Scenario::Join {
+                Start::Warm
+            } else {
+                Start::Cold
+            },
+        );
         if p.nodes < 3
             || p.keys == 0
             || p.latency_ms_min > p.latency_ms_max
@@ -157,6 +199,7 @@ impl Params {
             ("writes", self.writes.to_string()),
             ("write-interval-ms", self.write_interval_ms.to_string()),
             ("keys", self.keys.to_string()),
+            ("start", self.start.name().to_string()),
         ];
         if self.scenario == Scenario::Catchup {
             fields.push(("catchup-keys", self.catchup_keys.to_string()));

@@ -6,7 +6,10 @@ use bytes::Bytes;
 use confmesh::proto::{Store, StoreConfig, WriterId, node::NodeId};
 use rand::RngExt;
 
-use crate::{params::Scenario, world::World};
+use crate::{
+    params::{Scenario, Start},
+    world::World,
+};
 
 /// What a scenario measured beyond what the world records.
 #[derive(Default)]
@@ -85,12 +88,34 @@ fn bootstrap(
     }
 }
 
+/// Starts every node at once with the full member list restored, each joining through
+/// three random others.
+fn warm_bootstrap(world: &mut World, phases: &mut Phases) {
+    let n = world.len();
+    let members: Vec<NodeId> = (0..n).map(|i| world.id(i)).collect();
+    let progress = (n / 10).max(1);
+    for i in 0..n {
+        let seeds: Vec<usize> = (0..3).map(|_| world.rng().random_range(0..n)).collect();
+        world.start_node_with_members(i, &seeds, &members);
+        phases.incarnations.push((world.id(i), world.now, None));
+        if (i + 1) % progress == 0 {
+            say(world, &format!("started {}/{n} nodes (warm)", i + 1));
+        }
+    }
+    phases.join_ms = None;
+}
+
 /// Starts every node, waits for full membership, and lets views settle for two seconds.
 /// Returns the number of nodes.
 fn start_cluster(world: &mut World, phases: &mut Phases) -> usize {
     let n = world.len();
-    let spread = Duration::from_millis((n as u64 * 2).clamp(100, 4_000));
-    bootstrap(world, phases, 0..n, spread);
+    match world.params.start {
+        Start::Cold => {
+            let spread = Duration::from_millis((n as u64 * 2).clamp(100, 4_000));
+            bootstrap(world, phases, 0..n, spread);
+        }
+        Start::Warm => warm_bootstrap(world, phases),
+    }
     world.run_for(Duration::from_secs(2));
     n
 }

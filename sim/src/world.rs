@@ -175,6 +175,12 @@ impl World {
 
     /// Starts node `i` (fresh, or restarted from what it persisted) and joins it via `seeds`.
     pub fn start_node(&mut self, i: usize, seeds: &[usize]) {
+        self.start_node_with_members(i, seeds, &[]);
+    }
+
+    /// Like [`World::start_node`], with `members` restored into the node's member table
+    /// first.
+    pub fn start_node_with_members(&mut self, i: usize, seeds: &[usize], members: &[NodeId]) {
         let slot = &self.slots[i];
         let id = slot.id;
         let wall = 1_700_000_000_000u64.saturating_add_signed(slot.skew_ms)
@@ -182,6 +188,9 @@ impl World {
         let config = self.config(i, id);
         let store = self.slots[i].persisted.take();
         let mut node = Node::with_store(config, self.now, wall, store);
+        if !members.is_empty() {
+            node.restore_members(self.now, members.iter().copied());
+        }
         let seeds: Vec<SocketAddr> = seeds.iter().map(|&s| addr(s)).collect();
         if !seeds.is_empty() {
             node.join(self.now, &seeds);
@@ -403,7 +412,7 @@ impl World {
         while let Some(e) = node.poll_event() {
             if matches!(
                 e,
-                Event::MemberUp(_) | Event::MemberDown(_) | Event::Rejoined(_)
+                Event::MemberDown(_) | Event::MemberLeft(_) | Event::Rejoined(_)
             ) {
                 events.push(e);
             }

@@ -166,7 +166,7 @@ impl Node {
         });
         let mut targets = Vec::new();
         for _ in 0..fanout {
-            if let Some(to) = self.random_peer(|p| !targets.contains(&p.id.addr)) {
+            if let Some(to) = self.random_peer(|a| !targets.contains(a)) {
                 targets.push(to);
             }
         }
@@ -177,7 +177,7 @@ impl Node {
     /// unconditionally, so views stay symmetric; their size stays near twice
     /// [`Config::view_size`](super::Config::view_size) because views are filled uniformly.
     pub(super) fn set_link(&mut self, peer: SocketAddr, eager: bool) {
-        if self.peers.contains_key(&peer) {
+        if self.peers.contains(&peer) {
             self.view.insert(peer, eager);
         }
     }
@@ -202,7 +202,7 @@ impl Node {
         }
         let mut candidates: Vec<SocketAddr> = self
             .peers
-            .keys()
+            .addrs()
             .filter(|a| !self.view.contains_key(a))
             .copied()
             .collect();
@@ -216,16 +216,8 @@ impl Node {
     }
 
     /// A random member satisfying `pick`.
-    pub(super) fn random_peer(
-        &mut self,
-        pick: impl Fn(&super::Peer) -> bool,
-    ) -> Option<SocketAddr> {
-        let candidates: Vec<SocketAddr> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| pick(p))
-            .map(|(&a, _)| a)
-            .collect();
+    pub(super) fn random_peer(&mut self, pick: impl Fn(&SocketAddr) -> bool) -> Option<SocketAddr> {
+        let candidates: Vec<SocketAddr> = self.peers.addrs().filter(|a| pick(a)).copied().collect();
         if candidates.is_empty() {
             return None;
         }

@@ -4,19 +4,21 @@
 //! packets travel as [`Message::Membership`](crate::proto::Message::Membership) datagrams.
 
 use std::{
+    collections::VecDeque,
     num::{NonZeroU32, NonZeroUsize},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use bytes::{Buf, BufMut};
-use foca::{AccumulatingRuntime, Config, Foca, Header, Member, NoCustomBroadcast};
+use foca::{AccumulatingRuntime, BroadcastHandler, Config, Foca, Header, Invalidates, Member};
 use rand::rngs::Xoshiro256PlusPlus;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::identity::NodeId;
 
 /// The foca instance type confmesh runs.
-pub(super) type Swim = Foca<NodeId, BincodeCodec, Xoshiro256PlusPlus, NoCustomBroadcast>;
+pub(super) type Swim = Foca<NodeId, BincodeCodec, Xoshiro256PlusPlus, LeaveNotices>;
 
 /// foca's output queue, drained after every call into foca.
 pub(super) type SwimRuntime = AccumulatingRuntime<NodeId>;
@@ -135,6 +137,77 @@ impl foca::Codec<NodeId> for BincodeCodec {
     }
 }
 
+/// foca's custom broadcasts, used for one thing: "I am leaving", so members can tell a
+/// graceful leave from a failure. A leaving node adds its notice before foca gossips its
+/// `Down` update, so both travel in the same packets; the node reads the notices after each
+/// packet, before foca's notifications.
+#[derive(Clone, Debug, Default)]
+pub(super) struct LeaveNotices {
+    /// Notices not yet read by the node.
+    unread: Arc<Mutex<Vec<NodeId>>>,
+    /// Notices seen recently, so a repeated one is not disseminated again.
+    seen: VecDeque<NodeId>,
+}
+
+/// How many leave notices [`LeaveNotices`] remembers.
+const LEAVE_NOTICES_REMEMBERED: usize = 256;
+
+/// The dissemination key of a leave notice: the leaving identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct LeaveKey(NodeId);
+
+impl Invalidates for LeaveKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self == other
+    }
+}
+
+impl LeaveNotices {
+    /// A handle to the notices that shares the unread list with foca's copy.
+    pub(super) fn handle(&self) -> LeaveNotices {
+        LeaveNotices {
+            unread: Arc::clone(&self.unread),
+            seen: VecDeque::new(),
+        }
+    }
+
+    /// Takes the notices received since the last call.
+    pub(super) fn take_unread(&self) -> Vec<NodeId> {
+        std::mem::take(&mut *self.unread.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The encoded notice for `id`.
+    pub(super) fn encode(id: &NodeId) -> Vec<u8> {
+        bincode::serde::encode_to_vec(id, bincode::config::standard()).unwrap_or_default()
+    }
+}
+
+impl BroadcastHandler<NodeId> for LeaveNotices {
+    type Key = LeaveKey;
+    type Error = CodecError;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&NodeId>,
+    ) -> Result<Option<LeaveKey>, CodecError> {
+        let (id, _) = crate::proto::wire::decode_limited::<NodeId>(data)
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        if self.seen.contains(&id) {
+            return Ok(None);
+        }
+        if self.seen.len() >= LEAVE_NOTICES_REMEMBERED {
+            self.seen.pop_front();
+        }
+        self.seen.push_back(id);
+        self.unread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id);
+        Ok(Some(LeaveKey(id)))
+    }
+}
+
 /// Encodes a member list for push-pull (bincode, no limit needed on encode).
 pub(super) fn encode_members(members: &[Member<NodeId>]) -> Vec<u8> {
     bincode::serde::encode_to_vec(members, bincode::config::standard()).unwrap_or_default()
@@ -152,7 +225,7 @@ use std::{net::SocketAddr, time::Instant};
 
 use foca::OwnedNotification;
 
-use super::{Channel, Event, Node, Peer, Timer};
+use super::{Channel, Event, Node, Timer};
 use crate::proto::wire::{self, Message};
 
 impl Node {
@@ -177,37 +250,50 @@ impl Node {
         while let Some((after, timer)) = self.swim_out.to_schedule() {
             self.timers.set(now + after, Timer::Swim(timer));
         }
+        for id in self.leave_notices.take_unread() {
+            if self.peers.remove(&id) {
+                self.forget_member(now, id);
+                self.events.push_back(Event::MemberLeft(id));
+            }
+        }
         while let Some(notification) = self.swim_out.to_notify() {
             match notification {
-                OwnedNotification::MemberUp(id) => self.member_up(now, id),
-                OwnedNotification::MemberDown(id) => {
-                    self.members_changed_at = now;
-                    self.member_down(id);
+                OwnedNotification::MemberUp(id) => {
+                    // Members restored from a saved list were known before: not first in
+                    // line for anti-entropy. Later joiners are.
+                    let eager_sync = !self.restored || self.active;
+                    self.member_up(now, id, eager_sync);
                 }
+                OwnedNotification::MemberDown(id) => self.member_down(now, id),
                 OwnedNotification::Rename(old, new) => {
-                    self.member_down(old);
-                    self.member_up(now, new);
+                    self.member_down(now, old);
+                    self.member_up(now, new, true);
                 }
                 OwnedNotification::Active if !self.active => {
                     self.active = true;
                     tracing::debug!(node = %self.id, "active");
                     // Push-pull at once: a Feed reply to an announce holds one packet of
                     // members, far from all of a big cluster. Later differences are found
-                    // by the member hash on anti-entropy probes.
-                    self.timers.set(now, Timer::PushPull);
+                    // by the member hash on anti-entropy probes. A restored member table
+                    // needs no such exchange.
+                    if !self.restored {
+                        self.timers.set(now, Timer::PushPull);
+                    }
                     // And catch up on data at once rather than at the first periodic round.
                     self.timers.set(now, Timer::AntiEntropy);
                 }
                 OwnedNotification::Active => {}
                 OwnedNotification::Idle => self.active = false,
                 OwnedNotification::Rejoin(id) => {
-                    self.members_hash ^= super::member_hash(&self.id) ^ super::member_hash(&id);
+                    self.peers.rename_self(&self.id, &id);
                     self.id = id;
                     self.events.push_back(Event::Rejoined(id));
                 }
                 OwnedNotification::Defunct => {
                     self.active = false;
-                    tracing::warn!(node = %self.id, "declared down and cannot rejoin");
+                    if !self.left {
+                        tracing::warn!(node = %self.id, "declared down and cannot rejoin");
+                    }
                 }
                 #[allow(unreachable_patterns, reason = "variants behind foca features")]
                 _ => {}
@@ -215,41 +301,31 @@ impl Node {
         }
     }
 
-    fn member_up(&mut self, now: Instant, id: NodeId) {
-        let fresh = Peer {
-            id,
-            last_request: None,
-            vector: None,
-        };
-        match self.peers.get_mut(&id.addr) {
-            Some(peer) if peer.id == id => {}
-            Some(peer) => {
-                // A new generation at the same address: a restart. Forget what we knew of it.
-                self.members_hash ^= super::member_hash(&peer.id) ^ super::member_hash(&id);
-                *peer = fresh;
-            }
-            None => {
-                self.members_hash ^= super::member_hash(&id);
-                self.peers.insert(id.addr, fresh);
-                // Never synced: first in line.
-                self.sync_queue.push_front(id.addr);
-            }
+    /// Records a member that joined or came back; `eager_sync` puts it first in line for
+    /// anti-entropy.
+    pub(super) fn member_up(&mut self, now: Instant, id: NodeId, eager_sync: bool) {
+        if self.peers.insert(id, eager_sync) == super::peers::Inserted::Known {
+            return;
         }
         self.events.push_back(Event::MemberUp(id));
         self.members_changed_at = now;
         self.fill_view(now);
     }
 
-    fn member_down(&mut self, id: NodeId) {
-        if self.peers.get(&id.addr).is_some_and(|p| p.id == id) {
-            self.peers.remove(&id.addr);
-            self.view.remove(&id.addr);
-            self.members_hash ^= super::member_hash(&id);
-            self.missing
-                .values_mut()
-                .for_each(|(announcers, _)| announcers.retain(|a| *a != id.addr));
+    fn member_down(&mut self, now: Instant, id: NodeId) {
+        if self.peers.remove(&id) {
+            self.forget_member(now, id);
             self.events.push_back(Event::MemberDown(id));
         }
+    }
+
+    /// Drops what dissemination knew of a member that is gone.
+    fn forget_member(&mut self, now: Instant, id: NodeId) {
+        self.members_changed_at = now;
+        self.view.remove(&id.addr);
+        self.missing
+            .values_mut()
+            .for_each(|(announcers, _)| announcers.retain(|a| *a != id.addr));
     }
 
     /// Sends our member list to a random member, which answers with its own.
@@ -275,10 +351,18 @@ impl Node {
         let Some(members) = decode_members(members) else {
             return self.malformed(from, "member list");
         };
-        if let Err(e) = self
-            .swim
-            .apply_many(members.into_iter(), false, &mut self.swim_out)
-        {
+        // foca finds each member by a linear scan, so hand it only what is news: members we
+        // do not list as alive, and states about members we do (a suspicion, a death).
+        // Lists that agree then cost a lookup per member instead of a scan.
+        let peers = &self.peers;
+        let me = self.id.addr;
+        let news = members.into_iter().filter(|m| {
+            let known = peers.contains_id(m.id());
+            let agreed_alive = known && m.state() == foca::State::Alive;
+            let agreed_gone = !known && m.state() == foca::State::Down && m.id().addr != me;
+            !agreed_alive && !agreed_gone
+        });
+        if let Err(e) = self.swim.apply_many(news, false, &mut self.swim_out) {
             tracing::debug!(%from, cause = %e, "member list refused");
         }
         self.after_swim(now);

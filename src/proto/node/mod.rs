@@ -17,6 +17,7 @@
 mod dissemination;
 mod identity;
 mod membership;
+mod peers;
 mod sync;
 mod timers;
 
@@ -126,18 +127,6 @@ impl Config {
     }
 }
 
-/// A member's contribution to [`Node::members_hash`]: a fixed mix of its identity.
-fn member_hash(id: &NodeId) -> u64 {
-    let mut x =
-        id.writer.0 ^ id.generation.rotate_left(17) ^ u64::from(id.addr.port()).rotate_left(40);
-    if let std::net::IpAddr::V4(ip) = id.addr.ip() {
-        x ^= u64::from(u32::from(ip)).rotate_left(8);
-    }
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 /// Which QUIC facility carries a [`Transmit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Channel {
@@ -175,8 +164,11 @@ pub enum Event {
     },
     /// A member joined or came back.
     MemberUp(NodeId),
-    /// A member was declared down, or left.
+    /// A member was declared down: it failed, or is unreachable.
     MemberDown(NodeId),
+    /// A member left gracefully ([`Node::leave`]). A member whose leave notice arrives after
+    /// it was already declared down is reported as down only.
+    MemberLeft(NodeId),
     /// This node was declared down and rejoined under a new generation.
     Rejoined(NodeId),
 }
@@ -204,16 +196,6 @@ pub struct NodeStats {
     pub stream_bytes_sent: u64,
 }
 
-/// A peer in the current membership.
-#[derive(Clone, Debug)]
-struct Peer {
-    id: NodeId,
-    /// When we last sent it a digest, to rate-limit counter-requests.
-    last_request: Option<Instant>,
-    /// Its version vector as last reported, and when.
-    vector: Option<(super::VClock, Instant)>,
-}
-
 /// One confmesh node. See the module documentation for the calling contract.
 pub struct Node {
     config: Config,
@@ -223,15 +205,21 @@ pub struct Node {
     store: Store,
     swim: Swim,
     swim_out: SwimRuntime,
+    /// Leave notices received by the membership layer, read after each of its packets.
+    leave_notices: membership::LeaveNotices,
     active: bool,
+    /// Whether [`Node::leave`] was called.
+    left: bool,
+    /// Whether the member table was restored from a saved list: restored members are not
+    /// put first in line for anti-entropy, and becoming active needs no immediate
+    /// member-list exchange (the member hash on probes finds differences).
+    restored: bool,
     seeds: Vec<SocketAddr>,
     timers: TimerQueue,
     rng: Xoshiro256PlusPlus,
-    peers: BTreeMap<SocketAddr, Peer>,
+    peers: peers::PeerTable,
     /// The dissemination view, a few members: eager (`true`) or lazy (`false`) links.
     view: BTreeMap<SocketAddr, bool>,
-    /// Members in the order to sync with: the front was synced least recently.
-    sync_queue: VecDeque<SocketAddr>,
     /// The digest fingerprint and the store revision it was computed at.
     fingerprint: std::cell::Cell<(u64, u64)>,
     /// Versions announced by lazy peers and not yet received: who announced them, and the
@@ -242,9 +230,6 @@ pub struct Node {
     members_changed_at: Instant,
     /// Parts merged of snapshots still incomplete, by (sender, context fingerprint).
     snapshot_parts: BTreeMap<(SocketAddr, u64), std::collections::BTreeSet<u32>>,
-    /// Order-independent hash of the active member set (this node included), sent with every
-    /// anti-entropy probe so member lists are exchanged only when they differ.
-    members_hash: u64,
     /// Rounds mode only: versions still to gossip, with the rounds left for each.
     gossip_queue: Vec<(Version, u32)>,
     outbox: VecDeque<Transmit>,
@@ -270,11 +255,13 @@ impl Node {
         let id = config.id;
         let store = store.unwrap_or_else(|| Store::new(id.writer, config.store.clone()));
         let swim_rng = Xoshiro256PlusPlus::seed_from_u64(config.rng_seed ^ 0x5157_494d);
-        let swim = Swim::new(
+        let leave_notices = membership::LeaveNotices::default();
+        let swim = Swim::with_custom_broadcast(
             id,
             config.swim.clone(),
             swim_rng,
             membership::BincodeCodec::default(),
+            leave_notices.handle(),
         );
         let mut node = Node {
             rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
@@ -285,19 +272,20 @@ impl Node {
             store,
             swim,
             swim_out: SwimRuntime::new(),
+            leave_notices,
             active: false,
+            left: false,
+            restored: false,
             seeds: Vec::new(),
             timers: TimerQueue::default(),
-            peers: BTreeMap::new(),
+            peers: peers::PeerTable::new(id, now),
             view: BTreeMap::new(),
-            sync_queue: VecDeque::new(),
             fingerprint: std::cell::Cell::new((u64::MAX, 0)),
             missing: BTreeMap::new(),
             local_health: 0,
             members_changed_at: now,
             snapshot_parts: BTreeMap::new(),
             gossip_queue: Vec::new(),
-            members_hash: member_hash(&id),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: NodeStats::default(),
@@ -326,7 +314,7 @@ impl Node {
 
     /// The active members, this node excluded.
     pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.peers.values().map(|p| p.id)
+        self.peers.ids()
     }
 
     /// How many active members there are, this node excluded.
@@ -385,8 +373,37 @@ impl Node {
         self.after_swim(now);
     }
 
-    /// Leaves the cluster gracefully: members learn it left rather than failed.
+    /// Seeds the member table with members known from before, such as the list saved before
+    /// a restart: the membership layer probes them at once instead of rediscovering a large
+    /// cluster one gossip packet at a time. Members that are gone are detected and removed as
+    /// failed ones are. Call before [`Node::join`]. Ignores this node's own address.
+    pub fn restore_members(&mut self, now: Instant, members: impl IntoIterator<Item = NodeId>) {
+        let me = self.id.addr;
+        // In address order, the member table appends rather than inserts.
+        let mut members: Vec<NodeId> = members.into_iter().filter(|m| m.addr != me).collect();
+        // The latest generation at each address first, and kept.
+        members.sort_unstable_by(|a, b| a.addr.cmp(&b.addr).then(b.generation.cmp(&a.generation)));
+        members.dedup_by_key(|m| m.addr);
+        let members = members.into_iter().map(foca::Member::alive);
+        if let Err(e) = self.swim.apply_many(members, false, &mut self.swim_out) {
+            tracing::debug!(cause = %e, "restored members refused");
+        }
+        self.restored = true;
+        self.after_swim(now);
+        self.peers.compact();
+        // The burst of notifications left foca's output queues large; they stay empty from
+        // now on, so start them afresh (a node holds one per member of a big cluster).
+        self.swim_out = SwimRuntime::new();
+    }
+
+    /// Leaves the cluster gracefully: members learn it left rather than failed
+    /// ([`Event::MemberLeft`]).
     pub fn leave(&mut self, now: Instant) {
+        self.left = true;
+        let notice = membership::LeaveNotices::encode(&self.id);
+        if let Err(e) = self.swim.add_broadcast(&notice) {
+            tracing::debug!(cause = %e, "leave notice not queued");
+        }
         if let Err(e) = self.swim.leave_cluster(&mut self.swim_out) {
             tracing::debug!(cause = %e, "leave failed");
         }
@@ -464,12 +481,16 @@ impl Node {
 
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.outbox.pop_front()
+        let next = self.outbox.pop_front();
+        release_if_drained(&mut self.outbox);
+        next
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let next = self.events.pop_front();
+        release_if_drained(&mut self.events);
+        next
     }
 
     /// When to call [`Node::handle_timeout`] next.
@@ -579,6 +600,15 @@ impl Node {
     /// The current suspicion timeout: the configured one, stretched while this node is late.
     pub fn suspect_to_down_after(&self) -> Duration {
         self.config.swim.suspect_to_down_after * (1 + self.local_health)
+    }
+}
+
+/// A queue that a burst (a restored member list, a big snapshot) grew keeps its capacity;
+/// once drained, give most of it back. Every node of a large simulation holds such queues.
+fn release_if_drained<T>(queue: &mut VecDeque<T>) {
+    const KEEP: usize = 64;
+    if queue.is_empty() && queue.capacity() > 16 * KEEP {
+        queue.shrink_to(KEEP);
     }
 }
 

@@ -15,18 +15,14 @@ impl Node {
         let next = self.jitter(self.config.anti_entropy_interval);
         self.timers.set(now + next, Timer::AntiEntropy);
         self.fill_view(now);
-        // The queue holds every member once, least recently synced first; members that left
-        // are dropped as they come up.
-        let peers = &self.peers;
-        let Some(to) =
-            std::iter::from_fn(|| self.sync_queue.pop_front()).find(|a| peers.contains_key(a))
-        else {
+        let window = self.config.anti_entropy_interval / 2;
+        self.peers.forget_requests_before(now, window);
+        let Some(to) = self.peers.next_sync_target() else {
             return;
         };
-        self.sync_queue.push_back(to);
         self.stats.sync_rounds += 1;
         let hash = self.fingerprint();
-        let members = self.members_hash;
+        let members = self.peers.hash();
         self.send(to, &Message::SyncProbe { hash, members });
     }
 
@@ -37,14 +33,14 @@ impl Node {
         hash: u64,
         members: u64,
     ) {
-        if members != self.members_hash && self.peers.contains_key(&from) {
+        if members != self.peers.hash() && self.peers.contains(&from) {
             self.send_members(from, false);
         }
         if hash == self.fingerprint() {
             // In sync: the peer has seen exactly what we have.
-            let vector = self.store.digest().version_vector();
-            if let Some(peer) = self.peers.get_mut(&from) {
-                peer.vector = Some((vector, now));
+            if self.peers.wants_vector(&from) {
+                let vector = self.store.digest().version_vector();
+                self.peers.report_vector(&from, &vector);
             }
             return;
         }
@@ -53,24 +49,18 @@ impl Node {
 
     /// Sends our digest to `to`, asking for what we lack.
     fn request_sync(&mut self, now: Instant, to: SocketAddr) {
-        if let Some(peer) = self.peers.get_mut(&to) {
-            peer.last_request = Some(now);
-        }
+        self.peers.note_request(to, now);
         let digest = self.store.digest().clone();
         self.send(to, &Message::SyncRequest { digest });
     }
 
     pub(super) fn on_sync_request(&mut self, now: Instant, from: SocketAddr, digest: Digest) {
-        let recently_asked = self
-            .peers
-            .get(&from)
-            .and_then(|p| p.last_request)
-            .is_some_and(|at| {
-                now.saturating_duration_since(at) < self.config.anti_entropy_interval / 2
-            });
+        let recently_asked =
+            self.peers
+                .requested_within(&from, now, self.config.anti_entropy_interval / 2);
         let they_have_more = !self.store.digest().covers(&digest);
-        if let Some(peer) = self.peers.get_mut(&from) {
-            peer.vector = Some((digest.version_vector(), now));
+        if self.peers.wants_vector(&from) {
+            self.peers.report_vector(&from, &digest.version_vector());
         }
         // A requester that lacks more than a chunk and holds less than half of what we have
         // (a new node, one back from a long absence) gets the snapshot, chunks pipelined,
@@ -184,28 +174,16 @@ impl Node {
         }
     }
 
-    /// Collects stable tombstones if a version vector is known for every member, reported
-    /// within the last [`Config::gc_interval`](super::Config::gc_interval) × 30.
+    /// Collects stable tombstones once every member has reported its version vector within
+    /// [`Config::gc_interval`](super::Config::gc_interval) × 30 (a stability round).
     pub(super) fn collect_garbage(&mut self, now: Instant) {
         self.timers
             .set(now + self.config.gc_interval, Timer::CollectGarbage);
         let horizon = self.config.gc_interval * 30;
-        let fresh = |at: &Instant| now.saturating_duration_since(*at) <= horizon;
-        let vectors: Option<Vec<crate::proto::VClock>> = self
-            .peers
-            .values()
-            .map(|p| {
-                p.vector
-                    .as_ref()
-                    .filter(|(_, at)| fresh(at))
-                    .map(|(v, _)| v.clone())
-            })
-            .collect();
-        let Some(vectors) = vectors else { return };
-        if vectors.is_empty() {
+        let Some(stable) = self.peers.take_stable_vector(now, horizon) else {
             return;
-        }
-        let collected = self.store.collect_garbage(&vectors);
+        };
+        let collected = self.store.collect_garbage(std::iter::once(&stable));
         self.stats.tombstones_collected += collected as u64;
     }
 }

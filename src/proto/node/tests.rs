@@ -419,3 +419,91 @@ fn a_refused_snapshot_chunk_keeps_the_context_from_being_adopted() {
         "the refused version must not be recorded as seen"
     );
 }
+
+#[test]
+fn a_graceful_leave_is_reported_as_left_not_down() {
+    let mut c = Cluster::joined(5);
+    let now = c.now;
+    c.nodes[4].leave(now);
+    c.run_for(Duration::from_secs(1));
+    // From now on the leaver is gone: nothing to or from it.
+    c.drop = Box::new(|from, to, _| from == 4 || to == 4);
+    c.run_for(Duration::from_secs(10));
+    let leaver = c.nodes[4].id();
+    for i in 0..4 {
+        assert_eq!(c.nodes[i].members().count(), 3, "node {i}");
+        assert!(
+            c.events[i].contains(&Event::MemberLeft(leaver)),
+            "node {i} saw {:?}",
+            c.events[i]
+        );
+        assert!(
+            !c.events[i].contains(&Event::MemberDown(leaver)),
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+fn a_restored_member_list_makes_a_node_a_member_without_a_join_storm() {
+    let mut c = Cluster::new(6);
+    let ids: Vec<NodeId> = c.nodes.iter().map(Node::id).collect();
+    let now = c.now;
+    for node in &mut c.nodes {
+        node.restore_members(now, ids.iter().copied());
+        assert_eq!(node.member_count(), 5, "restored at once, itself excluded");
+    }
+    c.run_for(Duration::from_secs(3));
+    // No member-list exchange was needed: the lists agree.
+    for (i, node) in c.nodes.iter().enumerate() {
+        assert!(node.is_active(), "node {i}");
+        assert_eq!(node.member_count(), 5, "node {i}");
+    }
+    let now = c.now;
+    c.nodes[1]
+        .put(now, key("k"), Bytes::from_static(b"v"))
+        .unwrap();
+    c.run_for(Duration::from_millis(100));
+    for i in 0..6 {
+        assert_eq!(c.value(i, "k").as_deref(), Some(&b"v"[..]), "node {i}");
+    }
+}
+
+#[test]
+fn a_restored_member_that_is_gone_is_declared_down() {
+    let mut c = Cluster::new(4);
+    let ids: Vec<NodeId> = c.nodes.iter().map(Node::id).collect();
+    // Node 3 never comes back.
+    c.drop = Box::new(|from, to, _| from == 3 || to == 3);
+    let now = c.now;
+    for node in &mut c.nodes[..3] {
+        node.restore_members(now, ids.iter().copied());
+    }
+    c.run_for(Duration::from_secs(15));
+    for i in 0..3 {
+        assert_eq!(c.nodes[i].member_count(), 2, "node {i}");
+        assert!(c.events[i].contains(&Event::MemberDown(ids[3])), "node {i}");
+    }
+}
+
+#[test]
+fn tombstones_are_collected_once_every_member_reported_its_vector() {
+    let mut c = Cluster::joined(4);
+    let now = c.now;
+    c.nodes[0]
+        .put(now, key("gone"), Bytes::from_static(b"1"))
+        .unwrap();
+    c.run_for(Duration::from_secs(1));
+    let now = c.now;
+    c.nodes[1].delete(now, key("gone")).unwrap();
+    // Anti-entropy probes carry every member's vector to every other within a few rounds;
+    // the 10 s collection timer then finds a complete stability round.
+    c.run_for(Duration::from_secs(25));
+    for i in 0..4 {
+        assert!(
+            c.nodes[i].store().versions(&key("gone")).is_empty(),
+            "node {i} kept it"
+        );
+        assert!(c.nodes[i].stats().tombstones_collected >= 1, "node {i}");
+    }
+}
