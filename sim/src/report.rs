@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, time::Instant};
 
-use confmesh::proto::node::Event;
+use confmesh::proto::node::{Event, NodeId};
 use serde::Serialize;
 
 use crate::{params::Scenario, scenario::Phases, world::World};
@@ -49,6 +49,10 @@ pub struct Report {
     pub grafts_per_change: Option<f64>,
     pub sync_repairs_per_change: Option<f64>,
     pub false_positives: u64,
+    /// Of (surviving observer, gracefully leaving node) pairs, the share in which the
+    /// observer reported the leave as `MemberLeft` rather than `MemberDown` (churn only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaves_reported_as_left: Option<f64>,
     pub lost_writes: u64,
     pub divergent_nodes: u64,
     pub events: u64,
@@ -162,23 +166,61 @@ impl Report {
 
         // False positives: a running incarnation declared down (not during a partition).
         let mut false_positives = 0;
+        let mut first_false_positive = None;
         if world.params.scenario != Scenario::Partition {
-            for (t, _, e) in &world.member_log {
-                if let Event::MemberDown(id) = e {
+            // A running incarnation declared down by some member: observers report it down,
+            // and the node itself learns it and rejoins under a new generation.
+            for (t, observer, e) in &world.member_log {
+                let declared = match e {
+                    Event::MemberDown(id) => Some(*id),
+                    Event::Rejoined(new) => Some(NodeId {
+                        generation: new.generation.wrapping_sub(1),
+                        ..*new
+                    }),
+                    _ => None,
+                };
+                if let Some(id) = &declared {
                     let running = phases.incarnations.iter().any(|(inc, from, to)| {
                         inc == id && from <= t && to.is_none_or(|to| *t < to)
                     });
                     if running {
                         false_positives += 1;
+                        first_false_positive.get_or_insert((*t - world.start, *observer, *id));
                     }
                 }
             }
         }
-        if false_positives > 0 && world.params.loss <= 0.01 {
+        if let Some((at, observer, id)) = first_false_positive
+            && world.params.loss <= 0.01
+        {
             failures.push(format!(
-                "{false_positives} healthy nodes were declared down"
+                "{false_positives} healthy nodes were declared down (first: {id} by node \
+                 {observer} at t={:.2}s)",
+                at.as_secs_f64()
             ));
         }
+
+        // Graceful leaves: every survivor must drop the leaver; ideally as left.
+        let mut as_left = 0usize;
+        let mut pairs = 0usize;
+        for &(x, id) in &phases.leaves {
+            for &j in up.iter().filter(|&&j| j != x) {
+                let seen = world.member_log.iter().find(|(_, o, e)| {
+                    *o == j && matches!(e, Event::MemberLeft(d) | Event::MemberDown(d) if *d == id)
+                });
+                match seen {
+                    Some((_, _, Event::MemberLeft(_))) => as_left += 1,
+                    Some(_) => {}
+                    // A node that (re)started after the leave never listed it.
+                    None => {}
+                }
+                pairs += usize::from(seen.is_some());
+                if world.node(j).is_some_and(|n| n.members().any(|m| m == id)) {
+                    failures.push(format!("node {j} still lists node {x}, which left"));
+                }
+            }
+        }
+        let leaves_reported_as_left = (pairs > 0).then(|| as_left as f64 / pairs as f64);
 
         let heal = phases.healed_at.map(|healed| {
             phases
@@ -222,6 +264,7 @@ impl Report {
             join_ms: phases.join_ms,
             catchup_ms: phases.catchup_ms,
             false_positives,
+            leaves_reported_as_left,
             lost_writes: lost,
             divergent_nodes: divergent,
             events: world.events_processed,
@@ -243,7 +286,7 @@ impl Report {
         };
         let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.2}"));
         format!(
-            "  [{}] convergence_ms {} | copies/node/change {} | idle B/node/s {} | loaded B/node/s {} | heal_ms {} | detect_ms {} | join_ms {} | catchup_ms {} | grafts/change {} syncs/change {} | false_positives {} lost {} divergent {} | events {} sim {:.1}s wall {:.1}s trace {} {}",
+            "  [{}] convergence_ms {} | copies/node/change {} | idle B/node/s {} | loaded B/node/s {} | heal_ms {} | detect_ms {} | join_ms {} | catchup_ms {} | grafts/change {} syncs/change {} | false_positives {} left-as-left {} lost {} divergent {} | events {} sim {:.1}s wall {:.1}s trace {} {}",
             self.mode,
             p(&self.convergence_ms),
             f(self.copies_per_node_per_change),
@@ -256,6 +299,7 @@ impl Report {
             f(self.grafts_per_change),
             f(self.sync_repairs_per_change),
             self.false_positives,
+            f(self.leaves_reported_as_left),
             self.lost_writes,
             self.divergent_nodes,
             self.events,

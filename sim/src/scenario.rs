@@ -23,6 +23,8 @@ pub struct Phases {
     pub partitioned_writes: std::ops::Range<usize>,
     /// Crashed nodes: (index, identity at the crash, when).
     pub crashes: Vec<(usize, NodeId, Instant)>,
+    /// Nodes that left gracefully: (index, identity).
+    pub leaves: Vec<(usize, NodeId)>,
     /// Incarnations that ran: (identity, started, stopped).
     pub incarnations: Vec<(NodeId, Instant, Option<Instant>)>,
     pub catchup_ms: Option<u64>,
@@ -254,6 +256,7 @@ fn churn(world: &mut World, phases: &mut Phases) {
             // The incarnation ends when it starts leaving: from then on, being declared down
             // is the expected outcome.
             close_incarnation(phases, world.id(i), world.now);
+            phases.leaves.push((i, world.id(i)));
             world.leave(i);
         }
     }

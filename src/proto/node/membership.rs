@@ -265,10 +265,10 @@ impl Node {
                     self.member_up(now, id, eager_sync);
                 }
                 OwnedNotification::MemberDown(id) => self.member_down(now, id),
-                OwnedNotification::Rename(old, new) => {
-                    self.member_down(now, old);
-                    self.member_up(now, new, true);
-                }
+                // A member rejoined under a new generation at the same address (it restarted,
+                // or was declared down elsewhere and renewed itself): the table replaces the
+                // old identity. Not a failure, so no MemberDown.
+                OwnedNotification::Rename(_old, new) => self.member_up(now, new, true),
                 OwnedNotification::Active if !self.active => {
                     self.active = true;
                     tracing::debug!(node = %self.id, "active");

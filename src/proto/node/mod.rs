@@ -127,6 +127,10 @@ impl Config {
     }
 }
 
+/// How long a leaving node spreads its leave notice before announcing itself down, so that
+/// members see the notice first and report a leave rather than a failure.
+pub const LEAVE_NOTICE_LEAD: Duration = Duration::from_millis(300);
+
 /// Which QUIC facility carries a [`Transmit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Channel {
@@ -377,6 +381,8 @@ impl Node {
     /// a restart: the membership layer probes them at once instead of rediscovering a large
     /// cluster one gossip packet at a time. Members that are gone are detected and removed as
     /// failed ones are. Call before [`Node::join`]. Ignores this node's own address.
+    ///
+    /// Restored members are not reported as [`Event::MemberUp`]: the caller supplied them.
     pub fn restore_members(&mut self, now: Instant, members: impl IntoIterator<Item = NodeId>) {
         let me = self.id.addr;
         // In address order, the member table appends rather than inserts.
@@ -384,26 +390,53 @@ impl Node {
         // The latest generation at each address first, and kept.
         members.sort_unstable_by(|a, b| a.addr.cmp(&b.addr).then(b.generation.cmp(&a.generation)));
         members.dedup_by_key(|m| m.addr);
-        let members = members.into_iter().map(foca::Member::alive);
-        if let Err(e) = self.swim.apply_many(members, false, &mut self.swim_out) {
-            tracing::debug!(cause = %e, "restored members refused");
-        }
         self.restored = true;
-        self.after_swim(now);
+        // In chunks, so the notifications of a 10,000-member list never pile up.
+        for chunk in members.chunks(256) {
+            let updates = chunk.iter().copied().map(foca::Member::alive);
+            if let Err(e) = self.swim.apply_many(updates, false, &mut self.swim_out) {
+                tracing::debug!(cause = %e, "restored members refused");
+            }
+            let before = self.events.len();
+            self.after_swim(now);
+            let added: Vec<Event> = self.events.drain(before..).collect();
+            self.events.extend(
+                added
+                    .into_iter()
+                    .filter(|e| !matches!(e, Event::MemberUp(_))),
+            );
+        }
         self.peers.compact();
-        // The burst of notifications left foca's output queues large; they stay empty from
-        // now on, so start them afresh (a node holds one per member of a big cluster).
-        self.swim_out = SwimRuntime::new();
     }
 
     /// Leaves the cluster gracefully: members learn it left rather than failed
     /// ([`Event::MemberLeft`]).
+    ///
+    /// The leave notice spreads first; [`LEAVE_NOTICE_LEAD`] later (on a
+    /// [`Node::handle_timeout`]) the membership layer announces this node down and it stops
+    /// being a member. Keep driving the node until [`Node::has_left`].
     pub fn leave(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
         self.left = true;
         let notice = membership::LeaveNotices::encode(&self.id);
         if let Err(e) = self.swim.add_broadcast(&notice) {
             tracing::debug!(cause = %e, "leave notice not queued");
         }
+        if let Err(e) = self.swim.gossip(&mut self.swim_out) {
+            tracing::debug!(cause = %e, "leave notice not gossiped");
+        }
+        self.timers.set(now + LEAVE_NOTICE_LEAD, Timer::Leave);
+        self.after_swim(now);
+    }
+
+    /// Whether a [`Node::leave`] has completed: the node is no longer a member.
+    pub fn has_left(&self) -> bool {
+        self.left && !self.timers.contains(&Timer::Leave)
+    }
+
+    fn finish_leave(&mut self, now: Instant) {
         if let Err(e) = self.swim.leave_cluster(&mut self.swim_out) {
             tracing::debug!(cause = %e, "leave failed");
         }
@@ -473,6 +506,7 @@ impl Node {
                 Timer::Graft => self.graft_due(now),
                 Timer::CollectGarbage => self.collect_garbage(now),
                 Timer::GossipRound => self.gossip_round(now),
+                Timer::Leave => self.finish_leave(now),
             }
         }
     }

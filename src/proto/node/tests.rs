@@ -425,7 +425,9 @@ fn a_graceful_leave_is_reported_as_left_not_down() {
     let mut c = Cluster::joined(5);
     let now = c.now;
     c.nodes[4].leave(now);
+    assert!(!c.nodes[4].has_left(), "the notice spreads first");
     c.run_for(Duration::from_secs(1));
+    assert!(c.nodes[4].has_left());
     // From now on the leaver is gone: nothing to or from it.
     c.drop = Box::new(|from, to, _| from == 4 || to == 4);
     c.run_for(Duration::from_secs(10));

@@ -26,6 +26,8 @@ pub(super) enum Timer {
     CollectGarbage,
     /// Rounds mode: send recently learned versions to a few random members.
     GossipRound,
+    /// A leaving node's notice has had its head start: announce the leave.
+    Leave,
 }
 
 #[derive(Debug, Default)]
