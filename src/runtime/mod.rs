@@ -1,6 +1,21 @@
 //! The runtime: what drives the sans-IO core with real time and real I/O.
 //!
 //! This is the only place confmesh reads a clock.
+//!
+//! - [`Mesh`]: the embedding API, one node running in this process.
+//! - `driver`: the tokio task that owns a [`Node`](crate::proto::node::Node) and pumps it.
+//! - `transport`: QUIC (quinn) between nodes, mutual TLS against a cluster CA.
+//! - [`tls`]: loading certificates, and a development CA.
+
+mod driver;
+mod mesh;
+pub mod tls;
+mod transport;
+
+pub use self::{
+    mesh::{Mesh, MeshBuilder, MeshError},
+    transport::{FaultHook, TransportError},
+};
 
 /// Milliseconds since the Unix epoch by the system clock: the wall time the core's writes
 /// need for their hybrid-logical-clock timestamps.

@@ -1,0 +1,278 @@
+//! Mutual TLS against a cluster CA: every node presents a certificate the CA signed and
+//! accepts only peers that do.
+//!
+//! Node certificates carry the name [`CLUSTER_SERVER_NAME`] among their subject alternative
+//! names: peers dial each other by address, and TLS checks the server's certificate against
+//! that one cluster-wide name. What authenticates a peer is the CA's signature.
+
+use std::{path::Path, sync::Arc};
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::{
+    RootCertStore,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+
+/// The server name every node certificate carries and every node dials.
+pub const CLUSTER_SERVER_NAME: &str = "confmesh";
+
+/// The ALPN protocol of confmesh's QUIC connections.
+pub(crate) const ALPN: &[u8] = b"confmesh/1";
+
+/// Why TLS material could not be loaded or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// PEM data held no usable certificate or key.
+    #[error("{what}: {detail}")]
+    Pem {
+        /// What was being parsed.
+        what: &'static str,
+        /// Why it failed.
+        detail: String,
+    },
+    /// rustls refused the material (for example a key that does not match the certificate).
+    #[error("invalid TLS configuration: {0}")]
+    Config(String),
+    /// Generating a certificate failed.
+    #[error("cannot generate a certificate: {0}")]
+    Generate(String),
+}
+
+/// The TLS material of one node: the cluster CA to trust, and the node's own certificate
+/// chain and private key. All PEM.
+#[derive(Clone)]
+pub struct TlsConfig {
+    ca: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    /// Material from PEM text: the CA certificate, the node's certificate chain (leaf first),
+    /// and its private key (PKCS#8, SEC1 or PKCS#1).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Pem`] if a part holds no certificate or key.
+    pub fn from_pem(ca: &[u8], chain: &[u8], key: &[u8]) -> Result<TlsConfig, TlsError> {
+        let pem = |what: &'static str| {
+            move |e: rustls::pki_types::pem::Error| TlsError::Pem {
+                what,
+                detail: e.to_string(),
+            }
+        };
+        let ca = CertificateDer::from_pem_slice(ca).map_err(pem("CA certificate"))?;
+        let chain = CertificateDer::pem_slice_iter(chain)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem("certificate chain"))?;
+        if chain.is_empty() {
+            return Err(TlsError::Pem {
+                what: "certificate chain",
+                detail: "no certificate found".into(),
+            });
+        }
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(pem("private key"))?;
+        Ok(TlsConfig {
+            ca,
+            chain,
+            key: Arc::new(key),
+        })
+    }
+
+    /// Material from PEM files.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Read`] if a file cannot be read, otherwise as [`TlsConfig::from_pem`].
+    pub fn from_files(ca: &Path, chain: &Path, key: &Path) -> Result<TlsConfig, TlsError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        TlsConfig::from_pem(&read(ca)?, &read(chain)?, &read(key)?)
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(self.ca.clone())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(Arc::new(roots))
+    }
+
+    /// The QUIC server side: TLS 1.3, client certificates required and checked against the CA.
+    pub(crate) fn server_config(&self) -> Result<QuicServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        QuicServerConfig::try_from(config).map_err(|e| TlsError::Config(e.to_string()))
+    }
+
+    /// The QUIC client side: trusts only the CA, presents this node's certificate.
+    pub(crate) fn client_config(&self) -> Result<QuicClientConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        QuicClientConfig::try_from(config).map_err(|e| TlsError::Config(e.to_string()))
+    }
+}
+
+/// A cluster certificate authority held in memory, to issue node certificates: for
+/// development, tests and the `cert` command. Production keeps the CA key offline.
+pub struct DevCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl std::fmt::Debug for DevCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevCa").finish_non_exhaustive()
+    }
+}
+
+/// A node certificate and its key, PEM.
+#[derive(Clone, Debug)]
+pub struct IssuedCert {
+    /// The certificate chain: the node certificate, then the CA certificate.
+    pub chain_pem: String,
+    /// The node's private key (PKCS#8).
+    pub key_pem: String,
+}
+
+impl DevCa {
+    /// A new CA with a fresh ECDSA P-256 key, named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Generate`] if key generation fails.
+    pub fn generate(name: &str) -> Result<DevCa, TlsError> {
+        let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().map_err(generate)?;
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).map_err(generate)?;
+        Ok(DevCa { issuer })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Issues a certificate for the node `name`, valid for both ends of a connection.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Generate`] if `name` is not a valid DNS name or signing fails.
+    pub fn issue(&self, name: &str) -> Result<IssuedCert, TlsError> {
+        let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
+        let names = vec![CLUSTER_SERVER_NAME.to_string(), name.to_string()];
+        let mut params = rcgen::CertificateParams::new(names).map_err(generate)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().map_err(generate)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
+        Ok(IssuedCert {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem()),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Issues a certificate for `name` and returns it as a ready [`TlsConfig`].
+    ///
+    /// # Errors
+    ///
+    /// As [`DevCa::issue`].
+    pub fn node_config(&self, name: &str) -> Result<TlsConfig, TlsError> {
+        let issued = self.issue(name)?;
+        TlsConfig::from_pem(
+            self.cert_pem().as_bytes(),
+            issued.chain_pem.as_bytes(),
+            issued.key_pem.as_bytes(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_material_builds_both_quic_configs() {
+        let ca = DevCa::generate("test CA").expect("ca");
+        let config = ca.node_config("node-1").expect("node config");
+        assert!(config.server_config().is_ok());
+        assert!(config.client_config().is_ok());
+    }
+
+    #[test]
+    fn bad_pem_is_a_clear_error() {
+        let err = TlsConfig::from_pem(b"nonsense", b"", b"").expect_err("must fail");
+        assert!(
+            matches!(
+                err,
+                TlsError::Pem {
+                    what: "CA certificate",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let ca = DevCa::generate("test CA").expect("ca");
+        let err = TlsConfig::from_pem(ca.cert_pem().as_bytes(), b"", b"").expect_err("must fail");
+        assert!(
+            matches!(
+                err,
+                TlsError::Pem {
+                    what: "certificate chain",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

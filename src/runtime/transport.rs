@@ -1,0 +1,286 @@
+//! QUIC between nodes: one quinn endpoint per node, client and server on one UDP socket;
+//! SWIM packets as datagrams, everything else one message per unidirectional stream; one
+//! pooled connection per peer, dialled on first use and again after it is lost.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint};
+use tokio::sync::mpsc;
+
+use super::tls::{CLUSTER_SERVER_NAME, TlsConfig, TlsError};
+use crate::proto::node::{Channel, Transmit};
+
+/// How long a dial may take before the message is dropped (anti-entropy repairs it).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keep-alive on every connection, well under the idle timeout, so pooled connections to
+/// members stay open between messages.
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages received and not yet taken by the node task; beyond this, new ones are dropped
+/// (they are either unreliable SWIM packets or repaired by anti-entropy).
+const INBOUND_QUEUE: usize = 4_096;
+
+/// Decides, for a message from one address to another, whether to drop it: fault injection
+/// for tests (partitions). `true` drops.
+pub type FaultHook = Arc<dyn Fn(SocketAddr, SocketAddr) -> bool + Send + Sync>;
+
+/// A message received from a peer.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Datagram { from: SocketAddr, bytes: Bytes },
+    Stream { from: SocketAddr, bytes: Vec<u8> },
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
+
+/// One node's QUIC endpoint and its connection pool.
+pub(crate) struct Transport {
+    endpoint: Endpoint,
+    local: SocketAddr,
+    pool: Mutex<HashMap<SocketAddr, Slot>>,
+    inbound: mpsc::Sender<Inbound>,
+    fault: Option<FaultHook>,
+    max_stream_bytes: usize,
+}
+
+impl Transport {
+    /// Binds `addr` and starts accepting connections. Returns the transport and the queue of
+    /// received messages.
+    pub(crate) fn bind(
+        addr: SocketAddr,
+        tls: &TlsConfig,
+        max_stream_bytes: usize,
+        fault: Option<FaultHook>,
+    ) -> Result<(Arc<Transport>, mpsc::Receiver<Inbound>), TransportError> {
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(KEEP_ALIVE));
+        transport.max_idle_timeout(IDLE_TIMEOUT.try_into().ok());
+        let transport = Arc::new(transport);
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls.server_config()?));
+        server.transport_config(transport.clone());
+        let mut client = quinn::ClientConfig::new(Arc::new(tls.client_config()?));
+        client.transport_config(transport);
+        let mut endpoint = Endpoint::server(server, addr)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        endpoint.set_default_client_config(client);
+        let local = endpoint
+            .local_addr()
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+        let transport = Arc::new(Transport {
+            endpoint,
+            local,
+            pool: Mutex::new(HashMap::new()),
+            inbound: tx,
+            fault,
+            max_stream_bytes,
+        });
+        tokio::spawn(accept_loop(transport.clone()));
+        Ok((transport, rx))
+    }
+
+    /// The address peers reach this node at.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sends `transmit` in the background; a failure is logged and the message dropped (SWIM
+    /// tolerates loss, anti-entropy repairs the rest).
+    pub(crate) fn send(self: &Arc<Self>, transmit: Transmit) {
+        if self.dropped(self.local, transmit.to) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let to = transmit.to;
+            if let Err(e) = this.deliver(transmit).await {
+                tracing::debug!(%to, cause = %e, "send failed");
+                this.forget(to);
+            }
+        });
+    }
+
+    async fn deliver(&self, transmit: Transmit) -> Result<(), String> {
+        let conn = self.connection(transmit.to).await?;
+        match transmit.channel {
+            Channel::Datagram => conn
+                .send_datagram(transmit.bytes)
+                .map_err(|e| e.to_string()),
+            Channel::Stream => {
+                let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
+                stream
+                    .write_all(&transmit.bytes)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                stream.finish().map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The pooled connection to `to`, dialled if there is none or it was lost.
+    async fn connection(&self, to: SocketAddr) -> Result<Connection, String> {
+        let slot = self.slot(to);
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(conn.clone());
+        }
+        let connecting = self
+            .endpoint
+            .connect(to, CLUSTER_SERVER_NAME)
+            .map_err(|e| e.to_string())?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        *slot = Some(conn.clone());
+        tokio::spawn(serve(
+            self.inbound.clone(),
+            conn.clone(),
+            self.shared_filter(),
+            self.max_stream_bytes,
+        ));
+        Ok(conn)
+    }
+
+    fn slot(&self, to: SocketAddr) -> Slot {
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(to)
+            .or_default()
+            .clone()
+    }
+
+    /// Drops the pooled connection to `to`, so the next message dials again.
+    pub(crate) fn forget(&self, to: SocketAddr) {
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&to);
+    }
+
+    fn dropped(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        self.fault.as_ref().is_some_and(|f| f(from, to))
+    }
+
+    /// What the connection readers need to apply the fault hook on receipt.
+    fn shared_filter(&self) -> ReceiveFilter {
+        ReceiveFilter {
+            local: self.local,
+            fault: self.fault.clone(),
+        }
+    }
+
+    /// Closes every connection and waits (briefly) for the peers to be told.
+    pub(crate) async fn close(&self) {
+        self.endpoint.close(0u32.into(), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+#[derive(Clone)]
+struct ReceiveFilter {
+    local: SocketAddr,
+    fault: Option<FaultHook>,
+}
+
+impl ReceiveFilter {
+    fn dropped(&self, from: SocketAddr) -> bool {
+        self.fault.as_ref().is_some_and(|f| f(from, self.local))
+    }
+}
+
+async fn accept_loop(transport: Arc<Transport>) {
+    while let Some(incoming) = transport.endpoint.accept().await {
+        let transport = transport.clone();
+        tokio::spawn(async move {
+            let from = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => {
+                    // Keep it for sending too, unless we already dialled that peer.
+                    let slot = transport.slot(from);
+                    if let Ok(mut slot) = slot.try_lock()
+                        && slot.as_ref().is_none_or(|c| c.close_reason().is_some())
+                    {
+                        *slot = Some(conn.clone());
+                    }
+                    serve(
+                        transport.inbound.clone(),
+                        conn,
+                        transport.shared_filter(),
+                        transport.max_stream_bytes,
+                    )
+                    .await;
+                }
+                // A peer without a certificate from the cluster CA ends here.
+                Err(e) => tracing::debug!(%from, cause = %e, "incoming connection refused"),
+            }
+        });
+    }
+}
+
+/// Reads datagrams and streams from one connection until it closes.
+async fn serve(
+    inbound: mpsc::Sender<Inbound>,
+    conn: Connection,
+    filter: ReceiveFilter,
+    max_stream_bytes: usize,
+) {
+    let from = conn.remote_address();
+    loop {
+        tokio::select! {
+            datagram = conn.read_datagram() => match datagram {
+                Ok(bytes) if !filter.dropped(from) => {
+                    // A full queue drops the packet, as a congested network would.
+                    let _ = inbound.try_send(Inbound::Datagram { from, bytes });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%from, cause = %e, "connection closed");
+                    return;
+                }
+            },
+            stream = conn.accept_uni() => match stream {
+                Ok(mut recv) => {
+                    let inbound = inbound.clone();
+                    let filter = filter.clone();
+                    tokio::spawn(async move {
+                        match recv.read_to_end(max_stream_bytes).await {
+                            Ok(bytes) if !filter.dropped(from) => {
+                                let _ = inbound.send(Inbound::Stream { from, bytes }).await;
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!(%from, cause = %e, "stream dropped"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(%from, cause = %e, "connection closed");
+                    return;
+                }
+            },
+        }
+    }
+}

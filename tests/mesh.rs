@@ -1,0 +1,274 @@
+//! Real nodes on 127.0.0.1 through the public API: QUIC, mutual TLS, the node task.
+//! Every wait is bounded; timing is never asserted beyond "within a generous deadline".
+
+#![cfg(feature = "runtime")]
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use confmesh::runtime::{Mesh, tls::DevCa};
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn start_cluster(ca: &DevCa, n: usize) -> Vec<Mesh> {
+    let mut nodes: Vec<Mesh> = Vec::new();
+    for i in 0..n {
+        let mut builder = Mesh::builder()
+            .tls(ca.node_config(&format!("node-{i}")).expect("cert"))
+            .expected_members(n);
+        if let Some(first) = nodes.first() {
+            builder = builder.seeds([first.id().addr.to_string()]);
+        }
+        nodes.push(builder.start().await.expect("start"));
+    }
+    let all_joined = eventually(Duration::from_secs(20), || {
+        let nodes = nodes.clone();
+        async move {
+            for node in &nodes {
+                if node.members().await.map_or(0, |m| m.len()) != n - 1 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(all_joined, "{n} nodes did not all see each other in 20 s");
+    nodes
+}
+
+async fn value_everywhere(nodes: &[Mesh], key: &str, value: &[u8]) -> bool {
+    for node in nodes {
+        let got = node.get(key).await.expect("get");
+        if got.as_ref().and_then(|v| v.payload.value()).map(|b| &b[..]) != Some(value) {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_node_reaches_all_five() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let nodes = start_cluster(&ca, 5).await;
+    nodes[3]
+        .put("app/feature-x", &b"on"[..])
+        .await
+        .expect("put");
+    assert!(
+        eventually(Duration::from_secs(10), || value_everywhere(
+            &nodes,
+            "app/feature-x",
+            b"on"
+        ))
+        .await,
+        "the write did not reach every node"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_converge_with_siblings_visible_everywhere() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let nodes = start_cluster(&ca, 5).await;
+    // Concurrent: issued together, before either can see the other.
+    let (a, b) = tokio::join!(
+        nodes[0].put("app/limit", &b"10"[..]),
+        nodes[4].put("app/limit", &b"20"[..])
+    );
+    a.expect("put a");
+    b.expect("put b");
+    let converged = eventually(Duration::from_secs(10), || {
+        let nodes = nodes.clone();
+        async move {
+            let mut seen = HashSet::new();
+            for node in &nodes {
+                let versions = node.get_versions("app/limit").await.expect("versions");
+                if versions.len() != 2 {
+                    return false;
+                }
+                seen.insert(versions.iter().map(|v| v.dot).collect::<Vec<_>>());
+            }
+            seen.len() == 1
+        }
+    })
+    .await;
+    assert!(
+        converged,
+        "nodes disagree on the winner or lack the sibling"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_certificate_from_another_ca_cannot_join_or_read() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let nodes = start_cluster(&ca, 3).await;
+    nodes[0]
+        .put("secret/db-password", &b"hunter2"[..])
+        .await
+        .expect("put");
+    let rogue_ca = DevCa::generate("rogue").expect("rogue ca");
+    let rogue = Mesh::builder()
+        .tls(rogue_ca.node_config("rogue").expect("cert"))
+        .seeds([nodes[0].id().addr.to_string()])
+        .start()
+        .await
+        .expect("start rogue");
+    // Long enough for several announce attempts and anti-entropy rounds.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(rogue.members().await.expect("members").is_empty());
+    assert!(
+        rogue
+            .get("secret/db-password")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    for node in &nodes {
+        let members = node.members().await.expect("members");
+        assert!(
+            !members.contains(&rogue.id()),
+            "{} admitted the rogue",
+            node.id()
+        );
+    }
+    rogue.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_injected_in_the_transport_heals_to_identical_state() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    // Groups by address, filled in once the nodes are bound.
+    let group_a: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+    let cut = Arc::new(Mutex::new(false));
+    let hook = {
+        let (group_a, cut) = (group_a.clone(), cut.clone());
+        Arc::new(move |from: SocketAddr, to: SocketAddr| {
+            let a = group_a.lock().expect("lock");
+            *cut.lock().expect("lock") && (a.contains(&from) != a.contains(&to))
+        })
+    };
+    let mut nodes: Vec<Mesh> = Vec::new();
+    for i in 0..4 {
+        let mut builder = Mesh::builder()
+            .tls(ca.node_config(&format!("node-{i}")).expect("cert"))
+            .fault_hook(hook.clone());
+        if let Some(first) = nodes.first() {
+            builder = builder.seeds([first.id().addr.to_string()]);
+        }
+        nodes.push(builder.start().await.expect("start"));
+    }
+    group_a
+        .lock()
+        .expect("lock")
+        .extend([nodes[0].id().addr, nodes[1].id().addr]);
+    let joined = eventually(Duration::from_secs(20), || {
+        let nodes = nodes.clone();
+        async move {
+            for node in &nodes {
+                if node.members().await.map_or(0, |m| m.len()) != 3 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(joined);
+
+    *cut.lock().expect("lock") = true;
+    nodes[0].put("app/a-side", &b"1"[..]).await.expect("put");
+    nodes[3].put("app/b-side", &b"2"[..]).await.expect("put");
+    nodes[1].put("app/both", &b"from-a"[..]).await.expect("put");
+    nodes[2].put("app/both", &b"from-b"[..]).await.expect("put");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        nodes[3].get("app/a-side").await.expect("get").is_none(),
+        "the cut leaked"
+    );
+
+    *cut.lock().expect("lock") = false;
+    let healed = eventually(Duration::from_secs(30), || {
+        let nodes = nodes.clone();
+        async move {
+            let mut states = HashSet::new();
+            for node in &nodes {
+                let all: Vec<_> = node
+                    .list("app/")
+                    .await
+                    .expect("list")
+                    .into_iter()
+                    .map(|v| v.dot)
+                    .collect();
+                let both = node.get_versions("app/both").await.expect("versions").len();
+                if all.len() != 3 || both != 2 {
+                    return false;
+                }
+                states.insert(all);
+            }
+            states.len() == 1
+        }
+    })
+    .await;
+    assert!(healed, "the sides did not converge after the heal");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_is_seen_as_a_leave_and_a_drop_as_a_failure() {
+    use confmesh::proto::node::Event;
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let mut nodes = start_cluster(&ca, 4).await;
+    let mut events = nodes[0].subscribe();
+    let crashed = nodes.pop().expect("node 3");
+    let leaver = nodes.pop().expect("node 2");
+    let (crashed_id, leaver_id) = (crashed.id(), leaver.id());
+    leaver.shutdown().await;
+    drop(crashed);
+    let mut left = false;
+    let mut down = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(left && down) {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(Event::MemberLeft(id))) if id == leaver_id => left = true,
+            Ok(Ok(Event::MemberDown(id))) if id == crashed_id => down = true,
+            Ok(Ok(Event::MemberDown(id))) if id == leaver_id => {
+                panic!("the leave was seen as a failure")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("events: {e}"),
+            Err(_) => panic!("after 20 s: left={left} down={down}"),
+        }
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
