@@ -99,27 +99,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let deadline = now() + Duration::from_secs(30);
-    let mut times = Vec::new();
+    let everywhere = |arrivals: &HashMap<String, Vec<Instant>>, key: &str| {
+        arrivals.get(key).filter(|a| a.len() >= n).cloned()
+    };
     loop {
-        let arrivals = arrivals.lock().map_err(|_| "poisoned")?;
-        let done = issued
-            .iter()
-            .all(|(k, _)| arrivals.get(k).is_some_and(|a| a.len() >= n));
+        let done = {
+            let arrivals = arrivals.lock().map_err(|_| "poisoned")?;
+            issued
+                .iter()
+                .all(|(k, _)| everywhere(&arrivals, k).is_some())
+        };
         if done || now() > deadline {
-            for (key, at) in &issued {
-                match arrivals.get(key).filter(|a| a.len() >= n) {
-                    Some(a) => times.push(
-                        a.iter()
-                            .max()
-                            .map_or(0.0, |last| last.duration_since(*at).as_secs_f64() * 1e3),
-                    ),
-                    None => println!("{key} did not reach every node"),
-                }
-            }
             break;
         }
-        drop(arrivals);
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut times = Vec::new();
+    {
+        let arrivals = arrivals.lock().map_err(|_| "poisoned")?;
+        for (key, at) in &issued {
+            match everywhere(&arrivals, key).and_then(|a| a.into_iter().max()) {
+                Some(last) => times.push(last.duration_since(*at).as_secs_f64() * 1e3),
+                None => println!("{key} did not reach every node"),
+            }
+        }
     }
     times.sort_by(f64::total_cmp);
     let pct = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
