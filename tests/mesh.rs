@@ -272,3 +272,58 @@ async fn a_graceful_shutdown_is_seen_as_a_leave_and_a_drop_as_a_failure() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_if_refuses_a_stale_expectation_and_changes_nothing() {
+    use confmesh::runtime::MeshError;
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let nodes = start_cluster(&ca, 2).await;
+    // Expecting absence works once.
+    let first = nodes[0]
+        .put_if("app/owner", &b"a"[..], None)
+        .await
+        .expect("absent, so it applies");
+    match nodes[0].put_if("app/owner", &b"b"[..], None).await {
+        Err(MeshError::Conflict { current }) => assert_eq!(current, Some(first.dot)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // The other node, once it has seen the first write, can build on it.
+    assert!(
+        eventually(Duration::from_secs(10), || value_everywhere(
+            &nodes,
+            "app/owner",
+            b"a"
+        ))
+        .await
+    );
+    let second = nodes[1]
+        .put_if("app/owner", &b"c"[..], Some(first.dot))
+        .await
+        .expect("expected the winner it saw");
+    assert!(
+        eventually(Duration::from_secs(10), || value_everywhere(
+            &nodes,
+            "app/owner",
+            b"c"
+        ))
+        .await
+    );
+    match nodes[0]
+        .put_if("app/owner", &b"d"[..], Some(first.dot))
+        .await
+    {
+        Err(MeshError::Conflict { current }) => assert_eq!(current, Some(second.dot)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        nodes[0]
+            .get_versions("app/owner")
+            .await
+            .expect("versions")
+            .len(),
+        1
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::transport::{Inbound, Transport};
 use crate::proto::{
-    Key, Version, WriteError,
+    Dot, Key, Version, WriteError,
     node::{Event, Node},
 };
 
@@ -26,6 +26,14 @@ pub(crate) enum Command {
         value: Bytes,
         reply: oneshot::Sender<Result<Version, WriteError>>,
     },
+    /// Put only if the local winner of `key` is the version with dot `expected` (`None`:
+    /// only if the key has no live value).
+    PutIf {
+        key: Key,
+        value: Bytes,
+        expected: Option<Dot>,
+        reply: oneshot::Sender<Result<Version, PutIfError>>,
+    },
     Delete {
         key: Key,
         reply: oneshot::Sender<Option<Version>>,
@@ -34,6 +42,13 @@ pub(crate) enum Command {
     Read(Box<dyn FnOnce(&Node) + Send>),
     /// Leave gracefully, then stop.
     Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// Why a conditional put did not happen.
+#[derive(Debug)]
+pub(crate) enum PutIfError {
+    Conflict { current: Option<Dot> },
+    Write(WriteError),
 }
 
 /// Seeds as given: addresses or `host:port` names, resolved when joining.
@@ -101,6 +116,20 @@ impl Driver {
         match command {
             Command::Put { key, value, reply } => {
                 let _ = reply.send(self.node.put(now(), key, value));
+            }
+            Command::PutIf {
+                key,
+                value,
+                expected,
+                reply,
+            } => {
+                let current = self.node.store().get(&key).map(|v| v.dot);
+                let result = if current == expected {
+                    self.node.put(now(), key, value).map_err(PutIfError::Write)
+                } else {
+                    Err(PutIfError::Conflict { current })
+                };
+                let _ = reply.send(result);
             }
             Command::Delete { key, reply } => {
                 let _ = reply.send(self.node.delete(now(), key));

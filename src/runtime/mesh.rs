@@ -6,13 +6,13 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
-    driver::{Command, Driver},
+    driver::{Command, Driver, PutIfError},
     tls::TlsConfig,
     transport::{FaultHook, Transport, TransportError},
     wall_clock_ms,
 };
 use crate::proto::{
-    Key, KeyError, Version, WriteError, WriterId,
+    Dot, Key, KeyError, Version, WriteError, WriterId,
     node::{Config, Event, Node, NodeId},
 };
 
@@ -35,6 +35,12 @@ pub enum MeshError {
     /// The write was refused; nothing changed.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// A conditional write found another winner than the one expected; nothing changed.
+    #[error("conflict: the current version is {current:?}, not the one expected")]
+    Conflict {
+        /// The dot of the current winner, `None` if the key has no live value.
+        current: Option<Dot>,
+    },
     /// The node has shut down.
     #[error("the node has shut down")]
     Stopped,
@@ -212,6 +218,39 @@ impl Mesh {
         })
         .await?;
         Ok(answer.await.map_err(|_| MeshError::Stopped)??)
+    }
+
+    /// Writes `value` under `key` only if this node's current winner for `key` is the version
+    /// with dot `expected` (from an earlier [`Mesh::get`]); `None` expects no live value.
+    ///
+    /// This is a causal check against what this node has seen, not a distributed lock: two
+    /// nodes can each pass it concurrently, and both writes are then kept as siblings with one
+    /// winner everywhere.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Conflict`] if the winner is another version (nothing changed), otherwise
+    /// as [`Mesh::put`].
+    pub async fn put_if(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        expected: Option<Dot>,
+    ) -> Result<Version, MeshError> {
+        let key = Key::new(key)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::PutIf {
+            key,
+            value: value.into(),
+            expected,
+            reply,
+        })
+        .await?;
+        match answer.await.map_err(|_| MeshError::Stopped)? {
+            Ok(version) => Ok(version),
+            Err(PutIfError::Conflict { current }) => Err(MeshError::Conflict { current }),
+            Err(PutIfError::Write(e)) => Err(MeshError::Write(e)),
+        }
     }
 
     /// Deletes `key`; `None` if it was not there.
