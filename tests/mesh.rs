@@ -39,20 +39,23 @@ async fn start_cluster(ca: &DevCa, n: usize) -> Vec<Mesh> {
         }
         nodes.push(builder.start().await.expect("start"));
     }
-    let all_joined = eventually(Duration::from_secs(20), || {
-        let nodes = nodes.clone();
-        async move {
-            for node in &nodes {
-                if node.members().await.map_or(0, |m| m.len()) != n - 1 {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    let all_joined = everyone_sees_everyone(&nodes).await;
     assert!(all_joined, "{n} nodes did not all see each other in 20 s");
     nodes
+}
+
+/// Waits (up to 20 s) until every node lists every other as a member.
+async fn everyone_sees_everyone(nodes: &[Mesh]) -> bool {
+    let n = nodes.len();
+    eventually(Duration::from_secs(20), || async move {
+        for node in nodes {
+            if node.members().await.map_or(0, |m| m.len()) != n - 1 {
+                return false;
+            }
+        }
+        true
+    })
+    .await
 }
 
 async fn value_everywhere(nodes: &[Mesh], key: &str, value: &[u8]) -> bool {
@@ -188,18 +191,7 @@ async fn a_partition_injected_in_the_transport_heals_to_identical_state() {
         .lock()
         .expect("lock")
         .extend([nodes[0].id().addr, nodes[1].id().addr]);
-    let joined = eventually(Duration::from_secs(20), || {
-        let nodes = nodes.clone();
-        async move {
-            for node in &nodes {
-                if node.members().await.map_or(0, |m| m.len()) != 3 {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    let joined = everyone_sees_everyone(&nodes).await;
     assert!(joined);
 
     *cut.lock().expect("lock") = true;
