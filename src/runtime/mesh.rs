@@ -13,7 +13,7 @@ use super::{
 };
 use crate::proto::{
     Dot, Key, KeyError, Version, WriteError, WriterId,
-    node::{Config, Event, Node, NodeId},
+    node::{Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Event, Node, NodeId},
 };
 
 /// How many events a slow subscriber may fall behind before it misses some
@@ -117,11 +117,10 @@ impl MeshBuilder {
         let tls = self
             .tls
             .ok_or_else(|| MeshError::Config("TLS material is required (tls)".into()))?;
-        let config_probe = Config::lan(placeholder_id(), self.expected_members, 0);
         let (transport, inbound) = Transport::bind(
             self.bind,
             &tls,
-            config_probe.max_stream_message_bytes,
+            DEFAULT_MAX_STREAM_MESSAGE_BYTES,
             self.fault,
         )?;
         let wall = wall_clock_ms();
@@ -152,14 +151,6 @@ impl MeshBuilder {
             commands,
             events,
         })
-    }
-}
-
-fn placeholder_id() -> NodeId {
-    NodeId {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        writer: WriterId(0),
-        generation: 0,
     }
 }
 

@@ -259,16 +259,13 @@ impl Node {
         while let Some(notification) = self.swim_out.to_notify() {
             match notification {
                 OwnedNotification::MemberUp(id) => {
-                    // Members restored from a saved list were known before: not first in
-                    // line for anti-entropy. Later joiners are.
-                    let eager_sync = !self.restored || self.active;
-                    self.member_up(now, id, eager_sync);
+                    self.member_up(now, id);
                 }
                 OwnedNotification::MemberDown(id) => self.member_down(now, id),
                 // A member rejoined under a new generation at the same address (it restarted,
                 // or was declared down elsewhere and renewed itself): the table replaces the
                 // old identity. Not a failure, so no MemberDown.
-                OwnedNotification::Rename(_old, new) => self.member_up(now, new, true),
+                OwnedNotification::Rename(_old, new) => self.member_up(now, new),
                 OwnedNotification::Active if !self.active => {
                     self.active = true;
                     tracing::debug!(node = %self.id, "active");
@@ -301,13 +298,16 @@ impl Node {
         }
     }
 
-    /// Records a member that joined or came back; `eager_sync` puts it first in line for
-    /// anti-entropy.
-    pub(super) fn member_up(&mut self, now: Instant, id: NodeId, eager_sync: bool) {
-        if self.peers.insert(id, eager_sync) == super::peers::Inserted::Known {
+    /// Records a member that joined or came back: reported, and first in line for
+    /// anti-entropy, unless it is being restored from a saved list.
+    pub(super) fn member_up(&mut self, now: Instant, id: NodeId) {
+        let fresh = !self.restoring;
+        if self.peers.insert(id, fresh) == super::peers::Inserted::Known {
             return;
         }
-        self.events.push_back(Event::MemberUp(id));
+        if fresh {
+            self.events.push_back(Event::MemberUp(id));
+        }
         self.members_changed_at = now;
         self.fill_view(now);
     }

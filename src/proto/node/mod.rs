@@ -121,11 +121,14 @@ impl Config {
             graft_timeout: Duration::from_millis(20),
             announce_interval: Duration::from_secs(1),
             gc_interval: Duration::from_secs(10),
-            max_stream_message_bytes: 16 << 20,
+            max_stream_message_bytes: DEFAULT_MAX_STREAM_MESSAGE_BYTES,
             sync_chunk_bytes: 1 << 20,
         }
     }
 }
+
+/// The default of [`Config::max_stream_message_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_STREAM_MESSAGE_BYTES: usize = 16 << 20;
 
 /// How long a leaving node spreads its leave notice before announcing itself down, so that
 /// members see the notice first and report a leave rather than a failure.
@@ -214,10 +217,12 @@ pub struct Node {
     active: bool,
     /// Whether [`Node::leave`] was called.
     left: bool,
-    /// Whether the member table was restored from a saved list: restored members are not
-    /// put first in line for anti-entropy, and becoming active needs no immediate
-    /// member-list exchange (the member hash on probes finds differences).
+    /// Whether the member table was restored from a saved list: becoming active then needs
+    /// no immediate member-list exchange (the member hash on probes finds differences).
     restored: bool,
+    /// True only inside [`Node::restore_members`]: members coming up were known before, so
+    /// they are neither reported nor put first in line for anti-entropy.
+    restoring: bool,
     seeds: Vec<SocketAddr>,
     timers: TimerQueue,
     rng: Xoshiro256PlusPlus,
@@ -280,6 +285,7 @@ impl Node {
             active: false,
             left: false,
             restored: false,
+            restoring: false,
             seeds: Vec::new(),
             timers: TimerQueue::default(),
             peers: peers::PeerTable::new(id, now),
@@ -391,21 +397,16 @@ impl Node {
         members.sort_unstable_by(|a, b| a.addr.cmp(&b.addr).then(b.generation.cmp(&a.generation)));
         members.dedup_by_key(|m| m.addr);
         self.restored = true;
+        self.restoring = true;
         // In chunks, so the notifications of a 10,000-member list never pile up.
         for chunk in members.chunks(256) {
             let updates = chunk.iter().copied().map(foca::Member::alive);
             if let Err(e) = self.swim.apply_many(updates, false, &mut self.swim_out) {
                 tracing::debug!(cause = %e, "restored members refused");
             }
-            let before = self.events.len();
             self.after_swim(now);
-            let added: Vec<Event> = self.events.drain(before..).collect();
-            self.events.extend(
-                added
-                    .into_iter()
-                    .filter(|e| !matches!(e, Event::MemberUp(_))),
-            );
         }
+        self.restoring = false;
         self.peers.compact();
     }
 

@@ -456,10 +456,15 @@ fn a_restored_member_list_makes_a_node_a_member_without_a_join_storm() {
         assert_eq!(node.member_count(), 5, "restored at once, itself excluded");
     }
     c.run_for(Duration::from_secs(3));
-    // No member-list exchange was needed: the lists agree.
     for (i, node) in c.nodes.iter().enumerate() {
         assert!(node.is_active(), "node {i}");
         assert_eq!(node.member_count(), 5, "node {i}");
+        // The caller supplied the members: they are not reported back as joins.
+        assert!(
+            !c.events[i].iter().any(|e| matches!(e, Event::MemberUp(_))),
+            "node {i}: {:?}",
+            c.events[i]
+        );
     }
     let now = c.now;
     c.nodes[1]
