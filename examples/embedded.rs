@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for node in &nodes {
             sizes.push(node.members().await?.len());
         }
-        if sizes.iter().all(|&s| s == 2) {
+        if sizes.iter().all(|&s| s == 3) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -55,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         let mut full = 0;
         for node in &nodes {
-            full += usize::from(node.members().await?.len() == n - 1);
+            full += usize::from(node.members().await?.len() == n);
         }
         if full == n {
             break;

@@ -1,18 +1,32 @@
-//! The node task: one tokio task owns a [`Node`] and pumps it. Its inputs are a closed set:
-//! a message from a peer, a timer, a command from the [`Mesh`](super::Mesh) handle, and the
-//! end of the handle (a crash, as far as the mesh can tell). After each input it drains every
-//! output of the node: messages to the transport, events to subscribers.
+//! The node task: one tokio task owns a [`Node`] and its [`Storage`] and pumps them. Its
+//! inputs are a closed set: a message from a peer, a timer, a command from the
+//! [`Mesh`](super::Mesh) handle, the storage checkpoint, and the end of the handle (a crash,
+//! as far as the mesh can tell). After each input it settles: the store's changes are
+//! committed to disk and logged for watches, then events go to subscribers and messages to
+//! the transport.
+//!
+//! A local write is prepared, committed durably, and only then applied to the node, so an
+//! acknowledged write survives a crash and a refused one changed nothing.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::transport::{Inbound, Transport};
+use super::{
+    members::{Member, MemberInfo, MemberState, info_writer},
+    storage::{Commit, Storage, StorageError},
+    transport::{Inbound, Transport},
+    watch::Change,
+};
 use crate::proto::{
     Dot, Key, Version, WriteError,
     node::{Event, Node},
 };
+
+/// How often remote changes committed without an fsync are made durable, and the member
+/// list saved.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a node that is not yet a member resolves its seeds again and re-joins.
 const RESOLVE_SEEDS_EVERY: Duration = Duration::from_secs(5);
@@ -24,7 +38,7 @@ pub(crate) enum Command {
     Put {
         key: Key,
         value: Bytes,
-        reply: oneshot::Sender<Result<Version, WriteError>>,
+        reply: oneshot::Sender<Result<Version, LocalWriteError>>,
     },
     /// Put only if the local winner of `key` is the version with dot `expected` (`None`:
     /// only if the key has no live value).
@@ -32,11 +46,11 @@ pub(crate) enum Command {
         key: Key,
         value: Bytes,
         expected: Option<Dot>,
-        reply: oneshot::Sender<Result<Version, PutIfError>>,
+        reply: oneshot::Sender<Result<Version, LocalWriteError>>,
     },
     Delete {
         key: Key,
-        reply: oneshot::Sender<Option<Version>>,
+        reply: oneshot::Sender<Result<Option<Version>, LocalWriteError>>,
     },
     /// Any read: runs against the node and answers through its own channel.
     Read(Box<dyn FnOnce(&Node) + Send>),
@@ -44,11 +58,15 @@ pub(crate) enum Command {
     Shutdown { reply: oneshot::Sender<()> },
 }
 
-/// Why a conditional put did not happen.
+/// Why a local write did not happen; nothing changed.
 #[derive(Debug)]
-pub(crate) enum PutIfError {
-    Conflict { current: Option<Dot> },
+pub(crate) enum LocalWriteError {
+    /// A conditional put found another winner.
+    Conflict {
+        current: Option<Dot>,
+    },
     Write(WriteError),
+    Storage(StorageError),
 }
 
 /// Seeds as given: addresses or `host:port` names, resolved when joining.
@@ -56,11 +74,32 @@ pub(crate) type Seeds = Vec<String>;
 
 pub(crate) struct Driver {
     pub(crate) node: Node,
+    pub(crate) storage: Storage,
     pub(crate) transport: Arc<Transport>,
     pub(crate) inbound: mpsc::Receiver<Inbound>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) changes: broadcast::Sender<Change>,
+    pub(crate) members: broadcast::Sender<Member>,
     pub(crate) seeds: Seeds,
+    /// Not yet committed: keys whose rows to rewrite, and logged changes (with cursors).
+    pub(crate) pending: Pending,
+}
+
+/// What the next commit must write.
+#[derive(Default)]
+pub(crate) struct Pending {
+    keys: BTreeSet<Key>,
+    changes: Vec<Change>,
+    /// The store revision last committed.
+    committed_revision: u64,
+    /// Commits made without an fsync since the last durable one.
+    unsynced: bool,
+    members_changed: bool,
+    /// A local write's change, committed with it, to be announced when the node reports it.
+    prelogged: Option<Change>,
+    /// Whether the last commit failed (logged once per failure streak).
+    failing: bool,
 }
 
 #[allow(
@@ -77,8 +116,10 @@ impl Driver {
         self.join().await;
         let mut resolve = tokio::time::interval(RESOLVE_SEEDS_EVERY);
         resolve.tick().await;
+        let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
+        checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.flush();
+            self.settle();
             let deadline = self
                 .node
                 .poll_timeout()
@@ -99,10 +140,26 @@ impl Driver {
                 _ = resolve.tick(), if !self.node.is_active() && !self.seeds.is_empty() => {
                     self.join().await;
                 }
+                _ = checkpoint.tick() => self.checkpoint(),
             }
         }
-        self.flush();
         self.transport.close().await;
+    }
+
+    /// Publishes this node's name and tags if the replica holds other ones.
+    pub(crate) fn publish_info(&mut self, info: &MemberInfo) -> Result<(), LocalWriteError> {
+        let writer = self.node.store().writer();
+        if MemberInfo::read(self.node.store(), writer).as_ref() == Some(info) {
+            return Ok(());
+        }
+        let Some(key) = MemberInfo::key(writer) else {
+            return Ok(());
+        };
+        let version = self
+            .node
+            .prepare_put(now(), key, Bytes::from(info.encode()))
+            .map_err(LocalWriteError::Write)?;
+        self.write_local(version).map(|_| ())
     }
 
     async fn join(&mut self) {
@@ -115,7 +172,11 @@ impl Driver {
     fn command(&mut self, command: Command) {
         match command {
             Command::Put { key, value, reply } => {
-                let _ = reply.send(self.node.put(now(), key, value));
+                let result = match self.node.prepare_put(now(), key, value) {
+                    Ok(version) => self.write_local(version),
+                    Err(e) => Err(LocalWriteError::Write(e)),
+                };
+                let _ = reply.send(result);
             }
             Command::PutIf {
                 key,
@@ -125,14 +186,21 @@ impl Driver {
             } => {
                 let current = self.node.store().get(&key).map(|v| v.dot);
                 let result = if current == expected {
-                    self.node.put(now(), key, value).map_err(PutIfError::Write)
+                    match self.node.prepare_put(now(), key, value) {
+                        Ok(version) => self.write_local(version),
+                        Err(e) => Err(LocalWriteError::Write(e)),
+                    }
                 } else {
-                    Err(PutIfError::Conflict { current })
+                    Err(LocalWriteError::Conflict { current })
                 };
                 let _ = reply.send(result);
             }
             Command::Delete { key, reply } => {
-                let _ = reply.send(self.node.delete(now(), key));
+                let result = match self.node.prepare_delete(now(), key) {
+                    Some(version) => self.write_local(version).map(Some),
+                    None => Ok(None),
+                };
+                let _ = reply.send(result);
             }
             Command::Read(read) => read(&self.node),
             Command::Shutdown { .. } => {}
@@ -151,7 +219,7 @@ impl Driver {
         self.node.leave(now());
         let give_up = tokio::time::Instant::now() + LEAVE_TIMEOUT;
         while !self.node.has_left() && tokio::time::Instant::now() < give_up {
-            self.flush();
+            self.settle();
             let deadline = self
                 .node
                 .poll_timeout()
@@ -162,22 +230,158 @@ impl Driver {
                 () = tokio::time::sleep_until(deadline) => self.node.handle_timeout(now()),
             }
         }
-        self.flush();
+        self.settle();
+        self.checkpoint();
         // Give the last packets a moment to leave the socket.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    fn flush(&mut self) {
+    /// Commits a prepared local write durably, then applies it. On error nothing changed.
+    fn write_local(&mut self, version: Version) -> Result<Version, LocalWriteError> {
+        let old = self.node.store().get(&version.key).cloned();
+        let new = (!version.is_tombstone()).then(|| version.clone());
+        let logged = (old.as_ref().map(|v| v.dot) != new.as_ref().map(|v| v.dot)).then(|| Change {
+            cursor: self.storage.next_cursor(),
+            key: version.key.clone(),
+            old,
+            new,
+            origin: version.dot.actor,
+        });
+        self.pending.keys.extend(self.node.take_touched_keys());
+        let first_new_cursor = logged.as_ref().map(|c| c.cursor.seq);
+        self.pending.changes.extend(logged.clone());
+        if let Err(e) = self.commit(Some(&version), true) {
+            if let Some(seq) = first_new_cursor {
+                self.pending.changes.pop();
+                self.storage.return_cursors(seq);
+            }
+            return Err(LocalWriteError::Storage(e));
+        }
+        self.pending.prelogged = logged;
+        if let Err(e) = self.node.commit_local(version.clone()) {
+            // Cannot happen: nothing ran between prepare and commit. The version is on disk
+            // and is applied at the next start.
+            tracing::error!(cause = %e, "prepared write not applicable");
+        }
+        Ok(version)
+    }
+
+    /// Commits what is pending; the changes it logged go to watchers.
+    fn commit(&mut self, local: Option<&Version>, durable: bool) -> Result<(), StorageError> {
+        let members: Option<Vec<_>> =
+            (durable && self.pending.members_changed).then(|| self.node.members().collect());
+        let commit = Commit {
+            keys: &self.pending.keys,
+            local,
+            changes: &self.pending.changes,
+            members: members.as_deref(),
+            durable,
+        };
+        match self.storage.commit(self.node.store(), &commit) {
+            Ok(()) => {
+                if self.pending.failing {
+                    tracing::info!("storage commits succeed again");
+                    self.pending.failing = false;
+                }
+                self.pending.keys.clear();
+                self.pending.committed_revision = self.node.store().revision();
+                self.pending.unsynced = !durable;
+                if members.is_some() {
+                    self.pending.members_changed = false;
+                }
+                for change in self.pending.changes.drain(..) {
+                    let _ = self.changes.send(change);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if !self.pending.failing {
+                    tracing::error!(cause = %e, "storage commit failed; local writes are refused until it succeeds");
+                    self.pending.failing = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes everything committed so far durable, and saves the member list if it changed.
+    fn checkpoint(&mut self) {
+        if self.pending.unsynced
+            || self.pending.members_changed
+            || !self.pending.keys.is_empty()
+            || !self.pending.changes.is_empty()
+        {
+            let _ = self.commit(None, true);
+        }
+    }
+
+    /// After an input: commit what changed, then tell subscribers and send messages.
+    fn settle(&mut self) {
+        let mut events = Vec::new();
+        while let Some(event) = self.node.poll_event() {
+            if let Event::KeyChanged {
+                key,
+                old,
+                new,
+                origin,
+            } = &event
+            {
+                let prelogged = self.pending.prelogged.take_if(|c| {
+                    c.key == *key && c.new.as_ref().map(|v| v.dot) == new.as_ref().map(|v| v.dot)
+                });
+                if prelogged.is_none() {
+                    self.pending.changes.push(Change {
+                        cursor: self.storage.next_cursor(),
+                        key: key.clone(),
+                        old: old.clone(),
+                        new: new.clone(),
+                        origin: *origin,
+                    });
+                }
+            }
+            events.push(event);
+        }
+        self.pending.keys.extend(self.node.take_touched_keys());
+        if !self.pending.keys.is_empty()
+            || !self.pending.changes.is_empty()
+            || self.pending.committed_revision != self.node.store().revision()
+        {
+            // A failure is logged by commit and retried after the next input.
+            let _ = self.commit(None, false);
+        }
+        for event in events {
+            self.announce(event);
+        }
         while let Some(transmit) = self.node.poll_transmit() {
             self.transport.send(transmit);
         }
-        while let Some(event) = self.node.poll_event() {
-            if let Event::MemberDown(id) | Event::MemberLeft(id) = &event {
+    }
+
+    fn announce(&mut self, event: Event) {
+        let member = match &event {
+            Event::MemberUp(id) => Some((*id, MemberState::Alive)),
+            Event::MemberDown(id) => Some((*id, MemberState::Down)),
+            Event::MemberLeft(id) => Some((*id, MemberState::Left)),
+            Event::KeyChanged { key, .. } => info_writer(key).and_then(|writer| {
+                self.node
+                    .members()
+                    .find(|id| id.writer == writer)
+                    .map(|id| (id, MemberState::Alive))
+            }),
+            Event::Rejoined(_) => None,
+        };
+        if let Some((id, state)) = member {
+            if matches!(state, MemberState::Down | MemberState::Left) {
                 self.transport.forget(id.addr);
             }
-            // No subscriber is not an error.
-            let _ = self.events.send(event);
+            if !matches!(event, Event::KeyChanged { .. }) {
+                self.pending.members_changed = true;
+            }
+            let info = MemberInfo::read(self.node.store(), id.writer);
+            let _ = self.members.send(Member::new(id, info, state));
         }
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
     }
 }
 

@@ -1,24 +1,46 @@
 //! The embedding API: [`Mesh`], one node of a confmesh cluster running in this process.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
-    driver::{Command, Driver, PutIfError},
+    driver::{Command, Driver, LocalWriteError, Pending},
+    members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, is_reserved},
+    storage::{Storage, StorageError, StorageReader},
     tls::TlsConfig,
     transport::{FaultHook, Transport, TransportError},
     wall_clock_ms,
+    watch::{Change, Cursor, Watch},
 };
 use crate::proto::{
-    Dot, Key, KeyError, Version, WriteError, WriterId,
-    node::{Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Event, Node, NodeId},
+    Dot, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
+    node::{Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Event, Node, NodeId, NodeStats},
 };
 
 /// How many events a slow subscriber may fall behind before it misses some
 /// ([`broadcast::error::RecvError::Lagged`]).
 const EVENT_BUFFER: usize = 4_096;
+
+/// The default of [`MeshBuilder::history_len`].
+pub const DEFAULT_HISTORY_LEN: usize = 16;
+
+/// The default of [`MeshBuilder::watch_log_len`].
+pub const DEFAULT_WATCH_LOG_LEN: u64 = 100_000;
+
+/// Tuning presets for the failure detector and anti-entropy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Preset {
+    /// Members on one network: failures detected in a few seconds, anti-entropy every
+    /// 500 ms ([`Config::lan`]). The default.
+    #[default]
+    Lan,
+    /// Members across regions: slower, loss-tolerant failure detection and anti-entropy every
+    /// 2 s ([`Config::wan`]).
+    Wan,
+}
 
 /// Why a mesh operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +63,31 @@ pub enum MeshError {
         /// The dot of the current winner, `None` if the key has no live value.
         current: Option<Dot>,
     },
+    /// The key is under [`RESERVED_PREFIX`](super::RESERVED_PREFIX), which confmesh writes.
+    #[error("keys under `_confmesh/` are reserved")]
+    Reserved,
+    /// [`Mesh::rollback`] was given a version this node's history does not hold.
+    #[error("the history of this key holds no version {0:?}")]
+    UnknownVersion(Dot),
+    /// The data directory failed; for a write, nothing changed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A watch could not start or continue.
+    #[error(transparent)]
+    Watch(#[from] super::watch::WatchError),
     /// The node has shut down.
     #[error("the node has shut down")]
     Stopped,
+}
+
+impl From<LocalWriteError> for MeshError {
+    fn from(e: LocalWriteError) -> MeshError {
+        match e {
+            LocalWriteError::Conflict { current } => MeshError::Conflict { current },
+            LocalWriteError::Write(e) => MeshError::Write(e),
+            LocalWriteError::Storage(e) => MeshError::Storage(e),
+        }
+    }
 }
 
 /// Builds a [`Mesh`]. Start from [`Mesh::builder`].
@@ -55,6 +99,11 @@ pub struct MeshBuilder {
     expected_members: usize,
     writer: Option<WriterId>,
     fault: Option<FaultHook>,
+    data_dir: Option<PathBuf>,
+    info: MemberInfo,
+    preset: Preset,
+    history_len: usize,
+    watch_log_len: u64,
 }
 
 impl std::fmt::Debug for MeshBuilder {
@@ -63,6 +112,10 @@ impl std::fmt::Debug for MeshBuilder {
             .field("bind", &self.bind)
             .field("seeds", &self.seeds)
             .field("expected_members", &self.expected_members)
+            .field("data_dir", &self.data_dir)
+            .field("name", &self.info.name)
+            .field("tags", &self.info.tags)
+            .field("preset", &self.preset)
             .finish_non_exhaustive()
     }
 }
@@ -94,9 +147,50 @@ impl MeshBuilder {
         self
     }
 
-    /// The writer id this node's writes carry. Default: random, new at every start.
+    /// The writer id this node's writes carry. Default: the one in the data directory, or a
+    /// new random one for a new data directory. Two nodes must never share one.
     pub fn writer(mut self, writer: WriterId) -> Self {
         self.writer = Some(writer);
+        self
+    }
+
+    /// Where the replica is kept (created if missing). A node restarted from it has every
+    /// write it acknowledged and asks peers only for what it missed. Default: none, the
+    /// replica lives in memory and is lost when the process ends.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// The name other members see ([`Member::name`]). Default: the node's address.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.info.name = name.into();
+        self
+    }
+
+    /// Adds a tag other members see ([`Member::tags`]), such as `role=api`.
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.info.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Timers for a LAN (default) or a WAN.
+    pub fn preset(mut self, preset: Preset) -> Self {
+        self.preset = preset;
+        self
+    }
+
+    /// How many versions of each key [`Mesh::history`] keeps. Default
+    /// [`DEFAULT_HISTORY_LEN`].
+    pub fn history_len(mut self, n: usize) -> Self {
+        self.history_len = n.max(1);
+        self
+    }
+
+    /// How many changes the change log keeps for [`Mesh::watch`] cursors. Default
+    /// [`DEFAULT_WATCH_LOG_LEN`]; a watch resuming from further back gets a gap error.
+    pub fn watch_log_len(mut self, n: u64) -> Self {
+        self.watch_log_len = n.max(1);
         self
     }
 
@@ -117,6 +211,20 @@ impl MeshBuilder {
         let tls = self
             .tls
             .ok_or_else(|| MeshError::Config("TLS material is required (tls)".into()))?;
+        if self.info.encoded_len() > MAX_MEMBER_INFO_BYTES {
+            return Err(MeshError::Config(format!(
+                "name and tags take {} bytes, the limit is {MAX_MEMBER_INFO_BYTES}",
+                self.info.encoded_len()
+            )));
+        }
+        let (storage, loaded) = Storage::open(
+            self.data_dir.as_deref(),
+            self.writer,
+            random_writer(),
+            StoreConfig::default(),
+            self.history_len,
+            self.watch_log_len,
+        )?;
         let (transport, inbound) = Transport::bind(
             self.bind,
             &tls,
@@ -126,30 +234,54 @@ impl MeshBuilder {
         let wall = wall_clock_ms();
         let id = NodeId {
             addr: transport.local_addr(),
-            writer: self.writer.unwrap_or_else(random_writer),
+            writer: loaded.writer,
             generation: wall,
         };
-        let config = Config::lan(id, self.expected_members, random_seed());
+        let config = match self.preset {
+            Preset::Lan => Config::lan(id, self.expected_members, random_seed()),
+            Preset::Wan => Config::wan(id, self.expected_members, random_seed()),
+        };
         #[allow(
             clippy::disallowed_methods,
             reason = "the runtime is where time enters"
         )]
-        let node = Node::new(config, std::time::Instant::now(), wall);
+        let now = std::time::Instant::now();
+        let mut node = Node::with_store(config, now, wall, loaded.store);
+        node.track_touched_keys();
+        // The members seen last time: the node can rejoin through them without seeds.
+        node.restore_members(
+            now,
+            loaded
+                .members
+                .into_iter()
+                .filter(|m| m.writer != id.writer && m.addr != id.addr),
+        );
         let (commands, command_rx) = mpsc::channel(1_024);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let driver = Driver {
+        let (changes, _) = broadcast::channel(EVENT_BUFFER);
+        let (members, _) = broadcast::channel(EVENT_BUFFER);
+        let reader = storage.reader();
+        let mut driver = Driver {
             node,
+            storage,
             transport,
             inbound,
             commands: command_rx,
             events: events.clone(),
+            changes: changes.clone(),
+            members: members.clone(),
             seeds: self.seeds,
+            pending: Pending::default(),
         };
+        driver.publish_info(&self.info).map_err(MeshError::from)?;
         tokio::spawn(driver.run());
         Ok(Mesh {
             id,
             commands,
             events,
+            changes,
+            members,
+            reader,
         })
     }
 }
@@ -172,6 +304,9 @@ pub struct Mesh {
     id: NodeId,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
+    changes: broadcast::Sender<Change>,
+    members: broadcast::Sender<Member>,
+    reader: StorageReader,
 }
 
 impl Mesh {
@@ -184,6 +319,11 @@ impl Mesh {
             expected_members: 16,
             writer: None,
             fault: None,
+            data_dir: None,
+            info: MemberInfo::default(),
+            preset: Preset::Lan,
+            history_len: DEFAULT_HISTORY_LEN,
+            watch_log_len: DEFAULT_WATCH_LOG_LEN,
         }
     }
 
@@ -192,15 +332,17 @@ impl Mesh {
         self.id
     }
 
-    /// Writes `value` under `key`; returns the new version once it is applied locally and on
-    /// its way to the other members.
+    /// Writes `value` under `key`; returns the new version once it is durable on this node
+    /// (with a data directory) and on its way to the other members.
     ///
     /// # Errors
     ///
-    /// [`MeshError::Key`] for an invalid key, [`MeshError::Write`] for a value over the limit,
-    /// [`MeshError::Stopped`] after shutdown.
+    /// [`MeshError::Key`] for an invalid key, [`MeshError::Reserved`] for a key under
+    /// `_confmesh/`, [`MeshError::Write`] for a value over the limit, [`MeshError::Storage`]
+    /// if the data directory failed, [`MeshError::Stopped`] after shutdown. On error nothing
+    /// changed.
     pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<Version, MeshError> {
-        let key = Key::new(key)?;
+        let key = writable_key(key)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Put {
             key,
@@ -228,7 +370,7 @@ impl Mesh {
         value: impl Into<Bytes>,
         expected: Option<Dot>,
     ) -> Result<Version, MeshError> {
-        let key = Key::new(key)?;
+        let key = writable_key(key)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::PutIf {
             key,
@@ -237,23 +379,19 @@ impl Mesh {
             reply,
         })
         .await?;
-        match answer.await.map_err(|_| MeshError::Stopped)? {
-            Ok(version) => Ok(version),
-            Err(PutIfError::Conflict { current }) => Err(MeshError::Conflict { current }),
-            Err(PutIfError::Write(e)) => Err(MeshError::Write(e)),
-        }
+        Ok(answer.await.map_err(|_| MeshError::Stopped)??)
     }
 
-    /// Deletes `key`; `None` if it was not there.
+    /// Deletes `key`; returns the tombstone, or `None` if there was nothing to delete.
     ///
     /// # Errors
     ///
-    /// [`MeshError::Key`] for an invalid key, [`MeshError::Stopped`] after shutdown.
+    /// As [`Mesh::put`].
     pub async fn delete(&self, key: &str) -> Result<Option<Version>, MeshError> {
-        let key = Key::new(key)?;
+        let key = writable_key(key)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Delete { key, reply }).await?;
-        answer.await.map_err(|_| MeshError::Stopped)
+        Ok(answer.await.map_err(|_| MeshError::Stopped)??)
     }
 
     /// The winning version of `key`, if it has a live value.
@@ -266,7 +404,9 @@ impl Mesh {
         self.read(move |node| node.store().get(&key).cloned()).await
     }
 
-    /// Every version stored for `key`: the winner first, then concurrent siblings.
+    /// Every version stored for `key`: the winner first, then concurrent siblings (each with
+    /// its writer and sequence number in [`Version::dot`] and its time in
+    /// [`Version::timestamp`]).
     ///
     /// # Errors
     ///
@@ -277,34 +417,140 @@ impl Mesh {
             .await
     }
 
-    /// The winners of every live key starting with `prefix`, in key order.
+    /// The winners of every live key starting with `prefix`, in key order. Keys under
+    /// `_confmesh/` are listed only when `prefix` starts with it.
     ///
     /// # Errors
     ///
     /// [`MeshError::Stopped`] after shutdown.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Version>, MeshError> {
         let prefix = prefix.to_string();
-        self.read(move |node| node.store().list(&prefix).cloned().collect())
-            .await
+        let reserved = is_reserved(&prefix);
+        self.read(move |node| {
+            node.store()
+                .list(&prefix)
+                .filter(|v| reserved || !is_reserved(v.key.as_str()))
+                .cloned()
+                .collect()
+        })
+        .await
     }
 
-    /// The other members this node currently sees as alive.
+    /// Changes to keys starting with `prefix`, from after `from` (a [`Change::cursor`] or
+    /// [`Watch::cursor`] of this node), or from now with `None`. Every change is delivered
+    /// once, in this node's order (so each key's changes in order); a watch that falls
+    /// behind reads the node's change log and so misses nothing. Keys under `_confmesh/` are
+    /// watched only when `prefix` starts with it.
+    ///
+    /// # Errors
+    ///
+    /// Starting never fails for a valid cursor; the returned [`Watch`] yields
+    /// [`WatchError::Gap`](super::WatchError::Gap) first when `from` is older than the changes
+    /// the log keeps ([`MeshBuilder::watch_log_len`]), and
+    /// [`WatchError::UnknownCursor`](super::WatchError::UnknownCursor) for another node's
+    /// cursor. [`MeshError::Storage`] if the log cannot be read.
+    pub fn watch(&self, prefix: &str, from: Option<Cursor>) -> Result<Watch, MeshError> {
+        // Subscribe before reading the log's head: nothing falls between the two.
+        let live = self.changes.subscribe();
+        let (cursor, caught_up) = match from {
+            Some(cursor) => (cursor, false),
+            None => {
+                let (log, seq) = self.reader.log_head()?;
+                (Cursor { log, seq }, true)
+            }
+        };
+        Ok(Watch::new(
+            prefix.to_string(),
+            self.reader.clone(),
+            live,
+            cursor,
+            caught_up,
+        ))
+    }
+
+    /// The versions of `key` this node has stored, oldest first: the last
+    /// [`MeshBuilder::history_len`] of them, tombstones included, local and remote.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Key`] for an invalid key, [`MeshError::Storage`] if the data directory
+    /// cannot be read.
+    pub async fn history(&self, key: &str) -> Result<Vec<Version>, MeshError> {
+        let key = Key::new(key)?;
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || reader.history(&key))
+            .await
+            .map_err(|_| MeshError::Stopped)?
+            .map_err(MeshError::from)
+    }
+
+    /// Restores the value `key` had at version `dot` (from [`Mesh::history`]) with a new write,
+    /// which wins over every version this node has seen. Restoring a delete deletes the key.
+    /// Returns the new version, `None` if it restores a delete of a key already absent.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::UnknownVersion`] if the history does not hold `dot`, otherwise as
+    /// [`Mesh::put`].
+    pub async fn rollback(&self, key: &str, dot: Dot) -> Result<Option<Version>, MeshError> {
+        writable_key(key)?;
+        let version = self
+            .history(key)
+            .await?
+            .into_iter()
+            .find(|v| v.dot == dot)
+            .ok_or(MeshError::UnknownVersion(dot))?;
+        match version.payload {
+            Payload::Value(value) => self.put(key, value).await.map(Some),
+            Payload::Tombstone => self.delete(key).await,
+        }
+    }
+
+    /// This node, then every other member it sees as alive, with their names and tags.
     ///
     /// # Errors
     ///
     /// [`MeshError::Stopped`] after shutdown.
-    pub async fn members(&self) -> Result<Vec<NodeId>, MeshError> {
-        self.read(|node| node.members().collect()).await
+    pub async fn members(&self) -> Result<Vec<Member>, MeshError> {
+        self.read(|node| {
+            std::iter::once(node.id())
+                .chain(node.members())
+                .map(|id| {
+                    let info = MemberInfo::read(node.store(), id.writer);
+                    Member::new(id, info, MemberState::Alive)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Member changes from now on: a member up, down or gone ([`Member::state`]), or its name
+    /// or tags changed. A subscriber more than 4,096 changes behind misses the oldest and is
+    /// told so ([`broadcast::error::RecvError::Lagged`]); [`Mesh::members`] then gives the
+    /// current list.
+    pub fn watch_members(&self) -> broadcast::Receiver<Member> {
+        self.members.subscribe()
     }
 
     /// Every event from now on: key changes (local and remote) and membership changes. A
-    /// subscriber more than 4,096 events behind misses the oldest and is told so.
+    /// subscriber more than 4,096 events behind misses the oldest and is told so. Prefer
+    /// [`Mesh::watch`], which never misses a change.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
-    /// Leaves the cluster gracefully (members report [`Event::MemberLeft`]) and stops the
-    /// node. Other clones of this handle fail with [`MeshError::Stopped`] afterwards.
+    /// The node's counters.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Stopped`] after shutdown.
+    pub async fn stats(&self) -> Result<NodeStats, MeshError> {
+        self.read(Node::stats).await
+    }
+
+    /// Leaves the cluster gracefully (members report [`Event::MemberLeft`]), makes the replica
+    /// durable and stops the node. Other clones of this handle fail with
+    /// [`MeshError::Stopped`] afterwards.
     pub async fn shutdown(self) {
         let (reply, done) = oneshot::channel();
         if self.send(Command::Shutdown { reply }).await.is_ok() {
@@ -330,4 +576,13 @@ impl Mesh {
             .await
             .map_err(|_| MeshError::Stopped)
     }
+}
+
+/// A key the application may write.
+fn writable_key(key: &str) -> Result<Key, MeshError> {
+    let key = Key::new(key)?;
+    if is_reserved(key.as_str()) {
+        return Err(MeshError::Reserved);
+    }
+    Ok(key)
 }

@@ -4,17 +4,26 @@
 //!
 //! - [`Mesh`]: the embedding API, one node running in this process.
 //! - `driver`: the tokio task that owns a [`Node`](crate::proto::node::Node) and pumps it.
+//! - `storage`: the replica on disk (redb), the history and the change log.
+//! - [`Watch`]: changes from a cursor, gap-free.
+//! - [`Member`]: members with names and tags.
 //! - `transport`: QUIC (quinn) between nodes, mutual TLS against a cluster CA.
 //! - [`tls`]: loading certificates, and a development CA.
 
 mod driver;
+mod members;
 mod mesh;
+mod storage;
 pub mod tls;
 mod transport;
+mod watch;
 
 pub use self::{
-    mesh::{Mesh, MeshBuilder, MeshError},
+    members::{MAX_MEMBER_INFO_BYTES, Member, MemberState, RESERVED_PREFIX},
+    mesh::{DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Mesh, MeshBuilder, MeshError, Preset},
+    storage::{DATABASE_FILE, StorageError},
     transport::{FaultHook, TransportError},
+    watch::{Change, Cursor, CursorParseError, Watch, WatchError},
 };
 
 /// Milliseconds since the Unix epoch by the system clock: the wall time the core's writes

@@ -64,6 +64,21 @@ pub(super) fn lan_config(expected_members: usize) -> Config {
     config
 }
 
+/// SWIM parameters for members spread over a WAN: foca's WAN preset (5 s probes, 60 s
+/// suspicion scaled by cluster size) with the LAN preset's packet size, gossip and re-announce.
+pub(super) fn wan_config(expected_members: usize) -> Config {
+    let n = u32::try_from(expected_members).unwrap_or(u32::MAX);
+    let lan = lan_config(expected_members);
+    let mut config = Config::new_wan(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+    config.max_packet_size = lan.max_packet_size;
+    config.periodic_gossip = Some(foca::PeriodicParams {
+        frequency: Duration::from_millis(200),
+        num_members: GOSSIP_FANOUT,
+    });
+    config.periodic_announce_to_down_members = lan.periodic_announce_to_down_members;
+    config
+}
+
 /// foca's wire codec: bincode 2 with a byte limit, as every decode of peer bytes has.
 #[derive(Debug, Default)]
 pub(super) struct BincodeCodec {

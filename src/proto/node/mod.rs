@@ -36,7 +36,7 @@ use self::{
     timers::{Timer, TimerQueue},
 };
 use super::{
-    Key, Store, StoreConfig, Version, WriteError, WriterId,
+    ApplyError, Key, Store, StoreConfig, Version, WriteError, WriterId,
     wire::{self, Message},
 };
 
@@ -127,6 +127,21 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Defaults for members spread over a WAN (round trips of tens to hundreds of
+    /// milliseconds, more loss): slower failure detection that tolerates it (foca's WAN
+    /// preset), anti-entropy every 2 s, and a graft timeout above a WAN round trip.
+    pub fn wan(id: NodeId, expected_members: usize, rng_seed: u64) -> Config {
+        Config {
+            swim: membership::wan_config(expected_members),
+            anti_entropy_interval: Duration::from_secs(2),
+            graft_timeout: Duration::from_millis(250),
+            announce_interval: Duration::from_secs(2),
+            ..Config::lan(id, expected_members, rng_seed)
+        }
+    }
+}
+
 /// The default of [`Config::max_stream_message_bytes`]: 16 MiB.
 pub const DEFAULT_MAX_STREAM_MESSAGE_BYTES: usize = 16 << 20;
 
@@ -201,6 +216,8 @@ pub struct NodeStats {
     pub datagram_bytes_sent: u64,
     /// Bytes handed to the runtime on streams.
     pub stream_bytes_sent: u64,
+    /// Bytes of stream messages received (a catch-up's cost).
+    pub stream_bytes_received: u64,
 }
 
 /// One confmesh node. See the module documentation for the calling contract.
@@ -367,6 +384,54 @@ impl Node {
         Some(version)
     }
 
+    /// The version [`Node::put`] would write, without writing it: for a runtime that makes a
+    /// write durable before it takes effect. Follow with [`Node::commit_local`] before any
+    /// other input; see [`Store::prepare_put`].
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`] if the value is over the limit.
+    pub fn prepare_put(
+        &mut self,
+        now: Instant,
+        key: Key,
+        value: Bytes,
+    ) -> Result<Version, WriteError> {
+        let wall = self.wall_ms(now);
+        self.store.prepare_put(wall, key, value)
+    }
+
+    /// The tombstone [`Node::delete`] would write, without writing it; `None` if there is
+    /// nothing to delete.
+    pub fn prepare_delete(&mut self, now: Instant, key: Key) -> Option<Version> {
+        let wall = self.wall_ms(now);
+        self.store.prepare_delete(wall, key)
+    }
+
+    /// Stores a prepared local version and pushes it to the mesh, as [`Node::put`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`ApplyError`] if the store changed since the version was prepared; nothing changes.
+    pub fn commit_local(&mut self, version: Version) -> Result<(), ApplyError> {
+        let old = self.store.get(&version.key).cloned();
+        self.store.commit_local(version.clone())?;
+        self.emit_change(&version.key, old);
+        self.disseminate(std::slice::from_ref(&version), None);
+        Ok(())
+    }
+
+    /// Starts recording the keys whose stored versions change; see
+    /// [`Store::take_touched_keys`].
+    pub fn track_touched_keys(&mut self) {
+        self.store.track_touched_keys();
+    }
+
+    /// The keys whose stored versions changed since the last call.
+    pub fn take_touched_keys(&mut self) -> std::collections::BTreeSet<Key> {
+        self.store.take_touched_keys()
+    }
+
     /// Joins the cluster through `seeds` (addresses of any members). Re-announces every
     /// [`Config::announce_interval`] until the membership layer reports this node active.
     pub fn join(&mut self, now: Instant, seeds: &[SocketAddr]) {
@@ -461,6 +526,7 @@ impl Node {
 
     /// A complete message arrived on a stream from `from`.
     pub fn handle_stream_message(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.stats.stream_bytes_received += bytes.len() as u64;
         let message = match wire::decode(bytes, self.config.max_stream_message_bytes) {
             Ok(message) => message,
             Err(e) => {

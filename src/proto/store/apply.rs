@@ -210,6 +210,7 @@ impl Store {
         self.revision += 1;
         self.context.insert(version.dot);
         self.hlc.observe(version.timestamp);
+        self.touch(&version.key);
         let siblings = self.keys.entry(version.key.clone()).or_default();
         let old_winner = siblings
             .first()
@@ -321,6 +322,7 @@ impl Store {
             }
         }
         for (key, siblings) in &mut groups {
+            self.touch(key);
             siblings.sort_unstable_by_key(|v| std::cmp::Reverse(v.rank()));
             if !siblings[0].is_tombstone() {
                 changed.push(key.clone());
@@ -352,6 +354,7 @@ impl Store {
             let Some(siblings) = self.keys.get_mut(&key) else {
                 continue;
             };
+            let before = siblings.len();
             let old_winner = siblings
                 .first()
                 .filter(|v| !v.is_tombstone())
@@ -369,8 +372,12 @@ impl Store {
                 .first()
                 .filter(|v| !v.is_tombstone())
                 .map(|v| v.dot);
+            let dropped = siblings.len() != before;
             if siblings.is_empty() {
                 self.keys.remove(&key);
+            }
+            if dropped {
+                self.touch(&key);
             }
             if old_winner != new_winner {
                 changed.push(key);

@@ -35,7 +35,9 @@ impl Store {
         }
         let mut collected = 0;
         let by_dot = &mut self.by_dot;
-        self.keys.retain(|_, siblings| {
+        let touched = &mut self.touched;
+        self.keys.retain(|key, siblings| {
+            let before = siblings.len();
             siblings.retain(|version| {
                 let stable_here = version.is_tombstone()
                     && version.dot.counter <= stable.get(&version.dot.actor)
@@ -50,6 +52,11 @@ impl Store {
                 }
                 !stable_here
             });
+            if siblings.len() != before
+                && let Some(touched) = touched.as_mut()
+            {
+                touched.insert(key.clone());
+            }
             !siblings.is_empty()
         });
         self.collected.merge(stable);

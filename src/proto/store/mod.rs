@@ -18,7 +18,7 @@ mod gc;
 
 mod sync;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use crdts::{CmRDT, CvRDT};
@@ -208,6 +208,9 @@ pub struct Store {
     collected: VClock,
     /// Bumped on every change to the context (see [`Store::revision`]).
     revision: u64,
+    /// Keys whose siblings changed since [`Store::take_touched_keys`], when tracking is on
+    /// ([`Store::track_touched_keys`]); `None` costs nothing.
+    touched: Option<BTreeSet<Key>>,
 }
 
 impl Store {
@@ -222,6 +225,7 @@ impl Store {
             by_dot: BTreeMap::new(),
             collected: VClock::new(),
             revision: 0,
+            touched: None,
         }
     }
 
@@ -332,7 +336,82 @@ impl Store {
         self.hlc.last()
     }
 
-    fn write_local(&mut self, now_wall_ms: u64, key: Key, payload: Payload) -> Version {
+    /// The version a put of `value` under `key` at `now_wall_ms` would write, without
+    /// storing it: for a caller that must persist a write before it takes effect. Store it
+    /// with [`Store::commit_local`] before any other change to the store; until then nothing
+    /// but the hybrid logical clock has moved.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::ValueTooLarge`] if `value` exceeds [`StoreConfig::max_value_bytes`].
+    pub fn prepare_put(
+        &mut self,
+        now_wall_ms: u64,
+        key: Key,
+        value: Bytes,
+    ) -> Result<Version, WriteError> {
+        if value.len() > self.config.max_value_bytes {
+            return Err(WriteError::ValueTooLarge {
+                len: value.len(),
+                max: self.config.max_value_bytes,
+            });
+        }
+        Ok(self.prepare_local(now_wall_ms, key, Payload::Value(value)))
+    }
+
+    /// Like [`Store::prepare_put`] for a delete; `None` when [`Store::delete`] would do
+    /// nothing.
+    pub fn prepare_delete(&mut self, now_wall_ms: u64, key: Key) -> Option<Version> {
+        let siblings = self.keys.get(&key)?;
+        if siblings.len() == 1 && siblings[0].is_tombstone() {
+            return None;
+        }
+        Some(self.prepare_local(now_wall_ms, key, Payload::Tombstone))
+    }
+
+    /// Stores a version from [`Store::prepare_put`] or [`Store::prepare_delete`]. It
+    /// supersedes every sibling of its key, so the key then holds exactly this version.
+    ///
+    /// # Errors
+    ///
+    /// [`ApplyError::Malformed`] if the version is not this writer's next one (the store
+    /// changed since it was prepared); nothing changes.
+    pub fn commit_local(&mut self, version: Version) -> Result<(), ApplyError> {
+        self.check(&version)?;
+        let next = self.context.seen(self.writer).max() + 1;
+        if version.dot != Dot::new(self.writer, next) {
+            return Err(ApplyError::Malformed { dot: version.dot });
+        }
+        let applied = self.insert_new(version);
+        debug_assert!(
+            matches!(applied, Applied::Stored { .. }),
+            "local write not stored: {applied:?}"
+        );
+        Ok(())
+    }
+
+    /// Starts recording which keys change (see [`Store::take_touched_keys`]): what a caller
+    /// that persists the store writes back.
+    pub fn track_touched_keys(&mut self) {
+        self.touched.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// The keys whose stored versions changed since the last call (empty when tracking is
+    /// off). A key may be listed although it ends up unchanged.
+    pub fn take_touched_keys(&mut self) -> BTreeSet<Key> {
+        self.touched
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    pub(super) fn touch(&mut self, key: &Key) {
+        if let Some(touched) = &mut self.touched {
+            touched.insert(key.clone());
+        }
+    }
+
+    fn prepare_local(&mut self, now_wall_ms: u64, key: Key, payload: Payload) -> Version {
         let mut supersedes = VClock::new();
         for sibling in self.versions(&key) {
             supersedes.merge(sibling.supersedes.clone());
@@ -341,19 +420,23 @@ impl Store {
         // The next number is derived from what this replica has seen of its own writer, so a
         // replica that learns of its own older writes (after losing state) never reuses a dot.
         let seq = self.context.seen(self.writer).max() + 1;
-        let version = Version {
+        Version {
             key,
             dot: Dot::new(self.writer, seq),
             supersedes,
             timestamp: self.hlc.tick(now_wall_ms),
             payload,
-        };
+        }
+    }
+
+    fn write_local(&mut self, now_wall_ms: u64, key: Key, payload: Payload) -> Version {
+        let version = self.prepare_local(now_wall_ms, key, payload);
         let applied = self.insert_new(version.clone());
         debug_assert!(
             matches!(applied, Applied::Stored { .. }),
             "local write not stored: {applied:?}"
         );
-        tracing::trace!(key = %version.key, seq, "local write");
+        tracing::trace!(key = %version.key, seq = version.dot.counter, "local write");
         version
     }
 }

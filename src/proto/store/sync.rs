@@ -97,6 +97,16 @@ impl Digest {
             .fold(0u64, |n, r| n.saturating_add(r.len()))
     }
 
+    /// The digest of these writers' seen numbers (as read back from [`Digest::writers`]).
+    pub fn from_writers(writers: impl IntoIterator<Item = (WriterId, SeqSet)>) -> Digest {
+        Digest {
+            writers: writers
+                .into_iter()
+                .filter(|(_, seen)| !seen.is_empty())
+                .collect(),
+        }
+    }
+
     pub(crate) fn insert(&mut self, dot: Dot) -> bool {
         self.writers
             .entry(dot.actor)

@@ -1,0 +1,605 @@
+//! The replica on disk: one redb database per data directory.
+//!
+//! What is stored, and why it is enough to restart from:
+//!
+//! - `versions`: every stored version, by `(key, writer, seq)`. A key's rows are exactly its
+//!   siblings after each commit.
+//! - `context`: per writer, the sequence numbers seen (the causal context). With it a restarted
+//!   node asks peers only for what it lacks, and never reuses one of its own dots.
+//! - `meta`: the writer id (stable per data directory), the collection floor, the member list
+//!   (to rejoin without seeds), and the change log's id, reservation and trim point.
+//! - `history`: per key, the last versions seen, for [`Mesh::history`](super::Mesh::history).
+//! - `changes`: the change log behind [`Mesh::watch`](super::Mesh::watch), by cursor.
+//!
+//! Every commit is one redb transaction, so the file always holds a state the replica was in
+//! (or a union of one with the local write being committed). Local writes commit with
+//! `Durability::Immediate` *before* they take effect in memory; what arrives from peers commits
+//! without an fsync and is made durable by the next local write or the periodic checkpoint. A
+//! crash can lose only such remote state, which anti-entropy pulls again.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::watch::{Change, Cursor};
+use crate::proto::{
+    Digest, Key, SeqSet, Snapshot, Store, StoreConfig, VClock, Version, WriterId, node::NodeId,
+    wire,
+};
+
+/// The name of the database file inside a data directory.
+pub const DATABASE_FILE: &str = "confmesh.redb";
+
+/// The layout of the tables; a database written by another layout is refused.
+const FORMAT: u64 = 1;
+
+/// How many cursors one durable reservation covers (see [`ChangeLog`]).
+const CURSOR_BLOCK: u64 = 1 << 20;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const VERSIONS: TableDefinition<(&str, u64, u64), &[u8]> = TableDefinition::new("versions");
+const CONTEXT: TableDefinition<u64, &[u8]> = TableDefinition::new("context");
+const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+
+const META_FORMAT: &str = "format";
+const META_WRITER: &str = "writer";
+const META_COLLECTED: &str = "collected";
+const META_MEMBERS: &str = "members";
+const META_LOG_ID: &str = "log_id";
+const META_LOG_RESERVED: &str = "log_reserved";
+const META_LOG_TRIMMED: &str = "log_trimmed";
+
+/// Why storage failed. A failed commit changes nothing on disk.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The data directory could not be created or opened.
+    #[error("data directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Another process (or another node in this one) has the data directory open.
+    #[error("data directory {0} is in use by another node")]
+    InUse(PathBuf),
+    /// The data directory belongs to another writer than the one configured.
+    #[error("the data directory holds writer {stored}, not the configured {configured}")]
+    WriterMismatch {
+        /// The writer id in the data directory.
+        stored: u64,
+        /// The writer id the builder was given.
+        configured: u64,
+    },
+    /// The database holds something this version cannot read.
+    #[error("the database is corrupt or from another version: {0}")]
+    Corrupt(String),
+    /// redb failed: an I/O error, a full disk, ...
+    #[error("storage: {0}")]
+    Database(#[from] redb::Error),
+}
+
+macro_rules! from_redb {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StorageError {
+            fn from(e: $error) -> Self {
+                StorageError::Database(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// What the data directory held at start.
+pub(crate) struct Loaded {
+    pub(crate) writer: WriterId,
+    /// The replica, `None` for a new data directory.
+    pub(crate) store: Option<Store>,
+    /// The members last seen.
+    pub(crate) members: Vec<NodeId>,
+}
+
+/// The change log's position: cursors are `(log id, seq)`. Sequence numbers are handed out
+/// below a durably reserved bound, and a restart continues from that bound, so a cursor seen by
+/// a watcher is never reused even if a crash lost the commit that logged it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChangeLog {
+    pub(crate) id: u64,
+    /// The next sequence number to hand out.
+    pub(crate) next: u64,
+    /// Sequence numbers below this are reserved durably.
+    reserved: u64,
+    /// How many entries the table holds.
+    len: u64,
+}
+
+/// A commit's contents besides the store's touched keys.
+pub(crate) struct Commit<'a> {
+    /// Keys whose rows to rewrite from the store.
+    pub(crate) keys: &'a BTreeSet<Key>,
+    /// A prepared local write, committed as if the store held it.
+    pub(crate) local: Option<&'a Version>,
+    /// Change-log entries to append, cursors in order.
+    pub(crate) changes: &'a [Change],
+    /// The member list, when it changed.
+    pub(crate) members: Option<&'a [NodeId]>,
+    /// fsync before returning.
+    pub(crate) durable: bool,
+}
+
+/// The open database and what was last committed to it.
+pub(crate) struct Storage {
+    db: Arc<Database>,
+    history_len: usize,
+    log_len: u64,
+    log: ChangeLog,
+    /// The context and floor as last committed, to write only what changed.
+    persisted_context: BTreeMap<WriterId, SeqSet>,
+    persisted_floor: VClock,
+    store_config: StoreConfig,
+}
+
+impl Storage {
+    /// Opens (or creates) the database in `dir`; `None` keeps it in memory (nothing survives
+    /// the process). Loads the replica it holds.
+    pub(crate) fn open(
+        dir: Option<&Path>,
+        writer: Option<WriterId>,
+        new_writer: WriterId,
+        store_config: StoreConfig,
+        history_len: usize,
+        log_len: u64,
+    ) -> Result<(Storage, Loaded), StorageError> {
+        let db = match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| StorageError::Directory {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+                let path = dir.join(DATABASE_FILE);
+                match Database::create(&path) {
+                    Ok(db) => db,
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                        return Err(StorageError::InUse(dir.to_path_buf()));
+                    }
+                    Err(e) => return Err(StorageError::Database(e.into())),
+                }
+            }
+            None => Database::builder()
+                .create_with_backend(redb::backends::InMemoryBackend::new())
+                .map_err(|e| StorageError::Database(e.into()))?,
+        };
+        let mut storage = Storage {
+            db: Arc::new(db),
+            history_len: history_len.max(1),
+            log_len: log_len.max(1),
+            log: ChangeLog {
+                id: 0,
+                next: 1,
+                reserved: 0,
+                len: 0,
+            },
+            persisted_context: BTreeMap::new(),
+            persisted_floor: VClock::new(),
+            store_config,
+        };
+        let loaded = storage.load(writer, new_writer)?;
+        Ok((storage, loaded))
+    }
+
+    /// A handle for readers on other tasks (history, the change log).
+    pub(crate) fn reader(&self) -> StorageReader {
+        StorageReader {
+            db: Arc::clone(&self.db),
+        }
+    }
+
+    /// The cursor for the next change, advancing the log.
+    pub(crate) fn next_cursor(&mut self) -> Cursor {
+        let cursor = Cursor {
+            log: self.log.id,
+            seq: self.log.next,
+        };
+        self.log.next += 1;
+        cursor
+    }
+
+    /// Takes back cursors handed out for changes that were not committed (the commit failed
+    /// and the write was refused), so the log stays gap-free.
+    pub(crate) fn return_cursors(&mut self, first: u64) {
+        self.log.next = self.log.next.min(first);
+    }
+
+    fn load(
+        &mut self,
+        configured: Option<WriterId>,
+        new_writer: WriterId,
+    ) -> Result<Loaded, StorageError> {
+        let txn = self.db.begin_write()?;
+        let (writer, fresh) = {
+            let mut meta = txn.open_table(META)?;
+            let format = meta.get(META_FORMAT)?.map(|v| read_u64(v.value()));
+            match format {
+                None => {
+                    meta.insert(META_FORMAT, FORMAT.to_le_bytes().as_slice())?;
+                }
+                Some(Some(FORMAT)) => {}
+                Some(other) => {
+                    return Err(StorageError::Corrupt(format!(
+                        "unknown format {other:?} (this build reads {FORMAT})"
+                    )));
+                }
+            }
+            let stored = meta.get(META_WRITER)?.map(|v| read_u64(v.value()));
+            let writer = match (stored, configured) {
+                (Some(None), _) => return Err(StorageError::Corrupt("writer id".into())),
+                (Some(Some(stored)), Some(configured)) if stored != configured.0 => {
+                    return Err(StorageError::WriterMismatch {
+                        stored,
+                        configured: configured.0,
+                    });
+                }
+                (Some(Some(stored)), _) => (WriterId(stored), false),
+                (None, configured) => {
+                    let writer = configured.unwrap_or(new_writer);
+                    meta.insert(META_WRITER, writer.0.to_le_bytes().as_slice())?;
+                    (writer, true)
+                }
+            };
+            let stored_id = meta.get(META_LOG_ID)?.map(|v| read_u64(v.value()));
+            let log_id = match stored_id {
+                Some(Some(id)) => id,
+                Some(None) => return Err(StorageError::Corrupt("log id".into())),
+                None => {
+                    // Distinct per data directory and per in-memory node.
+                    let id = new_writer.0 ^ 0x636f_6e66_6d65_7368;
+                    meta.insert(META_LOG_ID, id.to_le_bytes().as_slice())?;
+                    id
+                }
+            };
+            let reserved = meta
+                .get(META_LOG_RESERVED)?
+                .and_then(|v| read_u64(v.value()))
+                .unwrap_or(1);
+            // Continue past everything a previous run may have handed out.
+            self.log.id = log_id;
+            self.log.next = reserved;
+            self.log.reserved = reserved + CURSOR_BLOCK;
+            meta.insert(
+                META_LOG_RESERVED,
+                self.log.reserved.to_le_bytes().as_slice(),
+            )?;
+            writer
+        };
+        // Create every table, so readers never find one missing.
+        txn.open_table(VERSIONS)?;
+        txn.open_table(CONTEXT)?;
+        txn.open_table(HISTORY)?;
+        self.log.len = txn.open_table(CHANGES)?.len()?;
+        txn.commit()?;
+        let read = self.db.begin_read()?;
+        let meta = read.open_table(META)?;
+        let members: Vec<NodeId> = match meta.get(META_MEMBERS)? {
+            Some(bytes) => decode(bytes.value())?,
+            None => Vec::new(),
+        };
+        if fresh {
+            return Ok(Loaded {
+                writer,
+                store: None,
+                members,
+            });
+        }
+        let collected: VClock = match meta.get(META_COLLECTED)? {
+            Some(bytes) => decode(bytes.value())?,
+            None => VClock::new(),
+        };
+        let mut writers = Vec::new();
+        for row in read.open_table(CONTEXT)?.iter()? {
+            let (writer, seen) = row?;
+            writers.push((WriterId(writer.value()), decode::<SeqSet>(seen.value())?));
+        }
+        let context = Digest::from_writers(writers);
+        let mut versions = Vec::new();
+        for row in read.open_table(VERSIONS)?.iter()? {
+            let (_, version) = row?;
+            versions.push(decode::<Version>(version.value())?);
+        }
+        tracing::info!(
+            writer = writer.0,
+            versions = versions.len(),
+            members = members.len(),
+            "replica loaded from disk"
+        );
+        self.persisted_context = context.writers().map(|(w, s)| (w, s.clone())).collect();
+        self.persisted_floor = collected.clone();
+        let snapshot = Snapshot {
+            after: None,
+            through: None,
+            versions,
+            context,
+            collected,
+            part: 0,
+            parts: 1,
+        };
+        let store = Store::restore(writer, self.store_config.clone(), snapshot)
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        Ok(Loaded {
+            writer,
+            store: Some(store),
+            members,
+        })
+    }
+
+    /// Writes `commit` in one transaction. On error nothing was written and nothing recorded
+    /// as written, so the same commit (or a larger one) can be retried.
+    pub(crate) fn commit(
+        &mut self,
+        store: &Store,
+        commit: &Commit<'_>,
+    ) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write()?;
+        let needs_reservation = commit
+            .changes
+            .last()
+            .is_some_and(|c| c.cursor.seq >= self.log.reserved);
+        let durable = commit.durable || needs_reservation;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        let mut context = store.digest().clone();
+        if let Some(local) = commit.local {
+            context.insert(local.dot);
+        }
+        let (changed_writers, floor_changed);
+        let mut log_len = self.log.len;
+        let mut reserved = self.log.reserved;
+        {
+            let mut versions = txn.open_table(VERSIONS)?;
+            let mut history = txn.open_table(HISTORY)?;
+            for key in commit.keys {
+                if commit.local.is_some_and(|l| l.key == *key) {
+                    continue;
+                }
+                let siblings = store.versions(key);
+                self.write_key(&mut versions, &mut history, key, siblings)?;
+            }
+            if let Some(local) = commit.local {
+                self.write_key(
+                    &mut versions,
+                    &mut history,
+                    &local.key,
+                    std::slice::from_ref(local),
+                )?;
+            }
+
+            let mut table = txn.open_table(CONTEXT)?;
+            changed_writers = context
+                .writers()
+                .filter(|(writer, seen)| self.persisted_context.get(writer) != Some(*seen))
+                .map(|(writer, _)| writer)
+                .collect::<Vec<_>>();
+            for &writer in &changed_writers {
+                table.insert(writer.0, encode(context.seen(writer))?.as_slice())?;
+            }
+
+            let mut meta = txn.open_table(META)?;
+            floor_changed = *store.collected_floor() != self.persisted_floor;
+            if floor_changed {
+                meta.insert(META_COLLECTED, encode(store.collected_floor())?.as_slice())?;
+            }
+            if let Some(members) = commit.members {
+                meta.insert(META_MEMBERS, encode(&members)?.as_slice())?;
+            }
+
+            let mut log = txn.open_table(CHANGES)?;
+            for change in commit.changes {
+                log.insert(change.cursor.seq, encode(change)?.as_slice())?;
+                log_len += 1;
+            }
+            let mut trimmed = None;
+            while log_len > self.log_len {
+                match log.pop_first()? {
+                    Some((seq, _)) => trimmed = Some(seq.value()),
+                    None => break,
+                }
+                log_len -= 1;
+            }
+            if let Some(seq) = trimmed {
+                meta.insert(META_LOG_TRIMMED, seq.to_le_bytes().as_slice())?;
+            }
+            if needs_reservation {
+                reserved = self.log.next.max(self.log.reserved) + CURSOR_BLOCK;
+                meta.insert(META_LOG_RESERVED, reserved.to_le_bytes().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        for writer in changed_writers {
+            self.persisted_context
+                .insert(writer, context.seen(writer).clone());
+        }
+        if floor_changed {
+            self.persisted_floor = store.collected_floor().clone();
+        }
+        self.log.len = log_len;
+        self.log.reserved = reserved;
+        Ok(())
+    }
+
+    /// Rewrites `key`'s rows to exactly `siblings`, and adds new ones to its history.
+    fn write_key(
+        &self,
+        versions: &mut redb::Table<'_, (&'static str, u64, u64), &'static [u8]>,
+        history: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
+        key: &Key,
+        siblings: &[Version],
+    ) -> Result<(), StorageError> {
+        let k = key.as_str();
+        let stale: Vec<(u64, u64)> = versions
+            .range((k, 0, 0)..=(k, u64::MAX, u64::MAX))?
+            .map(|row| row.map(|(id, _)| (id.value().1, id.value().2)))
+            .collect::<Result<_, _>>()?;
+        let mut added = Vec::new();
+        for (writer, seq) in stale {
+            if !siblings
+                .iter()
+                .any(|v| v.dot.actor.0 == writer && v.dot.counter == seq)
+            {
+                versions.remove((k, writer, seq))?;
+            }
+        }
+        for version in siblings {
+            let id = (k, version.dot.actor.0, version.dot.counter);
+            if versions.get(id)?.is_none() {
+                versions.insert(id, encode(version)?.as_slice())?;
+                added.push(version);
+            }
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        let mut last = history
+            .range((k, 0)..=(k, u64::MAX))?
+            .next_back()
+            .transpose()?
+            .map_or(0, |(id, _)| id.value().1);
+        for version in added {
+            last += 1;
+            history.insert((k, last), encode(version)?.as_slice())?;
+        }
+        let kept = self.history_len as u64;
+        if last > kept {
+            let old: Vec<u64> = history
+                .range((k, 0)..=(k, last - kept))?
+                .map(|row| row.map(|(id, _)| id.value().1))
+                .collect::<Result<_, _>>()?;
+            for n in old {
+                history.remove((k, n))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read access from other tasks: redb serves readers concurrently with the writer.
+#[derive(Clone, Debug)]
+pub(crate) struct StorageReader {
+    db: Arc<Database>,
+}
+
+/// Where a cursor stands in the log.
+pub(crate) enum LogPosition {
+    /// Entries after the cursor, up to the page size; `complete` when there are no more.
+    Entries {
+        changes: Vec<Change>,
+        complete: bool,
+    },
+    /// Entries after the cursor were trimmed: the oldest kept is `oldest`.
+    Trimmed { oldest: Option<u64> },
+    /// The cursor names another log (another node, or a wiped data directory).
+    OtherLog,
+}
+
+impl StorageReader {
+    /// The versions of `key` in its history, oldest first.
+    pub(crate) fn history(&self, key: &Key) -> Result<Vec<Version>, StorageError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(HISTORY)?;
+        let k = key.as_str();
+        let mut out = Vec::new();
+        for row in table.range((k, 0)..=(k, u64::MAX))? {
+            let (_, bytes) = row?;
+            out.push(decode(bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The log id and the highest sequence number logged so far (0 if none).
+    pub(crate) fn log_head(&self) -> Result<(u64, u64), StorageError> {
+        let read = self.db.begin_read()?;
+        let meta = read.open_table(META)?;
+        let id = meta
+            .get(META_LOG_ID)?
+            .and_then(|v| read_u64(v.value()))
+            .ok_or_else(|| StorageError::Corrupt("log id".into()))?;
+        let last = read
+            .open_table(CHANGES)?
+            .last()?
+            .map_or(0, |(seq, _)| seq.value());
+        Ok((id, last))
+    }
+
+    /// Up to `page` change-log entries after `cursor`, checked against what was trimmed.
+    pub(crate) fn changes_after(
+        &self,
+        cursor: Cursor,
+        page: usize,
+    ) -> Result<LogPosition, StorageError> {
+        let read = self.db.begin_read()?;
+        let meta = read.open_table(META)?;
+        let id = meta.get(META_LOG_ID)?.and_then(|v| read_u64(v.value()));
+        if id != Some(cursor.log) {
+            return Ok(LogPosition::OtherLog);
+        }
+        let trimmed = meta
+            .get(META_LOG_TRIMMED)?
+            .and_then(|v| read_u64(v.value()))
+            .unwrap_or(0);
+        let table = read.open_table(CHANGES)?;
+        if cursor.seq < trimmed {
+            let oldest = table.first()?.map(|(seq, _)| seq.value());
+            return Ok(LogPosition::Trimmed { oldest });
+        }
+        let mut changes = Vec::new();
+        for row in table.range(cursor.seq.saturating_add(1)..)? {
+            if changes.len() == page {
+                return Ok(LogPosition::Entries {
+                    changes,
+                    complete: false,
+                });
+            }
+            let (_, bytes) = row?;
+            changes.push(decode(bytes.value())?);
+        }
+        Ok(LogPosition::Entries {
+            changes,
+            complete: true,
+        })
+    }
+}
+
+fn read_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StorageError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| StorageError::Corrupt(format!("cannot encode: {e}")))
+}
+
+/// Decodes a row with the wire's allocation limits: a damaged file is an error, not an abort.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    let (value, used) =
+        wire::decode_limited::<T>(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(StorageError::Corrupt("trailing bytes in a row".into()));
+    }
+    Ok(value)
+}

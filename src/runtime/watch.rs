@@ -1,0 +1,212 @@
+//! Watching keys: the change log's cursors, [`Watch`] streams and the gap error.
+//!
+//! Every change of a key's winner on this node, local or from a peer, is appended to a change
+//! log on disk under a [`Cursor`] before anyone is told about it. A [`Watch`] reads the log
+//! from its cursor, then follows new changes live; if it falls behind the live feed it reads
+//! the log again. The log keeps the last [`MeshBuilder::watch_log_len`] changes
+//! (`super::MeshBuilder::watch_log_len`); a cursor older than that gets
+//! [`WatchError::Gap`], never a silent skip.
+
+use std::{collections::VecDeque, fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+#[cfg(doc)]
+use super::MeshBuilder;
+use super::{
+    members::is_reserved,
+    storage::{LogPosition, StorageError, StorageReader},
+};
+use crate::proto::{Key, Version, WriterId};
+
+/// How many log entries a watch reads from disk at a time.
+const PAGE: usize = 256;
+
+/// A position in one node's change log: resume a [`Watch`] from it. Cursors of one node are
+/// meaningless on another (and on a node whose data directory was wiped).
+///
+/// Printed and parsed as `<log id in hex>.<sequence number>`, e.g. `6e3f09a2c4b81d77.42`,
+/// which is what an HTTP client would keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Cursor {
+    pub(crate) log: u64,
+    pub(crate) seq: u64,
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}.{}", self.log, self.seq)
+    }
+}
+
+/// Why a string is not a [`Cursor`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a cursor is `<log id in hex>.<sequence number>`")]
+pub struct CursorParseError;
+
+impl FromStr for Cursor {
+    type Err = CursorParseError;
+
+    fn from_str(s: &str) -> Result<Cursor, CursorParseError> {
+        let (log, seq) = s.split_once('.').ok_or(CursorParseError)?;
+        Ok(Cursor {
+            log: u64::from_str_radix(log, 16).map_err(|_| CursorParseError)?,
+            seq: seq.parse().map_err(|_| CursorParseError)?,
+        })
+    }
+}
+
+/// One change of a key's winner on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Where this change sits in the node's log; resume after it with
+    /// [`Mesh::watch`](super::Mesh::watch).
+    pub cursor: Cursor,
+    /// The key.
+    pub key: Key,
+    /// The previous winner, `None` if the key was absent or deleted.
+    pub old: Option<Version>,
+    /// The new winner, `None` if the key is now deleted.
+    pub new: Option<Version>,
+    /// Who made the change: the writer of the new winner, or of the delete.
+    pub origin: WriterId,
+}
+
+impl Change {
+    /// The previous value, `None` if there was none.
+    pub fn old_value(&self) -> Option<&[u8]> {
+        self.old
+            .as_ref()
+            .and_then(|v| v.payload.value())
+            .map(|b| &b[..])
+    }
+
+    /// The new value, `None` if the key was deleted.
+    pub fn new_value(&self) -> Option<&[u8]> {
+        self.new
+            .as_ref()
+            .and_then(|v| v.payload.value())
+            .map(|b| &b[..])
+    }
+}
+
+/// Why a [`Watch`] cannot continue. After an error the watch ends.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// Changes after the cursor were dropped from the log (it keeps the most recent ones), so
+    /// the watch cannot deliver every change. Read the current state and watch from now.
+    #[error("changes after cursor {cursor} are no longer kept (oldest kept: {oldest:?})")]
+    Gap {
+        /// The cursor asked for.
+        cursor: Cursor,
+        /// The oldest change still kept, if any.
+        oldest: Option<Cursor>,
+    },
+    /// The cursor is from another node's log.
+    #[error("cursor {0} is not from this node's change log")]
+    UnknownCursor(Cursor),
+    /// The log could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A stream of [`Change`]s to keys under a prefix, in this node's log order: every change
+/// once, each key's changes in order. Ends (`None`) when the node stops, or after an error.
+#[derive(Debug)]
+pub struct Watch {
+    prefix: String,
+    reader: StorageReader,
+    live: broadcast::Receiver<Change>,
+    /// The last change delivered or skipped.
+    last: Cursor,
+    backlog: VecDeque<Change>,
+    /// Whether everything logged before the live feed's current position has been read.
+    caught_up: bool,
+    ended: bool,
+}
+
+impl Watch {
+    pub(crate) fn new(
+        prefix: String,
+        reader: StorageReader,
+        live: broadcast::Receiver<Change>,
+        from: Cursor,
+        caught_up: bool,
+    ) -> Watch {
+        Watch {
+            prefix,
+            reader,
+            live,
+            last: from,
+            backlog: VecDeque::new(),
+            caught_up,
+            ended: false,
+        }
+    }
+
+    /// The cursor to resume from: the last change this watch passed (delivered, or skipped as
+    /// outside the prefix).
+    pub fn cursor(&self) -> Cursor {
+        self.last
+    }
+
+    /// The next change; `None` once the node has stopped or after an error.
+    pub async fn next(&mut self) -> Option<Result<Change, WatchError>> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            if let Some(change) = self.backlog.pop_front() {
+                self.last = change.cursor;
+                if self.wants(&change.key) {
+                    return Some(Ok(change));
+                }
+                continue;
+            }
+            if !self.caught_up {
+                if let Err(e) = self.read_log() {
+                    self.ended = true;
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(change)
+                    if change.cursor.log == self.last.log && change.cursor.seq <= self.last.seq => {
+                }
+                Ok(change) => self.backlog.push_back(change),
+                // Fell behind the live feed: what was missed is in the log.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.caught_up = false,
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.ended = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn read_log(&mut self) -> Result<(), WatchError> {
+        match self.reader.changes_after(self.last, PAGE)? {
+            LogPosition::Entries { changes, complete } => {
+                self.backlog.extend(changes);
+                self.caught_up = complete;
+                Ok(())
+            }
+            LogPosition::Trimmed { oldest } => Err(WatchError::Gap {
+                cursor: self.last,
+                oldest: oldest.map(|seq| Cursor {
+                    log: self.last.log,
+                    seq,
+                }),
+            }),
+            LogPosition::OtherLog => Err(WatchError::UnknownCursor(self.last)),
+        }
+    }
+
+    fn wants(&self, key: &Key) -> bool {
+        let key = key.as_str();
+        key.starts_with(&self.prefix) && (is_reserved(&self.prefix) || !is_reserved(key))
+    }
+}
