@@ -12,61 +12,8 @@ use std::{
 
 use confmesh::runtime::{Mesh, tls::DevCa};
 
-/// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-async fn start_cluster(ca: &DevCa, n: usize) -> Vec<Mesh> {
-    let mut nodes: Vec<Mesh> = Vec::new();
-    for i in 0..n {
-        let mut builder = Mesh::builder()
-            .tls(ca.node_config(&format!("node-{i}")).expect("cert"))
-            .expected_members(n);
-        if let Some(first) = nodes.first() {
-            builder = builder.seeds([first.id().addr.to_string()]);
-        }
-        nodes.push(builder.start().await.expect("start"));
-    }
-    let all_joined = everyone_sees_everyone(&nodes).await;
-    assert!(all_joined, "{n} nodes did not all see each other in 20 s");
-    nodes
-}
-
-/// Waits (up to 20 s) until every node lists every other as a member.
-async fn everyone_sees_everyone(nodes: &[Mesh]) -> bool {
-    let n = nodes.len();
-    eventually(Duration::from_secs(20), || async move {
-        for node in nodes {
-            if node.members().await.map_or(0, |m| m.len()) != n {
-                return false;
-            }
-        }
-        true
-    })
-    .await
-}
-
-async fn value_everywhere(nodes: &[Mesh], key: &str, value: &[u8]) -> bool {
-    for node in nodes {
-        let got = node.get(key).await.expect("get");
-        if got.as_ref().and_then(|v| v.payload.value()).map(|b| &b[..]) != Some(value) {
-            return false;
-        }
-    }
-    true
-}
+mod common;
+use common::{eventually, everyone_sees_everyone, start_cluster, value_everywhere};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_on_one_node_reaches_all_five() {

@@ -8,7 +8,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::{
     driver::{Command, Driver, LocalWriteError, Pending},
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, is_reserved},
-    storage::{Storage, StorageError, StorageReader},
+    storage::{Storage, StorageError, StorageFaultHook, StorageReader},
     tls::TlsConfig,
     transport::{FaultHook, Transport, TransportError},
     wall_clock_ms,
@@ -100,6 +100,7 @@ pub struct MeshBuilder {
     writer: Option<WriterId>,
     fault: Option<FaultHook>,
     data_dir: Option<PathBuf>,
+    storage_fault: Option<StorageFaultHook>,
     info: MemberInfo,
     preset: Preset,
     history_len: usize,
@@ -162,6 +163,13 @@ impl MeshBuilder {
         self
     }
 
+    /// Makes writes to the data directory fail while the hook returns `true`, as a full disk
+    /// would: fault injection for tests. Needs [`MeshBuilder::data_dir`].
+    pub fn storage_fault_hook(mut self, hook: StorageFaultHook) -> Self {
+        self.storage_fault = Some(hook);
+        self
+    }
+
     /// The name other members see ([`Member::name`]). Default: the node's address.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.info.name = name.into();
@@ -219,6 +227,7 @@ impl MeshBuilder {
         }
         let (storage, loaded) = Storage::open(
             self.data_dir.as_deref(),
+            self.storage_fault,
             self.writer,
             random_writer(),
             StoreConfig::default(),
@@ -320,6 +329,7 @@ impl Mesh {
             writer: None,
             fault: None,
             data_dir: None,
+            storage_fault: None,
             info: MemberInfo::default(),
             preset: Preset::Lan,
             history_len: DEFAULT_HISTORY_LEN,

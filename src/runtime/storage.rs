@@ -20,7 +20,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, RwLock},
 };
 
 use redb::{
@@ -86,6 +86,143 @@ pub enum StorageError {
     /// redb failed: an I/O error, a full disk, ...
     #[error("storage: {0}")]
     Database(#[from] redb::Error),
+    /// The database is being reopened after a failure; try again.
+    #[error("storage is reopening after a failure")]
+    Unavailable,
+}
+
+/// Decides, before each write or sync of the data directory's file, whether it fails as a
+/// full disk would: fault injection for tests.
+pub type StorageFaultHook = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Where the database lives.
+#[derive(Clone)]
+enum Location {
+    Memory,
+    Dir {
+        dir: PathBuf,
+        fault: Option<StorageFaultHook>,
+    },
+}
+
+/// The open database, shared with readers; replaced when reopened after a failure (redb
+/// refuses further use of a database after an I/O error).
+type SharedDatabase = Arc<RwLock<Option<Arc<Database>>>>;
+
+fn current(shared: &SharedDatabase) -> Result<Arc<Database>, StorageError> {
+    shared
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+        .ok_or(StorageError::Unavailable)
+}
+
+fn open_database(location: &Location) -> Result<Database, StorageError> {
+    let (dir, fault) = match location {
+        Location::Memory => {
+            return Database::builder()
+                .create_with_backend(redb::backends::InMemoryBackend::new())
+                .map_err(|e| StorageError::Database(e.into()));
+        }
+        Location::Dir { dir, fault } => (dir, fault),
+    };
+    let directory_error = |source| StorageError::Directory {
+        path: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(directory_error)?;
+    let path = dir.join(DATABASE_FILE);
+    let opened = match fault {
+        None => Database::create(&path),
+        Some(fault) => {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(directory_error)?;
+            let inner = redb::backends::FileBackend::new(file)
+                .map_err(|e| StorageError::Database(e.into()))?;
+            Database::builder().create_with_backend(FaultyBackend {
+                inner,
+                fault: Arc::clone(fault),
+            })
+        }
+    };
+    match opened {
+        Ok(db) => Ok(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StorageError::InUse(dir.clone())),
+        Err(e) => Err(StorageError::Database(e.into())),
+    }
+}
+
+/// A file backend whose writes and syncs fail while the hook says so.
+struct FaultyBackend {
+    inner: redb::backends::FileBackend,
+    fault: StorageFaultHook,
+}
+
+impl std::fmt::Debug for FaultyBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyBackend").finish_non_exhaustive()
+    }
+}
+
+impl FaultyBackend {
+    fn check(&self) -> Result<(), std::io::Error> {
+        if (self.fault)() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "injected fault: no space left on device",
+            ));
+        }
+        Ok(())
+    }
+}
+
+type Bound = std::ops::Bound<u64>;
+
+impl redb::StorageBackend for FaultyBackend {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.inner.close()
+    }
+    fn try_lock_range(&self, start: Bound, end: Bound) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(&self, start: Bound, end: Bound) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+    fn lock_range(&self, start: Bound, end: Bound) -> Result<(), redb::BackendError> {
+        self.inner.lock_range(start, end)
+    }
+    fn lock_shared_range(&self, start: Bound, end: Bound) -> Result<(), redb::BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+    fn unlock_range(&self, start: Bound, end: Bound) -> Result<(), redb::BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+    fn query_lock_range(&self, start: Bound, end: Bound) -> Result<bool, redb::BackendError> {
+        self.inner.query_lock_range(start, end)
+    }
 }
 
 macro_rules! from_redb {
@@ -144,7 +281,10 @@ pub(crate) struct Commit<'a> {
 
 /// The open database and what was last committed to it.
 pub(crate) struct Storage {
-    db: Arc<Database>,
+    db: SharedDatabase,
+    location: Location,
+    /// Whether the last commit failed: the database must be reopened before the next.
+    broken: bool,
     history_len: usize,
     log_len: u64,
     log: ChangeLog,
@@ -159,33 +299,25 @@ impl Storage {
     /// the process). Loads the replica it holds.
     pub(crate) fn open(
         dir: Option<&Path>,
+        fault: Option<StorageFaultHook>,
         writer: Option<WriterId>,
         new_writer: WriterId,
         store_config: StoreConfig,
         history_len: usize,
         log_len: u64,
     ) -> Result<(Storage, Loaded), StorageError> {
-        let db = match dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| StorageError::Directory {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-                let path = dir.join(DATABASE_FILE);
-                match Database::create(&path) {
-                    Ok(db) => db,
-                    Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                        return Err(StorageError::InUse(dir.to_path_buf()));
-                    }
-                    Err(e) => return Err(StorageError::Database(e.into())),
-                }
-            }
-            None => Database::builder()
-                .create_with_backend(redb::backends::InMemoryBackend::new())
-                .map_err(|e| StorageError::Database(e.into()))?,
+        let location = match dir {
+            Some(dir) => Location::Dir {
+                dir: dir.to_path_buf(),
+                fault,
+            },
+            None => Location::Memory,
         };
+        let db = open_database(&location)?;
         let mut storage = Storage {
-            db: Arc::new(db),
+            db: Arc::new(RwLock::new(Some(Arc::new(db)))),
+            location,
+            broken: false,
             history_len: history_len.max(1),
             log_len: log_len.max(1),
             log: ChangeLog {
@@ -209,6 +341,31 @@ impl Storage {
         }
     }
 
+    /// Replaces a database that failed with a freshly opened one. Nothing committed is lost:
+    /// a failed commit wrote nothing.
+    fn reopen(&mut self) -> Result<(), StorageError> {
+        if matches!(self.location, Location::Memory) {
+            // Nothing to reopen; an in-memory database fails only for lack of memory.
+            self.broken = false;
+            return Ok(());
+        }
+        let old = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        // Readers hold the old handle for the length of one read at most.
+        drop(old);
+        let db = open_database(&self.location)?;
+        *self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(db));
+        self.broken = false;
+        tracing::info!("storage reopened");
+        Ok(())
+    }
+
     /// The cursor for the next change, advancing the log.
     pub(crate) fn next_cursor(&mut self) -> Cursor {
         let cursor = Cursor {
@@ -230,7 +387,8 @@ impl Storage {
         configured: Option<WriterId>,
         new_writer: WriterId,
     ) -> Result<Loaded, StorageError> {
-        let txn = self.db.begin_write()?;
+        let db = current(&self.db)?;
+        let txn = db.begin_write()?;
         let (writer, fresh) = {
             let mut meta = txn.open_table(META)?;
             let format = meta.get(META_FORMAT)?.map(|v| read_u64(v.value()));
@@ -292,7 +450,7 @@ impl Storage {
         txn.open_table(HISTORY)?;
         self.log.len = txn.open_table(CHANGES)?.len()?;
         txn.commit()?;
-        let read = self.db.begin_read()?;
+        let read = db.begin_read()?;
         let meta = read.open_table(META)?;
         let members: Vec<NodeId> = match meta.get(META_MEMBERS)? {
             Some(bytes) => decode(bytes.value())?,
@@ -353,7 +511,17 @@ impl Storage {
         store: &Store,
         commit: &Commit<'_>,
     ) -> Result<(), StorageError> {
-        let mut txn = self.db.begin_write()?;
+        if self.broken {
+            self.reopen()?;
+        }
+        let result = self.try_commit(store, commit);
+        self.broken = result.is_err();
+        result
+    }
+
+    fn try_commit(&mut self, store: &Store, commit: &Commit<'_>) -> Result<(), StorageError> {
+        let db = current(&self.db)?;
+        let mut txn = db.begin_write()?;
         let needs_reservation = commit
             .changes
             .last()
@@ -501,7 +669,7 @@ impl Storage {
 /// Read access from other tasks: redb serves readers concurrently with the writer.
 #[derive(Clone, Debug)]
 pub(crate) struct StorageReader {
-    db: Arc<Database>,
+    db: SharedDatabase,
 }
 
 /// Where a cursor stands in the log.
@@ -520,7 +688,7 @@ pub(crate) enum LogPosition {
 impl StorageReader {
     /// The versions of `key` in its history, oldest first.
     pub(crate) fn history(&self, key: &Key) -> Result<Vec<Version>, StorageError> {
-        let read = self.db.begin_read()?;
+        let read = current(&self.db)?.begin_read()?;
         let table = read.open_table(HISTORY)?;
         let k = key.as_str();
         let mut out = Vec::new();
@@ -533,7 +701,7 @@ impl StorageReader {
 
     /// The log id and the highest sequence number logged so far (0 if none).
     pub(crate) fn log_head(&self) -> Result<(u64, u64), StorageError> {
-        let read = self.db.begin_read()?;
+        let read = current(&self.db)?.begin_read()?;
         let meta = read.open_table(META)?;
         let id = meta
             .get(META_LOG_ID)?
@@ -552,7 +720,7 @@ impl StorageReader {
         cursor: Cursor,
         page: usize,
     ) -> Result<LogPosition, StorageError> {
-        let read = self.db.begin_read()?;
+        let read = current(&self.db)?.begin_read()?;
         let meta = read.open_table(META)?;
         let id = meta.get(META_LOG_ID)?.and_then(|v| read_u64(v.value()));
         if id != Some(cursor.log) {

@@ -1,0 +1,236 @@
+//! The replica on disk, through the public API: restart after a crash, a failing disk, a data
+//! directory used twice. Real nodes on 127.0.0.1; every wait is bounded.
+
+#![cfg(feature = "runtime")]
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use confmesh::{
+    proto::WriterId,
+    runtime::{Mesh, MeshBuilder, MeshError, StorageError, tls::DevCa},
+};
+
+mod common;
+use common::{eventually, everyone_sees_everyone, value_everywhere};
+
+/// Starts `builder`, retrying while the data directory is still held by a node that was just
+/// dropped (its task releases the directory once it has closed its endpoint).
+async fn start_when_free(builder: MeshBuilder) -> Mesh {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match builder.clone().start().await {
+            Err(MeshError::Storage(StorageError::InUse(_)))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other.expect("start"),
+        }
+    }
+}
+
+fn value(v: Option<confmesh::proto::Version>) -> Option<Vec<u8>> {
+    v.and_then(|v| v.payload.value().map(|b| b.to_vec()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_node_restarts_with_its_acknowledged_writes_and_pulls_only_what_it_missed() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Mesh::builder()
+        .tls(ca.node_config("a").expect("cert"))
+        .start()
+        .await
+        .expect("start a");
+    let seeds = [a.id().addr.to_string()];
+    let b = Mesh::builder()
+        .tls(ca.node_config("b").expect("cert"))
+        .seeds(seeds.clone())
+        .start()
+        .await
+        .expect("start b");
+    let c_builder = Mesh::builder()
+        .tls(ca.node_config("c").expect("cert"))
+        .seeds(seeds.clone())
+        .data_dir(dir.path());
+    let c = c_builder.clone().start().await.expect("start c");
+    let nodes = [a.clone(), b.clone(), c.clone()];
+    assert!(everyone_sees_everyone(&nodes).await, "no full mesh");
+
+    // 200 writes of 1 KiB acknowledged by c, and one from a that c received.
+    let payload = vec![b'x'; 1024];
+    for i in 0..200 {
+        c.put(&format!("app/c/{i:03}"), payload.clone())
+            .await
+            .expect("put on c");
+    }
+    a.put("app/from-a", &b"1"[..]).await.expect("put on a");
+    assert!(
+        eventually(Duration::from_secs(10), || value_everywhere(
+            &nodes,
+            "app/from-a",
+            b"1"
+        ))
+        .await
+    );
+    let writer = c.id().writer;
+
+    // Crash: every handle dropped, no leave, no final flush.
+    drop(c);
+    drop(nodes);
+    for i in 0..20 {
+        a.put(&format!("app/missed/{i:02}"), &b"m"[..])
+            .await
+            .expect("put while c is down");
+    }
+
+    let c = start_when_free(c_builder).await;
+    assert_eq!(c.id().writer, writer, "the writer id is kept in the data dir");
+    // Before any peer could have sent anything: its own acknowledged writes are there.
+    let own = c.list("app/c/").await.expect("list");
+    assert_eq!(own.len(), 200, "acknowledged writes lost in the crash");
+    assert!(own.iter().all(|v| v.dot.actor == writer));
+
+    let caught_up = eventually(Duration::from_secs(20), || {
+        let c = c.clone();
+        async move { c.list("app/missed/").await.map_or(0, |l| l.len()) == 20 }
+    })
+    .await;
+    assert!(caught_up, "the restarted node did not catch up");
+    assert_eq!(
+        value(c.get("app/from-a").await.expect("get")).as_deref(),
+        Some(&b"1"[..])
+    );
+    // The replica is over 200 KiB; catching up should cost a small delta, not a snapshot.
+    let received = c.stats().await.expect("stats").stream_bytes_received;
+    assert!(
+        received < 64 * 1024,
+        "the restarted node received {received} bytes to catch up"
+    );
+
+    // Its next write continues its own sequence: peers accept it.
+    let next = c.put("app/c/after", &b"ok"[..]).await.expect("put after");
+    assert!(next.dot.counter > 200);
+    let nodes = [a.clone(), b.clone(), c.clone()];
+    assert!(
+        eventually(Duration::from_secs(10), || value_everywhere(
+            &nodes,
+            "app/c/after",
+            b"ok"
+        ))
+        .await,
+        "a write after the restart did not spread"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_disk_refuses_writes_and_leaves_the_replica_consistent() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk_full = Arc::new(AtomicBool::new(false));
+    let hook = {
+        let disk_full = Arc::clone(&disk_full);
+        Arc::new(move || disk_full.load(Ordering::SeqCst))
+    };
+    let peer = Mesh::builder()
+        .tls(ca.node_config("peer").expect("cert"))
+        .start()
+        .await
+        .expect("start peer");
+    let builder = Mesh::builder()
+        .tls(ca.node_config("node").expect("cert"))
+        .seeds([peer.id().addr.to_string()])
+        .data_dir(dir.path())
+        .storage_fault_hook(hook);
+    let node = builder.clone().start().await.expect("start");
+    assert!(everyone_sees_everyone(&[peer.clone(), node.clone()]).await);
+
+    node.put("app/mode", &b"v1"[..]).await.expect("put v1");
+    disk_full.store(true, Ordering::SeqCst);
+    let refused = node.put("app/mode", &b"v2"[..]).await;
+    assert!(
+        matches!(refused, Err(MeshError::Storage(_))),
+        "a write on a full disk must fail, got {refused:?}"
+    );
+    // Nothing changed, here or anywhere.
+    let versions = node.get_versions("app/mode").await.expect("versions");
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].payload.value().map(|b| &b[..]), Some(&b"v1"[..]));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        value(peer.get("app/mode").await.expect("get")).as_deref(),
+        Some(&b"v1"[..])
+    );
+    // Reads keep working while the disk is full.
+    assert!(node.get("app/mode").await.expect("get").is_some());
+
+    // Space again: writes are accepted (the database is reopened).
+    disk_full.store(false, Ordering::SeqCst);
+    let accepted = eventually(Duration::from_secs(5), || {
+        let node = node.clone();
+        async move { node.put("app/mode", &b"v3"[..]).await.is_ok() }
+    })
+    .await;
+    assert!(accepted, "writes still refused after the disk recovered");
+    node.shutdown().await;
+
+    let node = start_when_free(builder).await;
+    assert_eq!(
+        value(node.get("app/mode").await.expect("get")).as_deref(),
+        Some(&b"v3"[..])
+    );
+    let history = node.history("app/mode").await.expect("history");
+    let values: Vec<_> = history
+        .iter()
+        .filter_map(|v| v.payload.value().map(|b| b.to_vec()))
+        .collect();
+    assert!(
+        !values.contains(&b"v2".to_vec()),
+        "the refused write is in the history: {values:?}"
+    );
+    assert_eq!(values.first().map(Vec::as_slice), Some(&b"v1"[..]));
+    node.shutdown().await;
+    peer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_serves_one_node_and_one_writer() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let builder = |path: &Path| {
+        Mesh::builder()
+            .tls(ca.node_config("n").expect("cert"))
+            .data_dir(path)
+    };
+    let first = builder(dir.path()).start().await.expect("start");
+    let second = builder(dir.path()).start().await;
+    assert!(
+        matches!(second, Err(MeshError::Storage(StorageError::InUse(_)))),
+        "a second node on the same data dir: {second:?}"
+    );
+    let writer = first.id().writer;
+    first.shutdown().await;
+
+    let other = WriterId(writer.0.wrapping_add(1));
+    let mismatch = builder(dir.path()).writer(other).start().await;
+    assert!(
+        matches!(
+            mismatch,
+            Err(MeshError::Storage(StorageError::WriterMismatch { .. }))
+        ),
+        "a data dir reused under another writer id: {mismatch:?}"
+    );
+    let again = builder(dir.path()).start().await.expect("restart");
+    assert_eq!(again.id().writer, writer);
+    again.shutdown().await;
+}
