@@ -92,7 +92,11 @@ async fn a_crashed_node_restarts_with_its_acknowledged_writes_and_pulls_only_wha
     }
 
     let c = start_when_free(c_builder).await;
-    assert_eq!(c.id().writer, writer, "the writer id is kept in the data dir");
+    assert_eq!(
+        c.id().writer,
+        writer,
+        "the writer id is kept in the data dir"
+    );
     // Before any peer could have sent anything: its own acknowledged writes are there.
     let own = c.list("app/c/").await.expect("list");
     assert_eq!(own.len(), 200, "acknowledged writes lost in the crash");
@@ -165,7 +169,10 @@ async fn a_failing_disk_refuses_writes_and_leaves_the_replica_consistent() {
     // Nothing changed, here or anywhere.
     let versions = node.get_versions("app/mode").await.expect("versions");
     assert_eq!(versions.len(), 1);
-    assert_eq!(versions[0].payload.value().map(|b| &b[..]), Some(&b"v1"[..]));
+    assert_eq!(
+        versions[0].payload.value().map(|b| &b[..]),
+        Some(&b"v1"[..])
+    );
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(
         value(peer.get("app/mode").await.expect("get")).as_deref(),

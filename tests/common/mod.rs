@@ -1,6 +1,10 @@
 //! Helpers shared by the runtime tests: bounded waits and small clusters on 127.0.0.1.
 
-#![allow(dead_code, unreachable_pub, reason = "each test file uses some of the helpers")]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test file uses some of the helpers"
+)]
 
 use std::time::Duration;
 
