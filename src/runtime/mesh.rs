@@ -308,6 +308,36 @@ fn random_writer() -> WriterId {
 /// One node of a confmesh cluster, running in this process. Cheap to clone: clones share the
 /// node. Dropping every clone without [`Mesh::shutdown`] stops the node as a crash would
 /// (members detect it as failed).
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use confmesh::runtime::{Mesh, tls::DevCa};
+///
+/// let ca = DevCa::generate("docs")?;
+/// let node = Mesh::builder()
+///     .tls(ca.node_config("node-0")?)
+///     .name("node-0")
+///     .start()
+///     .await?;
+/// let mut watch = node.watch("app/", None)?;
+/// let blue = node.put("app/mode", "blue").await?;
+/// node.put("app/mode", "green").await?;
+///
+/// let change = watch.next().await.ok_or("ended")??;
+/// assert_eq!(change.new_value(), Some(&b"blue"[..]));
+///
+/// // A new write that restores "blue" and wins over "green".
+/// node.rollback("app/mode", blue.dot).await?;
+/// let now = node.get("app/mode").await?.ok_or("absent")?;
+/// assert_eq!(now.payload.value().map(|b| &b[..]), Some(&b"blue"[..]));
+/// assert_eq!(node.history("app/mode").await?.len(), 3);
+/// node.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Mesh {
     id: NodeId,

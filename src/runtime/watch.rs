@@ -28,6 +28,15 @@ const PAGE: usize = 256;
 ///
 /// Printed and parsed as `<log id in hex>.<sequence number>`, e.g. `6e3f09a2c4b81d77.42`,
 /// which is what an HTTP client would keep.
+///
+/// ```
+/// use confmesh::runtime::Cursor;
+///
+/// let cursor: Cursor = "6e3f09a2c4b81d77.42".parse()?;
+/// assert_eq!(cursor.to_string(), "6e3f09a2c4b81d77.42");
+/// assert!("42".parse::<Cursor>().is_err());
+/// # Ok::<(), confmesh::runtime::CursorParseError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Cursor {
     pub(crate) log: u64,

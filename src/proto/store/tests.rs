@@ -594,3 +594,77 @@ proptest! {
         prop_assert_eq!(replicated(&d), replicated(&merge(a, b)));
     }
 }
+
+#[test]
+fn a_prepared_write_changes_nothing_until_committed() {
+    let mut s = store(1);
+    s.put(1_000, key("k"), val("a")).unwrap();
+    let before = replicated(&s);
+    let prepared = s.prepare_put(2_000, key("k"), val("b")).unwrap();
+    assert_eq!(replicated(&s), before, "prepare must not store");
+    assert_eq!(prepared.dot, Dot::new(WriterId(1), 2));
+    assert!(prepared.supersedes(&Dot::new(WriterId(1), 1)));
+    s.commit_local(prepared.clone()).unwrap();
+    assert_eq!(s.versions(&key("k")), std::slice::from_ref(&prepared));
+    check_invariants(&s);
+    // A prepared write made stale by another local write is refused, not stored twice.
+    let stale = s.prepare_put(3_000, key("k"), val("c")).unwrap();
+    s.put(3_001, key("k"), val("d")).unwrap();
+    assert!(matches!(
+        s.commit_local(stale),
+        Err(ApplyError::Malformed { .. })
+    ));
+    assert_eq!(s.get(&key("k")).unwrap().payload.value(), Some(&val("d")));
+    assert!(s.prepare_delete(4_000, key("absent")).is_none());
+    assert!(
+        s.prepare_put(
+            4_000,
+            key("k"),
+            Bytes::from(vec![0; DEFAULT_MAX_VALUE_BYTES + 1])
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn touched_keys_name_every_key_whose_versions_changed() {
+    let mut a = store(1);
+    let mut b = store(2);
+    assert!(b.take_touched_keys().is_empty(), "off by default");
+    b.track_touched_keys();
+    let v1 = a.put(1_000, key("x"), val("1")).unwrap();
+    let v2 = a.put(1_001, key("y"), val("2")).unwrap();
+    b.apply(v1).unwrap();
+    b.apply(v2.clone()).unwrap();
+    assert_eq!(
+        b.take_touched_keys().into_iter().collect::<Vec<_>>(),
+        vec![key("x"), key("y")]
+    );
+    assert!(b.take_touched_keys().is_empty(), "taking clears");
+    b.apply(v2).unwrap();
+    assert!(
+        b.take_touched_keys().is_empty(),
+        "a duplicate touches nothing"
+    );
+    // A delete, collected once stable, touches its key again.
+    let tomb = a.delete(2_000, key("x")).unwrap();
+    b.apply(tomb).unwrap();
+    b.take_touched_keys();
+    let vector = a.digest().version_vector();
+    a.collect_garbage([&b.digest().version_vector()]);
+    assert_eq!(b.collect_garbage([&vector]), 1);
+    assert_eq!(
+        b.take_touched_keys().into_iter().collect::<Vec<_>>(),
+        vec![key("x")]
+    );
+    // A snapshot that drops a superseded local version touches its key.
+    let mut c = store(3);
+    c.track_touched_keys();
+    c.put(1_000, key("z"), val("old")).unwrap();
+    c.take_touched_keys();
+    let mut d = store(4);
+    d.merge_snapshot(c.snapshot()).unwrap();
+    d.put(5_000, key("z"), val("new")).unwrap();
+    c.merge_snapshot(d.snapshot()).unwrap();
+    assert!(c.take_touched_keys().contains(&key("z")));
+}
