@@ -2,7 +2,7 @@
 //! in one process on 127.0.0.1.
 //!
 //! ```sh
-//! cargo run --release --example loopback -- --nodes 25 --writes 200
+//! cargo run --release --example loopback -- --nodes 25 --writes 200 [--disk]
 //! ```
 //!
 //! Every node subscribes to its events; a write's convergence time is from just before `put`
@@ -40,12 +40,19 @@ fn now() -> Instant {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = arg("--nodes", 10).max(2);
     let writes = arg("--writes", 100).max(1);
+    // `--disk`: every node keeps its replica in a data directory (under the system temp dir),
+    // so each write is fsynced before it is acknowledged.
+    let disk = std::env::args().any(|a| a == "--disk");
+    let root = std::env::temp_dir().join(format!("confmesh-loopback-{}", std::process::id()));
     let ca = DevCa::generate("loopback bench")?;
     let mut nodes: Vec<Mesh> = Vec::new();
     for i in 0..n {
         let mut builder = Mesh::builder()
             .tls(ca.node_config(&format!("node-{i}"))?)
             .expected_members(n);
+        if disk {
+            builder = builder.data_dir(root.join(format!("node-{i}")));
+        }
         if let Some(first) = nodes.first() {
             builder = builder.seeds([first.id().addr.to_string()]);
         }
@@ -140,5 +147,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for node in nodes {
         node.shutdown().await;
     }
+    let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }
