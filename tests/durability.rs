@@ -241,3 +241,82 @@ async fn a_data_directory_serves_one_node_and_one_writer() {
     assert_eq!(again.id().writer, writer);
     again.shutdown().await;
 }
+
+/// The environment variable that makes the kill -9 test run as the child it kills.
+const CRASH_CHILD: &str = "CONFMESH_TEST_CRASH_CHILD_DIR";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    use std::io::BufRead;
+
+    if let Ok(dir) = std::env::var(CRASH_CHILD) {
+        // The child: write until killed (bounded), printing each acknowledged key.
+        let ca = DevCa::generate("child").expect("ca");
+        let node = Mesh::builder()
+            .tls(ca.node_config("child").expect("cert"))
+            .data_dir(dir)
+            .start()
+            .await
+            .expect("start child");
+        for i in 0..20_000 {
+            node.put(&format!("app/k{i:05}"), vec![b'v'; 256])
+                .await
+                .expect("put");
+            println!("acked app/k{i:05}");
+        }
+        return;
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "acknowledged_writes_survive_kill_9",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("stdout");
+    let acked = tokio::task::spawn_blocking(move || {
+        let mut acked = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(key) = line.strip_prefix("acked ") {
+                acked.push(key.to_string());
+                if acked.len() == 300 {
+                    break;
+                }
+            }
+        }
+        acked
+    });
+    let acked = tokio::time::timeout(Duration::from_secs(60), acked)
+        .await
+        .expect("the child acknowledged 300 writes within 60 s")
+        .expect("reader");
+    // SIGKILL while the child keeps writing: no shutdown, no checkpoint.
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert_eq!(acked.len(), 300, "the child stopped early");
+
+    let ca = DevCa::generate("parent").expect("ca");
+    let node = start_when_free(
+        Mesh::builder()
+            .tls(ca.node_config("restarted").expect("cert"))
+            .data_dir(dir.path()),
+    )
+    .await;
+    let stored = node.list("app/").await.expect("list");
+    let keys: std::collections::BTreeSet<_> = stored.iter().map(|v| v.key.to_string()).collect();
+    let lost: Vec<_> = acked.iter().filter(|k| !keys.contains(*k)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    // The write after a kill continues the writer's sequence past everything it issued.
+    let max = stored.iter().map(|v| v.dot.counter).max().unwrap_or(0);
+    let next = node.put("app/after", "x").await.expect("put");
+    assert!(next.dot.counter > max);
+    node.shutdown().await;
+}
