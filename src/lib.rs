@@ -19,12 +19,16 @@
 //!
 //! - [`proto`]: the core: keys, versions, the replicated [`proto::Store`], the wire format.
 //! - `runtime` (feature `runtime`, on by default): drives the core with real time and I/O.
+//! - `agent` (feature `agent`, on by default): the HTTP API, its client, and configuration.
 #![warn(missing_docs, unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod proto;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+
+#[cfg(feature = "agent")]
+pub mod agent;
 
 /// The README's code examples, compiled and run as doctests.
 #[cfg(doctest)]

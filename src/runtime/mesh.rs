@@ -29,6 +29,21 @@ pub const DEFAULT_HISTORY_LEN: usize = 16;
 /// The default of [`MeshBuilder::watch_log_len`].
 pub const DEFAULT_WATCH_LOG_LEN: u64 = 100_000;
 
+/// A node's health, from [`Mesh::health`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Whether the membership layer considers the node part of a cluster.
+    pub joined: bool,
+    /// How many other members it sees alive.
+    pub peers: usize,
+    /// How many keys its replica holds (deleted ones not yet collected included).
+    pub keys: usize,
+    /// How long since an anti-entropy exchange showed a peer holding exactly what this node
+    /// holds; `None` if that has not happened yet (a single node never syncs).
+    pub since_in_sync: Option<std::time::Duration>,
+}
+
 /// Tuning presets for the failure detector and anti-entropy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -586,6 +601,27 @@ impl Mesh {
     /// [`MeshError::Stopped`] after shutdown.
     pub async fn stats(&self) -> Result<NodeStats, MeshError> {
         self.read(Node::stats).await
+    }
+
+    /// How the node is doing: membership and how recently it was known to be in sync.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Stopped`] after shutdown.
+    pub async fn health(&self) -> Result<Health, MeshError> {
+        self.read(|node| {
+            #[allow(clippy::disallowed_methods, reason = "the runtime reads the clock")]
+            let now = std::time::Instant::now();
+            Health {
+                joined: node.is_active(),
+                peers: node.member_count(),
+                keys: node.store().key_count(),
+                since_in_sync: node
+                    .last_in_sync()
+                    .map(|at| now.saturating_duration_since(at)),
+            }
+        })
+        .await
     }
 
     /// Leaves the cluster gracefully (members report [`Event::MemberLeft`]), makes the replica

@@ -20,7 +20,9 @@ mod watch;
 
 pub use self::{
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberState, RESERVED_PREFIX},
-    mesh::{DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Mesh, MeshBuilder, MeshError, Preset},
+    mesh::{
+        DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Health, Mesh, MeshBuilder, MeshError, Preset,
+    },
     storage::{DATABASE_FILE, StorageError, StorageFaultHook},
     transport::{FaultHook, TransportError},
     watch::{Change, Cursor, CursorParseError, Watch, WatchError},

@@ -152,7 +152,9 @@ impl TlsConfig {
 /// A cluster certificate authority held in memory, to issue node certificates: for
 /// development, tests and the `cert` command. Production keeps the CA key offline.
 pub struct DevCa {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    cert_pem: String,
+    key_pem: String,
 }
 
 impl std::fmt::Debug for DevCa {
@@ -189,13 +191,41 @@ impl DevCa {
             rcgen::KeyUsagePurpose::DigitalSignature,
         ];
         let key = rcgen::KeyPair::generate().map_err(generate)?;
-        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).map_err(generate)?;
-        Ok(DevCa { issuer })
+        let key_pem = key.serialize_pem();
+        let cert = params.self_signed(&key).map_err(generate)?;
+        Ok(DevCa {
+            issuer: rcgen::Issuer::new(params, key),
+            cert_pem: cert.pem(),
+            key_pem,
+        })
+    }
+
+    /// A CA loaded from its certificate and private key (PEM), as [`DevCa::cert_pem`] and
+    /// [`DevCa::key_pem`] wrote them.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Generate`] if either does not parse or they do not match.
+    #[cfg(feature = "agent")]
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<DevCa, TlsError> {
+        let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
+        let key = rcgen::KeyPair::from_pem(key_pem).map_err(generate)?;
+        let issuer = rcgen::Issuer::from_ca_cert_pem(cert_pem, key).map_err(generate)?;
+        Ok(DevCa {
+            issuer,
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+        })
     }
 
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> String {
-        self.issuer.pem()
+        self.cert_pem.clone()
+    }
+
+    /// The CA's private key, PEM (PKCS#8). Keep it offline in production.
+    pub fn key_pem(&self) -> String {
+        self.key_pem.clone()
     }
 
     /// Issues a certificate for the node `name`, valid for both ends of a connection.
@@ -204,9 +234,29 @@ impl DevCa {
     ///
     /// [`TlsError::Generate`] if `name` is not a valid DNS name or signing fails.
     pub fn issue(&self, name: &str) -> Result<IssuedCert, TlsError> {
+        self.issue_with(name, &[], &[])
+    }
+
+    /// Like [`DevCa::issue`], with extra subject alternative names: IP addresses and DNS names
+    /// the node is known by (for tools that check them; peers dial by the cluster name).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Generate`] if a name is not a valid DNS name or signing fails.
+    pub fn issue_with(
+        &self,
+        name: &str,
+        ips: &[std::net::IpAddr],
+        dns: &[String],
+    ) -> Result<IssuedCert, TlsError> {
         let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
-        let names = vec![CLUSTER_SERVER_NAME.to_string(), name.to_string()];
+        let mut names = vec![CLUSTER_SERVER_NAME.to_string(), name.to_string()];
+        names.extend(dns.iter().cloned());
+        names.dedup();
         let mut params = rcgen::CertificateParams::new(names).map_err(generate)?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);

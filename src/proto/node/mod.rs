@@ -261,6 +261,8 @@ pub struct Node {
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: NodeStats,
+    /// When a peer's probe last showed it had seen exactly what this replica has.
+    last_in_sync: Option<Instant>,
 }
 
 impl Node {
@@ -316,6 +318,7 @@ impl Node {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: NodeStats::default(),
+            last_in_sync: None,
         };
         let first_round = node.jitter(node.config.anti_entropy_interval);
         node.timers.set(now + first_round, Timer::AntiEntropy);
@@ -357,6 +360,12 @@ impl Node {
     /// The node's counters.
     pub fn stats(&self) -> NodeStats {
         self.stats
+    }
+
+    /// When an anti-entropy probe last showed a peer holding exactly what this replica holds
+    /// (`None`: never). How stale this is bounds how far the replica may be behind.
+    pub fn last_in_sync(&self) -> Option<Instant> {
+        self.last_in_sync
     }
 
     // ---- commands ----

@@ -38,6 +38,7 @@ impl Node {
         }
         if hash == self.fingerprint() {
             // In sync: the peer has seen exactly what we have.
+            self.last_in_sync = Some(now);
             if self.peers.wants_vector(&from) {
                 let vector = self.store.digest().version_vector();
                 self.peers.report_vector(&from, &vector);
@@ -98,8 +99,14 @@ impl Node {
         let truncated = delta.truncated;
         let old = self.winners_before(&delta.versions);
         let result = self.store.apply_delta(delta);
-        if self.merged(from, "delta", result, old) && truncated {
+        if !self.merged(from, "delta", result, old) {
+            return;
+        }
+        if truncated {
             self.request_sync(now, from);
+        } else {
+            // Everything the peer had seen when it answered is now here too.
+            self.last_in_sync = Some(now);
         }
     }
 

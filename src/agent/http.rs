@@ -1,0 +1,515 @@
+//! The HTTP/JSON API (axum). See README.md ("HTTP API") for the routes; every error is a JSON
+//! body `{"error": "..."}` with a 4xx or 5xx status, and a refused request changes nothing.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Query, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{
+        IntoResponse, Response,
+        sse::{Event as SseEvent, KeepAlive, Sse},
+    },
+    routing::get,
+};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{metrics::Metrics, version};
+use crate::{
+    proto::{Version, store::DEFAULT_MAX_VALUE_BYTES},
+    runtime::{Cursor, Member, MemberState, Mesh, MeshError, WatchError},
+};
+
+/// The longest a blocking query waits.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+/// The most keys one page of a listing returns.
+const MAX_PAGE: usize = 1_000;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) mesh: Mesh,
+    pub(crate) token: Option<Arc<str>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) requests: Arc<AtomicU64>,
+}
+
+/// The router for `api`.
+pub(crate) fn router(api: Api) -> Router {
+    Router::new()
+        .route("/v1/kv", get(list))
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key).put(put_key).delete(delete_key).post(post_key),
+        )
+        .route("/v1/history/{*key}", get(history))
+        .route("/v1/watch", get(watch))
+        .route("/v1/members", get(members))
+        .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(DEFAULT_MAX_VALUE_BYTES))
+        .layer(middleware::from_fn_with_state(api.clone(), authorize))
+        .with_state(api)
+}
+
+/// A JSON error response.
+pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn mesh_error(e: &MeshError) -> Response {
+    let status = match e {
+        MeshError::Key(_) => StatusCode::BAD_REQUEST,
+        MeshError::Reserved => StatusCode::FORBIDDEN,
+        MeshError::Write(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        MeshError::Conflict { current } => {
+            return (
+                StatusCode::CONFLICT,
+                Json(json!({
+                    "error": e.to_string(),
+                    "current": current.map(version::format),
+                })),
+            )
+                .into_response();
+        }
+        MeshError::UnknownVersion(_) => StatusCode::NOT_FOUND,
+        MeshError::Watch(_) => StatusCode::GONE,
+        MeshError::Config(_)
+        | MeshError::Transport(_)
+        | MeshError::Storage(_)
+        | MeshError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e)
+}
+
+async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Response {
+    api.requests.fetch_add(1, Ordering::Relaxed);
+    let Some(token) = &api.token else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/v1/health" {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        next.run(request).await
+    } else {
+        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A version as the API shows it.
+fn version_json(v: &Version) -> Value {
+    let value = v.payload.value();
+    json!({
+        "version": version::format(v.dot),
+        "writer": format!("{:016x}", v.dot.actor.0),
+        "time_ms": v.timestamp.wall_ms(),
+        "deleted": v.is_tombstone(),
+        "value": value.and_then(|b| std::str::from_utf8(b).ok()),
+        "value_base64": value.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+    })
+}
+
+#[derive(Deserialize)]
+struct GetParams {
+    raw: Option<String>,
+    index: Option<String>,
+    wait: Option<String>,
+}
+
+async fn get_key(
+    State(api): State<Api>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    Query(params): Query<GetParams>,
+) -> Response {
+    if let Some(key) = key.strip_suffix("/history") {
+        return history_of(&api, key).await;
+    }
+    let current = match api.mesh.get(&key).await {
+        Ok(current) => current,
+        Err(e) => return mesh_error(&e),
+    };
+    let current = match params.index {
+        Some(index) => {
+            let wait = match params.wait.as_deref().map(parse_wait).transpose() {
+                Ok(wait) => wait.unwrap_or(Duration::from_secs(60)).min(MAX_WAIT),
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            match block_until_changed(&api.mesh, &key, &index, current, wait).await {
+                Ok(current) => current,
+                Err(response) => return response,
+            }
+        }
+        None => current,
+    };
+    let Some(winner) = current else {
+        return error(StatusCode::NOT_FOUND, format!("key {key} has no value"));
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&version::format(winner.dot)) {
+        headers.insert("x-confmesh-version", v);
+    }
+    if params.raw.is_some() {
+        let bytes = winner.payload.value().cloned().unwrap_or_default();
+        return (StatusCode::OK, headers, bytes).into_response();
+    }
+    let siblings = match api.mesh.get_versions(&key).await {
+        Ok(all) => all
+            .iter()
+            .filter(|v| v.dot != winner.dot)
+            .map(version_json)
+            .collect::<Vec<_>>(),
+        Err(e) => return mesh_error(&e),
+    };
+    let mut body = version_json(&winner);
+    body["key"] = json!(key);
+    body["siblings"] = json!(siblings);
+    (StatusCode::OK, headers, Json(body)).into_response()
+}
+
+/// Waits until `key`'s winner is no longer the version `index` (or `wait` passes).
+async fn block_until_changed(
+    mesh: &Mesh,
+    key: &str,
+    index: &str,
+    current: Option<Version>,
+    wait: Duration,
+) -> Result<Option<Version>, Response> {
+    let wanted = if index.is_empty() || index == "none" {
+        None
+    } else {
+        Some(version::parse(index).map_err(|e| error(StatusCode::BAD_REQUEST, e))?)
+    };
+    if current.as_ref().map(|v| v.dot) != wanted {
+        return Ok(current);
+    }
+    let mut watch = mesh.watch(key, None).map_err(|e| mesh_error(&e))?;
+    // Between the read above and the watch a change may have landed: read again.
+    let current = mesh.get(key).await.map_err(|e| mesh_error(&e))?;
+    if current.as_ref().map(|v| v.dot) != wanted {
+        return Ok(current);
+    }
+    // Timing out is an answer too: the current value, unchanged.
+    let _ = tokio::time::timeout(wait, async {
+        loop {
+            match watch.next().await {
+                Some(Ok(change)) if change.key.as_str() == key => return,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    })
+    .await;
+    mesh.get(key).await.map_err(|e| mesh_error(&e))
+}
+
+/// `30s`, `500ms`, `2m`, or a number of seconds.
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    let bad = || format!("wait={s:?} is not a duration such as 30s, 500ms or 2m");
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(bad()),
+    }
+}
+
+#[derive(Deserialize)]
+struct PutParams {
+    if_version: Option<String>,
+}
+
+async fn put_key(
+    State(api): State<Api>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    Query(params): Query<PutParams>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return error(
+                rejection.status(),
+                format!(
+                    "{} (values are at most {DEFAULT_MAX_VALUE_BYTES} bytes)",
+                    rejection.body_text()
+                ),
+            );
+        }
+    };
+    let len = body.len();
+    let result = match params.if_version.as_deref() {
+        None => api.mesh.put(&key, body).await,
+        Some(expected) => {
+            let expected = if expected.is_empty() || expected == "none" {
+                None
+            } else {
+                match version::parse(expected) {
+                    Ok(dot) => Some(dot),
+                    Err(e) => return error(StatusCode::BAD_REQUEST, e),
+                }
+            };
+            api.mesh.put_if(&key, body, expected).await
+        }
+    };
+    match result {
+        Ok(v) => {
+            api.metrics.record_write(len);
+            Json(json!({ "key": key, "version": version::format(v.dot) })).into_response()
+        }
+        Err(e) => mesh_error(&e),
+    }
+}
+
+async fn delete_key(
+    State(api): State<Api>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+) -> Response {
+    match api.mesh.delete(&key).await {
+        Ok(v) => {
+            api.metrics.record_write(0);
+            Json(json!({
+                "key": key,
+                "deleted": v.is_some(),
+                "version": v.map(|v| version::format(v.dot)),
+            }))
+            .into_response()
+        }
+        Err(e) => mesh_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RollbackParams {
+    version: Option<String>,
+}
+
+async fn post_key(
+    State(api): State<Api>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+    Query(params): Query<RollbackParams>,
+) -> Response {
+    let Some(key) = path.strip_suffix("/rollback") else {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST is only for /v1/kv/{key}/rollback",
+        );
+    };
+    let Some(version) = params.version else {
+        return error(StatusCode::BAD_REQUEST, "rollback needs ?version=V");
+    };
+    let dot = match version::parse(&version) {
+        Ok(dot) => dot,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match api.mesh.rollback(key, dot).await {
+        Ok(v) => {
+            api.metrics.record_write(0);
+            Json(json!({
+                "key": key,
+                "restored": version,
+                "version": v.map(|v| version::format(v.dot)),
+            }))
+            .into_response()
+        }
+        Err(e) => mesh_error(&e),
+    }
+}
+
+async fn history(
+    State(api): State<Api>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+) -> Response {
+    history_of(&api, &key).await
+}
+
+async fn history_of(api: &Api, key: &str) -> Response {
+    match api.mesh.history(key).await {
+        Ok(versions) => Json(json!({
+            "key": key,
+            "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => mesh_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    #[serde(default)]
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(State(api): State<Api>, Query(params): Query<ListParams>) -> Response {
+    let limit = params.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let all = match api.mesh.list(&params.prefix).await {
+        Ok(all) => all,
+        Err(e) => return mesh_error(&e),
+    };
+    let start = params
+        .after
+        .as_deref()
+        .map_or(0, |after| all.partition_point(|v| v.key.as_str() <= after));
+    let page: Vec<_> = all.iter().skip(start).take(limit).collect();
+    let next = (start + page.len() < all.len())
+        .then(|| page.last().map(|v| v.key.to_string()))
+        .flatten();
+    Json(json!({
+        "keys": page
+            .iter()
+            .map(|v| json!({ "key": v.key.as_str(), "version": version::format(v.dot) }))
+            .collect::<Vec<_>>(),
+        "next": next,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct WatchParams {
+    #[serde(default)]
+    prefix: String,
+    from: Option<String>,
+}
+
+async fn watch(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(params): Query<WatchParams>,
+) -> Response {
+    let from = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(params.from);
+    let from = match from.map(|c| c.parse::<Cursor>()).transpose() {
+        Ok(from) => from,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("Last-Event-ID: {e}")),
+    };
+    let watch = match api.mesh.watch(&params.prefix, from) {
+        Ok(watch) => watch,
+        Err(e) => return mesh_error(&e),
+    };
+    let stream = futures_util::stream::unfold(Some(watch), |state| async move {
+        let mut watch = state?;
+        {
+            match watch.next().await {
+                Some(Ok(change)) => {
+                    let data = json!({
+                        "key": change.key.as_str(),
+                        "cursor": change.cursor.to_string(),
+                        "origin": format!("{:016x}", change.origin.0),
+                        "old": change.old.as_ref().map(version_json),
+                        "new": change.new.as_ref().map(version_json),
+                    });
+                    let event = SseEvent::default()
+                        .id(change.cursor.to_string())
+                        .event("change")
+                        .data(data.to_string());
+                    Some((Ok::<_, Infallible>(event), Some(watch)))
+                }
+                Some(Err(e)) => {
+                    let kind = match e {
+                        WatchError::Gap { .. } => "gap",
+                        _ => "error",
+                    };
+                    let event = SseEvent::default()
+                        .event(kind)
+                        .data(json!({ "error": e.to_string() }).to_string());
+                    Some((Ok(event), None))
+                }
+                None => None,
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn member_json(m: &Member) -> Value {
+    json!({
+        "name": m.name,
+        "addr": m.id.addr.to_string(),
+        "writer": format!("{:016x}", m.id.writer.0),
+        "tags": m.tags,
+        "state": match m.state {
+            MemberState::Alive => "alive",
+            MemberState::Down => "down",
+            MemberState::Left => "left",
+        },
+    })
+}
+
+async fn members(State(api): State<Api>) -> Response {
+    match api.mesh.members().await {
+        Ok(members) => Json(json!({
+            "members": members.iter().map(member_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => mesh_error(&e),
+    }
+}
+
+async fn health(State(api): State<Api>) -> Response {
+    match api.mesh.health().await {
+        Ok(h) => Json(json!({
+            "status": "ok",
+            "joined": h.joined,
+            "peers": h.peers,
+            "keys": h.keys,
+            "last_sync_ms_ago": h.since_in_sync.map(|d| d.as_millis()),
+            "replication_lag_ms": api.metrics.last_lag_ms(),
+        }))
+        .into_response(),
+        Err(e) => mesh_error(&e),
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let (stats, health) = match (api.mesh.stats().await, api.mesh.health().await) {
+        (Ok(stats), Ok(health)) => (stats, health),
+        (Err(e), _) | (_, Err(e)) => return mesh_error(&e),
+    };
+    let body = api
+        .metrics
+        .render(&stats, &health, api.requests.load(Ordering::Relaxed));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
