@@ -46,6 +46,42 @@ pub(crate) struct Api {
     pub(crate) requests: Arc<AtomicU64>,
 }
 
+/// The key in the path, or a JSON 400 (a path that is not UTF-8, say).
+struct KeyPath(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for KeyPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| KeyPath(p.0))
+            .map_err(|r| error(r.status(), r.body_text()))
+    }
+}
+
+/// Query parameters, or a JSON 400 naming the bad one.
+struct ApiQuery<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|r| error(r.status(), r.body_text()))
+    }
+}
+
 /// The router for `api`.
 pub(crate) fn router(api: Api) -> Router {
     Router::new()
@@ -151,8 +187,8 @@ struct GetParams {
 
 async fn get_key(
     State(api): State<Api>,
-    axum::extract::Path(key): axum::extract::Path<String>,
-    Query(params): Query<GetParams>,
+    KeyPath(key): KeyPath,
+    ApiQuery(params): ApiQuery<GetParams>,
 ) -> Response {
     if let Some(key) = key.strip_suffix("/history") {
         return history_of(&api, key).await;
@@ -257,8 +293,8 @@ struct PutParams {
 
 async fn put_key(
     State(api): State<Api>,
-    axum::extract::Path(key): axum::extract::Path<String>,
-    Query(params): Query<PutParams>,
+    KeyPath(key): KeyPath,
+    ApiQuery(params): ApiQuery<PutParams>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -297,13 +333,12 @@ async fn put_key(
     }
 }
 
-async fn delete_key(
-    State(api): State<Api>,
-    axum::extract::Path(key): axum::extract::Path<String>,
-) -> Response {
+async fn delete_key(State(api): State<Api>, KeyPath(key): KeyPath) -> Response {
     match api.mesh.delete(&key).await {
         Ok(v) => {
-            api.metrics.record_write(0);
+            if v.is_some() {
+                api.metrics.record_write(0);
+            }
             Json(json!({
                 "key": key,
                 "deleted": v.is_some(),
@@ -322,8 +357,8 @@ struct RollbackParams {
 
 async fn post_key(
     State(api): State<Api>,
-    axum::extract::Path(path): axum::extract::Path<String>,
-    Query(params): Query<RollbackParams>,
+    KeyPath(path): KeyPath,
+    ApiQuery(params): ApiQuery<RollbackParams>,
 ) -> Response {
     let Some(key) = path.strip_suffix("/rollback") else {
         return error(
@@ -352,10 +387,7 @@ async fn post_key(
     }
 }
 
-async fn history(
-    State(api): State<Api>,
-    axum::extract::Path(key): axum::extract::Path<String>,
-) -> Response {
+async fn history(State(api): State<Api>, KeyPath(key): KeyPath) -> Response {
     history_of(&api, &key).await
 }
 
@@ -378,7 +410,7 @@ struct ListParams {
     limit: Option<usize>,
 }
 
-async fn list(State(api): State<Api>, Query(params): Query<ListParams>) -> Response {
+async fn list(State(api): State<Api>, ApiQuery(params): ApiQuery<ListParams>) -> Response {
     let limit = params.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let all = match api.mesh.list(&params.prefix).await {
         Ok(all) => all,
@@ -412,7 +444,7 @@ struct WatchParams {
 async fn watch(
     State(api): State<Api>,
     headers: HeaderMap,
-    Query(params): Query<WatchParams>,
+    ApiQuery(params): ApiQuery<WatchParams>,
 ) -> Response {
     let from = headers
         .get("last-event-id")
