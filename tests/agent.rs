@@ -16,6 +16,9 @@ use confmesh::agent::client::{Client, Reply};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
+mod common;
+use common::eventually;
+
 const BIN: &str = env!("CARGO_BIN_EXE_confmesh");
 
 /// A running agent; killed (SIGKILL) when dropped.
@@ -109,21 +112,6 @@ fn expect(reply: &Reply, status: StatusCode) -> Value {
         );
     }
     body
-}
-
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -243,11 +243,7 @@ async fn block_until_changed(
     current: Option<Version>,
     wait: Duration,
 ) -> Result<Option<Version>, Response> {
-    let wanted = if index.is_empty() || index == "none" {
-        None
-    } else {
-        Some(version::parse(index).map_err(|e| error(StatusCode::BAD_REQUEST, e))?)
-    };
+    let wanted = parse_expected(index).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     if current.as_ref().map(|v| v.dot) != wanted {
         return Ok(current);
     }
@@ -269,6 +265,14 @@ async fn block_until_changed(
     })
     .await;
     mesh.get(key).await.map_err(|e| mesh_error(&e))
+}
+
+/// An expected version: `none` (or empty) for "no live value", else a version.
+fn parse_expected(s: &str) -> Result<Option<crate::proto::Dot>, String> {
+    if s.is_empty() || s == "none" {
+        return Ok(None);
+    }
+    version::parse(s).map(Some)
 }
 
 /// `30s`, `500ms`, `2m`, or a number of seconds.
@@ -313,13 +317,9 @@ async fn put_key(
     let result = match params.if_version.as_deref() {
         None => api.mesh.put(&key, body).await,
         Some(expected) => {
-            let expected = if expected.is_empty() || expected == "none" {
-                None
-            } else {
-                match version::parse(expected) {
-                    Ok(dot) => Some(dot),
-                    Err(e) => return error(StatusCode::BAD_REQUEST, e),
-                }
+            let expected = match parse_expected(expected) {
+                Ok(expected) => expected,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
             };
             api.mesh.put_if(&key, body, expected).await
         }
