@@ -532,11 +532,28 @@ impl Storage {
         } else {
             Durability::None
         })?;
-        let mut context = store.digest().clone();
+        // The context entries that differ from what is on disk; only those are cloned (this
+        // runs after every input, and the digest has an entry per writer in the cluster).
+        let mut changed_writers: Vec<(WriterId, SeqSet)> = store
+            .digest()
+            .writers()
+            .filter(|(writer, seen)| self.persisted_context.get(writer) != Some(*seen))
+            .map(|(writer, seen)| (writer, seen.clone()))
+            .collect();
         if let Some(local) = commit.local {
-            context.insert(local.dot);
+            let writer = local.dot.actor;
+            match changed_writers.iter_mut().find(|(w, _)| *w == writer) {
+                Some((_, seen)) => {
+                    seen.insert(local.dot.counter);
+                }
+                None => {
+                    let mut seen = store.digest().seen(writer).clone();
+                    seen.insert(local.dot.counter);
+                    changed_writers.push((writer, seen));
+                }
+            }
         }
-        let (changed_writers, floor_changed);
+        let floor_changed;
         let mut log_len = self.log.len;
         let mut reserved = self.log.reserved;
         {
@@ -559,13 +576,8 @@ impl Storage {
             }
 
             let mut table = txn.open_table(CONTEXT)?;
-            changed_writers = context
-                .writers()
-                .filter(|(writer, seen)| self.persisted_context.get(writer) != Some(*seen))
-                .map(|(writer, _)| writer)
-                .collect::<Vec<_>>();
-            for &writer in &changed_writers {
-                table.insert(writer.0, encode(context.seen(writer))?.as_slice())?;
+            for (writer, seen) in &changed_writers {
+                table.insert(writer.0, encode(seen)?.as_slice())?;
             }
 
             let mut meta = txn.open_table(META)?;
@@ -599,10 +611,7 @@ impl Storage {
             }
         }
         txn.commit()?;
-        for writer in changed_writers {
-            self.persisted_context
-                .insert(writer, context.seen(writer).clone());
-        }
+        self.persisted_context.extend(changed_writers);
         if floor_changed {
             self.persisted_floor = store.collected_floor().clone();
         }
