@@ -265,6 +265,7 @@ async fn the_api_end_to_end_and_every_bad_input() {
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(text.contains("confmesh_writes_total 7"), "{text}");
     assert!(text.contains("# TYPE confmesh_replication_lag_ms histogram"));
+    assert!(text.contains("# TYPE confmesh_sync_duration_ms histogram"));
 
     // Bad input: a clear 4xx with a JSON error, and nothing changes.
     let before = call(&c, Method::GET, "/v1/kv?prefix=", "").await.body;
@@ -530,6 +531,14 @@ async fn three_agents_share_writes_watches_see_them_and_kill_9_keeps_data() {
     })
     .await;
     assert!(caught_up, "the restarted agent did not catch up");
+    // It caught up by an anti-entropy exchange it started, and timed it.
+    let metrics = call(&b, Method::GET, "/metrics", "").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("confmesh_sync_duration_ms_count "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(count.is_some_and(|n| n >= 1), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

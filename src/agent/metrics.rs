@@ -6,7 +6,10 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use crate::{proto::node::NodeStats, runtime::Health};
+use crate::{
+    proto::node::{NodeStats, SYNC_DURATION_BUCKETS_MS},
+    runtime::Health,
+};
 
 /// Upper bounds (ms) of the replication-lag histogram's buckets.
 const LAG_BUCKETS_MS: [u64; 12] = [1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
@@ -162,18 +165,44 @@ impl Metrics {
             "Changes from other nodes applied here.",
             load(&self.remote_changes),
         );
-        let name = "confmesh_replication_lag_ms";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from a write on another node (its clock) to its arrival here (this node's clock).\n# TYPE {name} histogram"
+        let lag_buckets: Vec<u64> = self.lag_buckets.iter().map(load).collect();
+        histogram(
+            &mut out,
+            "confmesh_replication_lag_ms",
+            "Time from a write on another node (its clock) to its arrival here (this node's clock).",
+            LAG_BUCKETS_MS.iter().copied().zip(lag_buckets),
+            load(&self.lag_sum_ms),
+            load(&self.remote_changes),
         );
-        for (bucket, bound) in self.lag_buckets.iter().zip(LAG_BUCKETS_MS) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", load(bucket));
-        }
-        let count = load(&self.remote_changes);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", load(&self.lag_sum_ms));
-        let _ = writeln!(out, "{name}_count {count}");
+        histogram(
+            &mut out,
+            "confmesh_sync_duration_ms",
+            "Anti-entropy exchanges this node started, from its digest sent to the last of what the peer had merged.",
+            SYNC_DURATION_BUCKETS_MS
+                .iter()
+                .copied()
+                .zip(stats.sync_duration_buckets),
+            stats.sync_duration_ms_total,
+            stats.syncs_completed,
+        );
         out
     }
+}
+
+/// Writes one histogram: `buckets` are (upper bound, cumulative count) pairs.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    buckets: impl Iterator<Item = (u64, u64)>,
+    sum: u64,
+    count: u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {count}");
 }

@@ -195,6 +195,9 @@ pub enum Event {
     Rejoined(NodeId),
 }
 
+/// Upper bounds, in milliseconds, of [`NodeStats::sync_duration_buckets`].
+pub const SYNC_DURATION_BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 500, 1_000, 5_000];
+
 /// Counters a node keeps; the runtime exports them as metrics and the simulator reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeStats {
@@ -208,6 +211,14 @@ pub struct NodeStats {
     pub grafts_sent: u64,
     /// Anti-entropy rounds started.
     pub sync_rounds: u64,
+    /// Sync exchanges this node asked for that completed: from its digest sent to the last
+    /// of what the peer had merged (an untruncated delta, or every snapshot chunk).
+    pub syncs_completed: u64,
+    /// Of those, how many took at most [`SYNC_DURATION_BUCKETS_MS`]`[i]` milliseconds
+    /// (cumulative, as a Prometheus histogram counts).
+    pub sync_duration_buckets: [u64; SYNC_DURATION_BUCKETS_MS.len()],
+    /// The summed duration of the completed exchanges, in milliseconds.
+    pub sync_duration_ms_total: u64,
     /// Deltas and snapshot chunks applied.
     pub sync_applied: u64,
     /// Tombstones collected.
@@ -256,6 +267,8 @@ pub struct Node {
     members_changed_at: Instant,
     /// Parts merged of snapshots still incomplete, by (sender, context fingerprint).
     snapshot_parts: BTreeMap<(SocketAddr, u64), std::collections::BTreeSet<u32>>,
+    /// Sync exchanges under way: the peer asked for what we lack, and when we first asked.
+    syncs_started: BTreeMap<SocketAddr, Instant>,
     /// Rounds mode only: versions still to gossip, with the rounds left for each.
     gossip_queue: Vec<(Version, u32)>,
     outbox: VecDeque<Transmit>,
@@ -314,6 +327,7 @@ impl Node {
             local_health: 0,
             members_changed_at: now,
             snapshot_parts: BTreeMap::new(),
+            syncs_started: BTreeMap::new(),
             gossip_queue: Vec::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -551,7 +565,7 @@ impl Node {
             Message::SyncProbe { hash, members } => self.on_sync_probe(now, from, hash, members),
             Message::SyncRequest { digest } => self.on_sync_request(now, from, digest),
             Message::SyncDelta(delta) => self.on_sync_delta(now, from, delta),
-            Message::SyncSnapshot(chunk) => self.on_sync_snapshot(from, chunk),
+            Message::SyncSnapshot(chunk) => self.on_sync_snapshot(now, from, chunk),
             Message::MembershipState { members, reply } => {
                 self.on_membership_state(now, from, &members, reply)
             }

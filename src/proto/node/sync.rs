@@ -17,6 +17,10 @@ impl Node {
         self.fill_view(now);
         let window = self.config.anti_entropy_interval / 2;
         self.peers.forget_requests_before(now, window);
+        // An exchange that never completed (peer gone, messages lost) stops being timed.
+        let horizon = self.config.anti_entropy_interval * 10;
+        self.syncs_started
+            .retain(|_, &mut at| now.saturating_duration_since(at) < horizon);
         let Some(to) = self.peers.next_sync_target() else {
             return;
         };
@@ -51,6 +55,7 @@ impl Node {
     /// Sends our digest to `to`, asking for what we lack.
     fn request_sync(&mut self, now: Instant, to: SocketAddr) {
         self.peers.note_request(to, now);
+        self.syncs_started.entry(to).or_insert(now);
         let digest = self.store.digest().clone();
         self.send(to, &Message::SyncRequest { digest });
     }
@@ -107,10 +112,32 @@ impl Node {
         } else {
             // Everything the peer had seen when it answered is now here too.
             self.last_in_sync = Some(now);
+            self.sync_completed(now, from);
         }
     }
 
-    pub(super) fn on_sync_snapshot(&mut self, from: SocketAddr, chunk: Snapshot) {
+    /// Times the exchange with `from`, if this node started one, as complete at `now`.
+    fn sync_completed(&mut self, now: Instant, from: SocketAddr) {
+        let Some(started) = self.syncs_started.remove(&from) else {
+            return;
+        };
+        let ms =
+            u64::try_from(now.saturating_duration_since(started).as_millis()).unwrap_or(u64::MAX);
+        let stats = &mut self.stats;
+        stats.syncs_completed += 1;
+        stats.sync_duration_ms_total = stats.sync_duration_ms_total.saturating_add(ms);
+        for (count, &bound) in stats
+            .sync_duration_buckets
+            .iter_mut()
+            .zip(&super::SYNC_DURATION_BUCKETS_MS)
+        {
+            if ms <= bound {
+                *count += 1;
+            }
+        }
+    }
+
+    pub(super) fn on_sync_snapshot(&mut self, now: Instant, from: SocketAddr, chunk: Snapshot) {
         let old = self.winners_before(&chunk.versions);
         let (part, parts) = (chunk.part, chunk.parts);
         let pending = (parts > 1).then(|| {
@@ -125,6 +152,9 @@ impl Node {
             return;
         }
         let Some((id, context, collected)) = pending else {
+            // A snapshot in one chunk: its context was adopted with it.
+            self.last_in_sync = Some(now);
+            self.sync_completed(now, from);
             return;
         };
         // Chunks travel on separate streams and may arrive in any order: adopt the context
@@ -135,6 +165,8 @@ impl Node {
         if merged.len() >= parts as usize {
             self.snapshot_parts.remove(&id);
             self.store.adopt_snapshot_context(&context, collected);
+            self.last_in_sync = Some(now);
+            self.sync_completed(now, from);
         }
         // Bound the bookkeeping of incomplete snapshots. Dropping one is safe: its context is
         // never adopted, and the next anti-entropy round fills the gap.

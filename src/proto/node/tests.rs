@@ -193,10 +193,24 @@ fn anti_entropy_repairs_what_every_push_lost() {
         .unwrap();
     c.run_for(Duration::from_millis(100));
     assert_eq!(c.value(3, "lost"), None, "the push should have been lost");
+    let before: Vec<_> = c.nodes.iter().map(|n| n.stats().syncs_completed).collect();
     c.drop = Box::new(|_, _, _| false);
     c.run_for(Duration::from_secs(3));
     for i in 0..4 {
         assert_eq!(c.value(i, "lost").as_deref(), Some(&b"v"[..]), "node {i}");
+    }
+    // The repairs were timed: a node that lacked the write asked a peer, and its delta came
+    // back two 1 ms hops later, so every exchange falls in the 5 ms bucket and not the 1 ms.
+    let repaired: u64 = [0, 2, 3]
+        .iter()
+        .map(|&i| c.nodes[i].stats().syncs_completed - before[i])
+        .sum();
+    assert!(repaired >= 1, "no node timed its repair");
+    for node in &c.nodes {
+        let s = node.stats();
+        assert_eq!(s.sync_duration_buckets[0], 0, "{s:?}");
+        assert_eq!(s.sync_duration_buckets[1], s.syncs_completed, "{s:?}");
+        assert!(s.sync_duration_ms_total <= 5 * s.syncs_completed, "{s:?}");
     }
 }
 
