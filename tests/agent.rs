@@ -266,6 +266,7 @@ async fn the_api_end_to_end_and_every_bad_input() {
     assert!(text.contains("confmesh_writes_total 7"), "{text}");
     assert!(text.contains("# TYPE confmesh_replication_lag_ms histogram"));
     assert!(text.contains("# TYPE confmesh_sync_duration_ms histogram"));
+    assert!(text.contains("confmesh_udp_bytes_sent_total "), "{text}");
 
     // Bad input: a clear 4xx with a JSON error, and nothing changes.
     let before = call(&c, Method::GET, "/v1/kv?prefix=", "").await.body;

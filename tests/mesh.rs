@@ -32,6 +32,16 @@ async fn a_write_on_one_node_reaches_all_five() {
         .await,
         "the write did not reach every node"
     );
+    // The wire counters see the QUIC traffic, and it is more than the protocol's own bytes
+    // (headers, acknowledgements, TLS): a 5-byte value does not travel alone.
+    let wire = nodes[3].wire_stats();
+    let stats = nodes[3].stats().await.expect("stats");
+    assert!(wire.connections >= 1, "{wire:?}");
+    assert!(
+        wire.udp_bytes_sent > stats.datagram_bytes_sent + stats.stream_bytes_sent,
+        "{wire:?} {stats:?}"
+    );
+    assert!(wire.udp_bytes_received > 0, "{wire:?}");
     for node in nodes {
         node.shutdown().await;
     }

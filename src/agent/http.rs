@@ -540,8 +540,11 @@ async fn metrics(State(api): State<Api>) -> Response {
         (Ok(stats), Ok(health)) => (stats, health),
         (Err(e), _) | (_, Err(e)) => return mesh_error(&e),
     };
-    let body = api
-        .metrics
-        .render(&stats, &health, api.requests.load(Ordering::Relaxed));
+    let body = api.metrics.render(
+        &stats,
+        &api.mesh.wire_stats(),
+        &health,
+        api.requests.load(Ordering::Relaxed),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     proto::node::{NodeStats, SYNC_DURATION_BUCKETS_MS},
-    runtime::Health,
+    runtime::{Health, WireStats},
 };
 
 /// Upper bounds (ms) of the replication-lag histogram's buckets.
@@ -54,7 +54,13 @@ impl Metrics {
     }
 
     /// The exposition text.
-    pub(crate) fn render(&self, stats: &NodeStats, health: &Health, requests: u64) -> String {
+    pub(crate) fn render(
+        &self,
+        stats: &NodeStats,
+        wire: &WireStats,
+        health: &Health,
+        requests: u64,
+    ) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -122,6 +128,24 @@ impl Metrics {
             "counter",
             "Bytes of changes and sync received.",
             stats.stream_bytes_received,
+        );
+        metric(
+            "confmesh_udp_bytes_sent_total",
+            "counter",
+            "UDP payload bytes the QUIC endpoint sent (all overhead included).",
+            wire.udp_bytes_sent,
+        );
+        metric(
+            "confmesh_udp_bytes_received_total",
+            "counter",
+            "UDP payload bytes the QUIC endpoint received (all overhead included).",
+            wire.udp_bytes_received,
+        );
+        metric(
+            "confmesh_connections",
+            "gauge",
+            "QUIC connections open.",
+            wire.connections as u64,
         );
         metric(
             "confmesh_pushed_versions_received_total",

@@ -10,7 +10,7 @@ use super::{
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, is_reserved},
     storage::{Storage, StorageError, StorageFaultHook, StorageReader},
     tls::TlsConfig,
-    transport::{FaultHook, Transport, TransportError},
+    transport::{FaultHook, Transport, TransportError, WireHandle, WireStats},
     wall_clock_ms,
     watch::{Change, Cursor, Watch},
 };
@@ -285,6 +285,7 @@ impl MeshBuilder {
         let (changes, _) = broadcast::channel(EVENT_BUFFER);
         let (members, _) = broadcast::channel(EVENT_BUFFER);
         let reader = storage.reader();
+        let wire = transport.wire();
         let mut driver = Driver {
             node,
             storage,
@@ -306,6 +307,7 @@ impl MeshBuilder {
             changes,
             members,
             reader,
+            wire,
         })
     }
 }
@@ -361,6 +363,7 @@ pub struct Mesh {
     changes: broadcast::Sender<Change>,
     members: broadcast::Sender<Member>,
     reader: StorageReader,
+    wire: WireHandle,
 }
 
 impl Mesh {
@@ -601,6 +604,13 @@ impl Mesh {
     /// [`MeshError::Stopped`] after shutdown.
     pub async fn stats(&self) -> Result<NodeStats, MeshError> {
         self.read(Node::stats).await
+    }
+
+    /// What this node's QUIC endpoint sent and received on the wire, every overhead
+    /// included (QUIC headers, acknowledgements, keep-alives, TLS); [`Mesh::stats`] counts
+    /// only the protocol's own bytes.
+    pub fn wire_stats(&self) -> WireStats {
+        self.wire.read()
     }
 
     /// How the node is doing: membership and how recently it was known to be in sync.

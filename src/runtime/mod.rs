@@ -24,7 +24,7 @@ pub use self::{
         DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Health, Mesh, MeshBuilder, MeshError, Preset,
     },
     storage::{DATABASE_FILE, StorageError, StorageFaultHook},
-    transport::{FaultHook, TransportError},
+    transport::{FaultHook, TransportError, WireStats},
     watch::{Change, Cursor, CursorParseError, Watch, WatchError},
 };
 

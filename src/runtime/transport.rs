@@ -55,6 +55,73 @@ pub enum TransportError {
 
 type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 
+/// What a node's QUIC endpoint put on and took off the wire: UDP payload bytes, QUIC headers,
+/// acknowledgements, keep-alives and TLS included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WireStats {
+    /// UDP payload bytes sent.
+    pub udp_bytes_sent: u64,
+    /// UDP payload bytes received.
+    pub udp_bytes_received: u64,
+    /// Connections open now.
+    pub connections: usize,
+}
+
+/// Wire counters over every connection the endpoint had: the closed ones' final figures, and
+/// the live ones read on demand.
+#[derive(Default)]
+struct WireCounter {
+    closed: Mutex<WireStats>,
+    live: Mutex<HashMap<usize, Connection>>,
+}
+
+impl WireCounter {
+    fn opened(&self, conn: &Connection) {
+        lock(&self.live).insert(conn.stable_id(), conn.clone());
+    }
+
+    fn closed(&self, conn: &Connection) {
+        if lock(&self.live).remove(&conn.stable_id()).is_some() {
+            let stats = conn.stats();
+            let mut closed = lock(&self.closed);
+            closed.udp_bytes_sent += stats.udp_tx.bytes;
+            closed.udp_bytes_received += stats.udp_rx.bytes;
+        }
+    }
+
+    fn read(&self) -> WireStats {
+        let mut total = *lock(&self.closed);
+        let live = lock(&self.live);
+        for conn in live.values() {
+            let stats = conn.stats();
+            total.udp_bytes_sent += stats.udp_tx.bytes;
+            total.udp_bytes_received += stats.udp_rx.bytes;
+        }
+        total.connections = live.len();
+        total
+    }
+}
+
+/// Reads a transport's [`WireStats`]; held by the [`Mesh`](super::Mesh) handle.
+#[derive(Clone)]
+pub(crate) struct WireHandle(Arc<WireCounter>);
+
+impl WireHandle {
+    pub(crate) fn read(&self) -> WireStats {
+        self.0.read()
+    }
+}
+
+impl std::fmt::Debug for WireHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.read().fmt(f)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// One node's QUIC endpoint and its connection pool.
 pub(crate) struct Transport {
     endpoint: Endpoint,
@@ -63,6 +130,7 @@ pub(crate) struct Transport {
     inbound: mpsc::Sender<Inbound>,
     fault: Option<FaultHook>,
     max_stream_bytes: usize,
+    wire: Arc<WireCounter>,
 }
 
 impl Transport {
@@ -96,9 +164,15 @@ impl Transport {
             inbound: tx,
             fault,
             max_stream_bytes,
+            wire: Arc::default(),
         });
         tokio::spawn(accept_loop(transport.clone()));
         Ok((transport, rx))
+    }
+
+    /// A handle that reads the endpoint's traffic so far.
+    pub(crate) fn wire(&self) -> WireHandle {
+        WireHandle(self.wire.clone())
     }
 
     /// The address peers reach this node at.
@@ -160,25 +234,18 @@ impl Transport {
             conn.clone(),
             self.shared_filter(),
             self.max_stream_bytes,
+            self.wire.clone(),
         ));
         Ok(conn)
     }
 
     fn slot(&self, to: SocketAddr) -> Slot {
-        self.pool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(to)
-            .or_default()
-            .clone()
+        lock(&self.pool).entry(to).or_default().clone()
     }
 
     /// Drops the pooled connection to `to`, so the next message dials again.
     pub(crate) fn forget(&self, to: SocketAddr) {
-        self.pool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&to);
+        lock(&self.pool).remove(&to);
     }
 
     fn dropped(&self, from: SocketAddr, to: SocketAddr) -> bool {
@@ -231,6 +298,7 @@ async fn accept_loop(transport: Arc<Transport>) {
                         conn,
                         transport.shared_filter(),
                         transport.max_stream_bytes,
+                        transport.wire.clone(),
                     )
                     .await;
                 }
@@ -241,10 +309,22 @@ async fn accept_loop(transport: Arc<Transport>) {
     }
 }
 
-/// Reads datagrams and streams from one connection until it closes.
+/// Reads datagrams and streams from one connection until it closes, counting its traffic.
 async fn serve(
     inbound: mpsc::Sender<Inbound>,
     conn: Connection,
+    filter: ReceiveFilter,
+    max_stream_bytes: usize,
+    wire: Arc<WireCounter>,
+) {
+    wire.opened(&conn);
+    receive(inbound, &conn, filter, max_stream_bytes).await;
+    wire.closed(&conn);
+}
+
+async fn receive(
+    inbound: mpsc::Sender<Inbound>,
+    conn: &Connection,
     filter: ReceiveFilter,
     max_stream_bytes: usize,
 ) {
