@@ -8,9 +8,12 @@
 //! ```text
 //! cargo run -p confmesh-sim --release -- --scenario steady --nodes 1000 --loss 0.01 --seed 7 --report out.json
 //! cargo run -p confmesh-sim --release -- --smoke --check-replay     # CI's fixed seed set
+//! cargo run -p confmesh-sim --release -- --plot docs/sim-steady.svg --from docs/sim/steady-100.json,docs/sim/steady-1000.json
 //! ```
 
 mod params;
+mod pictures;
+mod plot;
 mod report;
 mod scenario;
 mod world;
@@ -39,6 +42,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !params.plot_from.is_empty() {
+        return plot_saved(&params);
+    }
     let runs: Vec<Params> = if params.smoke {
         smoke_set(&params)
     } else {
@@ -84,10 +90,47 @@ fn main() -> ExitCode {
             Err(e) => eprintln!("cannot encode the report: {e}"),
         }
     }
+    if let Some(path) = &params.plot {
+        let inputs: Result<Vec<_>, _> = reports.iter().map(pictures::PlotInput::of).collect();
+        match inputs.and_then(|inputs| pictures::draw(path, inputs)) {
+            Ok(()) => println!("picture written to {path}"),
+            Err(e) => {
+                eprintln!("cannot draw {path}: {e}");
+                failed += 1;
+            }
+        }
+    }
     if failed > 0 {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// `--plot FILE --from REPORTS`: draws saved reports, runs nothing.
+fn plot_saved(params: &Params) -> ExitCode {
+    let Some(path) = &params.plot else {
+        return ExitCode::from(2);
+    };
+    let mut inputs = Vec::new();
+    for file in &params.plot_from {
+        match pictures::PlotInput::read(file) {
+            Ok(runs) => inputs.extend(runs),
+            Err(e) => {
+                eprintln!("confmesh-sim: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match pictures::draw(path, inputs) {
+        Ok(()) => {
+            println!("picture written to {path}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("confmesh-sim: cannot draw {path}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(p: &Params) -> Report {

@@ -83,6 +83,10 @@ pub struct Params {
     pub baseline: bool,
     pub one_way: bool,
     pub report: Option<String>,
+    /// Draw the runs (or the `--from` reports) into this SVG file.
+    pub plot: Option<String>,
+    /// Saved reports to draw instead of running anything.
+    pub plot_from: Vec<String>,
     pub smoke: bool,
     pub check_replay: bool,
     pub quiet: bool,
@@ -91,7 +95,7 @@ pub struct Params {
 impl Params {
     pub const USAGE: &'static str = "usage: confmesh-sim [--scenario steady|partition|churn|join|catchup] [--nodes N] \
 [--loss P] [--duplicate P] [--latency-ms MIN..MAX] [--skew-ms N] [--writes N] [--write-interval-ms N] [--keys N] \
-[--catchup-keys N] [--start cold|warm|auto] [--seed N] [--baseline] [--one-way] [--report FILE.json] [--smoke] [--check-replay] [--quiet]";
+[--catchup-keys N] [--start cold|warm|auto] [--seed N] [--baseline] [--one-way] [--report FILE.json] [--plot FILE.svg [--from A.json,B.json]] [--smoke] [--check-replay] [--quiet]";
 
     pub fn parse(args: &[String]) -> Result<Params, String> {
         let mut start = None;
@@ -112,6 +116,8 @@ impl Params {
             baseline: false,
             one_way: false,
             report: None,
+            plot: None,
+            plot_from: Vec::new(),
             smoke: false,
             check_replay: false,
             quiet: false,
@@ -154,6 +160,8 @@ impl Params {
                     }
                 }
                 "--report" => p.report = Some(value()?.to_string()),
+                "--plot" => p.plot = Some(value()?.to_string()),
+                "--from" => p.plot_from.extend(value()?.split(',').map(str::to_string)),
                 "--baseline" => p.baseline = true,
                 "--one-way" => p.one_way = true,
                 "--smoke" => p.smoke = true,
@@ -169,6 +177,9 @@ impl Params {
                 Start::Cold
             },
         );
+        if !p.plot_from.is_empty() && p.plot.is_none() {
+            return Err("--from names reports to draw; it needs --plot FILE.svg".into());
+        }
         if p.nodes < 3
             || p.keys == 0
             || p.latency_ms_min > p.latency_ms_max

@@ -30,6 +30,23 @@ impl Percentiles {
     }
 }
 
+/// The 101 percentiles (0th to 100th) of `values`, nearest rank; `None` if empty.
+fn percentiles_0_to_100(mut values: Vec<f64>) -> Option<Vec<f64>> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let last = values.len() - 1;
+    Some(
+        (0..=100)
+            .map(|q| {
+                let v = values[(last * q).div_ceil(100)];
+                (v * 1e3).round() / 1e3
+            })
+            .collect(),
+    )
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub seed: u64,
@@ -39,6 +56,10 @@ pub struct Report {
     pub loss: f64,
     pub writes: usize,
     pub convergence_ms: Option<Percentiles>,
+    /// The distribution of single deliveries (a write reaching one live node other than its
+    /// writer), ms after the write: the 0th, 1st, ..., 100th percentiles. Drawn by `--plot`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_percentiles_ms: Option<Vec<f64>>,
     pub copies_per_node_per_change: Option<f64>,
     pub idle_bytes_per_node_per_s: Option<f64>,
     pub loaded_bytes_per_node_per_s: Option<f64>,
@@ -74,8 +95,15 @@ impl Report {
 
         // Convergence: per write, when the last live node got it.
         let mut convergence = Vec::new();
+        let mut deliveries = Vec::new();
         let mut lost = 0;
         for w in &world.writes {
+            deliveries.extend(
+                up.iter()
+                    .filter(|&&i| i != w.node)
+                    .filter_map(|&i| w.seen_at[i])
+                    .map(|t| t.saturating_duration_since(w.at).as_secs_f64() * 1e3),
+            );
             let last = up
                 .iter()
                 .map(|&i| w.seen_at[i])
@@ -256,6 +284,7 @@ impl Report {
             loss: world.params.loss,
             writes: world.writes.len(),
             convergence_ms: Percentiles::of(convergence),
+            delivery_percentiles_ms: percentiles_0_to_100(deliveries),
             copies_per_node_per_change: copies,
             idle_bytes_per_node_per_s: phases.idle.map(per_node_per_s),
             loaded_bytes_per_node_per_s: phases.loaded.map(per_node_per_s),
