@@ -1,0 +1,552 @@
+//! Convergence on loopback: N real confmesh nodes (QUIC, mutual TLS) beside N chitchat
+//! nodes (UDP), in one process, in the same run.
+//!
+//! ```sh
+//! cargo bench --bench convergence                                   # N = 10, 25, 50
+//! cargo bench --bench convergence -- --nodes 50 --writes 200 --plot docs/bench-convergence.svg
+//! ```
+//!
+//! For each N and each system (confmesh; chitchat at its defaults, 1 s gossip interval; and
+//! chitchat with its interval set to confmesh's anti-entropy period, 500 ms):
+//!
+//! - **convergence**: a write on a random node, timed from just before the write until the
+//!   last other node reports the key (confmesh: its `KeyChanged` event; chitchat: its key
+//!   listener). Writes go 20 ms apart; p50, p99 and max over all of them.
+//! - **idle traffic**: UDP payload bytes sent per node per second over a quiet window after
+//!   the cluster formed. For confmesh that is everything its QUIC endpoint sent (headers,
+//!   acknowledgements, keep-alives, TLS); for chitchat, every datagram it sent.
+//!
+//! Prints one table row per system and N, then the ratios chitchat / confmesh, and draws
+//! the CDF of single deliveries to `--plot FILE.svg` (default `target/convergence.svg`).
+//! Nothing here is asserted: the figures go to BENCHMARKS.md.
+
+#[path = "../sim/src/plot.rs"]
+#[allow(dead_code, unreachable_pub, missing_docs)]
+mod plot;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use chitchat::{
+    ChitchatConfig, ChitchatEnvelope, ChitchatHandle, ChitchatId, FailureDetectorConfig,
+    ProtocolVersion, spawn_chitchat,
+    transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransport},
+};
+use confmesh::{
+    proto::node::Event,
+    runtime::{Mesh, tls::DevCa},
+};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Time between two writes.
+const WRITE_GAP: Duration = Duration::from_millis(20);
+/// How long every node may take to form the cluster.
+const JOIN_DEADLINE: Duration = Duration::from_secs(90);
+/// How long the writes may take to reach everyone, after the last one.
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
+/// confmesh's anti-entropy period (`Config::lan`); chitchat's second row gossips this often.
+const ANTI_ENTROPY_PERIOD: Duration = Duration::from_millis(500);
+/// chitchat's own default gossip interval (its `ChitchatConfig::default`).
+const CHITCHAT_DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+#[allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
+fn now() -> Instant {
+    Instant::now()
+}
+
+struct Args {
+    nodes: Vec<usize>,
+    writes: usize,
+    idle: Duration,
+    plot: String,
+    seed: u64,
+}
+
+impl Args {
+    fn parse() -> Result<Args, String> {
+        let mut args = Args {
+            nodes: vec![10, 25, 50],
+            writes: 100,
+            idle: Duration::from_secs(10),
+            plot: "target/convergence.svg".into(),
+            seed: 7,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+            let number = |v: String| v.parse::<u64>().map_err(|_| format!("{flag}: {v:?}"));
+            match flag.as_str() {
+                "--nodes" => {
+                    args.nodes = value()?
+                        .split(',')
+                        .map(|n| n.parse().map_err(|_| format!("--nodes: {n:?}")))
+                        .collect::<Result<_, _>>()?;
+                }
+                "--writes" => args.writes = number(value()?)? as usize,
+                "--idle-secs" => args.idle = Duration::from_secs(number(value()?)?),
+                "--seed" => args.seed = number(value()?)?,
+                "--plot" => args.plot = value()?,
+                // What cargo bench passes to every bench binary.
+                "--bench" => {}
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        if args.nodes.iter().any(|&n| n < 2) || args.writes == 0 {
+            return Err("need --nodes of at least 2 and --writes of at least 1".into());
+        }
+        Ok(args)
+    }
+}
+
+/// When each node reported each key: key -> [(node index, when)].
+#[derive(Clone, Default)]
+struct Arrivals(Arc<Mutex<HashMap<String, Vec<(usize, Instant)>>>>);
+
+impl Arrivals {
+    fn record(&self, key: &str, node: usize) {
+        let at = now();
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(key.to_string()).or_default().push((node, at));
+    }
+
+    /// Per write: the arrivals at nodes other than its writer, first report per node.
+    fn of(&self, key: &str, writer: usize) -> Vec<Instant> {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut first: HashMap<usize, Instant> = HashMap::new();
+        for &(node, at) in map.get(key).into_iter().flatten() {
+            if node != writer {
+                first.entry(node).or_insert(at);
+            }
+        }
+        first.into_values().collect()
+    }
+}
+
+/// One cluster under test, whatever the system.
+#[async_trait]
+trait Cluster: Send + Sync {
+    fn len(&self) -> usize;
+    /// Whether every node knows every other.
+    async fn formed(&self) -> bool;
+    /// UDP payload bytes sent so far, all nodes together.
+    async fn bytes_sent(&self) -> u64;
+    async fn write(&self, node: usize, key: &str, value: &str) -> Result<(), Error>;
+    async fn stop(self: Box<Self>);
+}
+
+/// What one system did at one N.
+struct Outcome {
+    system: String,
+    n: usize,
+    /// Per write: until the last other node had it (ms).
+    full_ms: Vec<f64>,
+    /// Per (write, other node): until that node had it (ms).
+    deliveries_ms: Vec<f64>,
+    writes: usize,
+    idle_bytes_per_node_per_s: f64,
+    join_s: f64,
+}
+
+impl Outcome {
+    fn pct(&self, q: f64) -> f64 {
+        let v = &self.full_ms;
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
+    }
+
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {:.1} / {:.1} / {:.1} ms | {}/{} | {:.0} | {:.1} s |",
+            self.n,
+            self.system,
+            self.pct(0.5),
+            self.pct(0.99),
+            self.pct(1.0),
+            self.full_ms.len(),
+            self.writes,
+            self.idle_bytes_per_node_per_s,
+            self.join_s,
+        )
+    }
+}
+
+/// Forms the cluster, measures idle traffic, then the writes.
+async fn measure(
+    system: &str,
+    cluster: Box<dyn Cluster>,
+    arrivals: Arrivals,
+    args: &Args,
+) -> Result<Outcome, Error> {
+    let n = cluster.len();
+    let started = now();
+    while !cluster.formed().await {
+        if started.elapsed() > JOIN_DEADLINE {
+            cluster.stop().await;
+            return Err(format!("{system}: {n} nodes did not form a cluster in time").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let join_s = started.elapsed().as_secs_f64();
+    // Let the views settle, as a running cluster's have, then a quiet window.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (before, t0) = (cluster.bytes_sent().await, now());
+    tokio::time::sleep(args.idle).await;
+    let idle_bytes = cluster.bytes_sent().await.saturating_sub(before);
+    let idle_bytes_per_node_per_s = idle_bytes as f64 / n as f64 / t0.elapsed().as_secs_f64();
+
+    let mut rng = StdRng::seed_from_u64(args.seed ^ n as u64);
+    let mut issued = Vec::new();
+    for w in 0..args.writes {
+        let key = format!("bench/key-{w}");
+        let writer = rng.random_range(0..n);
+        let at = now();
+        cluster.write(writer, &key, &format!("value-{w}")).await?;
+        issued.push((key, writer, at));
+        tokio::time::sleep(WRITE_GAP).await;
+    }
+    let deadline = now() + CONVERGE_DEADLINE;
+    while now() < deadline
+        && !issued
+            .iter()
+            .all(|(k, writer, _)| arrivals.of(k, *writer).len() >= n - 1)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.stop().await;
+
+    let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+    let (mut full_ms, mut deliveries_ms) = (Vec::new(), Vec::new());
+    for (key, writer, at) in &issued {
+        let arrived = arrivals.of(key, *writer);
+        deliveries_ms.extend(arrived.iter().map(|&t| ms(*at, t)));
+        if arrived.len() >= n - 1
+            && let Some(last) = arrived.into_iter().max()
+        {
+            full_ms.push(ms(*at, last));
+        }
+    }
+    full_ms.sort_by(f64::total_cmp);
+    Ok(Outcome {
+        system: system.to_string(),
+        n,
+        full_ms,
+        deliveries_ms,
+        writes: issued.len(),
+        idle_bytes_per_node_per_s,
+        join_s,
+    })
+}
+
+// ---- confmesh ------------------------------------------------------------------------------
+
+struct Confmesh {
+    nodes: Vec<Mesh>,
+}
+
+impl Confmesh {
+    async fn start(n: usize, arrivals: &Arrivals) -> Result<Confmesh, Error> {
+        let ca = DevCa::generate("convergence bench")?;
+        let mut nodes: Vec<Mesh> = Vec::new();
+        for i in 0..n {
+            let mut builder = Mesh::builder()
+                .tls(ca.node_config(&format!("node-{i}"))?)
+                .expected_members(n);
+            if let Some(first) = nodes.first() {
+                builder = builder.seeds([first.id().addr.to_string()]);
+            }
+            let node = builder.start().await?;
+            let mut events = node.subscribe();
+            let arrivals = arrivals.clone();
+            tokio::spawn(async move {
+                while let Ok(event) = events.recv().await {
+                    if let Event::KeyChanged { key, .. } = event {
+                        arrivals.record(key.as_str(), i);
+                    }
+                }
+            });
+            nodes.push(node);
+        }
+        Ok(Confmesh { nodes })
+    }
+}
+
+#[async_trait]
+impl Cluster for Confmesh {
+    fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    async fn formed(&self) -> bool {
+        for node in &self.nodes {
+            if node.members().await.map_or(0, |m| m.len()) < self.nodes.len() {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn bytes_sent(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| n.wire_stats().udp_bytes_sent)
+            .sum()
+    }
+
+    async fn write(&self, node: usize, key: &str, value: &str) -> Result<(), Error> {
+        self.nodes[node]
+            .put(key, value.as_bytes().to_vec())
+            .await
+            .map(drop)
+            .map_err(Into::into)
+    }
+
+    async fn stop(self: Box<Self>) {
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+    }
+}
+
+// ---- chitchat ------------------------------------------------------------------------------
+
+/// chitchat's UDP transport, counting the bytes it sends.
+struct CountingUdp(Arc<AtomicU64>);
+
+#[async_trait]
+impl Transport for CountingUdp {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let inner = UdpTransport.open(listen_addr).await?;
+        Ok(Box::new(CountingSocket {
+            inner,
+            sent: self.0.clone(),
+        }))
+    }
+}
+
+struct CountingSocket {
+    inner: Box<dyn Socket>,
+    sent: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl Socket for CountingSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
+        let outcome = self.inner.send(to, envelope).await?;
+        self.sent
+            .fetch_add(outcome.num_bytes_sent as u64, Ordering::Relaxed);
+        Ok(outcome)
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        self.inner.recv().await
+    }
+}
+
+struct Chitchat {
+    nodes: Vec<ChitchatHandle>,
+    sent: Arc<AtomicU64>,
+    /// Key listeners; dropping one unsubscribes it.
+    _listeners: Vec<chitchat::ListenerHandle>,
+}
+
+impl Chitchat {
+    async fn start(
+        n: usize,
+        gossip_interval: Duration,
+        arrivals: &Arrivals,
+    ) -> Result<Chitchat, Error> {
+        // chitchat advertises the address it is configured with, so pick free ports first.
+        let addrs = (0..n)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let transport = CountingUdp(sent.clone());
+        let mut nodes = Vec::new();
+        let mut listeners = Vec::new();
+        for (i, &addr) in addrs.iter().enumerate() {
+            let config = ChitchatConfig {
+                chitchat_id: ChitchatId::new(format!("node-{i}"), 0, addr),
+                cluster_id: "convergence-bench".into(),
+                gossip_interval,
+                listen_addr: addr,
+                seed_nodes: if i == 0 {
+                    Vec::new()
+                } else {
+                    vec![addrs[0].to_string()]
+                },
+                // The rest as chitchat's own defaults have it.
+                failure_detector_config: FailureDetectorConfig::default(),
+                marked_for_deletion_grace_period: Duration::from_secs(15 * 60),
+                catchup_callback: None,
+                extra_liveness_predicate: None,
+                protocol_version: ProtocolVersion::V0,
+            };
+            let handle = spawn_chitchat(config, Vec::new(), &transport).await?;
+            let arrivals = arrivals.clone();
+            let listener = handle
+                .chitchat()
+                .lock()
+                .await
+                .subscribe_event("bench/", move |event| {
+                    arrivals.record(&format!("bench/{}", event.key), i);
+                });
+            listeners.push(listener);
+            nodes.push(handle);
+        }
+        Ok(Chitchat {
+            nodes,
+            sent,
+            _listeners: listeners,
+        })
+    }
+}
+
+#[async_trait]
+impl Cluster for Chitchat {
+    fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    async fn formed(&self) -> bool {
+        let n = self.nodes.len();
+        for node in &self.nodes {
+            if node.with_chitchat(|c| c.live_nodes().count()).await < n {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    async fn write(&self, node: usize, key: &str, value: &str) -> Result<(), Error> {
+        self.nodes[node]
+            .with_chitchat(|c| c.self_node_state().set(key, value))
+            .await;
+        Ok(())
+    }
+
+    async fn stop(self: Box<Self>) {
+        for node in self.nodes {
+            let _ = node.shutdown().await;
+        }
+    }
+}
+
+// ---- the run -------------------------------------------------------------------------------
+
+async fn run(args: &Args) -> Result<Vec<Outcome>, Error> {
+    let mut outcomes = Vec::new();
+    for &n in &args.nodes {
+        let arrivals = Arrivals::default();
+        let cluster = Confmesh::start(n, &arrivals).await?;
+        outcomes.push(measure("confmesh", Box::new(cluster), arrivals, args).await?);
+        println!("{}", outcomes[outcomes.len() - 1].row());
+        for (label, interval) in [
+            ("chitchat (defaults, 1 s)", CHITCHAT_DEFAULT_INTERVAL),
+            ("chitchat (500 ms)", ANTI_ENTROPY_PERIOD),
+        ] {
+            let arrivals = Arrivals::default();
+            let cluster = Chitchat::start(n, interval, &arrivals).await?;
+            outcomes.push(measure(label, Box::new(cluster), arrivals, args).await?);
+            println!("{}", outcomes[outcomes.len() - 1].row());
+        }
+    }
+    Ok(outcomes)
+}
+
+fn ratios(outcomes: &[Outcome]) {
+    println!("\nratio chitchat / confmesh (convergence p50, p99, max; idle bytes/node/s):");
+    for ours in outcomes.iter().filter(|o| o.system == "confmesh") {
+        for theirs in outcomes
+            .iter()
+            .filter(|o| o.n == ours.n && o.system != "confmesh")
+        {
+            println!(
+                "  N={} {}: {:.1}x, {:.1}x, {:.1}x; {:.2}x",
+                ours.n,
+                theirs.system,
+                theirs.pct(0.5) / ours.pct(0.5),
+                theirs.pct(0.99) / ours.pct(0.99),
+                theirs.pct(1.0) / ours.pct(1.0),
+                theirs.idle_bytes_per_node_per_s / ours.idle_bytes_per_node_per_s,
+            );
+        }
+    }
+}
+
+fn picture(path: &str, outcomes: &[Outcome]) -> Result<(), String> {
+    let sizes: Vec<usize> = {
+        let mut s: Vec<usize> = outcomes.iter().map(|o| o.n).collect();
+        s.dedup();
+        s
+    };
+    let series = outcomes
+        .iter()
+        .map(|o| plot::Series {
+            label: format!("{} N={}", o.system, o.n),
+            points: plot::cdf_points(&o.deliveries_ms),
+            colour: sizes.iter().position(|&n| n == o.n).unwrap_or(0),
+            dash: if o.system == "confmesh" {
+                plot::Dash::Solid
+            } else if o.system.contains("defaults") {
+                plot::Dash::Dashed
+            } else {
+                plot::Dash::Dotted
+            },
+        })
+        .collect();
+    plot::draw(
+        path,
+        &[plot::Panel {
+            title: "loopback: share of nodes holding a write".into(),
+            x_desc: "ms since the write (log)".into(),
+            y_desc: "share of (write, node) deliveries".into(),
+            log_y: false,
+            series,
+        }],
+    )
+}
+
+fn main() -> Result<(), Error> {
+    let args = Args::parse().map_err(|e| format!("convergence bench: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "writes per run {}, idle window {} s, seed {}",
+        args.writes,
+        args.idle.as_secs(),
+        args.seed
+    );
+    println!(
+        "| N | system | convergence p50 / p99 / max | converged | idle B/node/s | join |\n|---|---|---|---|---|---|"
+    );
+    let outcomes = runtime.block_on(run(&args))?;
+    ratios(&outcomes);
+    picture(&args.plot, &outcomes)?;
+    println!("CDF written to {}", args.plot);
+    Ok(())
+}
