@@ -21,7 +21,7 @@
 //! Nothing here is asserted: the figures go to BENCHMARKS.md.
 
 #[path = "../sim/src/plot.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
+#[allow(unreachable_pub, missing_docs)]
 mod plot;
 
 use std::{
@@ -108,9 +108,12 @@ impl Args {
     }
 }
 
+/// Who reported a key, and when.
+type Reports = Vec<(usize, Instant)>;
+
 /// When each node reported each key: key -> [(node index, when)].
 #[derive(Clone, Default)]
-struct Arrivals(Arc<Mutex<HashMap<String, Vec<(usize, Instant)>>>>);
+struct Arrivals(Arc<Mutex<HashMap<String, Reports>>>);
 
 impl Arrivals {
     fn record(&self, key: &str, node: usize) {

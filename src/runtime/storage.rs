@@ -338,6 +338,7 @@ impl Storage {
     pub(crate) fn reader(&self) -> StorageReader {
         StorageReader {
             db: Arc::clone(&self.db),
+            history_len: self.history_len,
         }
     }
 
@@ -620,7 +621,10 @@ impl Storage {
         Ok(())
     }
 
-    /// Rewrites `key`'s rows to exactly `siblings`, and adds new ones to its history.
+    /// Rewrites `key`'s rows to exactly `siblings`; the rows that leave go to its history.
+    ///
+    /// The history table holds only superseded versions (and collected tombstones): a key
+    /// seen for the first time, as every key of a catch-up is, costs one insert.
     fn write_key(
         &self,
         versions: &mut redb::Table<'_, (&'static str, u64, u64), &'static [u8]>,
@@ -629,27 +633,26 @@ impl Storage {
         siblings: &[Version],
     ) -> Result<(), StorageError> {
         let k = key.as_str();
-        let stale: Vec<(u64, u64)> = versions
+        let stored: Vec<(u64, u64)> = versions
             .range((k, 0, 0)..=(k, u64::MAX, u64::MAX))?
             .map(|row| row.map(|(id, _)| (id.value().1, id.value().2)))
             .collect::<Result<_, _>>()?;
-        let mut added = Vec::new();
-        for (writer, seq) in stale {
-            if !siblings
+        let mut superseded = Vec::new();
+        for &(writer, seq) in &stored {
+            let kept = siblings
                 .iter()
-                .any(|v| v.dot.actor.0 == writer && v.dot.counter == seq)
-            {
-                versions.remove((k, writer, seq))?;
+                .any(|v| v.dot.actor.0 == writer && v.dot.counter == seq);
+            if !kept && let Some(bytes) = versions.remove((k, writer, seq))? {
+                superseded.push(bytes.value().to_vec());
             }
         }
         for version in siblings {
-            let id = (k, version.dot.actor.0, version.dot.counter);
-            if versions.get(id)?.is_none() {
-                versions.insert(id, encode(version)?.as_slice())?;
-                added.push(version);
+            let (writer, seq) = (version.dot.actor.0, version.dot.counter);
+            if !stored.contains(&(writer, seq)) {
+                versions.insert((k, writer, seq), encode(version)?.as_slice())?;
             }
         }
-        if added.is_empty() {
+        if superseded.is_empty() {
             return Ok(());
         }
         let mut last = history
@@ -657,9 +660,9 @@ impl Storage {
             .next_back()
             .transpose()?
             .map_or(0, |(id, _)| id.value().1);
-        for version in added {
+        for bytes in superseded {
             last += 1;
-            history.insert((k, last), encode(version)?.as_slice())?;
+            history.insert((k, last), bytes.as_slice())?;
         }
         let kept = self.history_len as u64;
         if last > kept {
@@ -679,6 +682,7 @@ impl Storage {
 #[derive(Clone, Debug)]
 pub(crate) struct StorageReader {
     db: SharedDatabase,
+    history_len: usize,
 }
 
 /// Where a cursor stands in the log.
@@ -695,16 +699,27 @@ pub(crate) enum LogPosition {
 }
 
 impl StorageReader {
-    /// The versions of `key` in its history, oldest first.
+    /// The versions of `key` in its history: the superseded ones and the current ones,
+    /// oldest first (by the writers' clocks), the last `history_len`.
     pub(crate) fn history(&self, key: &Key) -> Result<Vec<Version>, StorageError> {
         let read = current(&self.db)?.begin_read()?;
-        let table = read.open_table(HISTORY)?;
         let k = key.as_str();
-        let mut out = Vec::new();
-        for row in table.range((k, 0)..=(k, u64::MAX))? {
-            let (_, bytes) = row?;
-            out.push(decode(bytes.value())?);
+        let mut out: Vec<Version> = Vec::new();
+        for row in read.open_table(HISTORY)?.range((k, 0)..=(k, u64::MAX))? {
+            out.push(decode(row?.1.value())?);
         }
+        for row in read
+            .open_table(VERSIONS)?
+            .range((k, 0, 0)..=(k, u64::MAX, u64::MAX))?
+        {
+            out.push(decode(row?.1.value())?);
+        }
+        out.sort_by_key(|v| (v.timestamp, v.dot.actor, v.dot.counter));
+        // A version is in both tables only in a database written when the history table also
+        // held the current versions.
+        out.dedup_by_key(|v| v.dot);
+        let excess = out.len().saturating_sub(self.history_len);
+        out.drain(..excess);
         Ok(out)
     }
 
