@@ -118,6 +118,7 @@ impl Driver {
         resolve.tick().await;
         let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
         checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopped = None;
         loop {
             self.settle();
             let deadline = self
@@ -128,7 +129,7 @@ impl Driver {
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.leave().await;
-                        let _ = reply.send(());
+                        stopped = Some(reply);
                         break;
                     }
                     Some(command) => self.command(command),
@@ -142,6 +143,11 @@ impl Driver {
                 }
                 _ = checkpoint.tick() => self.checkpoint(),
             }
+        }
+        // The data directory is free for another node once shutdown returns.
+        self.storage.close();
+        if let Some(reply) = stopped {
+            let _ = reply.send(());
         }
         self.transport.close().await;
     }

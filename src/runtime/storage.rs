@@ -334,6 +334,32 @@ impl Storage {
         Ok((storage, loaded))
     }
 
+    /// Closes the database, releasing the data directory; readers get
+    /// [`StorageError::Unavailable`] from then on.
+    pub(crate) fn close(&mut self) {
+        let db = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        // Readers hold the database only for the length of a read: wait for them (bounded).
+        let mut db = db;
+        for _ in 0..1_000 {
+            match db.map(Arc::try_unwrap) {
+                Some(Ok(database)) => {
+                    drop(database);
+                    return;
+                }
+                Some(Err(shared)) => {
+                    db = Some(shared);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                None => return,
+            }
+        }
+        tracing::warn!("a reader still holds the database at shutdown");
+    }
+
     /// A handle for readers on other tasks (history, the change log).
     pub(crate) fn reader(&self) -> StorageReader {
         StorageReader {
