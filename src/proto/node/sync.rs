@@ -10,6 +10,9 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Instant};
 use super::{Node, Timer};
 use crate::proto::{ApplyError, Delta, Digest, Key, Snapshot, SyncReply, Version, wire::Message};
 
+/// How many anti-entropy periods a snapshot under way holds back requests to other peers.
+const SNAPSHOT_PATIENCE: u32 = 4;
+
 impl Node {
     pub(super) fn anti_entropy_round(&mut self, now: Instant) {
         let next = self.jitter(self.config.anti_entropy_interval);
@@ -53,7 +56,21 @@ impl Node {
     }
 
     /// Sends our digest to `to`, asking for what we lack.
+    ///
+    /// Not while a snapshot is arriving: a new member is probed by every member within a
+    /// round (and by its sender again), and asking each would bring it one full copy of the
+    /// replica per probe. The wait ends when the snapshot completes, or after
+    /// [`SNAPSHOT_PATIENCE`] anti-entropy periods if its sender went quiet.
     fn request_sync(&mut self, now: Instant, to: SocketAddr) {
+        let patience = self.config.anti_entropy_interval * SNAPSHOT_PATIENCE;
+        let snapshot_under_way = self.snapshot_parts.keys().any(|(peer, _)| {
+            self.syncs_started
+                .get(peer)
+                .is_some_and(|&at| now.saturating_duration_since(at) < patience)
+        });
+        if snapshot_under_way {
+            return;
+        }
         self.peers.note_request(to, now);
         self.syncs_started.entry(to).or_insert(now);
         let digest = self.store.digest().clone();

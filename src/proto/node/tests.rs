@@ -23,6 +23,9 @@ struct Cluster {
     now: Instant,
     in_flight: Vec<(Instant, usize, usize, Channel, Bytes)>,
     drop: Box<dyn FnMut(usize, usize, Channel) -> bool>,
+    /// How long a message of so many bytes takes from one node to another (1 ms unless
+    /// a test says otherwise).
+    delay: Box<dyn FnMut(usize, usize, Channel, usize) -> Duration>,
     events: Vec<Vec<Event>>,
 }
 
@@ -48,6 +51,7 @@ impl Cluster {
             now,
             in_flight: Vec::new(),
             drop: Box::new(|_, _, _| false),
+            delay: Box::new(|_, _, _, _| Duration::from_millis(1)),
             events: vec![Vec::new(); n],
         }
     }
@@ -71,13 +75,9 @@ impl Cluster {
             while let Some(t) = self.nodes[i].poll_transmit() {
                 let to = self.index(t.to);
                 if !(self.drop)(i, to, t.channel) {
-                    self.in_flight.push((
-                        self.now + Duration::from_millis(1),
-                        i,
-                        to,
-                        t.channel,
-                        t.bytes,
-                    ));
+                    let delay = (self.delay)(i, to, t.channel, t.bytes.len());
+                    self.in_flight
+                        .push((self.now + delay, i, to, t.channel, t.bytes));
                 }
             }
             while let Some(e) = self.nodes[i].poll_event() {
@@ -527,4 +527,61 @@ fn tombstones_are_collected_once_every_member_reported_its_vector() {
         );
         assert!(c.nodes[i].stats().tombstones_collected >= 1, "node {i}");
     }
+}
+
+#[test]
+fn a_new_member_takes_one_snapshot_though_every_member_offers_one() {
+    let mut c = Cluster::new(5);
+    for node in &mut c.nodes {
+        node.config.sync_chunk_bytes = 4 * 1024;
+    }
+    for i in 1..4 {
+        let now = c.now;
+        c.nodes[i].join(now, &[addr(0)]);
+    }
+    c.run_for(Duration::from_secs(5));
+    for k in 0..400 {
+        let now = c.now;
+        let value = Bytes::from(vec![b'v'; 100]);
+        c.nodes[k % 4]
+            .put(now, key(&format!("app/key-{k:03}")), value)
+            .unwrap();
+    }
+    c.run_for(Duration::from_secs(3));
+    assert_eq!(c.nodes[3].store().key_count(), 400);
+    let one_copy: usize = c.nodes[0]
+        .store()
+        .snapshot_refs(4 * 1024)
+        .iter()
+        .map(|chunk| {
+            crate::proto::wire::encode_snapshot(chunk, 1 << 20)
+                .unwrap()
+                .len()
+        })
+        .sum();
+
+    // Node 4 joins: each of the four members probes it within a round, and each would answer
+    // a sync request with the whole replica (about ten chunks). Its link is slow: the chunks
+    // of one snapshot arrive 50 ms apart, as a large replica's do.
+    let mut chunks_from = [0u32; 5];
+    c.delay = Box::new(move |from, to, channel, len| {
+        if to == 4 && channel == Channel::Stream && len > 2_000 {
+            chunks_from[from] += 1;
+            return Duration::from_millis(1 + 50 * u64::from(chunks_from[from] - 1));
+        }
+        Duration::from_millis(1)
+    });
+    let now = c.now;
+    c.nodes[4].join(now, &[addr(0)]);
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(
+        c.nodes[4].store().key_count(),
+        400,
+        "the new member caught up"
+    );
+    let received = c.nodes[4].stats().stream_bytes_received as usize;
+    assert!(
+        received < one_copy * 3 / 2,
+        "received {received} bytes for a replica of {one_copy}"
+    );
 }
