@@ -265,8 +265,9 @@ pub struct Node {
     local_health: u32,
     /// When a member last came or went; views are filled once this is a second old.
     members_changed_at: Instant,
-    /// Parts merged of snapshots still incomplete, by (sender, context fingerprint).
-    snapshot_parts: BTreeMap<(SocketAddr, u64), std::collections::BTreeSet<u32>>,
+    /// Parts merged of snapshots still incomplete, by (sender, context fingerprint), and
+    /// when the last of them arrived.
+    snapshot_parts: BTreeMap<(SocketAddr, u64), (std::collections::BTreeSet<u32>, Instant)>,
     /// Sync exchanges under way: the peer asked for what we lack, and when we first asked.
     syncs_started: BTreeMap<SocketAddr, Instant>,
     /// Rounds mode only: versions still to gossip, with the rounds left for each.

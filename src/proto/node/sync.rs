@@ -5,13 +5,17 @@
 //! peer whose digest differs answers with its digest; the node answers that with what the peer
 //! lacks, and asks for what it lacks itself. In steady state a round costs two small messages.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Instant};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use super::{Node, Timer};
 use crate::proto::{ApplyError, Delta, Digest, Key, Snapshot, SyncReply, Version, wire::Message};
 
-/// How many anti-entropy periods a snapshot under way holds back requests to other peers.
-const SNAPSHOT_PATIENCE: u32 = 4;
+/// The longest gap between two chunks of a snapshot for it to count as still arriving.
+const SNAPSHOT_QUIET: Duration = Duration::from_millis(250);
 
 impl Node {
     pub(super) fn anti_entropy_round(&mut self, now: Instant) {
@@ -58,17 +62,17 @@ impl Node {
     /// Sends our digest to `to`, asking for what we lack.
     ///
     /// Not while a snapshot is arriving: a new member is probed by every member within a
-    /// round (and by its sender again), and asking each would bring it one full copy of the
-    /// replica per probe. The wait ends when the snapshot completes, or after
-    /// [`SNAPSHOT_PATIENCE`] anti-entropy periods if its sender went quiet.
+    /// round (and by the snapshot's sender again), and asking each would bring it one full
+    /// copy of the replica per probe. A snapshot counts as arriving while its chunks keep
+    /// coming, at most [`SNAPSHOT_QUIET`] apart (less for a shorter anti-entropy period);
+    /// one whose sender went quiet (a chunk lost, the sender gone) no longer holds requests.
     fn request_sync(&mut self, now: Instant, to: SocketAddr) {
-        let patience = self.config.anti_entropy_interval * SNAPSHOT_PATIENCE;
-        let snapshot_under_way = self.snapshot_parts.keys().any(|(peer, _)| {
-            self.syncs_started
-                .get(peer)
-                .is_some_and(|&at| now.saturating_duration_since(at) < patience)
-        });
-        if snapshot_under_way {
+        let quiet = SNAPSHOT_QUIET.min(self.config.anti_entropy_interval / 2);
+        let snapshot_arriving = self
+            .snapshot_parts
+            .values()
+            .any(|(_, last)| now.saturating_duration_since(*last) < quiet);
+        if snapshot_arriving {
             return;
         }
         self.peers.note_request(to, now);
@@ -177,8 +181,12 @@ impl Node {
         // Chunks travel on separate streams and may arrive in any order: adopt the context
         // once every part of this snapshot (named by sender and context) has been merged.
         // Only merged parts count: a refused chunk leaves the gap visible to anti-entropy.
-        let merged = self.snapshot_parts.entry(id).or_default();
+        let (merged, last) = self
+            .snapshot_parts
+            .entry(id)
+            .or_insert_with(|| (std::collections::BTreeSet::new(), now));
         merged.insert(part);
+        *last = now;
         if merged.len() >= parts as usize {
             self.snapshot_parts.remove(&id);
             self.store.adopt_snapshot_context(&context, collected);
