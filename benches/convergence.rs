@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench convergence                                   # N = 10, 25, 50
 //! cargo bench --bench convergence -- --nodes 50 --writes 200 --plot docs/bench-convergence.svg
+//! cargo bench --bench convergence -- --confmesh-only --disk   # every node in a data directory
 //! ```
 //!
 //! For each N and each system (confmesh; chitchat at its defaults, 1 s gossip interval; and
@@ -16,7 +17,8 @@
 //!   the cluster formed. For confmesh that is everything its QUIC endpoint sent (headers,
 //!   acknowledgements, keep-alives, TLS); for chitchat, every datagram it sent.
 //!
-//! Prints one table row per system and N, then the ratios chitchat / confmesh, and draws
+//! `--disk` gives every confmesh node a data directory (so each write is fsynced before
+//! `put` returns); `--confmesh-only` skips chitchat. Prints one table row per system and N, then the ratios chitchat / confmesh, and draws
 //! the CDF of single deliveries to `--plot FILE.svg` (default `target/convergence.svg`).
 //! Nothing here is asserted: the figures go to BENCHMARKS.md.
 
@@ -70,6 +72,8 @@ struct Args {
     idle: Duration,
     plot: String,
     seed: u64,
+    disk: bool,
+    confmesh_only: bool,
 }
 
 impl Args {
@@ -80,6 +84,8 @@ impl Args {
             idle: Duration::from_secs(10),
             plot: "target/convergence.svg".into(),
             seed: 7,
+            disk: false,
+            confmesh_only: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -96,6 +102,8 @@ impl Args {
                 "--idle-secs" => args.idle = Duration::from_secs(number(value()?)?),
                 "--seed" => args.seed = number(value()?)?,
                 "--plot" => args.plot = value()?,
+                "--disk" => args.disk = true,
+                "--confmesh-only" => args.confmesh_only = true,
                 // What cargo bench passes to every bench binary.
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other:?}")),
@@ -256,16 +264,22 @@ async fn measure(
 
 struct Confmesh {
     nodes: Vec<Mesh>,
+    /// The nodes' data directories, with `--disk`; removed on drop.
+    _dirs: Option<tempfile::TempDir>,
 }
 
 impl Confmesh {
-    async fn start(n: usize, arrivals: &Arrivals) -> Result<Confmesh, Error> {
+    async fn start(n: usize, disk: bool, arrivals: &Arrivals) -> Result<Confmesh, Error> {
         let ca = DevCa::generate("convergence bench")?;
+        let dirs = disk.then(tempfile::tempdir).transpose()?;
         let mut nodes: Vec<Mesh> = Vec::new();
         for i in 0..n {
             let mut builder = Mesh::builder()
                 .tls(ca.node_config(&format!("node-{i}"))?)
                 .expected_members(n);
+            if let Some(dirs) = &dirs {
+                builder = builder.data_dir(dirs.path().join(format!("node-{i}")));
+            }
             if let Some(first) = nodes.first() {
                 builder = builder.seeds([first.id().addr.to_string()]);
             }
@@ -281,7 +295,7 @@ impl Confmesh {
             });
             nodes.push(node);
         }
-        Ok(Confmesh { nodes })
+        Ok(Confmesh { nodes, _dirs: dirs })
     }
 }
 
@@ -464,9 +478,12 @@ async fn run(args: &Args) -> Result<Vec<Outcome>, Error> {
     let mut outcomes = Vec::new();
     for &n in &args.nodes {
         let arrivals = Arrivals::default();
-        let cluster = Confmesh::start(n, &arrivals).await?;
+        let cluster = Confmesh::start(n, args.disk, &arrivals).await?;
         outcomes.push(measure("confmesh", Box::new(cluster), arrivals, args).await?);
         println!("{}", outcomes[outcomes.len() - 1].row());
+        if args.confmesh_only {
+            continue;
+        }
         for (label, interval) in [
             ("chitchat (defaults, 1 s)", CHITCHAT_DEFAULT_INTERVAL),
             ("chitchat (500 ms)", ANTI_ENTROPY_PERIOD),
