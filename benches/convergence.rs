@@ -13,8 +13,8 @@
 //! - **convergence**: a write on a random node, timed from just before the write until the
 //!   last other node reports the key (confmesh: its `KeyChanged` event; chitchat: its key
 //!   listener). Writes go 20 ms apart; p50, p99 and max over all of them.
-//! - **idle traffic**: UDP payload bytes sent per node per second over a quiet window after
-//!   the cluster formed. For confmesh that is everything its QUIC endpoint sent (headers,
+//! - **idle traffic**: UDP payload bytes sent per node per second over a quiet window
+//!   (`--idle-secs`, 10) after the cluster formed and settled (`--settle-secs`, 20). For confmesh that is everything its QUIC endpoint sent (headers,
 //!   acknowledgements, keep-alives, TLS); for chitchat, every datagram it sent.
 //!
 //! `--disk` gives every confmesh node a data directory (so each write is fsynced before
@@ -70,6 +70,7 @@ struct Args {
     nodes: Vec<usize>,
     writes: usize,
     idle: Duration,
+    settle: Duration,
     plot: String,
     seed: u64,
     disk: bool,
@@ -82,6 +83,7 @@ impl Args {
             nodes: vec![10, 25, 50],
             writes: 100,
             idle: Duration::from_secs(10),
+            settle: Duration::from_secs(20),
             plot: "target/convergence.svg".into(),
             seed: 7,
             disk: false,
@@ -100,6 +102,7 @@ impl Args {
                 }
                 "--writes" => args.writes = number(value()?)? as usize,
                 "--idle-secs" => args.idle = Duration::from_secs(number(value()?)?),
+                "--settle-secs" => args.settle = Duration::from_secs(number(value()?)?),
                 "--seed" => args.seed = number(value()?)?,
                 "--plot" => args.plot = value()?,
                 "--disk" => args.disk = true,
@@ -151,6 +154,8 @@ trait Cluster: Send + Sync {
     async fn formed(&self) -> bool;
     /// UDP payload bytes sent so far, all nodes together.
     async fn bytes_sent(&self) -> u64;
+    /// Of those, the protocol's own message bytes (without transport overhead).
+    async fn protocol_bytes_sent(&self) -> u64;
     async fn write(&self, node: usize, key: &str, value: &str) -> Result<(), Error>;
     async fn stop(self: Box<Self>);
 }
@@ -165,6 +170,7 @@ struct Outcome {
     deliveries_ms: Vec<f64>,
     writes: usize,
     idle_bytes_per_node_per_s: f64,
+    idle_protocol_bytes_per_node_per_s: f64,
     join_s: f64,
 }
 
@@ -179,7 +185,7 @@ impl Outcome {
 
     fn row(&self) -> String {
         format!(
-            "| {} | {} | {:.1} / {:.1} / {:.1} ms | {}/{} | {:.0} | {:.1} s |",
+            "| {} | {} | {:.1} / {:.1} / {:.1} ms | {}/{} | {:.0} ({:.0}) | {:.1} s |",
             self.n,
             self.system,
             self.pct(0.5),
@@ -188,6 +194,7 @@ impl Outcome {
             self.full_ms.len(),
             self.writes,
             self.idle_bytes_per_node_per_s,
+            self.idle_protocol_bytes_per_node_per_s,
             self.join_s,
         )
     }
@@ -210,12 +217,21 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let join_s = started.elapsed().as_secs_f64();
-    // Let the views settle, as a running cluster's have, then a quiet window.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (before, t0) = (cluster.bytes_sent().await, now());
+    // Let the cluster settle, as a running one has: views formed, and (confmesh) a QUIC
+    // connection to each member it talks to, first contacts cost a handshake. Then a quiet
+    // window.
+    tokio::time::sleep(args.settle).await;
+    let before = (
+        cluster.bytes_sent().await,
+        cluster.protocol_bytes_sent().await,
+    );
+    let t0 = now();
     tokio::time::sleep(args.idle).await;
-    let idle_bytes = cluster.bytes_sent().await.saturating_sub(before);
-    let idle_bytes_per_node_per_s = idle_bytes as f64 / n as f64 / t0.elapsed().as_secs_f64();
+    let per_node_per_s = |bytes: u64| bytes as f64 / n as f64 / t0.elapsed().as_secs_f64();
+    let idle_bytes_per_node_per_s =
+        per_node_per_s(cluster.bytes_sent().await.saturating_sub(before.0));
+    let idle_protocol_bytes_per_node_per_s =
+        per_node_per_s(cluster.protocol_bytes_sent().await.saturating_sub(before.1));
 
     let mut rng = StdRng::seed_from_u64(args.seed ^ n as u64);
     let mut issued = Vec::new();
@@ -256,6 +272,7 @@ async fn measure(
         deliveries_ms,
         writes: issued.len(),
         idle_bytes_per_node_per_s,
+        idle_protocol_bytes_per_node_per_s,
         join_s,
     })
 }
@@ -319,6 +336,16 @@ impl Cluster for Confmesh {
             .iter()
             .map(|n| n.wire_stats().udp_bytes_sent)
             .sum()
+    }
+
+    async fn protocol_bytes_sent(&self) -> u64 {
+        let mut total = 0;
+        for node in &self.nodes {
+            if let Ok(s) = node.stats().await {
+                total += s.datagram_bytes_sent + s.stream_bytes_sent;
+            }
+        }
+        total
     }
 
     async fn write(&self, node: usize, key: &str, value: &str) -> Result<(), Error> {
@@ -458,6 +485,11 @@ impl Cluster for Chitchat {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// chitchat has no transport overhead to tell apart: its datagrams are its messages.
+    async fn protocol_bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
     async fn write(&self, node: usize, key: &str, value: &str) -> Result<(), Error> {
         self.nodes[node]
             .with_chitchat(|c| c.self_node_state().set(key, value))
@@ -556,13 +588,15 @@ fn main() -> Result<(), Error> {
         .enable_all()
         .build()?;
     println!(
-        "writes per run {}, idle window {} s, seed {}",
+        "writes per run {}, settle {} s, idle window {} s, seed {}{}",
         args.writes,
+        args.settle.as_secs(),
         args.idle.as_secs(),
-        args.seed
+        args.seed,
+        if args.disk { ", data directories" } else { "" }
     );
     println!(
-        "| N | system | convergence p50 / p99 / max | converged | idle B/node/s | join |\n|---|---|---|---|---|---|"
+        "| N | system | convergence p50 / p99 / max | converged | idle B/node/s wire (protocol) | join |\n|---|---|---|---|---|---|"
     );
     let outcomes = runtime.block_on(run(&args))?;
     ratios(&outcomes);

@@ -19,9 +19,11 @@ use crate::proto::node::{Channel, Transmit};
 /// How long a dial may take before the message is dropped (anti-entropy repairs it).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keep-alive on every connection, well under the idle timeout, so pooled connections to
-/// members stay open between messages.
-const KEEP_ALIVE: Duration = Duration::from_secs(2);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// members stay open between messages. Each costs a packet and its acknowledgement per
+/// connection per interval, and a node keeps a connection to every member it talks to
+/// (49 at N=50: at 2 s that would be some 50 packets per second per node).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages received and not yet taken by the node task; beyond this, new ones are dropped
 /// (they are either unreliable SWIM packets or repaired by anti-entropy).
 const INBOUND_QUEUE: usize = 4_096;
@@ -145,6 +147,10 @@ impl Transport {
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(KEEP_ALIVE));
         transport.max_idle_timeout(IDLE_TIMEOUT.try_into().ok());
+        // No path-MTU probing: messages are small (SWIM datagrams fit QUIC's 1,200-byte
+        // minimum) and the probes, four packets of up to 1,452 bytes, were most of a new
+        // connection's cost.
+        transport.mtu_discovery_config(None);
         let transport = Arc::new(transport);
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls.server_config()?));
         server.transport_config(transport.clone());
