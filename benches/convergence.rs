@@ -419,33 +419,40 @@ impl Chitchat {
         gossip_interval: Duration,
         arrivals: &Arrivals,
     ) -> Result<Chitchat, Error> {
-        // chitchat advertises the address it is configured with, so pick free ports first.
-        let addrs = (0..n)
-            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()))
-            .collect::<Result<Vec<_>, _>>()?;
         let sent = Arc::new(AtomicU64::new(0));
         let transport = CountingUdp(sent.clone());
-        let mut nodes = Vec::new();
+        let mut nodes: Vec<ChitchatHandle> = Vec::new();
         let mut listeners = Vec::new();
-        for (i, &addr) in addrs.iter().enumerate() {
-            let config = ChitchatConfig {
-                chitchat_id: ChitchatId::new(format!("node-{i}"), 0, addr),
-                cluster_id: "convergence-bench".into(),
-                gossip_interval,
-                listen_addr: addr,
-                seed_nodes: if i == 0 {
-                    Vec::new()
-                } else {
-                    vec![addrs[0].to_string()]
-                },
-                // The rest as chitchat's own defaults have it.
-                failure_detector_config: FailureDetectorConfig::default(),
-                marked_for_deletion_grace_period: Duration::from_secs(15 * 60),
-                catchup_callback: None,
-                extra_liveness_predicate: None,
-                protocol_version: ProtocolVersion::V0,
+        for i in 0..n {
+            let seeds: Vec<String> = nodes
+                .first()
+                .map(|first| first.chitchat_id().gossip_advertise_addr.to_string())
+                .into_iter()
+                .collect();
+            // chitchat advertises the address it is configured with, so pick a free port
+            // first; another socket may take it in between, so try a few.
+            let mut attempt = 0;
+            let handle = loop {
+                let addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+                let config = ChitchatConfig {
+                    chitchat_id: ChitchatId::new(format!("node-{i}"), 0, addr),
+                    cluster_id: "convergence-bench".into(),
+                    gossip_interval,
+                    listen_addr: addr,
+                    seed_nodes: seeds.clone(),
+                    // The rest as chitchat's own defaults have it.
+                    failure_detector_config: FailureDetectorConfig::default(),
+                    marked_for_deletion_grace_period: Duration::from_secs(15 * 60),
+                    catchup_callback: None,
+                    extra_liveness_predicate: None,
+                    protocol_version: ProtocolVersion::V0,
+                };
+                match spawn_chitchat(config, Vec::new(), &transport).await {
+                    Ok(handle) => break handle,
+                    Err(_) if attempt < 5 => attempt += 1,
+                    Err(e) => return Err(e.into()),
+                }
             };
-            let handle = spawn_chitchat(config, Vec::new(), &transport).await?;
             let arrivals = arrivals.clone();
             let listener = handle
                 .chitchat()
