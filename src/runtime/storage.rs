@@ -337,13 +337,13 @@ impl Storage {
     /// Closes the database, releasing the data directory; readers get
     /// [`StorageError::Unavailable`] from then on.
     pub(crate) fn close(&mut self) {
-        let db = self
+        let mut db = self
             .db
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        // Readers hold the database only for the length of a read: wait for them (bounded).
-        let mut db = db;
+        // Readers hold the database only for the length of a read: wait for them (bounded;
+        // this runs once, at shutdown).
         for _ in 0..1_000 {
             match db.map(Arc::try_unwrap) {
                 Some(Ok(database)) => {
