@@ -178,8 +178,19 @@ async fn a_failing_disk_refuses_writes_and_leaves_the_replica_consistent() {
         value(peer.get("app/mode").await.expect("get")).as_deref(),
         Some(&b"v1"[..])
     );
-    // Reads keep working while the disk is full.
+    // Reads keep working while the disk is full, and so does replication: a write from the
+    // peer is applied here (and kept for the disk until it recovers).
     assert!(node.get("app/mode").await.expect("get").is_some());
+    peer.put("app/remote", &b"r1"[..]).await.expect("peer put");
+    let arrived = eventually(Duration::from_secs(10), || {
+        let node = node.clone();
+        async move { node.get("app/remote").await.expect("get").is_some() }
+    })
+    .await;
+    assert!(
+        arrived,
+        "the peer's write did not arrive while the disk was full"
+    );
 
     // Space again: writes are accepted (the database is reopened).
     disk_full.store(false, Ordering::SeqCst);
@@ -190,11 +201,18 @@ async fn a_failing_disk_refuses_writes_and_leaves_the_replica_consistent() {
     .await;
     assert!(accepted, "writes still refused after the disk recovered");
     node.shutdown().await;
+    // Without the peer, the node restarts from its disk alone.
+    peer.shutdown().await;
 
     let node = start_when_free(builder).await;
     assert_eq!(
         value(node.get("app/mode").await.expect("get")).as_deref(),
         Some(&b"v3"[..])
+    );
+    assert_eq!(
+        value(node.get("app/remote").await.expect("get")).as_deref(),
+        Some(&b"r1"[..]),
+        "the remote write applied while the disk was full was lost"
     );
     let history = node.history("app/mode").await.expect("history");
     let values: Vec<_> = history
@@ -207,7 +225,6 @@ async fn a_failing_disk_refuses_writes_and_leaves_the_replica_consistent() {
     );
     assert_eq!(values.first().map(Vec::as_slice), Some(&b"v1"[..]));
     node.shutdown().await;
-    peer.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

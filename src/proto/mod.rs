@@ -20,6 +20,6 @@ pub use self::{
     seqset::{SeqRange, SeqSet, SeqSetError},
     store::{
         Applied, ApplyError, Delta, Digest, Payload, Snapshot, SnapshotRef, Store, StoreConfig,
-        SyncReply, Version, WriteError,
+        SyncReply, Touched, TouchedKeys, Version, WriteError,
     },
 };

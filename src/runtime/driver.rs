@@ -1,26 +1,27 @@
 //! The node task: one tokio task owns a [`Node`] and its [`Storage`] and pumps them. Its
 //! inputs are a closed set: a message from a peer, a timer, a command from the
 //! [`Mesh`](super::Mesh) handle, the storage checkpoint, and the end of the handle (a crash,
-//! as far as the mesh can tell). After each input it settles: the store's changes are
-//! committed to disk and logged for watches, then events go to subscribers and messages to
-//! the transport.
+//! as far as the mesh can tell). After each input it settles: the store's changes are queued
+//! for the storage writer thread (which logs them for watches once committed), then events
+//! go to subscribers and messages to the transport.
 //!
-//! A local write is prepared, committed durably, and only then applied to the node, so an
-//! acknowledged write survives a crash and a refused one changed nothing.
+//! A local write is prepared, committed durably (after everything queued before it), and
+//! only then applied to the node, so an acknowledged write survives a crash and a refused one
+//! changed nothing.
 
-use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
     members::{Member, MemberInfo, MemberState, info_writer},
-    storage::{Commit, Storage, StorageError},
+    storage::{Storage, StorageError},
     transport::{Inbound, Transport},
     watch::Change,
 };
 use crate::proto::{
-    Dot, Key, Version, WriteError,
+    Dot, Key, TouchedKeys, Version, WriteError,
     node::{Event, Node},
 };
 
@@ -54,6 +55,8 @@ pub(crate) enum Command {
     },
     /// Any read: runs against the node and answers through its own channel.
     Read(Box<dyn FnOnce(&Node) + Send>),
+    /// Answers once storage has written everything the node applied so far.
+    AwaitStorage { reply: oneshot::Sender<()> },
     /// Leave gracefully, then stop.
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -79,27 +82,24 @@ pub(crate) struct Driver {
     pub(crate) inbound: mpsc::Receiver<Inbound>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: broadcast::Sender<Event>,
-    pub(crate) changes: broadcast::Sender<Change>,
     pub(crate) members: broadcast::Sender<Member>,
     pub(crate) seeds: Seeds,
     /// Not yet committed: keys whose rows to rewrite, and logged changes (with cursors).
     pub(crate) pending: Pending,
 }
 
-/// What the next commit must write.
+/// What the next batch for storage must write.
 #[derive(Default)]
 pub(crate) struct Pending {
-    keys: BTreeSet<Key>,
+    keys: TouchedKeys,
     changes: Vec<Change>,
-    /// The store revision last committed.
-    committed_revision: u64,
-    /// Commits made without an fsync since the last durable one.
+    /// The store revision last sent to storage.
+    sent_revision: u64,
+    /// Batches sent without an fsync since the last durable one.
     unsynced: bool,
     members_changed: bool,
     /// A local write's change, committed with it, to be announced when the node reports it.
     prelogged: Option<Change>,
-    /// Whether the last commit failed (logged once per failure streak).
-    failing: bool,
 }
 
 #[allow(
@@ -209,6 +209,10 @@ impl Driver {
                 let _ = reply.send(result);
             }
             Command::Read(read) => read(&self.node),
+            Command::AwaitStorage { reply } => {
+                self.flush(false);
+                self.storage.notify_when_written(reply);
+            }
             Command::Shutdown { .. } => {}
         }
     }
@@ -244,6 +248,8 @@ impl Driver {
 
     /// Commits a prepared local write durably, then applies it. On error nothing changed.
     fn write_local(&mut self, version: Version) -> Result<Version, LocalWriteError> {
+        // What changed before the write is queued first, so the log stays in order.
+        self.flush(false);
         let old = self.node.store().get(&version.key).cloned();
         let new = (!version.is_tombstone()).then(|| version.clone());
         let logged = (old.as_ref().map(|v| v.dot) != new.as_ref().map(|v| v.dot)).then(|| Change {
@@ -253,16 +259,18 @@ impl Driver {
             new,
             origin: version.dot.actor,
         });
-        self.pending.keys.extend(self.node.take_touched_keys());
         let first_new_cursor = logged.as_ref().map(|c| c.cursor.seq);
-        self.pending.changes.extend(logged.clone());
-        if let Err(e) = self.commit(Some(&version), true) {
+        if let Err(e) = self
+            .storage
+            .commit_local(self.node.store(), &version, logged.clone())
+        {
             if let Some(seq) = first_new_cursor {
-                self.pending.changes.pop();
                 self.storage.return_cursors(seq);
             }
             return Err(LocalWriteError::Storage(e));
         }
+        // A durable commit makes everything before it durable too.
+        self.pending.unsynced = false;
         self.pending.prelogged = logged;
         if let Err(e) = self.node.commit_local(version.clone()) {
             // Cannot happen: nothing ran between prepare and commit. The version is on disk
@@ -272,53 +280,41 @@ impl Driver {
         Ok(version)
     }
 
-    /// Commits what is pending; the changes it logged go to watchers.
-    fn commit(&mut self, local: Option<&Version>, durable: bool) -> Result<(), StorageError> {
+    /// Sends what is pending to storage; `durable` also makes everything sent before durable
+    /// and saves the member list if it changed.
+    fn flush(&mut self, durable: bool) {
+        for (key, touched) in self.node.take_touched_keys() {
+            // How the key stood before its first change since the last batch is what counts.
+            self.pending.keys.entry(key).or_insert(touched);
+        }
         let members: Option<Vec<_>> =
             (durable && self.pending.members_changed).then(|| self.node.members().collect());
-        let commit = Commit {
-            keys: &self.pending.keys,
-            local,
-            changes: &self.pending.changes,
-            members: members.as_deref(),
-            durable,
-        };
-        match self.storage.commit(self.node.store(), &commit) {
-            Ok(()) => {
-                if self.pending.failing {
-                    tracing::info!("storage commits succeed again");
-                    self.pending.failing = false;
-                }
-                self.pending.keys.clear();
-                self.pending.committed_revision = self.node.store().revision();
-                self.pending.unsynced = !durable;
-                if members.is_some() {
-                    self.pending.members_changed = false;
-                }
-                for change in self.pending.changes.drain(..) {
-                    let _ = self.changes.send(change);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if !self.pending.failing {
-                    tracing::error!(cause = %e, "storage commit failed; local writes are refused until it succeeds");
-                    self.pending.failing = true;
-                }
-                Err(e)
-            }
+        let revision = self.node.store().revision();
+        if self.pending.keys.is_empty()
+            && self.pending.changes.is_empty()
+            && self.pending.sent_revision == revision
+            && members.is_none()
+            && !(durable && self.pending.unsynced)
+        {
+            return;
         }
+        if members.is_some() {
+            self.pending.members_changed = false;
+        }
+        self.storage.commit_remote(
+            self.node.store(),
+            std::mem::take(&mut self.pending.keys),
+            std::mem::take(&mut self.pending.changes),
+            members,
+            durable,
+        );
+        self.pending.sent_revision = revision;
+        self.pending.unsynced = !durable;
     }
 
     /// Makes everything committed so far durable, and saves the member list if it changed.
     fn checkpoint(&mut self) {
-        if self.pending.unsynced
-            || self.pending.members_changed
-            || !self.pending.keys.is_empty()
-            || !self.pending.changes.is_empty()
-        {
-            let _ = self.commit(None, true);
-        }
+        self.flush(true);
     }
 
     /// After an input: commit what changed, then tell subscribers and send messages.
@@ -347,14 +343,7 @@ impl Driver {
             }
             events.push(event);
         }
-        self.pending.keys.extend(self.node.take_touched_keys());
-        if !self.pending.keys.is_empty()
-            || !self.pending.changes.is_empty()
-            || self.pending.committed_revision != self.node.store().revision()
-        {
-            // A failure is logged by commit and retried after the next input.
-            let _ = self.commit(None, false);
-        }
+        self.flush(false);
         for event in events {
             self.announce(event);
         }

@@ -240,6 +240,7 @@ impl MeshBuilder {
                 self.info.encoded_len()
             )));
         }
+        let (changes, _) = broadcast::channel(EVENT_BUFFER);
         let (storage, loaded) = Storage::open(
             self.data_dir.as_deref(),
             self.storage_fault,
@@ -248,6 +249,7 @@ impl MeshBuilder {
             StoreConfig::default(),
             self.history_len,
             self.watch_log_len,
+            changes.clone(),
         )?;
         let (transport, inbound) = Transport::bind(
             self.bind,
@@ -282,7 +284,6 @@ impl MeshBuilder {
         );
         let (commands, command_rx) = mpsc::channel(1_024);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let (changes, _) = broadcast::channel(EVENT_BUFFER);
         let (members, _) = broadcast::channel(EVENT_BUFFER);
         let reader = storage.reader();
         let wire = transport.wire();
@@ -293,7 +294,6 @@ impl MeshBuilder {
             inbound,
             commands: command_rx,
             events: events.clone(),
-            changes: changes.clone(),
             members: members.clone(),
             seeds: self.seeds,
             pending: Pending::default(),
@@ -527,7 +527,9 @@ impl Mesh {
     }
 
     /// The versions of `key` this node has stored, oldest first: the last
-    /// [`MeshBuilder::history_len`] of them, tombstones included, local and remote.
+    /// [`MeshBuilder::history_len`] of them, tombstones included, local and remote. Every
+    /// version the node had applied when called is included (the history is read once the
+    /// storage has written them).
     ///
     /// # Errors
     ///
@@ -535,6 +537,9 @@ impl Mesh {
     /// cannot be read.
     pub async fn history(&self, key: &str) -> Result<Vec<Version>, MeshError> {
         let key = Key::new(key)?;
+        let (reply, written) = oneshot::channel();
+        self.send(Command::AwaitStorage { reply }).await?;
+        written.await.map_err(|_| MeshError::Stopped)?;
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || reader.history(&key))
             .await

@@ -452,7 +452,7 @@ impl Node {
     }
 
     /// The keys whose stored versions changed since the last call.
-    pub fn take_touched_keys(&mut self) -> std::collections::BTreeSet<Key> {
+    pub fn take_touched_keys(&mut self) -> crate::proto::store::TouchedKeys {
         self.store.take_touched_keys()
     }
 

@@ -373,11 +373,13 @@ impl Store {
                 .filter(|v| !v.is_tombstone())
                 .map(|v| v.dot);
             let dropped = siblings.len() != before;
-            if siblings.is_empty() {
-                self.keys.remove(&key);
-            }
+            let emptied = siblings.is_empty();
             if dropped {
+                // While the key is still there: it had versions.
                 self.touch(&key);
+            }
+            if emptied {
+                self.keys.remove(&key);
             }
             if old_winner != new_winner {
                 changed.push(key);

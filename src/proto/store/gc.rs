@@ -2,7 +2,7 @@
 
 use crdts::CvRDT;
 
-use super::{Digest, Store, apply::unindex};
+use super::{Digest, Store, Touched, apply::unindex};
 use crate::proto::ids::VClock;
 
 impl Store {
@@ -55,7 +55,7 @@ impl Store {
             if siblings.len() != before
                 && let Some(touched) = touched.as_mut()
             {
-                touched.insert(key.clone());
+                touched.entry(key.clone()).or_insert(Touched::Existing);
             }
             !siblings.is_empty()
         });

@@ -18,7 +18,7 @@ mod gc;
 
 mod sync;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use crdts::{CmRDT, CvRDT};
@@ -210,7 +210,22 @@ pub struct Store {
     revision: u64,
     /// Keys whose siblings changed since [`Store::take_touched_keys`], when tracking is on
     /// ([`Store::track_touched_keys`]); `None` costs nothing.
-    touched: Option<BTreeSet<Key>>,
+    touched: Option<TouchedKeys>,
+}
+
+/// Keys whose stored versions changed, from [`Store::take_touched_keys`], each with how it
+/// stood before its first change.
+pub type TouchedKeys = BTreeMap<Key, Touched>;
+
+/// How a touched key stood before its first change since the last
+/// [`Store::take_touched_keys`]. A caller that persists the replica can skip reading back the
+/// rows of a [`Touched::New`] key: it had none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touched {
+    /// The replica held no version of the key.
+    New,
+    /// The replica held at least one version of the key.
+    Existing,
 }
 
 impl Store {
@@ -393,21 +408,29 @@ impl Store {
     /// Starts recording which keys change (see [`Store::take_touched_keys`]): what a caller
     /// that persists the store writes back.
     pub fn track_touched_keys(&mut self) {
-        self.touched.get_or_insert_with(BTreeSet::new);
+        self.touched.get_or_insert_with(TouchedKeys::new);
     }
 
     /// The keys whose stored versions changed since the last call (empty when tracking is
-    /// off). A key may be listed although it ends up unchanged.
-    pub fn take_touched_keys(&mut self) -> BTreeSet<Key> {
+    /// off), each with how it stood before. A key may be listed although it ends up unchanged.
+    pub fn take_touched_keys(&mut self) -> TouchedKeys {
         self.touched
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
     }
 
+    /// Records that `key`'s versions change; call it before changing them.
     pub(super) fn touch(&mut self, key: &Key) {
-        if let Some(touched) = &mut self.touched {
-            touched.insert(key.clone());
+        if let Some(touched) = &mut self.touched
+            && !touched.contains_key(key)
+        {
+            let before = if self.keys.contains_key(key) {
+                Touched::Existing
+            } else {
+                Touched::New
+            };
+            touched.insert(key.clone(), before);
         }
     }
 

@@ -638,7 +638,7 @@ fn touched_keys_name_every_key_whose_versions_changed() {
     b.apply(v2.clone()).unwrap();
     assert_eq!(
         b.take_touched_keys().into_iter().collect::<Vec<_>>(),
-        vec![key("x"), key("y")]
+        vec![(key("x"), Touched::New), (key("y"), Touched::New)]
     );
     assert!(b.take_touched_keys().is_empty(), "taking clears");
     b.apply(v2).unwrap();
@@ -655,7 +655,8 @@ fn touched_keys_name_every_key_whose_versions_changed() {
     assert_eq!(b.collect_garbage([&vector]), 1);
     assert_eq!(
         b.take_touched_keys().into_iter().collect::<Vec<_>>(),
-        vec![key("x")]
+        vec![(key("x"), Touched::Existing)],
+        "collected: it had a tombstone"
     );
     // A snapshot that drops a superseded local version touches its key.
     let mut c = store(3);
@@ -666,5 +667,24 @@ fn touched_keys_name_every_key_whose_versions_changed() {
     d.merge_snapshot(c.snapshot()).unwrap();
     d.put(5_000, key("z"), val("new")).unwrap();
     c.merge_snapshot(d.snapshot()).unwrap();
-    assert!(c.take_touched_keys().contains(&key("z")));
+    assert_eq!(
+        c.take_touched_keys().get(&key("z")),
+        Some(&Touched::Existing)
+    );
+    // A key changed twice between takes keeps how it stood before the first change.
+    let mut e = store(5);
+    e.track_touched_keys();
+    e.apply(a.put(3_000, key("w"), val("1")).unwrap()).unwrap();
+    e.apply(a.put(3_001, key("w"), val("2")).unwrap()).unwrap();
+    assert_eq!(e.take_touched_keys().get(&key("w")), Some(&Touched::New));
+    e.apply(a.put(3_002, key("w"), val("3")).unwrap()).unwrap();
+    assert_eq!(
+        e.take_touched_keys().get(&key("w")),
+        Some(&Touched::Existing)
+    );
+    // A snapshot merged by the bulk path marks its keys new.
+    let mut f = store(6);
+    f.track_touched_keys();
+    f.merge_snapshot(a.snapshot()).unwrap();
+    assert!(f.take_touched_keys().values().all(|t| *t == Touched::New));
 }

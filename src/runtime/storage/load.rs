@@ -1,0 +1,156 @@
+//! Loading what a data directory holds at start.
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use super::{
+    CHANGES, CONTEXT, CURSOR_BLOCK, FORMAT, HISTORY, Loaded, META, META_COLLECTED, META_FORMAT,
+    META_LOG_ID, META_LOG_RESERVED, META_MEMBERS, META_WRITER, SharedDatabase, StorageError,
+    VERSIONS, current, decode, read_u64,
+};
+use crate::proto::{
+    Digest, SeqSet, Snapshot, Store, StoreConfig, VClock, Version, WriterId, node::NodeId,
+};
+
+/// The change log's position in a database just opened.
+pub(super) struct LogStart {
+    /// The log's id, distinct per data directory and per in-memory node.
+    pub(super) id: u64,
+    /// The first sequence number to hand out.
+    pub(super) next: u64,
+    /// Sequence numbers below this are reserved durably.
+    pub(super) reserved: u64,
+    /// How many entries the table holds.
+    pub(super) entries: u64,
+}
+
+/// Reads the replica, the member list and the change log's position; records the writer id
+/// in a new database and reserves the next block of cursors.
+pub(super) fn load(
+    shared: &SharedDatabase,
+    configured: Option<WriterId>,
+    new_writer: WriterId,
+    store_config: StoreConfig,
+) -> Result<(Loaded, LogStart), StorageError> {
+    let db = current(shared)?;
+    let mut log = LogStart {
+        id: 0,
+        next: 1,
+        reserved: 0,
+        entries: 0,
+    };
+    let txn = db.begin_write()?;
+    let (writer, fresh) = {
+        let mut meta = txn.open_table(META)?;
+        let format = meta.get(META_FORMAT)?.map(|v| read_u64(v.value()));
+        match format {
+            None => {
+                meta.insert(META_FORMAT, FORMAT.to_le_bytes().as_slice())?;
+            }
+            Some(Some(FORMAT)) => {}
+            Some(other) => {
+                return Err(StorageError::Corrupt(format!(
+                    "unknown format {other:?} (this build reads {FORMAT})"
+                )));
+            }
+        }
+        let stored = meta.get(META_WRITER)?.map(|v| read_u64(v.value()));
+        let writer = match (stored, configured) {
+            (Some(None), _) => return Err(StorageError::Corrupt("writer id".into())),
+            (Some(Some(stored)), Some(configured)) if stored != configured.0 => {
+                return Err(StorageError::WriterMismatch {
+                    stored,
+                    configured: configured.0,
+                });
+            }
+            (Some(Some(stored)), _) => (WriterId(stored), false),
+            (None, configured) => {
+                let writer = configured.unwrap_or(new_writer);
+                meta.insert(META_WRITER, writer.0.to_le_bytes().as_slice())?;
+                (writer, true)
+            }
+        };
+        let stored_id = meta.get(META_LOG_ID)?.map(|v| read_u64(v.value()));
+        let log_id = match stored_id {
+            Some(Some(id)) => id,
+            Some(None) => return Err(StorageError::Corrupt("log id".into())),
+            None => {
+                // Distinct per data directory and per in-memory node.
+                let id = new_writer.0 ^ 0x636f_6e66_6d65_7368;
+                meta.insert(META_LOG_ID, id.to_le_bytes().as_slice())?;
+                id
+            }
+        };
+        let reserved = meta
+            .get(META_LOG_RESERVED)?
+            .and_then(|v| read_u64(v.value()))
+            .unwrap_or(1);
+        // Continue past everything a previous run may have handed out.
+        log.id = log_id;
+        log.next = reserved;
+        log.reserved = reserved + CURSOR_BLOCK;
+        meta.insert(META_LOG_RESERVED, log.reserved.to_le_bytes().as_slice())?;
+        writer
+    };
+    // Create every table, so readers never find one missing.
+    txn.open_table(VERSIONS)?;
+    txn.open_table(CONTEXT)?;
+    txn.open_table(HISTORY)?;
+    log.entries = txn.open_table(CHANGES)?.len()?;
+    txn.commit()?;
+    let read = db.begin_read()?;
+    let meta = read.open_table(META)?;
+    let members: Vec<NodeId> = match meta.get(META_MEMBERS)? {
+        Some(bytes) => decode(bytes.value())?,
+        None => Vec::new(),
+    };
+    if fresh {
+        return Ok((
+            Loaded {
+                writer,
+                store: None,
+                members,
+            },
+            log,
+        ));
+    }
+    let collected: VClock = match meta.get(META_COLLECTED)? {
+        Some(bytes) => decode(bytes.value())?,
+        None => VClock::new(),
+    };
+    let mut writers = Vec::new();
+    for row in read.open_table(CONTEXT)?.iter()? {
+        let (writer, seen) = row?;
+        writers.push((WriterId(writer.value()), decode::<SeqSet>(seen.value())?));
+    }
+    let context = Digest::from_writers(writers);
+    let mut versions = Vec::new();
+    for row in read.open_table(VERSIONS)?.iter()? {
+        let (_, version) = row?;
+        versions.push(decode::<Version>(version.value())?);
+    }
+    tracing::info!(
+        writer = writer.0,
+        versions = versions.len(),
+        members = members.len(),
+        "replica loaded from disk"
+    );
+    let snapshot = Snapshot {
+        after: None,
+        through: None,
+        versions,
+        context,
+        collected,
+        part: 0,
+        parts: 1,
+    };
+    let store = Store::restore(writer, store_config, snapshot)
+        .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    Ok((
+        Loaded {
+            writer,
+            store: Some(store),
+            members,
+        },
+        log,
+    ))
+}

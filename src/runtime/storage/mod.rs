@@ -1,0 +1,436 @@
+//! The replica on disk: one redb database per data directory.
+//!
+//! What is stored, and why it is enough to restart from:
+//!
+//! - `versions`: every stored version, by `(key, writer, seq)`. A key's rows are exactly its
+//!   siblings after each commit.
+//! - `context`: per writer, the sequence numbers seen (the causal context). With it a restarted
+//!   node asks peers only for what it lacks, and never reuses one of its own dots.
+//! - `meta`: the writer id (stable per data directory), the collection floor, the member list
+//!   (to rejoin without seeds), and the change log's id, reservation and trim point.
+//! - `history`: per key, the last versions seen, for [`Mesh::history`](super::Mesh::history).
+//! - `changes`: the change log behind [`Mesh::watch`](super::Mesh::watch), by cursor.
+//!
+//! Every commit is one redb transaction, so the file always holds a state the replica was in
+//! (or a union of one with the local write being committed). Local writes commit with
+//! `Durability::Immediate` *before* they take effect in memory; what arrives from peers commits
+//! without an fsync and is made durable by the next local write or the periodic checkpoint. A
+//! crash can lose only such remote state, which anti-entropy pulls again.
+
+mod backend;
+mod load;
+mod reader;
+mod writer;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock, mpsc::SyncSender},
+};
+
+use redb::{Database, TableDefinition};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::{broadcast, oneshot};
+
+pub(crate) use self::reader::{LogPosition, StorageReader};
+use self::writer::{Batch, Job, Rows, Writer};
+use super::watch::{Change, Cursor};
+use crate::proto::{
+    SeqSet, Store, StoreConfig, Touched, TouchedKeys, VClock, Version, WriterId, node::NodeId, wire,
+};
+
+/// The name of the database file inside a data directory.
+pub const DATABASE_FILE: &str = "confmesh.redb";
+
+/// The layout of the tables; a database written by another layout is refused.
+const FORMAT: u64 = 1;
+
+/// How many cursors one durable reservation covers (see [`ChangeLog`]).
+const CURSOR_BLOCK: u64 = 1 << 20;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const VERSIONS: TableDefinition<(&str, u64, u64), &[u8]> = TableDefinition::new("versions");
+const CONTEXT: TableDefinition<u64, &[u8]> = TableDefinition::new("context");
+const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+
+const META_FORMAT: &str = "format";
+const META_WRITER: &str = "writer";
+const META_COLLECTED: &str = "collected";
+const META_MEMBERS: &str = "members";
+const META_LOG_ID: &str = "log_id";
+const META_LOG_RESERVED: &str = "log_reserved";
+const META_LOG_TRIMMED: &str = "log_trimmed";
+
+/// Why storage failed. A failed commit changes nothing on disk.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The data directory could not be created or opened.
+    #[error("data directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Another process (or another node in this one) has the data directory open.
+    #[error("data directory {0} is in use by another node")]
+    InUse(PathBuf),
+    /// The data directory belongs to another writer than the one configured.
+    #[error("the data directory holds writer {stored}, not the configured {configured}")]
+    WriterMismatch {
+        /// The writer id in the data directory.
+        stored: u64,
+        /// The writer id the builder was given.
+        configured: u64,
+    },
+    /// The database holds something this version cannot read.
+    #[error("the database is corrupt or from another version: {0}")]
+    Corrupt(String),
+    /// redb failed: an I/O error, a full disk, ...
+    #[error("storage: {0}")]
+    Database(#[from] redb::Error),
+    /// The database is being reopened after a failure, or closed; try again.
+    #[error("storage is reopening after a failure, or closed")]
+    Unavailable,
+    /// The thread that writes the database could not be started.
+    #[error("cannot start the storage writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Decides, before each write or sync of the data directory's file, whether it fails as a
+/// full disk would: fault injection for tests.
+pub type StorageFaultHook = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Where the database lives.
+#[derive(Clone)]
+enum Location {
+    Memory,
+    Dir {
+        dir: PathBuf,
+        fault: Option<StorageFaultHook>,
+    },
+}
+
+/// The open database, shared with readers; replaced when reopened after a failure (redb
+/// refuses further use of a database after an I/O error).
+type SharedDatabase = Arc<RwLock<Option<Arc<Database>>>>;
+
+fn current(shared: &SharedDatabase) -> Result<Arc<Database>, StorageError> {
+    shared
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+        .ok_or(StorageError::Unavailable)
+}
+
+macro_rules! from_redb {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StorageError {
+            fn from(e: $error) -> Self {
+                StorageError::Database(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// What the data directory held at start.
+pub(crate) struct Loaded {
+    pub(crate) writer: WriterId,
+    /// The replica, `None` for a new data directory.
+    pub(crate) store: Option<Store>,
+    /// The members last seen.
+    pub(crate) members: Vec<NodeId>,
+}
+
+/// The change log's position on the node side: cursors are `(log id, seq)`. Sequence numbers
+/// are handed out below a durably reserved bound (the writer extends it), and a restart
+/// continues from that bound, so a cursor seen by a watcher is never reused even if a crash
+/// lost the commit that logged it.
+#[derive(Clone, Copy, Debug)]
+struct CursorSource {
+    id: u64,
+    /// The next sequence number to hand out.
+    next: u64,
+}
+
+/// How many jobs the node task may queue ahead of the writer before it waits: enough to
+/// overlap merging the next input with writing the last, little enough to bound memory.
+const QUEUE_DEPTH: usize = 4;
+
+/// The node task's side of the database: it turns the store's changes into batches for the
+/// writer thread ([`writer`]), and hands out change-log cursors.
+///
+/// A remote commit is queued and returns at once (the writer keeps and retries a batch that
+/// fails); a local one waits until it is durable. Either way batches are written in the
+/// order they were sent, so the database always holds a state the replica was in.
+pub(crate) struct Storage {
+    jobs: Option<SyncSender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    db: SharedDatabase,
+    history_len: usize,
+    cursors: CursorSource,
+    /// The context and floor as sent to the writer, to send only what changed.
+    sent_context: BTreeMap<WriterId, SeqSet>,
+    sent_floor: VClock,
+}
+
+impl Storage {
+    /// Opens (or creates) the database in `dir`; `None` keeps it in memory (nothing survives
+    /// the process). Loads the replica it holds and starts the writer thread; committed
+    /// changes go to `changes`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument named"
+    )]
+    pub(crate) fn open(
+        dir: Option<&Path>,
+        fault: Option<StorageFaultHook>,
+        writer: Option<WriterId>,
+        new_writer: WriterId,
+        store_config: StoreConfig,
+        history_len: usize,
+        log_len: u64,
+        changes: broadcast::Sender<Change>,
+    ) -> Result<(Storage, Loaded), StorageError> {
+        let location = match dir {
+            Some(dir) => Location::Dir {
+                dir: dir.to_path_buf(),
+                fault,
+            },
+            None => Location::Memory,
+        };
+        let db: SharedDatabase = Arc::new(RwLock::new(Some(Arc::new(backend::open_database(
+            &location,
+        )?))));
+        let (loaded, log) = load::load(&db, writer, new_writer, store_config)?;
+        let history_len = history_len.max(1);
+        let state = Writer {
+            db: Arc::clone(&db),
+            location,
+            broken: false,
+            history_len,
+            log_len: log_len.max(1),
+            log_entries: log.entries,
+            log_reserved: log.reserved,
+            kept: None,
+            failing: false,
+            changes,
+        };
+        let (jobs, queue) = std::sync::mpsc::sync_channel(QUEUE_DEPTH);
+        let thread = std::thread::Builder::new()
+            .name("confmesh-storage".into())
+            .spawn(move || state.run(&queue))
+            .map_err(StorageError::Thread)?;
+        let storage = Storage {
+            jobs: Some(jobs),
+            writer: Some(thread),
+            db,
+            history_len,
+            cursors: CursorSource {
+                id: log.id,
+                next: log.next,
+            },
+            sent_context: loaded
+                .store
+                .as_ref()
+                .map(|s| {
+                    s.digest()
+                        .writers()
+                        .map(|(w, seen)| (w, seen.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            sent_floor: loaded
+                .store
+                .as_ref()
+                .map(|s| s.collected_floor().clone())
+                .unwrap_or_default(),
+        };
+        Ok((storage, loaded))
+    }
+
+    /// Commits what is queued and closes the database, releasing the data directory; readers
+    /// get [`StorageError::Unavailable`] from then on. Returns once the database is closed.
+    pub(crate) fn close(&mut self) {
+        if let Some(jobs) = self.jobs.take() {
+            let (reply, done) = std::sync::mpsc::sync_channel(1);
+            if jobs.send(Job::Close(reply)).is_ok() {
+                let _ = done.recv();
+            }
+        }
+        if let Some(thread) = self.writer.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the storage writer thread panicked");
+        }
+    }
+
+    /// A handle for readers on other tasks (history, the change log).
+    pub(crate) fn reader(&self) -> StorageReader {
+        StorageReader {
+            db: Arc::clone(&self.db),
+            history_len: self.history_len,
+        }
+    }
+
+    /// The cursor for the next change, advancing the log.
+    pub(crate) fn next_cursor(&mut self) -> Cursor {
+        let cursor = Cursor {
+            log: self.cursors.id,
+            seq: self.cursors.next,
+        };
+        self.cursors.next += 1;
+        cursor
+    }
+
+    /// Takes back cursors handed out for changes that were not committed (the commit failed
+    /// and the write was refused), so the log stays gap-free.
+    pub(crate) fn return_cursors(&mut self, first: u64) {
+        self.cursors.next = self.cursors.next.min(first);
+    }
+
+    /// Queues the store's state of `keys`, the context and floor where they changed, the
+    /// member list if given, and `changes`, for the writer. Waits only while the writer is
+    /// [`QUEUE_DEPTH`] batches behind.
+    pub(crate) fn commit_remote(
+        &mut self,
+        store: &Store,
+        keys: TouchedKeys,
+        changes: Vec<Change>,
+        members: Option<Vec<NodeId>>,
+        durable: bool,
+    ) {
+        let keys = keys
+            .into_iter()
+            .map(|(key, touched)| {
+                let rows = Rows {
+                    versions: store.versions(&key).to_vec(),
+                    new: touched == Touched::New,
+                };
+                (key, rows)
+            })
+            .collect();
+        let batch = Batch {
+            keys,
+            context: self.changed_context(store),
+            floor: self.changed_floor(store),
+            members,
+            changes,
+            durable,
+        };
+        self.sent_context
+            .extend(batch.context.iter().map(|(w, seen)| (*w, seen.clone())));
+        if let Some(floor) = &batch.floor {
+            self.sent_floor = floor.clone();
+        }
+        let Some(jobs) = &self.jobs else {
+            return;
+        };
+        if jobs.send(Job::Remote(batch)).is_err() {
+            tracing::error!("the storage writer is gone; remote changes not saved");
+        }
+    }
+
+    /// Commits a prepared local write, with everything queued before it, durably: `local`
+    /// replaces the siblings of its key, and `change` is logged. On error nothing was written
+    /// (what was queued before stays queued).
+    pub(crate) fn commit_local(
+        &mut self,
+        store: &Store,
+        local: &Version,
+        change: Option<Change>,
+    ) -> Result<(), StorageError> {
+        let mut context = self.changed_context(store);
+        let writer = local.dot.actor;
+        let seen = context
+            .entry(writer)
+            .or_insert_with(|| store.digest().seen(writer).clone());
+        seen.insert(local.dot.counter);
+        let rows = Rows {
+            versions: vec![local.clone()],
+            new: store.versions(&local.key).is_empty(),
+        };
+        let batch = Batch {
+            keys: BTreeMap::from([(local.key.clone(), rows)]),
+            context,
+            floor: self.changed_floor(store),
+            members: None,
+            changes: change.into_iter().collect(),
+            durable: true,
+        };
+        let sent_context: Vec<_> = batch
+            .context
+            .iter()
+            .map(|(w, seen)| (*w, seen.clone()))
+            .collect();
+        let sent_floor = batch.floor.clone();
+        let jobs = self.jobs.as_ref().ok_or(StorageError::Unavailable)?;
+        let (reply, result) = std::sync::mpsc::sync_channel(1);
+        jobs.send(Job::Local(batch, reply))
+            .map_err(|_| StorageError::Unavailable)?;
+        result.recv().map_err(|_| StorageError::Unavailable)??;
+        self.sent_context.extend(sent_context);
+        if let Some(floor) = sent_floor {
+            self.sent_floor = floor;
+        }
+        Ok(())
+    }
+
+    /// Sends `()` on `reply` once everything queued so far is written (or was tried and
+    /// failed: the writer keeps it and retries, and the reply does not wait for that).
+    pub(crate) fn notify_when_written(&self, reply: oneshot::Sender<()>) {
+        if let Some(jobs) = &self.jobs {
+            // A writer that is gone drops `reply`: the waiter learns the node stopped.
+            let _ = jobs.send(Job::Notify(reply));
+        }
+    }
+
+    /// The context entries that differ from what was sent; only those are cloned (this runs
+    /// after every input, and the digest has an entry per writer in the cluster).
+    fn changed_context(&self, store: &Store) -> BTreeMap<WriterId, SeqSet> {
+        store
+            .digest()
+            .writers()
+            .filter(|(writer, seen)| self.sent_context.get(writer) != Some(*seen))
+            .map(|(writer, seen)| (writer, seen.clone()))
+            .collect()
+    }
+
+    fn changed_floor(&self, store: &Store) -> Option<VClock> {
+        (*store.collected_floor() != self.sent_floor).then(|| store.collected_floor().clone())
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn read_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StorageError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| StorageError::Corrupt(format!("cannot encode: {e}")))
+}
+
+/// Decodes a row with the wire's allocation limits: a damaged file is an error, not an abort.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    let (value, used) =
+        wire::decode_limited::<T>(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(StorageError::Corrupt("trailing bytes in a row".into()));
+    }
+    Ok(value)
+}
