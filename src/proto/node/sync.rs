@@ -56,7 +56,7 @@ impl Node {
             }
             return;
         }
-        self.request_sync(now, from);
+        self.request_sync(now, from, false);
     }
 
     /// Sends our digest to `to`, asking for what we lack.
@@ -66,13 +66,24 @@ impl Node {
     /// copy of the replica per probe. A snapshot counts as arriving while its chunks keep
     /// coming, at most [`SNAPSHOT_QUIET`] apart (less for a shorter anti-entropy period);
     /// one whose sender went quiet (a chunk lost, the sender gone) no longer holds requests.
-    fn request_sync(&mut self, now: Instant, to: SocketAddr) {
+    ///
+    /// Nor, until this node has been in sync once (it is new, or restarted), while a request
+    /// sent less than that long ago is unanswered: the answer may be a snapshot whose first
+    /// chunk is still on its way. A request `continuing` an exchange (the peer's answer was
+    /// truncated) is not held by that.
+    fn request_sync(&mut self, now: Instant, to: SocketAddr, continuing: bool) {
         let quiet = SNAPSHOT_QUIET.min(self.config.anti_entropy_interval / 2);
         let snapshot_arriving = self
             .snapshot_parts
             .values()
             .any(|(_, last)| now.saturating_duration_since(*last) < quiet);
-        if snapshot_arriving {
+        let first_answer_awaited = !continuing
+            && self.last_in_sync.is_none()
+            && self
+                .syncs_started
+                .values()
+                .any(|at| now.saturating_duration_since(*at) < quiet);
+        if snapshot_arriving || first_answer_awaited {
             return;
         }
         self.peers.note_request(to, now);
@@ -117,7 +128,7 @@ impl Node {
             }
         }
         if they_have_more && !recently_asked {
-            self.request_sync(now, from);
+            self.request_sync(now, from, false);
         }
     }
 
@@ -129,7 +140,7 @@ impl Node {
             return;
         }
         if truncated {
-            self.request_sync(now, from);
+            self.request_sync(now, from, true);
         } else {
             // Everything the peer had seen when it answered is now here too.
             self.last_in_sync = Some(now);
