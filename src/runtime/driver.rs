@@ -277,6 +277,15 @@ impl Driver {
             // and is applied at the next start.
             tracing::error!(cause = %e, "prepared write not applicable");
         }
+        // Storage holds what the write changed (the key's one version, the context with its
+        // dot): nothing to send again.
+        let written = std::slice::from_ref(&version);
+        for (key, touched) in self.node.take_touched_keys() {
+            if key != version.key || self.node.store().versions(&key) != written {
+                self.pending.keys.entry(key).or_insert(touched);
+            }
+        }
+        self.pending.sent_revision = self.node.store().revision();
         Ok(version)
     }
 
