@@ -292,9 +292,14 @@ impl Driver {
     /// Sends what is pending to storage; `durable` also makes everything sent before durable
     /// and saves the member list if it changed.
     fn flush(&mut self, durable: bool) {
-        for (key, touched) in self.node.take_touched_keys() {
-            // How the key stood before its first change since the last batch is what counts.
-            self.pending.keys.entry(key).or_insert(touched);
+        let touched = self.node.take_touched_keys();
+        if self.pending.keys.is_empty() {
+            self.pending.keys = touched;
+        } else {
+            for (key, touched) in touched {
+                // How the key stood before its first change since the last batch counts.
+                self.pending.keys.entry(key).or_insert(touched);
+            }
         }
         let members: Option<Vec<_>> =
             (durable && self.pending.members_changed).then(|| self.node.members().collect());

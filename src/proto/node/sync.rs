@@ -218,7 +218,7 @@ impl Node {
         from: SocketAddr,
         what: &str,
         result: Result<Vec<Key>, ApplyError>,
-        old: BTreeMap<Key, Option<Version>>,
+        old: BTreeMap<Key, Version>,
     ) -> bool {
         match result {
             Ok(changed) => {
@@ -234,17 +234,18 @@ impl Node {
         }
     }
 
-    /// The current winners of the keys `versions` touch, to report changes against.
-    fn winners_before(&self, versions: &[Version]) -> BTreeMap<Key, Option<Version>> {
+    /// The current winners of the keys `versions` touch, to report changes against (keys
+    /// without a winner left out: a catch-up's keys are all new).
+    fn winners_before(&self, versions: &[Version]) -> BTreeMap<Key, Version> {
         versions
             .iter()
-            .map(|v| (v.key.clone(), self.store.get(&v.key).cloned()))
+            .filter_map(|v| Some((v.key.clone(), self.store.get(&v.key)?.clone())))
             .collect()
     }
 
-    fn emit_changes(&mut self, changed: Vec<Key>, mut old: BTreeMap<Key, Option<Version>>) {
+    fn emit_changes(&mut self, changed: Vec<Key>, mut old: BTreeMap<Key, Version>) {
         for key in changed {
-            let before = old.remove(&key).flatten();
+            let before = old.remove(&key);
             self.emit_change(&key, before);
         }
     }

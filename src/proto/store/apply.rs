@@ -304,11 +304,10 @@ impl Store {
         self.revision += 1;
         for run in dots.chunk_by(|a, b| a.0 == b.0) {
             let writer = run[0].0;
-            let mut index: BTreeMap<u64, Key> = run
+            let index = run
                 .iter()
-                .map(|&(_, seq, i)| (seq, versions[i].key.clone()))
-                .collect();
-            self.by_dot.entry(writer).or_default().append(&mut index);
+                .map(|&(_, seq, i)| (seq, versions[i].key.clone()));
+            merge_sorted(self.by_dot.entry(writer).or_default(), index.collect());
             for &(_, seq, _) in run {
                 self.context.insert(Dot::new(writer, seq));
             }
@@ -328,8 +327,7 @@ impl Store {
                 changed.push(key.clone());
             }
         }
-        let mut added: BTreeMap<Key, Vec<Version>> = groups.into_iter().collect();
-        self.keys.append(&mut added);
+        merge_sorted(&mut self.keys, groups);
         Ok(())
     }
 
@@ -385,6 +383,19 @@ impl Store {
                 changed.push(key);
             }
         }
+    }
+}
+
+/// Adds `sorted` (ascending, no key already in `map`) to `map`. `BTreeMap::append` rebuilds
+/// the whole map, which costs a catch-up that adds chunk after chunk to a growing replica
+/// quadratic time; inserting costs only the new entries' descents, and they land next to each
+/// other.
+fn merge_sorted<K: Ord, V>(map: &mut BTreeMap<K, V>, sorted: Vec<(K, V)>) {
+    if map.len() < sorted.len() {
+        let mut added: BTreeMap<K, V> = sorted.into_iter().collect();
+        map.append(&mut added);
+    } else {
+        map.extend(sorted);
     }
 }
 

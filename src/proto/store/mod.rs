@@ -422,15 +422,15 @@ impl Store {
 
     /// Records that `key`'s versions change; call it before changing them.
     pub(super) fn touch(&mut self, key: &Key) {
-        if let Some(touched) = &mut self.touched
-            && !touched.contains_key(key)
-        {
-            let before = if self.keys.contains_key(key) {
-                Touched::Existing
-            } else {
-                Touched::New
-            };
-            touched.insert(key.clone(), before);
+        if let Some(touched) = &mut self.touched {
+            let keys = &self.keys;
+            touched.entry(key.clone()).or_insert_with(|| {
+                if keys.contains_key(key) {
+                    Touched::Existing
+                } else {
+                    Touched::New
+                }
+            });
         }
     }
 

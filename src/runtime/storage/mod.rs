@@ -224,6 +224,7 @@ impl Storage {
             kept: None,
             failing: false,
             changes,
+            scratch: Vec::new(),
         };
         let (jobs, queue) = std::sync::mpsc::sync_channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
@@ -420,9 +421,15 @@ fn read_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
 
-fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StorageError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|e| StorageError::Corrupt(format!("cannot encode: {e}")))
+/// Encodes `value` into `buf` (cleared first: one buffer serves every row of a commit).
+fn encode<'b, T: Serialize + ?Sized>(
+    buf: &'b mut Vec<u8>,
+    value: &T,
+) -> Result<&'b [u8], StorageError> {
+    buf.clear();
+    bincode::serde::encode_into_std_write(value, buf, bincode::config::standard())
+        .map_err(|e| StorageError::Corrupt(format!("cannot encode: {e}")))?;
+    Ok(buf.as_slice())
 }
 
 /// Decodes a row with the wire's allocation limits: a damaged file is an error, not an abort.

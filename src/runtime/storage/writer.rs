@@ -109,6 +109,8 @@ pub(super) struct Writer {
     /// Whether the current failure was logged.
     pub(super) failing: bool,
     pub(super) changes: broadcast::Sender<Change>,
+    /// The buffer rows are encoded into, reused (a catch-up writes 100,000s of rows).
+    pub(super) scratch: Vec<u8>,
 }
 
 impl Writer {
@@ -231,19 +233,26 @@ impl Writer {
             let mut log = txn.open_table(CHANGES)?;
             for batch in batches {
                 for (key, rows) in &batch.keys {
-                    self.write_key(&mut versions, &mut history, key, rows)?;
+                    Self::write_key(
+                        &mut versions,
+                        &mut history,
+                        &mut self.scratch,
+                        self.history_len,
+                        key,
+                        rows,
+                    )?;
                 }
                 for (writer, seen) in &batch.context {
-                    context.insert(writer.0, encode(seen)?.as_slice())?;
+                    context.insert(writer.0, encode(&mut self.scratch, seen)?)?;
                 }
                 if let Some(floor) = &batch.floor {
-                    meta.insert(META_COLLECTED, encode(floor)?.as_slice())?;
+                    meta.insert(META_COLLECTED, encode(&mut self.scratch, floor)?)?;
                 }
                 if let Some(members) = &batch.members {
-                    meta.insert(META_MEMBERS, encode(members)?.as_slice())?;
+                    meta.insert(META_MEMBERS, encode(&mut self.scratch, members)?)?;
                 }
                 for change in &batch.changes {
-                    log.insert(change.cursor.seq, encode(change)?.as_slice())?;
+                    log.insert(change.cursor.seq, encode(&mut self.scratch, change)?)?;
                     log_entries += 1;
                 }
             }
@@ -274,9 +283,10 @@ impl Writer {
     /// The history table holds only superseded versions (and collected tombstones): a key
     /// seen for the first time, as every key of a catch-up is, costs one insert and no read.
     fn write_key(
-        &self,
         versions: &mut redb::Table<'_, (&'static str, u64, u64), &'static [u8]>,
         history: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
+        scratch: &mut Vec<u8>,
+        history_len: usize,
         key: &Key,
         rows: &Rows,
     ) -> Result<(), StorageError> {
@@ -302,7 +312,7 @@ impl Writer {
         for version in &rows.versions {
             let (writer, seq) = (version.dot.actor.0, version.dot.counter);
             if !stored.contains(&(writer, seq)) {
-                versions.insert((k, writer, seq), encode(version)?.as_slice())?;
+                versions.insert((k, writer, seq), encode(scratch, version)?)?;
             }
         }
         if superseded.is_empty() {
@@ -317,7 +327,7 @@ impl Writer {
             last += 1;
             history.insert((k, last), bytes.as_slice())?;
         }
-        let kept = self.history_len as u64;
+        let kept = history_len as u64;
         if last > kept {
             let old: Vec<u64> = history
                 .range((k, 0)..=(k, last - kept))?
