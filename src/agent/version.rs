@@ -7,7 +7,7 @@ pub fn format(dot: Dot) -> String {
     format!("{:016x}-{}", dot.actor.0, dot.counter)
 }
 
-/// Parses [`format`]'s output.
+/// Parses [`format()`]'s output.
 ///
 /// # Errors
 ///

@@ -1,7 +1,7 @@
 //! The membership layer: foca (SWIM) behind a small adapter.
 //!
 //! foca is used for membership only: failure detection, join, leave, incarnations. Its
-//! packets travel as [`Message::Membership`](crate::proto::Message::Membership) datagrams.
+//! packets travel as [`Message::Membership`] datagrams.
 
 use std::{
     collections::VecDeque,

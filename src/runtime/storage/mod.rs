@@ -16,6 +16,10 @@
 //! `Durability::Immediate` *before* they take effect in memory; what arrives from peers commits
 //! without an fsync and is made durable by the next local write or the periodic checkpoint. A
 //! crash can lose only such remote state, which anti-entropy pulls again.
+//!
+//! Commits run on a thread of their own ([`writer`]), in the order the node task sends them:
+//! the node merges its next input while the last is written, and the file trails memory by
+//! at most [`QUEUE_DEPTH`] batches. Watchers see a change once it is written.
 
 mod backend;
 mod load;
@@ -45,7 +49,7 @@ pub const DATABASE_FILE: &str = "confmesh.redb";
 /// The layout of the tables; a database written by another layout is refused.
 const FORMAT: u64 = 1;
 
-/// How many cursors one durable reservation covers (see [`ChangeLog`]).
+/// How many cursors one durable reservation covers (see [`CursorSource`]).
 const CURSOR_BLOCK: u64 = 1 << 20;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
