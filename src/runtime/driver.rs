@@ -84,7 +84,7 @@ pub(crate) struct Driver {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) members: broadcast::Sender<Member>,
     pub(crate) seeds: Seeds,
-    /// Not yet committed: keys whose rows to rewrite, and logged changes (with cursors).
+    /// Not yet sent to storage: keys whose rows to rewrite, and logged changes (with cursors).
     pub(crate) pending: Pending,
 }
 
