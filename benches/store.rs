@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use confmesh::proto::{
-    Key, Store, StoreConfig, SyncReply, Version, WriterId,
+    Key, Snapshot, Store, StoreConfig, SyncReply, Version, WriterId,
     wire::{self, MAX_MESSAGE_BYTES, Message},
 };
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -147,6 +147,28 @@ fn catchup(c: &mut Criterion) {
                 other => panic!("unexpected {other:?}"),
             },
             |s| Store::restore(WriterId(42), StoreConfig::default(), s).expect("restore"),
+            BatchSize::LargeInput,
+        )
+    });
+    // What a joiner does: the snapshot in 1 MiB chunks (15 for 100k keys), merged in order
+    // into a store that grows with each.
+    let chunks: Vec<Snapshot> = full
+        .snapshot_refs(1 << 20)
+        .iter()
+        .map(|chunk| chunk.to_owned())
+        .collect();
+    group.bench_function("merge_chunks/100k", |b| {
+        b.iter_batched(
+            || chunks.clone(),
+            |chunks| {
+                let mut store = Store::new(WriterId(42), StoreConfig::default());
+                let (context, collected) = (chunks[0].context.clone(), chunks[0].collected.clone());
+                for chunk in chunks {
+                    store.merge_snapshot(chunk).expect("merge");
+                }
+                store.adopt_snapshot_context(&context, collected);
+                store
+            },
             BatchSize::LargeInput,
         )
     });
