@@ -11,6 +11,7 @@
 //! cargo run -p confmesh-sim --release -- --plot docs/sim-steady.svg --from docs/sim/steady-100.json,docs/sim/steady-1000.json
 //! ```
 
+mod follow;
 mod params;
 mod pictures;
 mod plot;

@@ -90,12 +90,14 @@ pub struct Params {
     pub smoke: bool,
     pub check_replay: bool,
     pub quiet: bool,
+    /// Log what the mesh believes of this node (its index) as it changes.
+    pub follow: Option<usize>,
 }
 
 impl Params {
     pub const USAGE: &'static str = "usage: confmesh-sim [--scenario steady|partition|churn|join|catchup] [--nodes N] \
 [--loss P] [--duplicate P] [--latency-ms MIN..MAX] [--skew-ms N] [--writes N] [--write-interval-ms N] [--keys N] \
-[--catchup-keys N] [--start cold|warm|auto] [--seed N] [--baseline] [--one-way] [--report FILE.json] [--plot FILE.svg [--from A.json,B.json]] [--smoke] [--check-replay] [--quiet]";
+[--catchup-keys N] [--start cold|warm|auto] [--seed N] [--baseline] [--one-way] [--report FILE.json] [--plot FILE.svg [--from A.json,B.json]] [--smoke] [--check-replay] [--quiet] [--follow NODE_INDEX]";
 
     pub fn parse(args: &[String]) -> Result<Params, String> {
         let mut start = None;
@@ -121,6 +123,7 @@ impl Params {
             smoke: false,
             check_replay: false,
             quiet: false,
+            follow: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -167,6 +170,7 @@ impl Params {
                 "--smoke" => p.smoke = true,
                 "--check-replay" => p.check_replay = true,
                 "--quiet" => p.quiet = true,
+                "--follow" => p.follow = Some(number(flag, value()?)?),
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -189,6 +193,12 @@ impl Params {
         }
         if !(0.0..0.5).contains(&p.loss) || !(0.0..0.5).contains(&p.duplicate) {
             return Err("--loss and --duplicate are probabilities in [0, 0.5)".into());
+        }
+        if p.follow.is_some_and(|f| f >= p.nodes) {
+            return Err(format!(
+                "--follow wants a node index below --nodes {}",
+                p.nodes
+            ));
         }
         Ok(p)
     }

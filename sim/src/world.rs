@@ -15,7 +15,7 @@ use confmesh::proto::{
 };
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 
-use crate::params::Params;
+use crate::{follow::Follow, params::Params};
 
 /// One write the scenario made, and when each node first held it.
 pub struct WriteRecord {
@@ -97,6 +97,8 @@ pub struct World {
     pub messages_sent: u64,
     pub events_processed: u64,
     pub trace_hash: u64,
+    /// `--follow`: what the mesh believes of one node, logged as it changes.
+    pub follow: Option<Follow>,
 }
 
 impl World {
@@ -147,6 +149,7 @@ impl World {
             messages_sent: 0,
             events_processed: 0,
             trace_hash: 0xcbf2_9ce4_8422_2325,
+            follow: params.follow.map(|f| Follow::new(f, addr(f), n)),
             params,
         }
     }
@@ -371,6 +374,11 @@ impl World {
         let Some(node) = self.slots[to].node.as_mut() else {
             return;
         };
+        if channel == Channel::Datagram
+            && let Some(f) = &self.follow
+        {
+            f.datagram(now - self.start, "recv", from, to, bytes);
+        }
         match channel {
             Channel::Datagram => node.handle_datagram(now, addr(from), bytes),
             Channel::Stream => node.handle_stream_message(now, addr(from), bytes),
@@ -418,6 +426,11 @@ impl World {
             }
         }
         let wake = node.poll_timeout();
+        let t = self.now - self.start;
+        if let Some(f) = &mut self.follow {
+            f.observe(t, i, node);
+            events.iter().for_each(|e| f.event(t, i, e));
+        }
         for e in events {
             self.member_log.push((self.now, i, e));
         }
@@ -427,7 +440,14 @@ impl World {
             let Some(&to) = self.index.get(&t.to) else {
                 continue;
             };
-            if self.blocked(i, to) || self.rng.random_bool(self.params.loss) {
+            let dropped = self.blocked(i, to) || self.rng.random_bool(self.params.loss);
+            if t.channel == Channel::Datagram
+                && let Some(f) = &self.follow
+            {
+                let what = if dropped { "LOST" } else { "send" };
+                f.datagram(self.now - self.start, what, i, to, &t.bytes);
+            }
+            if dropped {
                 continue;
             }
             let copies = if self.rng.random_bool(self.params.duplicate) {

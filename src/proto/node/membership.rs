@@ -152,6 +152,31 @@ impl foca::Codec<NodeId> for BincodeCodec {
     }
 }
 
+/// Decodes a SWIM packet's header and the member updates it carries, for diagnostics.
+pub(super) fn describe_packet(packet: &[u8]) -> Option<super::MembershipPacket> {
+    let mut buf = packet;
+    let header: Header<NodeId> = BincodeCodec::take(&mut buf).ok()?;
+    let mut updates = Vec::new();
+    if buf.remaining() >= 2 && header.message != foca::Message::Broadcast {
+        let count = buf.get_u16();
+        for _ in 0..count {
+            let member: Member<NodeId> = BincodeCodec::take(&mut buf).ok()?;
+            updates.push(super::MemberView {
+                id: *member.id(),
+                state: super::MemberState::from(member.state()),
+                incarnation: member.incarnation(),
+            });
+        }
+    }
+    Some(super::MembershipPacket {
+        kind: format!("{:?}", header.message),
+        src: header.src,
+        src_incarnation: header.src_incarnation,
+        dst: header.dst,
+        updates,
+    })
+}
+
 /// foca's custom broadcasts, used for one thing: "I am leaving", so members can tell a
 /// graceful leave from a failure. A leaving node adds its notice before foca gossips its
 /// `Down` update, so both travel in the same packets; the node reads the notices after each

@@ -195,6 +195,62 @@ pub enum Event {
     Rejoined(NodeId),
 }
 
+/// What this node's membership layer believes of one member: see [`Node::membership_view`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    /// The identity it holds for the member.
+    pub id: NodeId,
+    /// Alive, suspected, or declared down.
+    pub state: MemberState,
+    /// The member's incarnation as last heard: a suspected member refutes by raising it.
+    pub incarnation: u16,
+}
+
+/// A member's state in SWIM terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberState {
+    /// Answering probes (or not yet found otherwise).
+    Alive,
+    /// A probe failed; declared down unless it refutes within the suspicion timeout.
+    Suspect,
+    /// Declared down; it must rejoin under a new generation.
+    Down,
+}
+
+impl From<foca::State> for MemberState {
+    fn from(state: foca::State) -> MemberState {
+        match state {
+            foca::State::Alive => MemberState::Alive,
+            foca::State::Suspect => MemberState::Suspect,
+            foca::State::Down => MemberState::Down,
+        }
+    }
+}
+
+/// A SWIM packet taken apart: see [`describe_membership_datagram`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipPacket {
+    /// The SWIM message (ping, ack, gossip, ...), as foca prints it.
+    pub kind: String,
+    /// The sender's identity.
+    pub src: NodeId,
+    /// The sender's incarnation: a raised one refutes a suspicion of the sender.
+    pub src_incarnation: u16,
+    /// The identity the sender addressed.
+    pub dst: NodeId,
+    /// The member updates piggybacked on the packet.
+    pub updates: Vec<MemberView>,
+}
+
+/// Takes apart a datagram [`Node`]s exchange, if it is a SWIM packet (`None` otherwise, or
+/// if it does not decode). For diagnostics, such as the simulator's `--follow`.
+pub fn describe_membership_datagram(bytes: &[u8]) -> Option<MembershipPacket> {
+    match wire::decode(bytes, wire::MAX_DATAGRAM_BYTES) {
+        Ok(Message::Membership(packet)) => membership::describe_packet(&packet),
+        _ => None,
+    }
+}
+
 /// Upper bounds, in milliseconds, of [`NodeStats::sync_duration_buckets`].
 pub const SYNC_DURATION_BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 500, 1_000, 5_000];
 
@@ -365,6 +421,25 @@ impl Node {
     /// How many active members there are, this node excluded.
     pub fn member_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// What the membership layer believes of the member at `addr` (`None`: not in its
+    /// table). A linear scan of the table, for diagnostics such as the simulator's
+    /// `--follow`, not for hot paths.
+    pub fn membership_view(&self, addr: SocketAddr) -> Option<MemberView> {
+        self.swim
+            .iter_membership_state()
+            .find(|m| m.id().addr == addr)
+            .map(|m| MemberView {
+                id: *m.id(),
+                state: MemberState::from(m.state()),
+                incarnation: m.incarnation(),
+            })
+    }
+
+    /// How many membership updates wait to ride on outgoing SWIM packets.
+    pub fn membership_backlog(&self) -> usize {
+        self.swim.updates_backlog()
     }
 
     /// Whether the membership layer considers this node part of a cluster.

@@ -27,6 +27,8 @@ struct Cluster {
     /// a test says otherwise).
     delay: Box<dyn FnMut(usize, usize, Channel, usize) -> Duration>,
     events: Vec<Vec<Event>>,
+    /// When set, every datagram sent: (from, to, bytes).
+    tap: Option<Vec<(usize, usize, Bytes)>>,
 }
 
 impl Cluster {
@@ -53,6 +55,7 @@ impl Cluster {
             drop: Box::new(|_, _, _| false),
             delay: Box::new(|_, _, _, _| Duration::from_millis(1)),
             events: vec![Vec::new(); n],
+            tap: None,
         }
     }
 
@@ -74,6 +77,11 @@ impl Cluster {
         for i in 0..self.nodes.len() {
             while let Some(t) = self.nodes[i].poll_transmit() {
                 let to = self.index(t.to);
+                if let Some(tap) = &mut self.tap
+                    && t.channel == Channel::Datagram
+                {
+                    tap.push((i, to, t.bytes.clone()));
+                }
                 if !(self.drop)(i, to, t.channel) {
                     let delay = (self.delay)(i, to, t.channel, t.bytes.len());
                     self.in_flight
@@ -600,4 +608,48 @@ fn join_over_a_slow_link(first: Duration) -> f64 {
         "the new member caught up"
     );
     c.nodes[4].stats().stream_bytes_received as f64 / one_copy as f64
+}
+
+#[test]
+fn the_membership_view_follows_a_cut_off_member_from_alive_to_suspect_to_down() {
+    let mut c = Cluster::joined(4);
+    let view = |c: &Cluster| c.nodes[0].membership_view(addr(3)).map(|v| v.state);
+    assert_eq!(view(&c), Some(MemberState::Alive));
+    assert_eq!(c.nodes[0].membership_view(addr(9)), None, "never a member");
+    // Everything to and from node 3 is lost; record the states node 0 holds for it.
+    c.drop = Box::new(|from, to, _| from == 3 || to == 3);
+    let mut seen = vec![MemberState::Alive];
+    for _ in 0..100 {
+        c.run_for(Duration::from_millis(100));
+        let state = view(&c).expect("a down member stays in the table for a while");
+        if seen.last() != Some(&state) {
+            seen.push(state);
+        }
+    }
+    assert_eq!(
+        seen,
+        [MemberState::Alive, MemberState::Suspect, MemberState::Down]
+    );
+}
+
+#[test]
+fn a_swim_packet_is_taken_apart_with_the_updates_it_carries() {
+    let mut c = Cluster::joined(3);
+    // Node 2 is cut off; node 0's packets carry first the suspicion, then the death.
+    c.drop = Box::new(|from, to, _| from == 2 || to == 2);
+    c.tap = Some(Vec::new());
+    c.run_for(Duration::from_secs(8));
+    let mut about_2 = Vec::new();
+    for (from, to, bytes) in c.tap.take().unwrap_or_default() {
+        let packet = describe_membership_datagram(&bytes).expect("every datagram is SWIM");
+        assert_eq!(packet.src, c.nodes[from].id());
+        assert_eq!(packet.dst.addr, addr(to));
+        if from == 0 {
+            let states = packet.updates.iter().filter(|u| u.id.addr == addr(2));
+            about_2.extend(states.map(|u| u.state));
+        }
+    }
+    about_2.dedup();
+    assert_eq!(about_2, [MemberState::Suspect, MemberState::Down]);
+    assert!(describe_membership_datagram(b"not a packet").is_none());
 }
