@@ -130,6 +130,12 @@ impl Metrics {
             stats.stream_bytes_received,
         );
         metric(
+            "confmesh_refuted_down_notices_dropped_total",
+            "counter",
+            "Suspicions this node raised that the member refuted in time (its \"you are down\" notice was not sent).",
+            stats.refuted_down_notices_dropped,
+        );
+        metric(
             "confmesh_udp_bytes_sent_total",
             "counter",
             "UDP payload bytes the QUIC endpoint sent (all overhead included).",

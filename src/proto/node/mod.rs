@@ -285,6 +285,9 @@ pub struct NodeStats {
     pub stream_bytes_sent: u64,
     /// Bytes of stream messages received (a catch-up's cost).
     pub stream_bytes_received: u64,
+    /// "You are down" notices the membership layer wanted to send to a member that had
+    /// refuted its suspicion meanwhile; not sent (docs/PROTOCOL.md §4, Membership).
+    pub refuted_down_notices_dropped: u64,
 }
 
 /// One confmesh node. See the module documentation for the calling contract.

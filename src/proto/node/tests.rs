@@ -16,6 +16,9 @@ fn key(s: &str) -> Key {
     Key::new(s).unwrap()
 }
 
+/// Decides whether a datagram is lost: (from, to, bytes) -> lose it.
+type DatagramFilter = Box<dyn FnMut(usize, usize, &[u8]) -> bool>;
+
 /// A few nodes on a perfect 1 ms network, in virtual time. `drop` decides which messages
 /// are lost: (from, to, channel) -> lose it.
 struct Cluster {
@@ -29,6 +32,8 @@ struct Cluster {
     events: Vec<Vec<Event>>,
     /// When set, every datagram sent: (from, to, bytes).
     tap: Option<Vec<(usize, usize, Bytes)>>,
+    /// Like `drop`, for datagrams, seeing their bytes.
+    drop_datagram: DatagramFilter,
 }
 
 impl Cluster {
@@ -56,6 +61,7 @@ impl Cluster {
             delay: Box::new(|_, _, _, _| Duration::from_millis(1)),
             events: vec![Vec::new(); n],
             tap: None,
+            drop_datagram: Box::new(|_, _, _| false),
         }
     }
 
@@ -82,7 +88,9 @@ impl Cluster {
                 {
                     tap.push((i, to, t.bytes.clone()));
                 }
-                if !(self.drop)(i, to, t.channel) {
+                let lost = (self.drop)(i, to, t.channel)
+                    || (t.channel == Channel::Datagram && (self.drop_datagram)(i, to, &t.bytes));
+                if !lost {
                     let delay = (self.delay)(i, to, t.channel, t.bytes.len());
                     self.in_flight
                         .push((self.now + delay, i, to, t.channel, t.bytes));
@@ -652,4 +660,64 @@ fn a_swim_packet_is_taken_apart_with_the_updates_it_carries() {
     about_2.dedup();
     assert_eq!(about_2, [MemberState::Suspect, MemberState::Down]);
     assert!(describe_membership_datagram(b"not a packet").is_none());
+}
+
+#[test]
+fn a_member_that_refutes_a_suspicion_is_not_told_it_is_down() {
+    let mut c = Cluster::joined(4);
+    let ids: Vec<NodeId> = c.nodes.iter().map(Node::id).collect();
+    // Node 3's acknowledgements are lost (its own probes and gossip go through) until a
+    // prober suspects it; node 3 hears the suspicion and refutes it.
+    c.drop_datagram = Box::new(|from, _, bytes| {
+        from == 3
+            && describe_membership_datagram(bytes)
+                .is_some_and(|p| p.kind.starts_with("Ack") || p.kind.starts_with("IndirectAck"))
+    });
+    let suspicion = |c: &Cluster| {
+        (0..3).find_map(|i| {
+            c.nodes[i]
+                .membership_view(addr(3))
+                .filter(|v| v.state == MemberState::Suspect)
+                .map(|_| i)
+        })
+    };
+    for _ in 0..1_000 {
+        if suspicion(&c).is_some() {
+            break;
+        }
+        c.run_for(Duration::from_millis(10));
+    }
+    let suspecter = suspicion(&c).expect("no member suspected node 3");
+    c.drop_datagram = Box::new(|_, _, _| false);
+    // Well past the suspicion timeout: the probers' timers fire after the refutation.
+    c.run_for(Duration::from_secs(10));
+    let dropped: u64 = c
+        .nodes
+        .iter()
+        .map(|n| n.stats().refuted_down_notices_dropped)
+        .sum();
+    assert!(
+        dropped >= 1,
+        "no prober's suspicion timed out after the refutation"
+    );
+    for (i, node) in c.nodes.iter().enumerate() {
+        assert_eq!(node.id(), ids[i], "node {i} rejoined: {:?}", c.events[i]);
+        let declared = c.events[i]
+            .iter()
+            .filter(|e| matches!(e, Event::MemberDown(_) | Event::Rejoined(_)));
+        assert_eq!(declared.count(), 0, "node {i}: {:?}", c.events[i]);
+        for (j, id) in ids.iter().enumerate().filter(|(j, _)| *j != i) {
+            let view = node.membership_view(id.addr).map(|v| (v.id, v.state));
+            assert_eq!(
+                view,
+                Some((*id, MemberState::Alive)),
+                "node {i}'s view of {j}"
+            );
+        }
+    }
+    let view = c.nodes[suspecter].membership_view(addr(3));
+    assert!(
+        view.is_some_and(|v| v.incarnation > 0),
+        "node 3 did not refute"
+    );
 }
