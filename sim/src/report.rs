@@ -200,30 +200,38 @@ impl Report {
             // and the node itself learns it and rejoins under a new generation.
             for (t, observer, e) in &world.member_log {
                 let declared = match e {
-                    Event::MemberDown(id) => Some(*id),
-                    Event::Rejoined(new) => Some(NodeId {
-                        generation: new.generation.wrapping_sub(1),
-                        ..*new
-                    }),
+                    Event::MemberDown(id) => Some((*id, "declared down by node")),
+                    Event::Rejoined(new) => Some((
+                        NodeId {
+                            generation: new.generation.wrapping_sub(1),
+                            ..*new
+                        },
+                        "told it was down and rejoined: node",
+                    )),
                     _ => None,
                 };
-                if let Some(id) = &declared {
+                if let Some((id, how)) = &declared {
                     let running = phases.incarnations.iter().any(|(inc, from, to)| {
                         inc == id && from <= t && to.is_none_or(|to| *t < to)
                     });
                     if running {
                         false_positives += 1;
-                        first_false_positive.get_or_insert((*t - world.start, *observer, *id));
+                        first_false_positive.get_or_insert((
+                            *t - world.start,
+                            *observer,
+                            *id,
+                            *how,
+                        ));
                     }
                 }
             }
         }
-        if let Some((at, observer, id)) = first_false_positive
+        if let Some((at, observer, id, how)) = first_false_positive
             && world.params.loss <= 0.01
         {
             failures.push(format!(
-                "{false_positives} healthy nodes were declared down (first: {id} by node \
-                 {observer} at t={:.2}s)",
+                "{false_positives} healthy nodes were declared down (first: {id}, {how} \
+                 {observer}, at t={:.2}s; replay with --follow to see why)",
                 at.as_secs_f64()
             ));
         }
