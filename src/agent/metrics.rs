@@ -130,10 +130,10 @@ impl Metrics {
             stats.stream_bytes_received,
         );
         metric(
-            "confmesh_refuted_down_notices_dropped_total",
+            "confmesh_suspicions_refuted_total",
             "counter",
-            "Suspicions this node raised that the member refuted in time (its \"you are down\" notice was not sent).",
-            stats.refuted_down_notices_dropped,
+            "Suspicions this node raised that the member refuted before the timeout.",
+            stats.suspicions_refuted,
         );
         metric(
             "confmesh_udp_bytes_sent_total",

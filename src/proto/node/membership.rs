@@ -23,10 +23,6 @@ pub(super) type Swim = Foca<NodeId, BincodeCodec, Xoshiro256PlusPlus, LeaveNotic
 /// foca's output queue, drained after every call into foca.
 pub(super) type SwimRuntime = AccumulatingRuntime<NodeId>;
 
-/// A bare foca header (two identities, an incarnation, a message without a payload) is
-/// far below this; a packet above it is not a `TurnUndead` notice.
-const MAX_DOWN_NOTICE_BYTES: usize = 128;
-
 /// The largest foca packet; with its envelope it fits [`MAX_DATAGRAM_BYTES`](crate::proto::wire::MAX_DATAGRAM_BYTES).
 pub(super) const MAX_SWIM_PACKET_BYTES: usize = 1_120;
 
@@ -286,11 +282,6 @@ impl Node {
     /// update the member table.
     pub(super) fn after_swim(&mut self, now: Instant) {
         while let Some((to, packet)) = self.swim_out.to_send() {
-            if self.is_refuted_down_notice(&to, &packet) {
-                self.stats.refuted_down_notices_dropped += 1;
-                tracing::debug!(member = %to, "not telling a member that refuted it is down");
-                continue;
-            }
             match wire::encode(&Message::Membership(packet), wire::MAX_DATAGRAM_BYTES) {
                 Ok(bytes) => self.send_bytes(to.addr, Channel::Datagram, bytes),
                 Err(e) => tracing::warn!(to = %to, cause = %e, "membership packet too large"),
@@ -347,29 +338,26 @@ impl Node {
         }
     }
 
-    /// Whether `packet` is foca's "you are down" notice (`TurnUndead`) to a member that our
-    /// table holds as alive.
+    /// Whether `timer` is the end of a suspicion that the member refuted meanwhile: the
+    /// same identity, not down, at another incarnation than the one suspected.
     ///
-    /// foca sends that notice when a suspicion times out, whether or not the member refuted
-    /// it meanwhile (in its `ChangeSuspectToDown` handler the notice follows any lookup of the
-    /// member, not only a successful change to down). A member that refuted gets the notice,
-    /// believes the cluster declared it down, and rejoins under a new generation: every
-    /// refuted suspicion would end as a false "down". The notices foca sends rightly (to a
-    /// member it just declared down, or that talks to us while we hold it down) find it down
-    /// in the table and go out.
-    fn is_refuted_down_notice(&self, to: &NodeId, packet: &[u8]) -> bool {
-        // A notice is a bare header; anything longer carries updates and is not one.
-        if packet.len() > MAX_DOWN_NOTICE_BYTES {
-            return false;
-        }
-        let Ok(header) = BincodeCodec::take::<Header<NodeId>>(packet) else {
+    /// foca 2.0 then declares nothing but still sends the member its "you are down" notice
+    /// (`TurnUndead`): in its `ChangeSuspectToDown` handler the notice follows any lookup of
+    /// the member, not only a change to down. The member believes the cluster declared it
+    /// down and rejoins under a new generation, so every refuted suspicion would end as a
+    /// false "down". Such a timer is not handed to foca; nothing else in it has an effect.
+    pub(super) fn is_refuted_suspicion(&self, timer: &foca::Timer<NodeId>) -> bool {
+        let foca::Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = timer
+        else {
             return false;
         };
-        header.message == foca::Message::TurnUndead
-            && self
-                .swim
-                .iter_membership_state()
-                .any(|m| m.id() == to && m.state() != foca::State::Down)
+        self.swim.iter_membership_state().any(|m| {
+            m.id() == member_id && m.state() != foca::State::Down && m.incarnation() != *incarnation
+        })
     }
 
     /// Records a member that joined or came back: reported, and first in line for

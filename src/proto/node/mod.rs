@@ -285,9 +285,9 @@ pub struct NodeStats {
     pub stream_bytes_sent: u64,
     /// Bytes of stream messages received (a catch-up's cost).
     pub stream_bytes_received: u64,
-    /// "You are down" notices the membership layer wanted to send to a member that had
-    /// refuted its suspicion meanwhile; not sent (docs/PROTOCOL.md §4, Membership).
-    pub refuted_down_notices_dropped: u64,
+    /// Suspicions this node raised (a probe failed) that the member refuted before the
+    /// timeout: it was not declared down, nor told it was (docs/PROTOCOL.md §4, Membership).
+    pub suspicions_refuted: u64,
 }
 
 /// One confmesh node. See the module documentation for the calling contract.
@@ -657,6 +657,10 @@ impl Node {
         while let Some((deadline, timer)) = self.timers.pop_due(now) {
             self.note_lateness(now.saturating_duration_since(deadline));
             match timer {
+                Timer::Swim(t) if self.is_refuted_suspicion(&t) => {
+                    self.stats.suspicions_refuted += 1;
+                    tracing::debug!(?t, "suspicion refuted in time");
+                }
                 Timer::Swim(t) => {
                     if let Err(e) = self.swim.handle_timer(t, &mut self.swim_out) {
                         tracing::trace!(cause = %e, "membership timer");
