@@ -338,8 +338,9 @@ impl Node {
         }
     }
 
-    /// Whether `timer` is the end of a suspicion that the member refuted meanwhile: the
-    /// same identity, not down, at another incarnation than the one suspected.
+    /// Whether `timer` is the end of a suspicion that the member refuted meanwhile: foca
+    /// holds the same identity and would not declare it down (it is neither down already
+    /// nor still suspected at the incarnation the timer names).
     ///
     /// foca 2.0 then declares nothing but still sends the member its "you are down" notice
     /// (`TurnUndead`): in its `ChangeSuspectToDown` handler the notice follows any lookup of
@@ -356,7 +357,12 @@ impl Node {
             return false;
         };
         self.swim.iter_membership_state().any(|m| {
-            m.id() == member_id && m.state() != foca::State::Down && m.incarnation() != *incarnation
+            m.id() == member_id
+                && match m.state() {
+                    foca::State::Down => false,
+                    foca::State::Suspect => m.incarnation() != *incarnation,
+                    foca::State::Alive => true,
+                }
         })
     }
 
