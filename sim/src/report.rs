@@ -62,6 +62,9 @@ pub struct Report {
     pub delivery_percentiles_ms: Option<Vec<f64>>,
     pub copies_per_node_per_change: Option<f64>,
     pub idle_bytes_per_node_per_s: Option<f64>,
+    /// The same, by message kind (`wire::Message::kind`; SWIM packets are `membership`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub idle_bytes_per_node_per_s_by_kind: BTreeMap<&'static str, f64>,
     pub loaded_bytes_per_node_per_s: Option<f64>,
     pub heal_ms: Option<Percentiles>,
     pub detect_ms: Option<Percentiles>,
@@ -70,6 +73,8 @@ pub struct Report {
     pub grafts_per_change: Option<f64>,
     pub sync_repairs_per_change: Option<f64>,
     pub false_positives: u64,
+    /// Suspicions raised and refuted in time, summed over nodes (`NodeStats::suspicions_refuted`).
+    pub suspicions_refuted: u64,
     /// Of (surviving observer, gracefully leaving node) pairs, the share in which the
     /// observer reported the leave as `MemberLeft` rather than `MemberDown` (churn only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -295,12 +300,25 @@ impl Report {
             delivery_percentiles_ms: percentiles_0_to_100(deliveries),
             copies_per_node_per_change: copies,
             idle_bytes_per_node_per_s: phases.idle.map(per_node_per_s),
+            idle_bytes_per_node_per_s_by_kind: phases
+                .idle
+                .map(|(_, d)| {
+                    phases
+                        .idle_by_kind
+                        .iter()
+                        .map(|(&kind, &bytes)| {
+                            (kind, (per_node_per_s((bytes, d)) * 100.0).round() / 100.0)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             loaded_bytes_per_node_per_s: phases.loaded.map(per_node_per_s),
             heal_ms: heal.and_then(Percentiles::of),
             detect_ms: Percentiles::of(detect),
             join_ms: phases.join_ms,
             catchup_ms: phases.catchup_ms,
             false_positives,
+            suspicions_refuted: total(|s| s.suspicions_refuted) as u64,
             leaves_reported_as_left,
             lost_writes: lost,
             divergent_nodes: divergent,
@@ -322,8 +340,13 @@ impl Report {
             })
         };
         let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.2}"));
-        format!(
-            "  [{}] convergence_ms {} | copies/node/change {} | idle B/node/s {} | loaded B/node/s {} | heal_ms {} | detect_ms {} | join_ms {} | catchup_ms {} | grafts/change {} syncs/change {} | false_positives {} left-as-left {} lost {} divergent {} | events {} sim {:.1}s wall {:.1}s trace {} {}",
+        let idle_by_kind: String = self
+            .idle_bytes_per_node_per_s_by_kind
+            .iter()
+            .map(|(kind, b)| format!(" {kind} {b:.2}"))
+            .collect();
+        let mut line = format!(
+            "  [{}] convergence_ms {} | copies/node/change {} | idle B/node/s {} | loaded B/node/s {} | heal_ms {} | detect_ms {} | join_ms {} | catchup_ms {} | grafts/change {} syncs/change {} | false_positives {} refuted {} left-as-left {} lost {} divergent {} | events {} sim {:.1}s wall {:.1}s trace {} {}",
             self.mode,
             p(&self.convergence_ms),
             f(self.copies_per_node_per_change),
@@ -336,6 +359,7 @@ impl Report {
             f(self.grafts_per_change),
             f(self.sync_repairs_per_change),
             self.false_positives,
+            self.suspicions_refuted,
             f(self.leaves_reported_as_left),
             self.lost_writes,
             self.divergent_nodes,
@@ -348,6 +372,13 @@ impl Report {
             } else {
                 "FAILED"
             },
-        )
+        );
+        if !idle_by_kind.is_empty() {
+            line.push_str(&format!(
+                "\n  [{}] idle B/node/s by kind:{idle_by_kind}",
+                self.mode
+            ));
+        }
+        line
     }
 }

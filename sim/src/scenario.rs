@@ -1,6 +1,9 @@
 //! The scenarios: scripts that drive a [`World`] and collect what the report needs.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use confmesh::proto::{Store, StoreConfig, WriterId, node::NodeId};
@@ -17,6 +20,8 @@ pub struct Phases {
     pub join_ms: Option<u64>,
     pub loaded: Option<(u64, Duration)>,
     pub idle: Option<(u64, Duration)>,
+    /// The idle phase's bytes by message kind.
+    pub idle_by_kind: BTreeMap<&'static str, u64>,
     pub pushed_during_writes: u64,
     pub writes_during_load: usize,
     pub healed_at: Option<Instant>,
@@ -186,8 +191,10 @@ fn converge(world: &mut World, phases: &mut Phases, limit: Duration) {
 
 fn idle_phase(world: &mut World, phases: &mut Phases) {
     let (bytes0, t0) = (world.bytes_sent, world.now);
+    world.bytes_by_kind = Some(BTreeMap::new());
     world.run_for(Duration::from_secs(10));
     phases.idle = Some((world.bytes_sent - bytes0, world.now - t0));
+    phases.idle_by_kind = world.bytes_by_kind.take().unwrap_or_default();
 }
 
 fn steady(world: &mut World, phases: &mut Phases) {

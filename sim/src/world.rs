@@ -3,7 +3,7 @@
 
 use std::{
     cmp::Ordering,
-    collections::{BinaryHeap, HashMap},
+    collections::{BTreeMap, BinaryHeap, HashMap},
     net::{Ipv4Addr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use confmesh::proto::{
     Dot, Key, Store, WriterId,
     node::{Channel, Config, Dissemination, Event, Node, NodeId, NodeStats},
+    wire,
 };
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 
@@ -94,6 +95,9 @@ pub struct World {
     pub writes: Vec<WriteRecord>,
     pub member_log: MemberLog,
     pub bytes_sent: u64,
+    /// While `Some`, bytes sent are also counted by message kind (each message decoded):
+    /// the idle phase's breakdown. Reads only; the trace does not change.
+    pub bytes_by_kind: Option<BTreeMap<&'static str, u64>>,
     pub messages_sent: u64,
     pub events_processed: u64,
     pub trace_hash: u64,
@@ -146,6 +150,7 @@ impl World {
             writes: Vec::new(),
             member_log: Vec::new(),
             bytes_sent: 0,
+            bytes_by_kind: None,
             messages_sent: 0,
             events_processed: 0,
             trace_hash: 0xcbf2_9ce4_8422_2325,
@@ -437,6 +442,11 @@ impl World {
         for t in out {
             self.messages_sent += 1;
             self.bytes_sent += t.bytes.len() as u64;
+            if let Some(by_kind) = &mut self.bytes_by_kind {
+                let kind =
+                    wire::decode(&t.bytes, t.bytes.len()).map_or("undecodable", |m| m.kind());
+                *by_kind.entry(kind).or_default() += t.bytes.len() as u64;
+            }
             let Some(&to) = self.index.get(&t.to) else {
                 continue;
             };
@@ -546,4 +556,5 @@ fn add_stats(total: &mut NodeStats, s: NodeStats) {
     total.tombstones_collected += s.tombstones_collected;
     total.datagram_bytes_sent += s.datagram_bytes_sent;
     total.stream_bytes_sent += s.stream_bytes_sent;
+    total.suspicions_refuted += s.suspicions_refuted;
 }

@@ -180,6 +180,25 @@ fn encode_with<T: Serialize>(
     Ok(Bytes::from(out))
 }
 
+impl Message {
+    /// A short name for the message's kind (`"membership"`, `"sync_probe"`, ...), for
+    /// accounting traffic by kind in logs and the simulator.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Membership(_) => "membership",
+            Message::MembershipState { .. } => "membership_state",
+            Message::Push { .. } => "push",
+            Message::IHave { .. } => "ihave",
+            Message::Graft { .. } => "graft",
+            Message::Prune => "prune",
+            Message::SyncProbe { .. } => "sync_probe",
+            Message::SyncRequest { .. } => "sync_request",
+            Message::SyncDelta(_) => "sync_delta",
+            Message::SyncSnapshot(_) => "sync_snapshot",
+        }
+    }
+}
+
 /// Decodes one message of at most `max_len` bytes (capped at [`MAX_MESSAGE_BYTES`]).
 ///
 /// Use [`MAX_DATAGRAM_BYTES`] for datagrams and the configured stream limit for streams.
