@@ -182,7 +182,7 @@ fn encode_with<T: Serialize>(
 
 impl Message {
     /// A short name for the message's kind (`"membership"`, `"sync_probe"`, ...), for
-    /// accounting traffic by kind in logs and the simulator.
+    /// accounting traffic by kind (the simulator's idle breakdown uses it).
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Membership(_) => "membership",
