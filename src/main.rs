@@ -1,7 +1,8 @@
 //! The `confmesh` command: the agent, a client of its API, and certificate issuing.
 //!
 //! Exit codes: 0 success; 1 the operation failed (not found, conflict, unreachable agent);
-//! 2 invalid usage or configuration.
+//! 2 invalid usage or configuration (a start-up failure names the option at fault); 130 the
+//! agent was stopped by a second signal while shutting down.
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -14,7 +15,7 @@ use clap::{Parser, Subcommand};
 use confmesh::{
     agent::{
         self, Overrides,
-        client::{Client, ClientError, Reply, encode_query},
+        client::{Client, ClientError, Reply, encode_path, encode_query},
     },
     runtime::tls::DevCa,
 };
@@ -214,7 +215,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command));
+    // Tasks still running (a connection the grace period cut off, a second signal) are not
+    // waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("confmesh: {}", failure.message);
@@ -247,7 +252,11 @@ async fn run(command: Command) -> Result<(), Failure> {
             };
             let config = agent::config::load(config.as_deref(), std::env::vars(), flags)
                 .map_err(|e| fail(format!("invalid configuration: {e}"), 2))?;
-            agent::run(config).await.map_err(|e| fail(e.to_string(), 1))
+            agent::run(config).await.map_err(|e| match e {
+                agent::AgentError::Interrupted => fail(e.to_string(), 130),
+                e if e.is_config() => fail(format!("invalid configuration: {e}"), 2),
+                e => fail(e.to_string(), 1),
+            })
         }
         Command::Put {
             key,
@@ -267,7 +276,8 @@ async fn run(command: Command) -> Result<(), Failure> {
             let query = if_version
                 .map(|v| format!("?if_version={}", encode_query(&v)))
                 .unwrap_or_default();
-            let reply = call(&target, Method::PUT, &format!("/v1/kv/{key}{query}"), value).await?;
+            let path = format!("/v1/kv/{}{query}", encode_path(&key));
+            let reply = call(&target, Method::PUT, &path, value).await?;
             print(&target, &reply, |v| {
                 format!("{} = version {}", field(v, "key"), field(v, "version"))
             })
@@ -277,7 +287,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             let reply = call(
                 &target,
                 Method::GET,
-                &format!("/v1/kv/{key}{query}"),
+                &format!("/v1/kv/{}{query}", encode_path(&key)),
                 Bytes::new(),
             )
             .await?;
@@ -308,7 +318,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             let reply = call(
                 &target,
                 Method::DELETE,
-                &format!("/v1/kv/{key}"),
+                &format!("/v1/kv/{}", encode_path(&key)),
                 Bytes::new(),
             )
             .await?;
@@ -378,7 +388,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             let reply = call(
                 &target,
                 Method::GET,
-                &format!("/v1/history/{key}"),
+                &format!("/v1/history/{}", encode_path(&key)),
                 Bytes::new(),
             )
             .await?;
@@ -408,7 +418,11 @@ async fn run(command: Command) -> Result<(), Failure> {
             version,
             target,
         } => {
-            let path = format!("/v1/kv/{key}/rollback?version={}", encode_query(&version));
+            let path = format!(
+                "/v1/rollback/{}?version={}",
+                encode_path(&key),
+                encode_query(&version)
+            );
             let reply = call(&target, Method::POST, &path, Bytes::new()).await?;
             print(&target, &reply, |v| {
                 format!(
@@ -428,6 +442,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,quinn=warn,rustls=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

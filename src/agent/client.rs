@@ -136,6 +136,18 @@ impl Client {
 
 /// Percent-encodes a query-string value.
 pub fn encode_query(value: &str) -> String {
+    percent_encode(value)
+}
+
+/// Percent-encodes a key for a path such as `/v1/kv/{key}`: its `/` stay separators, every
+/// other byte that is not unreserved is escaped, so `?`, `#`, `%` or a space in a key reach
+/// the agent as part of the key (which then refuses it as invalid) and never as a query,
+/// a fragment or a malformed request.
+pub fn encode_path(key: &str) -> String {
+    percent_encode(key)
+}
+
+fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         match b {
@@ -146,4 +158,18 @@ pub fn encode_query(value: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_escaped_for_paths() {
+        assert_eq!(encode_path("app/db/url"), "app/db/url");
+        assert_eq!(encode_path("cli/inj?x=1"), "cli/inj%3Fx%3D1");
+        assert_eq!(encode_path("cli/frag#x"), "cli/frag%23x");
+        assert_eq!(encode_path("bad key%"), "bad%20key%25");
+        assert_eq!(encode_path("é"), "%C3%A9");
+    }
 }

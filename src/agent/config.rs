@@ -5,11 +5,16 @@ use std::{
     collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use serde::Deserialize;
 
-use crate::runtime::{DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Preset};
+use super::server::Limits;
+use crate::runtime::{DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Preset};
+
+/// How long a shutdown may take by default.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The default gossip (QUIC) address.
 pub const DEFAULT_GOSSIP_ADDR: &str = "127.0.0.1:7946";
@@ -77,6 +82,18 @@ pub struct FileConfig {
     pub watch_log_len: Option<u64>,
     /// A bearer token the HTTP API requires.
     pub api_token: Option<String>,
+    /// The most memory, in MiB, the data directory's page cache may take.
+    pub cache_mb: Option<usize>,
+    /// How long shutting down may take (`5s`, `500ms`).
+    pub shutdown_grace: Option<String>,
+    /// The most HTTP connections open at once.
+    pub http_max_connections: Option<usize>,
+    /// How long a client may take to send a request's headers (also the keep-alive idle time).
+    pub http_header_timeout: Option<String>,
+    /// How long a client may take to send a request's body.
+    pub http_body_timeout: Option<String>,
+    /// How long a response may wait for a client that stopped reading it.
+    pub http_write_timeout: Option<String>,
     /// The TLS material.
     #[serde(default)]
     pub tls: TlsFiles,
@@ -126,6 +143,12 @@ pub struct AgentConfig {
     pub watch_log_len: u64,
     /// The bearer token the API requires, if any.
     pub api_token: Option<String>,
+    /// The most memory the data directory's page cache may take.
+    pub cache_bytes: usize,
+    /// How long shutting down may take: draining HTTP connections, then leaving the cluster.
+    pub shutdown_grace: Duration,
+    /// What HTTP clients may hold: connections and timeouts.
+    pub http_limits: Limits,
     /// The TLS files; in `--dev` mode, written into the data directory at start.
     pub tls: ResolvedTls,
     /// Whether this is a `--dev` agent.
@@ -201,6 +224,21 @@ fn apply_env(
             "EXPECTED_MEMBERS" => {
                 file.expected_members = Some(parse_number("CONFMESH_EXPECTED_MEMBERS", &value)?);
             }
+            "HISTORY_LEN" => {
+                file.history_len = Some(parse_number("CONFMESH_HISTORY_LEN", &value)?);
+            }
+            "WATCH_LOG_LEN" => {
+                file.watch_log_len = Some(parse_number("CONFMESH_WATCH_LOG_LEN", &value)?);
+            }
+            "CACHE_MB" => file.cache_mb = Some(parse_number("CONFMESH_CACHE_MB", &value)?),
+            "SHUTDOWN_GRACE" => file.shutdown_grace = Some(value),
+            "HTTP_MAX_CONNECTIONS" => {
+                file.http_max_connections =
+                    Some(parse_number("CONFMESH_HTTP_MAX_CONNECTIONS", &value)?);
+            }
+            "HTTP_HEADER_TIMEOUT" => file.http_header_timeout = Some(value),
+            "HTTP_BODY_TIMEOUT" => file.http_body_timeout = Some(value),
+            "HTTP_WRITE_TIMEOUT" => file.http_write_timeout = Some(value),
             // Other CONFMESH_ variables (such as the CLI's) are not the agent's.
             _ => {}
         }
@@ -222,6 +260,25 @@ fn parse_addr(option: &str, value: &str) -> Result<SocketAddr, ConfigError> {
             format!("{value:?} is not an `ip:port` address (such as 127.0.0.1:7946)"),
         )
     })
+}
+
+/// A positive duration such as `10s`, `500ms` or `2m`, or `default` if absent.
+fn parse_duration(
+    option: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    match humantime::parse_duration(value.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(ConfigError::new(option, "must be more than zero")),
+        Err(e) => Err(ConfigError::new(
+            option,
+            format!("{value:?} is not a duration such as 10s, 500ms or 2m ({e})"),
+        )),
+    }
 }
 
 fn resolve(file: FileConfig, flags: Overrides) -> Result<AgentConfig, ConfigError> {
@@ -300,6 +357,48 @@ fn resolve(file: FileConfig, flags: Overrides) -> Result<AgentConfig, ConfigErro
     if watch_log_len == 0 {
         return Err(ConfigError::new("watch_log_len", "must be at least 1"));
     }
+    let cache_bytes = match file.cache_mb {
+        None => DEFAULT_CACHE_BYTES,
+        Some(0) => return Err(ConfigError::new("cache_mb", "must be at least 1")),
+        Some(mb) => mb.checked_mul(1 << 20).ok_or_else(|| {
+            ConfigError::new(
+                "cache_mb",
+                format!("{mb} MiB is more than this machine can address"),
+            )
+        })?,
+    };
+    let defaults = Limits::default();
+    let http_limits = Limits {
+        max_connections: match file.http_max_connections {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "http_max_connections",
+                    "must be at least 1",
+                ));
+            }
+            n => n.unwrap_or(defaults.max_connections),
+        },
+        header_timeout: parse_duration(
+            "http_header_timeout",
+            file.http_header_timeout.as_deref(),
+            defaults.header_timeout,
+        )?,
+        body_timeout: parse_duration(
+            "http_body_timeout",
+            file.http_body_timeout.as_deref(),
+            defaults.body_timeout,
+        )?,
+        write_timeout: parse_duration(
+            "http_write_timeout",
+            file.http_write_timeout.as_deref(),
+            defaults.write_timeout,
+        )?,
+    };
+    let shutdown_grace = parse_duration(
+        "shutdown_grace",
+        file.shutdown_grace.as_deref(),
+        DEFAULT_SHUTDOWN_GRACE,
+    )?;
     let tls = if dev {
         let dir = data_dir.join("tls");
         ResolvedTls {
@@ -329,6 +428,9 @@ fn resolve(file: FileConfig, flags: Overrides) -> Result<AgentConfig, ConfigErro
         history_len,
         watch_log_len,
         api_token,
+        cache_bytes,
+        shutdown_grace,
+        http_limits,
         tls,
         dev,
     })
@@ -434,6 +536,38 @@ mod tests {
         let unknown =
             load_str("colour = \"blue\"", &[], Overrides::default()).expect_err("unknown");
         assert!(unknown.message.contains("colour"), "{unknown}");
+    }
+
+    #[test]
+    fn limits_and_timeouts_have_defaults_and_can_be_set() {
+        let config = load_str(MINIMAL, &[], Overrides::default()).expect("valid");
+        assert_eq!(config.http_limits, Limits::default());
+        assert_eq!(config.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(config.cache_bytes, DEFAULT_CACHE_BYTES);
+        let toml = format!(
+            "http_header_timeout = \"2s\"\nhttp_max_connections = 7\nshutdown_grace = \"1500ms\"\ncache_mb = 8\n{MINIMAL}"
+        );
+        let env = [
+            ("CONFMESH_HTTP_BODY_TIMEOUT", "1m"),
+            ("CONFMESH_HISTORY_LEN", "3"),
+        ];
+        let config = load_str(&toml, &env, Overrides::default()).expect("valid");
+        assert_eq!(config.http_limits.header_timeout, Duration::from_secs(2));
+        assert_eq!(config.http_limits.body_timeout, Duration::from_secs(60));
+        assert_eq!(config.http_limits.max_connections, 7);
+        assert_eq!(config.shutdown_grace, Duration::from_millis(1500));
+        assert_eq!(config.cache_bytes, 8 << 20);
+        assert_eq!(config.history_len, 3);
+        for (line, option) in [
+            ("http_body_timeout = \"soon\"", "http_body_timeout"),
+            ("shutdown_grace = \"0s\"", "shutdown_grace"),
+            ("http_max_connections = 0", "http_max_connections"),
+            ("cache_mb = 0", "cache_mb"),
+        ] {
+            let err = load_str(&format!("{line}\n{MINIMAL}"), &[], Overrides::default())
+                .expect_err(option);
+            assert_eq!(err.option, option, "{err}");
+        }
     }
 
     #[test]

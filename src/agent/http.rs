@@ -13,7 +13,7 @@ use std::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Query, Request, State},
+    extract::{FromRequest, Query, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{
@@ -25,8 +25,9 @@ use axum::{
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
-use super::{metrics::Metrics, version};
+use super::{metrics::Metrics, server::Limits, version};
 use crate::{
     proto::{Version, store::DEFAULT_MAX_VALUE_BYTES},
     runtime::{Cursor, Member, MemberState, Mesh, MeshError, WatchError},
@@ -44,6 +45,17 @@ pub(crate) struct Api {
     pub(crate) token: Option<Arc<str>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) requests: Arc<AtomicU64>,
+    pub(crate) limits: Limits,
+    /// Set when the agent shuts down: event streams and blocking queries end at once.
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+impl Api {
+    /// Resolves once the agent is shutting down.
+    async fn stopping(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }
 }
 
 /// The key in the path, or a JSON 400 (a path that is not UTF-8, say).
@@ -82,15 +94,81 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
     }
 }
 
+/// A request body, read in full within the body timeout and the value size limit, or a JSON
+/// error (413 when too large, 408 when too slow; both close the connection).
+struct BodyBytes(Bytes);
+
+impl FromRequest<Api> for BodyBytes {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, api: &Api) -> Result<Self, Response> {
+        let limited = axum::body::to_bytes(request.into_body(), DEFAULT_MAX_VALUE_BYTES);
+        match tokio::time::timeout(api.limits.body_timeout, limited).await {
+            Ok(Ok(bytes)) => Ok(BodyBytes(bytes)),
+            Ok(Err(e)) => {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                Err(closing(if too_large {
+                    too_large_body()
+                } else {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot read the body: {e}"),
+                    )
+                }))
+            }
+            Err(_) => Err(closing(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {}",
+                    humantime::format_duration(api.limits.body_timeout)
+                ),
+            ))),
+        }
+    }
+}
+
+fn too_large_body() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("values are at most {DEFAULT_MAX_VALUE_BYTES} bytes"),
+    )
+}
+
+/// `response`, closing the connection after it (its request's body was not read in full).
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Refuses a body declared larger than any request may carry, before reading any of it.
+async fn refuse_oversized(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DEFAULT_MAX_VALUE_BYTES as u64) {
+        return closing(too_large_body());
+    }
+    next.run(request).await
+}
+
 /// The router for `api`.
 pub(crate) fn router(api: Api) -> Router {
     Router::new()
         .route("/v1/kv", get(list))
         .route(
             "/v1/kv/{*key}",
-            get(get_key).put(put_key).delete(delete_key).post(post_key),
+            get(get_key).put(put_key).delete(delete_key),
         )
         .route("/v1/history/{*key}", get(history))
+        .route("/v1/rollback/{*key}", axum::routing::post(rollback))
+        .route("/v1/kv/", axum::routing::any(empty_key))
+        .route("/v1/history/", axum::routing::any(empty_key))
+        .route("/v1/rollback/", axum::routing::any(empty_key))
         .route("/v1/watch", get(watch))
         .route("/v1/members", get(members))
         .route("/v1/health", get(health))
@@ -102,7 +180,7 @@ pub(crate) fn router(api: Api) -> Router {
                 "method not allowed on this route",
             )
         })
-        .layer(DefaultBodyLimit::max(DEFAULT_MAX_VALUE_BYTES))
+        .layer(middleware::from_fn(refuse_oversized))
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .with_state(api)
 }
@@ -110,6 +188,10 @@ pub(crate) fn router(api: Api) -> Router {
 /// A JSON error response.
 pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+async fn empty_key() -> Response {
+    error(StatusCode::BAD_REQUEST, "the key is empty")
 }
 
 fn mesh_error(e: &MeshError) -> Response {
@@ -190,9 +272,6 @@ async fn get_key(
     KeyPath(key): KeyPath,
     ApiQuery(params): ApiQuery<GetParams>,
 ) -> Response {
-    if let Some(key) = key.strip_suffix("/history") {
-        return history_of(&api, key).await;
-    }
     let current = match api.mesh.get(&key).await {
         Ok(current) => current,
         Err(e) => return mesh_error(&e),
@@ -203,7 +282,7 @@ async fn get_key(
                 Ok(wait) => wait.unwrap_or(Duration::from_secs(60)).min(MAX_WAIT),
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             };
-            match block_until_changed(&api.mesh, &key, &index, current, wait).await {
+            match block_until_changed(&api, &key, &index, current, wait).await {
                 Ok(current) => current,
                 Err(response) => return response,
             }
@@ -235,14 +314,16 @@ async fn get_key(
     (StatusCode::OK, headers, Json(body)).into_response()
 }
 
-/// Waits until `key`'s winner is no longer the version `index` (or `wait` passes).
+/// Waits until `key`'s winner is no longer the version `index` (or `wait` passes, or the
+/// agent shuts down).
 async fn block_until_changed(
-    mesh: &Mesh,
+    api: &Api,
     key: &str,
     index: &str,
     current: Option<Version>,
     wait: Duration,
 ) -> Result<Option<Version>, Response> {
+    let mesh = &api.mesh;
     let wanted = parse_expected(index).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     if current.as_ref().map(|v| v.dot) != wanted {
         return Ok(current);
@@ -253,8 +334,8 @@ async fn block_until_changed(
     if current.as_ref().map(|v| v.dot) != wanted {
         return Ok(current);
     }
-    // Timing out is an answer too: the current value, unchanged.
-    let _ = tokio::time::timeout(wait, async {
+    // Timing out is an answer too: the current value, unchanged. So is shutting down.
+    let changed = async {
         loop {
             match watch.next().await {
                 Some(Ok(change)) if change.key.as_str() == key => return,
@@ -262,8 +343,11 @@ async fn block_until_changed(
                 Some(Err(_)) | None => return,
             }
         }
-    })
-    .await;
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(wait, changed) => {}
+        () = api.stopping() => {}
+    }
     mesh.get(key).await.map_err(|e| mesh_error(&e))
 }
 
@@ -299,20 +383,8 @@ async fn put_key(
     State(api): State<Api>,
     KeyPath(key): KeyPath,
     ApiQuery(params): ApiQuery<PutParams>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    BodyBytes(body): BodyBytes,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return error(
-                rejection.status(),
-                format!(
-                    "{} (values are at most {DEFAULT_MAX_VALUE_BYTES} bytes)",
-                    rejection.body_text()
-                ),
-            );
-        }
-    };
     let len = body.len();
     let result = match params.if_version.as_deref() {
         None => api.mesh.put(&key, body).await,
@@ -355,17 +427,12 @@ struct RollbackParams {
     version: Option<String>,
 }
 
-async fn post_key(
+async fn rollback(
     State(api): State<Api>,
-    KeyPath(path): KeyPath,
+    KeyPath(key): KeyPath,
     ApiQuery(params): ApiQuery<RollbackParams>,
 ) -> Response {
-    let Some(key) = path.strip_suffix("/rollback") else {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "POST is only for /v1/kv/{key}/rollback",
-        );
-    };
+    let key = key.as_str();
     let Some(version) = params.version else {
         return error(StatusCode::BAD_REQUEST, "rollback needs ?version=V");
     };
@@ -388,11 +455,7 @@ async fn post_key(
 }
 
 async fn history(State(api): State<Api>, KeyPath(key): KeyPath) -> Response {
-    history_of(&api, &key).await
-}
-
-async fn history_of(api: &Api, key: &str) -> Response {
-    match api.mesh.history(key).await {
+    match api.mesh.history(&key).await {
         Ok(versions) => Json(json!({
             "key": key,
             "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
@@ -446,11 +509,16 @@ async fn watch(
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<WatchParams>,
 ) -> Response {
-    let from = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(params.from);
+    let from = match headers.get("last-event-id").map(HeaderValue::to_str) {
+        Some(Ok(id)) => Some(id.to_string()),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Last-Event-ID: not a cursor (it is not even text)",
+            );
+        }
+        None => params.from,
+    };
     let from = match from.map(|c| c.parse::<Cursor>()).transpose() {
         Ok(from) => from,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("Last-Event-ID: {e}")),
@@ -459,10 +527,24 @@ async fn watch(
         Ok(watch) => watch,
         Err(e) => return mesh_error(&e),
     };
-    let stream = futures_util::stream::unfold(Some(watch), |state| async move {
-        let mut watch = state?;
-        {
-            match watch.next().await {
+    let stream = futures_util::stream::unfold(Some(watch), move |state| {
+        let api = api.clone();
+        async move {
+            let mut watch = state?;
+            let next = tokio::select! {
+                next = watch.next() => next,
+                () = api.stopping() => {
+                    let event = SseEvent::default().event("shutdown").data(
+                        json!({
+                            "error": "the agent is shutting down; resume from the last cursor",
+                            "cursor": watch.cursor().to_string(),
+                        })
+                        .to_string(),
+                    );
+                    return Some((Ok(event), None));
+                }
+            };
+            match next {
                 Some(Ok(change)) => {
                     let data = json!({
                         "key": change.key.as_str(),
@@ -479,7 +561,7 @@ async fn watch(
                 }
                 Some(Err(e)) => {
                     let kind = match e {
-                        WatchError::Gap { .. } => "gap",
+                        WatchError::Gap { .. } | WatchError::CursorAhead { .. } => "gap",
                         _ => "error",
                     };
                     let event = SseEvent::default()

@@ -96,7 +96,7 @@ impl Metrics {
         metric(
             "confmesh_keys",
             "gauge",
-            "Keys in the replica.",
+            "Application keys in the replica (confmesh's own under _confmesh/ not counted).",
             health.keys as u64,
         );
         metric(
@@ -105,12 +105,14 @@ impl Metrics {
             "1 if the node is part of a cluster.",
             u64::from(health.joined),
         );
-        metric(
-            "confmesh_last_sync_age_ms",
-            "gauge",
-            "Milliseconds since a peer was last found in sync (absent: never).",
-            health.since_in_sync.map_or(0, |d| d.as_millis() as u64),
-        );
+        if let Some(age) = health.since_in_sync {
+            metric(
+                "confmesh_last_sync_age_ms",
+                "gauge",
+                "Milliseconds since a peer was last found in sync (absent: never).",
+                u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+            );
+        }
         metric(
             "confmesh_datagram_bytes_sent_total",
             "counter",

@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: the TOML file, environment and flags, checked into an [`AgentConfig`].
 //! - `http`: the routes (axum).
+//! - `server`: the listener: connection cap, timeouts, JSON for hyper's own errors, drain.
 //! - `metrics`: Prometheus text.
 //! - [`version`]: versions as text.
 
@@ -11,16 +12,23 @@ pub mod client;
 pub mod config;
 mod http;
 mod metrics;
+mod server;
 pub mod version;
 
 use std::{
     path::Path,
     sync::{Arc, atomic::AtomicU64},
+    time::Duration,
 };
 
-pub use self::config::{AgentConfig, ConfigError, Overrides};
+use tokio::sync::watch;
+
+pub use self::{
+    config::{AgentConfig, ConfigError, Overrides},
+    server::Limits,
+};
 use crate::runtime::{
-    Mesh, MeshError,
+    Mesh, MeshError, StorageError, TransportError,
     tls::{DevCa, TlsConfig, TlsError},
     wall_clock_ms,
 };
@@ -29,7 +37,11 @@ use crate::runtime::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentError {
-    /// The TLS material could not be read or made.
+    /// An option names something unusable: a port in use, a data directory that cannot be
+    /// opened, TLS files that cannot be read or do not fit. Nothing was started.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Generating the `--dev` certificates failed.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     /// Writing the `--dev` certificates failed.
@@ -43,26 +55,37 @@ pub enum AgentError {
     /// The node could not start.
     #[error(transparent)]
     Mesh(#[from] MeshError),
-    /// The HTTP address could not be bound or served.
-    #[error("HTTP API on {addr}: {source}")]
-    Http {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// What failed.
-        source: std::io::Error,
-    },
+    /// A second SIGINT or SIGTERM came while shutting down: the agent stopped without
+    /// finishing (peers see a failure instead of a leave; the replica is safe on disk).
+    #[error("interrupted while shutting down")]
+    Interrupted,
 }
 
-/// Runs an agent until SIGINT or SIGTERM, then leaves the cluster gracefully.
+impl AgentError {
+    /// Whether the configuration is at fault (the command exits 2), rather than the run.
+    pub fn is_config(&self) -> bool {
+        matches!(self, AgentError::Config(_))
+    }
+}
+
+/// Runs an agent until SIGINT or SIGTERM, then shuts down within the configured grace period:
+/// the API stops accepting, event streams and blocking queries end with a last answer, the
+/// requests in flight finish, and the node leaves the cluster. A second signal stops at once
+/// with [`AgentError::Interrupted`].
 ///
 /// # Errors
 ///
-/// [`AgentError`] if the node or the API cannot start.
+/// [`AgentError::Config`] naming the option if the node or the API cannot start with it,
+/// [`AgentError::Interrupted`] on a second signal.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let mut signals = Signals::new()?;
     if config.dev {
-        ensure_dev_certificates(&config)?;
+        ensure_dev_certificates(&config).map_err(|e| match e {
+            AgentError::Write { .. } => ConfigError::new("data_dir", e.to_string()).into(),
+            e => e,
+        })?;
     }
-    let tls = TlsConfig::from_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let tls = load_tls(&config)?;
     let mut builder = Mesh::builder()
         .bind(config.gossip_addr)
         .seeds(config.join.clone())
@@ -71,29 +94,36 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         .preset(config.preset)
         .expected_members(config.expected_members)
         .history_len(config.history_len)
-        .watch_log_len(config.watch_log_len);
+        .watch_log_len(config.watch_log_len)
+        .cache_bytes(config.cache_bytes);
     if let Some(name) = &config.name {
         builder = builder.name(name.clone());
     }
     for (k, v) in &config.tags {
         builder = builder.tag(k.clone(), v.clone());
     }
-    let mesh = builder.start().await?;
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|source| AgentError::Http {
-            addr: config.http_addr,
-            source,
-        })?;
-    let http_addr = listener.local_addr().map_err(|source| AgentError::Http {
-        addr: config.http_addr,
-        source,
-    })?;
+    let mesh = builder.start().await.map_err(start_error)?;
+    let listener = match tokio::net::TcpListener::bind(config.http_addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            mesh.shutdown().await;
+            return Err(ConfigError::new(
+                "http_addr",
+                format!("cannot listen on {}: {e}", config.http_addr),
+            )
+            .into());
+        }
+    };
+    let http_addr = listener.local_addr().unwrap_or(config.http_addr);
+    let limits = config.http_limits.fitted_to_fd_limit();
+    let (stop, stopping) = watch::channel(false);
     let api = http::Api {
         mesh: mesh.clone(),
         token: config.api_token.as_deref().map(Arc::from),
         metrics: Arc::new(metrics::Metrics::default()),
         requests: Arc::new(AtomicU64::new(0)),
+        limits,
+        stop: stopping.clone(),
     };
     tokio::spawn(measure_lag(mesh.clone(), Arc::clone(&api.metrics)));
     println!(
@@ -116,16 +146,131 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         println!("  joining: {}", config.join.join(", "));
     }
     tracing::info!(%http_addr, gossip = %mesh.id().addr, "agent started");
-    axum::serve(listener, http::router(api))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|source| AgentError::Http {
-            addr: http_addr,
-            source,
-        })?;
-    tracing::info!("shutting down: leaving the cluster");
-    mesh.shutdown().await;
-    Ok(())
+
+    // Leaving the cluster takes a round trip or two; the rest of the grace period drains HTTP.
+    let grace = config.shutdown_grace;
+    let leave_time = (grace / 2).min(Duration::from_secs(1));
+    let server = tokio::spawn(server::serve(
+        listener,
+        http::router(api),
+        limits,
+        stopping,
+        grace - leave_time,
+    ));
+    signals.next().await;
+    tracing::info!(
+        grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        "shutting down: draining HTTP, then leaving the cluster (a second signal stops at once)"
+    );
+    let _ = stop.send(true);
+    let graceful = async {
+        let _ = server.await;
+        if tokio::time::timeout(leave_time, mesh.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("leaving the cluster took longer than the grace period allows");
+        }
+    };
+    tokio::select! {
+        () = graceful => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        () = signals.next() => {
+            tracing::warn!("second signal: stopping at once");
+            Err(AgentError::Interrupted)
+        }
+    }
+}
+
+/// Reads the TLS files, naming the option of the one at fault.
+fn load_tls(config: &AgentConfig) -> Result<TlsConfig, AgentError> {
+    let tls = &config.tls;
+    let read = |path: &Path, option: &str| {
+        std::fs::read(path)
+            .map_err(|e| ConfigError::new(option, format!("cannot read {}: {e}", path.display())))
+    };
+    let (ca, cert, key) = (
+        read(&tls.ca, "tls.ca")?,
+        read(&tls.cert, "tls.cert")?,
+        read(&tls.key, "tls.key")?,
+    );
+    TlsConfig::from_pem(&ca, &cert, &key).map_err(|e| {
+        let option = match &e {
+            TlsError::Pem {
+                what: "CA certificate",
+                ..
+            } => "tls.ca",
+            TlsError::Pem {
+                what: "private key",
+                ..
+            } => "tls.key",
+            _ => "tls.cert",
+        };
+        ConfigError::new(option, e.to_string()).into()
+    })
+}
+
+/// A failed start, naming the option at fault where one is.
+fn start_error(e: MeshError) -> AgentError {
+    let option = match &e {
+        MeshError::Storage(
+            StorageError::Directory { .. }
+            | StorageError::InUse(_)
+            | StorageError::WriterMismatch { .. }
+            | StorageError::Corrupt(_)
+            | StorageError::Database(_),
+        ) => "data_dir",
+        MeshError::Transport(TransportError::Bind { .. }) => "gossip_addr",
+        // The certificate and key were read, but do not fit together.
+        MeshError::Transport(TransportError::Tls(_)) => "tls.key",
+        MeshError::Config(_) => "name/tags",
+        _ => return AgentError::Mesh(e),
+    };
+    ConfigError::new(option, e.to_string()).into()
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, as many times as they come.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts listening, so that no signal is missed from now on.
+    fn new() -> Result<Signals, AgentError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind| {
+                signal(kind).map_err(|e| {
+                    AgentError::Mesh(MeshError::Config(format!("cannot listen for signals: {e}")))
+                })
+            };
+            Ok(Signals {
+                interrupt: listen(SignalKind::interrupt())?,
+                terminate: listen(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Feeds the replication-lag histogram from every change another node made.
@@ -146,29 +291,6 @@ async fn measure_lag(mesh: Mesh, metrics: Arc<metrics::Metrics>) {
         if let Some(stamped) = stamped {
             metrics.record_remote_change(wall_clock_ms().saturating_sub(stamped));
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
     }
 }
 

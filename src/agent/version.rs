@@ -1,10 +1,10 @@
 //! Versions as text: `<writer id in hex>-<sequence number>`, e.g. `6e3f09a2c4b81d77-42`.
 
-use crate::proto::{Dot, WriterId};
+use crate::proto::{Dot, DotText, WriterId};
 
-/// The text form of a version's dot.
+/// The text form of a version's dot ([`DotText`]).
 pub fn format(dot: Dot) -> String {
-    format!("{:016x}-{}", dot.actor.0, dot.counter)
+    DotText(dot).to_string()
 }
 
 /// Parses [`format()`]'s output.

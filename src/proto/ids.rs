@@ -23,6 +23,24 @@ impl fmt::Display for WriterId {
 /// This is `crdts::Dot`, so it composes with [`crdts::VClock`].
 pub type Dot = crdts::Dot<WriterId>;
 
+/// A [`Dot`] as text: `<writer id in hex>-<sequence number>`, e.g. `6e3f09a2c4b81d77-42`;
+/// how the API, the command line and error messages show a version.
+///
+/// ```
+/// use confmesh::proto::{Dot, DotText, WriterId};
+///
+/// let dot = Dot::new(WriterId(0x6e3f_09a2_c4b8_1d77), 42);
+/// assert_eq!(DotText(dot).to_string(), "6e3f09a2c4b81d77-42");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DotText(pub Dot);
+
+impl fmt::Display for DotText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.0.actor, self.0.counter)
+    }
+}
+
 /// The vector clock a version carries: for each writer, the highest sequence number of that
 /// writer's versions *of the same key* which this version supersedes.
 pub type VClock = crdts::VClock<WriterId>;

@@ -15,7 +15,7 @@ pub use self::wire::Message;
 
 pub use self::{
     hlc::{Hlc, HlcTimestamp},
-    ids::{Dot, VClock, WriterId},
+    ids::{Dot, DotText, VClock, WriterId},
     key::{Key, KeyError, MAX_KEY_LEN},
     seqset::{SeqRange, SeqSet, SeqSetError},
     store::{

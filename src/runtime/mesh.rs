@@ -15,13 +15,17 @@ use super::{
     watch::{Change, Cursor, Watch},
 };
 use crate::proto::{
-    Dot, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
+    Dot, DotText, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
     node::{Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Event, Node, NodeId, NodeStats},
 };
 
 /// How many events a slow subscriber may fall behind before it misses some
 /// ([`broadcast::error::RecvError::Lagged`]).
 const EVENT_BUFFER: usize = 4_096;
+
+/// The default of [`MeshBuilder::cache_bytes`]: 64 MiB. (redb's own default, 1 GiB, let an
+/// agent's memory grow with every write until it held that much.)
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 /// The default of [`MeshBuilder::history_len`].
 pub const DEFAULT_HISTORY_LEN: usize = 16;
@@ -37,7 +41,8 @@ pub struct Health {
     pub joined: bool,
     /// How many other members it sees alive.
     pub peers: usize,
-    /// How many keys its replica holds (deleted ones not yet collected included).
+    /// How many application keys its replica holds (deleted ones not yet collected included;
+    /// confmesh's own keys under [`RESERVED_PREFIX`](super::RESERVED_PREFIX) not counted).
     pub keys: usize,
     /// How long since an anti-entropy exchange showed a peer holding exactly what this node
     /// holds; `None` if that has not happened yet (a single node never syncs).
@@ -73,7 +78,10 @@ pub enum MeshError {
     #[error(transparent)]
     Write(#[from] WriteError),
     /// A conditional write found another winner than the one expected; nothing changed.
-    #[error("conflict: the current version is {current:?}, not the one expected")]
+    #[error(
+        "conflict: the current version is {}, not the one expected",
+        current.map_or_else(|| "none (the key has no live value)".to_string(), |d| DotText(d).to_string())
+    )]
     Conflict {
         /// The dot of the current winner, `None` if the key has no live value.
         current: Option<Dot>,
@@ -82,7 +90,7 @@ pub enum MeshError {
     #[error("keys under `_confmesh/` are reserved")]
     Reserved,
     /// [`Mesh::rollback`] was given a version this node's history does not hold.
-    #[error("the history of this key holds no version {0:?}")]
+    #[error("the history of this key holds no version {}", DotText(*.0))]
     UnknownVersion(Dot),
     /// The data directory failed; for a write, nothing changed.
     #[error(transparent)]
@@ -119,6 +127,7 @@ pub struct MeshBuilder {
     info: MemberInfo,
     preset: Preset,
     history_len: usize,
+    cache_bytes: usize,
     watch_log_len: u64,
 }
 
@@ -217,6 +226,14 @@ impl MeshBuilder {
         self
     }
 
+    /// The most memory the data directory's page cache may take (default
+    /// [`DEFAULT_CACHE_BYTES`], 64 MiB). Reads of pages not cached go to the file (and the
+    /// operating system's cache); a larger cache helps only replicas much larger than it.
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
     /// Drops traffic the hook selects, in both directions: fault injection for tests.
     pub fn fault_hook(mut self, hook: FaultHook) -> Self {
         self.fault = Some(hook);
@@ -244,6 +261,7 @@ impl MeshBuilder {
         let (storage, loaded) = Storage::open(
             self.data_dir.as_deref(),
             self.storage_fault,
+            self.cache_bytes,
             self.writer,
             random_writer(),
             StoreConfig::default(),
@@ -381,6 +399,7 @@ impl Mesh {
             info: MemberInfo::default(),
             preset: Preset::Lan,
             history_len: DEFAULT_HISTORY_LEN,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             watch_log_len: DEFAULT_WATCH_LOG_LEN,
         }
     }
@@ -630,7 +649,8 @@ impl Mesh {
             Health {
                 joined: node.is_active(),
                 peers: node.member_count(),
-                keys: node.store().key_count(),
+                keys: node.store().key_count()
+                    - node.store().key_count_under(super::RESERVED_PREFIX),
                 since_in_sync: node
                     .last_in_sync()
                     .map(|at| now.saturating_duration_since(at)),

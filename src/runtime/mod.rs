@@ -14,6 +14,7 @@ mod driver;
 mod members;
 mod mesh;
 mod storage;
+pub(crate) mod throttle;
 pub mod tls;
 mod transport;
 mod watch;
@@ -21,7 +22,8 @@ mod watch;
 pub use self::{
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberState, RESERVED_PREFIX},
     mesh::{
-        DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Health, Mesh, MeshBuilder, MeshError, Preset,
+        DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Health, Mesh, MeshBuilder,
+        MeshError, Preset,
     },
     storage::{DATABASE_FILE, StorageError, StorageFaultHook},
     transport::{FaultHook, TransportError, WireStats},

@@ -13,7 +13,10 @@ use bytes::Bytes;
 use quinn::{Connection, Endpoint};
 use tokio::sync::mpsc;
 
-use super::tls::{CLUSTER_SERVER_NAME, TlsConfig, TlsError};
+use super::{
+    throttle::LogThrottle,
+    tls::{CLUSTER_SERVER_NAME, TlsConfig, TlsError},
+};
 use crate::proto::node::{Channel, Transmit};
 
 /// How long a dial may take before the message is dropped (anti-entropy repairs it).
@@ -233,7 +236,10 @@ impl Transport {
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                log_tls_refusal(to, &e);
+                e.to_string()
+            })?;
         *slot = Some(conn.clone());
         tokio::spawn(serve(
             self.inbound.clone(),
@@ -309,7 +315,10 @@ async fn accept_loop(transport: Arc<Transport>) {
                     .await;
                 }
                 // A peer without a certificate from the cluster CA ends here.
-                Err(e) => tracing::debug!(%from, cause = %e, "incoming connection refused"),
+                Err(e) => {
+                    log_tls_refusal(from, &e);
+                    tracing::debug!(%from, cause = %e, "incoming connection refused");
+                }
             }
         });
     }
@@ -344,6 +353,7 @@ async fn receive(
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    log_tls_refusal(from, &e);
                     tracing::debug!(%from, cause = %e, "connection closed");
                     return;
                 }
@@ -363,10 +373,34 @@ async fn receive(
                     });
                 }
                 Err(e) => {
+                    log_tls_refusal(from, &e);
                     tracing::debug!(%from, cause = %e, "connection closed");
                     return;
                 }
             },
+        }
+    }
+}
+
+/// Logs (rate-limited, as a warning) a TLS handshake one side refused: a peer whose
+/// certificate our cluster CA did not sign, or a peer that refused ours. Either is a
+/// misconfiguration or an intruder, and would otherwise look like a silent partition.
+fn log_tls_refusal(peer: SocketAddr, e: &quinn::ConnectionError) {
+    static REFUSALS: LogThrottle = LogThrottle::new(Duration::from_secs(10));
+    // QUIC carries TLS alerts as the crypto error codes 0x100-0x1ff.
+    let (code, by_peer) = match e {
+        quinn::ConnectionError::TransportError(t) => (t.code, false),
+        quinn::ConnectionError::ConnectionClosed(c) => (c.error_code, true),
+        _ => return,
+    };
+    if !(0x100..0x200).contains(&u64::from(code)) {
+        return;
+    }
+    if let Some(suppressed) = REFUSALS.allow() {
+        if by_peer {
+            tracing::warn!(%peer, cause = %e, suppressed, "the peer refused this node's TLS certificate (is it signed by the cluster CA?)");
+        } else {
+            tracing::warn!(%peer, cause = %e, suppressed, "refused a peer's TLS handshake (is its certificate signed by the cluster CA?)");
         }
     }
 }

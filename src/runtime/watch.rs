@@ -5,7 +5,8 @@
 //! from its cursor, then follows new changes live; if it falls behind the live feed it reads
 //! the log again. The log keeps the last [`MeshBuilder::watch_log_len`] changes
 //! (`super::MeshBuilder::watch_log_len`); a cursor older than that gets
-//! [`WatchError::Gap`], never a silent skip.
+//! [`WatchError::Gap`], and one past the log's last change (from a state of the node that was
+//! lost) [`WatchError::CursorAhead`], never a silent skip.
 
 use std::{collections::VecDeque, fmt, str::FromStr};
 
@@ -113,6 +114,19 @@ pub enum WatchError {
         /// The oldest change still kept, if any.
         oldest: Option<Cursor>,
     },
+    /// The cursor is past the last change in the log: it was handed out by a state of this
+    /// node that is gone (a data directory restored from an older backup, or changes a crash
+    /// lost before they were durable). Changes the client saw may not exist here any more:
+    /// read the current state and watch from now.
+    #[error(
+        "cursor {cursor} is ahead of this node's change log (its last change is {head}): read the current state again"
+    )]
+    CursorAhead {
+        /// The cursor asked for.
+        cursor: Cursor,
+        /// The last change in the log.
+        head: Cursor,
+    },
     /// The cursor is from another node's log.
     #[error("cursor {0} is not from this node's change log")]
     UnknownCursor(Cursor),
@@ -209,6 +223,13 @@ impl Watch {
                     log: self.last.log,
                     seq,
                 }),
+            }),
+            LogPosition::Ahead { head } => Err(WatchError::CursorAhead {
+                cursor: self.last,
+                head: Cursor {
+                    log: self.last.log,
+                    seq: head,
+                },
             }),
             LogPosition::OtherLog => Err(WatchError::UnknownCursor(self.last)),
         }

@@ -335,6 +335,18 @@ impl Store {
         self.keys.len()
     }
 
+    /// Number of keys starting with `prefix` with at least one stored version (tombstones
+    /// included); costs one step per such key.
+    pub fn key_count_under(&self, prefix: &str) -> usize {
+        self.keys
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.as_str().starts_with(prefix))
+            .count()
+    }
+
     /// Number of stored versions (siblings and tombstones included).
     pub fn version_count(&self) -> usize {
         self.by_dot.values().map(BTreeMap::len).sum()

@@ -9,13 +9,17 @@ use super::{DATABASE_FILE, Location, StorageError, StorageFaultHook};
 
 /// Opens (or creates) the database at `location`.
 pub(super) fn open_database(location: &Location) -> Result<Database, StorageError> {
-    let (dir, fault) = match location {
+    let (dir, fault, cache_bytes) = match location {
         Location::Memory => {
             return Database::builder()
                 .create_with_backend(redb::backends::InMemoryBackend::new())
                 .map_err(|e| StorageError::Database(e.into()));
         }
-        Location::Dir { dir, fault } => (dir, fault),
+        Location::Dir {
+            dir,
+            fault,
+            cache_bytes,
+        } => (dir, fault, *cache_bytes),
     };
     let directory_error = |source| StorageError::Directory {
         path: dir.clone(),
@@ -23,8 +27,10 @@ pub(super) fn open_database(location: &Location) -> Result<Database, StorageErro
     };
     std::fs::create_dir_all(dir).map_err(directory_error)?;
     let path = dir.join(DATABASE_FILE);
+    let mut builder = Database::builder();
+    builder.set_cache_size(cache_bytes);
     let opened = match fault {
-        None => Database::create(&path),
+        None => builder.create(&path),
         Some(fault) => {
             let file = std::fs::OpenOptions::new()
                 .read(true)
@@ -35,7 +41,7 @@ pub(super) fn open_database(location: &Location) -> Result<Database, StorageErro
                 .map_err(directory_error)?;
             let inner = redb::backends::FileBackend::new(file)
                 .map_err(|e| StorageError::Database(e.into()))?;
-            Database::builder().create_with_backend(FaultyBackend {
+            builder.create_with_backend(FaultyBackend {
                 inner,
                 fault: Arc::clone(fault),
             })

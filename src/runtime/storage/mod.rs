@@ -114,6 +114,8 @@ enum Location {
     Dir {
         dir: PathBuf,
         fault: Option<StorageFaultHook>,
+        /// The most bytes of the file redb keeps cached in memory.
+        cache_bytes: usize,
     },
 }
 
@@ -198,6 +200,7 @@ impl Storage {
     pub(crate) fn open(
         dir: Option<&Path>,
         fault: Option<StorageFaultHook>,
+        cache_bytes: usize,
         writer: Option<WriterId>,
         new_writer: WriterId,
         store_config: StoreConfig,
@@ -209,6 +212,7 @@ impl Storage {
             Some(dir) => Location::Dir {
                 dir: dir.to_path_buf(),
                 fault,
+                cache_bytes,
             },
             None => Location::Memory,
         };

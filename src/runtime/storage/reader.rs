@@ -27,6 +27,8 @@ pub(crate) enum LogPosition {
     },
     /// Entries after the cursor were trimmed: the oldest kept is `oldest`.
     Trimmed { oldest: Option<u64> },
+    /// The cursor is past the log's last entry, `head` (0 for an empty log).
+    Ahead { head: u64 },
     /// The cursor names another log (another node, or a wiped data directory).
     OtherLog,
 }
@@ -91,6 +93,12 @@ impl StorageReader {
         if cursor.seq < trimmed {
             let oldest = table.first()?.map(|(seq, _)| seq.value());
             return Ok(LogPosition::Trimmed { oldest });
+        }
+        // The log always keeps its last entry, so a cursor past it was never handed out by
+        // the state this directory holds.
+        let head = table.last()?.map_or(trimmed, |(seq, _)| seq.value());
+        if cursor.seq > head {
+            return Ok(LogPosition::Ahead { head });
         }
         let mut changes = Vec::new();
         for row in table.range(cursor.seq.saturating_add(1)..)? {

@@ -1,0 +1,100 @@
+//! The command line against a live agent, and certificate issuing.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::{Agent, BIN};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_against_a_live_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = Agent::start(dir.path(), &["--name", "cli-test"]);
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--addr", &agent.http])
+            .output()
+            .expect("run cli");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = cli(&["put", "app/mode", "blue"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("app/mode = version "), "{out}");
+    cli(&["put", "app/mode", "green"]);
+    let (code, out, _) = cli(&["get", "app/mode"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("green\n"), "{out}");
+    let (_, raw, _) = cli(&["get", "app/mode", "--raw"]);
+    assert_eq!(raw, "green");
+    let (_, listing, _) = cli(&["ls", "app/"]);
+    assert!(listing.starts_with("app/mode\t"), "{listing}");
+    let (_, history, _) = cli(&["history", "app/mode"]);
+    let first = history
+        .lines()
+        .next()
+        .and_then(|l| l.split('\t').next())
+        .expect("a version");
+    assert!(
+        history.contains("blue") && history.contains("green"),
+        "{history}"
+    );
+    let (code, out, _) = cli(&["rollback", "app/mode", first]);
+    assert_eq!(code, Some(0), "{out}");
+    let (_, raw, _) = cli(&["get", "app/mode", "--raw"]);
+    assert_eq!(raw, "blue");
+    let (code, json_out, _) = cli(&["get", "app/mode", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<Value>(&json_out).expect("json")["value"],
+        "blue"
+    );
+    let (_, members, _) = cli(&["members"]);
+    assert!(members.starts_with("cli-test\t"), "{members}");
+    let (code, _, _) = cli(&["del", "app/mode"]);
+    assert_eq!(code, Some(0));
+    let (code, _, err) = cli(&["get", "app/mode"]);
+    assert_eq!(code, Some(1), "a missing key fails");
+    assert!(err.contains("no value"), "{err}");
+    let (code, _, err) = cli(&["put", "bad//key", "x"]);
+    assert_eq!(code, Some(2), "bad input is a usage error");
+    assert!(err.contains("segment"), "{err}");
+
+    // cert: a CA, then a node certificate an agent accepts.
+    let certs = tempfile::tempdir().expect("tempdir");
+    let out = certs.path().to_str().expect("utf-8");
+    let ca = Command::new(BIN)
+        .args(["cert", "ca", "--out", out])
+        .output()
+        .expect("cert ca");
+    assert!(ca.status.success());
+    let node = Command::new(BIN)
+        .args([
+            "cert",
+            "node",
+            "--name",
+            "n1",
+            "--ip",
+            "127.0.0.1",
+            "--dns",
+            "n1.local",
+        ])
+        .args(["--ca-dir", out, "--out", out])
+        .output()
+        .expect("cert node");
+    assert!(
+        node.status.success(),
+        "{}",
+        String::from_utf8_lossy(&node.stderr)
+    );
+    let tls = confmesh::runtime::tls::TlsConfig::from_files(
+        &certs.path().join("ca.pem"),
+        &certs.path().join("n1.pem"),
+        &certs.path().join("n1.key"),
+    );
+    assert!(tls.is_ok(), "the issued files load: {tls:?}");
+}
