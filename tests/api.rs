@@ -142,6 +142,41 @@ async fn a_cursor_older_than_the_log_gets_the_gap_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_ahead_of_the_log_is_a_gap_not_a_silent_skip() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let node = Mesh::builder()
+        .tls(ca.node_config("n").expect("cert"))
+        .start()
+        .await
+        .expect("start");
+    let mut watch = node.watch("", None).expect("watch");
+    node.put("k", "0").await.expect("put");
+    let head = take(&mut watch, 1).await[0].cursor;
+    // What a client kept from a state of this node that a restored backup no longer holds.
+    let text = head.to_string();
+    let (log, seq) = text.split_once('.').expect("cursor");
+    let ahead: Cursor = format!("{log}.{}", seq.parse::<u64>().expect("seq") + 5)
+        .parse()
+        .expect("cursor");
+    let mut resumed = node.watch("", Some(ahead)).expect("watch");
+    for i in 1..=10 {
+        node.put("k", format!("{i}")).await.expect("put");
+    }
+    match resumed.next().await {
+        Some(Err(WatchError::CursorAhead { cursor, head: last })) => {
+            assert_eq!(cursor, ahead);
+            assert_eq!(last, head);
+        }
+        other => panic!("expected the cursor-ahead error, got {other:?}"),
+    }
+    assert!(
+        resumed.next().await.is_none(),
+        "a watch ends after its error"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_and_rollback_work_across_nodes() {
     let ca = DevCa::generate("test cluster").expect("ca");
     let nodes = start_cluster(&ca, 3).await;

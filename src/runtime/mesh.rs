@@ -12,7 +12,7 @@ use super::{
     tls::TlsConfig,
     transport::{FaultHook, Transport, TransportError, WireHandle, WireStats},
     wall_clock_ms,
-    watch::{Change, Cursor, Watch},
+    watch::{Change, Cursor, Watch, WatchError},
 };
 use crate::proto::{
     Dot, DotText, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
@@ -522,27 +522,35 @@ impl Mesh {
     /// # Errors
     ///
     /// Starting never fails for a valid cursor; the returned [`Watch`] yields
-    /// [`WatchError::Gap`](super::WatchError::Gap) first when `from` is older than the changes
+    /// [`WatchError::Gap`] first when `from` is older than the changes
     /// the log keeps ([`MeshBuilder::watch_log_len`]), and
-    /// [`WatchError::UnknownCursor`](super::WatchError::UnknownCursor) for another node's
-    /// cursor. [`MeshError::Storage`] if the log cannot be read.
+    /// [`WatchError::UnknownCursor`] for another node's
+    /// cursor, and [`WatchError::CursorAhead`] for a cursor past the log's last change (handed
+    /// out by a state of this node that is gone, such as a data directory since restored from
+    /// an older backup: changes the client saw may not exist here). [`MeshError::Storage`] if
+    /// the log cannot be read.
     pub fn watch(&self, prefix: &str, from: Option<Cursor>) -> Result<Watch, MeshError> {
         // Subscribe before reading the log's head: nothing falls between the two.
         let live = self.changes.subscribe();
+        let (log, seq) = self.reader.log_head()?;
+        let head = Cursor { log, seq };
         let (cursor, caught_up) = match from {
             Some(cursor) => (cursor, false),
-            None => {
-                let (log, seq) = self.reader.log_head()?;
-                (Cursor { log, seq }, true)
-            }
+            None => (head, true),
         };
-        Ok(Watch::new(
+        let watch = Watch::new(
             prefix.to_string(),
             self.reader.clone(),
             live,
             cursor,
             caught_up,
-        ))
+        );
+        // Checked now: once later changes are logged, the cursor would look valid.
+        Ok(if cursor.log == head.log && cursor.seq > head.seq {
+            watch.failed(WatchError::CursorAhead { cursor, head })
+        } else {
+            watch
+        })
     }
 
     /// The versions of `key` this node has stored, oldest first: the last

@@ -147,6 +147,8 @@ pub struct Watch {
     backlog: VecDeque<Change>,
     /// Whether everything logged before the live feed's current position has been read.
     caught_up: bool,
+    /// An error found when the watch was made, delivered first.
+    failed: Option<WatchError>,
     ended: bool,
 }
 
@@ -165,8 +167,15 @@ impl Watch {
             last: from,
             backlog: VecDeque::new(),
             caught_up,
+            failed: None,
             ended: false,
         }
+    }
+
+    /// A watch whose first item is `error`.
+    pub(crate) fn failed(mut self, error: WatchError) -> Watch {
+        self.failed = Some(error);
+        self
     }
 
     /// The cursor to resume from: the last change this watch passed (delivered, or skipped as
@@ -180,6 +189,10 @@ impl Watch {
         loop {
             if self.ended {
                 return None;
+            }
+            if let Some(error) = self.failed.take() {
+                self.ended = true;
+                return Some(Err(error));
             }
             if let Some(change) = self.backlog.pop_front() {
                 self.last = change.cursor;

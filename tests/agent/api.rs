@@ -358,6 +358,11 @@ async fn a_token_guards_the_api_and_bad_configuration_exits_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, "api_token = \"s3cret\"\n").expect("config");
+    std::fs::write(
+        dir.path().join("missing-tls.toml"),
+        "data_dir = \"tls-less\"\n[tls]\nca = \"nope/ca.pem\"\ncert = \"nope/n.pem\"\nkey = \"nope/n.key\"\n",
+    )
+    .expect("config");
     let agent = Agent::start(
         &dir.path().join("data"),
         &["--config", config.to_str().expect("utf-8")],
@@ -402,14 +407,80 @@ async fn a_token_guards_the_api_and_bad_configuration_exits_2() {
         ),
         (vec!["agent", "--dev", "--join", "no-port"], "join"),
         (vec!["agent", "--dev", "--tag", "novalue"], "--tag"),
+        // Start-up failures name the option too: a port in use, a data directory in use or
+        // unusable, TLS files that cannot be read.
+        (
+            vec![
+                "agent",
+                "--dev",
+                "--data-dir",
+                "fresh-1",
+                "--gossip-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                &agent.http,
+            ],
+            "http_addr",
+        ),
+        (
+            vec![
+                "agent",
+                "--dev",
+                "--data-dir",
+                "fresh-2",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--gossip-addr",
+                &agent.gossip,
+            ],
+            "gossip_addr",
+        ),
+        (
+            vec![
+                "agent",
+                "--dev",
+                "--data-dir",
+                "data",
+                "--gossip-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ],
+            "data_dir",
+        ),
+        (
+            vec![
+                "agent",
+                "--dev",
+                "--data-dir",
+                "agent.toml",
+                "--gossip-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ],
+            "data_dir",
+        ),
+        (
+            vec![
+                "agent",
+                "--config",
+                "missing-tls.toml",
+                "--gossip-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ],
+            "tls.ca",
+        ),
     ] {
         let out = Command::new(BIN)
             .args(&args)
             .current_dir(dir.path())
             .output()
             .expect("run");
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(option), "{args:?}: {stderr}");
     }
 }

@@ -64,6 +64,35 @@ async fn the_command_line_against_a_live_agent() {
     assert_eq!(code, Some(2), "bad input is a usage error");
     assert!(err.contains("segment"), "{err}");
 
+    // Keys travel percent-encoded: `?`, `#` and spaces are part of the key (which the agent
+    // refuses), never a query or a fragment cutting it short.
+    cli(&["put", "cli/inj", "kept"]);
+    cli(&["put", "cli/frag", "kept"]);
+    let (code, _, err) = cli(&["del", "cli/inj?x=1"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = cli(&["put", "cli/frag#x", "v"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = cli(&["put", "bad key", "x"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("character"), "{err}");
+    for key in ["cli/inj", "cli/frag"] {
+        let (_, raw, _) = cli(&["get", key, "--raw"]);
+        assert_eq!(raw, "kept", "{key} was changed through another key");
+    }
+    // `x/history` is a key like any other, not the history of `x`.
+    let (code, out, err) = cli(&["get", "cli/inj/history"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(err.contains("no value"), "{err}");
+    cli(&["put", "cli/inj/history", "a key"]);
+    let (_, raw, _) = cli(&["get", "cli/inj/history", "--raw"]);
+    assert_eq!(raw, "a key");
+    let (code, history, _) = cli(&["history", "cli/inj/history"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        history.contains("a key") && !history.contains("kept"),
+        "{history}"
+    );
+
     // cert: a CA, then a node certificate an agent accepts.
     let certs = tempfile::tempdir().expect("tempdir");
     let out = certs.path().to_str().expect("utf-8");

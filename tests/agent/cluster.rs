@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 
-use crate::{Agent, call, common::eventually, expect, json};
+use crate::{Agent, Options, call, common::eventually, expect, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_share_writes_watches_see_them_and_kill_9_keeps_data() {
@@ -112,4 +112,54 @@ async fn three_agents_share_writes_watches_see_them_and_kill_9_keeps_data() {
         .find_map(|l| l.strip_prefix("confmesh_sync_duration_ms_count "))
         .and_then(|n| n.parse::<u64>().ok());
     assert!(count.is_some_and(|n| n >= 1), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_from_another_ca_is_refused_and_both_sides_say_so() {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    // --dev gives each agent a CA of its own: neither trusts the other.
+    let a = Agent::start_with(
+        a_dir.path(),
+        Options {
+            log: true,
+            ..Options::default()
+        },
+    );
+    let b = Agent::start_with(
+        b_dir.path(),
+        Options {
+            args: &["--join", &a.gossip],
+            log: true,
+            ..Options::default()
+        },
+    );
+    let b_addr = b.gossip.clone();
+    let logged = eventually(Duration::from_secs(20), || {
+        let (a_log, b_log) = (a.log(), b.log());
+        let a_addr = a.gossip.clone();
+        let b_addr = b_addr.clone();
+        async move {
+            // Whichever side checks first refuses; the other hears of it.
+            let says = |log: &str, peer: &str| {
+                log.lines().any(|l| {
+                    l.contains(peer)
+                        && (l.contains("refused a peer's TLS handshake")
+                            || l.contains("the peer refused this node's TLS certificate"))
+                })
+            };
+            says(&a_log, &b_addr) && says(&b_log, &a_addr)
+        }
+    })
+    .await;
+    assert!(
+        logged,
+        "a refused handshake was not logged on both sides with the peer's address:\n{}\n---\n{}",
+        a.log(),
+        b.log()
+    );
+    let members = json(&call(&a.client(), Method::GET, "/v1/members", "").await);
+    assert_eq!(members["members"].as_array().map(Vec::len), Some(1));
 }

@@ -222,5 +222,9 @@ async fn a_low_fd_limit_and_many_idle_sockets_keep_health_answering() {
         !log.contains("Too many open files"),
         "the agent ran out of file descriptors: {log}"
     );
+    assert!(
+        log.contains("connection cap is lowered") && !log.contains('\u{1b}'),
+        "a log written to a file has no colour codes: {log:?}"
+    );
     drop(idle);
 }

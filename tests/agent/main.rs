@@ -143,12 +143,12 @@ impl Agent {
     /// Waits up to `limit` for the process to exit; its exit code, `None` if it is still
     /// running.
     fn wait_exit(&mut self, limit: Duration) -> Option<Option<i32>> {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
+        let step = Duration::from_millis(20);
+        for _ in 0..=limit.as_millis() / step.as_millis() {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return Some(status.code());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(step);
         }
         None
     }
