@@ -126,7 +126,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         stop: stopping.clone(),
     };
     tokio::spawn(measure_lag(mesh.clone(), Arc::clone(&api.metrics)));
-    println!(
+    say(format_args!(
         "confmesh agent {}\n  node:    {} (writer {:016x})\n  gossip:  {} (QUIC)\n  http:    http://{http_addr}\n  data:    {}\n  tls:     ca {}, cert {}, key {}",
         env!("CARGO_PKG_VERSION"),
         config.name.as_deref().unwrap_or("(unnamed)"),
@@ -136,14 +136,14 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         config.tls.ca.display(),
         config.tls.cert.display(),
         config.tls.key.display(),
-    );
+    ));
     if config.join.is_empty() {
-        println!(
+        say(format_args!(
             "  cluster: new (no --join); others join through {}",
             mesh.id().addr
-        );
+        ));
     } else {
-        println!("  joining: {}", config.join.join(", "));
+        say(format_args!("  joining: {}", config.join.join(", ")));
     }
     tracing::info!(%http_addr, gossip = %mesh.id().addr, "agent started");
 
@@ -182,6 +182,13 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             Err(AgentError::Interrupted)
         }
     }
+}
+
+/// Prints a line on standard output for whoever started the agent; a closed output (a
+/// reader that went away) is not a reason to stop serving, so errors are ignored.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// Reads the TLS files, naming the option of the one at fault.
@@ -307,10 +314,10 @@ fn ensure_dev_certificates(config: &AgentConfig) -> Result<(), AgentError> {
     write_private_file(&tls.ca, &ca.cert_pem())?;
     write_private_file(&tls.cert, &node.chain_pem)?;
     write_private_file(&tls.key, &node.key_pem)?;
-    println!(
+    say(format_args!(
         "--dev: created a throwaway CA and node certificate in {}",
         dir.display()
-    );
+    ));
     Ok(())
 }
 

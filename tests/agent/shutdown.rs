@@ -93,3 +93,46 @@ async fn a_second_signal_stops_at_once() {
     );
     drop(slow);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_standard_output_does_not_stop_the_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let http = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(crate::BIN)
+        .args([
+            "agent",
+            "--dev",
+            "--gossip-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            &http,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Whoever started it stopped reading before the agent printed its banner.
+    drop(child.stdout.take());
+    let client = confmesh::agent::client::Client::new(&http, None).expect("client");
+    let up = crate::common::eventually(Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            client
+                .send(Method::GET, "/v1/health", Bytes::new())
+                .await
+                .is_ok_and(|r| r.status == StatusCode::OK)
+        }
+    })
+    .await;
+    let exited = child.try_wait().expect("try_wait");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up && exited.is_none(), "the agent stopped: {exited:?}");
+}

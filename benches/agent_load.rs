@@ -1,0 +1,258 @@
+//! The agent under HTTP load: one `confmesh agent` process with a data directory on a real
+//! filesystem, no peers, driven by keep-alive clients from this process. Prints PUT and GET
+//! throughput and latency per concurrency level, and the agent's resident memory as writes
+//! accumulate.
+//!
+//! ```sh
+//! cargo bench --bench agent_load                                   # PUT and GET at c = 1, 16, 64
+//! cargo bench --bench agent_load -- --rss --puts 250000 --clients 64  # memory over 250k PUTs
+//! ```
+//!
+//! Options: `--puts N` (per concurrency level, default 20,000), `--clients 1,16,64`, `--keys
+//! N` (distinct keys, default 10,000), `--value-bytes N` (default 100), `--rss` (print the
+//! agent's RSS every 10% of the PUTs), `--cache-mb N` (the agent's `cache_mb`), `--dir PATH`
+//! (where the data directory goes; default a temporary directory under `target/`).
+//! It asserts nothing.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use confmesh::agent::client::Client;
+use hyper::Method;
+
+const BIN: &str = env!("CARGO_BIN_EXE_confmesh");
+
+struct Options {
+    puts: usize,
+    clients: Vec<usize>,
+    keys: usize,
+    value_bytes: usize,
+    rss: bool,
+    cache_mb: Option<usize>,
+    dir: Option<PathBuf>,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut o = Options {
+        puts: 20_000,
+        clients: vec![1, 16, 64],
+        keys: 10_000,
+        value_bytes: 100,
+        rss: false,
+        cache_mb: None,
+        dir: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().context(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--puts" => o.puts = value()?.parse()?,
+            "--clients" => {
+                o.clients = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
+            }
+            "--keys" => o.keys = value()?.parse()?,
+            "--value-bytes" => o.value_bytes = value()?.parse()?,
+            "--rss" => o.rss = true,
+            "--cache-mb" => o.cache_mb = Some(value()?.parse()?),
+            "--dir" => o.dir = Some(value()?.into()),
+            "--bench" => {}
+            other => bail!("unknown option {other}"),
+        }
+    }
+    Ok(o)
+}
+
+/// The agent process; killed when dropped.
+struct Agent {
+    child: Child,
+    http: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    fn start(dir: &std::path::Path, cache_mb: Option<usize>) -> anyhow::Result<Agent> {
+        let mut command = Command::new(BIN);
+        command
+            .args(["agent", "--dev", "--gossip-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(mb) = cache_mb {
+            command.env("CONFMESH_CACHE_MB", mb.to_string());
+        }
+        let mut child = command.spawn().context("start the agent")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut http = None;
+        for line in lines.by_ref() {
+            let line = line?;
+            if let Some(addr) = line.trim().strip_prefix("http:") {
+                http = Some(addr.trim().trim_start_matches("http://").to_string());
+                break;
+            }
+        }
+        let http = http.context("the agent printed no HTTP address")?;
+        // Keep reading, so the agent's output never blocks.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Agent { child, http })
+    }
+
+    /// Resident memory in kB, from /proc.
+    fn rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// Runs `total` requests from `clients` concurrent keep-alive clients; returns the latencies.
+async fn run(
+    client: &Client,
+    method: Method,
+    total: usize,
+    clients: usize,
+    keys: usize,
+    value: Bytes,
+    offset: usize,
+) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    #[allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
+    let started = std::time::Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, method, value, next) = (
+            client.clone(),
+            method.clone(),
+            value.clone(),
+            Arc::clone(&next),
+        );
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let path = format!("/v1/kv/load/key-{}", (offset + i) % keys);
+                let body = if method == Method::PUT {
+                    value.clone()
+                } else {
+                    Bytes::new()
+                };
+                #[allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
+                let sent = std::time::Instant::now();
+                let reply = client.send(method.clone(), &path, body).await?;
+                if !reply.status.is_success() {
+                    bail!("{method} {path}: {}", reply.status);
+                }
+                latencies.push(sent.elapsed());
+            }
+        });
+    }
+    let mut all = Vec::with_capacity(total);
+    while let Some(result) = tasks.join_next().await {
+        all.extend(result??);
+    }
+    all.sort();
+    Ok((started.elapsed(), all))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let o = options()?;
+    let base = match &o.dir {
+        Some(dir) => dir.clone(),
+        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+    };
+    std::fs::create_dir_all(&base)?;
+    let dir = tempfile::tempdir_in(&base)?;
+    let agent = Agent::start(dir.path(), o.cache_mb)?;
+    let client = Client::new(&agent.http, None)?;
+    let value = Bytes::from(vec![b'v'; o.value_bytes]);
+    println!(
+        "agent_load: one agent, data directory in {}, {} keys, {}-byte values, keep-alive clients",
+        base.display(),
+        o.keys,
+        o.value_bytes
+    );
+    // Every key exists before GETs are measured.
+    run(&client, Method::PUT, o.keys, 16, o.keys, value.clone(), 0).await?;
+    if o.rss {
+        let clients = o.clients.first().copied().unwrap_or(64);
+        let step = (o.puts / 10).max(1);
+        println!("PUTs\tRSS (MB)\tPUT/s in the step");
+        println!("0\t{:.1}\t-", agent.rss_kb().unwrap_or(0) as f64 / 1024.0);
+        let mut done = 0;
+        while done < o.puts {
+            let (elapsed, _) = run(
+                &client,
+                Method::PUT,
+                step,
+                clients,
+                o.keys,
+                value.clone(),
+                done,
+            )
+            .await?;
+            done += step;
+            println!(
+                "{done}\t{:.1}\t{:.0}",
+                agent.rss_kb().unwrap_or(0) as f64 / 1024.0,
+                step as f64 / elapsed.as_secs_f64()
+            );
+        }
+        return Ok(());
+    }
+    println!("op\tclients\trequests/s\tp50 ms\tp99 ms\tmax ms");
+    for method in [Method::PUT, Method::GET] {
+        for &clients in &o.clients {
+            let (elapsed, latencies) = run(
+                &client,
+                method.clone(),
+                o.puts,
+                clients,
+                o.keys,
+                value.clone(),
+                0,
+            )
+            .await?;
+            println!(
+                "{method}\t{clients}\t{:.0}\t{:.2}\t{:.2}\t{:.2}",
+                o.puts as f64 / elapsed.as_secs_f64(),
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99),
+                percentile(&latencies, 1.0),
+            );
+        }
+    }
+    Ok(())
+}
