@@ -14,7 +14,7 @@ use std::{
 
 use confmesh::{
     proto::WriterId,
-    runtime::{Mesh, MeshBuilder, MeshError, StorageError, tls::DevCa},
+    runtime::{Mesh, MeshBuilder, MeshError, StorageError, WatchError, tls::DevCa},
 };
 
 mod common;
@@ -257,6 +257,50 @@ async fn a_data_directory_serves_one_node_and_one_writer() {
     let again = builder(dir.path()).start().await.expect("restart");
     assert_eq!(again.id().writer, writer);
     again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_resumes_across_restarts_but_not_across_a_restore() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backup = tempfile::tempdir().expect("tempdir");
+    let start = || {
+        Mesh::builder()
+            .tls(ca.node_config("n").expect("cert"))
+            .data_dir(dir.path())
+    };
+    let node = start_when_free(start()).await;
+    let mut watch = node.watch("app/", None).expect("watch");
+    node.put("app/mode", "blue").await.expect("put");
+    let before_restart = watch.next().await.expect("a change").expect("no error");
+    node.shutdown().await;
+    // A backup, then changes a client watched and that the backup does not hold.
+    let file = confmesh::runtime::DATABASE_FILE;
+    std::fs::copy(dir.path().join(file), backup.path().join(file)).expect("backup");
+    let node = start_when_free(start()).await;
+    let mut watch = node
+        .watch("app/", Some(before_restart.cursor))
+        .expect("watch");
+    node.put("app/mode", "green").await.expect("put");
+    let seen = watch
+        .next()
+        .await
+        .expect("a change")
+        .expect("a cursor of the last start resumes");
+    assert_eq!(seen.new_value(), Some(&b"green"[..]));
+    node.shutdown().await;
+    // Restored: "green" is gone; the node takes new writes.
+    std::fs::copy(backup.path().join(file), dir.path().join(file)).expect("restore");
+    let node = start_when_free(start()).await;
+    for value in ["red", "yellow", "white"] {
+        node.put("app/mode", value).await.expect("put");
+    }
+    let mut resumed = node.watch("app/", Some(seen.cursor)).expect("watch");
+    match resumed.next().await {
+        Some(Err(WatchError::UnknownCursor(cursor))) => assert_eq!(cursor, seen.cursor),
+        other => panic!("a cursor from the lost state resumed: {other:?}"),
+    }
+    node.shutdown().await;
 }
 
 /// The environment variable that makes the kill -9 test run as the child it kills.

@@ -84,7 +84,7 @@ pub struct FileConfig {
     pub api_token: Option<String>,
     /// The most memory, in MiB, the data directory's page cache may take.
     pub cache_mb: Option<usize>,
-    /// How long shutting down may take (`5s`, `500ms`).
+    /// How long requests in flight get to finish at shutdown (`5s`, `500ms`).
     pub shutdown_grace: Option<String>,
     /// The most HTTP connections open at once.
     pub http_max_connections: Option<usize>,
@@ -145,7 +145,8 @@ pub struct AgentConfig {
     pub api_token: Option<String>,
     /// The most memory the data directory's page cache may take.
     pub cache_bytes: usize,
-    /// How long shutting down may take: draining HTTP connections, then leaving the cluster.
+    /// How long requests in flight get to finish at shutdown, before the node leaves the
+    /// cluster.
     pub shutdown_grace: Duration,
     /// What HTTP clients may hold: connections and timeouts.
     pub http_limits: Limits,

@@ -13,7 +13,7 @@ use std::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{FromRequest, Query, Request, State},
+    extract::{Extension, FromRequest, Query, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{
@@ -27,7 +27,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{metrics::Metrics, server::Limits, version};
+use super::{
+    metrics::Metrics,
+    server::{Limits, Streaming},
+    version,
+};
 use crate::{
     proto::{Version, store::DEFAULT_MAX_VALUE_BYTES},
     runtime::{Cursor, Member, MemberState, Mesh, MeshError, WatchError},
@@ -55,6 +59,47 @@ impl Api {
     async fn stopping(&self) {
         let mut stop = self.stop.clone();
         let _ = stop.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Resolves when a long answer (a stream, a blocking query) must end now: the agent is
+    /// shutting down, or the connection is needed for another client.
+    async fn interrupted(&self, streaming: Option<&Streaming>) -> Interruption {
+        let yielded = async {
+            match streaming {
+                Some(streaming) => streaming.yielded().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = self.stopping() => Interruption::Shutdown,
+            () = yielded => Interruption::MakeRoom,
+        }
+    }
+}
+
+/// Why a long answer ended early.
+enum Interruption {
+    Shutdown,
+    MakeRoom,
+}
+
+impl Interruption {
+    /// The last event of a stream ended early: resume from `cursor` later.
+    fn event(&self, cursor: Cursor) -> SseEvent {
+        let (kind, why) = match self {
+            Interruption::Shutdown => ("shutdown", "the agent is shutting down"),
+            Interruption::MakeRoom => (
+                "closed",
+                "the agent closed this stream to make room for other clients",
+            ),
+        };
+        SseEvent::default().event(kind).data(
+            json!({
+                "error": format!("{why}; resume from the cursor"),
+                "cursor": cursor.to_string(),
+            })
+            .to_string(),
+        )
     }
 }
 
@@ -269,6 +314,7 @@ struct GetParams {
 
 async fn get_key(
     State(api): State<Api>,
+    streaming: Option<Extension<Streaming>>,
     KeyPath(key): KeyPath,
     ApiQuery(params): ApiQuery<GetParams>,
 ) -> Response {
@@ -282,7 +328,8 @@ async fn get_key(
                 Ok(wait) => wait.unwrap_or(Duration::from_secs(60)).min(MAX_WAIT),
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             };
-            match block_until_changed(&api, &key, &index, current, wait).await {
+            let streaming = streaming.map(|Extension(s)| s);
+            match block_until_changed(&api, streaming.as_ref(), &key, &index, current, wait).await {
                 Ok(current) => current,
                 Err(response) => return response,
             }
@@ -315,9 +362,10 @@ async fn get_key(
 }
 
 /// Waits until `key`'s winner is no longer the version `index` (or `wait` passes, or the
-/// agent shuts down).
+/// answer is interrupted).
 async fn block_until_changed(
     api: &Api,
+    streaming: Option<&Streaming>,
     key: &str,
     index: &str,
     current: Option<Version>,
@@ -334,7 +382,8 @@ async fn block_until_changed(
     if current.as_ref().map(|v| v.dot) != wanted {
         return Ok(current);
     }
-    // Timing out is an answer too: the current value, unchanged. So is shutting down.
+    // Timing out is an answer too: the current value, unchanged. So is an interruption.
+    let _long = streaming.map(Streaming::begin);
     let changed = async {
         loop {
             match watch.next().await {
@@ -346,7 +395,7 @@ async fn block_until_changed(
     };
     tokio::select! {
         _ = tokio::time::timeout(wait, changed) => {}
-        () = api.stopping() => {}
+        _ = api.interrupted(streaming) => {}
     }
     mesh.get(key).await.map_err(|e| mesh_error(&e))
 }
@@ -506,6 +555,7 @@ struct WatchParams {
 
 async fn watch(
     State(api): State<Api>,
+    streaming: Option<Extension<Streaming>>,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<WatchParams>,
 ) -> Response {
@@ -527,23 +577,20 @@ async fn watch(
         Ok(watch) => watch,
         Err(e) => return mesh_error(&e),
     };
-    let stream = futures_util::stream::unfold(Some(watch), move |state| {
+    let streaming = streaming.map(|Extension(s)| s);
+    let long = streaming.as_ref().map(Streaming::begin);
+    let state = Some((watch, streaming, long));
+    let stream = futures_util::stream::unfold(state, move |state| {
         let api = api.clone();
         async move {
-            let mut watch = state?;
+            let (mut watch, streaming, long) = state?;
             let next = tokio::select! {
                 next = watch.next() => next,
-                () = api.stopping() => {
-                    let event = SseEvent::default().event("shutdown").data(
-                        json!({
-                            "error": "the agent is shutting down; resume from the last cursor",
-                            "cursor": watch.cursor().to_string(),
-                        })
-                        .to_string(),
-                    );
-                    return Some((Ok(event), None));
+                why = api.interrupted(streaming.as_ref()) => {
+                    return Some((Ok(why.event(watch.cursor())), None));
                 }
             };
+            let state = Some((watch, streaming, long));
             match next {
                 Some(Ok(change)) => {
                     let data = json!({
@@ -557,11 +604,11 @@ async fn watch(
                         .id(change.cursor.to_string())
                         .event("change")
                         .data(data.to_string());
-                    Some((Ok::<_, Infallible>(event), Some(watch)))
+                    Some((Ok::<_, Infallible>(event), state))
                 }
                 Some(Err(e)) => {
                     let kind = match e {
-                        WatchError::Gap { .. } | WatchError::CursorAhead { .. } => "gap",
+                        WatchError::Gap { .. } | WatchError::CursorLost { .. } => "gap",
                         _ => "error",
                     };
                     let event = SseEvent::default()

@@ -48,6 +48,9 @@ use crate::runtime::throttle::LogThrottle;
 /// database, the runtime's own), when the connection cap is fitted to the process's limit.
 const RESERVED_FDS: u64 = 32;
 
+/// How long a connection over the cap waits for another to close before it is refused.
+const MAKE_ROOM_WAIT: Duration = Duration::from_secs(1);
+
 /// Limits on what clients of the HTTP API can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -112,18 +115,7 @@ pub(crate) async fn serve(
     let mut tasks = JoinSet::new();
     static ACCEPT_ERRORS: LogThrottle = LogThrottle::new(Duration::from_secs(10));
     static REFUSED: LogThrottle = LogThrottle::new(Duration::from_secs(10));
-    loop {
-        // At the cap, close an idle connection and wait until it is gone before accepting, so
-        // the file descriptors in use never exceed the cap. With none idle, accept and refuse.
-        if table.len() >= limits.max_connections && table.evict_idle() {
-            tokio::select! {
-                biased;
-                _ = stop.wait_for(|stopped| *stopped) => break,
-                Some(_) = tasks.join_next() => {}
-                () = table.closed.notified() => {}
-            }
-            continue;
-        }
+    'accept: loop {
         let accepted = tokio::select! {
             biased;
             _ = stop.wait_for(|stopped| *stopped) => break,
@@ -136,7 +128,7 @@ pub(crate) async fn serve(
                 // Out of file descriptors: make room, and do not spin.
                 let exhausted = matches!(e.raw_os_error(), Some(code) if is_fd_exhaustion(code));
                 if exhausted {
-                    table.evict_idle();
+                    table.make_room();
                 }
                 if let Some(suppressed) = ACCEPT_ERRORS.allow() {
                     tracing::warn!(cause = %e, suppressed, "cannot accept an HTTP connection");
@@ -145,24 +137,38 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        if table.len() >= limits.max_connections {
-            if let Some(suppressed) = REFUSED.allow() {
-                tracing::warn!(
-                    max_connections = limits.max_connections,
-                    suppressed,
-                    "HTTP connection refused: every connection is answering a request"
-                );
+        // At the cap, one connection is told to close, and the newcomer waits (briefly) until
+        // its socket is gone: the descriptors in use stay within the cap plus one.
+        let deadline = tokio::time::Instant::now() + MAKE_ROOM_WAIT;
+        while table.len() >= limits.max_connections {
+            let waited = table.make_room()
+                && tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stopped| *stopped) => break 'accept,
+                    Some(_) = tasks.join_next() => true,
+                    () = table.closed.notified() => true,
+                    () = tokio::time::sleep_until(deadline) => false,
+                };
+            if !waited {
+                if let Some(suppressed) = REFUSED.allow() {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        suppressed,
+                        "HTTP connection refused: every connection is answering a request"
+                    );
+                }
+                refuse(&stream);
+                continue 'accept;
             }
-            refuse(&stream);
-            continue;
         }
-        let (id, connection) = table.open();
-        let table = Arc::clone(&table);
+        let registered = Registered::open(&table);
         let app = app.clone();
         let stop = stop.clone();
         tasks.spawn(async move {
-            serve_connection(stream, app, limits, Arc::clone(&connection), stop).await;
-            table.close(id);
+            let connection = Arc::clone(&registered.connection);
+            serve_connection(stream, app, limits, connection, stop).await;
+            // Forgotten when dropped, also if the task panicked or was aborted.
+            drop(registered);
         });
     }
     drop(listener);
@@ -205,8 +211,11 @@ async fn serve_connection(
     ));
     let service = {
         let connection = Arc::clone(&connection);
-        hyper::service::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let in_flight = InFlight::begin(&connection);
+            request
+                .extensions_mut()
+                .insert(Streaming(Arc::clone(&connection)));
             let app = app.clone();
             async move {
                 let response = app.oneshot(request.map(Body::new)).await;
@@ -229,14 +238,25 @@ async fn serve_connection(
         .keep_alive(true);
     let served = builder.serve_connection(io, service);
     tokio::pin!(served);
-    tokio::select! {
-        result = served.as_mut() => return log_end(result),
-        _ = connection.evicted.notified() => return,
-        _ = stop.wait_for(|stopped| *stopped) => served.as_mut().graceful_shutdown(),
-    }
-    tokio::select! {
-        result = served => log_end(result),
-        _ = connection.evicted.notified() => {}
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = served.as_mut() => return log_end(result),
+            _ = connection.evicted.notified(), if !closing => {
+                // The handlers run inside `served`, on this task: nothing starts between the
+                // check and the drop.
+                if connection.is_idle() {
+                    return;
+                }
+                // A request in flight finishes first (a stream was told to end).
+                closing = true;
+                served.as_mut().graceful_shutdown();
+            }
+            _ = stop.wait_for(|stopped| *stopped), if !closing => {
+                closing = true;
+                served.as_mut().graceful_shutdown();
+            }
+        }
     }
 }
 
@@ -251,10 +271,53 @@ fn log_end(result: Result<(), hyper::Error>) {
 struct Connection {
     /// Requests being answered, from the handler's call until the response body is dropped.
     in_flight: AtomicUsize,
-    /// Set when the connection is closed to make room.
+    /// Whether an answer was started whose bytes have not all been flushed to the socket
+    /// (hyper drops a response body before it has written all of it).
+    unflushed: AtomicBool,
+    /// Requests answered by a stream or a long poll ([`Streaming`]).
+    streaming: AtomicUsize,
+    /// Set when the connection is to close to make room.
     evicted: Notify,
     /// Whether it was told to close to make room.
     evicting: AtomicBool,
+    /// Tells a streaming answer to end now.
+    yield_stream: Notify,
+}
+
+impl Connection {
+    /// No request in flight and nothing left to write: closing loses nothing.
+    fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && !self.unflushed.load(Ordering::Acquire)
+    }
+}
+
+/// Held by a handler whose answer lasts (an event stream, a blocking query): at the
+/// connection cap, with no idle connection, the oldest such answer is told to end early (the
+/// client resumes elsewhere or later) so that new requests, `/v1/health` among them, get in.
+#[derive(Clone, Debug)]
+pub(crate) struct Streaming(Arc<Connection>);
+
+impl Streaming {
+    /// Marks the request as a long answer until the returned guard is dropped.
+    pub(crate) fn begin(&self) -> StreamingGuard {
+        self.0.streaming.fetch_add(1, Ordering::AcqRel);
+        StreamingGuard(Arc::clone(&self.0))
+    }
+
+    /// Resolves when the answer should end to make room.
+    pub(crate) async fn yielded(&self) {
+        self.0.yield_stream.notified().await;
+    }
+}
+
+/// See [`Streaming::begin`].
+#[derive(Debug)]
+pub(crate) struct StreamingGuard(Arc<Connection>);
+
+impl Drop for StreamingGuard {
+    fn drop(&mut self) {
+        self.0.streaming.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Counts a request as in flight while it lives.
@@ -263,6 +326,7 @@ struct InFlight(Arc<Connection>);
 impl InFlight {
     fn begin(connection: &Arc<Connection>) -> InFlight {
         connection.in_flight.fetch_add(1, Ordering::AcqRel);
+        connection.unflushed.store(true, Ordering::Release);
         InFlight(Arc::clone(connection))
     }
 }
@@ -270,6 +334,30 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's place in the table, given up when dropped.
+struct Registered {
+    table: Arc<Table>,
+    id: u64,
+    connection: Arc<Connection>,
+}
+
+impl Registered {
+    fn open(table: &Arc<Table>) -> Registered {
+        let (id, connection) = table.open();
+        Registered {
+            table: Arc::clone(table),
+            id,
+            connection,
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.table.close(self.id);
     }
 }
 
@@ -311,19 +399,24 @@ impl Table {
         self.closed.notify_one();
     }
 
-    /// Tells the oldest connection with no request in flight to close (it stays counted until
-    /// its socket is closed); `false` if none is idle or closing already.
-    fn evict_idle(&self) -> bool {
+    /// Tells one connection to close, to make room for another: the oldest idle one, else the
+    /// oldest answering with a stream (which ends its answer first). It stays counted until
+    /// its socket is closed. `true` if a connection is closing (now or from an earlier call),
+    /// `false` if every connection is answering a short request.
+    fn make_room(&self) -> bool {
         let inner = self.lock();
-        let mut idle = inner
-            .open
-            .values()
-            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0);
-        let Some(connection) = idle.next() else {
+        let open = || inner.open.values();
+        let victim = open().find(|c| c.is_idle()).or_else(|| {
+            open().find(|c| {
+                c.evicting.load(Ordering::Acquire) || c.streaming.load(Ordering::Acquire) > 0
+            })
+        });
+        let Some(connection) = victim else {
             return false;
         };
         if !connection.evicting.swap(true, Ordering::AcqRel) {
-            // A stored permit: the connection's task sees it even if it is not waiting yet.
+            // Stored permits: the tasks see them even if they are not waiting yet.
+            connection.yield_stream.notify_one();
             connection.evicted.notify_one();
         }
         true
@@ -400,10 +493,12 @@ impl ConnIo {
         Poll::Ready(Ok(()))
     }
 
-    /// Whether `buf` is hyper's own error answer, to be replaced; it is written only when no
-    /// request is in flight, has no body and no content type.
+    /// Whether `buf` is hyper's own error answer, to be replaced. hyper writes one only for a
+    /// request it could not parse, so never while an answer of ours is in flight or not yet
+    /// flushed (which rules out a value that looks like one), and it has no body and no
+    /// content type.
     fn replace_if_automatic(&mut self, buf: &[u8]) -> bool {
-        if self.connection.in_flight.load(Ordering::Acquire) != 0 {
+        if !self.connection.is_idle() {
             return false;
         }
         let Some(status) = automatic_error_status(buf) else {
@@ -500,7 +595,13 @@ impl AsyncWrite for ConnIo {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_replacement(cx))?;
-        Pin::new(&mut self.stream).poll_flush(cx)
+        ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+        // hyper flushes once it has written everything it holds: with no answer in flight,
+        // every byte of the last one is out.
+        if self.connection.in_flight.load(Ordering::Acquire) == 0 {
+            self.connection.unflushed.store(false, Ordering::Release);
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -543,35 +644,46 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_idle_connection_is_evicted_never_a_busy_one() {
+    fn room_is_made_from_the_oldest_idle_connection_then_the_oldest_stream() {
         let table = Table::default();
         let (_, answering) = table.open();
-        let (_, idle) = table.open();
-        let (_, young) = table.open();
+        let (idle_id, idle) = table.open();
+        let (_, streaming) = table.open();
         let _request = InFlight::begin(&answering);
-        let idle_id = table
-            .lock()
-            .open
-            .iter()
-            .find(|(_, c)| Arc::ptr_eq(c, &idle))
-            .map(|(id, _)| *id)
-            .expect("open");
-        assert!(table.evict_idle(), "one connection is idle");
+        let _stream_request = InFlight::begin(&streaming);
+        let _stream = Streaming(Arc::clone(&streaming)).begin();
+        assert!(table.make_room(), "one connection is idle");
         assert!(
             idle.evicting.load(Ordering::Acquire),
             "the oldest idle connection was kept"
         );
         assert!(!answering.evicting.load(Ordering::Acquire));
-        assert!(!young.evicting.load(Ordering::Acquire));
+        assert!(!streaming.evicting.load(Ordering::Acquire));
         assert_eq!(table.len(), 3, "counted until its socket is closed");
-        assert!(table.evict_idle(), "waits for the one closing");
-        assert!(!young.evicting.load(Ordering::Acquire), "one at a time");
         table.close(idle_id);
         assert_eq!(table.len(), 2);
-        let _other = InFlight::begin(&young);
+        assert!(table.make_room(), "a stream yields");
+        assert!(streaming.evicting.load(Ordering::Acquire));
         assert!(
-            !table.evict_idle(),
-            "every connection is answering a request"
+            !answering.evicting.load(Ordering::Acquire),
+            "a short request is never cut off"
         );
+        assert!(table.make_room(), "waits for the stream to end");
+        assert!(!answering.evicting.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_connection_is_idle_only_once_its_answer_is_flushed() {
+        let connection = Arc::new(Connection::default());
+        assert!(connection.is_idle());
+        let request = InFlight::begin(&connection);
+        assert!(!connection.is_idle());
+        drop(request);
+        assert!(
+            !connection.is_idle(),
+            "the answer may still be in hyper's buffer"
+        );
+        connection.unflushed.store(false, Ordering::Release);
+        assert!(connection.is_idle());
     }
 }

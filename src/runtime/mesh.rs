@@ -12,7 +12,7 @@ use super::{
     tls::TlsConfig,
     transport::{FaultHook, Transport, TransportError, WireHandle, WireStats},
     wall_clock_ms,
-    watch::{Change, Cursor, Watch, WatchError},
+    watch::{Change, Cursor, Watch},
 };
 use crate::proto::{
     Dot, DotText, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
@@ -525,18 +525,19 @@ impl Mesh {
     /// [`WatchError::Gap`] first when `from` is older than the changes
     /// the log keeps ([`MeshBuilder::watch_log_len`]), and
     /// [`WatchError::UnknownCursor`] for another node's
-    /// cursor, and [`WatchError::CursorAhead`] for a cursor past the log's last change (handed
-    /// out by a state of this node that is gone, such as a data directory since restored from
-    /// an older backup: changes the client saw may not exist here). [`MeshError::Storage`] if
+    /// cursor, and [`WatchError::CursorLost`] for a cursor the log never held (handed out by a
+    /// state of this node that is gone, such as a data directory since restored from an older
+    /// backup: changes the client saw may not exist here). [`MeshError::Storage`] if
     /// the log cannot be read.
     pub fn watch(&self, prefix: &str, from: Option<Cursor>) -> Result<Watch, MeshError> {
         // Subscribe before reading the log's head: nothing falls between the two.
         let live = self.changes.subscribe();
-        let (log, seq) = self.reader.log_head()?;
-        let head = Cursor { log, seq };
         let (cursor, caught_up) = match from {
             Some(cursor) => (cursor, false),
-            None => (head, true),
+            None => {
+                let (log, seq) = self.reader.log_head()?;
+                (Cursor { log, seq }, true)
+            }
         };
         let watch = Watch::new(
             prefix.to_string(),
@@ -545,9 +546,8 @@ impl Mesh {
             cursor,
             caught_up,
         );
-        // Checked now: once later changes are logged, the cursor would look valid.
-        Ok(if cursor.log == head.log && cursor.seq > head.seq {
-            watch.failed(WatchError::CursorAhead { cursor, head })
+        Ok(if from.is_some() {
+            watch.check_cursor()
         } else {
             watch
         })

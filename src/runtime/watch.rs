@@ -5,8 +5,8 @@
 //! from its cursor, then follows new changes live; if it falls behind the live feed it reads
 //! the log again. The log keeps the last [`MeshBuilder::watch_log_len`] changes
 //! (`super::MeshBuilder::watch_log_len`); a cursor older than that gets
-//! [`WatchError::Gap`], and one past the log's last change (from a state of the node that was
-//! lost) [`WatchError::CursorAhead`], never a silent skip.
+//! [`WatchError::Gap`], and one the log never held (from a state of the node that was lost)
+//! [`WatchError::CursorLost`], never a silent skip.
 
 use std::{collections::VecDeque, fmt, str::FromStr};
 
@@ -25,7 +25,9 @@ use crate::proto::{Key, Version, WriterId};
 const PAGE: usize = 256;
 
 /// A position in one node's change log: resume a [`Watch`] from it. Cursors of one node are
-/// meaningless on another (and on a node whose data directory was wiped).
+/// meaningless on another (and on a node whose data directory was wiped or restored from a
+/// backup older than the cursor: [`WatchError::UnknownCursor`]). The log id part changes at
+/// every start of the node; cursors of earlier starts stay valid.
 ///
 /// Printed and parsed as `<log id in hex>.<sequence number>`, e.g. `6e3f09a2c4b81d77.42`,
 /// which is what an HTTP client would keep.
@@ -107,28 +109,33 @@ impl Change {
 pub enum WatchError {
     /// Changes after the cursor were dropped from the log (it keeps the most recent ones), so
     /// the watch cannot deliver every change. Read the current state and watch from now.
-    #[error("changes after cursor {cursor} are no longer kept (oldest kept: {oldest:?})")]
+    #[error(
+        "changes after cursor {cursor} are no longer kept{}: read the current state again",
+        oldest.map(|o| format!(" (the oldest kept is {o})")).unwrap_or_default()
+    )]
     Gap {
         /// The cursor asked for.
         cursor: Cursor,
         /// The oldest change still kept, if any.
         oldest: Option<Cursor>,
     },
-    /// The cursor is past the last change in the log: it was handed out by a state of this
-    /// node that is gone (a data directory restored from an older backup, or changes a crash
-    /// lost before they were durable). Changes the client saw may not exist here any more:
-    /// read the current state and watch from now.
+    /// The cursor is not in this node's change log: it was handed out by a state of this node
+    /// that is gone (a data directory restored from an older backup, or changes a crash lost
+    /// before they were durable). The client may have seen changes this node no longer
+    /// holds: read the current state and watch from now.
     #[error(
-        "cursor {cursor} is ahead of this node's change log (its last change is {head}): read the current state again"
+        "cursor {cursor} is not in this node's change log (restored from an older backup, or lost in a crash): read the current state again"
     )]
-    CursorAhead {
+    CursorLost {
         /// The cursor asked for.
         cursor: Cursor,
-        /// The last change in the log.
-        head: Cursor,
     },
-    /// The cursor is from another node's log.
-    #[error("cursor {0} is not from this node's change log")]
+    /// The cursor is from another node's log, or from a state of this node that is gone (a
+    /// data directory restored from a backup older than the cursor, or wiped). Read the
+    /// current state and watch from now.
+    #[error(
+        "cursor {0} is not from this node's change log (another node's, or from before a restore): read the current state again"
+    )]
     UnknownCursor(Cursor),
     /// The log could not be read.
     #[error(transparent)]
@@ -209,9 +216,8 @@ impl Watch {
                 continue;
             }
             match self.live.recv().await {
-                Ok(change)
-                    if change.cursor.log == self.last.log && change.cursor.seq <= self.last.seq => {
-                }
+                // Sequence numbers grow across the log ids of a node's starts.
+                Ok(change) if change.cursor.seq <= self.last.seq => {}
                 Ok(change) => self.backlog.push_back(change),
                 // Fell behind the live feed: what was missed is in the log.
                 Err(broadcast::error::RecvError::Lagged(_)) => self.caught_up = false,
@@ -224,26 +230,34 @@ impl Watch {
     }
 
     fn read_log(&mut self) -> Result<(), WatchError> {
-        match self.reader.changes_after(self.last, PAGE)? {
-            LogPosition::Entries { changes, complete } => {
-                self.backlog.extend(changes);
-                self.caught_up = complete;
-                Ok(())
-            }
+        let (changes, complete) = self.position(PAGE)?;
+        self.backlog.extend(changes);
+        self.caught_up = complete;
+        Ok(())
+    }
+
+    /// The error this watch's cursor meets in the log, if any: checked when a watch is made,
+    /// since later changes could make a lost cursor look like a valid one.
+    pub(crate) fn check_cursor(self) -> Watch {
+        match self.position(0) {
+            Ok(_) => self,
+            Err(e) => self.failed(e),
+        }
+    }
+
+    /// Up to `page` changes after the cursor, and whether they are all there are.
+    fn position(&self, page: usize) -> Result<(Vec<Change>, bool), WatchError> {
+        let at = |seq| Cursor {
+            log: self.last.log,
+            seq,
+        };
+        match self.reader.changes_after(self.last, page)? {
+            LogPosition::Entries { changes, complete } => Ok((changes, complete)),
             LogPosition::Trimmed { oldest } => Err(WatchError::Gap {
                 cursor: self.last,
-                oldest: oldest.map(|seq| Cursor {
-                    log: self.last.log,
-                    seq,
-                }),
+                oldest: oldest.map(at),
             }),
-            LogPosition::Ahead { head } => Err(WatchError::CursorAhead {
-                cursor: self.last,
-                head: Cursor {
-                    log: self.last.log,
-                    seq: head,
-                },
-            }),
+            LogPosition::Lost => Err(WatchError::CursorLost { cursor: self.last }),
             LogPosition::OtherLog => Err(WatchError::UnknownCursor(self.last)),
         }
     }

@@ -8,10 +8,11 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::{Agent, Options, call, expect};
+use crate::{Agent, Options, api::read_sse, call, expect};
 
 /// Sends `request` on a new connection and reads until the agent closes it (or 20 s pass).
 fn raw(addr: &str, request: &[u8]) -> String {
@@ -47,6 +48,35 @@ fn answer(response: &str) -> (u16, Value) {
     (status, body)
 }
 
+/// Sends a chunked PUT body a byte every 500 ms (for at most 20 s); the answer.
+fn trickle(addr: &str) -> String {
+    let mut trickle = TcpStream::connect(addr).expect("connect");
+    trickle
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    trickle
+        .write_all(
+            b"PUT /v1/kv/app/trickle HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+        )
+        .expect("write");
+    let mut answer = Vec::new();
+    for _ in 0..40 {
+        if trickle.write_all(b"1\r\na\r\n").is_err() {
+            break;
+        }
+        let mut buf = [0; 4096];
+        match trickle.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_oversized_and_malformed_requests_get_json_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -60,6 +90,19 @@ async fn slow_oversized_and_malformed_requests_get_json_errors() {
             ..Options::default()
         },
     );
+    // A chunked body trickling a byte every 500 ms, and /v1/health answering meanwhile.
+    let trickled = std::thread::spawn({
+        let addr = agent.http.clone();
+        move || trickle(&addr)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = tokio::time::timeout(
+        Duration::from_secs(5),
+        call(&agent.client(), Method::GET, "/v1/health", ""),
+    )
+    .await
+    .expect("/v1/health answers while a body trickles in");
+    expect(&health, StatusCode::OK);
     let addr = agent.http.clone();
     let cases = tokio::task::spawn_blocking(move || {
         // A declared body larger than any value: refused before a byte of it is read.
@@ -67,35 +110,13 @@ async fn slow_oversized_and_malformed_requests_get_json_errors() {
             &addr,
             b"PUT /v1/kv/app/huge HTTP/1.1\r\nhost: x\r\ncontent-length: 100000000000\r\n\r\nabc",
         );
-        // A body that stops after 3 of 10 bytes, and a chunked body trickling a byte every
-        // 500 ms: both cut off at the body timeout.
+        // A body that stops after 3 of 10 bytes, and the trickle: both cut off at the body
+        // timeout.
         let stalled = raw(
             &addr,
             b"PUT /v1/kv/app/stalled HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc",
         );
-        let mut trickle = TcpStream::connect(&addr).expect("connect");
-        trickle
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
-        trickle
-            .write_all(b"PUT /v1/kv/app/trickle HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
-            .expect("write");
-        let mut trickled = Vec::new();
-        for _ in 0..40 {
-            if trickle.write_all(b"1\r\na\r\n").is_err() {
-                break;
-            }
-            let mut buf = [0; 4096];
-            match trickle.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => trickled.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-            if trickled.windows(4).any(|w| w == b"\r\n\r\n") && trickled.ends_with(b"}") {
-                break;
-            }
-        }
-        let trickled = String::from_utf8_lossy(&trickled).into_owned();
+        let trickled = trickled.join().expect("trickle");
         // Headers that never end: the connection is closed at the header timeout.
         let mut slowloris = TcpStream::connect(&addr).expect("connect");
         slowloris
@@ -227,4 +248,40 @@ async fn a_low_fd_limit_and_many_idle_sockets_keep_health_answering() {
         "a log written to a file has no colour codes: {log:?}"
     );
     drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_yield_to_new_clients_at_the_connection_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = Agent::start_with(
+        dir.path(),
+        Options {
+            env: &[("CONFMESH_HTTP_MAX_CONNECTIONS", "4")],
+            ..Options::default()
+        },
+    );
+    // Every connection the agent allows holds an event stream.
+    let mut watches = Vec::new();
+    for _ in 0..4 {
+        let client = agent.client();
+        let watch = client
+            .open(Method::GET, "/v1/watch?prefix=app/", Bytes::new(), &[])
+            .await
+            .expect("watch");
+        assert_eq!(watch.status(), StatusCode::OK);
+        watches.push(watch);
+    }
+    let health = tokio::time::timeout(
+        Duration::from_secs(20),
+        call(&agent.client(), Method::GET, "/v1/health", ""),
+    )
+    .await
+    .expect("/v1/health answers");
+    expect(&health, StatusCode::OK);
+    // The oldest stream was ended with a last event saying why and where to resume.
+    let oldest = read_sse(watches.remove(0), "event: closed").await;
+    assert!(
+        oldest.contains("event: closed") && oldest.contains("\"cursor\""),
+        "{oldest}"
+    );
 }

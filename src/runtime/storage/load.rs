@@ -3,9 +3,9 @@
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    CHANGES, CONTEXT, CURSOR_BLOCK, FORMAT, HISTORY, Loaded, META, META_COLLECTED, META_FORMAT,
-    META_LOG_ID, META_LOG_RESERVED, META_MEMBERS, META_WRITER, SharedDatabase, StorageError,
-    VERSIONS, current, decode, read_u64,
+    CHANGES, CONTEXT, CURSOR_BLOCK, FORMAT, HISTORY, Loaded, MAX_LOG_EPOCHS, META, META_COLLECTED,
+    META_FORMAT, META_LOG_EPOCHS, META_LOG_ID, META_LOG_RESERVED, META_MEMBERS, META_WRITER,
+    SharedDatabase, StorageError, VERSIONS, current, decode, read_u64, read_u64s,
 };
 use crate::proto::{
     Digest, SeqSet, Snapshot, Store, StoreConfig, VClock, Version, WriterId, node::NodeId,
@@ -69,17 +69,31 @@ pub(super) fn load(
                 (writer, true)
             }
         };
-        let stored_id = meta.get(META_LOG_ID)?.map(|v| read_u64(v.value()));
-        let log_id = match stored_id {
-            Some(Some(id)) => id,
-            Some(None) => return Err(StorageError::Corrupt("log id".into())),
-            None => {
-                // Distinct per data directory and per in-memory node.
-                let id = new_writer.0 ^ 0x636f_6e66_6d65_7368;
-                meta.insert(META_LOG_ID, id.to_le_bytes().as_slice())?;
-                id
+        // Every start logs under a new id (random, as `new_writer` is); the ids of earlier
+        // starts are kept, so their cursors resume. A directory restored from a backup does
+        // not know the ids of the starts after the backup: their cursors, which may name
+        // sequence numbers the restored log hands out again, are refused, never misread.
+        let log_id = new_writer.0 ^ 0x636f_6e66_6d65_7368;
+        let previous = meta.get(META_LOG_ID)?.map(|v| read_u64(v.value()));
+        match previous {
+            Some(Some(previous)) => {
+                let stored = meta.get(META_LOG_EPOCHS)?.map(|v| read_u64s(v.value()));
+                let mut epochs = match stored {
+                    Some(epochs) => {
+                        epochs.ok_or_else(|| StorageError::Corrupt("log epochs".into()))?
+                    }
+                    None => Vec::new(),
+                };
+                epochs.push(previous);
+                let excess = epochs.len().saturating_sub(MAX_LOG_EPOCHS);
+                epochs.drain(..excess);
+                let bytes: Vec<u8> = epochs.iter().flat_map(|e| e.to_le_bytes()).collect();
+                meta.insert(META_LOG_EPOCHS, bytes.as_slice())?;
             }
-        };
+            Some(None) => return Err(StorageError::Corrupt("log id".into())),
+            None => {}
+        }
+        meta.insert(META_LOG_ID, log_id.to_le_bytes().as_slice())?;
         let reserved = meta
             .get(META_LOG_RESERVED)?
             .and_then(|v| read_u64(v.value()))

@@ -63,6 +63,11 @@ const META_WRITER: &str = "writer";
 const META_COLLECTED: &str = "collected";
 const META_MEMBERS: &str = "members";
 const META_LOG_ID: &str = "log_id";
+/// The log ids of earlier starts, oldest first: their cursors stay valid.
+const META_LOG_EPOCHS: &str = "log_epochs";
+/// How many earlier starts' log ids are kept (the oldest cursors then get `UnknownCursor`,
+/// which a client handles as it does a gap).
+const MAX_LOG_EPOCHS: usize = 256;
 const META_LOG_RESERVED: &str = "log_reserved";
 const META_LOG_TRIMMED: &str = "log_trimmed";
 
@@ -427,6 +432,14 @@ impl Drop for Storage {
 
 fn read_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// A list of `u64`s stored as consecutive little-endian words.
+fn read_u64s(bytes: &[u8]) -> Option<Vec<u64>> {
+    if !bytes.len().is_multiple_of(8) {
+        return None;
+    }
+    bytes.chunks_exact(8).map(read_u64).collect()
 }
 
 /// Encodes `value` into `buf` (cleared first: one buffer serves every row of a commit).

@@ -2,8 +2,8 @@
 //! concurrently with the writer.
 
 use super::{
-    CHANGES, HISTORY, META, META_LOG_ID, META_LOG_TRIMMED, SharedDatabase, StorageError, VERSIONS,
-    current, decode, read_u64,
+    CHANGES, HISTORY, META, META_LOG_EPOCHS, META_LOG_ID, META_LOG_TRIMMED, SharedDatabase,
+    StorageError, VERSIONS, current, decode, read_u64, read_u64s,
 };
 use crate::{
     proto::{Key, Version},
@@ -27,9 +27,11 @@ pub(crate) enum LogPosition {
     },
     /// Entries after the cursor were trimmed: the oldest kept is `oldest`.
     Trimmed { oldest: Option<u64> },
-    /// The cursor is past the log's last entry, `head` (0 for an empty log).
-    Ahead { head: u64 },
-    /// The cursor names another log (another node, or a wiped data directory).
+    /// The cursor names no change this log holds or held: it comes from a state of the
+    /// data directory that is gone.
+    Lost,
+    /// The cursor names another log (another node, a wiped data directory, or a start of
+    /// this one that a restored backup does not know).
     OtherLog,
 }
 
@@ -83,7 +85,13 @@ impl StorageReader {
         let meta = read.open_table(META)?;
         let id = meta.get(META_LOG_ID)?.and_then(|v| read_u64(v.value()));
         if id != Some(cursor.log) {
-            return Ok(LogPosition::OtherLog);
+            let earlier = meta
+                .get(META_LOG_EPOCHS)?
+                .and_then(|v| read_u64s(v.value()))
+                .is_some_and(|epochs| epochs.contains(&cursor.log));
+            if !earlier {
+                return Ok(LogPosition::OtherLog);
+            }
         }
         let trimmed = meta
             .get(META_LOG_TRIMMED)?
@@ -94,11 +102,11 @@ impl StorageReader {
             let oldest = table.first()?.map(|(seq, _)| seq.value());
             return Ok(LogPosition::Trimmed { oldest });
         }
-        // The log always keeps its last entry, so a cursor past it was never handed out by
-        // the state this directory holds.
-        let head = table.last()?.map_or(trimmed, |(seq, _)| seq.value());
-        if cursor.seq > head {
-            return Ok(LogPosition::Ahead { head });
+        // Every cursor handed out names an entry (or 0, before any): those after the trim
+        // point are all kept, so a cursor naming none was handed out by a state of this
+        // directory that is gone (restored from an older backup, or lost in a crash).
+        if cursor.seq != 0 && cursor.seq != trimmed && table.get(cursor.seq)?.is_none() {
+            return Ok(LogPosition::Lost);
         }
         let mut changes = Vec::new();
         for row in table.range(cursor.seq.saturating_add(1)..)? {
