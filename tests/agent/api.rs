@@ -274,8 +274,22 @@ async fn the_api_end_to_end_and_every_bad_input() {
             "{method} {path}: {}",
             String::from_utf8_lossy(&reply.body)
         );
-        assert!(json(&reply)["error"].is_string(), "{method} {path}");
+        let message = json(&reply)["error"].as_str().map(String::from);
+        let message = message.unwrap_or_else(|| panic!("{method} {path}: no error text"));
+        assert!(
+            !message.contains("Some(") && !message.contains("WriterId") && !message.contains("{ "),
+            "{method} {path}: Rust debug text in {message:?}"
+        );
     }
+    // A version in an error is written as the API writes versions.
+    let unknown = call(&c, Method::POST, "/v1/rollback/app/b?version=00ff-9", "").await;
+    assert!(
+        json(&unknown)["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("00000000000000ff-9")),
+        "{}",
+        String::from_utf8_lossy(&unknown.body)
+    );
     let bad_cursor = c
         .open(
             Method::GET,
@@ -328,6 +342,10 @@ async fn the_api_end_to_end_and_every_bad_input() {
     assert!(
         events.starts_with("event: gap"),
         "no change may come before the gap: {events}"
+    );
+    assert!(
+        !events.contains("Some(") && !events.contains("Cursor {"),
+        "{events}"
     );
 }
 
