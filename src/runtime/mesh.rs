@@ -521,14 +521,14 @@ impl Mesh {
     ///
     /// # Errors
     ///
-    /// Starting never fails for a valid cursor; the returned [`Watch`] yields
-    /// [`WatchError::Gap`] first when `from` is older than the changes
-    /// the log keeps ([`MeshBuilder::watch_log_len`]), and
-    /// [`WatchError::UnknownCursor`] for another node's
-    /// cursor, and [`WatchError::CursorLost`] for a cursor the log never held (handed out by a
-    /// state of this node that is gone, such as a data directory since restored from an older
-    /// backup: changes the client saw may not exist here). [`MeshError::Storage`] if
-    /// the log cannot be read.
+    /// Starting never fails for a valid cursor; the returned [`Watch`] yields first
+    /// [`WatchError::Gap`](super::WatchError::Gap) when `from` is older than the changes the
+    /// log keeps ([`MeshBuilder::watch_log_len`]),
+    /// [`WatchError::UnknownCursor`](super::WatchError::UnknownCursor) for another node's
+    /// cursor, and [`WatchError::CursorLost`](super::WatchError::CursorLost) for a cursor the
+    /// log never held (handed out by a state of this node that is gone, such as a data
+    /// directory since restored from an older backup: changes the client saw may not exist
+    /// here). [`MeshError::Storage`] if the log cannot be read.
     pub fn watch(&self, prefix: &str, from: Option<Cursor>) -> Result<Watch, MeshError> {
         // Subscribe before reading the log's head: nothing falls between the two.
         let live = self.changes.subscribe();
