@@ -13,6 +13,15 @@ use rand::RngExt;
 use super::{Dissemination, Node, Timer};
 use crate::proto::{Dot, Version, wire::Message};
 
+/// How a peer in the dissemination view gets new versions from this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Link {
+    /// Pushed at once: an edge of the tree.
+    Eager,
+    /// Announced with `IHave`; grafted back to eager if the version does not arrive.
+    Lazy,
+}
+
 impl Node {
     /// Sends new versions on: pushed to eager peers, announced to lazy ones, never back to
     /// `from`.
@@ -26,11 +35,11 @@ impl Node {
             return;
         }
         let (mut eager, mut lazy) = (Vec::new(), Vec::new());
-        for (&addr, &is_eager) in &self.view {
-            match is_eager {
+        for (&addr, &link) in &self.view {
+            match link {
                 _ if Some(addr) == from => {}
-                true => eager.push(addr),
-                false => lazy.push(addr),
+                Link::Eager => eager.push(addr),
+                Link::Lazy => lazy.push(addr),
             }
         }
         if !eager.is_empty() {
@@ -74,13 +83,13 @@ impl Node {
         } else if fresh.is_empty() {
             // Nothing new: the sender is a redundant eager link, unless pruning it would
             // leave fewer than `eager_min`.
-            let eager = self.view.values().filter(|&&e| e).count();
-            if eager > self.config.eager_min && self.view.get(&from) == Some(&true) {
-                self.set_link(from, false);
+            let eager = self.view.values().filter(|&&l| l == Link::Eager).count();
+            if eager > self.config.eager_min && self.view.get(&from) == Some(&Link::Eager) {
+                self.set_link(from, Link::Lazy);
                 self.send(from, &Message::Prune);
             }
         } else {
-            self.set_link(from, true);
+            self.set_link(from, Link::Eager);
             self.disseminate(&fresh, Some(from));
         }
     }
@@ -128,7 +137,7 @@ impl Node {
             });
         for (to, dots) in grafts {
             self.stats.grafts_sent += 1;
-            self.set_link(to, true);
+            self.set_link(to, Link::Eager);
             self.send(to, &Message::Graft { dots });
         }
         if retry {
@@ -137,7 +146,7 @@ impl Node {
     }
 
     pub(super) fn on_graft(&mut self, from: SocketAddr, dots: Vec<Dot>) {
-        self.set_link(from, true);
+        self.set_link(from, Link::Eager);
         let versions: Vec<Version> = dots
             .iter()
             .filter_map(|d| self.store.version_by_dot(d).cloned())
@@ -173,12 +182,12 @@ impl Node {
         self.send_to_all(&targets, &Message::Push { versions });
     }
 
-    /// Sets the link to `peer` eager or lazy, adding it to the view. Links are accepted
-    /// unconditionally, so views stay symmetric; their size stays near twice
+    /// Sets the link to `peer`, adding it to the view. Links are accepted unconditionally,
+    /// so views stay symmetric; their size stays near twice
     /// [`Config::view_size`](super::Config::view_size) because views are filled uniformly.
-    pub(super) fn set_link(&mut self, peer: SocketAddr, eager: bool) {
+    pub(super) fn set_link(&mut self, peer: SocketAddr, link: Link) {
         if self.peers.contains(&peer) {
-            self.view.insert(peer, eager);
+            self.view.insert(peer, link);
         }
     }
 
@@ -189,7 +198,7 @@ impl Node {
     pub(super) fn fill_view(&mut self, now: Instant) {
         let settled = now.saturating_duration_since(self.members_changed_at)
             >= std::time::Duration::from_secs(1);
-        let has_eager = self.view.values().any(|&e| e);
+        let has_eager = self.view.values().any(|&l| l == Link::Eager);
         let target = if settled {
             self.config.view_size
         } else if has_eager {
@@ -208,7 +217,7 @@ impl Node {
             .collect();
         while self.view.len() < target && !candidates.is_empty() {
             let addr = candidates.swap_remove(self.rng.random_range(0..candidates.len()));
-            self.view.insert(addr, true);
+            self.view.insert(addr, Link::Eager);
             // An empty graft asks the peer to add us too: views stay symmetric, so no node
             // is left without anyone pushing to it.
             self.send(addr, &Message::Graft { dots: Vec::new() });

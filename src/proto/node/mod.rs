@@ -32,6 +32,7 @@ use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 
 pub use self::identity::NodeId;
 use self::{
+    dissemination::Link,
     membership::{Swim, SwimRuntime},
     timers::{Timer, TimerQueue},
 };
@@ -314,8 +315,8 @@ pub struct Node {
     timers: TimerQueue,
     rng: Xoshiro256PlusPlus,
     peers: peers::PeerTable,
-    /// The dissemination view, a few members: eager (`true`) or lazy (`false`) links.
-    view: BTreeMap<SocketAddr, bool>,
+    /// The dissemination view, a few members, each linked eagerly or lazily.
+    view: BTreeMap<SocketAddr, Link>,
     /// The digest fingerprint and the store revision it was computed at.
     fingerprint: std::cell::Cell<(u64, u64)>,
     /// Versions announced by lazy peers and not yet received: who announced them, and the
@@ -640,7 +641,7 @@ impl Node {
             Message::Push { versions } => self.on_push(now, from, versions),
             Message::IHave { dots } => self.on_ihave(now, from, dots),
             Message::Graft { dots } => self.on_graft(from, dots),
-            Message::Prune => self.set_link(from, false),
+            Message::Prune => self.set_link(from, Link::Lazy),
             Message::SyncProbe { hash, members } => self.on_sync_probe(now, from, hash, members),
             Message::SyncRequest { digest } => self.on_sync_request(now, from, digest),
             Message::SyncDelta(delta) => self.on_sync_delta(now, from, delta),
