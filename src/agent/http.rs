@@ -608,7 +608,9 @@ async fn watch(
                 }
                 Some(Err(e)) => {
                     let kind = match e {
-                        WatchError::Gap { .. } | WatchError::CursorLost { .. } => "gap",
+                        WatchError::Gap { .. }
+                        | WatchError::CursorLost { .. }
+                        | WatchError::UnknownCursor(_) => "gap",
                         _ => "error",
                     };
                     let event = SseEvent::default()

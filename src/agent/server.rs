@@ -23,7 +23,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
@@ -128,7 +128,7 @@ pub(crate) async fn serve(
                 // Out of file descriptors: make room, and do not spin.
                 let exhausted = matches!(e.raw_os_error(), Some(code) if is_fd_exhaustion(code));
                 if exhausted {
-                    table.make_room();
+                    table.make_room(limits.write_timeout);
                 }
                 if let Some(suppressed) = ACCEPT_ERRORS.allow() {
                     tracing::warn!(cause = %e, suppressed, "cannot accept an HTTP connection");
@@ -140,8 +140,10 @@ pub(crate) async fn serve(
         // At the cap, one connection is told to close, and the newcomer waits (briefly) until
         // its socket is gone: the descriptors in use stay within the cap plus one.
         let deadline = tokio::time::Instant::now() + MAKE_ROOM_WAIT;
+        let mut asked = false;
         while table.len() >= limits.max_connections {
-            let waited = table.make_room()
+            // One connection is asked to close per newcomer.
+            let waited = (asked || table.make_room(limits.write_timeout))
                 && tokio::select! {
                     biased;
                     _ = stop.wait_for(|stopped| *stopped) => break 'accept,
@@ -149,6 +151,7 @@ pub(crate) async fn serve(
                     () = table.closed.notified() => true,
                     () = tokio::time::sleep_until(deadline) => false,
                 };
+            asked = true;
             if !waited {
                 if let Some(suppressed) = REFUSED.allow() {
                     tracing::warn!(
@@ -245,10 +248,12 @@ async fn serve_connection(
             _ = connection.evicted.notified(), if !closing => {
                 // The handlers run inside `served`, on this task: nothing starts between the
                 // check and the drop.
-                if connection.is_idle() {
+                let slow = connection.evicted_as_slow.load(Ordering::Acquire);
+                if slow || connection.is_idle() {
                     return;
                 }
-                // A request in flight finishes first (a stream was told to end).
+                // A request in flight finishes first (a stream was told to end, or a request
+                // began since the connection was found idle).
                 closing = true;
                 served.as_mut().graceful_shutdown();
             }
@@ -280,8 +285,12 @@ struct Connection {
     evicted: Notify,
     /// Whether it was told to close to make room.
     evicting: AtomicBool,
+    /// Whether it was told so for a request older than the slow limit: it is cut off.
+    evicted_as_slow: AtomicBool,
     /// Tells a streaming answer to end now.
     yield_stream: Notify,
+    /// When its latest request began ([`millis_since_start`]).
+    busy_since_ms: AtomicU64,
 }
 
 impl Connection {
@@ -327,6 +336,9 @@ impl InFlight {
     fn begin(connection: &Arc<Connection>) -> InFlight {
         connection.in_flight.fetch_add(1, Ordering::AcqRel);
         connection.unflushed.store(true, Ordering::Release);
+        connection
+            .busy_since_ms
+            .store(millis_since_start(), Ordering::Release);
         InFlight(Arc::clone(connection))
     }
 }
@@ -400,27 +412,47 @@ impl Table {
     }
 
     /// Tells one connection to close, to make room for another: the oldest idle one, else the
-    /// oldest answering with a stream (which ends its answer first). It stays counted until
-    /// its socket is closed. `true` if a connection is closing (now or from an earlier call),
-    /// `false` if every connection is answering a short request.
-    fn make_room(&self) -> bool {
+    /// oldest answering with a stream (which ends its answer first), else the oldest whose
+    /// request has taken longer than `slow` (a body trickling in, an answer read slowly),
+    /// which is cut off. Connections already told are passed over. The one told stays
+    /// counted until its socket is closed. `false` if every connection is answering a
+    /// request younger than `slow`.
+    fn make_room(&self, slow: Duration) -> bool {
         let inner = self.lock();
-        let open = || inner.open.values();
-        let victim = open().find(|c| c.is_idle()).or_else(|| {
-            open().find(|c| {
-                c.evicting.load(Ordering::Acquire) || c.streaming.load(Ordering::Acquire) > 0
-            })
-        });
-        let Some(connection) = victim else {
+        let now = millis_since_start();
+        let slow = u64::try_from(slow.as_millis()).unwrap_or(u64::MAX);
+        let candidates = || {
+            inner
+                .open
+                .values()
+                .filter(|c| !c.evicting.load(Ordering::Acquire))
+        };
+        let victim = candidates()
+            .find(|c| c.is_idle())
+            .or_else(|| candidates().find(|c| c.streaming.load(Ordering::Acquire) > 0))
+            .map(|c| (c, false))
+            .or_else(|| {
+                candidates()
+                    .find(|c| now.saturating_sub(c.busy_since_ms.load(Ordering::Acquire)) > slow)
+                    .map(|c| (c, true))
+            });
+        let Some((connection, slow)) = victim else {
             return false;
         };
-        if !connection.evicting.swap(true, Ordering::AcqRel) {
-            // Stored permits: the tasks see them even if they are not waiting yet.
-            connection.yield_stream.notify_one();
-            connection.evicted.notify_one();
-        }
+        connection.evicted_as_slow.store(slow, Ordering::Release);
+        connection.evicting.store(true, Ordering::Release);
+        // Stored permits: the tasks see them even if they are not waiting yet.
+        connection.yield_stream.notify_one();
+        connection.evicted.notify_one();
         true
     }
+}
+
+/// Milliseconds on a monotonic clock, from the first call on.
+fn millis_since_start() -> u64 {
+    static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(tokio::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A connection's socket as hyper sees it: writes that a client stopped reading fail after
@@ -652,7 +684,8 @@ mod tests {
         let _request = InFlight::begin(&answering);
         let _stream_request = InFlight::begin(&streaming);
         let _stream = Streaming(Arc::clone(&streaming)).begin();
-        assert!(table.make_room(), "one connection is idle");
+        let slow = Duration::from_secs(30);
+        assert!(table.make_room(slow), "one connection is idle");
         assert!(
             idle.evicting.load(Ordering::Acquire),
             "the oldest idle connection was kept"
@@ -662,14 +695,21 @@ mod tests {
         assert_eq!(table.len(), 3, "counted until its socket is closed");
         table.close(idle_id);
         assert_eq!(table.len(), 2);
-        assert!(table.make_room(), "a stream yields");
+        assert!(table.make_room(slow), "a stream yields");
         assert!(streaming.evicting.load(Ordering::Acquire));
         assert!(
             !answering.evicting.load(Ordering::Acquire),
             "a short request is never cut off"
         );
-        assert!(table.make_room(), "waits for the stream to end");
+        assert!(
+            !table.make_room(slow),
+            "the stream already told is passed over, and a young request is never cut off"
+        );
         assert!(!answering.evicting.load(Ordering::Acquire));
+        // A request older than `slow` (a body trickling in, an answer read slowly) is.
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(table.make_room(Duration::from_millis(1)));
+        assert!(answering.evicting.load(Ordering::Acquire));
     }
 
     #[test]

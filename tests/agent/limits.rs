@@ -182,13 +182,14 @@ async fn slow_oversized_and_malformed_requests_get_json_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_slowloris_connections_do_not_starve_health() {
-    // This test process holds the 2,000 sockets too.
+    // This test process holds the 2,000 sockets too; the agent may hold 1,024 descriptors.
     let _ = rlimit::increase_nofile_limit(8192);
     let dir = tempfile::tempdir().expect("tempdir");
     let agent = Agent::start_with(
         dir.path(),
         Options {
             env: &[("CONFMESH_HTTP_HEADER_TIMEOUT", "120s")],
+            fd_limit: Some(1024),
             ..Options::default()
         },
     );

@@ -23,6 +23,7 @@ async fn sigterm_ends_watches_and_blocking_queries_and_exits() {
         .await
         .expect("watch");
     assert_eq!(watch.status(), StatusCode::OK);
+    let before = requests_total(&c).await;
     let blocking = tokio::spawn({
         let c = c.clone();
         async move {
@@ -35,8 +36,10 @@ async fn sigterm_ends_watches_and_blocking_queries_and_exits() {
             .await
         }
     });
-    // Both are open once the blocking query waits; the watch already is.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        await_requests(&c, before, 1).await,
+        "the blocking query never reached the agent"
+    );
     assert!(!blocking.is_finished(), "the blocking query did not block");
 
     agent.terminate();
@@ -74,10 +77,15 @@ async fn a_second_signal_stops_at_once() {
         },
     );
     // A request in flight: its body never arrives in full, so draining waits for it.
+    let c = agent.client();
+    let before = requests_total(&c).await;
     let mut slow = TcpStream::connect(&agent.http).expect("connect");
     slow.write_all(b"PUT /v1/kv/app/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
         .expect("write");
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        await_requests(&c, before, 1).await,
+        "the slow request never reached the agent"
+    );
 
     agent.terminate();
     assert_eq!(
@@ -135,4 +143,26 @@ async fn a_closed_standard_output_does_not_stop_the_agent() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(up && exited.is_none(), "the agent stopped: {exited:?}");
+}
+
+/// The agent's `confmesh_http_requests_total` (this request included).
+async fn requests_total(c: &confmesh::agent::client::Client) -> u64 {
+    let metrics = call(c, Method::GET, "/metrics", "").await;
+    String::from_utf8_lossy(&metrics.body)
+        .lines()
+        .find_map(|l| l.strip_prefix("confmesh_http_requests_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the request counter")
+}
+
+/// Waits (up to 20 s) until the agent has received `more` requests besides these probes
+/// since `before` was read.
+async fn await_requests(c: &confmesh::agent::client::Client, before: u64, more: u64) -> bool {
+    for probes in 1..=400 {
+        if requests_total(c).await >= before + probes + more {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

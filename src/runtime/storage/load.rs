@@ -69,23 +69,30 @@ pub(super) fn load(
                 (writer, true)
             }
         };
-        // Every start logs under a new id (random, as `new_writer` is); the ids of earlier
-        // starts are kept, so their cursors resume. A directory restored from a backup does
-        // not know the ids of the starts after the backup: their cursors, which may name
-        // sequence numbers the restored log hands out again, are refused, never misread.
-        let log_id = new_writer.0 ^ 0x636f_6e66_6d65_7368;
+        let reserved = meta
+            .get(META_LOG_RESERVED)?
+            .and_then(|v| read_u64(v.value()))
+            .unwrap_or(1);
+        // Continue past everything a previous run may have handed out.
+        log.next = reserved;
+        log.reserved = reserved + CURSOR_BLOCK;
+        // Every start logs under a new id (random, as `new_writer` is). The ids of earlier
+        // starts are kept with the first number after them (this start's first), so their
+        // cursors resume, and one naming a number an earlier start never reached (it was
+        // restored from a backup taken before) is refused. A directory restored from a backup
+        // does not know the ids of the starts after it: their cursors are refused too.
+        log.id = new_writer.0 ^ 0x636f_6e66_6d65_7368;
         let previous = meta.get(META_LOG_ID)?.map(|v| read_u64(v.value()));
         match previous {
             Some(Some(previous)) => {
                 let stored = meta.get(META_LOG_EPOCHS)?.map(|v| read_u64s(v.value()));
                 let mut epochs = match stored {
-                    Some(epochs) => {
-                        epochs.ok_or_else(|| StorageError::Corrupt("log epochs".into()))?
-                    }
+                    Some(Some(words)) if words.len().is_multiple_of(2) => words,
+                    Some(_) => return Err(StorageError::Corrupt("log epochs".into())),
                     None => Vec::new(),
                 };
-                epochs.push(previous);
-                let excess = epochs.len().saturating_sub(MAX_LOG_EPOCHS);
+                epochs.extend([previous, log.next]);
+                let excess = epochs.len().saturating_sub(2 * MAX_LOG_EPOCHS);
                 epochs.drain(..excess);
                 let bytes: Vec<u8> = epochs.iter().flat_map(|e| e.to_le_bytes()).collect();
                 meta.insert(META_LOG_EPOCHS, bytes.as_slice())?;
@@ -93,15 +100,7 @@ pub(super) fn load(
             Some(None) => return Err(StorageError::Corrupt("log id".into())),
             None => {}
         }
-        meta.insert(META_LOG_ID, log_id.to_le_bytes().as_slice())?;
-        let reserved = meta
-            .get(META_LOG_RESERVED)?
-            .and_then(|v| read_u64(v.value()))
-            .unwrap_or(1);
-        // Continue past everything a previous run may have handed out.
-        log.id = log_id;
-        log.next = reserved;
-        log.reserved = reserved + CURSOR_BLOCK;
+        meta.insert(META_LOG_ID, log.id.to_le_bytes().as_slice())?;
         meta.insert(META_LOG_RESERVED, log.reserved.to_le_bytes().as_slice())?;
         writer
     };

@@ -63,10 +63,11 @@ const META_WRITER: &str = "writer";
 const META_COLLECTED: &str = "collected";
 const META_MEMBERS: &str = "members";
 const META_LOG_ID: &str = "log_id";
-/// The log ids of earlier starts, oldest first: their cursors stay valid.
+/// The log ids of earlier starts, oldest first, each with the first sequence number after
+/// that start (pairs of words): their cursors stay valid up to it.
 const META_LOG_EPOCHS: &str = "log_epochs";
-/// How many earlier starts' log ids are kept (the oldest cursors then get `UnknownCursor`,
-/// which a client handles as it does a gap).
+/// How many earlier starts' log ids are kept (older cursors then get `UnknownCursor`, which
+/// the agent's event stream sends as a gap, as it does `Gap`).
 const MAX_LOG_EPOCHS: usize = 256;
 const META_LOG_RESERVED: &str = "log_reserved";
 const META_LOG_TRIMMED: &str = "log_trimmed";

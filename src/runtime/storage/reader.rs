@@ -85,12 +85,20 @@ impl StorageReader {
         let meta = read.open_table(META)?;
         let id = meta.get(META_LOG_ID)?.and_then(|v| read_u64(v.value()));
         if id != Some(cursor.log) {
+            // An earlier start's id, and the first number after that start.
             let earlier = meta
                 .get(META_LOG_EPOCHS)?
                 .and_then(|v| read_u64s(v.value()))
-                .is_some_and(|epochs| epochs.contains(&cursor.log));
-            if !earlier {
-                return Ok(LogPosition::OtherLog);
+                .and_then(|words| {
+                    words
+                        .chunks_exact(2)
+                        .find(|pair| pair[0] == cursor.log)
+                        .map(|pair| pair[1])
+                });
+            match earlier {
+                None => return Ok(LogPosition::OtherLog),
+                Some(end) if cursor.seq >= end => return Ok(LogPosition::Lost),
+                Some(_) => {}
             }
         }
         let trimmed = meta
