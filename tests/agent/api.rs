@@ -413,6 +413,18 @@ async fn a_token_guards_the_api_and_bad_configuration_exits_2() {
         StatusCode::OK,
     );
 
+    let dev = |data_dir, gossip, http| {
+        vec![
+            "agent",
+            "--dev",
+            "--data-dir",
+            data_dir,
+            "--gossip-addr",
+            gossip,
+            "--http-addr",
+            http,
+        ]
+    };
     for (args, option) in [
         (
             vec!["agent", "--config", "/nonexistent/confmesh.toml"],
@@ -427,58 +439,10 @@ async fn a_token_guards_the_api_and_bad_configuration_exits_2() {
         (vec!["agent", "--dev", "--tag", "novalue"], "--tag"),
         // Start-up failures name the option too: a port in use, a data directory in use or
         // unusable, TLS files that cannot be read.
-        (
-            vec![
-                "agent",
-                "--dev",
-                "--data-dir",
-                "fresh-1",
-                "--gossip-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                &agent.http,
-            ],
-            "http_addr",
-        ),
-        (
-            vec![
-                "agent",
-                "--dev",
-                "--data-dir",
-                "fresh-2",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--gossip-addr",
-                &agent.gossip,
-            ],
-            "gossip_addr",
-        ),
-        (
-            vec![
-                "agent",
-                "--dev",
-                "--data-dir",
-                "data",
-                "--gossip-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ],
-            "data_dir",
-        ),
-        (
-            vec![
-                "agent",
-                "--dev",
-                "--data-dir",
-                "agent.toml",
-                "--gossip-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ],
-            "data_dir",
-        ),
+        (dev("fresh-1", "127.0.0.1:0", &agent.http), "http_addr"),
+        (dev("fresh-2", &agent.gossip, "127.0.0.1:0"), "gossip_addr"),
+        (dev("data", "127.0.0.1:0", "127.0.0.1:0"), "data_dir"),
+        (dev("agent.toml", "127.0.0.1:0", "127.0.0.1:0"), "data_dir"),
         (
             vec![
                 "agent",
