@@ -74,7 +74,7 @@ const LEAVE_LIMIT: Duration = Duration::from_secs(5);
 /// Runs an agent until SIGINT or SIGTERM, then shuts down: the API stops accepting, event
 /// streams and blocking queries end with a last answer, the requests in flight finish (for at
 /// most the configured grace period), and the node leaves the cluster (which the node bounds
-/// to about 2 s). A second signal stops at once with [`AgentError::Interrupted`].
+/// to about 3 s). A second signal stops at once with [`AgentError::Interrupted`].
 ///
 /// # Errors
 ///
@@ -166,7 +166,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let _ = stop.send(true);
     let graceful = async {
         let _ = server.await;
-        // The node bounds its leave (about 2 s at most); this only guards against a stuck disk.
+        // The node bounds its leave (about 3 s at most); this only guards against a stuck disk.
         if tokio::time::timeout(LEAVE_LIMIT, mesh.shutdown())
             .await
             .is_err()

@@ -33,6 +33,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const RESOLVE_SEEDS_EVERY: Duration = Duration::from_secs(5);
 /// The longest a graceful shutdown waits for the leave to complete.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a leaving node waits for its last messages to reach quinn.
+const LEAVE_DRAIN: Duration = Duration::from_millis(500);
 
 /// A request from the handle.
 pub(crate) enum Command {
@@ -242,7 +244,10 @@ impl Driver {
         }
         self.settle();
         self.checkpoint();
-        // Give the last packets a moment to leave the socket.
+        // The last packets (the down announcement, with the leave notice) must reach quinn,
+        // and then leave the socket, before the endpoint closes: on a loaded machine the
+        // tasks that hand them over may not have run yet.
+        self.transport.drain(LEAVE_DRAIN).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

@@ -136,6 +136,8 @@ pub(crate) struct Transport {
     fault: Option<FaultHook>,
     max_stream_bytes: usize,
     wire: Arc<WireCounter>,
+    /// Sends handed to a task and not yet given to quinn (or failed).
+    sending: tokio::sync::watch::Sender<usize>,
 }
 
 impl Transport {
@@ -174,6 +176,7 @@ impl Transport {
             fault,
             max_stream_bytes,
             wire: Arc::default(),
+            sending: tokio::sync::watch::Sender::new(0),
         });
         tokio::spawn(accept_loop(transport.clone()));
         Ok((transport, rx))
@@ -196,13 +199,22 @@ impl Transport {
             return;
         }
         let this = self.clone();
+        self.sending.send_modify(|n| *n += 1);
         tokio::spawn(async move {
             let to = transmit.to;
             if let Err(e) = this.deliver(transmit).await {
                 tracing::debug!(%to, cause = %e, "send failed");
                 this.forget(to);
             }
+            this.sending.send_modify(|n| *n -= 1);
         });
+    }
+
+    /// Waits (up to `limit`) until every message sent so far has been handed to quinn: the
+    /// last ones of a node that leaves, before its endpoint closes.
+    pub(crate) async fn drain(&self, limit: Duration) {
+        let mut sending = self.sending.subscribe();
+        let _ = tokio::time::timeout(limit, sending.wait_for(|n| *n == 0)).await;
     }
 
     async fn deliver(&self, transmit: Transmit) -> Result<(), String> {

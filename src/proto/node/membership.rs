@@ -229,12 +229,17 @@ impl BroadcastHandler<NodeId> for LeaveNotices {
     fn receive_item(
         &mut self,
         data: &[u8],
-        _sender: Option<&NodeId>,
+        sender: Option<&NodeId>,
     ) -> Result<Option<LeaveKey>, CodecError> {
         let (id, _) = crate::proto::wire::decode_limited::<NodeId>(data)
             .map_err(|e| CodecError::Decode(e.to_string()))?;
-        if self.seen.contains(&id) {
+        // A notice heard before is not spread again; this node's own (no sender) is queued
+        // each time it adds it, to ride on the packets that announce it down.
+        if sender.is_some() && self.seen.contains(&id) {
             return Ok(None);
+        }
+        if self.seen.contains(&id) {
+            return Ok(Some(LeaveKey(id)));
         }
         if self.seen.len() >= LEAVE_NOTICES_REMEMBERED {
             self.seen.pop_front();

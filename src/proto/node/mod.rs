@@ -606,6 +606,13 @@ impl Node {
     }
 
     fn finish_leave(&mut self, now: Instant) {
+        // The notice again, so the packets that announce this node down carry it too: a
+        // member that missed it in the lead time still reads it before the down, and reports
+        // a leave, not a failure (after_swim reads notices before foca's notifications).
+        let notice = membership::LeaveNotices::encode(&self.id);
+        if let Err(e) = self.swim.add_broadcast(&notice) {
+            tracing::debug!(cause = %e, "leave notice not queued again");
+        }
         if let Err(e) = self.swim.leave_cluster(&mut self.swim_out) {
             tracing::debug!(cause = %e, "leave failed");
         }
