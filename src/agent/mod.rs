@@ -55,6 +55,9 @@ pub enum AgentError {
     /// The node could not start.
     #[error(transparent)]
     Mesh(#[from] MeshError),
+    /// The agent could not listen for SIGINT or SIGTERM; nothing was started.
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
     /// A second SIGINT or SIGTERM came while shutting down: the agent stopped without
     /// finishing (peers see a failure instead of a leave; the replica is safe on disk).
     #[error("interrupted while shutting down")]
@@ -256,11 +259,7 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let listen = |kind| {
-                signal(kind).map_err(|e| {
-                    AgentError::Mesh(MeshError::Config(format!("cannot listen for signals: {e}")))
-                })
-            };
+            let listen = |kind| signal(kind).map_err(AgentError::Signals);
             Ok(Signals {
                 interrupt: listen(SignalKind::interrupt())?,
                 terminate: listen(SignalKind::terminate())?,
