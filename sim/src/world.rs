@@ -417,6 +417,15 @@ impl World {
         let Some(node) = self.slots[i].node.as_mut() else {
             return;
         };
+        // The simulated disk is instant: a local write is durable as soon as it is made, so
+        // a crash loses none (the runtime's storage loses only writes not yet acknowledged).
+        let mut durable = None;
+        while let Some(version) = node.poll_persist() {
+            durable = Some(version.dot.counter);
+        }
+        if let Some(seq) = durable {
+            node.handle_persisted(self.now, seq);
+        }
         let mut out = Vec::new();
         while let Some(t) = node.poll_transmit() {
             out.push(t);

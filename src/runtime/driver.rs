@@ -1,13 +1,16 @@
 //! The node task: one tokio task owns a [`Node`] and its [`Storage`] and pumps them. Its
 //! inputs are a closed set: a message from a peer, a timer, a command from the
-//! [`Mesh`](super::Mesh) handle, the storage checkpoint, and the end of the handle (a crash,
-//! as far as the mesh can tell). After each input it settles: the store's changes are queued
-//! for the storage writer thread (which logs them for watches once committed), then events
-//! go to subscribers and messages to the transport.
+//! [`Mesh`](super::Mesh) handle, a commit the storage writer reports done, the checkpoint
+//! tick, and the end of the handle (a crash, as far as the mesh can tell). After each input it
+//! settles: what changed and the node's local writes go to storage, events to subscribers and
+//! messages to the transport.
 //!
-//! A local write is prepared, committed durably (after everything queued before it), and
-//! only then applied to the node, so an acknowledged write survives a crash and a refused one
-//! changed nothing.
+//! A local write is made pending in the node, committed durably by the storage writer (with
+//! every other write that arrived meanwhile: group commit), and takes effect when the writer
+//! reports it done ([`Node::handle_persisted`]); only then is the caller answered. The task
+//! never waits on the disk: while [`MAX_IN_FLIGHT`](super::storage::MAX_IN_FLIGHT) commits are
+//! outstanding, new work gathers for the next one, and past a bound the task stops reading
+//! new input until the disk catches up.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -16,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
     members::{Member, MemberInfo, MemberState, info_writer},
-    storage::{Storage, StorageError},
+    storage::{Done, Storage, StorageError, Submission},
     transport::{Inbound, Transport},
     watch::Change,
 };
@@ -24,6 +27,13 @@ use crate::proto::{
     Dot, Key, TouchedKeys, Version, WriteError,
     node::{Event, Node},
 };
+
+/// Past this many change-log entries waiting for the disk, the node task stops reading
+/// peers' messages until storage catches up (the transport's queue then fills, and QUIC's
+/// flow control slows the senders).
+const MAX_UNWRITTEN_CHANGES: usize = 65_536;
+/// Past this many local writes waiting for the disk, the node task stops taking commands.
+const MAX_PENDING_WRITES: usize = 65_536;
 
 /// How often remote changes committed without an fsync are made durable, and the member
 /// list saved.
@@ -74,6 +84,29 @@ pub(crate) enum LocalWriteError {
     Storage(StorageError),
 }
 
+impl From<WriteError> for LocalWriteError {
+    fn from(e: WriteError) -> LocalWriteError {
+        match e {
+            WriteError::Conflict { current } => LocalWriteError::Conflict { current },
+            e => LocalWriteError::Write(e),
+        }
+    }
+}
+
+/// Who waits for a pending local write.
+enum Waiter {
+    Put(oneshot::Sender<Result<Version, LocalWriteError>>),
+    Delete(oneshot::Sender<Result<Option<Version>, LocalWriteError>>),
+    /// A write of the node's own (its name and tags): nobody waits.
+    Internal,
+}
+
+/// A pending local write and who waits for it.
+struct Awaited {
+    version: Version,
+    waiter: Waiter,
+}
+
 /// Seeds as given: addresses or `host:port` names, resolved when joining.
 pub(crate) type Seeds = Vec<String>;
 
@@ -86,22 +119,35 @@ pub(crate) struct Driver {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) members: broadcast::Sender<Member>,
     pub(crate) seeds: Seeds,
-    /// Not yet sent to storage: keys whose rows to rewrite, and logged changes (with cursors).
+    /// Commits reported done by the storage writer.
+    pub(crate) done: mpsc::UnboundedReceiver<Done>,
+    /// Not yet sent to storage.
     pub(crate) pending: Pending,
 }
 
-/// What the next batch for storage must write.
+/// What the next commit must write, and the local writes awaited.
 #[derive(Default)]
 pub(crate) struct Pending {
     keys: TouchedKeys,
     changes: Vec<Change>,
+    /// Local writes handed out by the node, not yet submitted.
+    locals: Vec<Version>,
+    /// Local writes applied up to this number, not yet reported to storage.
+    applied_through: Option<u64>,
+    /// Waiting for the next commit to be written.
+    notify: Vec<oneshot::Sender<()>>,
     /// The store revision last sent to storage.
     sent_revision: u64,
-    /// Batches sent without an fsync since the last durable one.
+    /// Commits sent without an fsync since the last durable one.
     unsynced: bool,
+    /// The next commit must be durable (a checkpoint is due).
+    durable: bool,
     members_changed: bool,
-    /// A local write's change, committed with it, to be announced when the node reports it.
-    prelogged: Option<Change>,
+    /// Pending local writes in sequence order, with who waits for each.
+    awaited: std::collections::VecDeque<Awaited>,
+    /// Bumped when a commit of local writes fails: the node drops every pending write, and
+    /// reports of commits submitted before (refused too) are stale.
+    epoch: u64,
 }
 
 #[allow(
@@ -127,8 +173,11 @@ impl Driver {
                 .node
                 .poll_timeout()
                 .map_or_else(far_future, tokio::time::Instant::from_std);
+            let take_commands = self.node.pending_writes() < MAX_PENDING_WRITES;
+            let take_messages = self.pending.changes.len() < MAX_UNWRITTEN_CHANGES;
             tokio::select! {
-                command = self.commands.recv() => match command {
+                Some(done) = self.done.recv() => self.persisted(done),
+                command = self.commands.recv(), if take_commands => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.leave().await;
                         stopped = Some(reply);
@@ -138,7 +187,7 @@ impl Driver {
                     // The handle is gone without a shutdown: stop as a crash would.
                     None => break,
                 },
-                Some(message) = self.inbound.recv() => self.receive(message),
+                Some(message) = self.inbound.recv(), if take_messages => self.receive(message),
                 () = tokio::time::sleep_until(deadline) => self.node.handle_timeout(now()),
                 _ = resolve.tick(), if !self.node.is_active() && !self.seeds.is_empty() => {
                     self.join().await;
@@ -146,6 +195,13 @@ impl Driver {
                 _ = checkpoint.tick() => self.checkpoint(),
             }
         }
+        if stopped.is_some() {
+            self.finish_writes().await;
+        }
+        // What is still pending is refused, nothing of it having been acknowledged (after a
+        // crash of the handle, a write already submitted may still be replayed at the next
+        // start: it is durable, and its caller is gone).
+        self.fail_pending(&StorageError::Unavailable);
         // The data directory is free for another node once shutdown returns.
         self.storage.close();
         if let Some(reply) = stopped {
@@ -154,7 +210,8 @@ impl Driver {
         self.transport.close().await;
     }
 
-    /// Publishes this node's name and tags if the replica holds other ones.
+    /// Publishes this node's name and tags if the replica holds other ones: a pending write,
+    /// made durable and sent by the task like any other.
     pub(crate) fn publish_info(&mut self, info: &MemberInfo) -> Result<(), LocalWriteError> {
         let writer = self.node.store().writer();
         if MemberInfo::read(self.node.store(), writer).as_ref() == Some(info) {
@@ -163,11 +220,9 @@ impl Driver {
         let Some(key) = MemberInfo::key(writer) else {
             return Ok(());
         };
-        let version = self
-            .node
-            .prepare_put(now(), key, Bytes::from(info.encode()))
-            .map_err(LocalWriteError::Write)?;
-        self.write_local(version).map(|_| ())
+        let version = self.node.put(now(), key, Bytes::from(info.encode()))?;
+        self.await_write(version, Waiter::Internal);
+        Ok(())
     }
 
     async fn join(&mut self) {
@@ -179,50 +234,119 @@ impl Driver {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Put { key, value, reply } => {
-                let result = match self.node.prepare_put(now(), key, value) {
-                    Ok(version) => self.write_local(version),
-                    Err(e) => Err(LocalWriteError::Write(e)),
-                };
-                let _ = reply.send(result);
-            }
+            Command::Put { key, value, reply } => match self.node.put(now(), key, value) {
+                Ok(version) => self.await_write(version, Waiter::Put(reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
             Command::PutIf {
                 key,
                 value,
                 expected,
                 reply,
-            } => {
-                let current = self.node.store().get(&key).map(|v| v.dot);
-                let result = if current == expected {
-                    match self.node.prepare_put(now(), key, value) {
-                        Ok(version) => self.write_local(version),
-                        Err(e) => Err(LocalWriteError::Write(e)),
-                    }
-                } else {
-                    Err(LocalWriteError::Conflict { current })
-                };
-                let _ = reply.send(result);
-            }
-            Command::Delete { key, reply } => {
-                let result = match self.node.prepare_delete(now(), key) {
-                    Some(version) => self.write_local(version).map(Some),
-                    None => Ok(None),
-                };
-                let _ = reply.send(result);
-            }
+            } => match self.node.put_if(now(), key, value, expected) {
+                Ok(version) => self.await_write(version, Waiter::Put(reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Command::Delete { key, reply } => match self.node.delete(now(), key) {
+                Some(version) => self.await_write(version, Waiter::Delete(reply)),
+                None => {
+                    let _ = reply.send(Ok(None));
+                }
+            },
             Command::Read(read) => read(&self.node),
-            Command::AwaitStorage { reply } => {
-                self.flush(false);
-                self.storage.notify_when_written(reply);
-            }
+            Command::AwaitStorage { reply } => self.pending.notify.push(reply),
             Command::Shutdown { .. } => {}
         }
+    }
+
+    fn await_write(&mut self, version: Version, waiter: Waiter) {
+        self.pending.awaited.push_back(Awaited { version, waiter });
     }
 
     fn receive(&mut self, message: Inbound) {
         match message {
             Inbound::Datagram { from, bytes } => self.node.handle_datagram(now(), from, &bytes),
             Inbound::Stream { from, bytes } => self.node.handle_stream_message(now(), from, &bytes),
+        }
+    }
+
+    /// The storage writer finished a commit: local writes it made durable take effect and
+    /// their callers are answered; refused ones are dropped and refused.
+    fn persisted(&mut self, done: Done) {
+        self.storage.completed();
+        match done.locals {
+            // Refused or not, these writes were already refused when their epoch failed.
+            Some(_) if done.epoch != self.pending.epoch => {}
+            None => {}
+            Some(Ok(seq)) => {
+                self.node.handle_persisted(now(), seq);
+                self.pending.applied_through = Some(seq);
+                while let Some(next) = self.pending.awaited.front()
+                    && next.version.dot.counter <= seq
+                {
+                    let Some(Awaited { version, waiter }) = self.pending.awaited.pop_front() else {
+                        break;
+                    };
+                    match waiter {
+                        Waiter::Put(reply) => {
+                            let _ = reply.send(Ok(version));
+                        }
+                        Waiter::Delete(reply) => {
+                            let _ = reply.send(Ok(Some(version)));
+                        }
+                        Waiter::Internal => {}
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                self.pending.epoch += 1;
+                self.fail_pending(&StorageError::WriteFailed(e));
+            }
+        }
+    }
+
+    /// Makes the local writes already made durable, and those still pending, take effect
+    /// before the node stops (bounded: a failing disk refuses them instead).
+    async fn finish_writes(&mut self) {
+        let give_up = tokio::time::Instant::now() + LEAVE_TIMEOUT;
+        while self.storage.in_flight() > 0 || self.node.pending_writes() > 0 {
+            self.settle();
+            tokio::select! {
+                Some(done) = self.done.recv() => self.persisted(done),
+                () = tokio::time::sleep_until(give_up) => break,
+            }
+        }
+        self.settle();
+    }
+
+    /// Drops every pending local write, refusing it to its caller with `error`.
+    fn fail_pending(&mut self, error: &StorageError) {
+        let dropped = self.node.handle_persist_failed();
+        self.pending.locals.clear();
+        let shared = match error {
+            StorageError::WriteFailed(e) => std::sync::Arc::clone(e),
+            _ => std::sync::Arc::new(StorageError::Unavailable),
+        };
+        for Awaited { version, waiter } in self.pending.awaited.drain(..) {
+            let e = || LocalWriteError::Storage(StorageError::WriteFailed(shared.clone()));
+            match waiter {
+                Waiter::Put(reply) => {
+                    let _ = reply.send(Err(e()));
+                }
+                Waiter::Delete(reply) => {
+                    let _ = reply.send(Err(e()));
+                }
+                Waiter::Internal => {
+                    tracing::warn!(key = %version.key, "this node's own record not saved; written again at the next start");
+                }
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(dropped, cause = %error, "local writes refused: not made durable");
         }
     }
 
@@ -238,6 +362,7 @@ impl Driver {
                 .map_or(give_up, tokio::time::Instant::from_std)
                 .min(give_up);
             tokio::select! {
+                Some(done) = self.done.recv() => self.persisted(done),
                 Some(message) = self.inbound.recv() => self.receive(message),
                 () = tokio::time::sleep_until(deadline) => self.node.handle_timeout(now()),
             }
@@ -251,52 +376,9 @@ impl Driver {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    /// Commits a prepared local write durably, then applies it. On error nothing changed.
-    fn write_local(&mut self, version: Version) -> Result<Version, LocalWriteError> {
-        // What changed before the write is queued first, so the log stays in order.
-        self.flush(false);
-        let old = self.node.store().get(&version.key).cloned();
-        let new = (!version.is_tombstone()).then(|| version.clone());
-        let logged = (old.as_ref().map(|v| v.dot) != new.as_ref().map(|v| v.dot)).then(|| Change {
-            cursor: self.storage.next_cursor(),
-            key: version.key.clone(),
-            old,
-            new,
-            origin: version.dot.actor,
-        });
-        let first_new_cursor = logged.as_ref().map(|c| c.cursor.seq);
-        if let Err(e) = self
-            .storage
-            .commit_local(self.node.store(), &version, logged.clone())
-        {
-            if let Some(seq) = first_new_cursor {
-                self.storage.return_cursors(seq);
-            }
-            return Err(LocalWriteError::Storage(e));
-        }
-        // A durable commit makes everything before it durable too.
-        self.pending.unsynced = false;
-        self.pending.prelogged = logged;
-        if let Err(e) = self.node.commit_local(version.clone()) {
-            // Cannot happen: nothing ran between prepare and commit. The version is on disk
-            // and is applied at the next start.
-            tracing::error!(cause = %e, "prepared write not applicable");
-        }
-        // Storage holds what the write changed (the key's one version, the context with its
-        // dot): nothing to send again.
-        let written = std::slice::from_ref(&version);
-        for (key, touched) in self.node.take_touched_keys() {
-            if key != version.key || self.node.store().versions(&key) != written {
-                self.pending.keys.entry(key).or_insert(touched);
-            }
-        }
-        self.pending.sent_revision = self.node.store().revision();
-        Ok(version)
-    }
-
-    /// Sends what is pending to storage; `durable` also makes everything sent before durable
-    /// and saves the member list if it changed.
-    fn flush(&mut self, durable: bool) {
+    /// Submits what is pending to storage if a commit slot is free; otherwise it waits for
+    /// the next [`Driver::persisted`], gathering more.
+    fn flush(&mut self) {
         let touched = self.node.take_touched_keys();
         if self.pending.keys.is_empty() {
             self.pending.keys = touched;
@@ -306,34 +388,52 @@ impl Driver {
                 self.pending.keys.entry(key).or_insert(touched);
             }
         }
-        let members: Option<Vec<_>> =
-            (durable && self.pending.members_changed).then(|| self.node.members().collect());
-        let revision = self.node.store().revision();
-        if self.pending.keys.is_empty()
-            && self.pending.changes.is_empty()
-            && self.pending.sent_revision == revision
-            && members.is_none()
-            && !(durable && self.pending.unsynced)
-        {
+        while let Some(version) = self.node.poll_persist() {
+            self.pending.locals.push(version);
+        }
+        if !self.storage.can_submit() {
             return;
         }
-        if members.is_some() {
-            self.pending.members_changed = false;
+        let revision = self.node.store().revision();
+        let pending = &mut self.pending;
+        let has_work = !pending.keys.is_empty()
+            || !pending.changes.is_empty()
+            || !pending.locals.is_empty()
+            || !pending.notify.is_empty()
+            || pending.applied_through.is_some()
+            || pending.sent_revision != revision;
+        let durable = pending.durable && (has_work || pending.unsynced || pending.members_changed);
+        if !has_work && !durable {
+            pending.durable = false;
+            return;
         }
-        self.storage.commit_remote(
-            self.node.store(),
-            std::mem::take(&mut self.pending.keys),
-            std::mem::take(&mut self.pending.changes),
+        let members: Option<Vec<_>> =
+            (durable && pending.members_changed).then(|| self.node.members().collect());
+        let pending = &mut self.pending;
+        if members.is_some() {
+            pending.members_changed = false;
+        }
+        let synced = durable || !pending.locals.is_empty();
+        let work = Submission {
+            keys: std::mem::take(&mut pending.keys),
+            changes: std::mem::take(&mut pending.changes),
             members,
             durable,
-        );
-        self.pending.sent_revision = revision;
-        self.pending.unsynced = !durable;
+            locals: std::mem::take(&mut pending.locals),
+            applied_through: pending.applied_through.take(),
+            notify: std::mem::take(&mut pending.notify),
+            epoch: pending.epoch,
+        };
+        pending.sent_revision = revision;
+        pending.unsynced = !synced;
+        pending.durable = false;
+        self.storage.submit(self.node.store(), work);
     }
 
     /// Makes everything committed so far durable, and saves the member list if it changed.
     fn checkpoint(&mut self) {
-        self.flush(true);
+        self.pending.durable = true;
+        self.flush();
     }
 
     /// After an input: commit what changed, then tell subscribers and send messages.
@@ -347,22 +447,17 @@ impl Driver {
                 origin,
             } = &event
             {
-                let prelogged = self.pending.prelogged.take_if(|c| {
-                    c.key == *key && c.new.as_ref().map(|v| v.dot) == new.as_ref().map(|v| v.dot)
+                self.pending.changes.push(Change {
+                    cursor: self.storage.next_cursor(),
+                    key: key.clone(),
+                    old: old.clone(),
+                    new: new.clone(),
+                    origin: *origin,
                 });
-                if prelogged.is_none() {
-                    self.pending.changes.push(Change {
-                        cursor: self.storage.next_cursor(),
-                        key: key.clone(),
-                        old: old.clone(),
-                        new: new.clone(),
-                        origin: *origin,
-                    });
-                }
             }
             events.push(event);
         }
-        self.flush(false);
+        self.flush();
         for event in events {
             self.announce(event);
         }

@@ -258,7 +258,7 @@ impl MeshBuilder {
             )));
         }
         let (changes, _) = broadcast::channel(EVENT_BUFFER);
-        let (storage, loaded) = Storage::open(
+        let (storage, loaded, done) = Storage::open(
             self.data_dir.as_deref(),
             self.storage_fault,
             self.cache_bytes,
@@ -314,6 +314,7 @@ impl MeshBuilder {
             events: events.clone(),
             members: members.clone(),
             seeds: self.seeds,
+            done,
             pending: Pending::default(),
         };
         driver.publish_info(&self.info).map_err(MeshError::from)?;

@@ -3,16 +3,19 @@
 //!
 //! Modelled on quinn-proto's `Connection`. Methods come in four kinds:
 //!
-//! - **input handlers** `handle_datagram`, `handle_stream_message`, `handle_timeout`, each
-//!   taking `now`;
-//! - **commands** `put`, `delete`, `join`, `leave`;
-//! - **output** drained with `poll_transmit`, `poll_event`, and `poll_timeout` for when to
+//! - **input handlers** `handle_datagram`, `handle_stream_message`, `handle_timeout`,
+//!   `handle_persisted`, each taking `now`, and `handle_persist_failed`;
+//! - **commands** `put`, `put_if`, `delete`, `join`, `leave`;
+//! - **output** drained with `poll_transmit`, `poll_event`, `poll_persist` (local writes to
+//!   make durable, reported back with `handle_persisted`), and `poll_timeout` for when to
 //!   call `handle_timeout` next;
 //! - **getters** taking `&self`.
 //!
-//! Contract: after every input handler or command, drain `poll_transmit` and `poll_event`
-//! and re-read `poll_timeout`. `now` must never go backwards. The node reads no clock and
-//! draws randomness only from the seed in its [`Config`].
+//! Contract: after every input handler or command, drain `poll_transmit`, `poll_event` and
+//! `poll_persist`, and re-read `poll_timeout`. A local write takes effect (becomes readable,
+//! is sent to peers) only at `handle_persisted`: see the `writes` module. `now` must never go
+//! backwards. The node reads no clock and draws randomness only from the seed in its
+//! [`Config`].
 
 mod dissemination;
 mod identity;
@@ -20,6 +23,7 @@ mod membership;
 mod peers;
 mod sync;
 mod timers;
+mod writes;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -37,7 +41,7 @@ use self::{
     timers::{Timer, TimerQueue},
 };
 use super::{
-    ApplyError, Key, Store, StoreConfig, Version, WriteError, WriterId,
+    Key, Store, StoreConfig, Version, WriterId,
     wire::{self, Message},
 };
 
@@ -298,6 +302,8 @@ pub struct Node {
     epoch: Instant,
     epoch_wall_ms: u64,
     store: Store,
+    /// Local writes not yet durable.
+    pending: writes::Pending,
     swim: Swim,
     swim_out: SwimRuntime,
     /// Leave notices received by the membership layer, read after each of its packets.
@@ -372,6 +378,7 @@ impl Node {
             epoch: now,
             epoch_wall_ms: now_wall_ms,
             store,
+            pending: writes::Pending::default(),
             swim,
             swim_out: SwimRuntime::new(),
             leave_notices,
@@ -463,66 +470,6 @@ impl Node {
     }
 
     // ---- commands ----
-
-    /// Writes `value` under `key` and pushes the new version to the mesh.
-    ///
-    /// # Errors
-    ///
-    /// [`WriteError`] if the value is over the limit; nothing changes.
-    pub fn put(&mut self, now: Instant, key: Key, value: Bytes) -> Result<Version, WriteError> {
-        let old = self.store.get(&key).cloned();
-        let version = self.store.put(self.wall_ms(now), key, value)?;
-        self.emit_change(&version.key, old);
-        self.disseminate(std::slice::from_ref(&version), None);
-        Ok(version)
-    }
-
-    /// Deletes `key` and pushes the tombstone to the mesh; `None` if there was nothing to
-    /// delete.
-    pub fn delete(&mut self, now: Instant, key: Key) -> Option<Version> {
-        let old = self.store.get(&key).cloned();
-        let version = self.store.delete(self.wall_ms(now), key)?;
-        self.emit_change(&version.key, old);
-        self.disseminate(std::slice::from_ref(&version), None);
-        Some(version)
-    }
-
-    /// The version [`Node::put`] would write, without writing it: for a runtime that makes a
-    /// write durable before it takes effect. Follow with [`Node::commit_local`] before any
-    /// other input; see [`Store::prepare_put`].
-    ///
-    /// # Errors
-    ///
-    /// [`WriteError`] if the value is over the limit.
-    pub fn prepare_put(
-        &mut self,
-        now: Instant,
-        key: Key,
-        value: Bytes,
-    ) -> Result<Version, WriteError> {
-        let wall = self.wall_ms(now);
-        self.store.prepare_put(wall, key, value)
-    }
-
-    /// The tombstone [`Node::delete`] would write, without writing it; `None` if there is
-    /// nothing to delete.
-    pub fn prepare_delete(&mut self, now: Instant, key: Key) -> Option<Version> {
-        let wall = self.wall_ms(now);
-        self.store.prepare_delete(wall, key)
-    }
-
-    /// Stores a prepared local version and pushes it to the mesh, as [`Node::put`] does.
-    ///
-    /// # Errors
-    ///
-    /// [`ApplyError`] if the store changed since the version was prepared; nothing changes.
-    pub fn commit_local(&mut self, version: Version) -> Result<(), ApplyError> {
-        let old = self.store.get(&version.key).cloned();
-        self.store.commit_local(version.clone())?;
-        self.emit_change(&version.key, old);
-        self.disseminate(std::slice::from_ref(&version), None);
-        Ok(())
-    }
 
     /// Starts recording the keys whose stored versions change; see
     /// [`Store::take_touched_keys`].

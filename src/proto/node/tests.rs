@@ -6,7 +6,7 @@ use std::{
 use bytes::Bytes;
 
 use super::*;
-use crate::proto::{Key, Store, StoreConfig, WriterId};
+use crate::proto::{Key, Store, StoreConfig, WriteError, WriterId};
 
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 7000 + i as u16))
@@ -34,6 +34,8 @@ struct Cluster {
     tap: Option<Vec<(usize, usize, Bytes)>>,
     /// Like `drop`, for datagrams, seeing their bytes.
     drop_datagram: DatagramFilter,
+    /// Nodes whose disk holds their local writes back: not reported durable while set.
+    disk_stalled: Vec<bool>,
 }
 
 impl Cluster {
@@ -62,6 +64,7 @@ impl Cluster {
             events: vec![Vec::new(); n],
             tap: None,
             drop_datagram: Box::new(|_, _, _| false),
+            disk_stalled: vec![false; n],
         }
     }
 
@@ -81,6 +84,9 @@ impl Cluster {
 
     fn drain(&mut self) {
         for i in 0..self.nodes.len() {
+            if !self.disk_stalled[i] {
+                self.persist(i);
+            }
             while let Some(t) = self.nodes[i].poll_transmit() {
                 let to = self.index(t.to);
                 if let Some(tap) = &mut self.tap
@@ -138,6 +144,17 @@ impl Cluster {
             self.drain();
         }
         panic!("cluster did not reach the end of the run in a million steps");
+    }
+
+    /// Reports node `i`'s local writes durable, as an instant disk would.
+    fn persist(&mut self, i: usize) {
+        let mut durable = None;
+        while let Some(version) = self.nodes[i].poll_persist() {
+            durable = Some(version.dot.counter);
+        }
+        if let Some(seq) = durable {
+            self.nodes[i].handle_persisted(self.now, seq);
+        }
     }
 
     fn value(&self, i: usize, k: &str) -> Option<Bytes> {
@@ -713,4 +730,112 @@ fn a_member_that_refutes_a_suspicion_is_not_told_it_is_down() {
     );
     let dropped: u64 = c.nodes.iter().map(|n| n.stats().suspicions_refuted).sum();
     assert!(dropped >= 1, "no suspicion was counted as refuted");
+}
+
+#[test]
+fn a_local_write_is_neither_readable_nor_sent_before_it_is_durable() {
+    let mut c = Cluster::joined(3);
+    c.disk_stalled[0] = true;
+    let now = c.now;
+    let version = c.nodes[0]
+        .put(now, key("app/x"), Bytes::from_static(b"1"))
+        .unwrap();
+    c.run_for(Duration::from_secs(2));
+    for i in 0..3 {
+        assert_eq!(c.value(i, "app/x"), None, "node {i} saw a pending write");
+    }
+    assert!(
+        !c.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::KeyChanged { .. })),
+        "a pending write was reported"
+    );
+    assert_eq!(c.nodes[0].pending_writes(), 1);
+    // The disk reports it: now it takes effect and spreads.
+    c.disk_stalled[0] = false;
+    c.run_for(Duration::from_millis(20));
+    for i in 0..3 {
+        assert_eq!(c.value(i, "app/x").as_deref(), Some(&b"1"[..]), "node {i}");
+        assert_eq!(
+            c.nodes[i].store().get(&key("app/x")).map(|v| v.dot),
+            Some(version.dot)
+        );
+    }
+    assert_eq!(c.nodes[0].pending_writes(), 0);
+}
+
+#[test]
+fn pending_writes_to_one_key_chain_and_take_consecutive_numbers() {
+    let mut c = Cluster::joined(2);
+    c.disk_stalled[0] = true;
+    let now = c.now;
+    let first = c.nodes[0]
+        .put(now, key("k"), Bytes::from_static(b"1"))
+        .unwrap();
+    let other = c.nodes[0]
+        .put(now, key("other"), Bytes::from_static(b"x"))
+        .unwrap();
+    let second = c.nodes[0]
+        .put(now, key("k"), Bytes::from_static(b"2"))
+        .unwrap();
+    assert_eq!(
+        [first.dot.counter + 1, first.dot.counter + 2],
+        [other.dot.counter, second.dot.counter]
+    );
+    assert!(second.supersedes(&first.dot), "{second:?}");
+    // A conditional write sees the pending one; a delete of a pending value is a write.
+    assert_eq!(
+        c.nodes[0].put_if(now, key("k"), Bytes::from_static(b"3"), Some(first.dot)),
+        Err(WriteError::Conflict {
+            current: Some(second.dot)
+        })
+    );
+    let tomb = c.nodes[0].delete(now, key("k")).unwrap();
+    assert!(tomb.supersedes(&second.dot));
+    assert_eq!(c.nodes[0].delete(now, key("k")), None, "deleted twice");
+    let third = c.nodes[0]
+        .put_if(now, key("k"), Bytes::from_static(b"3"), None)
+        .unwrap();
+    // A peer writes the key while ours wait: its write is concurrent with all of them.
+    let now = c.now;
+    c.nodes[1]
+        .put(now, key("k"), Bytes::from_static(b"peer"))
+        .unwrap();
+    c.run_for(Duration::from_millis(50));
+    c.disk_stalled[0] = false;
+    c.run_for(Duration::from_secs(2));
+    for i in 0..2 {
+        let versions = c.nodes[i].store().versions(&key("k"));
+        let dots: Vec<_> = versions.iter().map(|v| v.dot).collect();
+        assert_eq!(dots.len(), 2, "node {i}: {versions:?}");
+        assert!(dots.contains(&third.dot), "node {i}: {versions:?}");
+    }
+}
+
+#[test]
+fn a_failed_persist_drops_pending_writes_and_numbering_continues_without_a_gap() {
+    let mut c = Cluster::joined(2);
+    c.disk_stalled[0] = true;
+    let now = c.now;
+    let stored = c.nodes[0].store().last_local_seq();
+    let lost = c.nodes[0]
+        .put(now, key("lost"), Bytes::from_static(b"1"))
+        .unwrap();
+    assert_eq!(lost.dot.counter, stored + 1);
+    assert!(c.nodes[0].poll_persist().is_some());
+    assert_eq!(c.nodes[0].handle_persist_failed(), 1);
+    c.disk_stalled[0] = false;
+    c.run_for(Duration::from_secs(2));
+    assert_eq!(c.value(1, "lost"), None, "a failed write reached a peer");
+    let next = c.nodes[0]
+        .put(now, key("kept"), Bytes::from_static(b"2"))
+        .unwrap();
+    assert_eq!(
+        next.dot.counter,
+        stored + 1,
+        "the failed number was skipped"
+    );
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(c.value(1, "kept").as_deref(), Some(&b"2"[..]));
+    assert_eq!(c.value(0, "lost"), None);
 }

@@ -129,6 +129,13 @@ pub enum WriteError {
         /// The configured limit.
         max: usize,
     },
+    /// A conditional write found another winner than the one expected.
+    #[error("the key's current version is not the one expected")]
+    Conflict {
+        /// The key's winner as this node sees it, its pending writes included (`None`: no
+        /// live value).
+        current: Option<Dot>,
+    },
 }
 
 /// Why a version from a peer was refused. Doesn't affect the store's state.
@@ -184,8 +191,9 @@ impl Applied {
 /// One replica of the configuration map. Sans-IO: time comes in as arguments.
 ///
 /// Methods come in three kinds:
-/// - local writes: [`put`](Store::put), [`delete`](Store::delete), which produce a new
-///   [`Version`] to send to peers;
+/// - local writes: [`put`](Store::put), [`delete`](Store::delete), which store a new
+///   [`Version`] at once; or [`local_version`](Store::local_version), which only builds one,
+///   for a caller that makes it durable first (the node does) and then [`apply`](Store::apply)s it;
 /// - merging remote state: [`apply`](Store::apply), [`apply_delta`](Store::apply_delta),
 ///   [`merge_snapshot`](Store::merge_snapshot), in any order, with duplicates;
 /// - reads: [`get`](Store::get), [`versions`](Store::versions), [`list`](Store::list),
@@ -280,12 +288,7 @@ impl Store {
     ///
     /// [`WriteError::ValueTooLarge`] if `value` exceeds [`StoreConfig::max_value_bytes`].
     pub fn put(&mut self, now_wall_ms: u64, key: Key, value: Bytes) -> Result<Version, WriteError> {
-        if value.len() > self.config.max_value_bytes {
-            return Err(WriteError::ValueTooLarge {
-                len: value.len(),
-                max: self.config.max_value_bytes,
-            });
-        }
+        self.check_value(&value)?;
         Ok(self.write_local(now_wall_ms, key, Payload::Value(value)))
     }
 
@@ -293,8 +296,7 @@ impl Store {
     /// current sibling. Returns the tombstone to send to peers, or `None` when the key holds no
     /// value (absent or already deleted), in which case nothing changes.
     pub fn delete(&mut self, now_wall_ms: u64, key: Key) -> Option<Version> {
-        let siblings = self.keys.get(&key)?;
-        if siblings.len() == 1 && siblings[0].is_tombstone() {
+        if !self.deletable(&key) {
             return None;
         }
         Some(self.write_local(now_wall_ms, key, Payload::Tombstone))
@@ -363,58 +365,74 @@ impl Store {
         self.hlc.last()
     }
 
-    /// The version a put of `value` under `key` at `now_wall_ms` would write, without
-    /// storing it: for a caller that must persist a write before it takes effect. Store it
-    /// with [`Store::commit_local`] before any other change to the store; until then nothing
-    /// but the hybrid logical clock has moved.
+    /// A new local version of `key`, numbered `seq`, without storing it: for a caller that
+    /// makes local writes durable before they take effect (the node's pending writes). It
+    /// supersedes every stored sibling of `key` and, when given, `after` (an earlier local
+    /// version of `key` not stored yet) with everything `after` supersedes. Only the hybrid
+    /// logical clock moves. Apply the version with [`Store::apply`] once it is durable.
     ///
     /// # Errors
     ///
-    /// [`WriteError::ValueTooLarge`] if `value` exceeds [`StoreConfig::max_value_bytes`].
-    pub fn prepare_put(
+    /// [`WriteError::ValueTooLarge`] if the payload's value exceeds
+    /// [`StoreConfig::max_value_bytes`].
+    pub fn local_version(
         &mut self,
         now_wall_ms: u64,
         key: Key,
-        value: Bytes,
+        payload: Payload,
+        seq: u64,
+        after: Option<&Version>,
     ) -> Result<Version, WriteError> {
+        if let Some(value) = payload.value() {
+            self.check_value(value)?;
+        }
+        let mut supersedes = self.superseded_by_a_write(&key);
+        if let Some(after) = after {
+            supersedes.merge(after.supersedes.clone());
+            supersedes.apply(after.dot);
+        }
+        Ok(Version {
+            key,
+            dot: Dot::new(self.writer, seq),
+            supersedes,
+            timestamp: self.hlc.tick(now_wall_ms),
+            payload,
+        })
+    }
+
+    /// The highest sequence number of this store's writer seen: a new local write must be
+    /// numbered above it, so a replica that learns of its own older writes (after losing
+    /// state) never reuses a dot.
+    pub fn last_local_seq(&self) -> u64 {
+        self.context.seen(self.writer).max()
+    }
+
+    /// Whether a delete of `key` would change anything: the key holds a live value, or
+    /// siblings to resolve.
+    pub fn deletable(&self, key: &Key) -> bool {
+        self.keys
+            .get(key)
+            .is_some_and(|s| !(s.len() == 1 && s[0].is_tombstone()))
+    }
+
+    fn check_value(&self, value: &Bytes) -> Result<(), WriteError> {
         if value.len() > self.config.max_value_bytes {
             return Err(WriteError::ValueTooLarge {
                 len: value.len(),
                 max: self.config.max_value_bytes,
             });
         }
-        Ok(self.prepare_local(now_wall_ms, key, Payload::Value(value)))
-    }
-
-    /// Like [`Store::prepare_put`] for a delete; `None` when [`Store::delete`] would do
-    /// nothing.
-    pub fn prepare_delete(&mut self, now_wall_ms: u64, key: Key) -> Option<Version> {
-        let siblings = self.keys.get(&key)?;
-        if siblings.len() == 1 && siblings[0].is_tombstone() {
-            return None;
-        }
-        Some(self.prepare_local(now_wall_ms, key, Payload::Tombstone))
-    }
-
-    /// Stores a version from [`Store::prepare_put`] or [`Store::prepare_delete`]. It
-    /// supersedes every sibling of its key, so the key then holds exactly this version.
-    ///
-    /// # Errors
-    ///
-    /// [`ApplyError::Malformed`] if the version is not this writer's next one (the store
-    /// changed since it was prepared); nothing changes.
-    pub fn commit_local(&mut self, version: Version) -> Result<(), ApplyError> {
-        self.check(&version)?;
-        let next = self.context.seen(self.writer).max() + 1;
-        if version.dot != Dot::new(self.writer, next) {
-            return Err(ApplyError::Malformed { dot: version.dot });
-        }
-        let applied = self.insert_new(version);
-        debug_assert!(
-            matches!(applied, Applied::Stored { .. }),
-            "local write not stored: {applied:?}"
-        );
         Ok(())
+    }
+
+    /// The clock of a write that supersedes every stored sibling of `key`.
+    fn superseded_by_a_write(&self, key: &Key) -> VClock {
+        let mut supersedes = VClock::new();
+        for sibling in self.versions(key) {
+            supersedes.merge(sibling.supersedes.clone());
+            supersedes.apply(sibling.dot);
+        }
+        supersedes
     }
 
     /// Starts recording which keys change (see [`Store::take_touched_keys`]): what a caller
@@ -446,26 +464,15 @@ impl Store {
         }
     }
 
-    fn prepare_local(&mut self, now_wall_ms: u64, key: Key, payload: Payload) -> Version {
-        let mut supersedes = VClock::new();
-        for sibling in self.versions(&key) {
-            supersedes.merge(sibling.supersedes.clone());
-            supersedes.apply(sibling.dot);
-        }
-        // The next number is derived from what this replica has seen of its own writer, so a
-        // replica that learns of its own older writes (after losing state) never reuses a dot.
-        let seq = self.context.seen(self.writer).max() + 1;
-        Version {
-            key,
-            dot: Dot::new(self.writer, seq),
-            supersedes,
-            timestamp: self.hlc.tick(now_wall_ms),
-            payload,
-        }
-    }
-
     fn write_local(&mut self, now_wall_ms: u64, key: Key, payload: Payload) -> Version {
-        let version = self.prepare_local(now_wall_ms, key, payload);
+        let seq = self.last_local_seq() + 1;
+        let version = Version {
+            dot: Dot::new(self.writer, seq),
+            supersedes: self.superseded_by_a_write(&key),
+            timestamp: self.hlc.tick(now_wall_ms),
+            key,
+            payload,
+        };
         let applied = self.insert_new(version.clone());
         debug_assert!(
             matches!(applied, Applied::Stored { .. }),

@@ -596,31 +596,40 @@ proptest! {
 }
 
 #[test]
-fn a_prepared_write_changes_nothing_until_committed() {
+fn a_local_version_changes_nothing_until_applied_and_chains_after_a_pending_one() {
     let mut s = store(1);
     s.put(1_000, key("k"), val("a")).unwrap();
     let before = replicated(&s);
-    let prepared = s.prepare_put(2_000, key("k"), val("b")).unwrap();
-    assert_eq!(replicated(&s), before, "prepare must not store");
-    assert_eq!(prepared.dot, Dot::new(WriterId(1), 2));
-    assert!(prepared.supersedes(&Dot::new(WriterId(1), 1)));
-    s.commit_local(prepared.clone()).unwrap();
-    assert_eq!(s.versions(&key("k")), std::slice::from_ref(&prepared));
+    let seq = s.last_local_seq() + 1;
+    let first = s
+        .local_version(2_000, key("k"), Payload::Value(val("b")), seq, None)
+        .unwrap();
+    assert_eq!(
+        replicated(&s),
+        before,
+        "building a version must not store it"
+    );
+    assert_eq!(first.dot, Dot::new(WriterId(1), 2));
+    assert!(first.supersedes(&Dot::new(WriterId(1), 1)));
+    // The next one, built while the first is not stored, supersedes it too.
+    let second = s
+        .local_version(2_001, key("k"), Payload::Tombstone, seq + 1, Some(&first))
+        .unwrap();
+    assert!(second.supersedes(&first.dot) && second.supersedes(&Dot::new(WriterId(1), 1)));
+    assert!(second.timestamp > first.timestamp);
+    s.apply(first.clone()).unwrap();
+    s.apply(second.clone()).unwrap();
+    assert_eq!(s.versions(&key("k")), std::slice::from_ref(&second));
+    assert_eq!(s.last_local_seq(), seq + 1);
     check_invariants(&s);
-    // A prepared write made stale by another local write is refused, not stored twice.
-    let stale = s.prepare_put(3_000, key("k"), val("c")).unwrap();
-    s.put(3_001, key("k"), val("d")).unwrap();
-    assert!(matches!(
-        s.commit_local(stale),
-        Err(ApplyError::Malformed { .. })
-    ));
-    assert_eq!(s.get(&key("k")).unwrap().payload.value(), Some(&val("d")));
-    assert!(s.prepare_delete(4_000, key("absent")).is_none());
+    assert!(!s.deletable(&key("k")) && !s.deletable(&key("absent")));
     assert!(
-        s.prepare_put(
+        s.local_version(
             4_000,
             key("k"),
-            Bytes::from(vec![0; DEFAULT_MAX_VALUE_BYTES + 1])
+            Payload::Value(Bytes::from(vec![0; DEFAULT_MAX_VALUE_BYTES + 1])),
+            seq + 2,
+            None
         )
         .is_err()
     );

@@ -1,14 +1,20 @@
 //! Loading what a data directory holds at start.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    CHANGES, CONTEXT, CURSOR_BLOCK, FORMAT, HISTORY, Loaded, MAX_LOG_EPOCHS, META, META_COLLECTED,
-    META_FORMAT, META_LOG_EPOCHS, META_LOG_ID, META_LOG_RESERVED, META_MEMBERS, META_WRITER,
-    SharedDatabase, StorageError, VERSIONS, current, decode, read_u64, read_u64s,
+    CHANGES, CONTEXT, CURSOR_BLOCK, FORMAT, HISTORY, LOCAL_WRITES, Loaded, MAX_LOG_EPOCHS, META,
+    META_COLLECTED, META_FORMAT, META_LOG_EPOCHS, META_LOG_ID, META_LOG_RESERVED, META_MEMBERS,
+    META_WRITER, SharedDatabase, StorageError, VERSIONS, current, decode, encode, read_u64,
+    read_u64s,
+    writer::{Rows, Writer},
 };
-use crate::proto::{
-    Digest, SeqSet, Snapshot, Store, StoreConfig, VClock, Version, WriterId, node::NodeId,
+use crate::{
+    proto::{
+        Digest, SeqSet, Snapshot, Store, StoreConfig, Touched, VClock, Version, WriterId,
+        node::NodeId,
+    },
+    runtime::watch::{Change, Cursor},
 };
 
 /// The change log's position in a database just opened.
@@ -30,6 +36,7 @@ pub(super) fn load(
     configured: Option<WriterId>,
     new_writer: WriterId,
     store_config: StoreConfig,
+    history_len: usize,
 ) -> Result<(Loaded, LogStart), StorageError> {
     let db = current(shared)?;
     let mut log = LogStart {
@@ -108,6 +115,7 @@ pub(super) fn load(
     txn.open_table(VERSIONS)?;
     txn.open_table(CONTEXT)?;
     txn.open_table(HISTORY)?;
+    txn.open_table(LOCAL_WRITES)?;
     log.entries = txn.open_table(CHANGES)?.len()?;
     txn.commit()?;
     let read = db.begin_read()?;
@@ -156,8 +164,18 @@ pub(super) fn load(
         part: 0,
         parts: 1,
     };
-    let store = Store::restore(writer, store_config, snapshot)
+    let mut store = Store::restore(writer, store_config, snapshot)
         .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    let mut wal = Vec::new();
+    for row in read.open_table(LOCAL_WRITES)?.iter()? {
+        let (_, version) = row?;
+        wal.push(decode::<Version>(version.value())?);
+    }
+    drop(meta);
+    drop(read);
+    if !wal.is_empty() {
+        replay(&db, &mut store, wal, history_len, &mut log)?;
+    }
     Ok((
         Loaded {
             writer,
@@ -166,4 +184,85 @@ pub(super) fn load(
         },
         log,
     ))
+}
+
+/// Applies the local writes a crash left in the write-ahead log (durable, acknowledged or
+/// about to be, but not yet in the rows), then writes their keys' rows, the context and their
+/// change-log entries and empties the log, in one durable commit.
+fn replay(
+    db: &redb::Database,
+    store: &mut Store,
+    wal: Vec<Version>,
+    history_len: usize,
+    log: &mut LogStart,
+) -> Result<(), StorageError> {
+    let count = wal.len();
+    store.track_touched_keys();
+    let mut changes = Vec::new();
+    for version in wal {
+        let old = store.get(&version.key).cloned();
+        let applied = store
+            .apply(version.clone())
+            .map_err(|e| StorageError::Corrupt(format!("local write: {e}")))?;
+        if applied.winner_changed() {
+            let new = store.get(&version.key).cloned();
+            let origin = store
+                .versions(&version.key)
+                .first()
+                .map_or(version.dot.actor, |v| v.dot.actor);
+            changes.push(Change {
+                cursor: Cursor {
+                    log: log.id,
+                    seq: log.next,
+                },
+                key: version.key.clone(),
+                old,
+                new,
+                origin,
+            });
+            log.next += 1;
+        }
+    }
+    let touched = store.take_touched_keys();
+    let mut scratch = Vec::new();
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut versions = txn.open_table(VERSIONS)?;
+        let mut history = txn.open_table(HISTORY)?;
+        for (key, touched) in touched {
+            let rows = Rows {
+                versions: store.versions(&key).to_vec(),
+                new: touched == Touched::New,
+            };
+            Writer::write_key(
+                &mut versions,
+                &mut history,
+                &mut scratch,
+                history_len,
+                &key,
+                &rows,
+            )?;
+        }
+        let mut context = txn.open_table(CONTEXT)?;
+        let writer = store.writer();
+        context.insert(writer.0, encode(&mut scratch, store.digest().seen(writer))?)?;
+        let mut changes_table = txn.open_table(CHANGES)?;
+        for change in &changes {
+            changes_table.insert(change.cursor.seq, encode(&mut scratch, change)?)?;
+            log.entries += 1;
+        }
+        if log.next >= log.reserved {
+            log.reserved = log.next + CURSOR_BLOCK;
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_LOG_RESERVED, log.reserved.to_le_bytes().as_slice())?;
+        }
+        txn.open_table(LOCAL_WRITES)?.retain(|_, _| false)?;
+    }
+    txn.commit()?;
+    tracing::info!(
+        writes = count,
+        "local writes replayed from the write-ahead log"
+    );
+    Ok(())
 }

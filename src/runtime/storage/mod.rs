@@ -11,15 +11,23 @@
 //! - `history`: per key, the last versions seen, for [`Mesh::history`](super::Mesh::history).
 //! - `changes`: the change log behind [`Mesh::watch`](super::Mesh::watch), by cursor.
 //!
-//! Every commit is one redb transaction, so the file always holds a state the replica was in
-//! (or a union of one with the local write being committed). Local writes commit with
-//! `Durability::Immediate` *before* they take effect in memory; what arrives from peers commits
-//! without an fsync and is made durable by the next local write or the periodic checkpoint. A
-//! crash can lose only such remote state, which anti-entropy pulls again.
+//! - `local_writes`: the write-ahead log of local writes, by sequence number. A local write is
+//!   committed here, durably, *before* it takes effect in the node; once it has been applied
+//!   and its key's rows and the context carry it, the commit that writes them removes it. A
+//!   start applies whatever is left (a crash came between the two commits).
 //!
-//! Commits run on a thread of their own ([`writer`]), in the order the node task sends them:
-//! the node merges its next input while the last is written, and the file trails memory by
-//! at most [`QUEUE_DEPTH`] batches. Watchers see a change once it is written.
+//! Every commit is one redb transaction, so the file always holds a state the replica was in,
+//! plus local writes not yet applied. A commit that holds local writes is made with
+//! `Durability::Immediate` (it also makes everything before it durable); one holding only what
+//! arrived from peers commits without an fsync and is made durable by the next local write or
+//! the periodic checkpoint. A crash can lose only such remote state, which anti-entropy pulls
+//! again, and local writes not yet acknowledged, which no peer has seen.
+//!
+//! Commits run on a thread of their own ([`writer`]), in the order the node task submits them,
+//! and report back on a channel the node task awaits: it never blocks on the disk. It keeps at
+//! most [`MAX_IN_FLIGHT`] commits outstanding and gathers everything that arrives meanwhile
+//! into the next one, so concurrent local writes share one fsync (group commit). Watchers see a
+//! change once it is written.
 
 mod backend;
 mod load;
@@ -29,14 +37,15 @@ mod writer;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock, mpsc::SyncSender},
+    sync::{Arc, RwLock, mpsc::Sender},
 };
 
 use redb::{Database, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub(crate) use self::reader::{LogPosition, StorageReader};
+pub(crate) use self::writer::Done;
 use self::writer::{Batch, Job, Rows, Writer};
 use super::watch::{Change, Cursor};
 use crate::proto::{
@@ -57,6 +66,10 @@ const VERSIONS: TableDefinition<(&str, u64, u64), &[u8]> = TableDefinition::new(
 const CONTEXT: TableDefinition<u64, &[u8]> = TableDefinition::new("context");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
 const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+/// Local writes made durable and not yet applied to `versions`: this writer's sequence number
+/// to the version. A table added after format 1 was released; opening an older directory
+/// creates it (no migration needed: it starts empty).
+const LOCAL_WRITES: TableDefinition<u64, &[u8]> = TableDefinition::new("local_writes");
 
 const META_FORMAT: &str = "format";
 const META_WRITER: &str = "writer";
@@ -107,6 +120,10 @@ pub enum StorageError {
     /// The thread that writes the database could not be started.
     #[error("cannot start the storage writer thread: {0}")]
     Thread(std::io::Error),
+    /// The commit that was to make a batch of local writes durable failed (or was refused
+    /// because one before it failed); shared by every write of the batch. Nothing changed.
+    #[error("the write was not made durable: {0}")]
+    WriteFailed(Arc<StorageError>),
 }
 
 /// Decides, before each write or sync of the data directory's file, whether it fails as a
@@ -174,18 +191,20 @@ struct CursorSource {
     next: u64,
 }
 
-/// How many jobs the node task may queue ahead of the writer before it waits: enough to
-/// overlap merging the next input with writing the last, little enough to bound memory.
-const QUEUE_DEPTH: usize = 4;
+/// How many commits the node task keeps outstanding: one being written while the next is
+/// queued behind it overlaps encoding with the fsync; everything arriving meanwhile waits in
+/// the node task and goes into the commit after, which is what groups concurrent writes.
+pub(crate) const MAX_IN_FLIGHT: usize = 2;
 
-/// The node task's side of the database: it turns the store's changes into batches for the
-/// writer thread ([`writer`]), and hands out change-log cursors.
+/// The node task's side of the database: it turns the store's changes and the node's local
+/// writes into commits for the writer thread ([`writer`]), and hands out change-log cursors.
 ///
-/// A remote commit is queued and returns at once (the writer keeps and retries a batch that
-/// fails); a local one waits until it is durable. Either way batches are written in the
-/// order they were sent, so the database always holds a state the replica was in.
+/// [`Storage::submit`] never waits: the writer reports each commit on the channel returned by
+/// [`Storage::open`], and the caller keeps at most [`MAX_IN_FLIGHT`] outstanding
+/// ([`Storage::can_submit`]). Commits are written in the order they were submitted, so the
+/// database always holds a state the replica was in.
 pub(crate) struct Storage {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     db: SharedDatabase,
     history_len: usize,
@@ -193,12 +212,38 @@ pub(crate) struct Storage {
     /// The context and floor as sent to the writer, to send only what changed.
     sent_context: BTreeMap<WriterId, SeqSet>,
     sent_floor: VClock,
+    /// Commits submitted and not yet reported done.
+    in_flight: usize,
+}
+
+/// What one commit carries; see [`Storage::submit`].
+#[derive(Default)]
+pub(crate) struct Submission {
+    /// Keys whose rows to rewrite from the store, with how each stood before.
+    pub(crate) keys: TouchedKeys,
+    /// Change-log entries, cursors in order.
+    pub(crate) changes: Vec<Change>,
+    /// The member list, when it changed.
+    pub(crate) members: Option<Vec<NodeId>>,
+    /// Make this commit, and everything before it, durable.
+    pub(crate) durable: bool,
+    /// Local writes to make durable, in sequence order (the commit is then durable).
+    pub(crate) locals: Vec<Version>,
+    /// Local writes numbered up to this are applied to the store (and so written with the
+    /// rows and context of this commit or an earlier one): drop them from the write-ahead log.
+    pub(crate) applied_through: Option<u64>,
+    /// Answered once this commit was tried (with everything before it).
+    pub(crate) notify: Vec<oneshot::Sender<()>>,
+    /// The node task's write epoch: a failed commit of local writes refuses every later one
+    /// of the same epoch, submitted before the node task heard of the failure.
+    pub(crate) epoch: u64,
 }
 
 impl Storage {
     /// Opens (or creates) the database in `dir`; `None` keeps it in memory (nothing survives
-    /// the process). Loads the replica it holds and starts the writer thread; committed
-    /// changes go to `changes`.
+    /// the process). Loads the replica it holds (applying local writes left in the write-ahead
+    /// log) and starts the writer thread; committed changes go to `changes`, and each commit
+    /// is reported on the returned receiver.
     #[allow(
         clippy::too_many_arguments,
         reason = "one call site, each argument named"
@@ -213,7 +258,7 @@ impl Storage {
         history_len: usize,
         log_len: u64,
         changes: broadcast::Sender<Change>,
-    ) -> Result<(Storage, Loaded), StorageError> {
+    ) -> Result<(Storage, Loaded, mpsc::UnboundedReceiver<Done>), StorageError> {
         let location = match dir {
             Some(dir) => Location::Dir {
                 dir: dir.to_path_buf(),
@@ -225,8 +270,9 @@ impl Storage {
         let db: SharedDatabase = Arc::new(RwLock::new(Some(Arc::new(backend::open_database(
             &location,
         )?))));
-        let (loaded, log) = load::load(&db, writer, new_writer, store_config)?;
         let history_len = history_len.max(1);
+        let (loaded, log) = load::load(&db, writer, new_writer, store_config, history_len)?;
+        let (done_tx, done) = mpsc::unbounded_channel();
         let state = Writer {
             db: Arc::clone(&db),
             location,
@@ -236,11 +282,15 @@ impl Storage {
             log_entries: log.entries,
             log_reserved: log.reserved,
             kept: None,
+            unsynced: None,
+            lost: None,
             failing: false,
+            failed_epoch: None,
             changes,
+            done: done_tx,
             scratch: Vec::new(),
         };
-        let (jobs, queue) = std::sync::mpsc::sync_channel(QUEUE_DEPTH);
+        let (jobs, queue) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("confmesh-storage".into())
             .spawn(move || state.run(&queue))
@@ -269,8 +319,9 @@ impl Storage {
                 .as_ref()
                 .map(|s| s.collected_floor().clone())
                 .unwrap_or_default(),
+            in_flight: 0,
         };
-        Ok((storage, loaded))
+        Ok((storage, loaded, done))
     }
 
     /// Commits what is queued and closes the database, releasing the data directory; readers
@@ -307,24 +358,29 @@ impl Storage {
         cursor
     }
 
-    /// Takes back cursors handed out for changes that were not committed (the commit failed
-    /// and the write was refused), so the log stays gap-free.
-    pub(crate) fn return_cursors(&mut self, first: u64) {
-        self.cursors.next = self.cursors.next.min(first);
+    /// Whether another commit may be submitted now (fewer than [`MAX_IN_FLIGHT`] are
+    /// outstanding).
+    pub(crate) fn can_submit(&self) -> bool {
+        self.in_flight < MAX_IN_FLIGHT && self.jobs.is_some()
     }
 
-    /// Queues the store's state of `keys`, the context and floor where they changed, the
-    /// member list if given, and `changes`, for the writer. Waits only while the writer is
-    /// [`QUEUE_DEPTH`] batches behind.
-    pub(crate) fn commit_remote(
-        &mut self,
-        store: &Store,
-        keys: TouchedKeys,
-        changes: Vec<Change>,
-        members: Option<Vec<NodeId>>,
-        durable: bool,
-    ) {
-        let keys = keys
+    /// Commits outstanding.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Records that the writer reported a commit done (a [`Done`] was received).
+    pub(crate) fn completed(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// Submits one commit: the store's rows of `keys`, the context and floor where they
+    /// changed, and the rest of `work`. Returns at once; the writer reports a [`Done`]. A
+    /// commit that fails is kept by the writer and retried with the next (its local writes
+    /// excepted: they are refused, and reported so).
+    pub(crate) fn submit(&mut self, store: &Store, work: Submission) {
+        let keys = work
+            .keys
             .into_iter()
             .map(|(key, touched)| {
                 let rows = Rows {
@@ -338,9 +394,10 @@ impl Storage {
             keys,
             context: self.changed_context(store),
             floor: self.changed_floor(store),
-            members,
-            changes,
-            durable,
+            members: work.members,
+            changes: work.changes,
+            durable: work.durable,
+            applied_through: work.applied_through,
         };
         self.sent_context
             .extend(batch.context.iter().map(|(w, seen)| (*w, seen.clone())));
@@ -350,63 +407,17 @@ impl Storage {
         let Some(jobs) = &self.jobs else {
             return;
         };
-        if jobs.send(Job::Remote(batch)).is_err() {
-            tracing::error!("the storage writer is gone; remote changes not saved");
-        }
-    }
-
-    /// Commits a prepared local write, with everything queued before it, durably: `local`
-    /// replaces the siblings of its key, and `change` is logged. On error nothing was written
-    /// (what was queued before stays queued).
-    pub(crate) fn commit_local(
-        &mut self,
-        store: &Store,
-        local: &Version,
-        change: Option<Change>,
-    ) -> Result<(), StorageError> {
-        let mut context = self.changed_context(store);
-        let writer = local.dot.actor;
-        let seen = context
-            .entry(writer)
-            .or_insert_with(|| store.digest().seen(writer).clone());
-        seen.insert(local.dot.counter);
-        let rows = Rows {
-            versions: vec![local.clone()],
-            new: store.versions(&local.key).is_empty(),
+        let job = Job::Commit {
+            batch,
+            locals: work.locals,
+            epoch: work.epoch,
+            notify: work.notify,
         };
-        let batch = Batch {
-            keys: BTreeMap::from([(local.key.clone(), rows)]),
-            context,
-            floor: self.changed_floor(store),
-            members: None,
-            changes: change.into_iter().collect(),
-            durable: true,
-        };
-        let sent_context: Vec<_> = batch
-            .context
-            .iter()
-            .map(|(w, seen)| (*w, seen.clone()))
-            .collect();
-        let sent_floor = batch.floor.clone();
-        let jobs = self.jobs.as_ref().ok_or(StorageError::Unavailable)?;
-        let (reply, result) = std::sync::mpsc::sync_channel(1);
-        jobs.send(Job::Local(batch, reply))
-            .map_err(|_| StorageError::Unavailable)?;
-        result.recv().map_err(|_| StorageError::Unavailable)??;
-        self.sent_context.extend(sent_context);
-        if let Some(floor) = sent_floor {
-            self.sent_floor = floor;
+        if jobs.send(job).is_err() {
+            tracing::error!("the storage writer is gone; changes not saved");
+            return;
         }
-        Ok(())
-    }
-
-    /// Sends `()` on `reply` once everything queued so far is written (or was tried and
-    /// failed: the writer keeps it and retries, and the reply does not wait for that).
-    pub(crate) fn notify_when_written(&self, reply: oneshot::Sender<()>) {
-        if let Some(jobs) = &self.jobs {
-            // A writer that is gone drops `reply`: the waiter learns the node stopped.
-            let _ = jobs.send(Job::Notify(reply));
-        }
+        self.in_flight += 1;
     }
 
     /// The context entries that differ from what was sent; only those are cloned (this runs

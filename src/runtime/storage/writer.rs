@@ -1,25 +1,30 @@
 //! The writer thread: commits batches to the database in the order the node task sent them,
 //! so the node merges the next input while the last one is written.
 //!
-//! Remote changes are fire-and-forget: a batch that fails to commit is kept (merged with the
-//! ones after it) and retried, first with the next job and at least every [`RETRY_EVERY`], so
-//! nothing the node sent is dropped. A local write waits for its reply; it is committed in
-//! one transaction with whatever is kept, and on failure the kept batch is left as it was.
-//! Changes go to watchers only once committed.
+//! Each job is one transaction: what is kept from a failed commit, the job's rows and changes,
+//! and its local writes (appended to the write-ahead log). Every job is reported back as a
+//! [`Done`]. Rows and changes are never dropped: a batch that fails to commit is kept (merged
+//! with the ones after it) and retried, first with the next job and at least every
+//! [`RETRY_EVERY`]. Local writes of a failed commit are refused instead, and so are those of
+//! every later job of the same epoch (the node task submitted them before it heard, and they
+//! may build on the refused ones). Changes go to watchers only once committed.
 
 use std::{
     collections::{BTreeMap, btree_map::Entry},
-    sync::mpsc::{Receiver, RecvTimeoutError, SyncSender},
+    sync::{
+        Arc,
+        mpsc::{Receiver, RecvTimeoutError, SyncSender},
+    },
     time::Duration,
 };
 
 use redb::{Durability, ReadableTable};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
-    CHANGES, CONTEXT, CURSOR_BLOCK, HISTORY, Location, META, META_COLLECTED, META_LOG_RESERVED,
-    META_LOG_TRIMMED, META_MEMBERS, SharedDatabase, StorageError, VERSIONS, backend, current,
-    encode,
+    CHANGES, CONTEXT, CURSOR_BLOCK, HISTORY, LOCAL_WRITES, Location, META, META_COLLECTED,
+    META_LOG_RESERVED, META_LOG_TRIMMED, META_MEMBERS, SharedDatabase, StorageError, VERSIONS,
+    backend, current, encode,
 };
 use crate::{
     proto::{Key, SeqSet, VClock, Version, WriterId, node::NodeId},
@@ -28,17 +33,34 @@ use crate::{
 
 /// How often a batch that failed to commit is retried while no job arrives.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Past this many keys written without an fsync, the next commit is durable: what a reopen
+/// after a failure must write again stays bounded.
+const MAX_UNSYNCED_KEYS: usize = 16_384;
 
 /// What the node task asks of the writer.
 pub(super) enum Job {
-    /// Remote changes, committed in order; never refused (kept and retried on failure).
-    Remote(Batch),
-    /// A local write: committed durably, with everything sent before it, before the reply.
-    Local(Batch, SyncSender<Result<(), StorageError>>),
-    /// Answer once every job before it is done.
-    Notify(oneshot::Sender<()>),
+    /// One commit, reported with a [`Done`].
+    Commit {
+        /// Rows and changes: never refused (kept and retried on failure).
+        batch: Batch,
+        /// Local writes for the write-ahead log, in sequence order: the commit is durable.
+        locals: Vec<Version>,
+        /// The node task's write epoch (see [`Writer::failed_epoch`]).
+        epoch: u64,
+        /// Answered once the commit was tried.
+        notify: Vec<oneshot::Sender<()>>,
+    },
     /// Commit what is kept, close the database, and stop.
     Close(SyncSender<()>),
+}
+
+/// A commit reported back to the node task.
+#[derive(Debug)]
+pub(crate) struct Done {
+    /// The epoch the commit was submitted in.
+    pub(crate) epoch: u64,
+    /// For a commit with local writes: durable through this sequence number, or refused.
+    pub(crate) locals: Option<Result<u64, Arc<StorageError>>>,
 }
 
 /// What one commit writes: rows, context, floor, members and change-log entries.
@@ -56,6 +78,9 @@ pub(super) struct Batch {
     pub(super) changes: Vec<Change>,
     /// fsync before the commit returns.
     pub(super) durable: bool,
+    /// Drop local writes numbered up to this from the write-ahead log: the rows and context
+    /// of this batch (or earlier ones) carry them.
+    pub(super) applied_through: Option<u64>,
 }
 
 /// A key's rows after a batch.
@@ -88,6 +113,7 @@ impl Batch {
         }
         self.changes.extend(later.changes);
         self.durable |= later.durable;
+        self.applied_through = self.applied_through.max(later.applied_through);
     }
 }
 
@@ -106,9 +132,19 @@ pub(super) struct Writer {
     pub(super) log_reserved: u64,
     /// Remote changes that failed to commit, retried before anything else.
     pub(super) kept: Option<Batch>,
+    /// What was committed without an fsync since the last durable commit: a database reopened
+    /// after a failure no longer holds it, so it is committed again first.
+    pub(super) unsynced: Option<Batch>,
+    /// After a reopen: what the database lost, to commit again before anything else.
+    pub(super) lost: Option<Batch>,
     /// Whether the current failure was logged.
     pub(super) failing: bool,
+    /// The epoch whose local writes failed, with why: later local writes of that epoch are
+    /// refused with the same error.
+    pub(super) failed_epoch: Option<(u64, Arc<StorageError>)>,
     pub(super) changes: broadcast::Sender<Change>,
+    /// Where each commit is reported.
+    pub(super) done: mpsc::UnboundedSender<Done>,
     /// The buffer rows are encoded into, reused (a catch-up writes 100,000s of rows).
     pub(super) scratch: Vec<u8>,
 }
@@ -130,14 +166,19 @@ impl Writer {
                 }
             };
             match job {
-                None => self.remote(Batch::default()),
-                Some(Job::Remote(batch)) => self.remote(batch),
-                Some(Job::Local(batch, reply)) => {
-                    let result = self.local(batch);
-                    let _ = reply.send(result);
-                }
-                Some(Job::Notify(reply)) => {
-                    let _ = reply.send(());
+                None => self.retry(),
+                Some(Job::Commit {
+                    batch,
+                    locals,
+                    epoch,
+                    notify,
+                }) => {
+                    let locals = self.commit_job(batch, locals, epoch);
+                    for reply in notify {
+                        let _ = reply.send(());
+                    }
+                    // A node task that is gone no longer needs the report.
+                    let _ = self.done.send(Done { epoch, locals });
                 }
                 Some(Job::Close(reply)) => {
                     self.close();
@@ -149,7 +190,34 @@ impl Writer {
         self.close();
     }
 
-    fn remote(&mut self, batch: Batch) {
+    /// Retries what is kept from a failed commit.
+    fn retry(&mut self) {
+        if let Some(kept) = self.kept.take() {
+            match self.commit(&[&kept], &[]) {
+                Ok(durable) => self.committed(kept, durable),
+                Err(_) => self.kept = Some(kept),
+            }
+        }
+    }
+
+    /// Commits `batch` after what is kept, with `locals` unless their epoch already failed.
+    /// Returns what becomes of the local writes.
+    fn commit_job(
+        &mut self,
+        batch: Batch,
+        locals: Vec<Version>,
+        epoch: u64,
+    ) -> Option<Result<u64, Arc<StorageError>>> {
+        let refused = self
+            .failed_epoch
+            .as_ref()
+            .filter(|(failed, _)| *failed == epoch)
+            .map(|(_, e)| Arc::clone(e));
+        let through = locals.last().map(|v| v.dot.counter);
+        let locals = match (&refused, through) {
+            (Some(_), Some(_)) | (_, None) => Vec::new(),
+            (None, Some(_)) => locals,
+        };
         let batch = match self.kept.take() {
             Some(mut kept) => {
                 kept.absorb(batch);
@@ -157,27 +225,20 @@ impl Writer {
             }
             None => batch,
         };
-        match self.commit(&[&batch]) {
-            Ok(()) => self.publish(batch.changes),
-            Err(_) => self.kept = Some(batch),
+        match self.commit(&[&batch], &locals) {
+            Ok(durable) => {
+                self.committed(batch, durable);
+                through.map(|seq| refused.map_or(Ok(seq), Err))
+            }
+            Err(e) => {
+                self.kept = Some(batch);
+                through.map(|_| {
+                    let e = refused.unwrap_or_else(|| Arc::new(e));
+                    self.failed_epoch = Some((epoch, Arc::clone(&e)));
+                    Err(e)
+                })
+            }
         }
-    }
-
-    fn local(&mut self, batch: Batch) -> Result<(), StorageError> {
-        let kept = self.kept.take();
-        let result = match &kept {
-            Some(kept) => self.commit(&[kept, &batch]),
-            None => self.commit(&[&batch]),
-        };
-        if let Err(e) = result {
-            self.kept = kept;
-            return Err(e);
-        }
-        if let Some(kept) = kept {
-            self.publish(kept.changes);
-        }
-        self.publish(batch.changes);
-        Ok(())
     }
 
     fn publish(&self, changes: Vec<Change>) {
@@ -187,28 +248,56 @@ impl Writer {
         }
     }
 
-    /// Commits `batches` in one transaction, in order. On error nothing was written.
-    fn commit(&mut self, batches: &[&Batch]) -> Result<(), StorageError> {
+    /// Publishes a committed batch's changes to watchers, and remembers it until a durable
+    /// commit (see [`Writer::unsynced`]).
+    fn committed(&mut self, batch: Batch, durable: bool) {
+        self.publish(batch.changes.clone());
+        if durable {
+            return;
+        }
+        match &mut self.unsynced {
+            Some(unsynced) => unsynced.absorb(batch),
+            None => self.unsynced = Some(batch),
+        }
+    }
+
+    /// Commits `batches` in one transaction, in order, with `locals` appended to the
+    /// write-ahead log; returns whether the commit was durable. On error nothing was written.
+    fn commit(&mut self, batches: &[&Batch], locals: &[Version]) -> Result<bool, StorageError> {
         if self.broken {
             self.reopen()?;
         }
-        let result = self.try_commit(batches);
+        let lost = self.lost.take();
+        let all: Vec<&Batch> = lost.iter().chain(batches.iter().copied()).collect();
+        let result = self.try_commit(&all, locals, lost.is_some());
         self.broken = result.is_err();
         match &result {
-            Ok(()) if self.failing => {
-                tracing::info!("storage commits succeed again");
-                self.failing = false;
+            Ok(durable) => {
+                if *durable {
+                    self.unsynced = None;
+                }
+                if self.failing {
+                    tracing::info!("storage commits succeed again");
+                    self.failing = false;
+                }
             }
-            Err(e) if !self.failing => {
-                tracing::error!(cause = %e, "storage commit failed; local writes are refused until it succeeds");
-                self.failing = true;
+            Err(e) => {
+                self.lost = lost;
+                if !self.failing {
+                    tracing::error!(cause = %e, "storage commit failed; local writes are refused until it succeeds");
+                    self.failing = true;
+                }
             }
-            _ => {}
         }
         result
     }
 
-    fn try_commit(&mut self, batches: &[&Batch]) -> Result<(), StorageError> {
+    fn try_commit(
+        &mut self,
+        batches: &[&Batch],
+        locals: &[Version],
+        force_durable: bool,
+    ) -> Result<bool, StorageError> {
         let db = current(&self.db)?;
         let mut txn = db.begin_write()?;
         let last_cursor = batches
@@ -217,7 +306,12 @@ impl Writer {
             .find_map(|b| b.changes.last())
             .map(|c| c.cursor.seq);
         let needs_reservation = last_cursor.is_some_and(|seq| seq >= self.log_reserved);
-        let durable = batches.iter().any(|b| b.durable) || needs_reservation;
+        let unsynced_keys = self.unsynced.as_ref().map_or(0, |b| b.keys.len());
+        let durable = force_durable
+            || batches.iter().any(|b| b.durable)
+            || needs_reservation
+            || !locals.is_empty()
+            || unsynced_keys >= MAX_UNSYNCED_KEYS;
         txn.set_durability(if durable {
             Durability::Immediate
         } else {
@@ -231,7 +325,11 @@ impl Writer {
             let mut context = txn.open_table(CONTEXT)?;
             let mut meta = txn.open_table(META)?;
             let mut log = txn.open_table(CHANGES)?;
+            let mut wal = txn.open_table(LOCAL_WRITES)?;
             for batch in batches {
+                if let Some(seq) = batch.applied_through {
+                    wal.retain_in(..=seq, |_, _| false)?;
+                }
                 for (key, rows) in &batch.keys {
                     Self::write_key(
                         &mut versions,
@@ -256,6 +354,9 @@ impl Writer {
                     log_entries += 1;
                 }
             }
+            for version in locals {
+                wal.insert(version.dot.counter, encode(&mut self.scratch, version)?)?;
+            }
             let mut trimmed = None;
             while log_entries > self.log_len {
                 match log.pop_first()? {
@@ -275,14 +376,14 @@ impl Writer {
         txn.commit()?;
         self.log_entries = log_entries;
         self.log_reserved = reserved;
-        Ok(())
+        Ok(durable)
     }
 
     /// Rewrites `key`'s rows to exactly `rows`; the rows that leave go to its history.
     ///
     /// The history table holds only superseded versions (and collected tombstones): a key
     /// seen for the first time, as every key of a catch-up is, costs one insert and no read.
-    fn write_key(
+    pub(super) fn write_key(
         versions: &mut redb::Table<'_, (&'static str, u64, u64), &'static [u8]>,
         history: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
         scratch: &mut Vec<u8>,
@@ -361,6 +462,9 @@ impl Writer {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::sync::Arc::new(db));
         self.broken = false;
+        // Commits made without an fsync since the last durable one are gone with the old
+        // handle: write them again before anything else.
+        self.lost = self.unsynced.take();
         tracing::info!("storage reopened");
         Ok(())
     }
@@ -370,8 +474,8 @@ impl Writer {
     fn close(&mut self) {
         if let Some(mut kept) = self.kept.take() {
             kept.durable = true;
-            match self.commit(&[&kept]) {
-                Ok(()) => self.publish(kept.changes),
+            match self.commit(&[&kept], &[]) {
+                Ok(durable) => self.committed(kept, durable),
                 Err(e) => tracing::warn!(cause = %e, "remote changes not saved at shutdown"),
             }
         }

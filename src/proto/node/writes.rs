@@ -1,0 +1,196 @@
+//! Local writes: prepared, made durable by the runtime, and only then applied.
+//!
+//! A write is numbered and given its clock when it is made ([`Node::put`]), then waits in the
+//! pending layer until the runtime reports it durable ([`Node::handle_persisted`]). Until then
+//! it is neither readable nor sent to any peer, so a crash can only lose a write nobody saw,
+//! and a node never reissues a version id it pushed. Writes prepared while earlier ones are
+//! still pending take the next numbers, and a write to a key with a pending write supersedes
+//! that write too (their clocks chain), so the order of local writes to a key holds whatever
+//! arrives from peers in between.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::Node;
+use crate::proto::{Applied, Dot, Key, Payload, Store, Version, WriteError};
+
+/// The pending layer: local writes prepared and not yet durable.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    /// In sequence order.
+    writes: VecDeque<Version>,
+    /// How many of `writes` were handed to the runtime by [`Node::poll_persist`].
+    handed_out: usize,
+    /// The latest pending write of each key with one.
+    latest: BTreeMap<Key, Version>,
+}
+
+impl Pending {
+    /// The number the next local write takes: above every number this writer used, pending
+    /// or stored.
+    fn next_seq(&self, store: &Store) -> u64 {
+        let pending = self.writes.back().map_or(0, |v| v.dot.counter);
+        store.last_local_seq().max(pending) + 1
+    }
+
+    /// The key's winner as a read after every pending write is applied would see it, as far
+    /// as local writes decide it: the latest pending write's dot if there is one (`None` for a
+    /// pending delete), else the stored winner's.
+    fn winner(&self, store: &Store, key: &Key) -> Option<Dot> {
+        match self.latest.get(key) {
+            Some(pending) => (!pending.is_tombstone()).then_some(pending.dot),
+            None => store.get(key).map(|v| v.dot),
+        }
+    }
+
+    fn deletable(&self, store: &Store, key: &Key) -> bool {
+        match self.latest.get(key) {
+            Some(pending) => !pending.is_tombstone(),
+            None => store.deletable(key),
+        }
+    }
+
+    fn push(&mut self, version: Version) {
+        self.latest.insert(version.key.clone(), version.clone());
+        self.writes.push_back(version);
+    }
+
+    /// Takes the pending writes numbered up to `seq`, in order.
+    fn take_through(&mut self, seq: u64) -> Vec<Version> {
+        let mut done = Vec::new();
+        while self.writes.front().is_some_and(|v| v.dot.counter <= seq) {
+            let Some(version) = self.writes.pop_front() else {
+                break;
+            };
+            self.handed_out = self.handed_out.saturating_sub(1);
+            if self.latest.get(&version.key).map(|v| v.dot) == Some(version.dot) {
+                self.latest.remove(&version.key);
+            }
+            done.push(version);
+        }
+        done
+    }
+
+    fn clear(&mut self) -> usize {
+        let dropped = self.writes.len();
+        *self = Pending::default();
+        dropped
+    }
+}
+
+impl Node {
+    /// Writes `value` under `key`. Returns the new version, which is **pending**: it is
+    /// neither readable nor sent to peers until the runtime has made it durable (drain
+    /// [`Node::poll_persist`], then report [`Node::handle_persisted`]).
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`] if the value is over the limit; nothing changes.
+    pub fn put(&mut self, now: Instant, key: Key, value: Bytes) -> Result<Version, WriteError> {
+        self.write(now, key, Payload::Value(value))
+    }
+
+    /// Like [`Node::put`], only if the key's winner is the version `expected` (`None`: only if
+    /// the key holds no live value). Pending local writes count: a write to a key with one
+    /// pending is checked against it.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Conflict`] with the current winner if it is another;
+    /// [`WriteError::ValueTooLarge`]. Nothing changes.
+    pub fn put_if(
+        &mut self,
+        now: Instant,
+        key: Key,
+        value: Bytes,
+        expected: Option<Dot>,
+    ) -> Result<Version, WriteError> {
+        let current = self.pending.winner(&self.store, &key);
+        if current != expected {
+            return Err(WriteError::Conflict { current });
+        }
+        self.put(now, key, value)
+    }
+
+    /// Deletes `key`: a pending tombstone, as [`Node::put`] writes a pending value. `None` if
+    /// there is nothing to delete (counting pending writes).
+    pub fn delete(&mut self, now: Instant, key: Key) -> Option<Version> {
+        if !self.pending.deletable(&self.store, &key) {
+            return None;
+        }
+        self.write(now, key, Payload::Tombstone).ok()
+    }
+
+    fn write(&mut self, now: Instant, key: Key, payload: Payload) -> Result<Version, WriteError> {
+        let seq = self.pending.next_seq(&self.store);
+        let wall = self.wall_ms(now);
+        let after = self.pending.latest.get(&key);
+        let version = self.store.local_version(wall, key, payload, seq, after)?;
+        tracing::trace!(key = %version.key, seq, "local write pending");
+        self.pending.push(version.clone());
+        Ok(version)
+    }
+
+    /// The next local write to make durable, in sequence order; each is handed out once.
+    /// Once it (and every write before it) is durable, report [`Node::handle_persisted`].
+    pub fn poll_persist(&mut self) -> Option<Version> {
+        let next = self.pending.writes.get(self.pending.handed_out).cloned();
+        if next.is_some() {
+            self.pending.handed_out += 1;
+        }
+        next
+    }
+
+    /// How many local writes wait to be made durable (handed out or not).
+    pub fn pending_writes(&self) -> usize {
+        self.pending.writes.len()
+    }
+
+    /// The runtime made every local write numbered up to `seq` durable: apply them, in
+    /// order, as any version is applied, tell the application, and push them to the mesh.
+    pub fn handle_persisted(&mut self, _now: Instant, seq: u64) {
+        let durable = self.pending.take_through(seq);
+        let mut spread = Vec::with_capacity(durable.len());
+        for version in durable {
+            let old = self.store.get(&version.key).cloned();
+            match self.store.apply(version.clone()) {
+                Ok(Applied::Duplicate) => {
+                    // Only a replica that lost state and reuses its writer id can get here:
+                    // a peer holds a version of ours with this number. Ours is lost.
+                    tracing::error!(key = %version.key, seq = version.dot.counter, "local write numbered as a version already seen; dropped");
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(key = %version.key, cause = %e, "local write not applicable");
+                    continue;
+                }
+            }
+            self.emit_change(&version.key, old);
+            spread.push(version);
+        }
+        // In pushes of about a sync chunk each: a burst of large values must not make one
+        // message over the stream limit.
+        let budget = self.config.sync_chunk_bytes.max(1);
+        let mut start = 0;
+        let mut size = 0;
+        for (i, version) in spread.iter().enumerate() {
+            size += version.approx_encoded_len();
+            if size >= budget {
+                self.disseminate(&spread[start..=i], None);
+                start = i + 1;
+                size = 0;
+            }
+        }
+        self.disseminate(&spread[start..], None);
+    }
+
+    /// Making the pending local writes durable failed: every pending write is dropped, as if
+    /// never made (none was readable or sent), and numbering continues from the stored ones.
+    /// Returns how many were dropped. The runtime refuses each of them to its caller.
+    pub fn handle_persist_failed(&mut self) -> usize {
+        self.pending.clear()
+    }
+}
