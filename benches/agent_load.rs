@@ -1,17 +1,20 @@
 //! The agent under HTTP load: one `confmesh agent` process with a data directory on a real
-//! filesystem, no peers, driven by keep-alive clients from this process. Prints PUT and GET
+//! filesystem, alone or with peers joined, driven by keep-alive clients from this process. Prints PUT and GET
 //! throughput and latency per concurrency level, and the agent's resident memory as writes
 //! accumulate.
 //!
 //! ```sh
 //! cargo bench --bench agent_load                                   # PUT and GET at c = 1, 16, 64
 //! cargo bench --bench agent_load -- --rss --puts 250000 --clients 64  # memory over 250k PUTs
+//! cargo bench --bench agent_load -- --peers 4                        # with 4 agents joined
 //! ```
 //!
 //! Options: `--puts N` (per concurrency level, default 20,000), `--clients 1,16,64`, `--keys
 //! N` (distinct keys, default 10,000), `--value-bytes N` (default 100), `--rss` (print the
 //! agent's RSS every 10% of the PUTs), `--cache-mb N` (the agent's `cache_mb`), `--dir PATH`
-//! (where the data directory goes; default a temporary directory under `target/`).
+//! (where the data directory goes; default a temporary directory under `target/`), `--peers N`
+//! (agents joined to the measured one, each with its own data directory; the load goes to
+//! the first only).
 //! It asserts nothing.
 
 use std::{
@@ -37,6 +40,8 @@ struct Options {
     rss: bool,
     cache_mb: Option<usize>,
     dir: Option<PathBuf>,
+    /// Agents joined to the measured one (each with a data directory of its own).
+    peers: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -48,6 +53,7 @@ fn options() -> anyhow::Result<Options> {
         rss: false,
         cache_mb: None,
         dir: None,
+        peers: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -65,6 +71,7 @@ fn options() -> anyhow::Result<Options> {
             "--rss" => o.rss = true,
             "--cache-mb" => o.cache_mb = Some(value()?.parse()?),
             "--dir" => o.dir = Some(value()?.into()),
+            "--peers" => o.peers = value()?.parse()?,
             "--bench" => {}
             other => bail!("unknown option {other}"),
         }
@@ -76,6 +83,7 @@ fn options() -> anyhow::Result<Options> {
 struct Agent {
     child: Child,
     http: String,
+    gossip: String,
 }
 
 impl Drop for Agent {
@@ -86,7 +94,13 @@ impl Drop for Agent {
 }
 
 impl Agent {
-    fn start(dir: &std::path::Path, cache_mb: Option<usize>) -> anyhow::Result<Agent> {
+    /// Starts an agent on `dir` (a `--dev` agent, whose certificates are made there unless
+    /// already present), joining `join` if given.
+    fn start(
+        dir: &std::path::Path,
+        cache_mb: Option<usize>,
+        join: Option<&str>,
+    ) -> anyhow::Result<Agent> {
         let mut command = Command::new(BIN);
         command
             .args(["agent", "--dev", "--gossip-addr", "127.0.0.1:0"])
@@ -98,21 +112,32 @@ impl Agent {
         if let Some(mb) = cache_mb {
             command.env("CONFMESH_CACHE_MB", mb.to_string());
         }
+        if let Some(seed) = join {
+            command.args(["--join", seed]);
+        }
         let mut child = command.spawn().context("start the agent")?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let mut http = None;
+        let (mut http, mut gossip) = (None, None);
         for line in lines.by_ref() {
             let line = line?;
+            if let Some(addr) = line.trim().strip_prefix("gossip:") {
+                gossip = addr.split_whitespace().next().map(str::to_string);
+            }
             if let Some(addr) = line.trim().strip_prefix("http:") {
                 http = Some(addr.trim().trim_start_matches("http://").to_string());
                 break;
             }
         }
         let http = http.context("the agent printed no HTTP address")?;
+        let gossip = gossip.context("the agent printed no gossip address")?;
         // Keep reading, so the agent's output never blocks.
         std::thread::spawn(move || lines.for_each(drop));
-        Ok(Agent { child, http })
+        Ok(Agent {
+            child,
+            http,
+            gossip,
+        })
     }
 
     /// Resident memory in kB, from /proc.
@@ -178,6 +203,21 @@ async fn run(
     Ok((started.elapsed(), all))
 }
 
+/// Waits (up to 30 s) until the agent lists `n` members, itself included.
+async fn wait_for_members(client: &Client, n: usize) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        let reply = client
+            .send(Method::GET, "/v1/members", Bytes::new())
+            .await?;
+        let members: serde_json::Value = serde_json::from_slice(&reply.body)?;
+        if members["members"].as_array().is_some_and(|m| m.len() >= n) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the peers did not join within 30 s")
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -195,11 +235,28 @@ async fn main() -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&base)?;
     let dir = tempfile::tempdir_in(&base)?;
-    let agent = Agent::start(dir.path(), o.cache_mb)?;
+    let agent = Agent::start(dir.path(), o.cache_mb, None)?;
     let client = Client::new(&agent.http, None)?;
+    // Peers share the agent's throwaway CA and certificate (all on 127.0.0.1).
+    let mut peers = Vec::new();
+    for i in 0..o.peers {
+        let peer_dir = dir.path().join(format!("peer-{i}"));
+        std::fs::create_dir_all(peer_dir.join("tls"))?;
+        for file in ["ca.pem", "ca.key", "node.pem", "node.key"] {
+            let from = dir.path().join("tls").join(file);
+            if from.exists() {
+                std::fs::copy(&from, peer_dir.join("tls").join(file))?;
+            }
+        }
+        peers.push(Agent::start(&peer_dir, o.cache_mb, Some(&agent.gossip))?);
+    }
+    if !peers.is_empty() {
+        wait_for_members(&client, peers.len() + 1).await?;
+    }
     let value = Bytes::from(vec![b'v'; o.value_bytes]);
     println!(
-        "agent_load: one agent, data directory in {}, {} keys, {}-byte values, keep-alive clients",
+        "agent_load: one agent and {} peers, data directories in {}, {} keys, {}-byte values, keep-alive clients",
+        peers.len(),
         base.display(),
         o.keys,
         o.value_bytes

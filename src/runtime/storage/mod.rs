@@ -191,10 +191,12 @@ struct CursorSource {
     next: u64,
 }
 
-/// How many commits the node task keeps outstanding: one being written while the next is
-/// queued behind it overlaps encoding with the fsync; everything arriving meanwhile waits in
-/// the node task and goes into the commit after, which is what groups concurrent writes.
-pub(crate) const MAX_IN_FLIGHT: usize = 2;
+/// How many commits the node task keeps outstanding. Everything that arrives while one is
+/// being written waits in the node task and goes into the next, which is what groups
+/// concurrent writes into one fsync. One: a second commit queued behind the first was measured
+/// (64 clients, `benches/agent_load.rs`) to give smaller groups and no more throughput, since
+/// the writer thread encodes and writes a commit in one go.
+pub(crate) const MAX_IN_FLIGHT: usize = 1;
 
 /// The node task's side of the database: it turns the store's changes and the node's local
 /// writes into commits for the writer thread ([`writer`]), and hands out change-log cursors.
