@@ -492,3 +492,111 @@ async fn a_crash_under_concurrent_writes_never_reuses_a_version_id() {
     node.shutdown().await;
     peer.shutdown().await;
 }
+
+/// The node task never waits on the disk: with the storage writer stuck in a write (the
+/// fault hook holds it), a node on a single-threaded runtime still answers reads and other
+/// nodes' writes still arrive; the write waiting for the disk is answered once the disk moves
+/// again, together with one made meanwhile.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stalled_disk_stalls_no_reads_and_no_replication() {
+    use std::sync::{Condvar, Mutex};
+
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // (stall armed, writer stuck in the hook)
+    let gate = Arc::new((Mutex::new((false, false)), Condvar::new()));
+    let hook = {
+        let gate = Arc::clone(&gate);
+        Arc::new(move || {
+            let (lock, turn) = &*gate;
+            let mut state = lock.lock().expect("gate");
+            while state.0 {
+                state.1 = true;
+                turn.notify_all();
+                state = turn.wait(state).expect("gate");
+            }
+            false
+        })
+    };
+    let peer = Mesh::builder()
+        .tls(ca.node_config("peer").expect("cert"))
+        .start()
+        .await
+        .expect("start peer");
+    let node = Mesh::builder()
+        .tls(ca.node_config("node").expect("cert"))
+        .seeds([peer.id().addr.to_string()])
+        .data_dir(dir.path())
+        .storage_fault_hook(hook)
+        .start()
+        .await
+        .expect("start");
+    assert!(everyone_sees_everyone(&[peer.clone(), node.clone()]).await);
+    node.put("app/before", &b"1"[..]).await.expect("put");
+
+    gate.0.lock().expect("gate").0 = true;
+    let first = tokio::spawn({
+        let node = node.clone();
+        async move { node.put("app/slow", &b"1"[..]).await }
+    });
+    // Wait (on another thread: this one runs the node) until the writer is stuck.
+    let stuck = {
+        let gate = Arc::clone(&gate);
+        tokio::task::spawn_blocking(move || {
+            let (lock, turn) = &*gate;
+            let state = lock.lock().expect("gate");
+            let (state, _) = turn
+                .wait_timeout_while(state, Duration::from_secs(10), |s| !s.1)
+                .expect("gate");
+            state.1
+        })
+    };
+    assert!(
+        stuck.await.expect("join"),
+        "the writer never reached the disk"
+    );
+    let second = tokio::spawn({
+        let node = node.clone();
+        async move { node.put("app/slow", &b"2"[..]).await }
+    });
+    // Reads are answered, and a peer's write arrives, while the disk holds the writer.
+    let answered = tokio::time::timeout(Duration::from_secs(10), node.get("app/before")).await;
+    assert!(
+        matches!(answered, Ok(Ok(Some(_)))),
+        "a read waited for the disk: {answered:?}"
+    );
+    peer.put("app/remote", &b"r"[..]).await.expect("peer put");
+    let arrived = eventually(Duration::from_secs(10), || {
+        let node = node.clone();
+        async move { node.get("app/remote").await.expect("get").is_some() }
+    })
+    .await;
+    assert!(arrived, "replication waited for the disk");
+    assert!(
+        !first.is_finished(),
+        "a write was answered before it was durable"
+    );
+    assert_eq!(
+        node.get("app/slow").await.expect("get"),
+        None,
+        "a write not yet durable is readable"
+    );
+
+    {
+        let (lock, turn) = &*gate;
+        lock.lock().expect("gate").0 = false;
+        turn.notify_all();
+    }
+    let first = first.await.expect("join").expect("first put");
+    let second = second.await.expect("join").expect("second put");
+    assert!(
+        second.supersedes(&first.dot),
+        "the second write must follow the first"
+    );
+    assert_eq!(
+        value(node.get("app/slow").await.expect("get")).as_deref(),
+        Some(&b"2"[..])
+    );
+    node.shutdown().await;
+    peer.shutdown().await;
+}

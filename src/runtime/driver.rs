@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::{
     members::{Member, MemberInfo, MemberState, info_writer},
     storage::{Done, Storage, StorageError, Submission},
-    transport::{Inbound, Transport},
+    transport::{Inbound, Inboxes, Transport},
     watch::Change,
 };
 use crate::proto::{
@@ -31,7 +31,7 @@ use crate::proto::{
 /// Past this many change-log entries waiting for the disk, the node task stops reading
 /// peers' messages until storage catches up (the transport's queue then fills, and QUIC's
 /// flow control slows the senders).
-const MAX_UNWRITTEN_CHANGES: usize = 65_536;
+const MAX_UNWRITTEN_CHANGES: usize = 262_144;
 /// Past this many local writes waiting for the disk, the node task stops taking commands.
 const MAX_PENDING_WRITES: usize = 65_536;
 
@@ -114,7 +114,7 @@ pub(crate) struct Driver {
     pub(crate) node: Node,
     pub(crate) storage: Storage,
     pub(crate) transport: Arc<Transport>,
-    pub(crate) inbound: mpsc::Receiver<Inbound>,
+    pub(crate) inbound: Inboxes,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) members: broadcast::Sender<Member>,
@@ -187,7 +187,8 @@ impl Driver {
                     // The handle is gone without a shutdown: stop as a crash would.
                     None => break,
                 },
-                Some(message) = self.inbound.recv(), if take_messages => self.receive(message),
+                Some(message) = self.inbound.datagrams.recv() => self.receive(message),
+                Some(message) = self.inbound.streams.recv(), if take_messages => self.receive(message),
                 () = tokio::time::sleep_until(deadline) => self.node.handle_timeout(now()),
                 _ = resolve.tick(), if !self.node.is_active() && !self.seeds.is_empty() => {
                     self.join().await;
@@ -363,7 +364,8 @@ impl Driver {
                 .min(give_up);
             tokio::select! {
                 Some(done) = self.done.recv() => self.persisted(done),
-                Some(message) = self.inbound.recv() => self.receive(message),
+                Some(message) = self.inbound.datagrams.recv() => self.receive(message),
+                Some(message) = self.inbound.streams.recv() => self.receive(message),
                 () = tokio::time::sleep_until(deadline) => self.node.handle_timeout(now()),
             }
         }

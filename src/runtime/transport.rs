@@ -31,6 +31,30 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// (they are either unreliable SWIM packets or repaired by anti-entropy).
 const INBOUND_QUEUE: usize = 4_096;
 
+/// Where received messages go: datagrams (SWIM) and stream messages on queues of their own,
+/// so a node task that stops taking stream messages (its disk is behind) still answers
+/// probes.
+#[derive(Clone)]
+pub(crate) struct Inbox {
+    datagrams: mpsc::Sender<Inbound>,
+    streams: mpsc::Sender<Inbound>,
+}
+
+/// The node task's ends of the [`Inbox`] queues.
+pub(crate) struct Inboxes {
+    /// SWIM datagrams; a full queue drops them, as a congested network would.
+    pub(crate) datagrams: mpsc::Receiver<Inbound>,
+    /// Stream messages; a full queue holds back the stream reads.
+    pub(crate) streams: mpsc::Receiver<Inbound>,
+}
+/// How many incoming streams are read at once, across every connection: past that, a
+/// connection's receive loop waits (and QUIC's flow control holds its sender back), so a
+/// burst of streams costs a bounded number of tasks and buffers.
+const MAX_STREAM_READS: usize = 64;
+/// The longest one incoming stream may take to arrive in full: a peer that opens a stream
+/// and stalls gives its read slot back.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Decides, for a message from one address to another, whether to drop it: fault injection
 /// for tests (partitions). `true` drops.
 pub type FaultHook = Arc<dyn Fn(SocketAddr, SocketAddr) -> bool + Send + Sync>;
@@ -132,12 +156,14 @@ pub(crate) struct Transport {
     endpoint: Endpoint,
     local: SocketAddr,
     pool: Mutex<HashMap<SocketAddr, Slot>>,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Inbox,
     fault: Option<FaultHook>,
     max_stream_bytes: usize,
     wire: Arc<WireCounter>,
     /// Sends handed to a task and not yet given to quinn (or failed).
     sending: tokio::sync::watch::Sender<usize>,
+    /// Read slots for incoming streams ([`MAX_STREAM_READS`]).
+    stream_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Transport {
@@ -148,7 +174,7 @@ impl Transport {
         tls: &TlsConfig,
         max_stream_bytes: usize,
         fault: Option<FaultHook>,
-    ) -> Result<(Arc<Transport>, mpsc::Receiver<Inbound>), TransportError> {
+    ) -> Result<(Arc<Transport>, Inboxes), TransportError> {
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(KEEP_ALIVE));
         transport.max_idle_timeout(IDLE_TIMEOUT.try_into().ok());
@@ -167,19 +193,27 @@ impl Transport {
         let local = endpoint
             .local_addr()
             .map_err(|source| TransportError::Bind { addr, source })?;
-        let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+        let (datagrams, datagram_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (streams, stream_rx) = mpsc::channel(INBOUND_QUEUE);
         let transport = Arc::new(Transport {
             endpoint,
             local,
             pool: Mutex::new(HashMap::new()),
-            inbound: tx,
+            inbound: Inbox { datagrams, streams },
             fault,
             max_stream_bytes,
             wire: Arc::default(),
             sending: tokio::sync::watch::Sender::new(0),
+            stream_reads: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_READS)),
         });
         tokio::spawn(accept_loop(transport.clone()));
-        Ok((transport, rx))
+        Ok((
+            transport,
+            Inboxes {
+                datagrams: datagram_rx,
+                streams: stream_rx,
+            },
+        ))
     }
 
     /// A handle that reads the endpoint's traffic so far.
@@ -259,6 +293,7 @@ impl Transport {
             self.shared_filter(),
             self.max_stream_bytes,
             self.wire.clone(),
+            self.stream_reads.clone(),
         ));
         Ok(conn)
     }
@@ -323,6 +358,7 @@ async fn accept_loop(transport: Arc<Transport>) {
                         transport.shared_filter(),
                         transport.max_stream_bytes,
                         transport.wire.clone(),
+                        transport.stream_reads.clone(),
                     )
                     .await;
                 }
@@ -338,30 +374,33 @@ async fn accept_loop(transport: Arc<Transport>) {
 
 /// Reads datagrams and streams from one connection until it closes, counting its traffic.
 async fn serve(
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Inbox,
     conn: Connection,
     filter: ReceiveFilter,
     max_stream_bytes: usize,
     wire: Arc<WireCounter>,
+    reads: Arc<tokio::sync::Semaphore>,
 ) {
     wire.opened(&conn);
-    receive(inbound, &conn, filter, max_stream_bytes).await;
+    receive(inbound, &conn, filter, max_stream_bytes, reads).await;
     wire.closed(&conn);
 }
 
 async fn receive(
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Inbox,
     conn: &Connection,
     filter: ReceiveFilter,
     max_stream_bytes: usize,
+    reads: Arc<tokio::sync::Semaphore>,
 ) {
     let from = conn.remote_address();
+    let mut slot = None;
     loop {
         tokio::select! {
             datagram = conn.read_datagram() => match datagram {
                 Ok(bytes) if !filter.dropped(from) => {
                     // A full queue drops the packet, as a congested network would.
-                    let _ = inbound.try_send(Inbound::Datagram { from, bytes });
+                    let _ = inbound.datagrams.try_send(Inbound::Datagram { from, bytes });
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -370,18 +409,31 @@ async fn receive(
                     return;
                 }
             },
-            stream = conn.accept_uni() => match stream {
+            // A read slot first, then a stream: without a slot, datagrams are still read.
+            permit = reads.clone().acquire_owned(), if slot.is_none() => match permit {
+                Ok(permit) => slot = Some(permit),
+                Err(_) => return,
+            },
+            stream = conn.accept_uni(), if slot.is_some() => match stream {
                 Ok(mut recv) => {
-                    let inbound = inbound.clone();
+                    let slot = slot.take();
+                    let streams = inbound.streams.clone();
                     let filter = filter.clone();
                     tokio::spawn(async move {
-                        match recv.read_to_end(max_stream_bytes).await {
-                            Ok(bytes) if !filter.dropped(from) => {
-                                let _ = inbound.send(Inbound::Stream { from, bytes }).await;
+                        let read = recv.read_to_end(max_stream_bytes);
+                        match tokio::time::timeout(STREAM_READ_TIMEOUT, read).await {
+                            Ok(Ok(bytes)) if !filter.dropped(from) => {
+                                let _ = streams.send(Inbound::Stream { from, bytes }).await;
                             }
-                            Ok(_) => {}
-                            Err(e) => tracing::debug!(%from, cause = %e, "stream dropped"),
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => tracing::debug!(%from, cause = %e, "stream dropped"),
+                            Err(_) => {
+                                tracing::debug!(%from, "stream not received in time; dropped");
+                                let _ = recv.stop(0u32.into());
+                            }
                         }
+                        // The slot is given back once the message is queued.
+                        drop(slot);
                     });
                 }
                 Err(e) => {

@@ -6,12 +6,12 @@
 //! [`Config::graft_timeout`](super::Config::graft_timeout) grafts the announcer back to eager
 //! and asks it for the version. The eager links settle into a spanning tree.
 
-use std::{net::SocketAddr, time::Instant};
+use std::{collections::BTreeMap, net::SocketAddr, time::Instant};
 
 use rand::RngExt;
 
 use super::{Dissemination, Node, Timer};
-use crate::proto::{Dot, Version, wire::Message};
+use crate::proto::{Dot, Version, WriterId, wire::Message};
 
 /// How a peer in the dissemination view gets new versions from this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +22,18 @@ pub(super) enum Link {
     Lazy,
 }
 
+/// The fast path's state.
+#[derive(Debug, Default)]
+pub(super) struct Spread {
+    /// The dissemination view, a few members, each linked eagerly or lazily.
+    pub(super) view: BTreeMap<SocketAddr, Link>,
+    /// Versions announced by lazy peers and not yet received: who announced them, and the
+    /// deadline after which to graft.
+    pub(super) missing: BTreeMap<(WriterId, u64), (Vec<SocketAddr>, Instant)>,
+    /// Rounds mode only: versions still to gossip, with the rounds left for each.
+    pub(super) gossip_queue: Vec<(Version, u32)>,
+}
+
 impl Node {
     /// Sends new versions on: pushed to eager peers, announced to lazy ones, never back to
     /// `from`.
@@ -30,12 +42,13 @@ impl Node {
             return;
         }
         if let Dissemination::Rounds { retransmits, .. } = self.config.dissemination {
-            self.gossip_queue
+            self.spread
+                .gossip_queue
                 .extend(versions.iter().map(|v| (v.clone(), retransmits)));
             return;
         }
         let (mut eager, mut lazy) = (Vec::new(), Vec::new());
-        for (&addr, &link) in &self.view {
+        for (&addr, &link) in &self.spread.view {
             match link {
                 _ if Some(addr) == from => {}
                 Link::Eager => eager.push(addr),
@@ -68,7 +81,7 @@ impl Node {
             let (key, dot) = (version.key.clone(), version.dot);
             match self.store.apply(version.clone()) {
                 Ok(_) => {
-                    self.missing.remove(&(dot.actor, dot.counter));
+                    self.spread.missing.remove(&(dot.actor, dot.counter));
                     self.emit_change(&key, old);
                     fresh.push(version);
                 }
@@ -83,8 +96,13 @@ impl Node {
         } else if fresh.is_empty() {
             // Nothing new: the sender is a redundant eager link, unless pruning it would
             // leave fewer than `eager_min`.
-            let eager = self.view.values().filter(|&&l| l == Link::Eager).count();
-            if eager > self.config.eager_min && self.view.get(&from) == Some(&Link::Eager) {
+            let eager = self
+                .spread
+                .view
+                .values()
+                .filter(|&&l| l == Link::Eager)
+                .count();
+            if eager > self.config.eager_min && self.spread.view.get(&from) == Some(&Link::Eager) {
                 self.set_link(from, Link::Lazy);
                 self.send(from, &Message::Prune);
             }
@@ -102,6 +120,7 @@ impl Node {
                 continue;
             }
             let (announcers, _) = self
+                .spread
                 .missing
                 .entry((dot.actor, dot.counter))
                 .or_insert_with(|| (Vec::new(), deadline));
@@ -121,7 +140,8 @@ impl Node {
         let mut grafts: std::collections::BTreeMap<SocketAddr, Vec<Dot>> = Default::default();
         let mut retry = false;
         let timeout = self.config.graft_timeout;
-        self.missing
+        self.spread
+            .missing
             .retain(|&(writer, seq), (announcers, deadline)| {
                 if *deadline > now {
                     return true;
@@ -165,11 +185,16 @@ impl Node {
             return;
         };
         self.timers.set(now + interval, Timer::GossipRound);
-        if self.gossip_queue.is_empty() {
+        if self.spread.gossip_queue.is_empty() {
             return;
         }
-        let versions: Vec<Version> = self.gossip_queue.iter().map(|(v, _)| v.clone()).collect();
-        self.gossip_queue.retain_mut(|(_, left)| {
+        let versions: Vec<Version> = self
+            .spread
+            .gossip_queue
+            .iter()
+            .map(|(v, _)| v.clone())
+            .collect();
+        self.spread.gossip_queue.retain_mut(|(_, left)| {
             *left -= 1;
             *left > 0
         });
@@ -187,7 +212,7 @@ impl Node {
     /// [`Config::view_size`](super::Config::view_size) because views are filled uniformly.
     pub(super) fn set_link(&mut self, peer: SocketAddr, link: Link) {
         if self.peers.contains(&peer) {
-            self.view.insert(peer, link);
+            self.spread.view.insert(peer, link);
         }
     }
 
@@ -196,9 +221,9 @@ impl Node {
     /// filling during a join storm would pick the earliest joiners for everyone. A node with
     /// no eager link at all takes one at once.
     pub(super) fn fill_view(&mut self, now: Instant) {
-        let settled = now.saturating_duration_since(self.members_changed_at)
+        let settled = now.saturating_duration_since(self.membership.changed_at)
             >= std::time::Duration::from_secs(1);
-        let has_eager = self.view.values().any(|&l| l == Link::Eager);
+        let has_eager = self.spread.view.values().any(|&l| l == Link::Eager);
         let target = if settled {
             self.config.view_size
         } else if has_eager {
@@ -206,18 +231,18 @@ impl Node {
         } else {
             1
         };
-        if self.view.len() >= target {
+        if self.spread.view.len() >= target {
             return;
         }
         let mut candidates: Vec<SocketAddr> = self
             .peers
             .addrs()
-            .filter(|a| !self.view.contains_key(a))
+            .filter(|a| !self.spread.view.contains_key(a))
             .copied()
             .collect();
-        while self.view.len() < target && !candidates.is_empty() {
+        while self.spread.view.len() < target && !candidates.is_empty() {
             let addr = candidates.swap_remove(self.rng.random_range(0..candidates.len()));
-            self.view.insert(addr, Link::Eager);
+            self.spread.view.insert(addr, Link::Eager);
             // An empty graft asks the peer to add us too: views stay symmetric, so no node
             // is left without anyone pushing to it.
             self.send(addr, &Message::Graft { dots: Vec::new() });

@@ -23,6 +23,89 @@ pub(super) type Swim = Foca<NodeId, BincodeCodec, Xoshiro256PlusPlus, LeaveNotic
 /// foca's output queue, drained after every call into foca.
 pub(super) type SwimRuntime = AccumulatingRuntime<NodeId>;
 
+/// Where a node is in its life as a member: one state, where there were two flags
+/// (`active`, `left`) whose combinations meant these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lifecycle {
+    /// Not a member: not joined yet, or every member it knew is gone (it re-announces to
+    /// its seeds).
+    Idle,
+    /// A member of a cluster.
+    Active,
+    /// [`Node::leave`] was called: the leave notice spreads until the leave timer, while the
+    /// node is still a member (`active`) or not (the cluster went away meanwhile).
+    Leaving {
+        /// Whether the membership layer still counts this node in a cluster.
+        active: bool,
+    },
+    /// Left: no longer a member, and never again.
+    Left,
+}
+
+impl Lifecycle {
+    /// Whether the membership layer counts this node in a cluster.
+    pub(super) fn is_active(self) -> bool {
+        matches!(
+            self,
+            Lifecycle::Active | Lifecycle::Leaving { active: true }
+        )
+    }
+
+    /// The state after the membership layer reports the node active (`true`) or not.
+    fn with_active(self, active: bool) -> Lifecycle {
+        match self {
+            Lifecycle::Idle | Lifecycle::Active if active => Lifecycle::Active,
+            Lifecycle::Idle | Lifecycle::Active => Lifecycle::Idle,
+            Lifecycle::Leaving { .. } => Lifecycle::Leaving { active },
+            Lifecycle::Left => Lifecycle::Left,
+        }
+    }
+}
+
+/// The membership layer's state: foca and what drains from it, the leave notices, the seeds,
+/// and this node's standing.
+pub(super) struct Membership {
+    pub(super) swim: Swim,
+    /// foca's output, drained after each of its calls ([`Node::after_swim`]).
+    pub(super) out: SwimRuntime,
+    /// Leave notices received by the membership layer, read after each of its packets.
+    pub(super) leave_notices: LeaveNotices,
+    pub(super) lifecycle: Lifecycle,
+    /// Whether the member table was restored from a saved list: becoming active then needs
+    /// no immediate member-list exchange (the member hash on probes finds differences).
+    pub(super) table_restored: bool,
+    /// True only inside [`Node::restore_members`]: members coming up were known before, so
+    /// they are neither reported nor put first in line for anti-entropy.
+    pub(super) restoring: bool,
+    /// Where to announce while not a member.
+    pub(super) seeds: Vec<SocketAddr>,
+    /// How late this node has been for its own deadlines (0 = on time; at most 8): it
+    /// stretches the suspicion timeout.
+    pub(super) local_health: u32,
+    /// When a member last came or went; views are filled once this is a second old.
+    pub(super) changed_at: Instant,
+}
+
+impl Membership {
+    pub(super) fn new(swim: Swim, leave_notices: LeaveNotices, now: Instant) -> Membership {
+        Membership {
+            swim,
+            out: SwimRuntime::new(),
+            leave_notices,
+            lifecycle: Lifecycle::Idle,
+            table_restored: false,
+            restoring: false,
+            seeds: Vec::new(),
+            local_health: 0,
+            changed_at: now,
+        }
+    }
+
+    pub(super) fn set_active(&mut self, active: bool) {
+        self.lifecycle = self.lifecycle.with_active(active);
+    }
+}
+
 /// The largest foca packet; with its envelope it fits [`MAX_DATAGRAM_BYTES`](crate::proto::wire::MAX_DATAGRAM_BYTES).
 pub(super) const MAX_SWIM_PACKET_BYTES: usize = 1_120;
 
@@ -276,8 +359,12 @@ use crate::proto::wire::{self, Message};
 impl Node {
     /// Announces to every seed (foca accepts an announce by address alone).
     pub(super) fn announce(&mut self) {
-        for seed in self.seeds.clone() {
-            if let Err(e) = self.swim.announce(NodeId::seed(seed), &mut self.swim_out) {
+        for seed in self.membership.seeds.clone() {
+            if let Err(e) = self
+                .membership
+                .swim
+                .announce(NodeId::seed(seed), &mut self.membership.out)
+            {
                 tracing::debug!(%seed, cause = %e, "announce failed");
             }
         }
@@ -286,22 +373,22 @@ impl Node {
     /// Drains foca's output: packets become datagrams, timers join the queue, notifications
     /// update the member table.
     pub(super) fn after_swim(&mut self, now: Instant) {
-        while let Some((to, packet)) = self.swim_out.to_send() {
+        while let Some((to, packet)) = self.membership.out.to_send() {
             match wire::encode(&Message::Membership(packet), wire::MAX_DATAGRAM_BYTES) {
                 Ok(bytes) => self.send_bytes(to.addr, Channel::Datagram, bytes),
                 Err(e) => tracing::warn!(to = %to, cause = %e, "membership packet too large"),
             }
         }
-        while let Some((after, timer)) = self.swim_out.to_schedule() {
+        while let Some((after, timer)) = self.membership.out.to_schedule() {
             self.timers.set(now + after, Timer::Swim(timer));
         }
-        for id in self.leave_notices.take_unread() {
+        for id in self.membership.leave_notices.take_unread() {
             if self.peers.remove(&id) {
                 self.forget_member(now, id);
                 self.events.push_back(Event::MemberLeft(id));
             }
         }
-        while let Some(notification) = self.swim_out.to_notify() {
+        while let Some(notification) = self.membership.out.to_notify() {
             match notification {
                 OwnedNotification::MemberUp(id) => {
                     self.member_up(now, id);
@@ -311,29 +398,32 @@ impl Node {
                 // or was declared down elsewhere and renewed itself): the table replaces the
                 // old identity. Not a failure, so no MemberDown.
                 OwnedNotification::Rename(_old, new) => self.member_up(now, new),
-                OwnedNotification::Active if !self.active => {
-                    self.active = true;
+                OwnedNotification::Active if !self.membership.lifecycle.is_active() => {
+                    self.membership.set_active(true);
                     tracing::debug!(node = %self.id, "active");
                     // Push-pull at once: a Feed reply to an announce holds one packet of
                     // members, far from all of a big cluster. Later differences are found
                     // by the member hash on anti-entropy probes. A restored member table
                     // needs no such exchange.
-                    if !self.restored {
+                    if !self.membership.table_restored {
                         self.timers.set(now, Timer::PushPull);
                     }
                     // And catch up on data at once rather than at the first periodic round.
                     self.timers.set(now, Timer::AntiEntropy);
                 }
                 OwnedNotification::Active => {}
-                OwnedNotification::Idle => self.active = false,
+                OwnedNotification::Idle => self.membership.set_active(false),
                 OwnedNotification::Rejoin(id) => {
                     self.peers.rename_self(&self.id, &id);
                     self.id = id;
                     self.events.push_back(Event::Rejoined(id));
                 }
                 OwnedNotification::Defunct => {
-                    self.active = false;
-                    if !self.left {
+                    self.membership.set_active(false);
+                    if !matches!(
+                        self.membership.lifecycle,
+                        Lifecycle::Leaving { .. } | Lifecycle::Left
+                    ) {
                         tracing::warn!(node = %self.id, "declared down and cannot rejoin");
                     }
                 }
@@ -361,7 +451,7 @@ impl Node {
         else {
             return false;
         };
-        self.swim.iter_membership_state().any(|m| {
+        self.membership.swim.iter_membership_state().any(|m| {
             m.id() == member_id
                 && match m.state() {
                     foca::State::Down => false,
@@ -374,14 +464,14 @@ impl Node {
     /// Records a member that joined or came back: reported, and first in line for
     /// anti-entropy, unless it is being restored from a saved list.
     pub(super) fn member_up(&mut self, now: Instant, id: NodeId) {
-        let fresh = !self.restoring;
+        let fresh = !self.membership.restoring;
         if self.peers.insert(id, fresh) == super::peers::Inserted::Known {
             return;
         }
         if fresh {
             self.events.push_back(Event::MemberUp(id));
         }
-        self.members_changed_at = now;
+        self.membership.changed_at = now;
         self.fill_view(now);
     }
 
@@ -394,9 +484,10 @@ impl Node {
 
     /// Drops what dissemination knew of a member that is gone.
     fn forget_member(&mut self, now: Instant, id: NodeId) {
-        self.members_changed_at = now;
-        self.view.remove(&id.addr);
-        self.missing
+        self.membership.changed_at = now;
+        self.spread.view.remove(&id.addr);
+        self.spread
+            .missing
             .values_mut()
             .for_each(|(announcers, _)| announcers.retain(|a| *a != id.addr));
     }
@@ -409,7 +500,12 @@ impl Node {
     }
 
     pub(super) fn send_members(&mut self, to: SocketAddr, reply: bool) {
-        let members: Vec<_> = self.swim.iter_membership_state().cloned().collect();
+        let members: Vec<_> = self
+            .membership
+            .swim
+            .iter_membership_state()
+            .cloned()
+            .collect();
         let members = encode_members(&members).into();
         self.send(to, &Message::MembershipState { members, reply });
     }
@@ -435,7 +531,11 @@ impl Node {
             let agreed_gone = !known && m.state() == foca::State::Down && m.id().addr != me;
             !agreed_alive && !agreed_gone
         });
-        if let Err(e) = self.swim.apply_many(news, false, &mut self.swim_out) {
+        if let Err(e) = self
+            .membership
+            .swim
+            .apply_many(news, false, &mut self.membership.out)
+        {
             tracing::debug!(%from, cause = %e, "member list refused");
         }
         self.after_swim(now);

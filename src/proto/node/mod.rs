@@ -26,7 +26,7 @@ mod timers;
 mod writes;
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::VecDeque,
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -37,7 +37,7 @@ use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 pub use self::identity::NodeId;
 use self::{
     dissemination::Link,
-    membership::{Swim, SwimRuntime},
+    membership::Lifecycle,
     timers::{Timer, TimerQueue},
 };
 use super::{
@@ -302,47 +302,21 @@ pub struct Node {
     epoch: Instant,
     epoch_wall_ms: u64,
     store: Store,
-    /// Local writes not yet durable.
+    /// Local writes not yet durable (`writes.rs`).
     pending: writes::Pending,
-    swim: Swim,
-    swim_out: SwimRuntime,
-    /// Leave notices received by the membership layer, read after each of its packets.
-    leave_notices: membership::LeaveNotices,
-    active: bool,
-    /// Whether [`Node::leave`] was called.
-    left: bool,
-    /// Whether the member table was restored from a saved list: becoming active then needs
-    /// no immediate member-list exchange (the member hash on probes finds differences).
-    restored: bool,
-    /// True only inside [`Node::restore_members`]: members coming up were known before, so
-    /// they are neither reported nor put first in line for anti-entropy.
-    restoring: bool,
-    seeds: Vec<SocketAddr>,
+    /// SWIM through foca, and where this node is in its life as a member (`membership.rs`).
+    membership: membership::Membership,
+    /// The member table every concern reads (`peers.rs`).
+    peers: peers::PeerTable,
+    /// The fast path's view and what lazy peers announced (`dissemination.rs`).
+    spread: dissemination::Spread,
+    /// Anti-entropy exchanges under way (`sync.rs`).
+    sync: sync::SyncState,
     timers: TimerQueue,
     rng: Xoshiro256PlusPlus,
-    peers: peers::PeerTable,
-    /// The dissemination view, a few members, each linked eagerly or lazily.
-    view: BTreeMap<SocketAddr, Link>,
-    /// The digest fingerprint and the store revision it was computed at.
-    fingerprint: std::cell::Cell<(u64, u64)>,
-    /// Versions announced by lazy peers and not yet received: who announced them, and the
-    /// deadline after which to graft.
-    missing: BTreeMap<(WriterId, u64), (Vec<SocketAddr>, Instant)>,
-    local_health: u32,
-    /// When a member last came or went; views are filled once this is a second old.
-    members_changed_at: Instant,
-    /// Parts merged of snapshots still incomplete, by (sender, context fingerprint), and
-    /// when the last of them arrived.
-    snapshot_parts: BTreeMap<(SocketAddr, u64), (std::collections::BTreeSet<u32>, Instant)>,
-    /// Sync exchanges under way: the peer asked for what we lack, and when we first asked.
-    syncs_started: BTreeMap<SocketAddr, Instant>,
-    /// Rounds mode only: versions still to gossip, with the rounds left for each.
-    gossip_queue: Vec<(Version, u32)>,
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: NodeStats,
-    /// When a peer's probe last showed it had seen exactly what this replica has.
-    last_in_sync: Option<Instant>,
 }
 
 impl Node {
@@ -364,7 +338,7 @@ impl Node {
         let store = store.unwrap_or_else(|| Store::new(id.writer, config.store.clone()));
         let swim_rng = Xoshiro256PlusPlus::seed_from_u64(config.rng_seed ^ 0x5157_494d);
         let leave_notices = membership::LeaveNotices::default();
-        let swim = Swim::with_custom_broadcast(
+        let swim = membership::Swim::with_custom_broadcast(
             id,
             config.swim.clone(),
             swim_rng,
@@ -379,28 +353,14 @@ impl Node {
             epoch_wall_ms: now_wall_ms,
             store,
             pending: writes::Pending::default(),
-            swim,
-            swim_out: SwimRuntime::new(),
-            leave_notices,
-            active: false,
-            left: false,
-            restored: false,
-            restoring: false,
-            seeds: Vec::new(),
+            membership: membership::Membership::new(swim, leave_notices, now),
             timers: TimerQueue::default(),
             peers: peers::PeerTable::new(id, now),
-            view: BTreeMap::new(),
-            fingerprint: std::cell::Cell::new((u64::MAX, 0)),
-            missing: BTreeMap::new(),
-            local_health: 0,
-            members_changed_at: now,
-            snapshot_parts: BTreeMap::new(),
-            syncs_started: BTreeMap::new(),
-            gossip_queue: Vec::new(),
+            spread: dissemination::Spread::default(),
+            sync: sync::SyncState::default(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: NodeStats::default(),
-            last_in_sync: None,
         };
         let first_round = node.jitter(node.config.anti_entropy_interval);
         node.timers.set(now + first_round, Timer::AntiEntropy);
@@ -438,7 +398,8 @@ impl Node {
     /// table). A linear scan of the table, for diagnostics such as the simulator's
     /// `--follow`, not for hot paths.
     pub fn membership_view(&self, addr: SocketAddr) -> Option<MemberView> {
-        self.swim
+        self.membership
+            .swim
             .iter_membership_state()
             .find(|m| m.id().addr == addr)
             .map(|m| MemberView {
@@ -450,12 +411,12 @@ impl Node {
 
     /// How many membership updates wait to ride on outgoing SWIM packets.
     pub fn membership_backlog(&self) -> usize {
-        self.swim.updates_backlog()
+        self.membership.swim.updates_backlog()
     }
 
     /// Whether the membership layer considers this node part of a cluster.
     pub fn is_active(&self) -> bool {
-        self.active
+        self.membership.lifecycle.is_active()
     }
 
     /// The node's counters.
@@ -466,7 +427,7 @@ impl Node {
     /// When an anti-entropy probe last showed a peer holding exactly what this replica holds
     /// (`None`: never). How stale this is bounds how far the replica may be behind.
     pub fn last_in_sync(&self) -> Option<Instant> {
-        self.last_in_sync
+        self.sync.last_in_sync
     }
 
     // ---- commands ----
@@ -485,7 +446,7 @@ impl Node {
     /// Joins the cluster through `seeds` (addresses of any members). Re-announces every
     /// [`Config::announce_interval`] until the membership layer reports this node active.
     pub fn join(&mut self, now: Instant, seeds: &[SocketAddr]) {
-        self.seeds = seeds
+        self.membership.seeds = seeds
             .iter()
             .copied()
             .filter(|&s| s != self.id.addr)
@@ -511,17 +472,21 @@ impl Node {
         // The latest generation at each address first, and kept.
         members.sort_unstable_by(|a, b| a.addr.cmp(&b.addr).then(b.generation.cmp(&a.generation)));
         members.dedup_by_key(|m| m.addr);
-        self.restored = true;
-        self.restoring = true;
+        self.membership.table_restored = true;
+        self.membership.restoring = true;
         // In chunks, so the notifications of a 10,000-member list never pile up.
         for chunk in members.chunks(256) {
             let updates = chunk.iter().copied().map(foca::Member::alive);
-            if let Err(e) = self.swim.apply_many(updates, false, &mut self.swim_out) {
+            if let Err(e) =
+                self.membership
+                    .swim
+                    .apply_many(updates, false, &mut self.membership.out)
+            {
                 tracing::debug!(cause = %e, "restored members refused");
             }
             self.after_swim(now);
         }
-        self.restoring = false;
+        self.membership.restoring = false;
         self.peers.compact();
     }
 
@@ -532,15 +497,20 @@ impl Node {
     /// [`Node::handle_timeout`]) the membership layer announces this node down and it stops
     /// being a member. Keep driving the node until [`Node::has_left`].
     pub fn leave(&mut self, now: Instant) {
-        if self.left {
+        if matches!(
+            self.membership.lifecycle,
+            Lifecycle::Leaving { .. } | Lifecycle::Left
+        ) {
             return;
         }
-        self.left = true;
+        self.membership.lifecycle = Lifecycle::Leaving {
+            active: self.membership.lifecycle.is_active(),
+        };
         let notice = membership::LeaveNotices::encode(&self.id);
-        if let Err(e) = self.swim.add_broadcast(&notice) {
+        if let Err(e) = self.membership.swim.add_broadcast(&notice) {
             tracing::debug!(cause = %e, "leave notice not queued");
         }
-        if let Err(e) = self.swim.gossip(&mut self.swim_out) {
+        if let Err(e) = self.membership.swim.gossip(&mut self.membership.out) {
             tracing::debug!(cause = %e, "leave notice not gossiped");
         }
         self.timers.set(now + LEAVE_NOTICE_LEAD, Timer::Leave);
@@ -549,7 +519,7 @@ impl Node {
 
     /// Whether a [`Node::leave`] has completed: the node is no longer a member.
     pub fn has_left(&self) -> bool {
-        self.left && !self.timers.contains(&Timer::Leave)
+        self.membership.lifecycle == Lifecycle::Left
     }
 
     fn finish_leave(&mut self, now: Instant) {
@@ -557,13 +527,14 @@ impl Node {
         // member that missed it in the lead time still reads it before the down, and reports
         // a leave, not a failure (after_swim reads notices before foca's notifications).
         let notice = membership::LeaveNotices::encode(&self.id);
-        if let Err(e) = self.swim.add_broadcast(&notice) {
+        if let Err(e) = self.membership.swim.add_broadcast(&notice) {
             tracing::debug!(cause = %e, "leave notice not queued again");
         }
-        if let Err(e) = self.swim.leave_cluster(&mut self.swim_out) {
+        if let Err(e) = self.membership.swim.leave_cluster(&mut self.membership.out) {
             tracing::debug!(cause = %e, "leave failed");
         }
         self.after_swim(now);
+        self.membership.lifecycle = Lifecycle::Left;
     }
 
     // ---- inputs ----
@@ -572,7 +543,11 @@ impl Node {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         match wire::decode(bytes, wire::MAX_DATAGRAM_BYTES) {
             Ok(Message::Membership(packet)) => {
-                if let Err(e) = self.swim.handle_data(&packet, &mut self.swim_out) {
+                if let Err(e) = self
+                    .membership
+                    .swim
+                    .handle_data(&packet, &mut self.membership.out)
+                {
                     tracing::trace!(%from, cause = %e, "membership packet refused");
                 }
                 self.after_swim(now);
@@ -617,12 +592,16 @@ impl Node {
                     tracing::debug!(?t, "suspicion refuted in time");
                 }
                 Timer::Swim(t) => {
-                    if let Err(e) = self.swim.handle_timer(t, &mut self.swim_out) {
+                    if let Err(e) = self
+                        .membership
+                        .swim
+                        .handle_timer(t, &mut self.membership.out)
+                    {
                         tracing::trace!(cause = %e, "membership timer");
                     }
                     self.after_swim(now);
                 }
-                Timer::Announce if !self.active => {
+                Timer::Announce if self.membership.lifecycle == Lifecycle::Idle => {
                     self.announce();
                     self.timers
                         .set(now + self.config.announce_interval, Timer::Announce);
@@ -664,12 +643,12 @@ impl Node {
 
     /// The fingerprint of the store's digest, recomputed only when the store changed.
     fn fingerprint(&self) -> u64 {
-        let (revision, hash) = self.fingerprint.get();
+        let (revision, hash) = self.sync.fingerprint.get();
         if revision == self.store.revision() {
             return hash;
         }
         let hash = self.store.digest().fingerprint();
-        self.fingerprint.set((self.store.revision(), hash));
+        self.sync.fingerprint.set((self.store.revision(), hash));
         hash
     }
 
@@ -743,16 +722,17 @@ impl Node {
     fn note_lateness(&mut self, late: Duration) {
         let late_now = late > self.config.swim.probe_rtt / 2;
         let health = if late_now {
-            (self.local_health + 1).min(8)
+            (self.membership.local_health + 1).min(8)
         } else {
-            self.local_health
-                .saturating_sub(u32::from(self.local_health > 0 && late.is_zero()))
+            self.membership.local_health.saturating_sub(u32::from(
+                self.membership.local_health > 0 && late.is_zero(),
+            ))
         };
-        if health != self.local_health {
-            self.local_health = health;
+        if health != self.membership.local_health {
+            self.membership.local_health = health;
             let mut swim = self.config.swim.clone();
             swim.suspect_to_down_after = self.suspect_to_down_after();
-            if let Err(e) = self.swim.set_config(swim) {
+            if let Err(e) = self.membership.swim.set_config(swim) {
                 tracing::warn!(cause = %e, "cannot scale the suspicion timeout");
             }
             tracing::debug!(health, "local health changed");
@@ -761,7 +741,7 @@ impl Node {
 
     /// The current suspicion timeout: the configured one, stretched while this node is late.
     pub fn suspect_to_down_after(&self) -> Duration {
-        self.config.swim.suspect_to_down_after * (1 + self.local_health)
+        self.config.swim.suspect_to_down_after * (1 + self.membership.local_health)
     }
 }
 

@@ -17,6 +17,32 @@ use crate::proto::{ApplyError, Delta, Digest, Key, Snapshot, SyncReply, Version,
 /// The longest gap between two chunks of a snapshot for it to count as still arriving.
 const SNAPSHOT_QUIET: Duration = Duration::from_millis(250);
 
+/// Anti-entropy's state.
+#[derive(Debug)]
+pub(super) struct SyncState {
+    /// The digest fingerprint and the store revision it was computed at.
+    pub(super) fingerprint: std::cell::Cell<(u64, u64)>,
+    /// Parts merged of snapshots still incomplete, by (sender, context fingerprint), and
+    /// when the last of them arrived.
+    pub(super) snapshot_parts:
+        BTreeMap<(SocketAddr, u64), (std::collections::BTreeSet<u32>, Instant)>,
+    /// Sync exchanges under way: the peer asked for what we lack, and when we first asked.
+    pub(super) started: BTreeMap<SocketAddr, Instant>,
+    /// When a peer's probe last showed it had seen exactly what this replica has.
+    pub(super) last_in_sync: Option<Instant>,
+}
+
+impl Default for SyncState {
+    fn default() -> SyncState {
+        SyncState {
+            fingerprint: std::cell::Cell::new((u64::MAX, 0)),
+            snapshot_parts: BTreeMap::new(),
+            started: BTreeMap::new(),
+            last_in_sync: None,
+        }
+    }
+}
+
 impl Node {
     pub(super) fn anti_entropy_round(&mut self, now: Instant) {
         let next = self.jitter(self.config.anti_entropy_interval);
@@ -26,7 +52,8 @@ impl Node {
         self.peers.forget_requests_before(now, window);
         // An exchange that never completed (peer gone, messages lost) stops being timed.
         let horizon = self.config.anti_entropy_interval * 10;
-        self.syncs_started
+        self.sync
+            .started
             .retain(|_, &mut at| now.saturating_duration_since(at) < horizon);
         let Some(to) = self.peers.next_sync_target() else {
             return;
@@ -49,7 +76,7 @@ impl Node {
         }
         if hash == self.fingerprint() {
             // In sync: the peer has seen exactly what we have.
-            self.last_in_sync = Some(now);
+            self.sync.last_in_sync = Some(now);
             if self.peers.wants_vector(&from) {
                 let vector = self.store.digest().version_vector();
                 self.peers.report_vector(&from, &vector);
@@ -74,20 +101,22 @@ impl Node {
     fn request_sync(&mut self, now: Instant, to: SocketAddr, continuing: bool) {
         let quiet = SNAPSHOT_QUIET.min(self.config.anti_entropy_interval / 2);
         let snapshot_arriving = self
+            .sync
             .snapshot_parts
             .values()
             .any(|(_, last)| now.saturating_duration_since(*last) < quiet);
         let first_answer_awaited = !continuing
-            && self.last_in_sync.is_none()
+            && self.sync.last_in_sync.is_none()
             && self
-                .syncs_started
+                .sync
+                .started
                 .values()
                 .any(|at| now.saturating_duration_since(*at) < quiet);
         if snapshot_arriving || first_answer_awaited {
             return;
         }
         self.peers.note_request(to, now);
-        self.syncs_started.entry(to).or_insert(now);
+        self.sync.started.entry(to).or_insert(now);
         let digest = self.store.digest().clone();
         self.send(to, &Message::SyncRequest { digest });
     }
@@ -143,14 +172,14 @@ impl Node {
             self.request_sync(now, from, true);
         } else {
             // Everything the peer had seen when it answered is now here too.
-            self.last_in_sync = Some(now);
+            self.sync.last_in_sync = Some(now);
             self.sync_completed(now, from);
         }
     }
 
     /// Times the exchange with `from`, if this node started one, as complete at `now`.
     fn sync_completed(&mut self, now: Instant, from: SocketAddr) {
-        let Some(started) = self.syncs_started.remove(&from) else {
+        let Some(started) = self.sync.started.remove(&from) else {
             return;
         };
         let ms =
@@ -185,7 +214,7 @@ impl Node {
         }
         let Some((id, context, collected)) = pending else {
             // A snapshot in one chunk: its context was adopted with it.
-            self.last_in_sync = Some(now);
+            self.sync.last_in_sync = Some(now);
             self.sync_completed(now, from);
             return;
         };
@@ -193,21 +222,22 @@ impl Node {
         // once every part of this snapshot (named by sender and context) has been merged.
         // Only merged parts count: a refused chunk leaves the gap visible to anti-entropy.
         let (merged, last) = self
+            .sync
             .snapshot_parts
             .entry(id)
             .or_insert_with(|| (std::collections::BTreeSet::new(), now));
         merged.insert(part);
         *last = now;
         if merged.len() >= parts as usize {
-            self.snapshot_parts.remove(&id);
+            self.sync.snapshot_parts.remove(&id);
             self.store.adopt_snapshot_context(&context, collected);
-            self.last_in_sync = Some(now);
+            self.sync.last_in_sync = Some(now);
             self.sync_completed(now, from);
         }
         // Bound the bookkeeping of incomplete snapshots. Dropping one is safe: its context is
         // never adopted, and the next anti-entropy round fills the gap.
-        while self.snapshot_parts.len() > 16 {
-            self.snapshot_parts.pop_first();
+        while self.sync.snapshot_parts.len() > 16 {
+            self.sync.snapshot_parts.pop_first();
         }
     }
 

@@ -279,7 +279,7 @@ fn duplicate_pushes_prune_links_to_lazy() {
     let lazy: usize = c
         .nodes
         .iter()
-        .map(|n| n.view.values().filter(|&&l| l == Link::Lazy).count())
+        .map(|n| n.spread.view.values().filter(|&&l| l == Link::Lazy).count())
         .sum();
     assert!(lazy > 0, "no link was pruned");
     let before: u64 = c.nodes.iter().map(|n| n.stats().duplicate_versions).sum();
