@@ -8,9 +8,9 @@
 //! A local write is made pending in the node, committed durably by the storage writer (with
 //! every other write that arrived meanwhile: group commit), and takes effect when the writer
 //! reports it done ([`Node::handle_persisted`]); only then is the caller answered. The task
-//! never waits on the disk: while [`MAX_IN_FLIGHT`](super::storage::MAX_IN_FLIGHT) commits are
-//! outstanding, new work gathers for the next one, and past a bound the task stops reading
-//! new input until the disk catches up.
+//! never waits on the disk: while a commit is outstanding, new local writes gather for the
+//! next one (see [`MAX_IN_FLIGHT`](super::storage::MAX_IN_FLIGHT)), and past a bound the task
+//! stops reading new input until the disk catches up.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -393,7 +393,7 @@ impl Driver {
         while let Some(version) = self.node.poll_persist() {
             self.pending.locals.push(version);
         }
-        if !self.storage.can_submit() {
+        if !self.storage.can_submit(!self.pending.locals.is_empty()) {
             return;
         }
         let revision = self.node.store().revision();

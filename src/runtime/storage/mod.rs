@@ -25,8 +25,9 @@
 //!
 //! Commits run on a thread of their own ([`writer`]), in the order the node task submits them,
 //! and report back on a channel the node task awaits: it never blocks on the disk. It keeps at
-//! most [`MAX_IN_FLIGHT`] commits outstanding and gathers everything that arrives meanwhile
-//! into the next one, so concurrent local writes share one fsync (group commit). Watchers see a
+//! most [`MAX_IN_FLIGHT`] commits outstanding (one, for a commit with local writes) and
+//! gathers everything that arrives meanwhile into the next one, so concurrent local writes
+//! share one fsync (group commit). Watchers see a
 //! change once it is written.
 
 mod backend;
@@ -191,12 +192,13 @@ struct CursorSource {
     next: u64,
 }
 
-/// How many commits the node task keeps outstanding. Everything that arrives while one is
-/// being written waits in the node task and goes into the next, which is what groups
-/// concurrent writes into one fsync. One: a second commit queued behind the first was measured
-/// (64 clients, `benches/agent_load.rs`) to give smaller groups and no more throughput, since
-/// the writer thread encodes and writes a commit in one go.
-pub(crate) const MAX_IN_FLIGHT: usize = 1;
+/// How many commits the node task keeps outstanding: a commit of what arrived from peers may
+/// queue behind the one being written (a catch-up's chunks are then written while the next
+/// are merged), but a commit holding local writes waits until none is outstanding. Everything
+/// that arrives meanwhile goes into it, which is what groups concurrent writes into one fsync:
+/// at 64 clients (`benches/agent_load.rs`), letting local writes queue behind a commit gave
+/// smaller groups and less throughput.
+pub(crate) const MAX_IN_FLIGHT: usize = 2;
 
 /// The node task's side of the database: it turns the store's changes and the node's local
 /// writes into commits for the writer thread ([`writer`]), and hands out change-log cursors.
@@ -360,10 +362,11 @@ impl Storage {
         cursor
     }
 
-    /// Whether another commit may be submitted now (fewer than [`MAX_IN_FLIGHT`] are
-    /// outstanding).
-    pub(crate) fn can_submit(&self) -> bool {
-        self.in_flight < MAX_IN_FLIGHT && self.jobs.is_some()
+    /// Whether another commit may be submitted now: fewer than [`MAX_IN_FLIGHT`] are
+    /// outstanding, and none if it holds local writes.
+    pub(crate) fn can_submit(&self, with_local_writes: bool) -> bool {
+        let limit = if with_local_writes { 1 } else { MAX_IN_FLIGHT };
+        self.in_flight < limit && self.jobs.is_some()
     }
 
     /// Commits outstanding.

@@ -35,7 +35,7 @@ use crate::{
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// Past this many keys written without an fsync, the next commit is durable: what a reopen
 /// after a failure must write again stays bounded.
-const MAX_UNSYNCED_KEYS: usize = 16_384;
+const MAX_UNSYNCED_KEYS: usize = 262_144;
 
 /// What the node task asks of the writer.
 pub(super) enum Job {
