@@ -250,10 +250,14 @@ impl Writer {
 
     /// Publishes a committed batch's changes to watchers, and remembers it until a durable
     /// commit (see [`Writer::unsynced`]).
-    fn committed(&mut self, batch: Batch, durable: bool) {
-        self.publish(batch.changes.clone());
+    fn committed(&mut self, mut batch: Batch, durable: bool) {
         if durable {
+            self.publish(batch.changes);
             return;
+        }
+        // Kept for a reopen, so watchers get copies (and none are made without a watcher).
+        if self.changes.receiver_count() > 0 {
+            self.publish(batch.changes.clone());
         }
         match &mut self.unsynced {
             Some(unsynced) => unsynced.absorb(batch),
