@@ -203,6 +203,25 @@ async fn run(
     Ok((started.elapsed(), all))
 }
 
+/// Times 100 rounds of a 4 KiB write and an fdatasync of a file in `dir`; p50 and p99 in ms.
+fn fsync_latency(dir: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = [0u8; 4096];
+    let mut samples = Vec::with_capacity(100);
+    for _ in 0..100 {
+        #[allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
+        let started = std::time::Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        samples.push(started.elapsed());
+    }
+    std::fs::remove_file(&path)?;
+    samples.sort();
+    Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
+}
+
 /// Waits (up to 30 s) until the agent lists `n` members, itself included.
 async fn wait_for_members(client: &Client, n: usize) -> anyhow::Result<()> {
     for _ in 0..300 {
@@ -260,6 +279,12 @@ async fn main() -> anyhow::Result<()> {
         base.display(),
         o.keys,
         o.value_bytes
+    );
+    // What the disk gives right now: every durable PUT waits for at least one fdatasync, so
+    // throughput is bounded by clients / fsync latency whatever the code does.
+    let (sync_p50, sync_p99) = fsync_latency(dir.path())?;
+    println!(
+        "disk: 4 KiB write + fdatasync in the data directory, p50 {sync_p50:.2} ms, p99 {sync_p99:.2} ms (100 samples)"
     );
     // Every key exists before GETs are measured.
     run(&client, Method::PUT, o.keys, 16, o.keys, value.clone(), 0).await?;
