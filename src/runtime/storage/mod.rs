@@ -479,3 +479,77 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
     }
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+
+    use super::*;
+    use crate::proto::{Key, Payload};
+
+    fn open(dir: &Path, changes: broadcast::Sender<Change>) -> (Storage, Loaded) {
+        let (storage, loaded, _done) = Storage::open(
+            Some(dir),
+            None,
+            1 << 20,
+            None,
+            WriterId(7),
+            StoreConfig::default(),
+            4,
+            100,
+            changes,
+        )
+        .expect("open");
+        (storage, loaded)
+    }
+
+    /// A local write made durable in the write-ahead log, whose rows the node never got to
+    /// commit (it crashed in between), is applied at the next start: stored, in the context,
+    /// logged for watchers, and gone from the log.
+    #[test]
+    fn a_local_write_left_in_the_write_ahead_log_is_replayed_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (changes, _) = broadcast::channel(16);
+        let (mut storage, loaded) = open(dir.path(), changes.clone());
+        let mut store = Store::new(loaded.writer, StoreConfig::default());
+        let key = Key::new("app/replayed").expect("key");
+        let version = store
+            .local_version(
+                1_000,
+                key.clone(),
+                Payload::Value(Bytes::from_static(b"v")),
+                1,
+                None,
+            )
+            .expect("version");
+        storage.submit(
+            &store,
+            Submission {
+                locals: vec![version.clone()],
+                ..Submission::default()
+            },
+        );
+        // Closing drains the writer: the commit with the write-ahead entry is done. The
+        // commit that would write the key's rows never happens.
+        storage.close();
+        drop(storage);
+
+        let (storage, loaded) = open(dir.path(), changes);
+        let store = loaded.store.expect("a replica");
+        assert_eq!(store.get(&key), Some(&version));
+        assert_eq!(store.last_local_seq(), 1);
+        let reader = storage.reader();
+        let (_, last) = reader.log_head().expect("log head");
+        assert!(last >= 1, "the replayed write was not logged");
+        let db = current(&storage.db).expect("db");
+        let read = db.begin_read().expect("read");
+        let wal = read.open_table(LOCAL_WRITES).expect("table");
+        assert_eq!(wal.len().expect("len"), 0);
+        drop((read, db));
+        // Once more: nothing is replayed twice.
+        drop(storage);
+        let (_storage, loaded) = open(dir.path(), broadcast::channel(16).0);
+        assert_eq!(loaded.store.expect("replica").get(&key), Some(&version));
+    }
+}

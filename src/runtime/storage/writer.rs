@@ -250,7 +250,7 @@ impl Writer {
 
     /// Publishes a committed batch's changes to watchers, and remembers it until a durable
     /// commit (see [`Writer::unsynced`]).
-    fn committed(&mut self, mut batch: Batch, durable: bool) {
+    fn committed(&mut self, batch: Batch, durable: bool) {
         if durable {
             self.publish(batch.changes);
             return;
