@@ -600,3 +600,50 @@ async fn a_stalled_disk_stalls_no_reads_and_no_replication() {
     node.shutdown().await;
     peer.shutdown().await;
 }
+
+/// A disk outage right after a commit made without an fsync (the rows of an acknowledged
+/// write) must not lose it: redb refuses a database after an I/O error, the reopened one no
+/// longer holds that commit, so the writer keeps such commits until they are written again
+/// (and the write-ahead log entry is removed only with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_outage_after_a_commit_without_fsync_loses_no_acknowledged_write() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk_full = Arc::new(AtomicBool::new(false));
+    let hook = {
+        let disk_full = Arc::clone(&disk_full);
+        Arc::new(move || disk_full.load(Ordering::SeqCst))
+    };
+    let builder = Mesh::builder()
+        .tls(ca.node_config("node").expect("cert"))
+        .data_dir(dir.path())
+        .storage_fault_hook(hook);
+    let node = builder.clone().start().await.expect("start");
+    node.put("app/first", &b"1"[..]).await.expect("put");
+    // The commit after it (its row, without an fsync) is written once history answers.
+    node.history("app/first").await.expect("history");
+    disk_full.store(true, Ordering::SeqCst);
+    // Checkpoints and retries fail, each after reopening the database, for a few seconds.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    disk_full.store(false, Ordering::SeqCst);
+    let accepted = eventually(Duration::from_secs(10), || {
+        let node = node.clone();
+        async move { node.put("app/second", &b"2"[..]).await.is_ok() }
+    })
+    .await;
+    assert!(accepted, "writes still refused after the disk recovered");
+    node.history("app/second").await.expect("history");
+    node.shutdown().await;
+
+    let node = start_when_free(builder).await;
+    assert_eq!(
+        value(node.get("app/first").await.expect("get")).as_deref(),
+        Some(&b"1"[..]),
+        "an acknowledged write was lost in the reopen"
+    );
+    assert_eq!(
+        value(node.get("app/second").await.expect("get")).as_deref(),
+        Some(&b"2"[..])
+    );
+    node.shutdown().await;
+}

@@ -424,7 +424,8 @@ impl World {
             durable = Some(version.dot.counter);
         }
         if let Some(seq) = durable {
-            node.handle_persisted(self.now, seq);
+            let refused = node.handle_persisted(self.now, seq);
+            debug_assert!(refused.is_empty(), "a simulated node's write was refused");
         }
         let mut out = Vec::new();
         while let Some(t) = node.poll_transmit() {

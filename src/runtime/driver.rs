@@ -32,8 +32,11 @@ use crate::proto::{
 /// peers' messages until storage catches up (the transport's queue then fills, and QUIC's
 /// flow control slows the senders).
 const MAX_UNWRITTEN_CHANGES: usize = 262_144;
-/// Past this many local writes waiting for the disk, the node task stops taking commands.
+/// Past this many local writes waiting for the disk, or this many bytes of their values, new
+/// writes are refused ([`StorageError::Busy`]) until the disk catches up.
 const MAX_PENDING_WRITES: usize = 65_536;
+/// See [`MAX_PENDING_WRITES`].
+const MAX_PENDING_WRITE_BYTES: usize = 256 << 20;
 
 /// How often remote changes committed without an fsync are made durable, and the member
 /// list saved.
@@ -148,6 +151,13 @@ pub(crate) struct Pending {
     /// Bumped when a commit of local writes fails: the node drops every pending write, and
     /// reports of commits submitted before (refused too) are stale.
     epoch: u64,
+    /// Numbers of refused local writes to remove from the write-ahead log.
+    discard: Option<(u64, u64)>,
+    /// The last commit failed: checkpoints keep probing the disk with one.
+    failing: bool,
+    /// Changes submitted since commits started failing: the writer keeps them until the disk
+    /// recovers, so they count against [`MAX_UNWRITTEN_CHANGES`].
+    kept_changes: usize,
 }
 
 #[allow(
@@ -173,11 +183,11 @@ impl Driver {
                 .node
                 .poll_timeout()
                 .map_or_else(far_future, tokio::time::Instant::from_std);
-            let take_commands = self.node.pending_writes() < MAX_PENDING_WRITES;
-            let take_messages = self.pending.changes.len() < MAX_UNWRITTEN_CHANGES;
+            let take_messages =
+                self.pending.changes.len() + self.pending.kept_changes < MAX_UNWRITTEN_CHANGES;
             tokio::select! {
                 Some(done) = self.done.recv() => self.persisted(done),
-                command = self.commands.recv(), if take_commands => match command {
+                command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.leave().await;
                         stopped = Some(reply);
@@ -199,12 +209,14 @@ impl Driver {
         if stopped.is_some() {
             self.finish_writes().await;
         }
-        // What is still pending is refused, nothing of it having been acknowledged (after a
-        // crash of the handle, a write already submitted may still be replayed at the next
-        // start: it is durable, and its caller is gone).
-        self.fail_pending(&StorageError::Unavailable);
-        // The data directory is free for another node once shutdown returns.
+        // The writer finishes what was submitted; the data directory is free for another
+        // node once shutdown returns. Writes it made durable are answered as such; what is
+        // still pending is refused.
         self.storage.close();
+        while let Ok(done) = self.done.try_recv() {
+            self.persisted(done);
+        }
+        self.fail_pending(&StorageError::Unavailable);
         if let Some(reply) = stopped {
             let _ = reply.send(());
         }
@@ -234,7 +246,16 @@ impl Driver {
     }
 
     fn command(&mut self, command: Command) {
+        let busy = self.node.pending_writes() >= MAX_PENDING_WRITES
+            || self.node.pending_bytes() >= MAX_PENDING_WRITE_BYTES;
+        let busy_error = || LocalWriteError::Storage(StorageError::Busy);
         match command {
+            Command::Put { reply, .. } | Command::PutIf { reply, .. } if busy => {
+                let _ = reply.send(Err(busy_error()));
+            }
+            Command::Delete { reply, .. } if busy => {
+                let _ = reply.send(Err(busy_error()));
+            }
             Command::Put { key, value, reply } => match self.node.put(now(), key, value) {
                 Ok(version) => self.await_write(version, Waiter::Put(reply)),
                 Err(e) => {
@@ -279,12 +300,16 @@ impl Driver {
     /// their callers are answered; refused ones are dropped and refused.
     fn persisted(&mut self, done: Done) {
         self.storage.completed();
+        self.pending.failing = !done.ok;
+        if done.ok {
+            self.pending.kept_changes = 0;
+        }
         match done.locals {
             // Refused or not, these writes were already refused when their epoch failed.
             Some(_) if done.epoch != self.pending.epoch => {}
             None => {}
             Some(Ok(seq)) => {
-                self.node.handle_persisted(now(), seq);
+                let refused = self.node.handle_persisted(now(), seq);
                 self.pending.applied_through = Some(seq);
                 while let Some(next) = self.pending.awaited.front()
                     && next.version.dot.counter <= seq
@@ -292,12 +317,19 @@ impl Driver {
                     let Some(Awaited { version, waiter }) = self.pending.awaited.pop_front() else {
                         break;
                     };
+                    let result = if refused.contains(&version.dot.counter) {
+                        Err(LocalWriteError::Storage(StorageError::IdInUse(
+                            version.dot.counter,
+                        )))
+                    } else {
+                        Ok(version)
+                    };
                     match waiter {
                         Waiter::Put(reply) => {
-                            let _ = reply.send(Ok(version));
+                            let _ = reply.send(result);
                         }
                         Waiter::Delete(reply) => {
-                            let _ = reply.send(Ok(Some(version)));
+                            let _ = reply.send(result.map(Some));
                         }
                         Waiter::Internal => {}
                     }
@@ -324,16 +356,28 @@ impl Driver {
         self.settle();
     }
 
-    /// Drops every pending local write, refusing it to its caller with `error`.
+    /// Drops every pending local write, refusing it to its caller with `error` (a
+    /// [`StorageError::WriteFailed`], shared, or else [`StorageError::Unavailable`]).
     fn fail_pending(&mut self, error: &StorageError) {
         let dropped = self.node.handle_persist_failed();
+        if let Some((first, last)) = dropped {
+            self.pending.discard = Some(match self.pending.discard {
+                Some((a, b)) => (a.min(first), b.max(last)),
+                None => (first, last),
+            });
+        }
         self.pending.locals.clear();
         let shared = match error {
-            StorageError::WriteFailed(e) => std::sync::Arc::clone(e),
-            _ => std::sync::Arc::new(StorageError::Unavailable),
+            StorageError::WriteFailed(e) => Some(std::sync::Arc::clone(e)),
+            _ => None,
         };
         for Awaited { version, waiter } in self.pending.awaited.drain(..) {
-            let e = || LocalWriteError::Storage(StorageError::WriteFailed(shared.clone()));
+            let e = || {
+                LocalWriteError::Storage(match &shared {
+                    Some(shared) => StorageError::WriteFailed(shared.clone()),
+                    None => StorageError::Unavailable,
+                })
+            };
             match waiter {
                 Waiter::Put(reply) => {
                     let _ = reply.send(Err(e()));
@@ -346,8 +390,8 @@ impl Driver {
                 }
             }
         }
-        if dropped > 0 {
-            tracing::warn!(dropped, cause = %error, "local writes refused: not made durable");
+        if let Some((first, last)) = dropped {
+            tracing::warn!(first, last, cause = %error, "local writes refused: not made durable");
         }
     }
 
@@ -403,8 +447,11 @@ impl Driver {
             || !pending.locals.is_empty()
             || !pending.notify.is_empty()
             || pending.applied_through.is_some()
+            || pending.discard.is_some()
             || pending.sent_revision != revision;
-        let durable = pending.durable && (has_work || pending.unsynced || pending.members_changed);
+        // While commits fail, each checkpoint probes the disk with one.
+        let durable = pending.durable
+            && (has_work || pending.unsynced || pending.members_changed || pending.failing);
         if !has_work && !durable {
             pending.durable = false;
             return;
@@ -425,11 +472,19 @@ impl Driver {
             applied_through: pending.applied_through.take(),
             notify: std::mem::take(&mut pending.notify),
             epoch: pending.epoch,
+            discard: pending.discard.take(),
         };
         pending.sent_revision = revision;
         pending.unsynced = !synced;
         pending.durable = false;
-        self.storage.submit(self.node.store(), work);
+        let with_locals = !work.locals.is_empty();
+        if pending.failing {
+            pending.kept_changes += work.changes.len();
+        }
+        if !self.storage.submit(self.node.store(), work) && with_locals {
+            // No writer to report them: refuse them now rather than never.
+            self.fail_pending(&StorageError::Unavailable);
+        }
     }
 
     /// Makes everything committed so far durable, and saves the member list if it changed.

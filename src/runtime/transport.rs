@@ -47,9 +47,10 @@ pub(crate) struct Inboxes {
     /// Stream messages; a full queue holds back the stream reads.
     pub(crate) streams: mpsc::Receiver<Inbound>,
 }
-/// How many incoming streams are read at once, across every connection: past that, a
-/// connection's receive loop waits (and QUIC's flow control holds its sender back), so a
-/// burst of streams costs a bounded number of tasks and buffers.
+/// How many incoming streams are read at once, across every connection: past that, an
+/// accepted stream waits unread (and QUIC's flow control holds its sender back), so a burst
+/// of streams costs a bounded number of buffers; QUIC's limit on open streams per connection
+/// bounds the waiting tasks.
 const MAX_STREAM_READS: usize = 64;
 /// The longest one incoming stream may take to arrive in full: a peer that opens a stream
 /// and stalls gives its read slot back.
@@ -394,7 +395,6 @@ async fn receive(
     reads: Arc<tokio::sync::Semaphore>,
 ) {
     let from = conn.remote_address();
-    let mut slot = None;
     loop {
         tokio::select! {
             datagram = conn.read_datagram() => match datagram {
@@ -409,17 +409,18 @@ async fn receive(
                     return;
                 }
             },
-            // A read slot first, then a stream: without a slot, datagrams are still read.
-            permit = reads.clone().acquire_owned(), if slot.is_none() => match permit {
-                Ok(permit) => slot = Some(permit),
-                Err(_) => return,
-            },
-            stream = conn.accept_uni(), if slot.is_some() => match stream {
+            stream = conn.accept_uni() => match stream {
                 Ok(mut recv) => {
-                    let slot = slot.take();
+                    let reads = reads.clone();
                     let streams = inbound.streams.clone();
                     let filter = filter.clone();
                     tokio::spawn(async move {
+                        // Nothing of the stream is read before a slot is free: the waiting
+                        // tasks hold no data, and QUIC's limit on open streams per
+                        // connection bounds how many wait.
+                        let Ok(slot) = reads.acquire_owned().await else {
+                            return;
+                        };
                         let read = recv.read_to_end(max_stream_bytes);
                         match tokio::time::timeout(STREAM_READ_TIMEOUT, read).await {
                             Ok(Ok(bytes)) if !filter.dropped(from) => {

@@ -3,7 +3,8 @@
 //! A write is numbered and given its clock when it is made ([`Node::put`]), then waits in the
 //! pending layer until the runtime reports it durable ([`Node::handle_persisted`]). Until then
 //! it is neither readable nor sent to any peer, so a crash can only lose a write nobody saw,
-//! and a node never reissues a version id it pushed. Writes prepared while earlier ones are
+//! and a node never reissues a version id it pushed (nor, while it runs, one it handed to the
+//! runtime). Writes prepared while earlier ones are
 //! still pending take the next numbers, and a write to a key with a pending write supersedes
 //! that write too (their clocks chain), so the order of local writes to a key holds whatever
 //! arrives from peers in between.
@@ -25,6 +26,11 @@ pub(super) struct Pending {
     handed_out: usize,
     /// The latest pending write of each key with one.
     latest: BTreeMap<Key, Version>,
+    /// The bytes of the values pending.
+    bytes: usize,
+    /// The highest number ever given to a local write by this node (refused ones included):
+    /// never given again, since a refused write may have reached the file after all.
+    burned: u64,
 }
 
 impl Pending {
@@ -32,7 +38,7 @@ impl Pending {
     /// or stored.
     fn next_seq(&self, store: &Store) -> u64 {
         let pending = self.writes.back().map_or(0, |v| v.dot.counter);
-        store.last_local_seq().max(pending) + 1
+        store.last_local_seq().max(pending).max(self.burned) + 1
     }
 
     /// The key's winner as a read after every pending write is applied would see it, as far
@@ -45,14 +51,23 @@ impl Pending {
         }
     }
 
+    /// Whether a delete would change anything once the pending writes are applied: the
+    /// latest pending write of the key is a value, or a stored value it does not supersede
+    /// (a peer's, arrived meanwhile) would stay live.
     fn deletable(&self, store: &Store, key: &Key) -> bool {
         match self.latest.get(key) {
-            Some(pending) => !pending.is_tombstone(),
+            Some(pending) if pending.is_tombstone() => store
+                .versions(key)
+                .iter()
+                .any(|v| !v.is_tombstone() && !pending.supersedes(&v.dot)),
+            Some(_) => true,
             None => store.deletable(key),
         }
     }
 
     fn push(&mut self, version: Version) {
+        self.bytes += value_len(&version);
+        self.burned = self.burned.max(version.dot.counter);
         self.latest.insert(version.key.clone(), version.clone());
         self.writes.push_back(version);
     }
@@ -65,6 +80,7 @@ impl Pending {
                 break;
             };
             self.handed_out = self.handed_out.saturating_sub(1);
+            self.bytes = self.bytes.saturating_sub(value_len(&version));
             if self.latest.get(&version.key).map(|v| v.dot) == Some(version.dot) {
                 self.latest.remove(&version.key);
             }
@@ -73,11 +89,23 @@ impl Pending {
         done
     }
 
-    fn clear(&mut self) -> usize {
-        let dropped = self.writes.len();
-        *self = Pending::default();
-        dropped
+    /// Drops every pending write; returns the range of numbers they held.
+    fn clear(&mut self) -> Option<(u64, u64)> {
+        let range = self
+            .writes
+            .front()
+            .zip(self.writes.back())
+            .map(|(first, last)| (first.dot.counter, last.dot.counter));
+        *self = Pending {
+            burned: self.burned,
+            ..Pending::default()
+        };
+        range
     }
+}
+
+fn value_len(version: &Version) -> usize {
+    version.payload.value().map_or(0, Bytes::len)
 }
 
 impl Node {
@@ -148,23 +176,32 @@ impl Node {
         self.pending.writes.len()
     }
 
+    /// The bytes of the values of the local writes waiting to be made durable.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.bytes
+    }
+
     /// The runtime made every local write numbered up to `seq` durable: apply them, in
     /// order, as any version is applied, tell the application, and push them to the mesh.
-    pub fn handle_persisted(&mut self, _now: Instant, seq: u64) {
+    /// Returns the numbers of those that could not be applied (a peer already holds a version
+    /// of this writer with that number, which only a data directory restored or copied from
+    /// another node's can cause): they did not take effect, and their callers must be told.
+    pub fn handle_persisted(&mut self, _now: Instant, seq: u64) -> Vec<u64> {
         let durable = self.pending.take_through(seq);
+        let mut refused = Vec::new();
         let mut spread = Vec::with_capacity(durable.len());
         for version in durable {
             let old = self.store.get(&version.key).cloned();
             match self.store.apply(version.clone()) {
                 Ok(Applied::Duplicate) => {
-                    // Only a replica that lost state and reuses its writer id can get here:
-                    // a peer holds a version of ours with this number. Ours is lost.
-                    tracing::error!(key = %version.key, seq = version.dot.counter, "local write numbered as a version already seen; dropped");
+                    tracing::error!(key = %version.key, seq = version.dot.counter, "local write numbered as a version already seen; refused");
+                    refused.push(version.dot.counter);
                     continue;
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(key = %version.key, cause = %e, "local write not applicable");
+                    refused.push(version.dot.counter);
                     continue;
                 }
             }
@@ -185,12 +222,15 @@ impl Node {
             }
         }
         self.disseminate(&spread[start..], None);
+        refused
     }
 
     /// Making the pending local writes durable failed: every pending write is dropped, as if
-    /// never made (none was readable or sent), and numbering continues from the stored ones.
-    /// Returns how many were dropped. The runtime refuses each of them to its caller.
-    pub fn handle_persist_failed(&mut self) -> usize {
+    /// never made (none was readable or sent). Their numbers are not given again: the failed
+    /// commit may have reached the file after all. Returns the range of numbers dropped (first,
+    /// last), for the runtime to remove from its write-ahead log; it refuses each write to its
+    /// caller.
+    pub fn handle_persist_failed(&mut self) -> Option<(u64, u64)> {
         self.pending.clear()
     }
 }

@@ -125,6 +125,16 @@ pub enum StorageError {
     /// because one before it failed); shared by every write of the batch. Nothing changed.
     #[error("the write was not made durable: {0}")]
     WriteFailed(Arc<StorageError>),
+    /// Too many writes are waiting for the disk (it is slow or stalled); nothing changed.
+    /// Try again later.
+    #[error("too many writes are waiting for the disk; try again later")]
+    Busy,
+    /// A local write took a version id a peer already holds for this node's writer: the data
+    /// directory was restored from a backup or copied from another node's. Nothing changed.
+    #[error(
+        "version id {0} of this node's writer is already in use (a data directory restored or copied?)"
+    )]
+    IdInUse(u64),
 }
 
 /// Decides, before each write or sync of the data directory's file, whether it fails as a
@@ -241,6 +251,9 @@ pub(crate) struct Submission {
     /// The node task's write epoch: a failed commit of local writes refuses every later one
     /// of the same epoch, submitted before the node task heard of the failure.
     pub(crate) epoch: u64,
+    /// Numbers of refused local writes (first, last) to remove from the write-ahead log, in
+    /// case their failed commit reached the file after all.
+    pub(crate) discard: Option<(u64, u64)>,
 }
 
 impl Storage {
@@ -382,8 +395,9 @@ impl Storage {
     /// Submits one commit: the store's rows of `keys`, the context and floor where they
     /// changed, and the rest of `work`. Returns at once; the writer reports a [`Done`]. A
     /// commit that fails is kept by the writer and retried with the next (its local writes
-    /// excepted: they are refused, and reported so).
-    pub(crate) fn submit(&mut self, store: &Store, work: Submission) {
+    /// excepted: they are refused, and reported so). Returns false if the writer is gone: no
+    /// [`Done`] will come.
+    pub(crate) fn submit(&mut self, store: &Store, work: Submission) -> bool {
         let keys = work
             .keys
             .into_iter()
@@ -403,6 +417,7 @@ impl Storage {
             changes: work.changes,
             durable: work.durable,
             applied_through: work.applied_through,
+            discard: work.discard,
         };
         self.sent_context
             .extend(batch.context.iter().map(|(w, seen)| (*w, seen.clone())));
@@ -410,19 +425,21 @@ impl Storage {
             self.sent_floor = floor.clone();
         }
         let Some(jobs) = &self.jobs else {
-            return;
+            return false;
         };
         let job = Job::Commit {
-            batch,
+            batch: Box::new(batch),
             locals: work.locals,
             epoch: work.epoch,
             notify: work.notify,
         };
         if jobs.send(job).is_err() {
             tracing::error!("the storage writer is gone; changes not saved");
-            return;
+            self.jobs = None;
+            return false;
         }
         self.in_flight += 1;
+        true
     }
 
     /// The context entries that differ from what was sent; only those are cloned (this runs

@@ -42,7 +42,7 @@ pub(super) enum Job {
     /// One commit, reported with a [`Done`].
     Commit {
         /// Rows and changes: never refused (kept and retried on failure).
-        batch: Batch,
+        batch: Box<Batch>,
         /// Local writes for the write-ahead log, in sequence order: the commit is durable.
         locals: Vec<Version>,
         /// The node task's write epoch (see [`Writer::failed_epoch`]).
@@ -59,6 +59,9 @@ pub(super) enum Job {
 pub(crate) struct Done {
     /// The epoch the commit was submitted in.
     pub(crate) epoch: u64,
+    /// Whether the commit succeeded (its rows and changes are written; otherwise they are
+    /// kept and retried).
+    pub(crate) ok: bool,
     /// For a commit with local writes: durable through this sequence number, or refused.
     pub(crate) locals: Option<Result<u64, Arc<StorageError>>>,
 }
@@ -81,6 +84,9 @@ pub(super) struct Batch {
     /// Drop local writes numbered up to this from the write-ahead log: the rows and context
     /// of this batch (or earlier ones) carry them.
     pub(super) applied_through: Option<u64>,
+    /// Drop local writes numbered in this range (first, last) from the write-ahead log: they
+    /// were refused.
+    pub(super) discard: Option<(u64, u64)>,
 }
 
 /// A key's rows after a batch.
@@ -114,6 +120,10 @@ impl Batch {
         self.changes.extend(later.changes);
         self.durable |= later.durable;
         self.applied_through = self.applied_through.max(later.applied_through);
+        self.discard = match (self.discard, later.discard) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (one, other) => one.or(other),
+        };
     }
 }
 
@@ -173,12 +183,13 @@ impl Writer {
                     epoch,
                     notify,
                 }) => {
-                    let locals = self.commit_job(batch, locals, epoch);
+                    let locals = self.commit_job(*batch, locals, epoch);
                     for reply in notify {
                         let _ = reply.send(());
                     }
+                    let ok = self.kept.is_none();
                     // A node task that is gone no longer needs the report.
-                    let _ = self.done.send(Done { epoch, locals });
+                    let _ = self.done.send(Done { epoch, ok, locals });
                 }
                 Some(Job::Close(reply)) => {
                     self.close();
@@ -334,6 +345,9 @@ impl Writer {
                 if let Some(seq) = batch.applied_through {
                     wal.retain_in(..=seq, |_, _| false)?;
                 }
+                if let Some((first, last)) = batch.discard {
+                    wal.retain_in(first..=last, |_, _| false)?;
+                }
                 for (key, rows) in &batch.keys {
                     Self::write_key(
                         &mut versions,
@@ -467,8 +481,14 @@ impl Writer {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::sync::Arc::new(db));
         self.broken = false;
         // Commits made without an fsync since the last durable one are gone with the old
-        // handle: write them again before anything else.
-        self.lost = self.unsynced.take();
+        // handle: write them again before anything else (after what an earlier reopen lost
+        // and is not written yet).
+        if let Some(unsynced) = self.unsynced.take() {
+            match &mut self.lost {
+                Some(lost) => lost.absorb(unsynced),
+                None => self.lost = Some(unsynced),
+            }
+        }
         tracing::info!("storage reopened");
         Ok(())
     }
