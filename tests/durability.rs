@@ -14,7 +14,9 @@ use std::{
 
 use confmesh::{
     proto::WriterId,
-    runtime::{Mesh, MeshBuilder, MeshError, StorageError, WatchError, tls::DevCa},
+    runtime::{
+        Mesh, MeshBuilder, MeshError, StorageError, StorageFaultHook, WatchError, tls::DevCa,
+    },
 };
 
 mod common;
@@ -34,6 +36,17 @@ async fn start_when_free(builder: MeshBuilder) -> Mesh {
             other => return other.expect("start"),
         }
     }
+}
+
+/// A storage fault hook and its switch: while the flag is set, every write and sync of the
+/// data directory's file fails as on a full disk.
+fn disk_switch() -> (Arc<AtomicBool>, StorageFaultHook) {
+    let disk_full = Arc::new(AtomicBool::new(false));
+    let hook = {
+        let disk_full = Arc::clone(&disk_full);
+        Arc::new(move || disk_full.load(Ordering::SeqCst))
+    };
+    (disk_full, hook)
 }
 
 fn value(v: Option<confmesh::proto::Version>) -> Option<Vec<u8>> {
@@ -141,11 +154,7 @@ async fn a_crashed_node_restarts_with_its_acknowledged_writes_and_pulls_only_wha
 async fn a_failing_disk_refuses_writes_and_leaves_the_replica_consistent() {
     let ca = DevCa::generate("test cluster").expect("ca");
     let dir = tempfile::tempdir().expect("tempdir");
-    let disk_full = Arc::new(AtomicBool::new(false));
-    let hook = {
-        let disk_full = Arc::clone(&disk_full);
-        Arc::new(move || disk_full.load(Ordering::SeqCst))
-    };
+    let (disk_full, hook) = disk_switch();
     let peer = Mesh::builder()
         .tls(ca.node_config("peer").expect("cert"))
         .start()
@@ -400,11 +409,7 @@ async fn a_crash_under_concurrent_writes_never_reuses_a_version_id() {
 
     let ca = DevCa::generate("test cluster").expect("ca");
     let dir = tempfile::tempdir().expect("tempdir");
-    let disk_full = Arc::new(AtomicBool::new(false));
-    let hook = {
-        let disk_full = Arc::clone(&disk_full);
-        Arc::new(move || disk_full.load(Ordering::SeqCst))
-    };
+    let (disk_full, hook) = disk_switch();
     let peer = Mesh::builder()
         .tls(ca.node_config("peer").expect("cert"))
         .start()
@@ -609,11 +614,7 @@ async fn a_stalled_disk_stalls_no_reads_and_no_replication() {
 async fn a_disk_outage_after_a_commit_without_fsync_loses_no_acknowledged_write() {
     let ca = DevCa::generate("test cluster").expect("ca");
     let dir = tempfile::tempdir().expect("tempdir");
-    let disk_full = Arc::new(AtomicBool::new(false));
-    let hook = {
-        let disk_full = Arc::clone(&disk_full);
-        Arc::new(move || disk_full.load(Ordering::SeqCst))
-    };
+    let (disk_full, hook) = disk_switch();
     let builder = Mesh::builder()
         .tls(ca.node_config("node").expect("cert"))
         .data_dir(dir.path())
