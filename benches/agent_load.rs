@@ -27,7 +27,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use confmesh::agent::client::Client;
+use confmesh::api::Client;
 use hyper::Method;
 
 const BIN: &str = env!("CARGO_BIN_EXE_confmesh");
@@ -187,8 +187,8 @@ async fn run(
                 };
                 #[allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
                 let sent = std::time::Instant::now();
-                let reply = client.send(method.clone(), &path, body).await?;
-                if !reply.status.is_success() {
+                let reply = client.call(method.as_str(), &path, body).await?;
+                if !(200..300).contains(&reply.status) {
                     bail!("{method} {path}: {}", reply.status);
                 }
                 latencies.push(sent.elapsed());
@@ -225,9 +225,7 @@ fn fsync_latency(dir: &std::path::Path) -> anyhow::Result<(f64, f64)> {
 /// Waits (up to 30 s) until the agent lists `n` members, itself included.
 async fn wait_for_members(client: &Client, n: usize) -> anyhow::Result<()> {
     for _ in 0..300 {
-        let reply = client
-            .send(Method::GET, "/v1/members", Bytes::new())
-            .await?;
+        let reply = client.call("GET", "/v1/members", Bytes::new()).await?;
         let members: serde_json::Value = serde_json::from_slice(&reply.body)?;
         if members["members"].as_array().is_some_and(|m| m.len() >= n) {
             return Ok(());

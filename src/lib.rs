@@ -19,7 +19,8 @@
 //!
 //! - [`proto`]: the core: keys, versions, the replicated [`proto::Store`], the wire format.
 //! - `runtime` (feature `runtime`, on by default): drives the core with real time and I/O.
-//! - `agent` (feature `agent`, on by default): the HTTP API, its client, and configuration.
+//! - `agent` (feature `agent`, on by default): the HTTP agent and its configuration.
+//! - `api` (feature `agent`): the HTTP API's types and routes, and a typed client.
 #![warn(missing_docs, unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -29,6 +30,8 @@ pub mod runtime;
 
 #[cfg(feature = "agent")]
 pub mod agent;
+#[cfg(feature = "agent")]
+pub mod api;
 
 /// The README's code examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -8,7 +8,12 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
+use figment::{
+    Figment,
+    providers::{Format, Serialized, Toml},
+    value::{Dict, Value},
+};
+use serde::{Deserialize, Serialize};
 
 use super::server::Limits;
 use crate::runtime::{DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Preset};
@@ -42,79 +47,121 @@ impl ConfigError {
     }
 }
 
-/// Paths of the TLS material (PEM).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+/// Paths of the TLS material (PEM): `[tls]` in the file, `CONFMESH_TLS_*`, `--tls-*`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
-pub struct TlsFiles {
+pub struct TlsOptions {
     /// The cluster CA certificate.
+    #[arg(long = "tls-ca", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
     /// This node's certificate chain.
+    #[arg(long = "tls-cert", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cert: Option<PathBuf>,
     /// This node's private key.
+    #[arg(long = "tls-key", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
 }
 
-/// The configuration file, as written. Every field is optional.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Where the replica is kept.
-    pub data_dir: Option<PathBuf>,
-    /// The QUIC (UDP) address peers reach this node at.
-    pub gossip_addr: Option<String>,
-    /// The HTTP API address.
-    pub http_addr: Option<String>,
-    /// Members to join through (`host:port`, DNS names allowed).
-    #[serde(default)]
-    pub join: Vec<String>,
-    /// The name other members see.
-    pub name: Option<String>,
-    /// Tags other members see.
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    /// `lan` or `wan`.
-    pub preset: Option<String>,
-    /// About how many nodes the cluster has.
-    pub expected_members: Option<usize>,
-    /// Versions kept per key for history and rollback.
-    pub history_len: Option<usize>,
-    /// Changes kept for resumable watches.
-    pub watch_log_len: Option<u64>,
-    /// A bearer token the HTTP API requires.
-    pub api_token: Option<String>,
-    /// The most memory, in MiB, the data directory's page cache may take.
-    pub cache_mb: Option<usize>,
-    /// How long requests in flight get to finish at shutdown (`5s`, `500ms`).
-    pub shutdown_grace: Option<String>,
-    /// The most HTTP connections open at once.
-    pub http_max_connections: Option<usize>,
-    /// How long a client may take to send a request's headers (also the keep-alive idle time).
-    pub http_header_timeout: Option<String>,
-    /// How long a client may take to send a request's body.
-    pub http_body_timeout: Option<String>,
-    /// How long a response may wait for a client that stopped reading it.
-    pub http_write_timeout: Option<String>,
-    /// The TLS material.
-    #[serde(default)]
-    pub tls: TlsFiles,
+impl TlsOptions {
+    fn is_empty(&self) -> bool {
+        self == &TlsOptions::default()
+    }
 }
 
-/// Flags given on the command line; they override the file and the environment.
-#[derive(Clone, Debug, Default)]
-pub struct Overrides {
-    /// `--data-dir`.
+/// Every option of the agent, declared once: a field here is a key of the TOML file, a
+/// `CONFMESH_*` environment variable (its name in capitals; `[tls] ca` is `CONFMESH_TLS_CA`)
+/// and a flag (`--http-addr`), each layer overriding the one before. Every field is optional;
+/// [`load`] fills in the defaults and checks the whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Where the replica is kept.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
-    /// `--gossip-addr`.
+    /// The QUIC (UDP) address peers reach this node at [default: 127.0.0.1:7946].
+    #[arg(long, value_name = "IP:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gossip_addr: Option<String>,
-    /// `--http-addr`.
+    /// The HTTP API address [default: 127.0.0.1:7947].
+    #[arg(long, value_name = "IP:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub http_addr: Option<String>,
-    /// `--join` (repeatable); replaces the file's list when given.
+    /// A member to join through, `host:port`, DNS names allowed (repeatable; the
+    /// environment takes a comma-separated list). Replaces the file's list.
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "list::deserialize"
+    )]
     pub join: Vec<String>,
-    /// `--name`.
+    /// The name other members see.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `--tag k=v` (repeatable); added to the file's tags.
-    pub tags: Vec<String>,
-    /// `--dev`.
+    /// A tag other members see, `key=value` (repeatable; the environment takes
+    /// `k=v,k2=v2`). Added to the file's tags.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tags::parse_one)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "tags")]
+    pub tags: Vec<(String, String)>,
+    /// Failure-detector timers: `lan` or `wan` [default: lan].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// About how many nodes the cluster has [default: 16].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_members: Option<usize>,
+    /// Versions kept per key for history and rollback [default: 16].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_len: Option<usize>,
+    /// Changes kept for resumable watches [default: 100000].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_log_len: Option<u64>,
+    /// A bearer token the HTTP API requires (file or environment only: a flag would show
+    /// in the process list).
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
+    /// The most memory, in MiB, the data directory's page cache may take [default: 64].
+    #[arg(long, value_name = "MIB")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_mb: Option<usize>,
+    /// How long requests in flight get to finish at shutdown (`5s`, `500ms`) [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace: Option<String>,
+    /// The most HTTP connections open at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_max_connections: Option<usize>,
+    /// How long a client may take to send a request's headers, also the keep-alive idle
+    /// time [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_header_timeout: Option<String>,
+    /// How long a client may take to send a request's body [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_body_timeout: Option<String>,
+    /// How long a response may wait for a client that stopped reading it [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_write_timeout: Option<String>,
+    /// The TLS material.
+    #[command(flatten)]
+    #[serde(default, skip_serializing_if = "TlsOptions::is_empty")]
+    pub tls: TlsOptions,
+    /// Development mode: a throwaway CA, localhost, ./confmesh-dev-data unless a data
+    /// directory is given.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dev: bool,
 }
 
@@ -167,91 +214,152 @@ pub struct ResolvedTls {
     pub key: PathBuf,
 }
 
-/// Reads `path` (if any), applies `env` (`CONFMESH_*` variables) and `flags`, and checks the
-/// result.
+/// The `CONFMESH_*` variables that belong to the command line's client commands or select
+/// the file, not options of the agent.
+const NOT_OPTIONS: [&str; 3] = ["CONFMESH_ADDR", "CONFMESH_TOKEN", "CONFMESH_CONFIG"];
+
+/// Reads `path` (if any), then the `CONFMESH_*` variables of `env`, then `flags`, each
+/// overriding the one before, and checks the result.
 ///
 /// # Errors
 ///
-/// [`ConfigError`] naming the first option that is unreadable or invalid.
+/// [`ConfigError`] naming the first option that is unreadable or invalid, or an unknown file
+/// key or `CONFMESH_*` variable.
 pub fn load(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
-    flags: Overrides,
+    flags: Options,
 ) -> Result<AgentConfig, ConfigError> {
-    let mut file = match path {
+    let file = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
             })?;
-            toml::from_str::<FileConfig>(&text).map_err(|e| {
-                ConfigError::new(
-                    "--config",
-                    format!("{}: {}", path.display(), e.message().trim()),
-                )
-            })?
+            Figment::from(Toml::string(&text))
+                .extract_lossy::<Options>()
+                .map_err(|e| {
+                    ConfigError::new("--config", format!("{}: {}", path.display(), e.kind))
+                })?
         }
-        None => FileConfig::default(),
+        None => Options::default(),
     };
-    apply_env(&mut file, env)?;
-    resolve(file, flags)
+    let env = env_options(env)?;
+    let merged = Figment::from(Serialized::defaults(file))
+        .merge(Serialized::defaults(env))
+        .merge(Serialized::defaults(flags))
+        .extract::<Options>()
+        .map_err(|e| ConfigError::new(&e.path.join("."), e.kind.to_string()))?;
+    resolve(merged)
 }
 
-fn apply_env(
-    file: &mut FileConfig,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+/// The options the `CONFMESH_*` variables of `env` set; an unknown one is an error naming it.
+fn env_options(env: impl IntoIterator<Item = (String, String)>) -> Result<Options, ConfigError> {
+    let mut dict = Dict::new();
     for (name, value) in env {
-        let Some(option) = name.strip_prefix("CONFMESH_") else {
+        if !name.starts_with("CONFMESH_") || NOT_OPTIONS.contains(&name.as_str()) {
             continue;
-        };
-        match option {
-            "DATA_DIR" => file.data_dir = Some(value.into()),
-            "GOSSIP_ADDR" => file.gossip_addr = Some(value),
-            "HTTP_ADDR" => file.http_addr = Some(value),
-            "JOIN" => {
-                file.join = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect();
+        }
+        let key = name["CONFMESH_".len()..].to_ascii_lowercase();
+        let value = Value::from(value);
+        match key.strip_prefix("tls_") {
+            Some(field) => {
+                let tls = dict
+                    .entry("tls".to_string())
+                    .or_insert_with(|| Value::from(Dict::new()));
+                if let Value::Dict(_, tls) = tls {
+                    tls.insert(field.to_string(), value);
+                }
             }
-            "NAME" => file.name = Some(value),
-            "PRESET" => file.preset = Some(value),
-            "API_TOKEN" => file.api_token = Some(value),
-            "TLS_CA" => file.tls.ca = Some(value.into()),
-            "TLS_CERT" => file.tls.cert = Some(value.into()),
-            "TLS_KEY" => file.tls.key = Some(value.into()),
-            "EXPECTED_MEMBERS" => {
-                file.expected_members = Some(parse_number("CONFMESH_EXPECTED_MEMBERS", &value)?);
+            None => {
+                dict.insert(key, value);
             }
-            "HISTORY_LEN" => {
-                file.history_len = Some(parse_number("CONFMESH_HISTORY_LEN", &value)?);
-            }
-            "WATCH_LOG_LEN" => {
-                file.watch_log_len = Some(parse_number("CONFMESH_WATCH_LOG_LEN", &value)?);
-            }
-            "CACHE_MB" => file.cache_mb = Some(parse_number("CONFMESH_CACHE_MB", &value)?),
-            "SHUTDOWN_GRACE" => file.shutdown_grace = Some(value),
-            "HTTP_MAX_CONNECTIONS" => {
-                file.http_max_connections =
-                    Some(parse_number("CONFMESH_HTTP_MAX_CONNECTIONS", &value)?);
-            }
-            "HTTP_HEADER_TIMEOUT" => file.http_header_timeout = Some(value),
-            "HTTP_BODY_TIMEOUT" => file.http_body_timeout = Some(value),
-            "HTTP_WRITE_TIMEOUT" => file.http_write_timeout = Some(value),
-            // Other CONFMESH_ variables (such as the CLI's) are not the agent's.
-            _ => {}
         }
     }
-    Ok(())
+    Figment::from(Serialized::defaults(dict))
+        .extract_lossy::<Options>()
+        .map_err(|e| {
+            let mut keys = e.path.clone();
+            if let figment::error::Kind::UnknownField(field, _) = &e.kind
+                && keys.last() != Some(field)
+            {
+                keys.push(field.clone());
+            }
+            let name = format!("CONFMESH_{}", keys.join("_").to_ascii_uppercase());
+            match &e.kind {
+                figment::error::Kind::UnknownField(..) => ConfigError::new(
+                    &name,
+                    "not an option of the agent (see confmesh.example.toml)",
+                ),
+                kind => ConfigError::new(&name, kind.to_string()),
+            }
+        })
 }
 
-fn parse_number<T: std::str::FromStr>(option: &str, value: &str) -> Result<T, ConfigError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError::new(option, format!("{value:?} is not a number")))
+/// `join`: a list, or (from the environment) a comma-separated string.
+mod list {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        List(Vec<String>),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Ok(match Either::deserialize(d)? {
+            Either::List(list) => list,
+            Either::Text(text) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        })
+    }
+}
+
+/// `tags`: a table in the file, `k=v,k2=v2` in the environment, `--tag k=v` flags.
+mod tags {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Table(BTreeMap<String, String>),
+        Text(String),
+    }
+
+    /// One `key=value`.
+    pub(super) fn parse_one(tag: &str) -> Result<(String, String), String> {
+        tag.split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .ok_or_else(|| format!("{tag:?} is not `key=value`"))
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        tags: &[(String, String)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(tags.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, String)>, D::Error> {
+        match Either::deserialize(d)? {
+            Either::Table(table) => Ok(table.into_iter().collect()),
+            Either::Text(text) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|tag| parse_one(tag).map_err(D::Error::custom))
+                .collect(),
+        }
+    }
 }
 
 fn parse_addr(option: &str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -282,28 +390,19 @@ fn parse_duration(
     }
 }
 
-fn resolve(file: FileConfig, flags: Overrides) -> Result<AgentConfig, ConfigError> {
-    let dev = flags.dev;
-    let data_dir = flags
+fn resolve(file: Options) -> Result<AgentConfig, ConfigError> {
+    let dev = file.dev;
+    let data_dir = file
         .data_dir
-        .or(file.data_dir)
         .or_else(|| dev.then(|| PathBuf::from(DEV_DATA_DIR)))
         .ok_or_else(|| ConfigError::new("data_dir", "required (or use --dev)"))?;
     let gossip_addr = parse_addr(
         "gossip_addr",
-        flags
-            .gossip_addr
-            .or(file.gossip_addr)
-            .as_deref()
-            .unwrap_or(DEFAULT_GOSSIP_ADDR),
+        file.gossip_addr.as_deref().unwrap_or(DEFAULT_GOSSIP_ADDR),
     )?;
     let http_addr = parse_addr(
         "http_addr",
-        flags
-            .http_addr
-            .or(file.http_addr)
-            .as_deref()
-            .unwrap_or(DEFAULT_HTTP_ADDR),
+        file.http_addr.as_deref().unwrap_or(DEFAULT_HTTP_ADDR),
     )?;
     let api_token = file.api_token.filter(|t| !t.is_empty());
     if !http_addr.ip().is_loopback() && api_token.is_none() {
@@ -312,11 +411,7 @@ fn resolve(file: FileConfig, flags: Overrides) -> Result<AgentConfig, ConfigErro
             format!("{http_addr} is reachable from other hosts; set api_token to serve there"),
         ));
     }
-    let join = if flags.join.is_empty() {
-        file.join
-    } else {
-        flags.join
-    };
+    let join = file.join;
     for seed in &join {
         if seed
             .rsplit_once(':')
@@ -328,14 +423,7 @@ fn resolve(file: FileConfig, flags: Overrides) -> Result<AgentConfig, ConfigErro
             ));
         }
     }
-    let mut tags = file.tags;
-    for tag in flags.tags {
-        let (k, v) = tag
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| ConfigError::new("--tag", format!("{tag:?} is not `key=value`")))?;
-        tags.insert(k.to_string(), v.to_string());
-    }
+    let tags: BTreeMap<String, String> = file.tags.into_iter().collect();
     let preset = match file.preset.as_deref().unwrap_or("lan") {
         "lan" => Preset::Lan,
         "wan" => Preset::Wan,
@@ -422,7 +510,7 @@ fn resolve(file: FileConfig, flags: Overrides) -> Result<AgentConfig, ConfigErro
         gossip_addr,
         http_addr,
         join,
-        name: flags.name.or(file.name).filter(|n| !n.is_empty()),
+        name: file.name.filter(|n| !n.is_empty()),
         tags,
         preset,
         expected_members,
@@ -444,7 +532,7 @@ mod tests {
     fn load_str(
         toml: &str,
         env: &[(&str, &str)],
-        flags: Overrides,
+        flags: Options,
     ) -> Result<AgentConfig, ConfigError> {
         let dir = tempfile::tempdir().map_err(|e| ConfigError::new("test", e.to_string()))?;
         let path = dir.path().join("confmesh.toml");
@@ -467,13 +555,13 @@ mod tests {
     #[test]
     fn the_example_file_is_valid() {
         let example = include_str!("../../confmesh.example.toml");
-        let config = load_str(example, &[], Overrides::default()).expect("example parses");
+        let config = load_str(example, &[], Options::default()).expect("example parses");
         assert_eq!(config.name.as_deref(), Some("node-1"));
     }
 
     #[test]
     fn defaults_bind_localhost() {
-        let config = load_str(MINIMAL, &[], Overrides::default()).expect("valid");
+        let config = load_str(MINIMAL, &[], Options::default()).expect("valid");
         assert_eq!(config.http_addr, DEFAULT_HTTP_ADDR.parse().expect("addr"));
         assert_eq!(
             config.gossip_addr,
@@ -486,14 +574,14 @@ mod tests {
     fn flags_override_env_which_overrides_the_file() {
         let toml = format!("name = \"from-file\"\n{MINIMAL}");
         let env = [("CONFMESH_NAME", "from-env"), ("CONFMESH_JOIN", "a:1, b:2")];
-        let config = load_str(&toml, &env, Overrides::default()).expect("valid");
+        let config = load_str(&toml, &env, Options::default()).expect("valid");
         assert_eq!(config.name.as_deref(), Some("from-env"));
         assert_eq!(config.join, ["a:1", "b:2"]);
-        let flags = Overrides {
+        let flags = Options {
             name: Some("from-flag".into()),
             join: vec!["c:3".into()],
-            tags: vec!["zone=eu".into()],
-            ..Overrides::default()
+            tags: vec![("zone".into(), "eu".into())],
+            ..Options::default()
         };
         let config = load_str(&toml, &env, flags).expect("valid");
         assert_eq!(config.name.as_deref(), Some("from-flag"));
@@ -503,29 +591,29 @@ mod tests {
 
     #[test]
     fn errors_name_the_option() {
-        let cases: [(&str, Overrides, &str); 6] = [
-            ("", Overrides::default(), "data_dir"),
-            ("data_dir = \"d\"", Overrides::default(), "tls.ca"),
+        let cases: [(&str, Options, &str); 6] = [
+            ("", Options::default(), "data_dir"),
+            ("data_dir = \"d\"", Options::default(), "tls.ca"),
             (
                 &format!("http_addr = \"nope\"\n{MINIMAL}"),
-                Overrides::default(),
+                Options::default(),
                 "http_addr",
             ),
             (
                 &format!("http_addr = \"0.0.0.0:7947\"\n{MINIMAL}"),
-                Overrides::default(),
+                Options::default(),
                 "http_addr",
             ),
             (
                 &format!("preset = \"moon\"\n{MINIMAL}"),
-                Overrides::default(),
+                Options::default(),
                 "preset",
             ),
             (
                 MINIMAL,
-                Overrides {
+                Options {
                     join: vec!["no-port".into()],
-                    ..Overrides::default()
+                    ..Options::default()
                 },
                 "join",
             ),
@@ -534,14 +622,13 @@ mod tests {
             let err = load_str(toml, &[], flags).expect_err(option);
             assert_eq!(err.option, option, "{err}");
         }
-        let unknown =
-            load_str("colour = \"blue\"", &[], Overrides::default()).expect_err("unknown");
+        let unknown = load_str("colour = \"blue\"", &[], Options::default()).expect_err("unknown");
         assert!(unknown.message.contains("colour"), "{unknown}");
     }
 
     #[test]
     fn limits_and_timeouts_have_defaults_and_can_be_set() {
-        let config = load_str(MINIMAL, &[], Overrides::default()).expect("valid");
+        let config = load_str(MINIMAL, &[], Options::default()).expect("valid");
         assert_eq!(config.http_limits, Limits::default());
         assert_eq!(config.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(config.cache_bytes, DEFAULT_CACHE_BYTES);
@@ -552,7 +639,7 @@ mod tests {
             ("CONFMESH_HTTP_BODY_TIMEOUT", "1m"),
             ("CONFMESH_HISTORY_LEN", "3"),
         ];
-        let config = load_str(&toml, &env, Overrides::default()).expect("valid");
+        let config = load_str(&toml, &env, Options::default()).expect("valid");
         assert_eq!(config.http_limits.header_timeout, Duration::from_secs(2));
         assert_eq!(config.http_limits.body_timeout, Duration::from_secs(60));
         assert_eq!(config.http_limits.max_connections, 7);
@@ -565,8 +652,8 @@ mod tests {
             ("http_max_connections = 0", "http_max_connections"),
             ("cache_mb = 0", "cache_mb"),
         ] {
-            let err = load_str(&format!("{line}\n{MINIMAL}"), &[], Overrides::default())
-                .expect_err(option);
+            let err =
+                load_str(&format!("{line}\n{MINIMAL}"), &[], Options::default()).expect_err(option);
             assert_eq!(err.option, option, "{err}");
         }
     }
@@ -576,14 +663,64 @@ mod tests {
         let config = load(
             None,
             [],
-            Overrides {
+            Options {
                 dev: true,
-                ..Overrides::default()
+                ..Options::default()
             },
         )
         .expect("dev");
         assert!(config.dev);
         assert_eq!(config.data_dir, PathBuf::from(DEV_DATA_DIR));
         assert!(config.tls.ca.starts_with(DEV_DATA_DIR));
+    }
+
+    #[test]
+    fn every_option_comes_from_the_environment_as_text() {
+        let env = [
+            ("CONFMESH_API_TOKEN", "0123"),
+            ("CONFMESH_NAME", "1e10"),
+            ("CONFMESH_HISTORY_LEN", "3"),
+            ("CONFMESH_WATCH_LOG_LEN", "9"),
+            ("CONFMESH_TAGS", "zone=eu, rack=r1"),
+            ("CONFMESH_TLS_CA", "other-ca.pem"),
+            ("CONFMESH_DEV", "false"),
+            // The client commands' variables and the file's are not the agent's options.
+            ("CONFMESH_ADDR", "127.0.0.1:1"),
+            ("CONFMESH_TOKEN", "t"),
+            ("CONFMESH_CONFIG", "x.toml"),
+            ("OTHER_VARIABLE", "ignored"),
+        ];
+        let toml = format!("tags = {{ team = \"core\" }}\n{MINIMAL}");
+        let flags = Options {
+            tags: vec![("rack".into(), "r2".into())],
+            ..Options::default()
+        };
+        let config = load_str(&toml, &env, flags).expect("valid");
+        // A token of digits keeps its leading zero; a name that looks like a float stays text.
+        assert_eq!(config.api_token.as_deref(), Some("0123"));
+        assert_eq!(config.name.as_deref(), Some("1e10"));
+        assert_eq!(config.history_len, 3);
+        assert_eq!(config.watch_log_len, 9);
+        assert_eq!(config.tls.ca, PathBuf::from("other-ca.pem"));
+        assert_eq!(config.tls.cert, PathBuf::from("node.pem"));
+        let tags: Vec<(&str, &str)> = config
+            .tags
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(tags, [("rack", "r2"), ("team", "core"), ("zone", "eu")]);
+    }
+
+    #[test]
+    fn an_unknown_or_malformed_variable_is_refused_by_name() {
+        for (name, value) in [
+            ("CONFMESH_HISTORY_LENGTH", "3"),
+            ("CONFMESH_TLS_CAFILE", "ca.pem"),
+            ("CONFMESH_HISTORY_LEN", "many"),
+            ("CONFMESH_TAGS", "no-equals-sign"),
+        ] {
+            let err = load_str(MINIMAL, &[(name, value)], Options::default()).expect_err(name);
+            assert_eq!(err.option, name, "{err}");
+        }
     }
 }

@@ -1,14 +1,7 @@
 //! The HTTP/JSON API (axum). See README.md ("HTTP API") for the routes; every error is a JSON
 //! body `{"error": "..."}` with a 4xx or 5xx status, and a refused request changes nothing.
 
-use std::{
-    convert::Infallible,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -22,17 +15,19 @@ use axum::{
     },
     routing::get,
 };
-use base64::Engine;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{
-    metrics::Metrics,
+    metrics::{self, Metrics, Scrape},
     server::{Limits, Streaming},
-    version,
 };
 use crate::{
+    api::{
+        ChangeEvent, DeleteResponse, ErrorBody, GetParams, GetResponse, HealthResponse,
+        HistoryResponse, ListEntry, ListParams, ListResponse, MemberInfo, MemberStateText,
+        MembersResponse, PutParams, PutResponse, RollbackParams, RollbackResponse, StreamEnd,
+        VersionInfo, WatchEvent, WatchParams, routes, version, writer_text,
+    },
     proto::{Version, store::DEFAULT_MAX_VALUE_BYTES},
     runtime::{Cursor, Member, MemberState, Mesh, MeshError, WatchError},
 };
@@ -48,7 +43,6 @@ pub(crate) struct Api {
     pub(crate) mesh: Mesh,
     pub(crate) token: Option<Arc<str>>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) requests: Arc<AtomicU64>,
     pub(crate) limits: Limits,
     /// Set when the agent shuts down: event streams and blocking queries end at once.
     pub(crate) stop: watch::Receiver<bool>,
@@ -85,21 +79,17 @@ enum Interruption {
 
 impl Interruption {
     /// The last event of a stream ended early: resume from `cursor` later.
-    fn event(&self, cursor: Cursor) -> SseEvent {
-        let (kind, why) = match self {
-            Interruption::Shutdown => ("shutdown", "the agent is shutting down"),
-            Interruption::MakeRoom => (
-                "closed",
-                "the agent closed this stream to make room for other clients",
-            ),
+    fn event(&self, cursor: Cursor) -> WatchEvent {
+        let end = |why: &str| StreamEnd {
+            error: format!("{why}; resume from the cursor"),
+            cursor: Some(cursor.to_string()),
         };
-        SseEvent::default().event(kind).data(
-            json!({
-                "error": format!("{why}; resume from the cursor"),
-                "cursor": cursor.to_string(),
-            })
-            .to_string(),
-        )
+        match self {
+            Interruption::Shutdown => WatchEvent::Shutdown(end("the agent is shutting down")),
+            Interruption::MakeRoom => WatchEvent::Closed(end(
+                "the agent closed this stream to make room for other clients",
+            )),
+        }
     }
 }
 
@@ -203,21 +193,23 @@ async fn refuse_oversized(request: Request, next: Next) -> Response {
 
 /// The router for `api`.
 pub(crate) fn router(api: Api) -> Router {
-    Router::new()
-        .route("/v1/kv", get(list))
+    let keyed = |prefix: &str| format!("{prefix}{{*key}}");
+    let mut router = Router::new()
+        .route(routes::LIST, get(list))
         .route(
-            "/v1/kv/{*key}",
+            &keyed(routes::KV),
             get(get_key).put(put_key).delete(delete_key),
         )
-        .route("/v1/history/{*key}", get(history))
-        .route("/v1/rollback/{*key}", axum::routing::post(rollback))
-        .route("/v1/kv/", axum::routing::any(empty_key))
-        .route("/v1/history/", axum::routing::any(empty_key))
-        .route("/v1/rollback/", axum::routing::any(empty_key))
-        .route("/v1/watch", get(watch))
-        .route("/v1/members", get(members))
-        .route("/v1/health", get(health))
-        .route("/metrics", get(metrics))
+        .route(&keyed(routes::HISTORY), get(history))
+        .route(&keyed(routes::ROLLBACK), axum::routing::post(rollback))
+        .route(routes::WATCH, get(watch))
+        .route(routes::MEMBERS, get(members))
+        .route(routes::HEALTH, get(health))
+        .route(routes::METRICS, get(metrics));
+    for prefix in routes::KEYED {
+        router = router.route(prefix, axum::routing::any(empty_key));
+    }
+    router
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -232,7 +224,7 @@ pub(crate) fn router(api: Api) -> Router {
 
 /// A JSON error response.
 pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": message.to_string() }))).into_response()
+    (status, Json(ErrorBody::new(message))).into_response()
 }
 
 async fn empty_key() -> Response {
@@ -245,14 +237,11 @@ fn mesh_error(e: &MeshError) -> Response {
         MeshError::Reserved => StatusCode::FORBIDDEN,
         MeshError::Write(_) => StatusCode::PAYLOAD_TOO_LARGE,
         MeshError::Conflict { current } => {
-            return (
-                StatusCode::CONFLICT,
-                Json(json!({
-                    "error": e.to_string(),
-                    "current": current.map(version::format),
-                })),
-            )
-                .into_response();
+            let body = ErrorBody {
+                error: e.to_string(),
+                current: Some(current.map(version::format)),
+            };
+            return (StatusCode::CONFLICT, Json(body)).into_response();
         }
         MeshError::UnknownVersion(_) => StatusCode::NOT_FOUND,
         MeshError::Watch(_) => StatusCode::GONE,
@@ -265,11 +254,11 @@ fn mesh_error(e: &MeshError) -> Response {
 }
 
 async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Response {
-    api.requests.fetch_add(1, Ordering::Relaxed);
+    api.metrics.record_request();
     let Some(token) = &api.token else {
         return next.run(request).await;
     };
-    if request.uri().path() == "/v1/health" {
+    if request.uri().path() == routes::HEALTH {
         return next.run(request).await;
     }
     let presented = request
@@ -290,26 +279,6 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A version as the API shows it.
-fn version_json(v: &Version) -> Value {
-    let value = v.payload.value();
-    json!({
-        "version": version::format(v.dot),
-        "writer": format!("{:016x}", v.dot.actor.0),
-        "time_ms": v.timestamp.wall_ms(),
-        "deleted": v.is_tombstone(),
-        "value": value.and_then(|b| std::str::from_utf8(b).ok()),
-        "value_base64": value.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
-    })
-}
-
-#[derive(Deserialize)]
-struct GetParams {
-    raw: Option<String>,
-    index: Option<String>,
-    wait: Option<String>,
 }
 
 async fn get_key(
@@ -351,13 +320,15 @@ async fn get_key(
         Ok(all) => all
             .iter()
             .filter(|v| v.dot != winner.dot)
-            .map(version_json)
-            .collect::<Vec<_>>(),
+            .map(VersionInfo::from)
+            .collect(),
         Err(e) => return mesh_error(&e),
     };
-    let mut body = version_json(&winner);
-    body["key"] = json!(key);
-    body["siblings"] = json!(siblings);
+    let body = GetResponse {
+        key,
+        winner: VersionInfo::from(&winner),
+        siblings,
+    };
     (StatusCode::OK, headers, Json(body)).into_response()
 }
 
@@ -423,11 +394,6 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
     }
 }
 
-#[derive(Deserialize)]
-struct PutParams {
-    if_version: Option<String>,
-}
-
 async fn put_key(
     State(api): State<Api>,
     KeyPath(key): KeyPath,
@@ -448,7 +414,11 @@ async fn put_key(
     match result {
         Ok(v) => {
             api.metrics.record_write(len);
-            Json(json!({ "key": key, "version": version::format(v.dot) })).into_response()
+            Json(PutResponse {
+                key,
+                version: version::format(v.dot),
+            })
+            .into_response()
         }
         Err(e) => mesh_error(&e),
     }
@@ -460,20 +430,15 @@ async fn delete_key(State(api): State<Api>, KeyPath(key): KeyPath) -> Response {
             if v.is_some() {
                 api.metrics.record_write(0);
             }
-            Json(json!({
-                "key": key,
-                "deleted": v.is_some(),
-                "version": v.map(|v| version::format(v.dot)),
-            }))
+            Json(DeleteResponse {
+                key,
+                deleted: v.is_some(),
+                version: v.map(|v| version::format(v.dot)),
+            })
             .into_response()
         }
         Err(e) => mesh_error(&e),
     }
-}
-
-#[derive(Deserialize)]
-struct RollbackParams {
-    version: Option<String>,
 }
 
 async fn rollback(
@@ -481,7 +446,6 @@ async fn rollback(
     KeyPath(key): KeyPath,
     ApiQuery(params): ApiQuery<RollbackParams>,
 ) -> Response {
-    let key = key.as_str();
     let Some(version) = params.version else {
         return error(StatusCode::BAD_REQUEST, "rollback needs ?version=V");
     };
@@ -489,14 +453,14 @@ async fn rollback(
         Ok(dot) => dot,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match api.mesh.rollback(key, dot).await {
+    match api.mesh.rollback(&key, dot).await {
         Ok(v) => {
             api.metrics.record_write(0);
-            Json(json!({
-                "key": key,
-                "restored": version,
-                "version": v.map(|v| version::format(v.dot)),
-            }))
+            Json(RollbackResponse {
+                key,
+                restored: version,
+                version: v.map(|v| version::format(v.dot)),
+            })
             .into_response()
         }
         Err(e) => mesh_error(&e),
@@ -505,21 +469,13 @@ async fn rollback(
 
 async fn history(State(api): State<Api>, KeyPath(key): KeyPath) -> Response {
     match api.mesh.history(&key).await {
-        Ok(versions) => Json(json!({
-            "key": key,
-            "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
-        }))
+        Ok(versions) => Json(HistoryResponse {
+            key,
+            versions: versions.iter().map(VersionInfo::from).collect(),
+        })
         .into_response(),
         Err(e) => mesh_error(&e),
     }
-}
-
-#[derive(Deserialize)]
-struct ListParams {
-    #[serde(default)]
-    prefix: String,
-    after: Option<String>,
-    limit: Option<usize>,
 }
 
 async fn list(State(api): State<Api>, ApiQuery(params): ApiQuery<ListParams>) -> Response {
@@ -536,21 +492,17 @@ async fn list(State(api): State<Api>, ApiQuery(params): ApiQuery<ListParams>) ->
     let next = (start + page.len() < all.len())
         .then(|| page.last().map(|v| v.key.to_string()))
         .flatten();
-    Json(json!({
-        "keys": page
+    Json(ListResponse {
+        keys: page
             .iter()
-            .map(|v| json!({ "key": v.key.as_str(), "version": version::format(v.dot) }))
-            .collect::<Vec<_>>(),
-        "next": next,
-    }))
+            .map(|v| ListEntry {
+                key: v.key.to_string(),
+                version: version::format(v.dot),
+            })
+            .collect(),
+        next,
+    })
     .into_response()
-}
-
-#[derive(Deserialize)]
-struct WatchParams {
-    #[serde(default)]
-    prefix: String,
-    from: Option<String>,
 }
 
 async fn watch(
@@ -587,36 +539,34 @@ async fn watch(
             let next = tokio::select! {
                 next = watch.next() => next,
                 why = api.interrupted(streaming.as_ref()) => {
-                    return Some((Ok(why.event(watch.cursor())), None));
+                    return Some((Ok(sse(&why.event(watch.cursor()))), None));
                 }
             };
             let state = Some((watch, streaming, long));
             match next {
                 Some(Ok(change)) => {
-                    let data = json!({
-                        "key": change.key.as_str(),
-                        "cursor": change.cursor.to_string(),
-                        "origin": format!("{:016x}", change.origin.0),
-                        "old": change.old.as_ref().map(version_json),
-                        "new": change.new.as_ref().map(version_json),
-                    });
-                    let event = SseEvent::default()
-                        .id(change.cursor.to_string())
-                        .event("change")
-                        .data(data.to_string());
-                    Some((Ok::<_, Infallible>(event), state))
+                    let cursor = change.cursor.to_string();
+                    let event = WatchEvent::Change(Box::new(ChangeEvent {
+                        key: change.key.to_string(),
+                        cursor: cursor.clone(),
+                        origin: writer_text(change.origin),
+                        old: change.old.as_ref().map(VersionInfo::from),
+                        new: change.new.as_ref().map(VersionInfo::from),
+                    }));
+                    Some((Ok::<_, Infallible>(sse(&event).id(cursor)), state))
                 }
                 Some(Err(e)) => {
-                    let kind = match e {
+                    let end = StreamEnd {
+                        error: e.to_string(),
+                        cursor: None,
+                    };
+                    let event = match e {
                         WatchError::Gap { .. }
                         | WatchError::CursorLost { .. }
-                        | WatchError::UnknownCursor(_) => "gap",
-                        _ => "error",
+                        | WatchError::UnknownCursor(_) => WatchEvent::Gap(end),
+                        _ => WatchEvent::Error(end),
                     };
-                    let event = SseEvent::default()
-                        .event(kind)
-                        .data(json!({ "error": e.to_string() }).to_string());
-                    Some((Ok(event), None))
+                    Some((Ok(sse(&event)), None))
                 }
                 None => None,
             }
@@ -627,25 +577,30 @@ async fn watch(
         .into_response()
 }
 
-fn member_json(m: &Member) -> Value {
-    json!({
-        "name": m.name,
-        "addr": m.id.addr.to_string(),
-        "writer": format!("{:016x}", m.id.writer.0),
-        "tags": m.tags,
-        "state": match m.state {
-            MemberState::Alive => "alive",
-            MemberState::Down => "down",
-            MemberState::Left => "left",
+/// An event as server-sent events carry it.
+fn sse(event: &WatchEvent) -> SseEvent {
+    SseEvent::default().event(event.kind()).data(event.data())
+}
+
+fn member_info(m: &Member) -> MemberInfo {
+    MemberInfo {
+        name: m.name.clone(),
+        addr: m.id.addr.to_string(),
+        writer: writer_text(m.id.writer),
+        tags: m.tags.clone(),
+        state: match m.state {
+            MemberState::Alive => MemberStateText::Alive,
+            MemberState::Down => MemberStateText::Down,
+            MemberState::Left => MemberStateText::Left,
         },
-    })
+    }
 }
 
 async fn members(State(api): State<Api>) -> Response {
     match api.mesh.members().await {
-        Ok(members) => Json(json!({
-            "members": members.iter().map(member_json).collect::<Vec<_>>(),
-        }))
+        Ok(members) => Json(MembersResponse {
+            members: members.iter().map(member_info).collect(),
+        })
         .into_response(),
         Err(e) => mesh_error(&e),
     }
@@ -653,14 +608,16 @@ async fn members(State(api): State<Api>) -> Response {
 
 async fn health(State(api): State<Api>) -> Response {
     match api.mesh.health().await {
-        Ok(h) => Json(json!({
-            "status": "ok",
-            "joined": h.joined,
-            "peers": h.peers,
-            "keys": h.keys,
-            "last_sync_ms_ago": h.since_in_sync.map(|d| d.as_millis()),
-            "replication_lag_ms": api.metrics.last_lag_ms(),
-        }))
+        Ok(h) => Json(HealthResponse {
+            status: "ok".to_string(),
+            joined: h.joined,
+            peers: h.peers,
+            keys: h.keys,
+            last_sync_ms_ago: h
+                .since_in_sync
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            replication_lag_ms: api.metrics.last_lag_ms(),
+        })
         .into_response(),
         Err(e) => mesh_error(&e),
     }
@@ -671,11 +628,14 @@ async fn metrics(State(api): State<Api>) -> Response {
         (Ok(stats), Ok(health)) => (stats, health),
         (Err(e), _) | (_, Err(e)) => return mesh_error(&e),
     };
-    let body = api.metrics.render(
-        &stats,
-        &api.mesh.wire_stats(),
-        &health,
-        api.requests.load(Ordering::Relaxed),
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    let scrape = Scrape {
+        stats,
+        wire: api.mesh.wire_stats(),
+        health,
+    };
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        api.metrics.render(scrape),
+    )
+        .into_response()
 }

@@ -1,9 +1,22 @@
-//! Prometheus metrics, in the text exposition format, written by hand: a few counters, gauges
-//! and one histogram do not need a metrics framework.
+//! Prometheus metrics (prometheus-client), in the OpenMetrics text format.
+//!
+//! Two kinds: what the agent counts itself (writes, requests, the replication-lag histogram)
+//! lives in [`Metrics`] for the agent's lifetime; what the node and the transport count is
+//! read at scrape time ([`Scrape`]) and encoded as constant metrics by a collector. Counters
+//! get their `_total` suffix from the encoder, so the names are those the agent always had.
 
-use std::{
-    fmt::Write as _,
-    sync::atomic::{AtomicU64, Ordering},
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        gauge::ConstGauge,
+        histogram::Histogram,
+    },
+    registry::Registry,
 };
 
 use crate::{
@@ -12,229 +25,298 @@ use crate::{
 };
 
 /// Upper bounds (ms) of the replication-lag histogram's buckets.
-const LAG_BUCKETS_MS: [u64; 12] = [1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+const LAG_BUCKETS_MS: [f64; 12] = [
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0,
+];
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What the agent counts besides the node's own counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Metrics {
-    writes: AtomicU64,
-    write_bytes: AtomicU64,
-    remote_changes: AtomicU64,
-    lag_buckets: [AtomicU64; LAG_BUCKETS_MS.len()],
-    lag_sum_ms: AtomicU64,
+    writes: Counter,
+    write_bytes: Counter,
+    requests: Counter,
+    remote_changes: Counter,
+    lag: Histogram,
+    /// The lag of the last remote change, for `/v1/health`; `u64::MAX` before the first.
     last_lag_ms: AtomicU64,
-    /// Whether any remote change was seen (else `last_lag_ms` means nothing).
-    lag_seen: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            writes: Counter::default(),
+            write_bytes: Counter::default(),
+            requests: Counter::default(),
+            remote_changes: Counter::default(),
+            lag: Histogram::new(LAG_BUCKETS_MS),
+            last_lag_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+/// What the node, the transport and the agent's health say at the moment of a scrape.
+#[derive(Debug)]
+pub(crate) struct Scrape {
+    pub(crate) stats: NodeStats,
+    pub(crate) wire: WireStats,
+    pub(crate) health: Health,
 }
 
 impl Metrics {
     /// A write through the API of `bytes` value bytes.
     pub(crate) fn record_write(&self, bytes: usize) {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        self.write_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.writes.inc();
+        self.write_bytes.inc_by(bytes as u64);
+    }
+
+    /// An HTTP request arrived.
+    pub(crate) fn record_request(&self) {
+        self.requests.inc();
     }
 
     /// A change from another node arrived `lag_ms` after its writer's clock stamped it.
     pub(crate) fn record_remote_change(&self, lag_ms: u64) {
-        self.remote_changes.fetch_add(1, Ordering::Relaxed);
-        for (bucket, &bound) in self.lag_buckets.iter().zip(&LAG_BUCKETS_MS) {
-            if lag_ms <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.lag_sum_ms.fetch_add(lag_ms, Ordering::Relaxed);
-        self.last_lag_ms.store(lag_ms, Ordering::Relaxed);
-        self.lag_seen.store(1, Ordering::Relaxed);
+        self.remote_changes.inc();
+        self.lag.observe(lag_ms as f64);
+        self.last_lag_ms
+            .store(lag_ms.min(u64::MAX - 1), Ordering::Relaxed);
     }
 
     /// The lag of the last remote change, if any arrived.
     pub(crate) fn last_lag_ms(&self) -> Option<u64> {
-        (self.lag_seen.load(Ordering::Relaxed) == 1)
-            .then(|| self.last_lag_ms.load(Ordering::Relaxed))
+        Some(self.last_lag_ms.load(Ordering::Relaxed)).filter(|&lag| lag != u64::MAX)
     }
 
-    /// The exposition text.
-    pub(crate) fn render(
-        &self,
-        stats: &NodeStats,
-        wire: &WireStats,
-        health: &Health,
-        requests: u64,
-    ) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+    /// The exposition text: the agent's metrics and `scrape`'s.
+    pub(crate) fn render(&self, scrape: Scrape) -> String {
+        let mut registry = Registry::default();
+        let mut counter = |name: &str, help: &str, metric: &Counter| {
+            registry.register(name, help, metric.clone());
         };
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        metric(
-            "confmesh_writes_total",
-            "counter",
+        counter(
+            "confmesh_writes",
             "Writes (put, delete, rollback) through the API.",
-            load(&self.writes),
+            &self.writes,
         );
-        metric(
-            "confmesh_write_bytes_total",
-            "counter",
+        counter(
+            "confmesh_write_bytes",
             "Value bytes written through the API.",
-            load(&self.write_bytes),
+            &self.write_bytes,
         );
-        metric(
-            "confmesh_http_requests_total",
-            "counter",
+        counter(
+            "confmesh_http_requests",
             "HTTP requests served.",
-            requests,
+            &self.requests,
         );
-        metric(
-            "confmesh_members",
-            "gauge",
-            "Members this node sees alive, itself included.",
-            health.peers as u64 + 1,
-        );
-        metric(
-            "confmesh_keys",
-            "gauge",
-            "Application keys in the replica (confmesh's own under _confmesh/ not counted).",
-            health.keys as u64,
-        );
-        metric(
-            "confmesh_joined",
-            "gauge",
-            "1 if the node is part of a cluster.",
-            u64::from(health.joined),
-        );
-        if let Some(age) = health.since_in_sync {
-            metric(
-                "confmesh_last_sync_age_ms",
-                "gauge",
-                "Milliseconds since a peer was last found in sync (absent: never).",
-                u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
-            );
-        }
-        metric(
-            "confmesh_datagram_bytes_sent_total",
-            "counter",
-            "SWIM bytes sent.",
-            stats.datagram_bytes_sent,
-        );
-        metric(
-            "confmesh_stream_bytes_sent_total",
-            "counter",
-            "Bytes of changes and sync sent.",
-            stats.stream_bytes_sent,
-        );
-        metric(
-            "confmesh_stream_bytes_received_total",
-            "counter",
-            "Bytes of changes and sync received.",
-            stats.stream_bytes_received,
-        );
-        metric(
-            "confmesh_suspicions_refuted_total",
-            "counter",
-            "Suspicions this node raised that the member refuted before the timeout.",
-            stats.suspicions_refuted,
-        );
-        metric(
-            "confmesh_udp_bytes_sent_total",
-            "counter",
-            "UDP payload bytes the QUIC endpoint sent (all overhead included).",
-            wire.udp_bytes_sent,
-        );
-        metric(
-            "confmesh_udp_bytes_received_total",
-            "counter",
-            "UDP payload bytes the QUIC endpoint received (all overhead included).",
-            wire.udp_bytes_received,
-        );
-        metric(
-            "confmesh_connections",
-            "gauge",
-            "QUIC connections open.",
-            wire.connections as u64,
-        );
-        metric(
-            "confmesh_pushed_versions_received_total",
-            "counter",
-            "Versions received by push, duplicates included.",
-            stats.pushed_versions_received,
-        );
-        metric(
-            "confmesh_duplicate_versions_total",
-            "counter",
-            "Pushed versions already seen.",
-            stats.duplicate_versions,
-        );
-        metric(
-            "confmesh_sync_rounds_total",
-            "counter",
-            "Anti-entropy rounds started.",
-            stats.sync_rounds,
-        );
-        metric(
-            "confmesh_sync_applied_total",
-            "counter",
-            "Anti-entropy deltas and snapshot chunks applied.",
-            stats.sync_applied,
-        );
-        metric(
-            "confmesh_tombstones_collected_total",
-            "counter",
-            "Deleted keys garbage-collected.",
-            stats.tombstones_collected,
-        );
-        metric(
-            "confmesh_malformed_messages_total",
-            "counter",
-            "Messages from peers refused as malformed.",
-            stats.malformed,
-        );
-        metric(
-            "confmesh_remote_changes_total",
-            "counter",
+        counter(
+            "confmesh_remote_changes",
             "Changes from other nodes applied here.",
-            load(&self.remote_changes),
+            &self.remote_changes,
         );
-        let lag_buckets: Vec<u64> = self.lag_buckets.iter().map(load).collect();
-        histogram(
-            &mut out,
+        registry.register(
             "confmesh_replication_lag_ms",
             "Time from a write on another node (its clock) to its arrival here (this node's clock).",
-            LAG_BUCKETS_MS.iter().copied().zip(lag_buckets),
-            load(&self.lag_sum_ms),
-            load(&self.remote_changes),
+            self.lag.clone(),
         );
-        histogram(
-            &mut out,
-            "confmesh_sync_duration_ms",
-            "Anti-entropy exchanges this node started, from its digest sent to the last of what the peer had merged.",
-            SYNC_DURATION_BUCKETS_MS
-                .iter()
-                .copied()
-                .zip(stats.sync_duration_buckets),
-            stats.sync_duration_ms_total,
-            stats.syncs_completed,
-        );
+        registry.register_collector(Box::new(scrape));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 }
 
-/// Writes one histogram: `buckets` are (upper bound, cumulative count) pairs.
-fn histogram(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    buckets: impl Iterator<Item = (u64, u64)>,
-    sum: u64,
-    count: u64,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for (bound, n) in buckets {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (stats, wire, health) = (&self.stats, &self.wire, &self.health);
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+        };
+        counter(
+            "confmesh_datagram_bytes_sent",
+            "SWIM bytes sent.",
+            stats.datagram_bytes_sent,
+        )?;
+        counter(
+            "confmesh_stream_bytes_sent",
+            "Bytes of changes and sync sent.",
+            stats.stream_bytes_sent,
+        )?;
+        counter(
+            "confmesh_stream_bytes_received",
+            "Bytes of changes and sync received.",
+            stats.stream_bytes_received,
+        )?;
+        counter(
+            "confmesh_suspicions_refuted",
+            "Suspicions this node raised that the member refuted before the timeout.",
+            stats.suspicions_refuted,
+        )?;
+        counter(
+            "confmesh_udp_bytes_sent",
+            "UDP payload bytes the QUIC endpoint sent (all overhead included).",
+            wire.udp_bytes_sent,
+        )?;
+        counter(
+            "confmesh_udp_bytes_received",
+            "UDP payload bytes the QUIC endpoint received (all overhead included).",
+            wire.udp_bytes_received,
+        )?;
+        counter(
+            "confmesh_pushed_versions_received",
+            "Versions received by push, duplicates included.",
+            stats.pushed_versions_received,
+        )?;
+        counter(
+            "confmesh_duplicate_versions",
+            "Pushed versions already seen.",
+            stats.duplicate_versions,
+        )?;
+        counter(
+            "confmesh_sync_rounds",
+            "Anti-entropy rounds started.",
+            stats.sync_rounds,
+        )?;
+        counter(
+            "confmesh_sync_applied",
+            "Anti-entropy deltas and snapshot chunks applied.",
+            stats.sync_applied,
+        )?;
+        counter(
+            "confmesh_tombstones_collected",
+            "Deleted keys garbage-collected.",
+            stats.tombstones_collected,
+        )?;
+        counter(
+            "confmesh_malformed_messages",
+            "Messages from peers refused as malformed.",
+            stats.malformed,
+        )?;
+        let mut gauge = |name: &str, help: &str, value: u64| {
+            let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+        };
+        gauge(
+            "confmesh_members",
+            "Members this node sees alive, itself included.",
+            health.peers as u64 + 1,
+        )?;
+        gauge(
+            "confmesh_keys",
+            "Application keys in the replica (confmesh's own under _confmesh/ not counted).",
+            health.keys as u64,
+        )?;
+        gauge(
+            "confmesh_joined",
+            "1 if the node is part of a cluster.",
+            u64::from(health.joined),
+        )?;
+        if let Some(age) = health.since_in_sync {
+            gauge(
+                "confmesh_last_sync_age_ms",
+                "Milliseconds since a peer was last found in sync (absent: never).",
+                u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+            )?;
+        }
+        gauge(
+            "confmesh_connections",
+            "QUIC connections open.",
+            wire.connections as u64,
+        )?;
+        // The node keeps cumulative bucket counts; the encoder wants each bucket's own.
+        let mut below = 0;
+        let mut buckets: Vec<(f64, u64)> = SYNC_DURATION_BUCKETS_MS
+            .iter()
+            .zip(stats.sync_duration_buckets)
+            .map(|(&bound, cumulative)| {
+                let own = cumulative.saturating_sub(below);
+                below = cumulative;
+                (bound as f64, own)
+            })
+            .collect();
+        buckets.push((f64::INFINITY, stats.syncs_completed.saturating_sub(below)));
+        encoder
+            .encode_descriptor(
+                "confmesh_sync_duration_ms",
+                "Anti-entropy exchanges this node started, from its digest sent to the last of what the peer had merged.",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                stats.sync_duration_ms_total as f64,
+                stats.syncs_completed,
+                &buckets,
+                None,
+            )
     }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "{name}_sum {sum}");
-    let _ = writeln!(out, "{name}_count {count}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape() -> Scrape {
+        let mut stats = NodeStats::default();
+        stats.sync_duration_buckets[0] = 2;
+        for bucket in stats.sync_duration_buckets.iter_mut().skip(1) {
+            *bucket = 3;
+        }
+        stats.syncs_completed = 4;
+        stats.sync_duration_ms_total = 90;
+        stats.malformed = 5;
+        Scrape {
+            stats,
+            wire: WireStats::default(),
+            health: Health {
+                joined: true,
+                peers: 2,
+                keys: 9,
+                since_in_sync: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_exposition_keeps_the_names_and_the_cumulative_buckets() {
+        let metrics = Metrics::default();
+        metrics.record_write(10);
+        metrics.record_write(5);
+        metrics.record_remote_change(7);
+        let text = metrics.render(scrape());
+        for line in [
+            "confmesh_writes_total 2",
+            "confmesh_write_bytes_total 15",
+            "confmesh_malformed_messages_total 5",
+            "confmesh_members 3",
+            "confmesh_keys 9",
+            "confmesh_joined 1",
+            "# TYPE confmesh_sync_duration_ms histogram",
+            "confmesh_sync_duration_ms_count 4",
+            "confmesh_sync_duration_ms_bucket{le=\"+Inf\"} 4",
+            "confmesh_replication_lag_ms_bucket{le=\"5.0\"} 0",
+            "confmesh_replication_lag_ms_bucket{le=\"10.0\"} 1",
+            "confmesh_replication_lag_ms_count 1",
+            "# EOF",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line:?} missing:\n{text}"
+            );
+        }
+        let first = SYNC_DURATION_BUCKETS_MS[0] as f64;
+        let second = SYNC_DURATION_BUCKETS_MS[1] as f64;
+        assert!(text.contains(&format!(
+            "confmesh_sync_duration_ms_bucket{{le=\"{first:?}\"}} 2\n"
+        )));
+        assert!(text.contains(&format!(
+            "confmesh_sync_duration_ms_bucket{{le=\"{second:?}\"}} 3\n"
+        )));
+        assert!(!text.contains("confmesh_last_sync_age_ms"), "{text}");
+        assert_eq!(metrics.last_lag_ms(), Some(7));
+        assert_eq!(Metrics::default().last_lag_ms(), None);
+    }
 }

@@ -1,30 +1,23 @@
 //! The agent: a [`Mesh`] node with an HTTP/JSON API, for services in any language (feature
-//! `agent`, on by default). `confmesh agent` runs it; [`client`] is what the command line
-//! uses to talk to it.
+//! `agent`, on by default). `confmesh agent` runs it; [`crate::api`] holds the API's types
+//! and the client the command line uses to talk to it.
 //!
 //! - [`config`]: the TOML file, environment and flags, checked into an [`AgentConfig`].
 //! - `http`: the routes (axum).
 //! - `server`: the listener: connection cap, timeouts, JSON for hyper's own errors, drain.
 //! - `metrics`: Prometheus text.
-//! - [`version`]: versions as text.
 
-pub mod client;
 pub mod config;
 mod http;
 mod metrics;
 mod server;
-pub mod version;
 
-use std::{
-    path::Path,
-    sync::{Arc, atomic::AtomicU64},
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 
 pub use self::{
-    config::{AgentConfig, ConfigError, Overrides},
+    config::{AgentConfig, ConfigError, Options},
     server::Limits,
 };
 use crate::runtime::{
@@ -127,7 +120,6 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         mesh: mesh.clone(),
         token: config.api_token.as_deref().map(Arc::from),
         metrics: Arc::new(metrics::Metrics::default()),
-        requests: Arc::new(AtomicU64::new(0)),
         limits,
         stop: stopping.clone(),
     };

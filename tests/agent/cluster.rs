@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 
-use crate::{Agent, Options, call, common::eventually, expect, json};
+use crate::{Agent, Options, Raw, call, common::eventually, expect, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_share_writes_watches_see_them_and_kill_9_keeps_data() {
@@ -100,7 +100,7 @@ async fn three_agents_share_writes_watches_see_them_and_kill_9_keeps_data() {
     );
     let caught_up = eventually(Duration::from_secs(30), || {
         let b = b.clone();
-        async move { call(&b, Method::GET, "/v1/kv/app/missed", "").await.status == StatusCode::OK }
+        async move { call(&b, Method::GET, "/v1/kv/app/missed", "").await.status == 200 }
     })
     .await;
     assert!(caught_up, "the restarted agent did not catch up");

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::{Agent, Options, api::read_sse, call, expect};
+use crate::{Agent, Options, Raw, api::read_sse, call, expect};
 
 /// Sends `request` on a new connection and reads until the agent closes it (or 20 s pass).
 fn raw(addr: &str, request: &[u8]) -> String {

@@ -13,7 +13,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use confmesh::agent::client::{Client, Reply};
+use confmesh::api::{Client, ClientError, Reply};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
@@ -169,6 +169,51 @@ async fn call(client: &Client, method: Method, path: &str, body: &str) -> Reply 
         .expect("the agent answers")
 }
 
+/// Raw requests, for tests that check the wire format (status lines, SSE frames) themselves.
+trait Raw {
+    /// Sends a request and reads the whole answer.
+    async fn send(&self, method: Method, path: &str, body: Bytes) -> Result<Reply, ClientError>;
+    /// Sends a request and returns the response with its body unread.
+    async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String>;
+}
+
+impl Raw for Client {
+    async fn send(&self, method: Method, path: &str, body: Bytes) -> Result<Reply, ClientError> {
+        self.call(method.as_str(), path, body).await
+    }
+
+    async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<Bytes>>();
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_url()));
+        if let Some(token) = self.token() {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(http_body_util::Full::new(body))
+            .map_err(|e| e.to_string())?;
+        http.request(request).await.map_err(|e| e.to_string())
+    }
+}
+
 fn json(reply: &Reply) -> Value {
     serde_json::from_slice(&reply.body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&reply.body)))
@@ -179,7 +224,7 @@ fn json(reply: &Reply) -> Value {
 fn expect(reply: &Reply, status: StatusCode) -> Value {
     assert_eq!(
         reply.status,
-        status,
+        status.as_u16(),
         "body: {}",
         String::from_utf8_lossy(&reply.body)
     );

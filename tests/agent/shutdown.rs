@@ -6,7 +6,7 @@ use std::{io::Write, net::TcpStream, time::Duration};
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 
-use crate::{Agent, Options, api::read_sse, call, expect};
+use crate::{Agent, Options, Raw, api::read_sse, call, expect};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_watches_and_blocking_queries_and_exits() {
@@ -128,14 +128,14 @@ async fn a_closed_standard_output_does_not_stop_the_agent() {
         .expect("spawn");
     // Whoever started it stopped reading before the agent printed its banner.
     drop(child.stdout.take());
-    let client = confmesh::agent::client::Client::new(&http, None).expect("client");
+    let client = confmesh::api::Client::new(&http, None).expect("client");
     let up = crate::common::eventually(Duration::from_secs(30), || {
         let client = client.clone();
         async move {
             client
                 .send(Method::GET, "/v1/health", Bytes::new())
                 .await
-                .is_ok_and(|r| r.status == StatusCode::OK)
+                .is_ok_and(|r| r.status == 200)
         }
     })
     .await;
@@ -146,7 +146,7 @@ async fn a_closed_standard_output_does_not_stop_the_agent() {
 }
 
 /// The agent's `confmesh_http_requests_total` (this request included).
-async fn requests_total(c: &confmesh::agent::client::Client) -> u64 {
+async fn requests_total(c: &confmesh::api::Client) -> u64 {
     let metrics = call(c, Method::GET, "/metrics", "").await;
     String::from_utf8_lossy(&metrics.body)
         .lines()
@@ -157,7 +157,7 @@ async fn requests_total(c: &confmesh::agent::client::Client) -> u64 {
 
 /// Waits (up to 20 s) until the agent has received `more` requests besides these probes
 /// since `before` was read.
-async fn await_requests(c: &confmesh::agent::client::Client, before: u64, more: u64) -> bool {
+async fn await_requests(c: &confmesh::api::Client, before: u64, more: u64) -> bool {
     for probes in 1..=400 {
         if requests_total(c).await >= before + probes + more {
             return true;

@@ -1,0 +1,463 @@
+//! A typed client of the agent's HTTP API: what the command line uses, and what a Rust
+//! service that does not embed a node can use.
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures_util::{Stream, StreamExt};
+use http_body_util::{BodyDataStream, BodyExt, Full};
+use hyper::{Method, Request, body::Incoming};
+use hyper_util::{
+    client::legacy::{Client as HyperClient, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{
+    routes,
+    types::{
+        DeleteResponse, ErrorBody, GetParams, GetResponse, HealthResponse, HistoryResponse,
+        ListEntry, ListParams, ListResponse, MembersResponse, PutParams, PutResponse,
+        RollbackParams, RollbackResponse, WatchEvent, WatchParams,
+    },
+};
+
+/// Why a request to the agent failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The address is not `host:port` or an `http://` URL.
+    #[error("invalid agent address {0:?}")]
+    Address(String),
+    /// The agent could not be reached, or the connection broke.
+    #[error("cannot reach the agent at {addr}: {cause}")]
+    Unreachable {
+        /// The agent's address.
+        addr: String,
+        /// Why.
+        cause: String,
+    },
+    /// The agent refused the request: its status and message.
+    #[error("{message} ({status})")]
+    Refused {
+        /// The HTTP status (400 for a bad request, 404 for a missing key, ...).
+        status: u16,
+        /// The `error` of the body.
+        message: String,
+    },
+    /// A conditional write found another version (409).
+    #[error("{message} (409)")]
+    Conflict {
+        /// The key's current version; `None` if it has no value.
+        current: Option<String>,
+        /// The `error` of the body.
+        message: String,
+    },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from the agent: {0}")]
+    Unexpected(String),
+}
+
+impl ClientError {
+    /// Whether the request itself was at fault (a malformed address, or a 400), rather than
+    /// the state of the agent or the data.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Address(_) | ClientError::Refused { status: 400, .. }
+        )
+    }
+
+    /// The status the agent answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused { status, .. } => Some(*status),
+            ClientError::Conflict { .. } => Some(409),
+            _ => None,
+        }
+    }
+}
+
+/// An answer as it came: status and body.
+#[derive(Debug)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The `error` field of a JSON error body, or the body as text.
+    pub fn error_message(&self) -> String {
+        serde_json::from_slice::<ErrorBody>(&self.body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&self.body).into_owned())
+    }
+
+    /// The body as `T` if the status is a success, else the agent's error.
+    fn into_typed<T: DeserializeOwned>(self) -> Result<T, ClientError> {
+        let body = self.success()?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Unexpected(e.to_string()))
+    }
+
+    /// The body if the status is a success, else the agent's error.
+    fn success(self) -> Result<Bytes, ClientError> {
+        if (200..300).contains(&self.status) {
+            return Ok(self.body);
+        }
+        let parsed = serde_json::from_slice::<ErrorBody>(&self.body).ok();
+        let message = self.error_message();
+        Err(match parsed {
+            Some(ErrorBody {
+                current: Some(current),
+                ..
+            }) if self.status == 409 => ClientError::Conflict { current, message },
+            _ => ClientError::Refused {
+                status: self.status,
+                message,
+            },
+        })
+    }
+}
+
+/// A client of one agent.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    /// A client of the agent at `addr` (`host:port` or `http://host:port`), sending `token` as
+    /// a bearer token if given.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Address`] for a malformed address.
+    pub fn new(addr: &str, token: Option<String>) -> Result<Client, ClientError> {
+        let base = if addr.contains("://") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        if !base.starts_with("http://") || base.len() <= "http://".len() {
+            return Err(ClientError::Address(addr.to_string()));
+        }
+        Ok(Client {
+            base,
+            token,
+            http: HyperClient::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    /// The agent's base URL (`http://host:port`).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The bearer token this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// A key's winning version and its siblings.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] with 404 if the key has no value.
+    pub async fn get(&self, key: &str) -> Result<GetResponse, ClientError> {
+        let path = with_query(&routes::keyed(routes::KV, key), &GetParams::default());
+        self.call("GET", &path, Bytes::new()).await?.into_typed()
+    }
+
+    /// A key's value, as bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] with 404 if the key has no value.
+    pub async fn get_raw(&self, key: &str) -> Result<Bytes, ClientError> {
+        let params = GetParams {
+            raw: Some(String::new()),
+            ..GetParams::default()
+        };
+        let path = with_query(&routes::keyed(routes::KV, key), &params);
+        self.call("GET", &path, Bytes::new()).await?.success()
+    }
+
+    /// Writes a value; with `if_version`, only if the key's version is that one (`none`: only
+    /// if it has no value).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Conflict`] if `if_version` did not match; [`ClientError::Refused`] for
+    /// an invalid key (400) or a value too large (413).
+    pub async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        if_version: Option<&str>,
+    ) -> Result<PutResponse, ClientError> {
+        let params = PutParams {
+            if_version: if_version.map(String::from),
+        };
+        let path = with_query(&routes::keyed(routes::KV, key), &params);
+        self.call("PUT", &path, value).await?.into_typed()
+    }
+
+    /// Deletes a key.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] for an invalid key.
+    pub async fn delete(&self, key: &str) -> Result<DeleteResponse, ClientError> {
+        let path = routes::keyed(routes::KV, key);
+        self.call("DELETE", &path, Bytes::new()).await?.into_typed()
+    }
+
+    /// One page of keys under `prefix`, after `after`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] if the agent cannot be reached or refuses.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<ListResponse, ClientError> {
+        let params = ListParams {
+            prefix: prefix.to_string(),
+            after: after.map(String::from),
+            limit: None,
+        };
+        let path = with_query(routes::LIST, &params);
+        self.call("GET", &path, Bytes::new()).await?.into_typed()
+    }
+
+    /// Every key under `prefix`, page after page.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] if a page fails.
+    pub async fn list_all(&self, prefix: &str) -> Result<Vec<ListEntry>, ClientError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.list(prefix, after.as_deref()).await?;
+            all.extend(page.keys);
+            match page.next {
+                // A page that does not move forward would loop for ever.
+                Some(next) if Some(&next) != after.as_ref() => after = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// The versions kept of a key.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] if the agent cannot be reached or refuses.
+    pub async fn history(&self, key: &str) -> Result<HistoryResponse, ClientError> {
+        let path = routes::keyed(routes::HISTORY, key);
+        self.call("GET", &path, Bytes::new()).await?.into_typed()
+    }
+
+    /// Restores the value a key had at `version`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] with 404 if that version is not kept.
+    pub async fn rollback(
+        &self,
+        key: &str,
+        version: &str,
+    ) -> Result<RollbackResponse, ClientError> {
+        let params = RollbackParams {
+            version: Some(version.to_string()),
+        };
+        let path = with_query(&routes::keyed(routes::ROLLBACK, key), &params);
+        self.call("POST", &path, Bytes::new()).await?.into_typed()
+    }
+
+    /// The members.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] if the agent cannot be reached or refuses.
+    pub async fn members(&self) -> Result<MembersResponse, ClientError> {
+        self.call("GET", routes::MEMBERS, Bytes::new())
+            .await?
+            .into_typed()
+    }
+
+    /// The agent's health.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] if the agent cannot be reached.
+    pub async fn health(&self) -> Result<HealthResponse, ClientError> {
+        self.call("GET", routes::HEALTH, Bytes::new())
+            .await?
+            .into_typed()
+    }
+
+    /// Changes under `prefix` as they happen, after the cursor `from` if given.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] if the agent cannot be reached or refuses the watch (a malformed
+    /// cursor is a 400).
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        from: Option<&str>,
+    ) -> Result<WatchStream, ClientError> {
+        let params = WatchParams {
+            prefix: prefix.to_string(),
+            from: None,
+        };
+        let headers: Vec<(&str, &str)> = from.map(|c| ("last-event-id", c)).into_iter().collect();
+        let response = self
+            .open(
+                "GET",
+                &with_query(routes::WATCH, &params),
+                Bytes::new(),
+                &headers,
+            )
+            .await?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(Reply { status, body }
+                .success()
+                .err()
+                .unwrap_or_else(|| ClientError::Unexpected(format!("status {status}"))));
+        }
+        Ok(WatchStream {
+            events: Box::pin(BodyDataStream::new(response.into_body()).eventsource()),
+            addr: self.base.clone(),
+        })
+    }
+
+    /// Sends a request (`method` such as `GET`) and reads the whole answer, whatever its
+    /// status: for callers that check the wire format themselves.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] if the agent cannot be reached.
+    pub async fn call(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Bytes,
+    ) -> Result<Reply, ClientError> {
+        let response = self.open(method, path_and_query, body, &[]).await?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.unreachable(e))?
+            .to_bytes();
+        Ok(Reply { status, body })
+    }
+
+    async fn open(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let uri = format!("{}{path_and_query}", self.base);
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| ClientError::Unexpected(format!("invalid method {method:?}")))?;
+        let mut request = Request::builder().method(method).uri(&uri);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|_| ClientError::Address(uri.clone()))?;
+        self.http
+            .request(request)
+            .await
+            .map_err(|e| self.unreachable(e))
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Unreachable {
+            addr: self.base.clone(),
+            cause: e.to_string(),
+        }
+    }
+}
+
+/// `path` with `params` as its query string (nothing if they are all absent).
+fn with_query(path: &str, params: &impl Serialize) -> String {
+    match serde_urlencoded::to_string(params) {
+        Ok(query) if !query.is_empty() => format!("{path}?{query}"),
+        _ => path.to_string(),
+    }
+}
+
+type EventResults = Pin<
+    Box<
+        dyn Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<hyper::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
+/// The events of a watch ([`Client::watch`]).
+pub struct WatchStream {
+    events: EventResults,
+    addr: String,
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchStream {
+    /// The next event; `None` once the agent ended the stream. A `change` event is a
+    /// change; the others end the stream ([`WatchEvent`]).
+    pub async fn next(&mut self) -> Option<Result<WatchEvent, ClientError>> {
+        let event = match self.events.next().await? {
+            Ok(event) => event,
+            Err(e) => {
+                return Some(Err(ClientError::Unreachable {
+                    addr: self.addr.clone(),
+                    cause: format!("watch interrupted: {e}"),
+                }));
+            }
+        };
+        let kind = if event.event.is_empty() {
+            "message"
+        } else {
+            event.event.as_str()
+        };
+        Some(
+            WatchEvent::parse(kind, &event.data)
+                .map_err(|e| ClientError::Unexpected(e.to_string())),
+        )
+    }
+}

@@ -1,0 +1,466 @@
+//! Request parameters, response bodies, errors and watch events of the HTTP API.
+//!
+//! Every body is JSON. Versions are text ([`version`](super::version)); writers are 16 hex
+//! digits; values are given both as UTF-8 text (`null` when they are not UTF-8) and as base64.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::version;
+use crate::proto::{Version, WriterId};
+
+/// A writer id as the API shows it: 16 hex digits.
+pub fn writer_text(writer: WriterId) -> String {
+    format!("{:016x}", writer.0)
+}
+
+/// One version of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// Its version (`<writer hex>-<sequence>`).
+    pub version: String,
+    /// The writer that made it.
+    pub writer: String,
+    /// Its writer's wall clock when it was made, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// Whether it is a deletion.
+    pub deleted: bool,
+    /// The value as text, if it is UTF-8 (`None` for a deletion or binary bytes).
+    pub value: Option<String>,
+    /// The value in base64 (`None` for a deletion).
+    pub value_base64: Option<String>,
+}
+
+impl VersionInfo {
+    /// The value's bytes (empty for a deletion; empty too if the base64 is malformed).
+    pub fn bytes(&self) -> Vec<u8> {
+        match (&self.value, &self.value_base64) {
+            (Some(text), _) => text.as_bytes().to_vec(),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap_or_default(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+impl From<&Version> for VersionInfo {
+    fn from(v: &Version) -> VersionInfo {
+        let value = v.payload.value();
+        VersionInfo {
+            version: version::format(v.dot),
+            writer: writer_text(v.dot.actor),
+            time_ms: v.timestamp.wall_ms(),
+            deleted: v.is_tombstone(),
+            value: value.and_then(|b| std::str::from_utf8(b).ok().map(String::from)),
+            value_base64: value.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        }
+    }
+}
+
+/// `GET /v1/kv/{key}`: the winning version, and the concurrent ones beside it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetResponse {
+    /// The key.
+    pub key: String,
+    /// The winner.
+    #[serde(flatten)]
+    pub winner: VersionInfo,
+    /// Concurrent versions that lost to the winner (kept until a write resolves them).
+    pub siblings: Vec<VersionInfo>,
+}
+
+/// `GET /v1/kv/{key}` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetParams {
+    /// Present (`?raw`): answer with the value's bytes only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+    /// A blocking query: answer once the winner is no longer this version (`none`: once
+    /// there is a value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// How long a blocking query waits (`30s`, `500ms`, `2m`; default 60 s, at most 5 min).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<String>,
+}
+
+/// `PUT /v1/kv/{key}` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutParams {
+    /// Write only if the current version is this one (`none`: only if the key is absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<String>,
+}
+
+/// `PUT /v1/kv/{key}`: the version the write made, durable on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResponse {
+    /// The key.
+    pub key: String,
+    /// The new version.
+    pub version: String,
+}
+
+/// `DELETE /v1/kv/{key}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteResponse {
+    /// The key.
+    pub key: String,
+    /// Whether there was a value to delete.
+    pub deleted: bool,
+    /// The deletion's version, if there was one.
+    pub version: Option<String>,
+}
+
+/// `POST /v1/rollback/{key}` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackParams {
+    /// The version to restore (from the history).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// `POST /v1/rollback/{key}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackResponse {
+    /// The key.
+    pub key: String,
+    /// The version restored.
+    pub restored: String,
+    /// The new version (a write of the restored value), or `None` if it restored a deletion
+    /// of a key that had no value.
+    pub version: Option<String>,
+}
+
+/// `GET /v1/history/{key}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    /// The key.
+    pub key: String,
+    /// The versions kept, oldest first.
+    pub versions: Vec<VersionInfo>,
+}
+
+/// `GET /v1/kv` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListParams {
+    /// Keys under this prefix (default: every key).
+    #[serde(default)]
+    pub prefix: String,
+    /// Keys after this one (the previous page's `next`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// At most this many keys (default and most: 1,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// One key of a listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    /// The key.
+    pub key: String,
+    /// Its winning version.
+    pub version: String,
+}
+
+/// `GET /v1/kv`: one page of keys, in key order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListResponse {
+    /// The keys.
+    pub keys: Vec<ListEntry>,
+    /// Where the next page starts (`after=`), if there is one.
+    pub next: Option<String>,
+}
+
+/// `GET /v1/watch` parameters (the `Last-Event-ID` header, when present, wins over `from`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchParams {
+    /// Changes under this prefix (default: every key).
+    #[serde(default)]
+    pub prefix: String,
+    /// Resume after this cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// A change, as a `change` event of `GET /v1/watch` carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// The key.
+    pub key: String,
+    /// Resume after this change with it (it is also the event's id).
+    pub cursor: String,
+    /// The writer of the change.
+    pub origin: String,
+    /// The winner before.
+    pub old: Option<VersionInfo>,
+    /// The winner after (a deletion shows as a version with `deleted`).
+    pub new: Option<VersionInfo>,
+}
+
+/// The last event of a watch that ended: why, and where to resume when that makes sense.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    /// Why it ended.
+    pub error: String,
+    /// Resume from this cursor (absent when resuming cannot help).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// An event of `GET /v1/watch`: its SSE `event:` name is [`WatchEvent::kind`], its `data:` the
+/// JSON of what it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// `change`: a key changed.
+    Change(Box<ChangeEvent>),
+    /// `shutdown`: the agent is shutting down; resume from the cursor elsewhere or later.
+    Shutdown(StreamEnd),
+    /// `closed`: the agent closed the stream to make room for other clients; resume.
+    Closed(StreamEnd),
+    /// `gap`: the changes after the cursor are no longer kept; read the keys again.
+    Gap(StreamEnd),
+    /// `error`: the watch failed.
+    Error(StreamEnd),
+}
+
+/// An SSE event that is not one of [`WatchEvent`]'s.
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected watch event {kind:?}: {message}")]
+pub struct EventError {
+    /// The event's name.
+    pub kind: String,
+    /// What was wrong with it.
+    pub message: String,
+}
+
+impl WatchEvent {
+    /// The SSE event name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WatchEvent::Change(_) => "change",
+            WatchEvent::Shutdown(_) => "shutdown",
+            WatchEvent::Closed(_) => "closed",
+            WatchEvent::Gap(_) => "gap",
+            WatchEvent::Error(_) => "error",
+        }
+    }
+
+    /// The SSE `data:` (JSON).
+    pub fn data(&self) -> String {
+        let json = match self {
+            WatchEvent::Change(change) => serde_json::to_string(change),
+            WatchEvent::Shutdown(end)
+            | WatchEvent::Closed(end)
+            | WatchEvent::Gap(end)
+            | WatchEvent::Error(end) => serde_json::to_string(end),
+        };
+        // Serializing these plain structs cannot fail.
+        json.unwrap_or_default()
+    }
+
+    /// Reads an event from its SSE name and data.
+    ///
+    /// # Errors
+    ///
+    /// [`EventError`] for an unknown name or data that does not fit it.
+    pub fn parse(kind: &str, data: &str) -> Result<WatchEvent, EventError> {
+        let fail = |e: serde_json::Error| EventError {
+            kind: kind.to_string(),
+            message: e.to_string(),
+        };
+        let end = || serde_json::from_str::<StreamEnd>(data).map_err(fail);
+        Ok(match kind {
+            "change" => WatchEvent::Change(Box::new(serde_json::from_str(data).map_err(fail)?)),
+            "shutdown" => WatchEvent::Shutdown(end()?),
+            "closed" => WatchEvent::Closed(end()?),
+            "gap" => WatchEvent::Gap(end()?),
+            "error" => WatchEvent::Error(end()?),
+            other => {
+                return Err(EventError {
+                    kind: other.to_string(),
+                    message: "not an event this API sends".to_string(),
+                });
+            }
+        })
+    }
+}
+
+/// A member's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberStateText {
+    /// Alive.
+    Alive,
+    /// Failed (or unreachable).
+    Down,
+    /// Left the cluster.
+    Left,
+}
+
+/// One member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Its name.
+    pub name: String,
+    /// Its gossip (QUIC) address.
+    pub addr: String,
+    /// Its writer id.
+    pub writer: String,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+    /// Alive, down or left.
+    pub state: MemberStateText,
+}
+
+/// `GET /v1/members`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersResponse {
+    /// Every member this node knows of, itself included.
+    pub members: Vec<MemberInfo>,
+}
+
+/// `GET /v1/health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// Always `ok` when the agent answers.
+    pub status: String,
+    /// Whether the node is part of a cluster.
+    pub joined: bool,
+    /// Other members alive.
+    pub peers: usize,
+    /// Application keys held.
+    pub keys: usize,
+    /// Milliseconds since a peer was last found in sync (`None`: never).
+    pub last_sync_ms_ago: Option<u64>,
+    /// The lag of the last change from another node, ms (`None`: none arrived yet).
+    pub replication_lag_ms: Option<u64>,
+}
+
+/// Every error's body: `{"error": "..."}`, with the current version on a 409.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// On a conflict (409): the key's current version, `null` if it has no value.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub current: Option<Option<String>>,
+}
+
+impl ErrorBody {
+    /// An error without a current version.
+    pub fn new(error: impl std::fmt::Display) -> ErrorBody {
+        ErrorBody {
+            error: error.to_string(),
+            current: None,
+        }
+    }
+}
+
+/// A field that is present, even as `null`, is `Some`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn info(value: Option<&str>) -> VersionInfo {
+        VersionInfo {
+            version: "00000000000000ff-3".into(),
+            writer: "00000000000000ff".into(),
+            time_ms: 7,
+            deleted: value.is_none(),
+            value: value.map(String::from),
+            value_base64: value.map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+        }
+    }
+
+    /// The wire contract clients in other languages rely on: field names and shapes.
+    #[test]
+    fn bodies_keep_their_json_shape() {
+        let get = GetResponse {
+            key: "a".into(),
+            winner: info(Some("v")),
+            siblings: vec![info(None)],
+        };
+        assert_eq!(
+            serde_json::to_value(&get).ok(),
+            Some(json!({
+                "key": "a", "version": "00000000000000ff-3", "writer": "00000000000000ff",
+                "time_ms": 7, "deleted": false, "value": "v", "value_base64": "dg==",
+                "siblings": [{
+                    "version": "00000000000000ff-3", "writer": "00000000000000ff",
+                    "time_ms": 7, "deleted": true, "value": null, "value_base64": null,
+                }],
+            }))
+        );
+        let conflict = ErrorBody {
+            error: "conflict".into(),
+            current: Some(None),
+        };
+        let text = serde_json::to_string(&conflict).unwrap_or_default();
+        assert_eq!(text, r#"{"error":"conflict","current":null}"#);
+        assert_eq!(
+            serde_json::from_str::<ErrorBody>(&text).ok(),
+            Some(conflict)
+        );
+        let plain = serde_json::to_string(&ErrorBody::new("no")).unwrap_or_default();
+        assert_eq!(plain, r#"{"error":"no"}"#);
+        assert_eq!(
+            serde_json::from_str::<ErrorBody>(&plain)
+                .map(|b| b.current)
+                .ok(),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn watch_events_round_trip_and_unknown_ones_are_refused() {
+        let events = [
+            WatchEvent::Change(Box::new(ChangeEvent {
+                key: "k".into(),
+                cursor: "c".into(),
+                origin: "o".into(),
+                old: None,
+                new: Some(info(Some("x"))),
+            })),
+            WatchEvent::Shutdown(StreamEnd {
+                error: "bye".into(),
+                cursor: Some("c".into()),
+            }),
+            WatchEvent::Gap(StreamEnd {
+                error: "gone".into(),
+                cursor: None,
+            }),
+        ];
+        for event in events {
+            let back = WatchEvent::parse(event.kind(), &event.data()).ok();
+            assert_eq!(back, Some(event));
+        }
+        assert!(WatchEvent::parse("nonsense", "{}").is_err());
+        assert!(WatchEvent::parse("change", "{\"key\":1}").is_err());
+    }
+
+    #[test]
+    fn values_come_back_as_bytes() {
+        assert_eq!(info(Some("héllo")).bytes(), "héllo".as_bytes());
+        let binary = VersionInfo {
+            value: None,
+            value_base64: Some("AP8=".into()),
+            ..info(None)
+        };
+        assert_eq!(binary.bytes(), [0, 255]);
+    }
+}

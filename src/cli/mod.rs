@@ -1,0 +1,128 @@
+//! The `confmesh` command line: one file per command, each parsing its arguments, calling the
+//! agent through [`confmesh::api::Client`] (or the library) and printing the answer.
+
+mod agent;
+mod cert;
+mod del;
+mod get;
+mod history;
+mod ls;
+mod members;
+mod output;
+mod put;
+mod rollback;
+mod watch;
+
+use clap::{Parser, Subcommand};
+use confmesh::api::{Client, ClientError};
+
+/// The command line.
+#[derive(Parser)]
+#[command(
+    name = "confmesh",
+    version,
+    about = "A gossip-based, leaderless configuration mesh"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node with its HTTP API.
+    Agent(Box<agent::Args>),
+    /// Write a value (from the argument, or standard input when it is `-` or absent).
+    Put(put::Args),
+    /// Read a value.
+    Get(get::Args),
+    /// Delete a key.
+    Del(del::Args),
+    /// List keys under a prefix.
+    Ls(ls::Args),
+    /// Print changes under a prefix as they happen (Ctrl-C to stop).
+    Watch(watch::Args),
+    /// List the members.
+    Members(members::Args),
+    /// The versions the agent has seen of a key.
+    History(history::Args),
+    /// Restore the value a key had at a version (from `history`).
+    Rollback(rollback::Args),
+    /// Make certificates for a cluster.
+    #[command(subcommand)]
+    Cert(cert::Command),
+}
+
+/// Where the client commands find the agent, and how they print.
+#[derive(clap::Args)]
+pub(crate) struct Target {
+    /// The agent's HTTP address.
+    #[arg(long, env = "CONFMESH_ADDR", default_value = confmesh::agent::config::DEFAULT_HTTP_ADDR, global = true)]
+    addr: String,
+    /// The agent's API token, if it requires one.
+    #[arg(long, env = "CONFMESH_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print the agent's JSON instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+impl Target {
+    /// A client of the agent.
+    pub(crate) fn client(&self) -> Result<Client, Failure> {
+        Client::new(&self.addr, self.token.clone()).map_err(Failure::from)
+    }
+}
+
+/// A failed command: what to print and the exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    pub(crate) code: u8,
+}
+
+impl Failure {
+    /// Exit code 1: the operation failed.
+    pub(crate) fn failed(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: 1,
+        }
+    }
+
+    /// Exit code 2: invalid usage or configuration.
+    pub(crate) fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        if e.is_usage() {
+            Failure::usage(e.to_string())
+        } else {
+            Failure::failed(e.to_string())
+        }
+    }
+}
+
+impl Cli {
+    /// Runs the command.
+    pub(crate) async fn run(self) -> Result<(), Failure> {
+        match self.command {
+            Command::Agent(args) => agent::run(*args).await,
+            Command::Put(args) => put::run(args).await,
+            Command::Get(args) => get::run(args).await,
+            Command::Del(args) => del::run(args).await,
+            Command::Ls(args) => ls::run(args).await,
+            Command::Watch(args) => watch::run(args).await,
+            Command::Members(args) => members::run(args).await,
+            Command::History(args) => history::run(args).await,
+            Command::Rollback(args) => rollback::run(args).await,
+            Command::Cert(command) => cert::run(command),
+        }
+    }
+}

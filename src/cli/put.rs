@@ -1,0 +1,38 @@
+//! `confmesh put KEY [VALUE]`.
+
+use bytes::Bytes;
+
+use super::{Failure, Target, output};
+
+/// `put`'s arguments.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The key.
+    key: String,
+    /// The value.
+    value: Option<String>,
+    /// Only if the current version is this one (`none`: only if absent).
+    #[arg(long)]
+    if_version: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub(crate) async fn run(args: Args) -> Result<(), Failure> {
+    let value = match args.value {
+        Some(v) if v != "-" => Bytes::from(v),
+        _ => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .map_err(|e| Failure::failed(format!("cannot read standard input: {e}")))?;
+            Bytes::from(buf)
+        }
+    };
+    let client = args.target.client()?;
+    let answer = client
+        .put(&args.key, value, args.if_version.as_deref())
+        .await?;
+    output::print(&args.target, &answer, |a| {
+        format!("{} = version {}", a.key, a.version)
+    })
+}
