@@ -437,6 +437,8 @@ async fn a_token_guards_the_api_and_bad_configuration_exits_2() {
         ),
         (vec!["agent", "--dev", "--join", "no-port"], "join"),
         (vec!["agent", "--dev", "--tag", "novalue"], "--tag"),
+        // Every option is a flag too, checked like the file's.
+        (vec!["agent", "--dev", "--history-len", "0"], "history_len"),
         // Start-up failures name the option too: a port in use, a data directory in use or
         // unusable, TLS files that cannot be read.
         (dev("fresh-1", "127.0.0.1:0", &agent.http), "http_addr"),
@@ -464,5 +466,32 @@ async fn a_token_guards_the_api_and_bad_configuration_exits_2() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(option), "{args:?}: {stderr}");
+    }
+
+    // An unknown or malformed CONFMESH_ variable is refused by name, never ignored.
+    for (var, value) in [
+        ("CONFMESH_HISTORY_LENGTH", "3"),
+        ("CONFMESH_HISTORY_LEN", "many"),
+    ] {
+        let mut child = Command::new(BIN)
+            .args(dev("env-check", "127.0.0.1:0", "127.0.0.1:0"))
+            .env(var, value)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run");
+        // An agent that ignored the variable would run: stop it, and fail below.
+        for _ in 0..200 {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        assert!(stderr.contains(var), "{var}: {stderr}");
     }
 }

@@ -93,6 +93,34 @@ async fn the_command_line_against_a_live_agent() {
         "{history}"
     );
 
+    // watch: changes as they happen, each with a cursor to resume after.
+    let watch = |from: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command.args(["watch", "cli/w/", "--addr", &agent.http]);
+        if let Some(cursor) = from {
+            command.args(["--from", cursor]);
+        }
+        Watcher::spawn(command)
+    };
+    let mut first = watch(None);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    cli(&["put", "cli/w/a", "one"]);
+    let line = first.line();
+    assert!(line.starts_with("cli/w/a = one\t(cursor "), "{line}");
+    let cursor = line
+        .trim_end()
+        .trim_end_matches(')')
+        .rsplit(' ')
+        .next()
+        .expect("cursor")
+        .to_string();
+    drop(first);
+    cli(&["put", "cli/w/b", "two"]);
+    cli(&["del", "cli/w/a"]);
+    let mut resumed = watch(Some(&cursor));
+    assert!(resumed.line().starts_with("cli/w/b = two\t"));
+    assert!(resumed.line().starts_with("cli/w/a = <deleted>\t"));
+
     // cert: a CA, then a node certificate an agent accepts.
     let certs = tempfile::tempdir().expect("tempdir");
     let out = certs.path().to_str().expect("utf-8");
@@ -126,4 +154,47 @@ async fn the_command_line_against_a_live_agent() {
         &certs.path().join("n1.key"),
     );
     assert!(tls.is_ok(), "the issued files load: {tls:?}");
+}
+
+/// A `confmesh watch` running in the background, read line by line; killed when dropped.
+struct Watcher {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    fn spawn(mut command: Command) -> Watcher {
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watcher { child, lines }
+    }
+
+    /// The next line, waiting at most 20 s.
+    fn line(&mut self) -> String {
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("watch printed a line")
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
