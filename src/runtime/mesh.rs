@@ -8,11 +8,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::{
     driver::{Command, Driver, LocalWriteError, Pending},
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, is_reserved},
-    storage::{Storage, StorageError, StorageFaultHook, StorageReader},
+    storage::{Change, Cursor, Storage, StorageError, StorageFaultHook, StorageReader},
     tls::TlsConfig,
     transport::{FaultHook, Transport, TransportError, WireHandle, WireStats},
     wall_clock_ms,
-    watch::{Change, Cursor, Watch},
+    watch::{Watch, WatchError},
 };
 use crate::proto::{
     Dot, DotText, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
@@ -97,7 +97,7 @@ pub enum MeshError {
     Storage(#[from] StorageError),
     /// A watch could not start or continue.
     #[error(transparent)]
-    Watch(#[from] super::watch::WatchError),
+    Watch(#[from] WatchError),
     /// The node has shut down.
     #[error("the node has shut down")]
     Stopped,

@@ -4,7 +4,8 @@
 //!
 //! - [`Mesh`]: the embedding API, one node running in this process.
 //! - `driver`: the tokio task that owns a [`Node`](crate::proto::node::Node) and pumps it.
-//! - `storage`: the replica on disk (redb), the history and the change log.
+//! - `storage`: the replica on disk (redb), the history and the change log ([`Change`],
+//!   [`Cursor`]).
 //! - [`Watch`]: changes from a cursor, gap-free.
 //! - [`Member`]: members with names and tags.
 //! - `transport`: QUIC (quinn) between nodes, mutual TLS against a cluster CA.
@@ -25,9 +26,9 @@ pub use self::{
         DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Health, Mesh, MeshBuilder,
         MeshError, Preset,
     },
-    storage::{DATABASE_FILE, StorageError, StorageFaultHook},
+    storage::{Change, Cursor, CursorParseError, DATABASE_FILE, StorageError, StorageFaultHook},
     transport::{FaultHook, TransportError, WireStats},
-    watch::{Change, Cursor, CursorParseError, Watch, WatchError},
+    watch::{Watch, WatchError},
 };
 
 /// Milliseconds since the Unix epoch by the system clock: the wall time the core's writes

@@ -31,6 +31,7 @@
 //! change once it is written.
 
 mod backend;
+mod changes;
 mod load;
 mod reader;
 mod writer;
@@ -45,10 +46,11 @@ use redb::{Database, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub(crate) use self::reader::{LogPosition, StorageReader};
+pub(crate) use self::changes::LogPosition;
+pub use self::changes::{Change, Cursor, CursorParseError};
+pub(crate) use self::reader::StorageReader;
 pub(crate) use self::writer::Done;
 use self::writer::{Batch, Job, Rows, Writer};
-use super::watch::{Change, Cursor};
 use crate::proto::{
     SeqSet, Store, StoreConfig, Touched, TouchedKeys, VClock, Version, WriterId, node::NodeId, wire,
 };
