@@ -7,6 +7,7 @@
 //! - `storage`: the replica on disk (redb), the history and the change log ([`Change`],
 //!   [`Cursor`]).
 //! - [`Watch`]: changes from a cursor, gap-free.
+//! - [`Subscription`]: events and member changes from now on, for as long as the node runs.
 //! - [`Member`]: members with names and tags.
 //! - `transport`: QUIC (quinn) between nodes, mutual TLS against a cluster CA.
 //! - [`tls`]: loading certificates, and a development CA.
@@ -15,6 +16,7 @@ mod driver;
 mod members;
 mod mesh;
 mod storage;
+mod subscription;
 pub(crate) mod throttle;
 pub mod tls;
 mod transport;
@@ -27,6 +29,7 @@ pub use self::{
         MeshError, Preset,
     },
     storage::{Change, Cursor, CursorParseError, DATABASE_FILE, StorageError, StorageFaultHook},
+    subscription::{Lagged, Subscription},
     transport::{FaultHook, TransportError, WireStats},
     watch::{Watch, WatchError},
 };
