@@ -190,6 +190,9 @@ impl MeshBuilder {
 
     /// Makes writes to the data directory fail while the hook returns `true`, as a full disk
     /// would: fault injection for tests. Needs [`MeshBuilder::data_dir`].
+    // For tests only, hidden from the docs: not part of the stable API, and may change or go
+    // in any release.
+    #[doc(hidden)]
     pub fn storage_fault_hook(mut self, hook: StorageFaultHook) -> Self {
         self.storage_fault = Some(hook);
         self
@@ -236,6 +239,9 @@ impl MeshBuilder {
     }
 
     /// Drops traffic the hook selects, in both directions: fault injection for tests.
+    // For tests only, hidden from the docs: not part of the stable API, and may change or go
+    // in any release.
+    #[doc(hidden)]
     pub fn fault_hook(mut self, hook: FaultHook) -> Self {
         self.fault = Some(hook);
         self

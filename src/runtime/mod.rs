@@ -28,11 +28,15 @@ pub use self::{
         DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Health, Mesh, MeshBuilder,
         MeshError, Preset,
     },
-    storage::{Change, Cursor, CursorParseError, DATABASE_FILE, StorageError, StorageFaultHook},
+    storage::{Change, Cursor, CursorParseError, DATABASE_FILE, StorageError},
     subscription::{Lagged, Subscription},
-    transport::{FaultHook, TransportError, WireStats},
+    transport::{TransportError, WireStats},
     watch::{Watch, WatchError},
 };
+// Fault injection for tests (tests/ uses them), hidden from the docs: not part of the stable
+// API, and may change or go in any release.
+#[doc(hidden)]
+pub use self::{storage::StorageFaultHook, transport::FaultHook};
 
 /// Milliseconds since the Unix epoch by the system clock: the wall time the core's writes
 /// need for their hybrid-logical-clock timestamps.

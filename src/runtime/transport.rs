@@ -58,6 +58,8 @@ const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Decides, for a message from one address to another, whether to drop it: fault injection
 /// for tests (partitions). `true` drops.
+// For tests only, hidden from the docs: not part of the stable API.
+#[doc(hidden)]
 pub type FaultHook = Arc<dyn Fn(SocketAddr, SocketAddr) -> bool + Send + Sync>;
 
 /// A message received from a peer.

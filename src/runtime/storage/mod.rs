@@ -141,6 +141,8 @@ pub enum StorageError {
 
 /// Decides, before each write or sync of the data directory's file, whether it fails as a
 /// full disk would: fault injection for tests.
+// For tests only, hidden from the docs: not part of the stable API.
+#[doc(hidden)]
 pub type StorageFaultHook = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Where the database lives.
