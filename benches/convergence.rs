@@ -304,9 +304,15 @@ impl Confmesh {
             let mut events = node.subscribe();
             let arrivals = arrivals.clone();
             tokio::spawn(async move {
-                while let Ok(event) = events.recv().await {
-                    if let Event::KeyChanged { key, .. } = event {
-                        arrivals.record(key.as_str(), i);
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(Event::KeyChanged { key, .. }) => arrivals.record(key.as_str(), i),
+                        Ok(_) => {}
+                        // Arrivals were missed: stop recording this node, and say so.
+                        Err(e) => {
+                            eprintln!("node {i}: {e}; its arrivals are no longer recorded");
+                            break;
+                        }
                     }
                 }
             });

@@ -282,7 +282,11 @@ async fn members_carry_names_and_tags_and_their_changes_are_watched() {
     // alpha's watch saw gamma come up, and (perhaps later) learn its name.
     let seen_up = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let m: Member = changes.recv().await.expect("member change");
+            let m: Member = changes
+                .next()
+                .await
+                .expect("the node is running")
+                .expect("member change");
             if m.id == gamma.id()
                 && m.state == MemberState::Alive
                 && m.name == "gamma"
@@ -299,7 +303,11 @@ async fn members_carry_names_and_tags_and_their_changes_are_watched() {
     gamma.shutdown().await;
     let seen_left = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let m = changes.recv().await.expect("member change");
+            let m = changes
+                .next()
+                .await
+                .expect("the node is running")
+                .expect("member change");
             if m.id == gamma_id && m.state == MemberState::Left {
                 assert_eq!(m.name, "gamma");
                 break;
@@ -317,6 +325,55 @@ async fn members_carry_names_and_tags_and_their_changes_are_watched() {
     assert!(alpha.list("").await.expect("list").is_empty());
     assert!(!alpha.list("_confmesh/").await.expect("list").is_empty());
     alpha.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_deliver_events_and_end_when_the_node_stops() {
+    use confmesh::proto::node::Event;
+
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let node = Mesh::builder()
+        .tls(ca.node_config("n").expect("cert"))
+        .start()
+        .await
+        .expect("start");
+    let mut events = node.subscribe();
+    let mut members = node.watch_members();
+    node.put("app/a", "1").await.expect("put");
+    let changed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.next().await {
+                Some(Ok(Event::KeyChanged { key, .. })) if key.as_str() == "app/a" => break,
+                Some(Ok(_)) => {}
+                other => panic!("before the key change: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(changed.is_ok(), "no event for the put");
+
+    // Another handle outlives the node: the subscriptions still end.
+    let handle = node.clone();
+    node.shutdown().await;
+    for ended in [
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while events.next().await.is_some() {}
+        })
+        .await,
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while members.next().await.is_some() {}
+        })
+        .await,
+    ] {
+        assert!(ended.is_ok(), "a subscription did not end after shutdown");
+    }
+    assert!(
+        events.next().await.is_none(),
+        "an ended subscription stays ended"
+    );
+    // Subscribing to a stopped node gives a subscription that has ended.
+    assert!(handle.subscribe().next().await.is_none());
+    assert!(handle.watch_members().next().await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -477,7 +477,10 @@ async fn a_crash_under_concurrent_writes_never_reuses_a_version_id() {
     };
     acknowledged.iter().chain(&after).for_each(&mut note);
     let mut from_peer = 0;
-    while let Ok(event) = seen_by_peer.try_recv() {
+    // What the peer's subscription holds: it is drained once nothing comes for 200 ms.
+    while let Ok(Some(Ok(event))) =
+        tokio::time::timeout(Duration::from_millis(200), seen_by_peer.next()).await
+    {
         if let Event::KeyChanged { new: Some(v), .. } = event {
             note(&v);
             from_peer += 1;

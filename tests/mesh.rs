@@ -210,14 +210,15 @@ async fn a_graceful_shutdown_is_seen_as_a_leave_and_a_drop_as_a_failure() {
     let mut down = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !(left && down) {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(Event::MemberLeft(id))) if id == leaver_id => left = true,
-            Ok(Ok(Event::MemberDown(id))) if id == crashed_id => down = true,
-            Ok(Ok(Event::MemberDown(id))) if id == leaver_id => {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(Ok(Event::MemberLeft(id)))) if id == leaver_id => left = true,
+            Ok(Some(Ok(Event::MemberDown(id)))) if id == crashed_id => down = true,
+            Ok(Some(Ok(Event::MemberDown(id)))) if id == leaver_id => {
                 panic!("the leave was seen as a failure")
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("events: {e}"),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => panic!("events: {e}"),
+            Ok(None) => panic!("node 0 stopped"),
             Err(_) => panic!("after 20 s: left={left} down={down}"),
         }
     }

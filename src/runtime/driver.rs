@@ -19,9 +19,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
     members::{Member, MemberInfo, MemberState, info_writer},
-    storage::{Done, Storage, StorageError, Submission},
+    storage::{Change, Done, Storage, StorageError, Submission},
     transport::{Inbound, Inboxes, Transport},
-    watch::Change,
 };
 use crate::proto::{
     Dot, Key, TouchedKeys, Version, WriteError,

@@ -8,11 +8,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::{
     driver::{Command, Driver, LocalWriteError, Pending},
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, is_reserved},
-    storage::{Storage, StorageError, StorageFaultHook, StorageReader},
+    storage::{Change, Cursor, Storage, StorageError, StorageFaultHook, StorageReader},
+    subscription::Subscription,
     tls::TlsConfig,
     transport::{FaultHook, Transport, TransportError, WireHandle, WireStats},
     wall_clock_ms,
-    watch::{Change, Cursor, Watch},
+    watch::{Watch, WatchError},
 };
 use crate::proto::{
     Dot, DotText, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
@@ -20,7 +21,7 @@ use crate::proto::{
 };
 
 /// How many events a slow subscriber may fall behind before it misses some
-/// ([`broadcast::error::RecvError::Lagged`]).
+/// ([`Lagged`](super::Lagged)).
 const EVENT_BUFFER: usize = 4_096;
 
 /// The default of [`MeshBuilder::cache_bytes`]: 64 MiB. (redb's own default, 1 GiB, let an
@@ -97,7 +98,7 @@ pub enum MeshError {
     Storage(#[from] StorageError),
     /// A watch could not start or continue.
     #[error(transparent)]
-    Watch(#[from] super::watch::WatchError),
+    Watch(#[from] WatchError),
     /// The node has shut down.
     #[error("the node has shut down")]
     Stopped,
@@ -189,6 +190,9 @@ impl MeshBuilder {
 
     /// Makes writes to the data directory fail while the hook returns `true`, as a full disk
     /// would: fault injection for tests. Needs [`MeshBuilder::data_dir`].
+    // For tests only, hidden from the docs: not part of the stable API, and may change or go
+    // in any release.
+    #[doc(hidden)]
     pub fn storage_fault_hook(mut self, hook: StorageFaultHook) -> Self {
         self.storage_fault = Some(hook);
         self
@@ -235,6 +239,9 @@ impl MeshBuilder {
     }
 
     /// Drops traffic the hook selects, in both directions: fault injection for tests.
+    // For tests only, hidden from the docs: not part of the stable API, and may change or go
+    // in any release.
+    #[doc(hidden)]
     pub fn fault_hook(mut self, hook: FaultHook) -> Self {
         self.fault = Some(hook);
         self
@@ -322,9 +329,9 @@ impl MeshBuilder {
         Ok(Mesh {
             id,
             commands,
-            events,
+            events: events.downgrade(),
             changes,
-            members,
+            members: members.downgrade(),
             reader,
             wire,
         })
@@ -378,9 +385,10 @@ fn random_writer() -> WriterId {
 pub struct Mesh {
     id: NodeId,
     commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<Event>,
+    /// Weak, so that subscriptions end when the node task (which holds the senders) stops.
+    events: broadcast::WeakSender<Event>,
     changes: broadcast::Sender<Change>,
-    members: broadcast::Sender<Member>,
+    members: broadcast::WeakSender<Member>,
     reader: StorageReader,
     wire: WireHandle,
 }
@@ -617,17 +625,18 @@ impl Mesh {
 
     /// Member changes from now on: a member up, down or gone ([`Member::state`]), or its name
     /// or tags changed. A subscriber more than 4,096 changes behind misses the oldest and is
-    /// told so ([`broadcast::error::RecvError::Lagged`]); [`Mesh::members`] then gives the
-    /// current list.
-    pub fn watch_members(&self) -> broadcast::Receiver<Member> {
-        self.members.subscribe()
+    /// told so ([`Lagged`](super::Lagged)); [`Mesh::members`] then gives the current list.
+    /// The subscription ends once the node has stopped.
+    pub fn watch_members(&self) -> Subscription<Member> {
+        Subscription::new(&self.members)
     }
 
     /// Every event from now on: key changes (local and remote) and membership changes. A
-    /// subscriber more than 4,096 events behind misses the oldest and is told so. Prefer
+    /// subscriber more than 4,096 events behind misses the oldest and is told so
+    /// ([`Lagged`](super::Lagged)). The subscription ends once the node has stopped. Prefer
     /// [`Mesh::watch`], which never misses a change.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    pub fn subscribe(&self) -> Subscription<Event> {
+        Subscription::new(&self.events)
     }
 
     /// The node's counters.

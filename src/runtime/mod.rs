@@ -4,8 +4,10 @@
 //!
 //! - [`Mesh`]: the embedding API, one node running in this process.
 //! - `driver`: the tokio task that owns a [`Node`](crate::proto::node::Node) and pumps it.
-//! - `storage`: the replica on disk (redb), the history and the change log.
+//! - `storage`: the replica on disk (redb), the history and the change log ([`Change`],
+//!   [`Cursor`]).
 //! - [`Watch`]: changes from a cursor, gap-free.
+//! - [`Subscription`]: events and member changes from now on, for as long as the node runs.
 //! - [`Member`]: members with names and tags.
 //! - `transport`: QUIC (quinn) between nodes, mutual TLS against a cluster CA.
 //! - [`tls`]: loading certificates, and a development CA.
@@ -14,6 +16,7 @@ mod driver;
 mod members;
 mod mesh;
 mod storage;
+mod subscription;
 pub(crate) mod throttle;
 pub mod tls;
 mod transport;
@@ -25,10 +28,15 @@ pub use self::{
         DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Health, Mesh, MeshBuilder,
         MeshError, Preset,
     },
-    storage::{DATABASE_FILE, StorageError, StorageFaultHook},
-    transport::{FaultHook, TransportError, WireStats},
-    watch::{Change, Cursor, CursorParseError, Watch, WatchError},
+    storage::{Change, Cursor, CursorParseError, DATABASE_FILE, StorageError},
+    subscription::{Lagged, Subscription},
+    transport::{TransportError, WireStats},
+    watch::{Watch, WatchError},
 };
+// Fault injection for tests (tests/ uses them), hidden from the docs: not part of the stable
+// API, and may change or go in any release.
+#[doc(hidden)]
+pub use self::{storage::StorageFaultHook, transport::FaultHook};
 
 /// Milliseconds since the Unix epoch by the system clock: the wall time the core's writes
 /// need for their hybrid-logical-clock timestamps.

@@ -58,6 +58,8 @@ const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Decides, for a message from one address to another, whether to drop it: fault injection
 /// for tests (partitions). `true` drops.
+// For tests only, hidden from the docs: not part of the stable API.
+#[doc(hidden)]
 pub type FaultHook = Arc<dyn Fn(SocketAddr, SocketAddr) -> bool + Send + Sync>;
 
 /// A message received from a peer.
@@ -81,6 +83,35 @@ pub enum TransportError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// Why a message could not be handed to quinn. The message is dropped (SWIM tolerates loss,
+/// anti-entropy repairs the rest) and the pooled connection to the peer forgotten, so the
+/// next message dials again.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// quinn refused to start a connection (for example, a bad address).
+    #[error("cannot connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The handshake did not finish within the connect timeout.
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The handshake failed: the peer is unreachable, or one side refused the other's
+    /// certificate.
+    #[error("handshake failed: {0}")]
+    Handshake(#[source] quinn::ConnectionError),
+    /// The connection was lost before a stream could be opened on it.
+    #[error("cannot open a stream: {0}")]
+    Open(#[source] quinn::ConnectionError),
+    /// A datagram could not be sent (connection lost, datagrams unsupported or too large).
+    #[error("cannot send a datagram: {0}")]
+    Datagram(#[from] quinn::SendDatagramError),
+    /// Writing a stream message failed (connection lost, stream stopped by the peer).
+    #[error("cannot write a stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The stream was closed before it could be finished.
+    #[error("cannot finish a stream: {0}")]
+    Finish(#[from] quinn::ClosedStream),
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
@@ -252,40 +283,32 @@ impl Transport {
         let _ = tokio::time::timeout(limit, sending.wait_for(|n| *n == 0)).await;
     }
 
-    async fn deliver(&self, transmit: Transmit) -> Result<(), String> {
+    async fn deliver(&self, transmit: Transmit) -> Result<(), SendError> {
         let conn = self.connection(transmit.to).await?;
         match transmit.channel {
-            Channel::Datagram => conn
-                .send_datagram(transmit.bytes)
-                .map_err(|e| e.to_string()),
+            Channel::Datagram => Ok(conn.send_datagram(transmit.bytes)?),
             Channel::Stream => {
-                let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
-                stream
-                    .write_all(&transmit.bytes)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                stream.finish().map_err(|e| e.to_string())
+                let mut stream = conn.open_uni().await.map_err(SendError::Open)?;
+                stream.write_all(&transmit.bytes).await?;
+                Ok(stream.finish()?)
             }
         }
     }
 
     /// The pooled connection to `to`, dialled if there is none or it was lost.
-    async fn connection(&self, to: SocketAddr) -> Result<Connection, String> {
+    async fn connection(&self, to: SocketAddr) -> Result<Connection, SendError> {
         let slot = self.slot(to);
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
             return Ok(conn.clone());
         }
-        let connecting = self
-            .endpoint
-            .connect(to, CLUSTER_SERVER_NAME)
-            .map_err(|e| e.to_string())?;
+        let connecting = self.endpoint.connect(to, CLUSTER_SERVER_NAME)?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
-            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|_| SendError::ConnectTimeout(CONNECT_TIMEOUT))?
             .map_err(|e| {
                 log_tls_refusal(to, &e);
-                e.to_string()
+                SendError::Handshake(e)
             })?;
         *slot = Some(conn.clone());
         tokio::spawn(serve(

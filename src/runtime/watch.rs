@@ -1,107 +1,28 @@
-//! Watching keys: the change log's cursors, [`Watch`] streams and the gap error.
+//! Watching keys: [`Watch`] streams over storage's change log, and the gap error.
 //!
 //! Every change of a key's winner on this node, local or from a peer, is appended to a change
-//! log on disk under a [`Cursor`] before anyone is told about it. A [`Watch`] reads the log
+//! log on disk under a [`Cursor`] before anyone is told about it (the log, its [`Change`]s and
+//! cursors belong to `storage`; this module only reads them). A [`Watch`] reads the log
 //! from its cursor, then follows new changes live; if it falls behind the live feed it reads
 //! the log again. The log keeps the last [`MeshBuilder::watch_log_len`] changes
 //! (`super::MeshBuilder::watch_log_len`); a cursor older than that gets
 //! [`WatchError::Gap`], and one the log never held (from a state of the node that was lost)
 //! [`WatchError::CursorLost`], never a silent skip.
 
-use std::{collections::VecDeque, fmt, str::FromStr};
+use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 #[cfg(doc)]
 use super::MeshBuilder;
 use super::{
     members::is_reserved,
-    storage::{LogPosition, StorageError, StorageReader},
+    storage::{Change, Cursor, LogPosition, StorageError, StorageReader},
 };
-use crate::proto::{Key, Version, WriterId};
+use crate::proto::Key;
 
 /// How many log entries a watch reads from disk at a time.
 const PAGE: usize = 256;
-
-/// A position in one node's change log: resume a [`Watch`] from it. Cursors of one node are
-/// meaningless on another (and on a node whose data directory was wiped or restored from a
-/// backup older than the cursor: [`WatchError::UnknownCursor`]). The log id part changes at
-/// every start of the node; cursors of earlier starts stay valid.
-///
-/// Printed and parsed as `<log id in hex>.<sequence number>`, e.g. `6e3f09a2c4b81d77.42`,
-/// which is what an HTTP client would keep.
-///
-/// ```
-/// use confmesh::runtime::Cursor;
-///
-/// let cursor: Cursor = "6e3f09a2c4b81d77.42".parse()?;
-/// assert_eq!(cursor.to_string(), "6e3f09a2c4b81d77.42");
-/// assert!("42".parse::<Cursor>().is_err());
-/// # Ok::<(), confmesh::runtime::CursorParseError>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Cursor {
-    pub(crate) log: u64,
-    pub(crate) seq: u64,
-}
-
-impl fmt::Display for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}.{}", self.log, self.seq)
-    }
-}
-
-/// Why a string is not a [`Cursor`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a cursor is `<log id in hex>.<sequence number>`")]
-pub struct CursorParseError;
-
-impl FromStr for Cursor {
-    type Err = CursorParseError;
-
-    fn from_str(s: &str) -> Result<Cursor, CursorParseError> {
-        let (log, seq) = s.split_once('.').ok_or(CursorParseError)?;
-        Ok(Cursor {
-            log: u64::from_str_radix(log, 16).map_err(|_| CursorParseError)?,
-            seq: seq.parse().map_err(|_| CursorParseError)?,
-        })
-    }
-}
-
-/// One change of a key's winner on this node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Change {
-    /// Where this change sits in the node's log; resume after it with
-    /// [`Mesh::watch`](super::Mesh::watch).
-    pub cursor: Cursor,
-    /// The key.
-    pub key: Key,
-    /// The previous winner, `None` if the key was absent or deleted.
-    pub old: Option<Version>,
-    /// The new winner, `None` if the key is now deleted.
-    pub new: Option<Version>,
-    /// Who made the change: the writer of the new winner, or of the delete.
-    pub origin: WriterId,
-}
-
-impl Change {
-    /// The previous value, `None` if there was none.
-    pub fn old_value(&self) -> Option<&[u8]> {
-        self.old
-            .as_ref()
-            .and_then(|v| v.payload.value())
-            .map(|b| &b[..])
-    }
-
-    /// The new value, `None` if the key was deleted.
-    pub fn new_value(&self) -> Option<&[u8]> {
-        self.new
-            .as_ref()
-            .and_then(|v| v.payload.value())
-            .map(|b| &b[..])
-    }
-}
 
 /// Why a [`Watch`] cannot continue. After an error the watch ends.
 #[derive(Debug, thiserror::Error)]

@@ -3,18 +3,14 @@
 use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    CHANGES, CONTEXT, CURSOR_BLOCK, FORMAT, HISTORY, LOCAL_WRITES, Loaded, MAX_LOG_EPOCHS, META,
-    META_COLLECTED, META_FORMAT, META_LOG_EPOCHS, META_LOG_ID, META_LOG_RESERVED, META_MEMBERS,
-    META_WRITER, SharedDatabase, StorageError, VERSIONS, current, decode, encode, read_u64,
-    read_u64s,
+    CHANGES, CONTEXT, CURSOR_BLOCK, Change, Cursor, FORMAT, HISTORY, LOCAL_WRITES, Loaded,
+    MAX_LOG_EPOCHS, META, META_COLLECTED, META_FORMAT, META_LOG_EPOCHS, META_LOG_ID,
+    META_LOG_RESERVED, META_MEMBERS, META_WRITER, SharedDatabase, StorageError, VERSIONS, current,
+    decode, encode, read_u64, read_u64s,
     writer::{Rows, Writer},
 };
-use crate::{
-    proto::{
-        Digest, SeqSet, Snapshot, Store, StoreConfig, Touched, VClock, Version, WriterId,
-        node::NodeId,
-    },
-    runtime::watch::{Change, Cursor},
+use crate::proto::{
+    Digest, SeqSet, Snapshot, Store, StoreConfig, Touched, VClock, Version, WriterId, node::NodeId,
 };
 
 /// The change log's position in a database just opened.

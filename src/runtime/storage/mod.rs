@@ -31,6 +31,7 @@
 //! change once it is written.
 
 mod backend;
+mod changes;
 mod load;
 mod reader;
 mod writer;
@@ -45,10 +46,11 @@ use redb::{Database, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub(crate) use self::reader::{LogPosition, StorageReader};
+pub(crate) use self::changes::LogPosition;
+pub use self::changes::{Change, Cursor, CursorParseError};
+pub(crate) use self::reader::StorageReader;
 pub(crate) use self::writer::Done;
 use self::writer::{Batch, Job, Rows, Writer};
-use super::watch::{Change, Cursor};
 use crate::proto::{
     SeqSet, Store, StoreConfig, Touched, TouchedKeys, VClock, Version, WriterId, node::NodeId, wire,
 };
@@ -139,6 +141,8 @@ pub enum StorageError {
 
 /// Decides, before each write or sync of the data directory's file, whether it fails as a
 /// full disk would: fault injection for tests.
+// For tests only, hidden from the docs: not part of the stable API.
+#[doc(hidden)]
 pub type StorageFaultHook = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Where the database lives.

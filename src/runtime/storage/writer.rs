@@ -22,14 +22,11 @@ use redb::{Durability, ReadableTable};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
-    CHANGES, CONTEXT, CURSOR_BLOCK, HISTORY, LOCAL_WRITES, Location, META, META_COLLECTED,
+    CHANGES, CONTEXT, CURSOR_BLOCK, Change, HISTORY, LOCAL_WRITES, Location, META, META_COLLECTED,
     META_LOG_RESERVED, META_LOG_TRIMMED, META_MEMBERS, SharedDatabase, StorageError, VERSIONS,
     backend, current, encode,
 };
-use crate::{
-    proto::{Key, SeqSet, VClock, Version, WriterId, node::NodeId},
-    runtime::watch::Change,
-};
+use crate::proto::{Key, SeqSet, VClock, Version, WriterId, node::NodeId};
 
 /// How often a batch that failed to commit is retried while no job arrives.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
