@@ -394,25 +394,71 @@ fn resolve(file: Options) -> Result<AgentConfig, ConfigError> {
     let dev = file.dev;
     let data_dir = file
         .data_dir
+        .clone()
         .or_else(|| dev.then(|| PathBuf::from(DEV_DATA_DIR)))
         .ok_or_else(|| ConfigError::new("data_dir", "required (or use --dev)"))?;
-    let gossip_addr = parse_addr(
-        "gossip_addr",
-        file.gossip_addr.as_deref().unwrap_or(DEFAULT_GOSSIP_ADDR),
-    )?;
     let http_addr = parse_addr(
         "http_addr",
         file.http_addr.as_deref().unwrap_or(DEFAULT_HTTP_ADDR),
     )?;
-    let api_token = file.api_token.filter(|t| !t.is_empty());
+    let api_token = file.api_token.clone().filter(|t| !t.is_empty());
     if !http_addr.ip().is_loopback() && api_token.is_none() {
         return Err(ConfigError::new(
             "http_addr",
             format!("{http_addr} is reachable from other hosts; set api_token to serve there"),
         ));
     }
-    let join = file.join;
-    for seed in &join {
+    Ok(AgentConfig {
+        gossip_addr: parse_addr(
+            "gossip_addr",
+            file.gossip_addr.as_deref().unwrap_or(DEFAULT_GOSSIP_ADDR),
+        )?,
+        http_addr,
+        join: checked_seeds(&file.join)?,
+        name: file.name.clone().filter(|n| !n.is_empty()),
+        tags: file.tags.iter().cloned().collect(),
+        preset: match file.preset.as_deref().unwrap_or("lan") {
+            "lan" => Preset::Lan,
+            "wan" => Preset::Wan,
+            other => {
+                return Err(ConfigError::new(
+                    "preset",
+                    format!("{other:?} is neither \"lan\" nor \"wan\""),
+                ));
+            }
+        },
+        expected_members: at_least_one("expected_members", file.expected_members, 16)?,
+        history_len: at_least_one("history_len", file.history_len, DEFAULT_HISTORY_LEN)?,
+        watch_log_len: at_least_one("watch_log_len", file.watch_log_len, DEFAULT_WATCH_LOG_LEN)?,
+        api_token,
+        cache_bytes: cache_bytes(file.cache_mb)?,
+        shutdown_grace: parse_duration(
+            "shutdown_grace",
+            file.shutdown_grace.as_deref(),
+            DEFAULT_SHUTDOWN_GRACE,
+        )?,
+        http_limits: http_limits(&file)?,
+        tls: tls_paths(&file.tls, dev.then_some(data_dir.as_path()))?,
+        data_dir,
+        dev,
+    })
+}
+
+/// `value`, or `default` if absent; zero is refused.
+fn at_least_one<T: Copy + PartialEq + From<u8>>(
+    option: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match value {
+        Some(n) if n == T::from(0) => Err(ConfigError::new(option, "must be at least 1")),
+        n => Ok(n.unwrap_or(default)),
+    }
+}
+
+/// Every seed is `host:port`.
+fn checked_seeds(join: &[String]) -> Result<Vec<String>, ConfigError> {
+    for seed in join {
         if seed
             .rsplit_once(':')
             .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
@@ -423,50 +469,32 @@ fn resolve(file: Options) -> Result<AgentConfig, ConfigError> {
             ));
         }
     }
-    let tags: BTreeMap<String, String> = file.tags.into_iter().collect();
-    let preset = match file.preset.as_deref().unwrap_or("lan") {
-        "lan" => Preset::Lan,
-        "wan" => Preset::Wan,
-        other => {
-            return Err(ConfigError::new(
-                "preset",
-                format!("{other:?} is neither \"lan\" nor \"wan\""),
-            ));
-        }
-    };
-    let expected_members = file.expected_members.unwrap_or(16);
-    if expected_members == 0 {
-        return Err(ConfigError::new("expected_members", "must be at least 1"));
-    }
-    let history_len = file.history_len.unwrap_or(DEFAULT_HISTORY_LEN);
-    if history_len == 0 {
-        return Err(ConfigError::new("history_len", "must be at least 1"));
-    }
-    let watch_log_len = file.watch_log_len.unwrap_or(DEFAULT_WATCH_LOG_LEN);
-    if watch_log_len == 0 {
-        return Err(ConfigError::new("watch_log_len", "must be at least 1"));
-    }
-    let cache_bytes = match file.cache_mb {
-        None => DEFAULT_CACHE_BYTES,
-        Some(0) => return Err(ConfigError::new("cache_mb", "must be at least 1")),
+    Ok(join.to_vec())
+}
+
+/// `cache_mb` in bytes.
+fn cache_bytes(cache_mb: Option<usize>) -> Result<usize, ConfigError> {
+    match cache_mb {
+        None => Ok(DEFAULT_CACHE_BYTES),
+        Some(0) => Err(ConfigError::new("cache_mb", "must be at least 1")),
         Some(mb) => mb.checked_mul(1 << 20).ok_or_else(|| {
             ConfigError::new(
                 "cache_mb",
                 format!("{mb} MiB is more than this machine can address"),
             )
-        })?,
-    };
+        }),
+    }
+}
+
+/// The HTTP connection cap and timeouts.
+fn http_limits(file: &Options) -> Result<Limits, ConfigError> {
     let defaults = Limits::default();
-    let http_limits = Limits {
-        max_connections: match file.http_max_connections {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "http_max_connections",
-                    "must be at least 1",
-                ));
-            }
-            n => n.unwrap_or(defaults.max_connections),
-        },
+    Ok(Limits {
+        max_connections: at_least_one(
+            "http_max_connections",
+            file.http_max_connections,
+            defaults.max_connections,
+        )?,
         header_timeout: parse_duration(
             "http_header_timeout",
             file.http_header_timeout.as_deref(),
@@ -482,46 +510,27 @@ fn resolve(file: Options) -> Result<AgentConfig, ConfigError> {
             file.http_write_timeout.as_deref(),
             defaults.write_timeout,
         )?,
-    };
-    let shutdown_grace = parse_duration(
-        "shutdown_grace",
-        file.shutdown_grace.as_deref(),
-        DEFAULT_SHUTDOWN_GRACE,
-    )?;
-    let tls = if dev {
+    })
+}
+
+/// The TLS files: given, or (`--dev`, with its data directory) made there at start.
+fn tls_paths(tls: &TlsOptions, dev_data_dir: Option<&Path>) -> Result<ResolvedTls, ConfigError> {
+    if let Some(data_dir) = dev_data_dir {
         let dir = data_dir.join("tls");
-        ResolvedTls {
+        return Ok(ResolvedTls {
             ca: dir.join("ca.pem"),
             cert: dir.join("node.pem"),
             key: dir.join("node.key"),
-        }
-    } else {
-        let need = |path: Option<PathBuf>, option: &str| {
-            path.ok_or_else(|| ConfigError::new(option, "required (or use --dev)"))
-        };
-        ResolvedTls {
-            ca: need(file.tls.ca, "tls.ca")?,
-            cert: need(file.tls.cert, "tls.cert")?,
-            key: need(file.tls.key, "tls.key")?,
-        }
+        });
+    }
+    let need = |path: &Option<PathBuf>, option: &str| {
+        path.clone()
+            .ok_or_else(|| ConfigError::new(option, "required (or use --dev)"))
     };
-    Ok(AgentConfig {
-        data_dir,
-        gossip_addr,
-        http_addr,
-        join,
-        name: file.name.filter(|n| !n.is_empty()),
-        tags,
-        preset,
-        expected_members,
-        history_len,
-        watch_log_len,
-        api_token,
-        cache_bytes,
-        shutdown_grace,
-        http_limits,
-        tls,
-        dev,
+    Ok(ResolvedTls {
+        ca: need(&tls.ca, "tls.ca")?,
+        cert: need(&tls.cert, "tls.cert")?,
+        key: need(&tls.key, "tls.key")?,
     })
 }
 
