@@ -21,8 +21,9 @@ mod world;
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use confmesh::proto::node::Dissemination;
-use params::{Params, Scenario};
+use params::{Cli, Params, Scenario};
 use report::Report;
 use scenario::Phases;
 use world::World;
@@ -31,17 +32,10 @@ use world::World;
 const SMOKE_SEEDS: [u64; 3] = [1, 7, 42];
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{}", Params::USAGE);
-        return ExitCode::SUCCESS;
-    }
-    let params = match Params::parse(&args) {
+    // A bad argument prints clap's message and exits with status 2.
+    let params = match Cli::parse().params() {
         Ok(p) => p,
-        Err(message) => {
-            eprintln!("confmesh-sim: {message}\n\n{}", Params::USAGE);
-            return ExitCode::from(2);
-        }
+        Err(e) => e.exit(),
     };
     if !params.plot_from.is_empty() {
         return plot_saved(&params);
