@@ -3,7 +3,7 @@
 //! Many `confmesh::proto::Node`s (the same code production runs) in one thread, on a
 //! simulated network with latency, loss, duplication, reordering, partitions, crashes,
 //! restarts and clock skew. Everything derives from one seed; the same seed gives the same
-//! trace hash.
+//! trace hash. One checker per invariant (`checker`) decides whether a run passed.
 //!
 //! ```text
 //! cargo run -p confmesh-sim --release -- --scenario steady --nodes 1000 --loss 0.01 --seed 7 --report out.json
@@ -11,6 +11,7 @@
 //! cargo run -p confmesh-sim --release -- --plot docs/sim-steady.svg --from docs/sim/steady-100.json,docs/sim/steady-1000.json
 //! ```
 
+mod checker;
 mod follow;
 mod params;
 mod pictures;
@@ -21,8 +22,9 @@ mod world;
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use confmesh::proto::node::Dissemination;
-use params::{Params, Scenario};
+use params::{Cli, Params, Scenario};
 use report::Report;
 use scenario::Phases;
 use world::World;
@@ -31,17 +33,10 @@ use world::World;
 const SMOKE_SEEDS: [u64; 3] = [1, 7, 42];
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{}", Params::USAGE);
-        return ExitCode::SUCCESS;
-    }
-    let params = match Params::parse(&args) {
+    // A bad argument prints clap's message and exits with status 2.
+    let params = match Cli::parse().params() {
         Ok(p) => p,
-        Err(message) => {
-            eprintln!("confmesh-sim: {message}\n\n{}", Params::USAGE);
-            return ExitCode::from(2);
-        }
+        Err(e) => e.exit(),
     };
     if !params.plot_from.is_empty() {
         return plot_saved(&params);
@@ -62,17 +57,14 @@ fn main() -> ExitCode {
         }
         if p.check_replay {
             let again = run_mode(&p, Dissemination::Plumtree, "confmesh");
-            if again.trace_hash != report.trace_hash {
-                eprintln!(
-                    "NOT DETERMINISTIC: trace hash {} then {}",
-                    report.trace_hash, again.trace_hash
-                );
+            if let Err(e) = checker::determinism::check(&report.trace_hash, &again.trace_hash) {
+                eprintln!("NOT DETERMINISTIC: {e}");
                 failed += 1;
             }
         }
         if !report.failures.is_empty() {
             for f in &report.failures {
-                eprintln!("FAILED seed={}: {f}", p.seed);
+                eprintln!("FAILED {f}");
             }
             eprintln!("reproduce with: {}", p.command());
             failed += 1;

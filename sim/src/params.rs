@@ -1,9 +1,192 @@
-//! What a run simulates, parsed from the command line. Every field is printed before a run.
+//! What a run simulates, parsed from the command line (clap). Every field is printed before a
+//! run.
 
-use std::fmt;
+use std::{fmt, str::FromStr};
+
+use clap::{CommandFactory, Parser, ValueEnum, error::ErrorKind};
+
+/// The command line: `confmesh-sim --help` prints it. [`Cli::params`] checks it and resolves
+/// `--start auto` into the [`Params`] of a run.
+#[derive(Debug, Parser)]
+#[command(
+    name = "confmesh-sim",
+    about = "Deterministic simulation of confmesh nodes: every run derives from one seed",
+    // A flag given twice keeps its last value.
+    args_override_self = true
+)]
+pub struct Cli {
+    /// What to simulate.
+    #[arg(long, value_enum, default_value = "steady")]
+    scenario: Scenario,
+    /// Nodes in the mesh (at least 3).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    nodes: usize,
+    /// Probability that a datagram is lost, in [0, 0.5).
+    #[arg(long, value_name = "P", default_value_t = 0.01)]
+    loss: f64,
+    /// Probability that a datagram is delivered twice, in [0, 0.5).
+    #[arg(long, value_name = "P", default_value_t = 0.01)]
+    duplicate: f64,
+    /// One-way latency of each link, drawn in MIN..MAX ms (1 <= MIN <= MAX).
+    #[arg(long, value_name = "MIN..MAX", default_value = "1..10")]
+    latency_ms: LatencyMs,
+    /// Largest clock skew of a node, in ms either way.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    skew_ms: u64,
+    /// Writes the scenario makes.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    writes: usize,
+    /// Time between two writes, in ms.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    write_interval_ms: u64,
+    /// Distinct keys the writes touch (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    keys: usize,
+    /// Keys the mesh holds before the new node joins (catchup scenario).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    catchup_keys: usize,
+    /// How the cluster starts; auto starts warm above 2,000 nodes, except in the join scenario.
+    #[arg(long, value_enum, default_value = "auto")]
+    start: StartChoice,
+    /// The seed every run derives from.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+    /// Also run the memberlist-like baseline with the same seed.
+    #[arg(long)]
+    baseline: bool,
+    /// Partition scenario: cut traffic from one half to the other only.
+    #[arg(long)]
+    one_way: bool,
+    /// Write the report (JSON) to this file.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<String>,
+    /// Draw the runs (or the --from reports) into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<String>,
+    /// Saved reports to draw with --plot instead of running anything.
+    #[arg(
+        long = "from",
+        value_name = "A.json,B.json",
+        value_delimiter = ',',
+        requires = "plot"
+    )]
+    plot_from: Vec<String>,
+    /// CI's fixed set: every scenario at small N, seeds 1, 7 and 42 (SIM_SEEDS=N adds N seeds).
+    #[arg(long)]
+    smoke: bool,
+    /// Run each run twice and compare trace hashes.
+    #[arg(long)]
+    check_replay: bool,
+    /// Print no progress lines.
+    #[arg(long)]
+    quiet: bool,
+    /// Log what the mesh believes of this node (its index) as it changes.
+    #[arg(long, value_name = "NODE_INDEX")]
+    follow: Option<usize>,
+}
+
+/// `--start`: a start mode, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StartChoice {
+    /// One by one through seeds.
+    Cold,
+    /// All at once with the member list restored.
+    Warm,
+    /// Warm above 2,000 nodes (except in the join scenario), else cold.
+    Auto,
+}
+
+/// `--latency-ms MIN..MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LatencyMs {
+    min: u64,
+    max: u64,
+}
+
+impl Cli {
+    /// The run these arguments describe.
+    ///
+    /// # Errors
+    ///
+    /// A clap error (exit status 2) if the values do not fit together: fewer than 3 nodes, no
+    /// keys, a latency range that is empty or starts at 0, a probability outside [0, 0.5), or
+    /// a followed node that does not exist.
+    pub fn params(self) -> Result<Params, clap::Error> {
+        let invalid = |message: String| Cli::command().error(ErrorKind::ValueValidation, message);
+        let LatencyMs { min, max } = self.latency_ms;
+        if self.nodes < 3 || self.keys == 0 || min > max || min == 0 {
+            return Err(invalid(
+                "need --nodes >= 3, --keys >= 1, and latency 1 <= MIN <= MAX".into(),
+            ));
+        }
+        if !(0.0..0.5).contains(&self.loss) || !(0.0..0.5).contains(&self.duplicate) {
+            return Err(invalid(
+                "--loss and --duplicate are probabilities in [0, 0.5)".into(),
+            ));
+        }
+        if self.follow.is_some_and(|f| f >= self.nodes) {
+            return Err(invalid(format!(
+                "--follow wants a node index below --nodes {}",
+                self.nodes
+            )));
+        }
+        let start = match self.start {
+            StartChoice::Cold => Start::Cold,
+            StartChoice::Warm => Start::Warm,
+            StartChoice::Auto
+                if self.nodes > WARM_START_ABOVE && self.scenario != Scenario::Join =>
+            {
+                Start::Warm
+            }
+            StartChoice::Auto => Start::Cold,
+        };
+        Ok(Params {
+            scenario: self.scenario,
+            seed: self.seed,
+            nodes: self.nodes,
+            loss: self.loss,
+            duplicate: self.duplicate,
+            latency_ms_min: min,
+            latency_ms_max: max,
+            skew_ms: self.skew_ms,
+            writes: self.writes,
+            write_interval_ms: self.write_interval_ms,
+            keys: self.keys,
+            catchup_keys: self.catchup_keys,
+            start,
+            baseline: self.baseline,
+            one_way: self.one_way,
+            report: self.report,
+            plot: self.plot,
+            plot_from: self.plot_from,
+            smoke: self.smoke,
+            check_replay: self.check_replay,
+            quiet: self.quiet,
+            follow: self.follow,
+        })
+    }
+}
+
+impl FromStr for LatencyMs {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LatencyMs, String> {
+        let (min, max) = s
+            .split_once("..")
+            .ok_or_else(|| format!("wants MIN..MAX, got {s:?}"))?;
+        let number = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("cannot parse {v:?} as a number of ms"))
+        };
+        Ok(LatencyMs {
+            min: number(min)?,
+            max: number(max)?,
+        })
+    }
+}
 
 /// The scenarios the simulator knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
     /// Random writes from random nodes, then an idle period.
     Steady,
@@ -25,10 +208,6 @@ impl Scenario {
         Scenario::Join,
         Scenario::Catchup,
     ];
-
-    fn parse(s: &str) -> Option<Scenario> {
-        Scenario::ALL.into_iter().find(|sc| sc.name() == s)
-    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -65,6 +244,7 @@ impl Start {
 /// scenario, whose point is the cold join.
 pub const WARM_START_ABOVE: usize = 2_000;
 
+/// The parameters of one run, checked: from [`Cli::params`], or derived from them by `--smoke`.
 #[derive(Clone, Debug)]
 pub struct Params {
     pub scenario: Scenario,
@@ -95,114 +275,6 @@ pub struct Params {
 }
 
 impl Params {
-    pub const USAGE: &'static str = "usage: confmesh-sim [--scenario steady|partition|churn|join|catchup] [--nodes N] \
-[--loss P] [--duplicate P] [--latency-ms MIN..MAX] [--skew-ms N] [--writes N] [--write-interval-ms N] [--keys N] \
-[--catchup-keys N] [--start cold|warm|auto] [--seed N] [--baseline] [--one-way] [--report FILE.json] [--plot FILE.svg [--from A.json,B.json]] [--smoke] [--check-replay] [--quiet] [--follow NODE_INDEX]";
-
-    pub fn parse(args: &[String]) -> Result<Params, String> {
-        let mut start = None;
-        let mut p = Params {
-            scenario: Scenario::Steady,
-            seed: 1,
-            nodes: 100,
-            loss: 0.01,
-            duplicate: 0.01,
-            latency_ms_min: 1,
-            latency_ms_max: 10,
-            skew_ms: 50,
-            writes: 200,
-            write_interval_ms: 20,
-            keys: 100,
-            catchup_keys: 100_000,
-            start: Start::Cold,
-            baseline: false,
-            one_way: false,
-            report: None,
-            plot: None,
-            plot_from: Vec::new(),
-            smoke: false,
-            check_replay: false,
-            quiet: false,
-            follow: None,
-        };
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            let mut value = || {
-                it.next()
-                    .map(String::as_str)
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--scenario" => {
-                    let v = value()?;
-                    p.scenario =
-                        Scenario::parse(v).ok_or_else(|| format!("unknown scenario {v:?}"))?;
-                }
-                "--seed" => p.seed = number(flag, value()?)?,
-                "--nodes" => p.nodes = number(flag, value()?)?,
-                "--loss" => p.loss = number(flag, value()?)?,
-                "--duplicate" => p.duplicate = number(flag, value()?)?,
-                "--skew-ms" => p.skew_ms = number(flag, value()?)?,
-                "--writes" => p.writes = number(flag, value()?)?,
-                "--write-interval-ms" => p.write_interval_ms = number(flag, value()?)?,
-                "--keys" => p.keys = number(flag, value()?)?,
-                "--catchup-keys" => p.catchup_keys = number(flag, value()?)?,
-                "--latency-ms" => {
-                    let v = value()?;
-                    let (lo, hi) = v
-                        .split_once("..")
-                        .ok_or_else(|| format!("--latency-ms wants MIN..MAX, got {v:?}"))?;
-                    (p.latency_ms_min, p.latency_ms_max) = (number(flag, lo)?, number(flag, hi)?);
-                }
-                "--start" => {
-                    start = match value()? {
-                        "cold" => Some(Start::Cold),
-                        "warm" => Some(Start::Warm),
-                        "auto" => None,
-                        v => return Err(format!("--start wants cold, warm or auto, got {v:?}")),
-                    }
-                }
-                "--report" => p.report = Some(value()?.to_string()),
-                "--plot" => p.plot = Some(value()?.to_string()),
-                "--from" => p.plot_from.extend(value()?.split(',').map(str::to_string)),
-                "--baseline" => p.baseline = true,
-                "--one-way" => p.one_way = true,
-                "--smoke" => p.smoke = true,
-                "--check-replay" => p.check_replay = true,
-                "--quiet" => p.quiet = true,
-                "--follow" => p.follow = Some(number(flag, value()?)?),
-                other => return Err(format!("unknown argument {other:?}")),
-            }
-        }
-        p.start = start.unwrap_or(
-            if p.nodes > WARM_START_ABOVE && p.scenario != Scenario::Join {
-                Start::Warm
-            } else {
-                Start::Cold
-            },
-        );
-        if !p.plot_from.is_empty() && p.plot.is_none() {
-            return Err("--from names reports to draw; it needs --plot FILE.svg".into());
-        }
-        if p.nodes < 3
-            || p.keys == 0
-            || p.latency_ms_min > p.latency_ms_max
-            || p.latency_ms_min == 0
-        {
-            return Err("need --nodes >= 3, --keys >= 1, and latency 1 <= MIN <= MAX".into());
-        }
-        if !(0.0..0.5).contains(&p.loss) || !(0.0..0.5).contains(&p.duplicate) {
-            return Err("--loss and --duplicate are probabilities in [0, 0.5)".into());
-        }
-        if p.follow.is_some_and(|f| f >= p.nodes) {
-            return Err(format!(
-                "--follow wants a node index below --nodes {}",
-                p.nodes
-            ));
-        }
-        Ok(p)
-    }
-
     /// Every parameter as (flag name, value), in the order printed; the single source of
     /// both the summary line and the replay command.
     fn fields(&self) -> Vec<(&'static str, String)> {
@@ -243,10 +315,6 @@ impl Params {
     }
 }
 
-fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
-}
-
 impl fmt::Display for Params {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let fields: Vec<String> = self
@@ -261,3 +329,6 @@ impl fmt::Display for Params {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,11 +1,16 @@
-//! The checks every run must pass, and the report (summary and JSON).
+//! The report of a run (summary line and JSON): its figures, and the verdicts of the
+//! checkers (`crate::checker`), which decide whether it passed.
 
 use std::{collections::BTreeMap, time::Instant};
 
-use confmesh::proto::node::{Event, NodeId};
+use confmesh::proto::node::Event;
 use serde::Serialize;
 
-use crate::{params::Scenario, scenario::Phases, world::World};
+use crate::{
+    checker::{self, Failure, detection, false_positives},
+    scenario::Phases,
+    world::World,
+};
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Percentiles {
@@ -87,21 +92,22 @@ pub struct Report {
     pub sim_s: f64,
     pub trace_hash: String,
     pub wall_s: f64,
-    pub failures: Vec<String>,
+    /// The checkers' verdicts: every invariant the run broke (in JSON, each as its line).
+    pub failures: Vec<Failure>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Box<Report>>,
 }
 
 impl Report {
+    /// The figures of a finished run, and the verdicts of every checker on it.
     pub fn build(world: &World, phases: Phases, mode: &'static str, wall_s: f64) -> Report {
         let n = world.len();
         let up: Vec<usize> = (0..n).filter(|&i| world.is_up(i)).collect();
-        let mut failures = phases.failures;
+        let failures = checker::check(world, &phases);
 
         // Convergence: per write, when the last live node got it.
         let mut convergence = Vec::new();
         let mut deliveries = Vec::new();
-        let mut lost = 0;
         for w in &world.writes {
             deliveries.extend(
                 up.iter()
@@ -114,134 +120,36 @@ impl Report {
                 .map(|&i| w.seen_at[i])
                 .collect::<Option<Vec<Instant>>>()
                 .and_then(|t| t.into_iter().max());
-            match last {
-                Some(t) => convergence.push((t - w.at).as_millis() as u64),
-                None if world.is_up(w.node) => lost += 1,
-                None => {}
+            if let Some(t) = last {
+                convergence.push((t - w.at).as_millis() as u64);
             }
         }
-        if lost > 0 {
-            failures.push(format!(
-                "{lost} writes acknowledged by live nodes are missing on some live node"
-            ));
-        }
 
-        // Divergence: live nodes whose digest or winners differ from the most common.
-        let fingerprint = |i: usize| {
-            world.node(i).map(|node| {
-                let store = node.store();
-                let winners: Vec<_> = store
-                    .list("")
-                    .map(|v| (v.key.clone(), v.dot.actor, v.dot.counter))
-                    .collect();
-                (store.digest().fingerprint(), winners)
-            })
-        };
-        let mut counts: BTreeMap<_, usize> = BTreeMap::new();
-        for &i in &up {
-            *counts.entry(fingerprint(i)).or_default() += 1;
-        }
-        let majority = counts.values().max().copied().unwrap_or(0);
-        let divergent = (up.len() - majority) as u64;
-        if divergent > 0 {
-            let common = counts
-                .iter()
-                .max_by_key(|(_, c)| **c)
-                .and_then(|(k, _)| k.clone());
-            let describe = |i: usize| {
-                let store = world.node(i).map(|n| n.store());
-                format!(
-                    "node {i}: {} dots, {} keys, {} live",
-                    store.map_or(0, |s| s.digest().dot_count()),
-                    store.map_or(0, |s| s.key_count()),
-                    store.map_or(0, |s| s.list("").count())
-                )
-            };
-            let normal = up.iter().copied().find(|&i| fingerprint(i) == common);
-            let odd: Vec<String> = up
-                .iter()
-                .copied()
-                .filter(|&i| fingerprint(i) != common)
-                .map(describe)
-                .collect();
-            failures.push(format!(
-                "{divergent} live nodes hold a different map from the majority ({}): {}",
-                normal.map_or_else(String::new, describe),
-                odd.join("; ")
-            ));
-        }
-
-        // Failure detection: for every crash, when the last surviving observer declared it.
-        let survivors: Vec<usize> = up
+        // Failure detection: for every crash, when the last surviving observer declared it
+        // (crashes not declared by every survivor fail `checker::detection`).
+        let survivors = detection::survivors(&up, &phases.crashes);
+        let detect: Vec<u64> = phases
+            .crashes
             .iter()
-            .copied()
-            .filter(|&i| phases.crashes.iter().all(|c| c.0 != i))
+            .filter_map(|&(_, id, at)| {
+                survivors
+                    .iter()
+                    .map(|&j| detection::declared_down(&world.member_log, j, id, at))
+                    .try_fold(at, |last, seen| seen.map(|t| last.max(t)))
+                    .map(|t| (t - at).as_millis() as u64)
+            })
             .collect();
-        let mut detect = Vec::new();
-        for &(x, id, at) in &phases.crashes {
-            let mut last = Some(at);
-            for &j in &survivors {
-                let seen = world.member_log.iter().find(|(t, o, e)| {
-                    *o == j && *t >= at && matches!(e, Event::MemberDown(d) if *d == id)
-                });
-                last = match (last, seen) {
-                    (Some(l), Some((t, _, _))) => Some(l.max(*t)),
-                    _ => None,
-                };
-            }
-            match last {
-                Some(t) => detect.push((t - at).as_millis() as u64),
-                None => failures.push(format!(
-                    "crashed node {x} was not declared down by every survivor"
-                )),
-            }
-        }
 
-        // False positives: a running incarnation declared down (not during a partition).
-        let mut false_positives = 0;
-        let mut first_false_positive = None;
-        if world.params.scenario != Scenario::Partition {
-            // A running incarnation declared down by some member: observers report it down,
-            // and the node itself learns it and rejoins under a new generation.
-            for (t, observer, e) in &world.member_log {
-                let declared = match e {
-                    Event::MemberDown(id) => Some((*id, "declared down by node")),
-                    Event::Rejoined(new) => Some((
-                        NodeId {
-                            generation: new.generation.wrapping_sub(1),
-                            ..*new
-                        },
-                        "told it was down and rejoined: node",
-                    )),
-                    _ => None,
-                };
-                if let Some((id, how)) = &declared {
-                    let running = phases.incarnations.iter().any(|(inc, from, to)| {
-                        inc == id && from <= t && to.is_none_or(|to| *t < to)
-                    });
-                    if running {
-                        false_positives += 1;
-                        first_false_positive.get_or_insert((
-                            *t - world.start,
-                            *observer,
-                            *id,
-                            *how,
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some((at, observer, id, how)) = first_false_positive
-            && world.params.loss <= 0.01
-        {
-            failures.push(format!(
-                "{false_positives} healthy nodes were declared down (first: {id}, {how} \
-                 {observer}, at t={:.2}s; replay with --follow to see why)",
-                at.as_secs_f64()
-            ));
-        }
+        let false_positives = false_positives::find(
+            world.params.scenario,
+            &world.member_log,
+            &phases.incarnations,
+            world.start,
+        )
+        .len() as u64;
 
-        // Graceful leaves: every survivor must drop the leaver; ideally as left.
+        // Graceful leaves: how survivors reported the leaver (`checker::leaves` checks that
+        // they dropped it).
         let mut as_left = 0usize;
         let mut pairs = 0usize;
         for &(x, id) in &phases.leaves {
@@ -249,15 +157,10 @@ impl Report {
                 let seen = world.member_log.iter().find(|(_, o, e)| {
                     *o == j && matches!(e, Event::MemberLeft(d) | Event::MemberDown(d) if *d == id)
                 });
-                match seen {
-                    Some((_, _, Event::MemberLeft(_))) => as_left += 1,
-                    Some(_) => {}
-                    // A node that (re)started after the leave never listed it.
-                    None => {}
-                }
-                pairs += usize::from(seen.is_some());
-                if world.node(j).is_some_and(|n| n.members().any(|m| m == id)) {
-                    failures.push(format!("node {j} still lists node {x}, which left"));
+                // A node that (re)started after the leave never listed it: no pair.
+                if let Some((_, _, e)) = seen {
+                    pairs += 1;
+                    as_left += usize::from(matches!(e, Event::MemberLeft(_)));
                 }
             }
         }
@@ -320,8 +223,8 @@ impl Report {
             false_positives,
             suspicions_refuted: total(|s| s.suspicions_refuted) as u64,
             leaves_reported_as_left,
-            lost_writes: lost,
-            divergent_nodes: divergent,
+            lost_writes: failures.iter().map(Failure::lost_writes).sum(),
+            divergent_nodes: failures.iter().map(Failure::divergent_nodes).sum(),
             events: world.events_processed,
             messages: world.messages_sent,
             bytes: world.bytes_sent,

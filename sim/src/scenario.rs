@@ -10,6 +10,7 @@ use confmesh::proto::{Store, StoreConfig, WriterId, node::NodeId};
 use rand::RngExt;
 
 use crate::{
+    checker::liveness::Missed,
     params::{Scenario, Start},
     world::World,
 };
@@ -33,7 +34,8 @@ pub struct Phases {
     /// Incarnations that ran: (identity, started, stopped).
     pub incarnations: Vec<(NodeId, Instant, Option<Instant>)>,
     pub catchup_ms: Option<u64>,
-    pub failures: Vec<String>,
+    /// Phases that missed their deadline (`checker::liveness`).
+    pub missed: Vec<Missed>,
 }
 
 pub fn run(world: &mut World, phases: &mut Phases) {
@@ -76,12 +78,13 @@ fn bootstrap(
         world.run_for(step);
     }
     let t0 = world.now;
+    let limit = Duration::from_secs(180);
     let full = |w: &World| {
         nodes
             .clone()
             .all(|i| w.node(i).is_some_and(|n| n.member_count() == count - 1))
     };
-    if world.run_until(Duration::from_millis(100), Duration::from_secs(180), full) {
+    if world.run_until(Duration::from_millis(100), limit, full) {
         phases.join_ms = Some((world.now - t0 + spread).as_millis() as u64);
         say(world, &format!("all {count} nodes see each other"));
     } else {
@@ -89,9 +92,9 @@ fn bootstrap(
             .clone()
             .filter(|&i| world.node(i).is_some_and(|n| n.member_count() == count - 1))
             .count();
-        phases.failures.push(format!(
-            "membership did not converge: {seen}/{count} nodes see everyone after 180 s"
-        ));
+        phases
+            .missed
+            .push(Missed::Membership { seen, count, limit });
     }
 }
 
@@ -182,10 +185,16 @@ fn converge(world: &mut World, phases: &mut Phases, limit: Duration) {
     if world.run_until(Duration::from_millis(50), limit, done) {
         say(world, "every write is on every live node");
     } else {
-        phases.failures.push(format!(
-            "writes did not reach every live node within {} s",
-            limit.as_secs()
-        ));
+        let pending = world
+            .writes
+            .iter()
+            .filter(|r| (0..world.len()).any(|i| world.is_up(i) && r.seen_at[i].is_none()))
+            .count();
+        phases.missed.push(Missed::Spread {
+            pending,
+            writes: world.writes.len(),
+            limit,
+        });
     }
 }
 
@@ -226,16 +235,19 @@ fn partition(world: &mut World, phases: &mut Phases) {
     world.heal();
     phases.healed_at = Some(world.now);
     converge(world, phases, Duration::from_secs(120));
-    let n_all = |w: &World| {
-        (0..w.len()).all(|i| {
-            w.node(i)
-                .is_some_and(|node| node.member_count() == w.len() - 1)
-        })
+    let sees_all = |w: &World, i: usize| {
+        w.node(i)
+            .is_some_and(|node| node.member_count() == w.len() - 1)
     };
-    if !world.run_until(Duration::from_millis(100), Duration::from_secs(120), n_all) {
-        phases
-            .failures
-            .push("membership did not heal within 120 s".into());
+    let n_all = |w: &World| (0..w.len()).all(|i| sees_all(w, i));
+    let limit = Duration::from_secs(120);
+    if !world.run_until(Duration::from_millis(100), limit, n_all) {
+        let seen = (0..world.len()).filter(|&i| sees_all(world, i)).count();
+        phases.missed.push(Missed::Heal {
+            seen,
+            count: world.len(),
+            limit,
+        });
     }
     idle_phase(world, phases);
 }
@@ -334,13 +346,12 @@ fn catchup(world: &mut World, phases: &mut Phases) {
         w.node(n - 1)
             .is_some_and(|node| node.store().digest().covers(&target))
     };
-    if world.run_until(Duration::from_millis(5), Duration::from_secs(60), caught_up) {
+    let limit = Duration::from_secs(60);
+    if world.run_until(Duration::from_millis(5), limit, caught_up) {
         phases.catchup_ms = Some((world.now - t0).as_millis() as u64);
         say(world, &format!("caught up {keys} keys"));
     } else {
-        phases
-            .failures
-            .push("the new node did not catch up within 60 s".into());
+        phases.missed.push(Missed::Catchup { limit });
     }
     write_phase(world, phases, world.params.writes.min(50), |_, _| true);
     converge(world, phases, Duration::from_secs(60));

@@ -20,6 +20,8 @@ use crate::{follow::Follow, params::Params};
 
 /// One write the scenario made, and when each node first held it.
 pub struct WriteRecord {
+    /// The key written (or deleted).
+    pub key: Key,
     pub dot: Dot,
     pub at: Instant,
     pub node: usize,
@@ -308,6 +310,7 @@ impl World {
         let mut seen_at = vec![None; n];
         seen_at[i] = Some(now);
         self.writes.push(WriteRecord {
+            key: version.key.clone(),
             dot: version.dot,
             at: now,
             node: i,

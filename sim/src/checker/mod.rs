@@ -1,0 +1,182 @@
+//! The invariants every run must pass: one checker per invariant, as in TigerBeetle's
+//! simulator (`src/testing/cluster/*_checker.zig`).
+//!
+//! Each checker is a module whose `check` reads plain data (stores, write records, the
+//! membership log), so a test can hand it a broken state, and whose failure is a type that
+//! names what broke (node, key, write). [`check`] gathers that data from a finished [`World`],
+//! runs every checker and adds the seed that replays the run.
+//!
+//! - [`liveness`]: every phase of the scenario ends before its deadline.
+//! - [`lost_writes`]: every write made on a node that is still up is on every live node.
+//! - [`convergence`]: every live node holds the same map.
+//! - [`detection`]: every crashed node is declared down by every survivor.
+//! - [`false_positives`]: no running node is declared down, beyond what the scenario allows.
+//! - [`leaves`]: no survivor still lists a node that left gracefully.
+//! - [`determinism`]: the same seed gives the same trace hash (`--check-replay`).
+
+pub mod convergence;
+pub mod detection;
+pub mod determinism;
+pub mod false_positives;
+pub mod leaves;
+pub mod liveness;
+pub mod lost_writes;
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+use crate::{scenario::Phases, world::World};
+
+/// One invariant a run broke, with the seed that replays the run.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The run's seed.
+    pub seed: u64,
+    /// What broke.
+    pub violation: Violation,
+}
+
+/// Which invariant broke, and where.
+#[derive(Clone, Debug)]
+pub enum Violation {
+    /// A phase of the scenario missed its deadline.
+    Liveness(liveness::Missed),
+    /// Writes made on nodes that are still up are missing on some live node.
+    LostWrites(lost_writes::LostWrites),
+    /// Live nodes hold different maps.
+    Diverged(convergence::Divergence),
+    /// Crashed nodes were not declared down by every survivor.
+    Undetected(detection::Undetected),
+    /// Running nodes were declared down.
+    FalsePositives(false_positives::FalsePositives),
+    /// Survivors still list nodes that left gracefully.
+    StillListed(leaves::StillListed),
+}
+
+/// Runs every checker on a finished run, in a fixed order; empty if the run passed.
+pub fn check(world: &World, phases: &Phases) -> Vec<Failure> {
+    let up: Vec<usize> = (0..world.len()).filter(|&i| world.is_up(i)).collect();
+    let mut violations: Vec<Violation> = phases
+        .missed
+        .iter()
+        .cloned()
+        .map(Violation::Liveness)
+        .collect();
+    if let Err(lost) = lost_writes::check(&world.writes, &up) {
+        violations.push(Violation::LostWrites(lost));
+    }
+    let stores: Vec<_> = up
+        .iter()
+        .filter_map(|&i| world.node(i).map(|node| (i, node.store())))
+        .collect();
+    if let Err(divergence) = convergence::check(&stores) {
+        violations.push(Violation::Diverged(divergence));
+    }
+    let survivors = detection::survivors(&up, &phases.crashes);
+    if let Err(undetected) = detection::check(&phases.crashes, &survivors, &world.member_log) {
+        violations.push(Violation::Undetected(undetected));
+    }
+    let found = false_positives::find(
+        world.params.scenario,
+        &world.member_log,
+        &phases.incarnations,
+        world.start,
+    );
+    if let Err(false_positives) = false_positives::check(found, world.params.loss) {
+        violations.push(Violation::FalsePositives(false_positives));
+    }
+    let lists = |j: usize, id| world.node(j).is_some_and(|n| n.members().any(|m| m == id));
+    if let Err(listed) = leaves::check(&phases.leaves, &up, lists) {
+        violations.push(Violation::StillListed(listed));
+    }
+    violations
+        .into_iter()
+        .map(|violation| Failure {
+            seed: world.params.seed,
+            violation,
+        })
+        .collect()
+}
+
+impl Failure {
+    /// Writes lost, if this is a [`Violation::LostWrites`]; else 0.
+    pub fn lost_writes(&self) -> u64 {
+        match &self.violation {
+            Violation::LostWrites(lost) => lost.writes.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Live nodes outside the majority's map, if this is a [`Violation::Diverged`]; else 0.
+    pub fn divergent_nodes(&self) -> u64 {
+        match &self.violation {
+            Violation::Diverged(divergence) => divergence.odd.len() as u64,
+            _ => 0,
+        }
+    }
+}
+
+impl Violation {
+    /// The name of the checker that found it (its module).
+    pub fn checker(&self) -> &'static str {
+        match self {
+            Violation::Liveness(_) => "liveness",
+            Violation::LostWrites(_) => "lost_writes",
+            Violation::Diverged(_) => "convergence",
+            Violation::Undetected(_) => "detection",
+            Violation::FalsePositives(_) => "false_positives",
+            Violation::StillListed(_) => "leaves",
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed={} {}: {}",
+            self.seed,
+            self.violation.checker(),
+            self.violation
+        )
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::Liveness(missed) => missed.fmt(f),
+            Violation::LostWrites(lost) => lost.fmt(f),
+            Violation::Diverged(divergence) => divergence.fmt(f),
+            Violation::Undetected(undetected) => undetected.fmt(f),
+            Violation::FalsePositives(false_positives) => false_positives.fmt(f),
+            Violation::StillListed(listed) => listed.fmt(f),
+        }
+    }
+}
+
+/// In a JSON report a failure is its line of text, as printed.
+impl Serialize for Failure {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Writes up to ten node indices, then how many more: `3, 5, 8 and 12 more`.
+fn write_nodes(f: &mut fmt::Formatter<'_>, nodes: &[usize]) -> fmt::Result {
+    const SHOWN: usize = 10;
+    for (k, node) in nodes.iter().take(SHOWN).enumerate() {
+        if k > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{node}")?;
+    }
+    if nodes.len() > SHOWN {
+        write!(f, " and {} more", nodes.len() - SHOWN)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
