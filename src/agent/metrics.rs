@@ -129,104 +129,129 @@ impl Metrics {
     }
 }
 
+/// A value read at scrape time: name, help, how to read it.
+type Reading = (&'static str, &'static str, fn(&Scrape) -> u64);
+
+/// The node's and the transport's counters.
+const COUNTERS: [Reading; 12] = [
+    ("confmesh_datagram_bytes_sent", "SWIM bytes sent.", |s| {
+        s.stats.datagram_bytes_sent
+    }),
+    (
+        "confmesh_stream_bytes_sent",
+        "Bytes of changes and sync sent.",
+        |s| s.stats.stream_bytes_sent,
+    ),
+    (
+        "confmesh_stream_bytes_received",
+        "Bytes of changes and sync received.",
+        |s| s.stats.stream_bytes_received,
+    ),
+    (
+        "confmesh_suspicions_refuted",
+        "Suspicions this node raised that the member refuted before the timeout.",
+        |s| s.stats.suspicions_refuted,
+    ),
+    (
+        "confmesh_udp_bytes_sent",
+        "UDP payload bytes the QUIC endpoint sent (all overhead included).",
+        |s| s.wire.udp_bytes_sent,
+    ),
+    (
+        "confmesh_udp_bytes_received",
+        "UDP payload bytes the QUIC endpoint received (all overhead included).",
+        |s| s.wire.udp_bytes_received,
+    ),
+    (
+        "confmesh_pushed_versions_received",
+        "Versions received by push, duplicates included.",
+        |s| s.stats.pushed_versions_received,
+    ),
+    (
+        "confmesh_duplicate_versions",
+        "Pushed versions already seen.",
+        |s| s.stats.duplicate_versions,
+    ),
+    (
+        "confmesh_sync_rounds",
+        "Anti-entropy rounds started.",
+        |s| s.stats.sync_rounds,
+    ),
+    (
+        "confmesh_sync_applied",
+        "Anti-entropy deltas and snapshot chunks applied.",
+        |s| s.stats.sync_applied,
+    ),
+    (
+        "confmesh_tombstones_collected",
+        "Deleted keys garbage-collected.",
+        |s| s.stats.tombstones_collected,
+    ),
+    (
+        "confmesh_malformed_messages",
+        "Messages from peers refused as malformed.",
+        |s| s.stats.malformed,
+    ),
+];
+
+/// The gauges read at scrape time (and `confmesh_last_sync_age_ms`, when there is an age).
+const GAUGES: [Reading; 4] = [
+    (
+        "confmesh_members",
+        "Members this node sees alive, itself included.",
+        |s| s.health.peers as u64 + 1,
+    ),
+    (
+        "confmesh_keys",
+        "Application keys in the replica (confmesh's own under _confmesh/ not counted).",
+        |s| s.health.keys as u64,
+    ),
+    (
+        "confmesh_joined",
+        "1 if the node is part of a cluster.",
+        |s| u64::from(s.health.joined),
+    ),
+    ("confmesh_connections", "QUIC connections open.", |s| {
+        s.wire.connections as u64
+    }),
+];
+
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (stats, wire, health) = (&self.stats, &self.wire, &self.health);
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let metric = ConstCounter::new(value);
-            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
-        };
-        counter(
-            "confmesh_datagram_bytes_sent",
-            "SWIM bytes sent.",
-            stats.datagram_bytes_sent,
-        )?;
-        counter(
-            "confmesh_stream_bytes_sent",
-            "Bytes of changes and sync sent.",
-            stats.stream_bytes_sent,
-        )?;
-        counter(
-            "confmesh_stream_bytes_received",
-            "Bytes of changes and sync received.",
-            stats.stream_bytes_received,
-        )?;
-        counter(
-            "confmesh_suspicions_refuted",
-            "Suspicions this node raised that the member refuted before the timeout.",
-            stats.suspicions_refuted,
-        )?;
-        counter(
-            "confmesh_udp_bytes_sent",
-            "UDP payload bytes the QUIC endpoint sent (all overhead included).",
-            wire.udp_bytes_sent,
-        )?;
-        counter(
-            "confmesh_udp_bytes_received",
-            "UDP payload bytes the QUIC endpoint received (all overhead included).",
-            wire.udp_bytes_received,
-        )?;
-        counter(
-            "confmesh_pushed_versions_received",
-            "Versions received by push, duplicates included.",
-            stats.pushed_versions_received,
-        )?;
-        counter(
-            "confmesh_duplicate_versions",
-            "Pushed versions already seen.",
-            stats.duplicate_versions,
-        )?;
-        counter(
-            "confmesh_sync_rounds",
-            "Anti-entropy rounds started.",
-            stats.sync_rounds,
-        )?;
-        counter(
-            "confmesh_sync_applied",
-            "Anti-entropy deltas and snapshot chunks applied.",
-            stats.sync_applied,
-        )?;
-        counter(
-            "confmesh_tombstones_collected",
-            "Deleted keys garbage-collected.",
-            stats.tombstones_collected,
-        )?;
-        counter(
-            "confmesh_malformed_messages",
-            "Messages from peers refused as malformed.",
-            stats.malformed,
-        )?;
-        let mut gauge = |name: &str, help: &str, value: u64| {
-            let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
-        };
-        gauge(
-            "confmesh_members",
-            "Members this node sees alive, itself included.",
-            health.peers as u64 + 1,
-        )?;
-        gauge(
-            "confmesh_keys",
-            "Application keys in the replica (confmesh's own under _confmesh/ not counted).",
-            health.keys as u64,
-        )?;
-        gauge(
-            "confmesh_joined",
-            "1 if the node is part of a cluster.",
-            u64::from(health.joined),
-        )?;
-        if let Some(age) = health.since_in_sync {
+        for (name, help, read) in COUNTERS {
+            let metric = ConstCounter::new(read(self));
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        for (name, help, read) in GAUGES {
+            gauge(&mut encoder, name, help, read(self))?;
+        }
+        if let Some(age) = self.health.since_in_sync {
             gauge(
+                &mut encoder,
                 "confmesh_last_sync_age_ms",
                 "Milliseconds since a peer was last found in sync (absent: never).",
                 u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
             )?;
         }
-        gauge(
-            "confmesh_connections",
-            "QUIC connections open.",
-            wire.connections as u64,
-        )?;
+        self.encode_sync_durations(encoder)
+    }
+}
+
+/// Encodes one gauge.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Scrape {
+    /// The anti-entropy duration histogram, from the node's cumulative bucket counts.
+    fn encode_sync_durations(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = &self.stats;
         // The node keeps cumulative bucket counts; the encoder wants each bucket's own.
         let mut below = 0;
         let mut buckets: Vec<(f64, u64)> = SYNC_DURATION_BUCKETS_MS

@@ -78,30 +78,7 @@ const LEAVE_LIMIT: Duration = Duration::from_secs(5);
 /// [`AgentError::Interrupted`] on a second signal.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let mut signals = Signals::new()?;
-    if config.dev {
-        ensure_dev_certificates(&config).map_err(|e| match e {
-            AgentError::Write { .. } => ConfigError::new("data_dir", e.to_string()).into(),
-            e => e,
-        })?;
-    }
-    let tls = load_tls(&config)?;
-    let mut builder = Mesh::builder()
-        .bind(config.gossip_addr)
-        .seeds(config.join.clone())
-        .tls(tls)
-        .data_dir(&config.data_dir)
-        .preset(config.preset)
-        .expected_members(config.expected_members)
-        .history_len(config.history_len)
-        .watch_log_len(config.watch_log_len)
-        .cache_bytes(config.cache_bytes);
-    if let Some(name) = &config.name {
-        builder = builder.name(name.clone());
-    }
-    for (k, v) in &config.tags {
-        builder = builder.tag(k.clone(), v.clone());
-    }
-    let mesh = builder.start().await.map_err(start_error)?;
+    let mesh = start_mesh(&config).await?;
     let listener = match tokio::net::TcpListener::bind(config.http_addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -124,27 +101,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         stop: stopping.clone(),
     };
     tokio::spawn(measure_lag(mesh.clone(), Arc::clone(&api.metrics)));
-    say(format_args!(
-        "confmesh agent {}\n  node:    {} (writer {:016x})\n  gossip:  {} (QUIC)\n  http:    http://{http_addr}\n  data:    {}\n  tls:     ca {}, cert {}, key {}",
-        env!("CARGO_PKG_VERSION"),
-        config.name.as_deref().unwrap_or("(unnamed)"),
-        mesh.id().writer.0,
-        mesh.id().addr,
-        config.data_dir.display(),
-        config.tls.ca.display(),
-        config.tls.cert.display(),
-        config.tls.key.display(),
-    ));
-    if config.join.is_empty() {
-        say(format_args!(
-            "  cluster: new (no --join); others join through {}",
-            mesh.id().addr
-        ));
-    } else {
-        say(format_args!("  joining: {}", config.join.join(", ")));
-    }
-    tracing::info!(%http_addr, gossip = %mesh.id().addr, "agent started");
-
+    announce(&config, &mesh, http_addr);
     let grace = config.shutdown_grace;
     let server = tokio::spawn(server::serve(
         listener,
@@ -181,6 +138,58 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             Err(AgentError::Interrupted)
         }
     }
+}
+
+/// Makes the `--dev` certificates if needed, reads the TLS files and starts the node.
+async fn start_mesh(config: &AgentConfig) -> Result<Mesh, AgentError> {
+    if config.dev {
+        ensure_dev_certificates(config).map_err(|e| match e {
+            AgentError::Write { .. } => ConfigError::new("data_dir", e.to_string()).into(),
+            e => e,
+        })?;
+    }
+    let tls = load_tls(config)?;
+    let mut builder = Mesh::builder()
+        .bind(config.gossip_addr)
+        .seeds(config.join.clone())
+        .tls(tls)
+        .data_dir(&config.data_dir)
+        .preset(config.preset)
+        .expected_members(config.expected_members)
+        .history_len(config.history_len)
+        .watch_log_len(config.watch_log_len)
+        .cache_bytes(config.cache_bytes);
+    if let Some(name) = &config.name {
+        builder = builder.name(name.clone());
+    }
+    for (k, v) in &config.tags {
+        builder = builder.tag(k.clone(), v.clone());
+    }
+    builder.start().await.map_err(start_error)
+}
+
+/// Tells whoever started the agent where it listens and what it uses.
+fn announce(config: &AgentConfig, mesh: &Mesh, http_addr: std::net::SocketAddr) {
+    say(format_args!(
+        "confmesh agent {}\n  node:    {} (writer {:016x})\n  gossip:  {} (QUIC)\n  http:    http://{http_addr}\n  data:    {}\n  tls:     ca {}, cert {}, key {}",
+        env!("CARGO_PKG_VERSION"),
+        config.name.as_deref().unwrap_or("(unnamed)"),
+        mesh.id().writer.0,
+        mesh.id().addr,
+        config.data_dir.display(),
+        config.tls.ca.display(),
+        config.tls.cert.display(),
+        config.tls.key.display(),
+    ));
+    if config.join.is_empty() {
+        say(format_args!(
+            "  cluster: new (no --join); others join through {}",
+            mesh.id().addr
+        ));
+    } else {
+        say(format_args!("  joining: {}", config.join.join(", ")));
+    }
+    tracing::info!(%http_addr, gossip = %mesh.id().addr, "agent started");
 }
 
 /// Prints a line on standard output for whoever started the agent; a closed output (a
