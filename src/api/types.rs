@@ -1,6 +1,6 @@
 //! Request parameters, response bodies, errors and watch events of the HTTP API.
 //!
-//! Every body is JSON. Versions are text ([`version`](super::version)); writers are 16 hex
+//! Every body is JSON. Versions are text ([`super::version`]); writers are 16 hex
 //! digits; values are given both as UTF-8 text (`null` when they are not UTF-8) and as base64.
 
 use std::collections::BTreeMap;
