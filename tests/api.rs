@@ -352,9 +352,20 @@ async fn subscriptions_deliver_events_and_end_when_the_node_stops() {
     .await;
     assert!(changed.is_ok(), "no event for the put");
 
-    // Another handle outlives the node: the subscriptions still end.
+    let mut watch = node.watch("app/", None).expect("watch");
+
+    // Another handle outlives the node: the subscriptions and the watch still end.
     let handle = node.clone();
     node.shutdown().await;
+    let watch_ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = watch.next().await {}
+    })
+    .await;
+    assert!(watch_ended.is_ok(), "a watch did not end after shutdown");
+    assert!(
+        handle.watch("", None).is_err(),
+        "a stopped node gave a watch"
+    );
     for ended in [
         tokio::time::timeout(Duration::from_secs(10), async {
             while events.next().await.is_some() {}

@@ -376,7 +376,7 @@ fn parse_expected(s: &str) -> Result<Option<crate::proto::Dot>, String> {
     if s.is_empty() || s == "none" {
         return Ok(None);
     }
-    version::parse(s).map(Some)
+    version::parse(s).map(Some).map_err(|e| e.to_string())
 }
 
 /// `30s`, `500ms`, `2m`, or a number of seconds.

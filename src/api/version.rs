@@ -7,13 +7,18 @@ pub fn format(dot: Dot) -> String {
     DotText(dot).to_string()
 }
 
+/// Text that is not a version.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a version (`<writer hex>-<sequence>`, as returned by PUT)")]
+pub struct VersionParseError(pub String);
+
 /// Parses [`format()`]'s output.
 ///
 /// # Errors
 ///
-/// A message saying what a version looks like.
-pub fn parse(s: &str) -> Result<Dot, String> {
-    let bad = || format!("{s:?} is not a version (`<writer hex>-<sequence>`, as returned by PUT)");
+/// [`VersionParseError`] holding the text.
+pub fn parse(s: &str) -> Result<Dot, VersionParseError> {
+    let bad = || VersionParseError(s.to_string());
     let (writer, seq) = s.split_once('-').ok_or_else(bad)?;
     let writer = u64::from_str_radix(writer, 16).map_err(|_| bad())?;
     let seq: u64 = seq.parse().map_err(|_| bad())?;

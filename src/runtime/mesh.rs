@@ -330,7 +330,7 @@ impl MeshBuilder {
             id,
             commands,
             events: events.downgrade(),
-            changes,
+            changes: changes.downgrade(),
             members: members.downgrade(),
             reader,
             wire,
@@ -385,9 +385,10 @@ fn random_writer() -> WriterId {
 pub struct Mesh {
     id: NodeId,
     commands: mpsc::Sender<Command>,
-    /// Weak, so that subscriptions end when the node task (which holds the senders) stops.
+    /// Weak, so that subscriptions and watches end when the node task and its storage
+    /// (which hold the senders) stop, whatever handles are still alive.
     events: broadcast::WeakSender<Event>,
-    changes: broadcast::Sender<Change>,
+    changes: broadcast::WeakSender<Change>,
     members: broadcast::WeakSender<Member>,
     reader: StorageReader,
     wire: WireHandle,
@@ -540,7 +541,11 @@ impl Mesh {
     /// here). [`MeshError::Storage`] if the log cannot be read.
     pub fn watch(&self, prefix: &str, from: Option<Cursor>) -> Result<Watch, MeshError> {
         // Subscribe before reading the log's head: nothing falls between the two.
-        let live = self.changes.subscribe();
+        let live = self
+            .changes
+            .upgrade()
+            .ok_or(MeshError::Stopped)?
+            .subscribe();
         let (cursor, caught_up) = match from {
             Some(cursor) => (cursor, false),
             None => {
