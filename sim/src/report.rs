@@ -98,6 +98,85 @@ pub struct Report {
     pub baseline: Option<Box<Report>>,
 }
 
+/// Per write, ms until the last live node had it; and every single delivery (a write
+/// reaching one live node other than its writer), ms after the write.
+fn convergence_and_deliveries(world: &World, up: &[usize]) -> (Vec<u64>, Vec<f64>) {
+    let mut convergence = Vec::new();
+    let mut deliveries = Vec::new();
+    for w in &world.writes {
+        deliveries.extend(
+            up.iter()
+                .filter(|&&i| i != w.node)
+                .filter_map(|&i| w.seen_at[i])
+                .map(|t| t.saturating_duration_since(w.at).as_secs_f64() * 1e3),
+        );
+        let last = up
+            .iter()
+            .map(|&i| w.seen_at[i])
+            .collect::<Option<Vec<Instant>>>()
+            .and_then(|t| t.into_iter().max());
+        if let Some(t) = last {
+            convergence.push((t - w.at).as_millis() as u64);
+        }
+    }
+    (convergence, deliveries)
+}
+
+/// For every crash, ms until the last surviving observer declared it (crashes not declared by
+/// every survivor fail `checker::detection`).
+fn detection_ms(world: &World, up: &[usize], phases: &Phases) -> Vec<u64> {
+    let survivors = detection::survivors(up, &phases.crashes);
+    phases
+        .crashes
+        .iter()
+        .filter_map(|&(_, id, at)| {
+            survivors
+                .iter()
+                .map(|&j| detection::declared_down(&world.member_log, j, id, at))
+                .try_fold(at, |last, seen| seen.map(|t| last.max(t)))
+                .map(|t| (t - at).as_millis() as u64)
+        })
+        .collect()
+}
+
+/// Of (survivor, graceful leaver) pairs, the share in which the survivor reported a leave
+/// rather than a failure (`checker::leaves` checks that they dropped it).
+fn leaves_reported_as_left(world: &World, up: &[usize], phases: &Phases) -> Option<f64> {
+    let mut as_left = 0usize;
+    let mut pairs = 0usize;
+    for &(x, id) in &phases.leaves {
+        for &j in up.iter().filter(|&&j| j != x) {
+            let seen = world.member_log.iter().find(|(_, o, e)| {
+                *o == j && matches!(e, Event::MemberLeft(d) | Event::MemberDown(d) if *d == id)
+            });
+            // A node that (re)started after the leave never listed it: no pair.
+            if let Some((_, _, e)) = seen {
+                pairs += 1;
+                as_left += usize::from(matches!(e, Event::MemberLeft(_)));
+            }
+        }
+    }
+    (pairs > 0).then(|| as_left as f64 / pairs as f64)
+}
+
+/// After a partition heals, ms until every live node had each write made during it.
+fn heal_ms(world: &World, up: &[usize], phases: &Phases) -> Option<Vec<u64>> {
+    phases.healed_at.map(|healed| {
+        phases
+            .partitioned_writes
+            .clone()
+            .filter_map(|w| {
+                let r = &world.writes[w];
+                up.iter()
+                    .map(|&i| r.seen_at[i])
+                    .collect::<Option<Vec<_>>>()
+                    .and_then(|t| t.into_iter().max())
+            })
+            .map(|t| t.saturating_duration_since(healed).as_millis() as u64)
+            .collect()
+    })
+}
+
 impl Report {
     /// The figures of a finished run, and the verdicts of every checker on it.
     pub fn build(world: &World, phases: Phases, mode: &'static str, wall_s: f64) -> Report {
@@ -105,41 +184,8 @@ impl Report {
         let up: Vec<usize> = (0..n).filter(|&i| world.is_up(i)).collect();
         let failures = checker::check(world, &phases);
 
-        // Convergence: per write, when the last live node got it.
-        let mut convergence = Vec::new();
-        let mut deliveries = Vec::new();
-        for w in &world.writes {
-            deliveries.extend(
-                up.iter()
-                    .filter(|&&i| i != w.node)
-                    .filter_map(|&i| w.seen_at[i])
-                    .map(|t| t.saturating_duration_since(w.at).as_secs_f64() * 1e3),
-            );
-            let last = up
-                .iter()
-                .map(|&i| w.seen_at[i])
-                .collect::<Option<Vec<Instant>>>()
-                .and_then(|t| t.into_iter().max());
-            if let Some(t) = last {
-                convergence.push((t - w.at).as_millis() as u64);
-            }
-        }
-
-        // Failure detection: for every crash, when the last surviving observer declared it
-        // (crashes not declared by every survivor fail `checker::detection`).
-        let survivors = detection::survivors(&up, &phases.crashes);
-        let detect: Vec<u64> = phases
-            .crashes
-            .iter()
-            .filter_map(|&(_, id, at)| {
-                survivors
-                    .iter()
-                    .map(|&j| detection::declared_down(&world.member_log, j, id, at))
-                    .try_fold(at, |last, seen| seen.map(|t| last.max(t)))
-                    .map(|t| (t - at).as_millis() as u64)
-            })
-            .collect();
-
+        let (convergence, deliveries) = convergence_and_deliveries(world, &up);
+        let detect = detection_ms(world, &up, &phases);
         let false_positives = false_positives::find(
             world.params.scenario,
             &world.member_log,
@@ -147,39 +193,8 @@ impl Report {
             world.start,
         )
         .len() as u64;
-
-        // Graceful leaves: how survivors reported the leaver (`checker::leaves` checks that
-        // they dropped it).
-        let mut as_left = 0usize;
-        let mut pairs = 0usize;
-        for &(x, id) in &phases.leaves {
-            for &j in up.iter().filter(|&&j| j != x) {
-                let seen = world.member_log.iter().find(|(_, o, e)| {
-                    *o == j && matches!(e, Event::MemberLeft(d) | Event::MemberDown(d) if *d == id)
-                });
-                // A node that (re)started after the leave never listed it: no pair.
-                if let Some((_, _, e)) = seen {
-                    pairs += 1;
-                    as_left += usize::from(matches!(e, Event::MemberLeft(_)));
-                }
-            }
-        }
-        let leaves_reported_as_left = (pairs > 0).then(|| as_left as f64 / pairs as f64);
-
-        let heal = phases.healed_at.map(|healed| {
-            phases
-                .partitioned_writes
-                .clone()
-                .filter_map(|w| {
-                    let r = &world.writes[w];
-                    up.iter()
-                        .map(|&i| r.seen_at[i])
-                        .collect::<Option<Vec<_>>>()
-                        .and_then(|t| t.into_iter().max())
-                })
-                .map(|t| t.saturating_duration_since(healed).as_millis() as u64)
-                .collect::<Vec<_>>()
-        });
+        let leaves_reported_as_left = leaves_reported_as_left(world, &up, &phases);
+        let heal = heal_ms(world, &up, &phases);
         let per_node_per_s =
             |(bytes, d): (u64, std::time::Duration)| bytes as f64 / n as f64 / d.as_secs_f64();
         let copies = (phases.writes_during_load > 0).then(|| {

@@ -341,8 +341,14 @@ impl Client {
                 .err()
                 .unwrap_or_else(|| ClientError::Unexpected(format!("status {status}"))));
         }
+        let mut limit = EventLimit::default();
+        let body = BodyDataStream::new(response.into_body()).map(move |chunk| {
+            let chunk = chunk.map_err(|e| StreamError::Transport(e.to_string()))?;
+            limit.check(&chunk)?;
+            Ok::<_, StreamError>(chunk)
+        });
         Ok(WatchStream {
-            events: Box::pin(BodyDataStream::new(response.into_body()).eventsource()),
+            events: Box::pin(body.eventsource()),
             addr: self.base.clone(),
         })
     }
@@ -417,11 +423,63 @@ type EventResults = Pin<
         dyn Stream<
                 Item = Result<
                     eventsource_stream::Event,
-                    eventsource_stream::EventStreamError<hyper::Error>,
+                    eventsource_stream::EventStreamError<StreamError>,
                 >,
             > + Send,
     >,
 >;
+
+/// The most bytes one server-sent event may take: a change carries two values of at most
+/// 1 MiB, each in base64 and as text, so 8 MiB is ample; past it the stream is refused
+/// rather than buffered without end.
+const MAX_EVENT_BYTES: usize = 8 << 20;
+
+/// Why an event stream's body failed.
+#[derive(Debug)]
+enum StreamError {
+    Transport(String),
+    TooLarge,
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamError::Transport(e) => f.write_str(e),
+            StreamError::TooLarge => write!(f, "an event over {MAX_EVENT_BYTES} bytes"),
+        }
+    }
+}
+
+/// Counts the bytes of the event being received: an empty line (after `\n`, `\r` or
+/// `\r\n`) ends an event.
+#[derive(Debug, Default)]
+struct EventLimit {
+    event: usize,
+    line: usize,
+    after_cr: bool,
+}
+
+impl EventLimit {
+    fn check(&mut self, chunk: &[u8]) -> Result<(), StreamError> {
+        for &b in chunk {
+            let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+            match b {
+                // The `\n` of a `\r\n`: the line already ended.
+                b'\n' if after_cr => {}
+                b'\n' | b'\r' if self.line == 0 => self.event = 0,
+                b'\n' | b'\r' => self.line = 0,
+                _ => {
+                    self.line += 1;
+                    self.event += 1;
+                    if self.event > MAX_EVENT_BYTES {
+                        return Err(StreamError::TooLarge);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The events of a watch ([`Client::watch`]).
 pub struct WatchStream {
@@ -459,5 +517,27 @@ impl WatchStream {
             WatchEvent::parse(kind, &event.data)
                 .map_err(|e| ClientError::Unexpected(e.to_string())),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_without_end_is_refused_and_ended_events_reset_the_count() {
+        let mut limit = EventLimit::default();
+        let line = vec![b'a'; 1 << 20];
+        for terminator in [&b"\n\n"[..], b"\r\n\r\n", b"\r\r"] {
+            for _ in 0..6 {
+                assert!(limit.check(&line).is_ok());
+                assert!(limit.check(b"\n").is_ok());
+            }
+            assert!(limit.check(terminator).is_ok());
+        }
+        let mut endless = EventLimit::default();
+        let refused =
+            (0..10).any(|_| endless.check(&line).is_err() || endless.check(b"\r\n").is_err());
+        assert!(refused, "9 MiB in one event was accepted");
     }
 }
