@@ -593,6 +593,7 @@ fn member_info(m: &Member) -> MemberInfo {
             MemberState::Down => MemberStateText::Down,
             MemberState::Left => MemberStateText::Left,
         },
+        protocol: m.protocol,
     }
 }
 
@@ -617,6 +618,8 @@ async fn health(State(api): State<Api>) -> Response {
                 .since_in_sync
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             replication_lag_ms: api.metrics.last_lag_ms(),
+            protocol: h.protocol,
+            held_back_by: h.held_back_by,
         })
         .into_response(),
         Err(e) => mesh_error(&e),

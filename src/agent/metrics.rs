@@ -195,7 +195,7 @@ const COUNTERS: [Reading; 12] = [
 ];
 
 /// The gauges read at scrape time (and `confmesh_last_sync_age_ms`, when there is an age).
-const GAUGES: [Reading; 4] = [
+const GAUGES: [Reading; 6] = [
     (
         "confmesh_members",
         "Members this node sees alive, itself included.",
@@ -214,6 +214,16 @@ const GAUGES: [Reading; 4] = [
     ("confmesh_connections", "QUIC connections open.", |s| {
         s.wire.connections as u64
     }),
+    (
+        "confmesh_cluster_protocol",
+        "The protocol version every alive member speaks (the oldest any advertises).",
+        |s| u64::from(s.health.protocol),
+    ),
+    (
+        "confmesh_members_behind",
+        "Alive members that advertise an older protocol than this node's.",
+        |s| s.health.held_back_by.len() as u64,
+    ),
 ];
 
 impl Collector for Scrape {
@@ -301,6 +311,8 @@ mod tests {
                 peers: 2,
                 keys: 9,
                 since_in_sync: None,
+                protocol: 1,
+                held_back_by: vec!["old".into()],
             },
         }
     }
@@ -319,6 +331,8 @@ mod tests {
             "confmesh_members 3",
             "confmesh_keys 9",
             "confmesh_joined 1",
+            "confmesh_cluster_protocol 1",
+            "confmesh_members_behind 1",
             "# TYPE confmesh_sync_duration_ms histogram",
             "confmesh_sync_duration_ms_count 4",
             "confmesh_sync_duration_ms_bucket{le=\"+Inf\"} 4",

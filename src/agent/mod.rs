@@ -235,6 +235,7 @@ fn start_error(e: MeshError) -> AgentError {
             | StorageError::InUse(_)
             | StorageError::WriterMismatch { .. }
             | StorageError::Corrupt(_)
+            | StorageError::NewerFormat { .. }
             | StorageError::Database(_),
         ) => "data_dir",
         MeshError::Transport(TransportError::Bind { .. }) => "gossip_addr",

@@ -315,6 +315,8 @@ pub struct MemberInfo {
     pub tags: BTreeMap<String, String>,
     /// Alive, down or left.
     pub state: MemberStateText,
+    /// The newest protocol version it advertises.
+    pub protocol: u8,
 }
 
 /// `GET /v1/members`.
@@ -339,6 +341,11 @@ pub struct HealthResponse {
     pub last_sync_ms_ago: Option<u64>,
     /// The lag of the last change from another node, ms (`None`: none arrived yet).
     pub replication_lag_ms: Option<u64>,
+    /// The protocol version the whole cluster speaks: the oldest any alive member advertises.
+    pub protocol: u8,
+    /// Alive members that advertise an older protocol than this node's (a rolling upgrade
+    /// is not finished while any are listed).
+    pub held_back_by: Vec<String>,
 }
 
 /// Every error's body: `{"error": "..."}`, with the current version on a 409.

@@ -26,10 +26,38 @@ pub(crate) fn is_reserved(key: &str) -> bool {
 }
 
 /// What a node says about itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct MemberInfo {
     pub(crate) name: String,
     pub(crate) tags: BTreeMap<String, String>,
+    /// The newest protocol version it speaks.
+    pub(crate) protocol: u8,
+}
+
+impl Default for MemberInfo {
+    fn default() -> MemberInfo {
+        MemberInfo {
+            name: String::new(),
+            tags: BTreeMap::new(),
+            protocol: wire::PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// A member record as protocol 1 wrote it.
+#[derive(Serialize, Deserialize)]
+struct RecordV1 {
+    name: String,
+    tags: BTreeMap<String, String>,
+}
+
+/// A member record from protocol 2 on: protocol 1's fields, then the version. A protocol-1
+/// reader decodes the fields it knows and ignores the rest, so both read both.
+#[derive(Serialize, Deserialize)]
+struct RecordV2 {
+    name: String,
+    tags: BTreeMap<String, String>,
+    protocol: u8,
 }
 
 impl MemberInfo {
@@ -54,13 +82,45 @@ impl MemberInfo {
             .payload
             .value()?
             .clone();
-        wire::decode_limited::<MemberInfo>(&value)
-            .ok()
-            .map(|(info, _)| info)
+        MemberInfo::decode(&value)
     }
 
+    /// A record of either layout; one without a version is protocol 1.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<MemberInfo> {
+        match wire::decode_limited::<RecordV2>(bytes) {
+            Ok((r, used)) if used == bytes.len() => Some(MemberInfo {
+                name: r.name,
+                tags: r.tags,
+                protocol: r.protocol.max(wire::OLDEST_PROTOCOL_VERSION),
+            }),
+            _ => wire::decode_limited::<RecordV1>(bytes)
+                .ok()
+                .map(|(r, _)| MemberInfo {
+                    name: r.name,
+                    tags: r.tags,
+                    protocol: wire::OLDEST_PROTOCOL_VERSION,
+                }),
+        }
+    }
+
+    /// The record in the layout of the protocol it advertises.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default()
+        let config = bincode::config::standard();
+        let (name, tags) = (self.name.clone(), self.tags.clone());
+        let encoded = if self.protocol <= 1 {
+            bincode::serde::encode_to_vec(RecordV1 { name, tags }, config)
+        } else {
+            let protocol = self.protocol;
+            bincode::serde::encode_to_vec(
+                RecordV2 {
+                    name,
+                    tags,
+                    protocol,
+                },
+                config,
+            )
+        };
+        encoded.unwrap_or_default()
     }
 }
 
@@ -88,11 +148,17 @@ pub struct Member {
     pub tags: BTreeMap<String, String>,
     /// Whether it is alive, down or gone.
     pub state: MemberState,
+    /// The newest protocol version it advertises (the oldest this build speaks until its
+    /// record arrives, or if its build predates versioned records).
+    pub protocol: u8,
 }
 
 impl Member {
     pub(crate) fn new(id: NodeId, info: Option<MemberInfo>, state: MemberState) -> Member {
-        let info = info.unwrap_or_default();
+        let info = info.unwrap_or(MemberInfo {
+            protocol: wire::OLDEST_PROTOCOL_VERSION,
+            ..MemberInfo::default()
+        });
         Member {
             id,
             name: if info.name.is_empty() {
@@ -102,6 +168,7 @@ impl Member {
             },
             tags: info.tags,
             state,
+            protocol: info.protocol,
         }
     }
 }
@@ -110,4 +177,30 @@ impl Member {
 pub(crate) fn info_writer(key: &Key) -> Option<WriterId> {
     let hex = key.as_str().strip_prefix(MEMBER_PREFIX)?;
     u64::from_str_radix(hex, 16).ok().map(WriterId)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(protocol: u8) -> MemberInfo {
+        MemberInfo {
+            name: "n1".into(),
+            tags: [("zone".to_string(), "eu".to_string())].into(),
+            protocol,
+        }
+    }
+
+    #[test]
+    fn records_of_both_layouts_read_back_and_a_protocol_1_reader_reads_both() {
+        for protocol in [1, 2] {
+            let bytes = info(protocol).encode();
+            assert_eq!(MemberInfo::decode(&bytes), Some(info(protocol)));
+            // What a protocol-1 build does with the record: decode its fields, ignore the rest.
+            let (old, _) = wire::decode_limited::<RecordV1>(&bytes).expect("v1 reads it");
+            assert_eq!((old.name.as_str(), old.tags.len()), ("n1", 1));
+        }
+        assert!(info(2).encode().len() > info(1).encode().len());
+        assert_eq!(MemberInfo::decode(b"\xff\xff"), None);
+    }
 }

@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use crate::proto::wire::{OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -35,7 +37,7 @@ pub const DEFAULT_HISTORY_LEN: usize = 16;
 pub const DEFAULT_WATCH_LOG_LEN: u64 = 100_000;
 
 /// A node's health, from [`Mesh::health`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Health {
     /// Whether the membership layer considers the node part of a cluster.
@@ -48,6 +50,21 @@ pub struct Health {
     /// How long since an anti-entropy exchange showed a peer holding exactly what this node
     /// holds; `None` if that has not happened yet (a single node never syncs).
     pub since_in_sync: Option<std::time::Duration>,
+    /// The protocol version the whole cluster speaks: the oldest any alive member (this node
+    /// included) advertises. A change every replica must understand turns on only once this
+    /// reaches its version ([`Health::supports`]).
+    pub protocol: u8,
+    /// The names of alive members that advertise an older protocol than this node speaks:
+    /// what holds the cluster's version back during a rolling upgrade.
+    pub held_back_by: Vec<String>,
+}
+
+impl Health {
+    /// Whether every alive member speaks protocol `version`, so that a feature of that
+    /// version may be used.
+    pub fn supports(&self, version: u8) -> bool {
+        self.protocol >= version
+    }
 }
 
 /// Tuning presets for the failure detector and anti-entropy.
@@ -238,6 +255,15 @@ impl MeshBuilder {
         self
     }
 
+    /// Makes the node speak and advertise protocol `version` at most (its ALPN list and its
+    /// member record, in that version's layout), as a node of an older build would: for
+    /// mixed-version tests. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn advertise_protocol(mut self, version: u8) -> Self {
+        self.info.protocol = version.clamp(OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION);
+        self
+    }
+
     /// Drops traffic the hook selects, in both directions: fault injection for tests.
     // For tests only, hidden from the docs: not part of the stable API, and may change or go
     // in any release.
@@ -279,6 +305,7 @@ impl MeshBuilder {
         let (transport, inbound) = Transport::bind(
             self.bind,
             &tls,
+            self.info.protocol,
             DEFAULT_MAX_STREAM_MESSAGE_BYTES,
             self.fault,
         )?;
@@ -328,6 +355,7 @@ impl MeshBuilder {
         tokio::spawn(driver.run());
         Ok(Mesh {
             id,
+            protocol: self.info.protocol,
             commands,
             events: events.downgrade(),
             changes: changes.downgrade(),
@@ -384,6 +412,8 @@ fn random_writer() -> WriterId {
 #[derive(Clone, Debug)]
 pub struct Mesh {
     id: NodeId,
+    /// The newest protocol this node speaks (lower only in mixed-version tests).
+    protocol: u8,
     commands: mpsc::Sender<Command>,
     /// Weak, so that subscriptions and watches end when the node task and its storage
     /// (which hold the senders) stop, whatever handles are still alive.
@@ -666,9 +696,20 @@ impl Mesh {
     ///
     /// [`MeshError::Stopped`] after shutdown.
     pub async fn health(&self) -> Result<Health, MeshError> {
-        self.read(|node| {
+        let own = self.protocol;
+        self.read(move |node| {
             #[allow(clippy::disallowed_methods, reason = "the runtime reads the clock")]
             let now = std::time::Instant::now();
+            let mut protocol = own;
+            let mut held_back_by = Vec::new();
+            for id in node.members() {
+                let info = MemberInfo::read(node.store(), id.writer);
+                let member = Member::new(id, info, MemberState::Alive);
+                protocol = protocol.min(member.protocol);
+                if member.protocol < own {
+                    held_back_by.push(member.name);
+                }
+            }
             Health {
                 joined: node.is_active(),
                 peers: node.member_count(),
@@ -677,6 +718,8 @@ impl Mesh {
                 since_in_sync: node
                     .last_in_sync()
                     .map(|at| now.saturating_duration_since(at)),
+                protocol,
+                held_back_by,
             }
         })
         .await

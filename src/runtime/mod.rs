@@ -28,7 +28,7 @@ pub use self::{
         DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Health, Mesh, MeshBuilder,
         MeshError, Preset,
     },
-    storage::{Change, Cursor, CursorParseError, DATABASE_FILE, StorageError},
+    storage::{Change, Cursor, CursorParseError, DATABASE_FILE, STORAGE_FORMAT, StorageError},
     subscription::{Lagged, Subscription},
     transport::{TransportError, WireStats},
     watch::{Watch, WatchError},

@@ -17,8 +17,16 @@ use rustls::{
 /// The server name every node certificate carries and every node dials.
 pub const CLUSTER_SERVER_NAME: &str = "confmesh";
 
-/// The ALPN protocol of confmesh's QUIC connections.
-pub(crate) const ALPN: &[u8] = b"confmesh/1";
+/// The ALPN protocols of a node that speaks up to protocol `newest`, newest first:
+/// `confmesh/<newest>` down to `confmesh/<OLDEST_PROTOCOL_VERSION>`. The server picks the first
+/// of its own list the client offered, so two nodes speak the newest version both know; a node
+/// with no version in common fails the handshake (no application protocol).
+pub(crate) fn alpn(newest: u8) -> Vec<Vec<u8>> {
+    (crate::proto::wire::OLDEST_PROTOCOL_VERSION..=newest)
+        .rev()
+        .map(|v| format!("confmesh/{v}").into_bytes())
+        .collect()
+}
 
 /// Why TLS material could not be loaded or used.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +128,7 @@ impl TlsConfig {
     }
 
     /// The QUIC server side: TLS 1.3, client certificates required and checked against the CA.
-    pub(crate) fn server_config(&self) -> Result<QuicServerConfig, TlsError> {
+    pub(crate) fn server_config(&self, newest: u8) -> Result<QuicServerConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
             .build()
@@ -131,12 +139,12 @@ impl TlsConfig {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.alpn_protocols = alpn(newest);
         QuicServerConfig::try_from(config).map_err(|e| TlsError::Config(e.to_string()))
     }
 
     /// The QUIC client side: trusts only the CA, presents this node's certificate.
-    pub(crate) fn client_config(&self) -> Result<QuicClientConfig, TlsError> {
+    pub(crate) fn client_config(&self, newest: u8) -> Result<QuicClientConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -144,7 +152,7 @@ impl TlsConfig {
             .with_root_certificates(self.roots()?)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.alpn_protocols = alpn(newest);
         QuicClientConfig::try_from(config).map_err(|e| TlsError::Config(e.to_string()))
     }
 }
@@ -295,8 +303,10 @@ mod tests {
     fn issued_material_builds_both_quic_configs() {
         let ca = DevCa::generate("test CA").expect("ca");
         let config = ca.node_config("node-1").expect("node config");
-        assert!(config.server_config().is_ok());
-        assert!(config.client_config().is_ok());
+        assert!(config.server_config(2).is_ok());
+        assert_eq!(alpn(1), [b"confmesh/1".to_vec()]);
+        assert_eq!(alpn(2), [b"confmesh/2".to_vec(), b"confmesh/1".to_vec()]);
+        assert!(config.client_config(2).is_ok());
     }
 
     #[test]

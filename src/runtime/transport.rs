@@ -204,6 +204,7 @@ impl Transport {
     pub(crate) fn bind(
         addr: SocketAddr,
         tls: &TlsConfig,
+        protocol: u8,
         max_stream_bytes: usize,
         fault: Option<FaultHook>,
     ) -> Result<(Arc<Transport>, Inboxes), TransportError> {
@@ -215,9 +216,9 @@ impl Transport {
         // connection's cost.
         transport.mtu_discovery_config(None);
         let transport = Arc::new(transport);
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls.server_config()?));
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls.server_config(protocol)?));
         server.transport_config(transport.clone());
-        let mut client = quinn::ClientConfig::new(Arc::new(tls.client_config()?));
+        let mut client = quinn::ClientConfig::new(Arc::new(tls.client_config(protocol)?));
         client.transport_config(transport);
         let mut endpoint = Endpoint::server(server, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;

@@ -16,9 +16,23 @@ use super::{
     store::{Delta, Digest, Snapshot, SnapshotRef, Version},
 };
 
-/// The format version this build writes and reads. A message with another first byte is
-/// refused with [`DecodeError::UnknownVersion`].
+/// The format version this build writes and reads: a message's first byte, the oldest
+/// protocol version that can read it. A message with another first byte is refused with
+/// [`DecodeError::UnknownVersion`]. Every message of protocol 2 is still format 1; a later
+/// message kind a protocol adds is written with that protocol's number, and sent only once the
+/// cluster speaks it (docs/PROTOCOL.md, "Versions and upgrades").
 pub const FORMAT_VERSION: u8 = 1;
+
+/// The newest protocol version this build speaks: what it advertises, in its QUIC ALPN
+/// (`confmesh/2`) and its member record.
+///
+/// - 1: the protocol until member records carried a version.
+/// - 2: member records carry the protocol version; connections offer every version spoken.
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// The oldest protocol version this build still speaks (accepts in the ALPN, reads in member
+/// records): a cluster can be upgraded from it one node at a time.
+pub const OLDEST_PROTOCOL_VERSION: u8 = 1;
 
 /// The largest datagram confmesh sends: under QUIC's smallest datagram budget (1162 bytes at
 /// connection start with the default initial MTU of 1200).

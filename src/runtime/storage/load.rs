@@ -3,9 +3,9 @@
 use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    CHANGES, CONTEXT, CURSOR_BLOCK, Change, Cursor, FORMAT, HISTORY, LOCAL_WRITES, Loaded,
-    MAX_LOG_EPOCHS, META, META_COLLECTED, META_FORMAT, META_LOG_EPOCHS, META_LOG_ID,
-    META_LOG_RESERVED, META_MEMBERS, META_WRITER, SharedDatabase, StorageError, VERSIONS, current,
+    CHANGES, CONTEXT, CURSOR_BLOCK, Change, Cursor, HISTORY, LOCAL_WRITES, Loaded, MAX_LOG_EPOCHS,
+    META, META_COLLECTED, META_FORMAT, META_LOG_EPOCHS, META_LOG_ID, META_LOG_RESERVED,
+    META_MEMBERS, META_WRITER, STORAGE_FORMAT, SharedDatabase, StorageError, VERSIONS, current,
     decode, encode, read_u64, read_u64s,
     writer::{Rows, Writer},
 };
@@ -27,6 +27,36 @@ pub(super) struct LogStart {
 
 /// Reads the replica, the member list and the change log's position; records the writer id
 /// in a new database and reserves the next block of cursors.
+/// A step from one storage format to the next, run inside the transaction that opens the
+/// database: it commits with the new format number or not at all, so a crash mid-migration
+/// leaves the old layout, never a mix.
+type Migration = fn(&redb::WriteTransaction) -> Result<(), StorageError>;
+
+/// `MIGRATIONS[i]` takes format `i + 1` to `i + 2`. A later format adds its step here.
+pub(super) const MIGRATIONS: [Migration; (STORAGE_FORMAT - 1) as usize] = [
+    // 1 -> 2: the write-ahead log of local writes, empty.
+    |txn| {
+        txn.open_table(LOCAL_WRITES)?;
+        Ok(())
+    },
+];
+
+/// Runs every migration from format `from` to [`STORAGE_FORMAT`].
+fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> {
+    if from == 0 {
+        return Err(StorageError::Corrupt("storage format 0".into()));
+    }
+    for (step, migration) in MIGRATIONS.iter().enumerate().skip((from - 1) as usize) {
+        tracing::info!(
+            from = step + 1,
+            to = step + 2,
+            "migrating the data directory"
+        );
+        migration(txn)?;
+    }
+    Ok(())
+}
+
 pub(super) fn load(
     shared: &SharedDatabase,
     configured: Option<WriterId>,
@@ -46,16 +76,18 @@ pub(super) fn load(
         let mut meta = txn.open_table(META)?;
         let format = meta.get(META_FORMAT)?.map(|v| read_u64(v.value()));
         match format {
-            None => {
-                meta.insert(META_FORMAT, FORMAT.to_le_bytes().as_slice())?;
+            // A new directory: every table is created below.
+            None => {}
+            Some(Some(found)) if found > STORAGE_FORMAT => {
+                return Err(StorageError::NewerFormat {
+                    found,
+                    supported: STORAGE_FORMAT,
+                });
             }
-            Some(Some(FORMAT)) => {}
-            Some(other) => {
-                return Err(StorageError::Corrupt(format!(
-                    "unknown format {other:?} (this build reads {FORMAT})"
-                )));
-            }
+            Some(Some(found)) => migrate(&txn, found)?,
+            Some(None) => return Err(StorageError::Corrupt("unreadable format".into())),
         }
+        meta.insert(META_FORMAT, STORAGE_FORMAT.to_le_bytes().as_slice())?;
         let stored = meta.get(META_WRITER)?.map(|v| read_u64(v.value()));
         let writer = match (stored, configured) {
             (Some(None), _) => return Err(StorageError::Corrupt("writer id".into())),

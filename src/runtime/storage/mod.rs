@@ -58,8 +58,15 @@ use crate::proto::{
 /// The name of the database file inside a data directory.
 pub const DATABASE_FILE: &str = "confmesh.redb";
 
-/// The layout of the tables; a database written by another layout is refused.
-const FORMAT: u64 = 1;
+/// The layout of the tables this build writes. A database of an older layout is migrated
+/// forward at open ([`load::MIGRATIONS`]), in the transaction that opens it; one of a newer
+/// layout is refused ([`StorageError::NewerFormat`]).
+///
+/// - 1: meta, versions, context, history, changes.
+/// - 2: adds `local_writes`, the write-ahead log of local writes. An older build would not
+///   read it, and so would drop acknowledged writes still in it: hence a new format, which
+///   older builds refuse, rather than a table they ignore.
+pub const STORAGE_FORMAT: u64 = 2;
 
 /// How many cursors one durable reservation covers (see [`CursorSource`]).
 const CURSOR_BLOCK: u64 = 1 << 20;
@@ -70,8 +77,7 @@ const CONTEXT: TableDefinition<u64, &[u8]> = TableDefinition::new("context");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
 const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 /// Local writes made durable and not yet applied to `versions`: this writer's sequence number
-/// to the version. A table added after format 1 was released; opening an older directory
-/// creates it (no migration needed: it starts empty).
+/// to the version. Format 2.
 const LOCAL_WRITES: TableDefinition<u64, &[u8]> = TableDefinition::new("local_writes");
 
 const META_FORMAT: &str = "format";
@@ -114,6 +120,18 @@ pub enum StorageError {
     /// The database holds something this version cannot read.
     #[error("the database is corrupt or from another version: {0}")]
     Corrupt(String),
+    /// The data directory was written by a newer confmesh, in a layout this build does not
+    /// know; nothing was changed. Run the newer build, or restore a backup taken before the
+    /// upgrade.
+    #[error(
+        "the data directory is in storage format {found}, written by a newer confmesh; this build reads formats up to {supported} (run the newer build, or restore a backup from before the upgrade)"
+    )]
+    NewerFormat {
+        /// The format in the directory.
+        found: u64,
+        /// The newest this build reads.
+        supported: u64,
+    },
     /// redb failed: an I/O error, a full disk, ...
     #[error("storage: {0}")]
     Database(#[from] redb::Error),
