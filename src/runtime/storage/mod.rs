@@ -59,7 +59,7 @@ use crate::proto::{
 pub const DATABASE_FILE: &str = "confmesh.redb";
 
 /// The layout of the tables this build writes. A database of an older layout is migrated
-/// forward at open ([`load::MIGRATIONS`]), in the transaction that opens it; one of a newer
+/// forward at open (`MIGRATIONS` in `storage/load.rs`), in the transaction that opens it; one of a newer
 /// layout is refused ([`StorageError::NewerFormat`]).
 ///
 /// - 1: meta, versions, context, history, changes.
