@@ -5,14 +5,23 @@
 
 #![cfg(feature = "runtime")]
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use confmesh::{
     proto::{
         WriterId,
         wire::{self, DecodeError, MAX_MESSAGE_BYTES, PROTOCOL_VERSION},
     },
-    runtime::{DATABASE_FILE, Mesh, MeshError, STORAGE_FORMAT, StorageError, tls::DevCa},
+    runtime::{
+        DATABASE_FILE, Mesh, MeshError, STORAGE_FORMAT, StorageError, StorageFaultHook, tls::DevCa,
+    },
 };
 use redb::{ReadableDatabase, TableDefinition};
 
@@ -157,6 +166,55 @@ async fn a_data_directory_from_989adcb_opens_migrated_with_every_value() {
         Some(bytes::Bytes::from_static(b"purple"))
     );
     reopened.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_cut_short_at_any_write_leaves_the_old_layout_and_runs_again() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let mut failed_starts = 0;
+    for writes_before_the_fault in [0, 1, 2, 3, 4, 6, 8, 12, 16] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_fixture_data(dir.path());
+        // The disk fails (as when full, or when the machine dies) from the n-th write of the
+        // start on: somewhere inside the migration's transaction, or before it.
+        let writes = Arc::new(AtomicUsize::new(0));
+        let hook: StorageFaultHook = {
+            let writes = Arc::clone(&writes);
+            Arc::new(move || writes.fetch_add(1, Ordering::SeqCst) >= writes_before_the_fault)
+        };
+        let start = Mesh::builder()
+            .tls(ca.node_config("cut").expect("cert"))
+            .data_dir(dir.path())
+            .storage_fault_hook(hook)
+            .start()
+            .await;
+        match start {
+            Err(_) => {
+                failed_starts += 1;
+                assert_eq!(
+                    format_of(dir.path()),
+                    1,
+                    "a migration cut short after {writes_before_the_fault} writes left a new layout"
+                );
+            }
+            // The fault came after the migration committed (from about 8 writes on, here).
+            Ok(mesh) => mesh.shutdown().await,
+        }
+        let mesh = Mesh::builder()
+            .tls(ca.node_config("cut").expect("cert"))
+            .data_dir(dir.path())
+            .start()
+            .await
+            .expect("the next start opens the directory");
+        let mode = mesh.get("app/mode").await.expect("get");
+        assert_eq!(
+            mode.and_then(|v| v.payload.value().cloned()),
+            Some(bytes::Bytes::from_static(b"green"))
+        );
+        mesh.shutdown().await;
+        assert_eq!(format_of(dir.path()), STORAGE_FORMAT);
+    }
+    assert!(failed_starts > 0, "no fault hit the migration");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
