@@ -247,6 +247,34 @@ async fn a_data_directory_from_a_newer_build_is_refused_unchanged() {
         99,
         "the refused directory was changed"
     );
+
+    // The agent says so and exits 2, naming the option.
+    #[cfg(feature = "agent")]
+    {
+        let data_dir = dir.path().to_str().expect("utf-8");
+        let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_confmesh"))
+            .args(["agent", "--dev", "--data-dir", data_dir])
+            .args(["--gossip-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the agent");
+        for _ in 0..400 {
+            if agent.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = agent.kill();
+        let out = agent.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("data_dir") && stderr.contains("newer"),
+            "{stderr}"
+        );
+        assert_eq!(format_of(dir.path()), 99);
+    }
 }
 
 #[test]
