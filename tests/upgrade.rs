@@ -115,11 +115,25 @@ fn format_of(dir: &Path) -> u64 {
     u64::from_le_bytes(bytes.value().try_into().expect("8 bytes"))
 }
 
+/// Whether the data directory `dir` has the table format 2 added.
+fn has_local_writes(dir: &Path) -> bool {
+    use redb::TableHandle;
+    let db = redb::Database::open(dir.join(DATABASE_FILE)).expect("open");
+    let txn = db.begin_read().expect("read");
+    let tables: Vec<String> = txn
+        .list_tables()
+        .expect("tables")
+        .map(|t| t.name().to_string())
+        .collect();
+    tables.iter().any(|t| t == "local_writes")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_from_989adcb_opens_migrated_with_every_value() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_fixture_data(dir.path());
     assert_eq!(format_of(dir.path()), 1, "the fixture is of the old layout");
+    assert!(!has_local_writes(dir.path()));
     let ca = DevCa::generate("test cluster").expect("ca");
     let start = || {
         Mesh::builder()
@@ -129,6 +143,23 @@ async fn a_data_directory_from_989adcb_opens_migrated_with_every_value() {
     };
     let mesh = start().await.expect("the old directory opens");
     assert_eq!(mesh.id().writer, WriterId(0xf1f1), "the writer id is kept");
+    // The old build's member record (protocol 1's layout) reads; this build then writes its
+    // own, advertising its version.
+    let record = mesh
+        .get("_confmesh/members/000000000000f1f1")
+        .await
+        .expect("get")
+        .expect("the old record");
+    let rewritten = eventually(Duration::from_secs(10), || async {
+        mesh.get("_confmesh/members/000000000000f1f1")
+            .await
+            .expect("get")
+            .is_some_and(|v| v.dot != record.dot)
+    })
+    .await;
+    assert!(rewritten, "the member record was not rewritten");
+    let me = mesh.members().await.expect("members").remove(0);
+    assert_eq!(me.protocol, PROTOCOL_VERSION);
     let value = |key: &'static str| {
         let mesh = mesh.clone();
         async move {
@@ -156,6 +187,7 @@ async fn a_data_directory_from_989adcb_opens_migrated_with_every_value() {
     assert!(after.counter > before.counter);
     mesh.shutdown().await;
     assert_eq!(format_of(dir.path()), STORAGE_FORMAT, "migrated at start");
+    assert!(has_local_writes(dir.path()));
     let reopened = start().await.expect("the migrated directory opens again");
     assert_eq!(
         reopened
@@ -192,9 +224,9 @@ async fn a_migration_cut_short_at_any_write_leaves_the_old_layout_and_runs_again
             Err(_) => {
                 failed_starts += 1;
                 assert_eq!(
-                    format_of(dir.path()),
-                    1,
-                    "a migration cut short after {writes_before_the_fault} writes left a new layout"
+                    (format_of(dir.path()), has_local_writes(dir.path())),
+                    (1, false),
+                    "a migration cut short after {writes_before_the_fault} writes left a mix"
                 );
             }
             // The fault came after the migration committed (from about 8 writes on, here).

@@ -315,7 +315,8 @@ pub struct MemberInfo {
     pub tags: BTreeMap<String, String>,
     /// Alive, down or left.
     pub state: MemberStateText,
-    /// The newest protocol version it advertises.
+    /// The newest protocol version it advertises (1 from agents that predate the field).
+    #[serde(default = "protocol_1")]
     pub protocol: u8,
 }
 
@@ -341,11 +342,19 @@ pub struct HealthResponse {
     pub last_sync_ms_ago: Option<u64>,
     /// The lag of the last change from another node, ms (`None`: none arrived yet).
     pub replication_lag_ms: Option<u64>,
-    /// The protocol version the whole cluster speaks: the oldest any alive member advertises.
+    /// The protocol version the whole cluster speaks: the oldest any alive member advertises
+    /// (1 from agents that predate the field).
+    #[serde(default = "protocol_1")]
     pub protocol: u8,
     /// Alive members that advertise an older protocol than this node's (a rolling upgrade
-    /// is not finished while any are listed).
+    /// is not finished while any are listed; empty from agents that predate the field).
+    #[serde(default)]
     pub held_back_by: Vec<String>,
+}
+
+/// What an agent that does not report a protocol version speaks.
+fn protocol_1() -> u8 {
+    1
 }
 
 /// Every error's body: `{"error": "..."}`, with the current version on a 409.
@@ -458,6 +467,21 @@ mod tests {
         }
         assert!(WatchEvent::parse("nonsense", "{}").is_err());
         assert!(WatchEvent::parse("change", "{\"key\":1}").is_err());
+    }
+
+    /// A new client reads an agent of the previous release (during a rolling upgrade).
+    #[test]
+    fn answers_of_an_agent_without_protocol_fields_still_read() {
+        let health: HealthResponse = serde_json::from_str(
+            r#"{"status":"ok","joined":true,"peers":2,"keys":3,"last_sync_ms_ago":null,"replication_lag_ms":7}"#,
+        )
+        .expect("health of a previous agent");
+        assert_eq!((health.protocol, health.held_back_by.len()), (1, 0));
+        let members: MembersResponse = serde_json::from_str(
+            r#"{"members":[{"name":"a","addr":"127.0.0.1:1","writer":"00000000000000ff","tags":{},"state":"alive"}]}"#,
+        )
+        .expect("members of a previous agent");
+        assert_eq!(members.members[0].protocol, 1);
     }
 
     #[test]

@@ -85,10 +85,12 @@ impl MemberInfo {
         MemberInfo::decode(&value)
     }
 
-    /// A record of either layout; one without a version is protocol 1.
+    /// A record of either layout; one without a version is protocol 1. Bytes after the
+    /// fields this build knows are what a later protocol appended, and are ignored. (A
+    /// protocol-1 record ends right after its tags, so it never reads as a later one.)
     pub(crate) fn decode(bytes: &[u8]) -> Option<MemberInfo> {
         match wire::decode_limited::<RecordV2>(bytes) {
-            Ok((r, used)) if used == bytes.len() => Some(MemberInfo {
+            Ok((r, _)) => Some(MemberInfo {
                 name: r.name,
                 tags: r.tags,
                 protocol: r.protocol.max(wire::OLDEST_PROTOCOL_VERSION),
@@ -201,6 +203,11 @@ mod tests {
             assert_eq!((old.name.as_str(), old.tags.len()), ("n1", 1));
         }
         assert!(info(2).encode().len() > info(1).encode().len());
+        // A later protocol's record: this build's fields, then more.
+        let mut later = info(2).encode();
+        later[info(2).encode().len() - 1] = 3;
+        later.extend_from_slice(b"\x05more!");
+        assert_eq!(MemberInfo::decode(&later), Some(info(3)));
         assert_eq!(MemberInfo::decode(b"\xff\xff"), None);
     }
 }

@@ -646,13 +646,13 @@ impl Mesh {
     ///
     /// [`MeshError::Stopped`] after shutdown.
     pub async fn members(&self) -> Result<Vec<Member>, MeshError> {
-        self.read(|node| {
-            std::iter::once(node.id())
-                .chain(node.members())
-                .map(|id| {
-                    let info = MemberInfo::read(node.store(), id.writer);
-                    Member::new(id, info, MemberState::Alive)
-                })
+        let negotiated = self.wire.negotiated();
+        let own = self.protocol;
+        self.read(move |node| {
+            let mut me = member(node, node.id(), &negotiated);
+            me.protocol = own;
+            std::iter::once(me)
+                .chain(node.members().map(|id| member(node, id, &negotiated)))
                 .collect()
         })
         .await
@@ -697,14 +697,14 @@ impl Mesh {
     /// [`MeshError::Stopped`] after shutdown.
     pub async fn health(&self) -> Result<Health, MeshError> {
         let own = self.protocol;
+        let negotiated = self.wire.negotiated();
         self.read(move |node| {
             #[allow(clippy::disallowed_methods, reason = "the runtime reads the clock")]
             let now = std::time::Instant::now();
             let mut protocol = own;
             let mut held_back_by = Vec::new();
             for id in node.members() {
-                let info = MemberInfo::read(node.store(), id.writer);
-                let member = Member::new(id, info, MemberState::Alive);
+                let member = member(node, id, &negotiated);
                 protocol = protocol.min(member.protocol);
                 if member.protocol < own {
                     held_back_by.push(member.name);
@@ -762,4 +762,25 @@ fn writable_key(key: &str) -> Result<Key, MeshError> {
         return Err(MeshError::Reserved);
     }
     Ok(key)
+}
+
+/// Member `id` as this node sees it alive. Its protocol version is the oldest of what its
+/// record advertises and what its open connections negotiated: a new member is known by its
+/// connection before its record arrives (so a join does not lower the cluster's version), and
+/// a node rolled back to an older build is known by its connection even while the record its
+/// newer build wrote still replicates. A member known by neither counts as the oldest version.
+fn member(
+    node: &Node,
+    id: NodeId,
+    negotiated: &std::collections::HashMap<SocketAddr, u8>,
+) -> Member {
+    let info = MemberInfo::read(node.store(), id.writer);
+    let advertised = info.as_ref().map(|i| i.protocol);
+    let mut member = Member::new(id, info, MemberState::Alive);
+    member.protocol = match (advertised, negotiated.get(&id.addr)) {
+        (Some(a), Some(&n)) => a.min(n),
+        (Some(v), None) | (None, Some(&v)) => v,
+        (None, None) => OLDEST_PROTOCOL_VERSION,
+    };
+    member
 }

@@ -171,6 +171,33 @@ impl WireHandle {
     pub(crate) fn read(&self) -> WireStats {
         self.0.read()
     }
+
+    /// The protocol version negotiated (ALPN) on the open connections, per peer address;
+    /// the oldest where a peer has several.
+    pub(crate) fn negotiated(&self) -> HashMap<SocketAddr, u8> {
+        let mut versions = HashMap::new();
+        for conn in lock(&self.0.live).values() {
+            if let Some(version) = negotiated_protocol(conn) {
+                versions
+                    .entry(conn.remote_address())
+                    .and_modify(|v: &mut u8| *v = (*v).min(version))
+                    .or_insert(version);
+            }
+        }
+        versions
+    }
+}
+
+/// The protocol version `conn`'s handshake settled on: its ALPN `confmesh/<v>`.
+fn negotiated_protocol(conn: &Connection) -> Option<u8> {
+    let data = conn.handshake_data()?;
+    let data = data.downcast_ref::<quinn::crypto::rustls::HandshakeData>()?;
+    let alpn = data.protocol.as_deref()?;
+    std::str::from_utf8(alpn)
+        .ok()?
+        .strip_prefix("confmesh/")?
+        .parse()
+        .ok()
 }
 
 impl std::fmt::Debug for WireHandle {
@@ -485,8 +512,12 @@ fn log_tls_refusal(peer: SocketAddr, e: &quinn::ConnectionError) {
     if !(0x100..0x200).contains(&u64::from(code)) {
         return;
     }
+    // TLS alert 120, no_application_protocol: no protocol version in common.
+    const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
     if let Some(suppressed) = REFUSALS.allow() {
-        if by_peer {
+        if u64::from(code) == NO_APPLICATION_PROTOCOL {
+            tracing::warn!(%peer, cause = %e, suppressed, "no protocol version in common with the peer: it is more than one release older or newer than this node (upgrade through each release)");
+        } else if by_peer {
             tracing::warn!(%peer, cause = %e, suppressed, "the peer refused this node's TLS certificate (is it signed by the cluster CA?)");
         } else {
             tracing::warn!(%peer, cause = %e, suppressed, "refused a peer's TLS handshake (is its certificate signed by the cluster CA?)");

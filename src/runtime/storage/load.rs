@@ -25,8 +25,6 @@ pub(super) struct LogStart {
     pub(super) entries: u64,
 }
 
-/// Reads the replica, the member list and the change log's position; records the writer id
-/// in a new database and reserves the next block of cursors.
 /// A step from one storage format to the next, run inside the transaction that opens the
 /// database: it commits with the new format number or not at all, so a crash mid-migration
 /// leaves the old layout, never a mix.
@@ -34,7 +32,9 @@ type Migration = fn(&redb::WriteTransaction) -> Result<(), StorageError>;
 
 /// `MIGRATIONS[i]` takes format `i + 1` to `i + 2`. A later format adds its step here.
 pub(super) const MIGRATIONS: [Migration; (STORAGE_FORMAT - 1) as usize] = [
-    // 1 -> 2: the write-ahead log of local writes, empty.
+    // 1 -> 2: the write-ahead log of local writes. Created empty for a directory of 989adcb
+    // and before; builds from 798bc82 until format 2 wrote format 1 with this table already,
+    // perhaps holding writes, which opening it keeps (and `load` replays).
     |txn| {
         txn.open_table(LOCAL_WRITES)?;
         Ok(())
@@ -57,6 +57,8 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> 
     Ok(())
 }
 
+/// Reads the replica, the member list and the change log's position; records the writer id
+/// in a new database and reserves the next block of cursors.
 pub(super) fn load(
     shared: &SharedDatabase,
     configured: Option<WriterId>,

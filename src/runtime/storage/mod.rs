@@ -63,9 +63,10 @@ pub const DATABASE_FILE: &str = "confmesh.redb";
 /// layout is refused ([`StorageError::NewerFormat`]).
 ///
 /// - 1: meta, versions, context, history, changes.
-/// - 2: adds `local_writes`, the write-ahead log of local writes. An older build would not
-///   read it, and so would drop acknowledged writes still in it: hence a new format, which
-///   older builds refuse, rather than a table they ignore.
+/// - 2: `local_writes`, the write-ahead log of local writes, is part of the layout. An older
+///   build would not read it, and so would drop acknowledged writes still in it: hence a new
+///   format, which older builds refuse, rather than a table they ignore. (Builds between
+///   798bc82 and format 2 wrote the table under format 1; the migration keeps its rows.)
 pub const STORAGE_FORMAT: u64 = 2;
 
 /// How many cursors one durable reservation covers (see [`CursorSource`]).
