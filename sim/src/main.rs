@@ -43,6 +43,10 @@ fn main() -> ExitCode {
     }
     let runs: Vec<Params> = if params.smoke {
         smoke_set(&params)
+    } else if let Some(count) = params.swarm {
+        (params.seed..params.seed.saturating_add(count))
+            .map(|seed| Params::swarm(&params, seed))
+            .collect()
     } else {
         vec![params.clone()]
     };
@@ -71,6 +75,9 @@ fn main() -> ExitCode {
         }
         reports.push(report);
     }
+    if params.swarm.is_some() {
+        println!("{}", swarm_summary(&reports, failed));
+    }
     if let Some(path) = &params.report {
         let json = if reports.len() == 1 {
             serde_json::to_string_pretty(&reports[0])
@@ -97,6 +104,26 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// One line on a swarm: runs, failures, and the false positives the checkers tolerated
+/// (partitions, loss over 1%).
+fn swarm_summary(reports: &[Report], failed: usize) -> String {
+    let with_false_positives: Vec<u64> = reports
+        .iter()
+        .map(|r| r.false_positives)
+        .filter(|&n| n > 0)
+        .collect();
+    let sim_s: f64 = reports.iter().map(|r| r.sim_s).sum();
+    let wall_s: f64 = reports.iter().map(|r| r.wall_s).sum();
+    format!(
+        "swarm: {} runs, {failed} failed; {} runs with tolerated false positives (most {}); {:.0} s simulated in {:.0} s",
+        reports.len(),
+        with_false_positives.len(),
+        with_false_positives.iter().max().copied().unwrap_or(0),
+        sim_s,
+        wall_s,
+    )
 }
 
 /// `--plot FILE --from REPORTS`: draws saved reports, runs nothing.

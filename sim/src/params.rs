@@ -77,6 +77,10 @@ pub struct Cli {
     /// Run each run twice and compare trace hashes.
     #[arg(long)]
     check_replay: bool,
+    /// Swarm: N runs from --seed on, each with every parameter (scenario, nodes, loss,
+    /// duplication, latency, skew, partition shape, writes, keys) drawn from its seed.
+    #[arg(long, value_name = "N", conflicts_with = "smoke")]
+    swarm: Option<u64>,
     /// Print no progress lines.
     #[arg(long)]
     quiet: bool,
@@ -160,6 +164,7 @@ impl Cli {
             plot: self.plot,
             plot_from: self.plot_from,
             smoke: self.smoke,
+            swarm: self.swarm,
             check_replay: self.check_replay,
             quiet: self.quiet,
             follow: self.follow,
@@ -268,6 +273,8 @@ pub struct Params {
     /// Saved reports to draw instead of running anything.
     pub plot_from: Vec<String>,
     pub smoke: bool,
+    /// `--swarm N`: runs with parameters drawn from their seeds.
+    pub swarm: Option<u64>,
     pub check_replay: bool,
     pub quiet: bool,
     /// Log what the mesh believes of this node (its index) as it changes.
@@ -312,6 +319,57 @@ impl Params {
             }
         }
         command
+    }
+}
+
+impl Params {
+    /// A swarm run: every parameter that shapes the run drawn from `seed` (the report and
+    /// output options kept from `base`). The draw is from its own generator, so the run's
+    /// own randomness (from the same seed) is the same as a run given these flags by hand:
+    /// [`Params::command`] replays it.
+    pub fn swarm(base: &Params, seed: u64) -> Params {
+        use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5A4A_12D0_0000_0000);
+        let scenario = [
+            Scenario::Steady,
+            Scenario::Partition,
+            Scenario::Churn,
+            Scenario::Join,
+            Scenario::Catchup,
+        ][rng.random_range(0..5usize)];
+        let nodes = if scenario == Scenario::Catchup {
+            rng.random_range(3..=8)
+        } else {
+            rng.random_range(3..=64)
+        };
+        // Probabilities with three decimals, so that the replay command carries them exactly.
+        let mut probability = |max: f64| (rng.random_range(0.0..max) * 1000.0).floor() / 1000.0;
+        let loss = probability(0.10);
+        let duplicate = probability(0.05);
+        let latency_ms_min = rng.random_range(1..=20);
+        let latency_ms_max = latency_ms_min + rng.random_range(0..=150);
+        Params {
+            scenario,
+            seed,
+            nodes,
+            loss,
+            duplicate,
+            latency_ms_min,
+            latency_ms_max,
+            skew_ms: rng.random_range(0..=500),
+            writes: rng.random_range(10..=150),
+            write_interval_ms: rng.random_range(5..=100),
+            keys: rng.random_range(1..=50),
+            catchup_keys: rng.random_range(100..=2_000),
+            start: Start::Cold,
+            one_way: scenario == Scenario::Partition && rng.random_bool(0.5),
+            baseline: false,
+            smoke: false,
+            swarm: None,
+            quiet: true,
+            follow: None,
+            ..base.clone()
+        }
     }
 }
 

@@ -54,6 +54,10 @@ fn percentiles_0_to_100(mut values: Vec<f64>) -> Option<Vec<f64>> {
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The commit the simulator was built from.
+    pub commit: &'static str,
+    /// The command that replays this run: every parameter of it.
+    pub replay: String,
     pub seed: u64,
     pub scenario: &'static str,
     pub mode: &'static str,
@@ -208,6 +212,8 @@ impl Report {
         Report {
             grafts_per_change: per_change(total(|s| s.grafts_sent)),
             sync_repairs_per_change: per_change(total(|s| s.sync_applied)),
+            commit: env!("CONFMESH_COMMIT"),
+            replay: world.params.command(),
             seed: world.params.seed,
             scenario: world.params.scenario.name(),
             mode,

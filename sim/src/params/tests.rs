@@ -135,3 +135,31 @@ fn bad_arguments_are_refused() {
         ErrorKind::ValueValidation
     );
 }
+
+#[test]
+fn swarm_runs_draw_every_parameter_from_their_seed_and_replay_from_their_command() {
+    let base = check("--swarm 50 --seed 3");
+    assert_eq!(base.swarm, Some(50));
+    let mut scenarios = std::collections::BTreeSet::new();
+    let mut node_counts = std::collections::BTreeSet::new();
+    for seed in 3..53 {
+        let run = Params::swarm(&base, seed);
+        // The same seed draws the same run.
+        assert_eq!(run.to_string(), Params::swarm(&base, seed).to_string());
+        assert!((3..=64).contains(&run.nodes) && run.loss < 0.1 && run.duplicate < 0.05);
+        assert!(run.latency_ms_min >= 1 && run.latency_ms_min <= run.latency_ms_max);
+        // Its replay command gives back the same run, with no swarm in it.
+        let command = run.command();
+        let args = command
+            .strip_prefix("cargo run -p confmesh-sim --release --")
+            .expect("a cargo command");
+        let replayed = check(args);
+        assert_eq!(replayed.to_string(), run.to_string(), "{command}");
+        assert_eq!(replayed.swarm, None);
+        scenarios.insert(run.scenario.name());
+        node_counts.insert(run.nodes);
+    }
+    assert_eq!(scenarios.len(), 5, "every scenario is drawn: {scenarios:?}");
+    assert!(node_counts.len() > 10, "node counts vary: {node_counts:?}");
+    assert_eq!(refused("--swarm 5 --smoke"), ErrorKind::ArgumentConflict);
+}
