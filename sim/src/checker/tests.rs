@@ -323,3 +323,22 @@ fn healthy_runs_pass_every_checker() {
         );
     }
 }
+
+/// Runs the swarm found failing, each fixed since. The comment names the bug.
+#[test]
+fn swarm_findings_stay_fixed() {
+    let findings: [(&str, &str); 1] = [(
+        // A node that rejoined under a new generation listed its own older identity as a
+        // member for good (it answered the probes sent to it): membership never healed.
+        "--seed 950 --scenario partition --nodes 33 --loss 0.087 --duplicate 0.047 \
+         --latency-ms 18..133 --skew-ms 249 --writes 118 --write-interval-ms 55 --keys 46 \
+         --start cold --one-way",
+        "a node's own older identity listed as a member",
+    )];
+    for (args, bug) in findings {
+        let args: Vec<&str> = args.split_whitespace().chain(["--quiet"]).collect();
+        let (world, phases) = run(&args);
+        let failures: Vec<Failure> = super::check(&world, &phases);
+        assert!(failures.is_empty(), "{bug}: {failures:?}");
+    }
+}

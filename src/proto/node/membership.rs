@@ -374,6 +374,11 @@ impl Node {
     /// update the member table.
     pub(super) fn after_swim(&mut self, now: Instant) {
         while let Some((to, packet)) = self.membership.out.to_send() {
+            // An older identity of this node (see `member_up`) is never probed alive by
+            // this node answering itself: it goes unanswered, and foca declares it down.
+            if to.addr == self.id.addr {
+                continue;
+            }
             match wire::encode(&Message::Membership(packet), wire::MAX_DATAGRAM_BYTES) {
                 Ok(bytes) => self.send_bytes(to.addr, Channel::Datagram, bytes),
                 Err(e) => tracing::warn!(to = %to, cause = %e, "membership packet too large"),
@@ -464,6 +469,14 @@ impl Node {
     /// Records a member that joined or came back: reported, and first in line for
     /// anti-entropy, unless it is being restored from a saved list.
     pub(super) fn member_up(&mut self, now: Instant, id: NodeId) {
+        // An older identity of this node itself (after it rejoined under a new generation,
+        // a peer that had not yet heard of the new one gossiped the old one as alive): not a
+        // member. Found by the simulator's swarm (seed 950), where such a ghost stayed listed
+        // for good, answered by the node's own replies to the probes sent to it.
+        if id.addr == self.id.addr {
+            tracing::debug!(node = %self.id, ghost = %id, "an older identity of this node is not a member");
+            return;
+        }
         let fresh = !self.membership.restoring;
         if self.peers.insert(id, fresh) == super::peers::Inserted::Known {
             return;
