@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// An inclusive range of sequence numbers, `start..=end`, with `1 <= start <= end`.
+/// An inclusive range of sequence numbers, `start..=end`, with `1 <= start <= end`. Decoding
+/// refuses any other (a peer's bytes are checked before they reach a set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawSeqRange")]
 pub struct SeqRange {
     /// First sequence number in the range.
     pub start: u64,
@@ -27,6 +29,21 @@ impl SeqRange {
     /// Always false: a range holds at least one number. Present for API symmetry.
     pub fn is_empty(self) -> bool {
         false
+    }
+}
+
+/// A [`SeqRange`] as decoded, before its check.
+#[derive(Deserialize)]
+struct RawSeqRange {
+    start: u64,
+    end: u64,
+}
+
+impl TryFrom<RawSeqRange> for SeqRange {
+    type Error = SeqSetError;
+
+    fn try_from(raw: RawSeqRange) -> Result<SeqRange, SeqSetError> {
+        SeqRange::new(raw.start, raw.end).ok_or(SeqSetError)
     }
 }
 
@@ -85,6 +102,11 @@ impl SeqSet {
     /// Adds every number in `range`.
     pub fn insert_range(&mut self, range: SeqRange) {
         let (mut start, mut end) = (range.start, range.end);
+        // The fields are public: a range built by hand may break its invariant. Decoding
+        // refuses such a range; here it is ignored rather than corrupting the set.
+        if start == 0 || start > end {
+            return;
+        }
         // Absorb a range that overlaps or touches on the left.
         if let Some((&s, &e)) = self.ranges.range(..=start).next_back()
             && e.saturating_add(1) >= start
