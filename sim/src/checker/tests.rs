@@ -330,7 +330,7 @@ fn swarm_findings_stay_fixed() {
     // A node that rejoined under a new generation listed its own older identity as a
     // member for good (it answered the probes sent to it): membership never healed.
     let ghost = "a node's own older identity listed as a member";
-    let findings: [(&str, &str); 2] = [
+    let findings: [(&str, &str); 3] = [
         (
             "--seed 950 --scenario partition --nodes 33 --loss 0.087 --duplicate 0.047 \
              --latency-ms 18..133 --skew-ms 249 --writes 118 --write-interval-ms 55 --keys 46 \
@@ -342,6 +342,14 @@ fn swarm_findings_stay_fixed() {
              --latency-ms 16..153 --skew-ms 80 --writes 54 --write-interval-ms 70 --keys 35 \
              --start cold --one-way",
             ghost,
+        ),
+        (
+            // Three nodes that all lost each other in a one-way partition never announced
+            // to their seeds again: membership and data stayed apart for good.
+            "--seed 8354 --scenario partition --nodes 3 --loss 0.077 --duplicate 0.009 \
+             --latency-ms 13..14 --skew-ms 423 --writes 142 --write-interval-ms 49 --keys 31 \
+             --start cold --one-way",
+            "an isolated node never announced to its seeds again",
         ),
     ];
     for (args, bug) in findings {

@@ -417,7 +417,21 @@ impl Node {
                     self.timers.set(now, Timer::AntiEntropy);
                 }
                 OwnedNotification::Active => {}
-                OwnedNotification::Idle => self.membership.set_active(false),
+                OwnedNotification::Idle => {
+                    self.membership.set_active(false);
+                    // Alone: every member is down here (a partition cut this node off, or
+                    // it was declared down everywhere). Announce to the seeds again until one
+                    // answers, as at the first join; else a small cluster whose members all
+                    // lost each other stays apart for good. Found by the simulator's swarm
+                    // (seed 8354: three nodes, a one-way partition, none rejoined).
+                    if self.membership.lifecycle == Lifecycle::Idle
+                        && !self.membership.seeds.is_empty()
+                        && !self.timers.contains(&Timer::Announce)
+                    {
+                        self.timers
+                            .set(now + self.config.announce_interval, Timer::Announce);
+                    }
+                }
                 OwnedNotification::Rejoin(id) => {
                     self.peers.rename_self(&self.id, &id);
                     self.id = id;
