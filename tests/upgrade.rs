@@ -80,10 +80,17 @@ async fn a_mixed_version_cluster_converges_and_the_new_protocol_waits_for_the_la
     assert!(held_back, "{:?}", new.health().await);
     let health = new.health().await.expect("health");
     assert!(!health.supports(PROTOCOL_VERSION));
-    let members = new.members().await.expect("members");
-    let protocol_of = |name: &str| members.iter().find(|m| m.name == name).map(|m| m.protocol);
-    assert_eq!(protocol_of("old"), Some(PROTOCOL_VERSION - 1));
-    assert_eq!(protocol_of("new-2"), Some(PROTOCOL_VERSION));
+    // Each member's version, once its record (which names it) has arrived.
+    let versions = || async {
+        let members = new.members().await.expect("members");
+        let protocol_of = |name: &str| members.iter().find(|m| m.name == name).map(|m| m.protocol);
+        (protocol_of("old"), protocol_of("new-2"))
+    };
+    let listed = eventually(Duration::from_secs(20), || async {
+        versions().await == (Some(PROTOCOL_VERSION - 1), Some(PROTOCOL_VERSION))
+    })
+    .await;
+    assert!(listed, "{:?}", new.members().await);
 
     // The last old node leaves (upgraded): the new version turns on.
     old.shutdown().await;
@@ -158,8 +165,15 @@ async fn a_data_directory_from_989adcb_opens_migrated_with_every_value() {
     })
     .await;
     assert!(rewritten, "the member record was not rewritten");
-    let me = mesh.members().await.expect("members").remove(0);
-    assert_eq!(me.protocol, PROTOCOL_VERSION);
+    // The rewritten record is in protocol 2's layout: the version is its last byte (protocol
+    // 1's layout ends with the tags).
+    let new_record = mesh
+        .get("_confmesh/members/000000000000f1f1")
+        .await
+        .expect("get")
+        .and_then(|v| v.payload.value().cloned())
+        .expect("the new record");
+    assert_eq!(new_record.last(), Some(&PROTOCOL_VERSION));
     let value = |key: &'static str| {
         let mesh = mesh.clone();
         async move {

@@ -169,7 +169,7 @@ impl Client {
     ///
     /// [`ClientError::Refused`] with 404 if the key has no value.
     pub async fn get(&self, key: &str) -> Result<GetResponse, ClientError> {
-        let path = with_query(&routes::keyed(routes::KV, key), &GetParams::default());
+        let path = routes::keyed(routes::KV, key);
         self.call("GET", &path, Bytes::new()).await?.into_typed()
     }
 

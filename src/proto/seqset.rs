@@ -235,17 +235,15 @@ impl Serialize for SeqSet {
     }
 }
 
-/// Decoding checks the invariant: ranges valid, sorted, disjoint and non-adjacent.
+/// Decoding checks the invariant: ranges valid (each [`SeqRange`] checks itself as it is
+/// decoded), sorted, disjoint and non-adjacent.
 impl<'de> Deserialize<'de> for SeqSet {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SeqSet, D::Error> {
         let list = Vec::<SeqRange>::deserialize(deserializer)?;
         let mut ranges = BTreeMap::new();
         let mut floor = 0u64; // every next start must be > floor + 1
         for (i, range) in list.iter().enumerate() {
-            let ok = range.start >= 1
-                && range.start <= range.end
-                && (i == 0 || range.start > floor.saturating_add(1));
-            if !ok {
+            if i > 0 && range.start <= floor.saturating_add(1) {
                 return Err(serde::de::Error::custom(SeqSetError));
             }
             floor = range.end;
