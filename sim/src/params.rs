@@ -33,6 +33,10 @@ pub struct Cli {
     /// Largest clock skew of a node, in ms either way.
     #[arg(long, value_name = "N", default_value_t = 50)]
     skew_ms: u64,
+    /// Largest time a commit of local writes takes to be durable (fsync), in ms; each
+    /// commit's is drawn up to it. 0: at once.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    disk_ms: u64,
     /// Writes the scenario makes.
     #[arg(long, value_name = "N", default_value_t = 200)]
     writes: usize,
@@ -153,6 +157,7 @@ impl Cli {
             latency_ms_min: min,
             latency_ms_max: max,
             skew_ms: self.skew_ms,
+            disk_ms: self.disk_ms,
             writes: self.writes,
             write_interval_ms: self.write_interval_ms,
             keys: self.keys,
@@ -203,15 +208,20 @@ pub enum Scenario {
     Join,
     /// A node joins a mesh that holds many keys.
     Catchup,
+    /// Faults drawn from the seed while writes go on: crashes and restarts, pauses,
+    /// graceful leaves and returns, partitions of any shape, one-way or two-way; then every
+    /// fault ends, and one last crash must be detected.
+    Chaos,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Steady,
         Scenario::Partition,
         Scenario::Churn,
         Scenario::Join,
         Scenario::Catchup,
+        Scenario::Chaos,
     ];
 
     pub fn name(self) -> &'static str {
@@ -221,6 +231,7 @@ impl Scenario {
             Scenario::Churn => "churn",
             Scenario::Join => "join",
             Scenario::Catchup => "catchup",
+            Scenario::Chaos => "chaos",
         }
     }
 }
@@ -260,6 +271,8 @@ pub struct Params {
     pub latency_ms_min: u64,
     pub latency_ms_max: u64,
     pub skew_ms: u64,
+    /// The largest fsync latency of a commit of local writes, in ms (0: instant).
+    pub disk_ms: u64,
     pub writes: usize,
     pub write_interval_ms: u64,
     pub keys: usize,
@@ -296,6 +309,7 @@ impl Params {
                 format!("{}..{}", self.latency_ms_min, self.latency_ms_max),
             ),
             ("skew-ms", self.skew_ms.to_string()),
+            ("disk-ms", self.disk_ms.to_string()),
             ("writes", self.writes.to_string()),
             ("write-interval-ms", self.write_interval_ms.to_string()),
             ("keys", self.keys.to_string()),
@@ -330,13 +344,12 @@ impl Params {
     pub fn swarm(base: &Params, seed: u64) -> Params {
         use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5A4A_12D0_0000_0000);
-        let scenario = [
-            Scenario::Steady,
-            Scenario::Partition,
-            Scenario::Churn,
-            Scenario::Join,
-            Scenario::Catchup,
-        ][rng.random_range(0..5usize)];
+        // Half the runs are chaos, whose faults are drawn during the run from the same seed.
+        let scenario = if rng.random_bool(0.5) {
+            Scenario::Chaos
+        } else {
+            Scenario::ALL[rng.random_range(0..5usize)]
+        };
         let nodes = if scenario == Scenario::Catchup {
             rng.random_range(3..=8)
         } else {
@@ -357,6 +370,7 @@ impl Params {
             latency_ms_min,
             latency_ms_max,
             skew_ms: rng.random_range(0..=500),
+            disk_ms: rng.random_range(0..=20),
             writes: rng.random_range(10..=150),
             write_interval_ms: rng.random_range(5..=100),
             keys: rng.random_range(1..=50),

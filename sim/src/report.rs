@@ -7,7 +7,7 @@ use confmesh::proto::node::Event;
 use serde::Serialize;
 
 use crate::{
-    checker::{self, Failure, detection, false_positives},
+    checker::{self, Failure, detection},
     scenario::Phases,
     world::World,
 };
@@ -190,13 +190,7 @@ impl Report {
 
         let (convergence, deliveries) = convergence_and_deliveries(world, &up);
         let detect = detection_ms(world, &up, &phases);
-        let false_positives = false_positives::find(
-            world.params.scenario,
-            &world.member_log,
-            &phases.incarnations,
-            world.start,
-        )
-        .len() as u64;
+        let false_positives = checker::false_positives(world, &phases).len() as u64;
         let leaves_reported_as_left = leaves_reported_as_left(world, &up, &phases);
         let heal = heal_ms(world, &up, &phases);
         let per_node_per_s =

@@ -6,22 +6,26 @@ use confmesh::proto::{Dot, DotText, Key};
 
 use crate::world::WriteRecord;
 
-/// Checks that every write made on a node that is still up is held by every live node.
+/// Checks that every acknowledged write made on a node that is still up is held by every
+/// live node (`holds(node, dot)`: the node's causal context has it, so it holds it or what
+/// superseded it).
 ///
-/// A write is acknowledged once its writer applied it. The one allowance: a writer that is
-/// down may have crashed before passing a write on, and that write is not counted.
+/// A write is acknowledged once its writer's commit of it was durable. The one allowance: a
+/// writer that is down may have crashed before passing a write on, and that write is not
+/// counted here (the chaos scenario restarts every node and checks them all).
 /// `up` lists the live nodes.
-pub fn check(writes: &[WriteRecord], up: &[usize]) -> Result<(), LostWrites> {
+pub fn check(
+    writes: &[WriteRecord],
+    up: &[usize],
+    holds: impl Fn(usize, &Dot) -> bool,
+) -> Result<(), LostWrites> {
     let lost: Vec<LostWrite> = writes
         .iter()
         .enumerate()
-        .filter(|(_, w)| up.contains(&w.node))
+        .filter(|(_, w)| w.acknowledged() && up.contains(&w.node))
         .filter_map(|(write, w)| {
-            let missing_on: Vec<usize> = up
-                .iter()
-                .copied()
-                .filter(|&i| w.seen_at.get(i).is_none_or(Option::is_none))
-                .collect();
+            let missing_on: Vec<usize> =
+                up.iter().copied().filter(|&i| !holds(i, &w.dot)).collect();
             (!missing_on.is_empty()).then(|| LostWrite {
                 write,
                 key: w.key.clone(),

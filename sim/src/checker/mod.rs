@@ -6,14 +6,19 @@
 //! names what broke (node, key, write). [`check`] gathers that data from a finished [`World`],
 //! runs every checker and adds the seed that replays the run.
 //!
+//! - [`continuous`]: what must hold at every moment (no value nobody wrote, no replica
+//!   forgets, no acknowledged write held by nobody), checked while the run goes on.
 //! - [`liveness`]: every phase of the scenario ends before its deadline.
 //! - [`lost_writes`]: every write made on a node that is still up is on every live node.
 //! - [`convergence`]: every live node holds the same map.
-//! - [`detection`]: every crashed node is declared down by every survivor.
-//! - [`false_positives`]: no running node is declared down, beyond what the scenario allows.
+//! - [`detection`]: every crashed node is declared down by every survivor, and promptly by
+//!   every node that could see it go.
+//! - [`false_positives`]: no running node is declared down, beyond what the faults injected
+//!   explain (defined precisely there).
 //! - [`leaves`]: no survivor still lists a node that left gracefully.
 //! - [`determinism`]: the same seed gives the same trace hash (`--check-replay`).
 
+pub mod continuous;
 pub mod convergence;
 pub mod detection;
 pub mod determinism;
@@ -25,6 +30,10 @@ pub mod lost_writes;
 use std::fmt;
 
 use serde::{Serialize, Serializer};
+
+use std::time::Duration;
+
+use confmesh::proto::node::{Config, Event, NodeId};
 
 use crate::{scenario::Phases, world::World};
 
@@ -42,6 +51,8 @@ pub struct Failure {
 pub enum Violation {
     /// A phase of the scenario missed its deadline.
     Liveness(liveness::Missed),
+    /// Something that must never be was seen during the run (the first, and how many).
+    Continuous(Vec<(Duration, continuous::Finding)>),
     /// Writes made on nodes that are still up are missing on some live node.
     LostWrites(lost_writes::LostWrites),
     /// Live nodes hold different maps.
@@ -63,7 +74,15 @@ pub fn check(world: &World, phases: &Phases) -> Vec<Failure> {
         .cloned()
         .map(Violation::Liveness)
         .collect();
-    if let Err(lost) = lost_writes::check(&world.writes, &up) {
+    if !world.findings.is_empty() {
+        violations.push(Violation::Continuous(world.findings.clone()));
+    }
+    let holds = |i: usize, dot: &_| {
+        world
+            .node(i)
+            .is_some_and(|n| n.store().digest().contains(dot))
+    };
+    if let Err(lost) = lost_writes::check(&world.writes, &up, holds) {
         violations.push(Violation::LostWrites(lost));
     }
     let stores: Vec<_> = up
@@ -77,12 +96,24 @@ pub fn check(world: &World, phases: &Phases) -> Vec<Failure> {
     if let Err(undetected) = detection::check(&phases.crashes, &survivors, &world.member_log) {
         violations.push(Violation::Undetected(undetected));
     }
-    let found = false_positives::find(
-        world.params.scenario,
+    let running =
+        |id: NodeId, from, to| {
+            phases.incarnations.iter().any(|&(inc, start, stop)| {
+                inc == id && start <= from && stop.is_none_or(|s| s >= to)
+            }) && !world.member_log.iter().any(|(t, _, e)| {
+                *t >= from && *t <= to && matches!(e, Event::Rejoined(new) if new.addr == id.addr)
+            })
+        };
+    if let Err(undetected) = detection::timely(
+        &phases.episodes,
         &world.member_log,
-        &phases.incarnations,
-        world.start,
-    );
+        &world.faults,
+        running,
+        world.now,
+    ) {
+        violations.push(Violation::Undetected(undetected));
+    }
+    let found = false_positives(world, phases);
     if let Err(false_positives) = false_positives::check(found, world.params.loss) {
         violations.push(Violation::FalsePositives(false_positives));
     }
@@ -97,6 +128,20 @@ pub fn check(world: &World, phases: &Phases) -> Vec<Failure> {
             violation,
         })
         .collect()
+}
+
+/// The running incarnations declared down in a finished run, as
+/// [`false_positives::find`] defines them.
+pub fn false_positives(world: &World, phases: &Phases) -> Vec<false_positives::FalsePositive> {
+    let swim = Config::lan(world.id(0), world.len(), 0).swim;
+    false_positives::find(
+        &world.member_log,
+        &phases.incarnations,
+        &world.faults,
+        |id| world.index_of(id.addr),
+        false_positives::window(swim.probe_period, swim.suspect_to_down_after),
+        world.start,
+    )
 }
 
 impl Failure {
@@ -122,6 +167,7 @@ impl Violation {
     pub fn checker(&self) -> &'static str {
         match self {
             Violation::Liveness(_) => "liveness",
+            Violation::Continuous(_) => "continuous",
             Violation::LostWrites(_) => "lost_writes",
             Violation::Diverged(_) => "convergence",
             Violation::Undetected(_) => "detection",
@@ -147,6 +193,15 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Violation::Liveness(missed) => missed.fmt(f),
+            Violation::Continuous(found) => {
+                if let Some((at, first)) = found.first() {
+                    write!(f, "at t={:.2}s {first}", at.as_secs_f64())?;
+                }
+                if found.len() > 1 {
+                    write!(f, " (and {} more findings)", found.len() - 1)?;
+                }
+                Ok(())
+            }
             Violation::LostWrites(lost) => lost.fmt(f),
             Violation::Diverged(divergence) => divergence.fmt(f),
             Violation::Undetected(undetected) => undetected.fmt(f),

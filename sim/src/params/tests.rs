@@ -30,7 +30,7 @@ fn defaults_match_the_summary_line() {
     assert_eq!(
         p.to_string(),
         "seed=1 scenario=steady nodes=100 loss=0.01 duplicate=0.01 latency_ms=1..10 skew_ms=50 \
-         writes=200 write_interval_ms=20 keys=100 start=cold"
+         disk_ms=0 writes=200 write_interval_ms=20 keys=100 start=cold"
     );
     assert_eq!(p.catchup_keys, 100_000);
     assert!(!p.smoke && !p.check_replay && !p.quiet && !p.baseline && !p.one_way);
@@ -142,6 +142,7 @@ fn swarm_runs_draw_every_parameter_from_their_seed_and_replay_from_their_command
     assert_eq!(base.swarm, Some(50));
     let mut scenarios = std::collections::BTreeSet::new();
     let mut node_counts = std::collections::BTreeSet::new();
+    let mut disks = std::collections::BTreeSet::new();
     for seed in 3..53 {
         let run = Params::swarm(&base, seed);
         // The same seed draws the same run.
@@ -158,8 +159,14 @@ fn swarm_runs_draw_every_parameter_from_their_seed_and_replay_from_their_command
         assert_eq!(replayed.swarm, None);
         scenarios.insert(run.scenario.name());
         node_counts.insert(run.nodes);
+        disks.insert(run.disk_ms);
     }
-    assert_eq!(scenarios.len(), 5, "every scenario is drawn: {scenarios:?}");
+    assert!(disks.len() > 5, "fsync latencies vary: {disks:?}");
+    assert_eq!(
+        scenarios.len(),
+        Scenario::ALL.len(),
+        "every scenario is drawn: {scenarios:?}"
+    );
     assert!(node_counts.len() > 10, "node counts vary: {node_counts:?}");
     assert_eq!(refused("--swarm 5 --smoke"), ErrorKind::ArgumentConflict);
 }

@@ -1,5 +1,9 @@
 //! The simulated world: nodes, a network with latency, loss, duplication, reordering and
-//! partitions, crashes and restarts, per-node clock skew, all in virtual time from one seed.
+//! partitions, a disk with fsync latency, crashes that lose what was not durable, restarts,
+//! pauses, per-node clock skew, all in virtual time from one seed.
+
+mod disk;
+pub mod faults;
 
 use std::{
     cmp::Ordering,
@@ -10,33 +14,63 @@ use std::{
 
 use bytes::Bytes;
 use confmesh::proto::{
-    Dot, Key, Store, WriterId,
+    Digest, Dot, Key, Store, Version, WriterId,
     node::{Channel, Config, Dissemination, Event, Node, NodeId, NodeStats},
     wire,
 };
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 
-use crate::{follow::Follow, params::Params};
+use self::{
+    disk::Disk,
+    faults::{Fault, FaultLog, Partition},
+};
+use crate::{
+    checker::continuous::{self, Finding},
+    follow::Follow,
+    params::Params,
+};
 
 /// One write the scenario made, and when each node first held it.
 pub struct WriteRecord {
     /// The key written (or deleted).
     pub key: Key,
     pub dot: Dot,
+    /// The value written; `None` for a delete.
+    pub value: Option<Bytes>,
+    /// When it was made.
     pub at: Instant,
+    /// When its writer acknowledged it (its commit was durable); `None` while pending.
+    pub acked: Option<Instant>,
+    /// Its writer crashed before acknowledging it: it never took effect, and its dot may be
+    /// given to a later write.
+    pub lost: bool,
     pub node: usize,
     pub seen_at: Vec<Option<Instant>>,
 }
 
-/// A node slot: the node while it runs, what it persisted while it is down.
+impl WriteRecord {
+    /// Whether the write took effect: acknowledged, and so never to be lost.
+    pub fn acknowledged(&self) -> bool {
+        self.acked.is_some() && !self.lost
+    }
+}
+
+/// How often the continuous checks run, in virtual time.
+const AUDIT_EVERY: Duration = Duration::from_millis(500);
+
+/// A node slot: the node while it runs, and its disk.
 struct Slot {
     node: Option<Node>,
     id: NodeId,
-    persisted: Option<Store>,
+    disk: Disk,
+    /// While paused: when it resumes.
+    paused_until: Option<Instant>,
     /// The pending wake-up event, to skip stale ones.
     wake: Option<Instant>,
-    /// Writes this node has not been seen holding yet.
+    /// Writes this node is not known to hold.
     unseen: Vec<usize>,
+    /// The store's revision and digest at the last audit, while this incarnation runs.
+    audited: Option<(u64, Digest)>,
     left: bool,
     skew_ms: i64,
     /// Counters of earlier incarnations (before crashes), so totals survive restarts.
@@ -51,6 +85,15 @@ enum Kind {
         bytes: Bytes,
     },
     Wake {
+        node: usize,
+    },
+    /// The node's commit of local writes completes (`epoch`: of its disk when submitted).
+    Durable {
+        node: usize,
+        epoch: u64,
+    },
+    /// A paused node resumes.
+    Resume {
         node: usize,
     },
 }
@@ -92,9 +135,20 @@ pub struct World {
     heap: BinaryHeap<Scheduled>,
     slots: Vec<Slot>,
     index: HashMap<SocketAddr, usize>,
-    /// Group of each node while partitioned; messages between groups are dropped.
-    partition: Option<Vec<u8>>,
+    /// The links cut, while partitioned.
+    partition: Option<Partition>,
+    /// Every partition and pause, for the checkers.
+    pub faults: FaultLog,
     pub writes: Vec<WriteRecord>,
+    /// Pending writes by (writer, dot): the index of their record.
+    pending: HashMap<(usize, Dot), usize>,
+    /// The newest record of each dot.
+    by_dot: HashMap<Dot, usize>,
+    /// What nodes were given at the start (`preload`), as written by nobody in the run.
+    preloaded: Option<Store>,
+    /// What the continuous checks found, in the order found (at most [`continuous::KEPT`]).
+    pub findings: Vec<(Duration, Finding)>,
+    next_audit: Instant,
     pub member_log: MemberLog,
     pub bytes_sent: u64,
     /// While `Some`, bytes sent are also counted by message kind (each message decoded):
@@ -126,9 +180,11 @@ impl World {
                         writer: WriterId(i as u64 + 1),
                         generation: 1,
                     },
-                    persisted: None,
+                    disk: Disk::default(),
+                    paused_until: None,
                     wake: None,
                     unseen: Vec::new(),
+                    audited: None,
                     left: false,
                     skew_ms: if skew > 0 {
                         rng.random_range(-skew..=skew)
@@ -149,7 +205,13 @@ impl World {
             slots,
             index: (0..n).map(|i| (addr(i), i)).collect(),
             partition: None,
+            faults: FaultLog::default(),
             writes: Vec::new(),
+            pending: HashMap::new(),
+            by_dot: HashMap::new(),
+            preloaded: None,
+            findings: Vec::new(),
+            next_audit: start + AUDIT_EVERY,
             member_log: Vec::new(),
             bytes_sent: 0,
             bytes_by_kind: None,
@@ -196,7 +258,8 @@ impl World {
         let wall = 1_700_000_000_000u64.saturating_add_signed(slot.skew_ms)
             + self.elapsed().as_millis() as u64;
         let config = self.config(i, id);
-        let store = self.slots[i].persisted.take();
+        // A restart reads its data directory, which still holds what it read.
+        let store = self.slots[i].disk.durable.clone();
         let mut node = Node::with_store(config, self.now, wall, store);
         if !members.is_empty() {
             node.restore_members(self.now, members.iter().copied());
@@ -205,12 +268,15 @@ impl World {
         if !seeds.is_empty() {
             node.join(self.now, &seeds);
         }
+        let digest = node.store().digest();
+        let unseen = (0..self.writes.len())
+            .filter(|&w| !self.writes[w].lost && !digest.contains(&self.writes[w].dot))
+            .collect();
         let slot = &mut self.slots[i];
         slot.node = Some(node);
         slot.left = false;
-        slot.unseen = (0..self.writes.len())
-            .filter(|&w| self.writes[w].seen_at[i].is_none())
-            .collect();
+        slot.unseen = unseen;
+        slot.audited = None;
         self.after(i);
     }
 
@@ -219,35 +285,99 @@ impl World {
         for i in range {
             let snapshot = store.snapshot();
             let writer = self.slots[i].id.writer;
-            self.slots[i].persisted = Some(
+            self.slots[i].disk.durable = Some(
                 Store::restore(writer, store.config().clone(), snapshot).expect("valid snapshot"),
             );
         }
+        self.preloaded = Some(store.clone());
     }
 
-    /// Crashes node `i`: it stops at once; its store is what it persisted.
+    /// Crashes node `i` (a power cut): it stops at once, and restarts from what was durable;
+    /// its writes not yet acknowledged are lost.
     pub fn crash(&mut self, i: usize) {
-        if let Some(node) = self.slots[i].node.take() {
-            self.slots[i].persisted = Some(node.store().clone());
-            add_stats(&mut self.slots[i].stats_before, node.stats());
-            self.slots[i].id.generation += 1_000;
-            self.slots[i].wake = None;
-        }
+        self.stop(i, false);
     }
 
-    /// Node `i` leaves gracefully; it is gone a second later.
+    fn stop(&mut self, i: usize, graceful: bool) {
+        let Some(node) = self.slots[i].node.take() else {
+            return;
+        };
+        let slot = &mut self.slots[i];
+        if graceful {
+            slot.disk.stop(node.store());
+        } else {
+            slot.disk.crash();
+        }
+        add_stats(&mut slot.stats_before, node.stats());
+        slot.id.generation += 1_000;
+        slot.wake = None;
+        slot.audited = None;
+        if slot.paused_until.take().is_some() {
+            self.faults
+                .end(self.now, |f| matches!(f, Fault::Pause(p) if *p == i));
+        }
+        let writes = &mut self.writes;
+        self.pending.retain(|&(writer, _), &mut w| {
+            if writer == i {
+                writes[w].lost = true;
+            }
+            writer != i
+        });
+    }
+
+    /// Node `i` leaves gracefully; it is gone a second later, its replica saved.
     pub fn leave(&mut self, i: usize) {
         if let Some(node) = self.slots[i].node.as_mut() {
             node.leave(self.now);
             self.after(i);
         }
         self.run_for(Duration::from_secs(1));
-        self.crash(i);
+        self.stop(i, true);
         self.slots[i].left = true;
+    }
+
+    /// Pauses node `i` for `d` (a stopped process, a long GC pause): messages to it wait,
+    /// its timers wait, it sends nothing. When it resumes, its timers run first.
+    pub fn pause(&mut self, i: usize, d: Duration) {
+        if !self.is_up(i) || self.is_paused(i) {
+            return;
+        }
+        let until = self.now + d;
+        self.slots[i].paused_until = Some(until);
+        self.faults.begin(self.now, Fault::Pause(i));
+        self.push(until, Kind::Resume { node: i });
+    }
+
+    /// The index of the node at `addr`.
+    pub fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.index.get(&addr).copied()
+    }
+
+    /// How many acknowledged writes some running node is not known to hold yet.
+    pub fn missing_writes(&self) -> usize {
+        let mut missing: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|s| s.node.is_some())
+            .flat_map(|s| s.unseen.iter().copied())
+            .filter(|&w| self.writes[w].acknowledged())
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing.len()
     }
 
     pub fn is_up(&self, i: usize) -> bool {
         self.slots[i].node.is_some()
+    }
+
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.slots[i].paused_until.is_some()
+    }
+
+    /// Whether node `i` runs and is not paused: it can take writes.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.is_up(i) && !self.is_paused(i)
     }
 
     pub fn node(&self, i: usize) -> Option<&Node> {
@@ -273,23 +403,28 @@ impl World {
     /// first half to the second.
     pub fn split(&mut self, one_way: bool) {
         let n = self.len();
-        let mut groups: Vec<u8> = (0..n).map(|i| u8::from(i >= n / 2)).collect();
-        if one_way {
-            groups.iter_mut().for_each(|g| *g += 2);
-        }
-        self.partition = Some(groups);
+        let groups: Vec<u8> = (0..n).map(|i| u8::from(i >= n / 2)).collect();
+        self.partition(Partition {
+            groups,
+            one_way: one_way.then_some((0, 1)),
+        });
+    }
+
+    /// Cuts the links `partition` names, in place of any partition in force.
+    pub fn partition(&mut self, partition: Partition) {
+        self.heal();
+        self.faults.begin(self.now, Fault::Cut(partition.clone()));
+        self.partition = Some(partition);
     }
 
     pub fn heal(&mut self) {
-        self.partition = None;
+        if self.partition.take().is_some() {
+            self.faults.end(self.now, |f| matches!(f, Fault::Cut(_)));
+        }
     }
 
     fn blocked(&self, from: usize, to: usize) -> bool {
-        match &self.partition {
-            None => false,
-            Some(g) if g[from] >= 2 => g[from] == 2 && g[to] == 3,
-            Some(g) => g[from] != g[to],
-        }
+        self.partition.as_ref().is_some_and(|p| p.blocks(from, to))
     }
 
     /// Writes at node `i`; returns whether a version was written (a delete of an absent key
@@ -301,21 +436,24 @@ impl World {
             return false;
         };
         let key = Key::new(key).expect("scenario keys are valid");
-        let version = match value {
+        let version = match value.clone() {
             Some(v) => Some(node.put(now, key, v).expect("scenario values are small")),
             None => node.delete(now, key),
         };
         let Some(version) = version else { return false };
         let w = self.writes.len();
-        let mut seen_at = vec![None; n];
-        seen_at[i] = Some(now);
         self.writes.push(WriteRecord {
             key: version.key.clone(),
             dot: version.dot,
+            value,
             at: now,
+            acked: None,
+            lost: false,
             node: i,
-            seen_at,
+            seen_at: vec![None; n],
         });
+        self.pending.insert((i, version.dot), w);
+        self.by_dot.insert(version.dot, w);
         for (j, slot) in self.slots.iter_mut().enumerate() {
             if j != i && slot.node.is_some() {
                 slot.unseen.push(w);
@@ -331,8 +469,23 @@ impl World {
         let end = self.now + d;
         while self.heap.peek().is_some_and(|e| e.at <= end) {
             let Some(event) = self.heap.pop() else { break };
+            while self.next_audit <= event.at {
+                self.now = self.next_audit;
+                self.audit();
+                self.next_audit += AUDIT_EVERY;
+            }
             self.now = event.at;
             self.events_processed += 1;
+            if let Some(node) = event.kind.node()
+                && let Some(until) = self.slots[node].paused_until
+                && !matches!(event.kind, Kind::Resume { .. })
+            {
+                // A paused node handles nothing: what arrives waits for it to resume.
+                if !matches!(event.kind, Kind::Wake { .. }) {
+                    self.push(until, event.kind);
+                }
+                continue;
+            }
             match event.kind {
                 Kind::Deliver {
                     to,
@@ -351,9 +504,112 @@ impl World {
                     }
                     self.after(node);
                 }
+                Kind::Durable { node, epoch } => {
+                    if self.slots[node].disk.epoch == epoch {
+                        let locals = self.slots[node].disk.complete();
+                        self.acknowledge(node, &locals);
+                        self.after(node);
+                    }
+                }
+                Kind::Resume { node } => {
+                    if self.slots[node].paused_until != Some(event.at) {
+                        continue; // crashed meanwhile
+                    }
+                    self.slots[node].paused_until = None;
+                    self.faults
+                        .end(self.now, |f| matches!(f, Fault::Pause(p) if *p == node));
+                    self.slots[node].wake = None;
+                    let now = self.now;
+                    if let Some(n) = self.slots[node].node.as_mut() {
+                        n.handle_timeout(now);
+                    }
+                    self.after(node);
+                }
             }
         }
+        while self.next_audit <= end {
+            self.now = self.next_audit;
+            self.audit();
+            self.next_audit += AUDIT_EVERY;
+        }
         self.now = end;
+    }
+
+    /// Node `i`'s commit of `locals` is durable: it applies them, and they are acknowledged.
+    fn acknowledge(&mut self, i: usize, locals: &[Version]) {
+        let Some(last) = locals.last() else { return };
+        let now = self.now;
+        let Some(node) = self.slots[i].node.as_mut() else {
+            return;
+        };
+        let refused = node.handle_persisted(now, last.dot.counter);
+        debug_assert!(refused.is_empty(), "a simulated node's write was refused");
+        for version in locals {
+            if let Some(w) = self.pending.remove(&(i, version.dot)) {
+                self.writes[w].acked = Some(now);
+                self.writes[w].seen_at[i] = Some(now);
+            }
+        }
+    }
+
+    /// The continuous checks (`checker::continuous`), on the world as it is now.
+    fn audit(&mut self) {
+        if self.findings.len() >= continuous::KEPT {
+            return;
+        }
+        let t = self.elapsed();
+        let mut found = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(node) = &slot.node else { continue };
+            let store = node.store();
+            if slot
+                .audited
+                .as_ref()
+                .is_some_and(|(revision, _)| *revision == store.revision())
+            {
+                continue;
+            }
+            if let Some((_, before)) = &slot.audited
+                && let Err(f) = continuous::kept(i, before, store.digest())
+            {
+                found.push(f);
+            }
+            let written = |dot: &Dot| {
+                self.by_dot
+                    .get(dot)
+                    .map(|&w| &self.writes[w])
+                    .filter(|w| w.acknowledged())
+                    .map(|w| (w.key.clone(), w.value.clone()))
+                    .or_else(|| {
+                        let v = self.preloaded.as_ref()?.version_by_dot(dot)?;
+                        Some((v.key.clone(), v.payload.value().cloned()))
+                    })
+            };
+            if let Err(f) = continuous::written(i, store, written) {
+                found.push(f);
+            }
+            slot.audited = Some((store.revision(), store.digest().clone()));
+        }
+        let holds = |w: &WriteRecord| {
+            let held = |s: &Slot| {
+                s.node
+                    .as_ref()
+                    .is_some_and(|n| n.store().digest().contains(&w.dot))
+                    || s.disk
+                        .durable
+                        .as_ref()
+                        .is_some_and(|d| d.digest().contains(&w.dot))
+            };
+            held(&self.slots[w.node]) || self.slots.iter().any(held)
+        };
+        if let Err(f) = continuous::held(&self.writes, holds) {
+            found.push(f);
+        }
+        for f in found {
+            if self.findings.len() < continuous::KEPT {
+                self.findings.push((t, f));
+            }
+        }
     }
 
     /// Runs until `done` holds (checked every `step`) or `limit` passes; returns whether it held.
@@ -407,9 +663,12 @@ impl World {
         let digest = node.store().digest();
         let writes = &mut self.writes;
         slot.unseen.retain(|&w| {
-            let have = digest.contains(&writes[w].dot);
+            if writes[w].lost {
+                return false;
+            }
+            let have = writes[w].acked.is_some() && digest.contains(&writes[w].dot);
             if have {
-                writes[w].seen_at[i] = Some(now);
+                writes[w].seen_at[i].get_or_insert(now);
             }
             !have
         });
@@ -417,19 +676,35 @@ impl World {
 
     /// Drains node `i`'s output into the network and re-arms its wake-up.
     fn after(&mut self, i: usize) {
-        let Some(node) = self.slots[i].node.as_mut() else {
+        let slot = &mut self.slots[i];
+        let Some(node) = slot.node.as_mut() else {
             return;
         };
-        // The simulated disk is instant: a local write is durable as soon as it is made, so
-        // a crash loses none (the runtime's storage loses only writes not yet acknowledged).
-        let mut durable = None;
         while let Some(version) = node.poll_persist() {
-            durable = Some(version.dot.counter);
+            slot.disk.queue(version);
         }
-        if let Some(seq) = durable {
-            let refused = node.handle_persisted(self.now, seq);
-            debug_assert!(refused.is_empty(), "a simulated node's write was refused");
+        if self.params.disk_ms == 0 {
+            let locals = slot.disk.take_queued();
+            if !locals.is_empty() {
+                self.acknowledge(i, &locals);
+                let slot = &mut self.slots[i];
+                if let Some(node) = &slot.node {
+                    slot.disk.durable_now(node.store());
+                }
+            }
+        } else if slot.disk.submit(node.store()) {
+            let epoch = slot.disk.epoch;
+            let delay = self.rng.random_range(0..=self.params.disk_ms * 1_000);
+            self.push(
+                self.now + Duration::from_micros(delay),
+                Kind::Durable { node: i, epoch },
+            );
         }
+        let slot = &mut self.slots[i];
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        slot.disk.checkpoint(self.now, node.store());
         let mut out = Vec::new();
         while let Some(t) = node.poll_transmit() {
             out.push(t);
@@ -514,6 +789,7 @@ impl World {
     }
 
     fn push(&mut self, at: Instant, kind: Kind) {
+        debug_assert!(at >= self.now, "an event scheduled in the past");
         self.seq += 1;
         self.heap.push(Scheduled {
             at,
@@ -570,4 +846,14 @@ fn add_stats(total: &mut NodeStats, s: NodeStats) {
     total.datagram_bytes_sent += s.datagram_bytes_sent;
     total.stream_bytes_sent += s.stream_bytes_sent;
     total.suspicions_refuted += s.suspicions_refuted;
+}
+
+impl Kind {
+    /// The node that handles the event.
+    fn node(&self) -> Option<usize> {
+        match self {
+            Kind::Deliver { to, .. } => Some(*to),
+            Kind::Wake { node } | Kind::Durable { node, .. } | Kind::Resume { node } => Some(*node),
+        }
+    }
 }

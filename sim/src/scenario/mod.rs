@@ -1,5 +1,7 @@
 //! The scenarios: scripts that drive a [`World`] and collect what the report needs.
 
+mod chaos;
+
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
@@ -33,6 +35,8 @@ pub struct Phases {
     pub leaves: Vec<(usize, NodeId)>,
     /// Incarnations that ran: (identity, started, stopped).
     pub incarnations: Vec<(NodeId, Instant, Option<Instant>)>,
+    /// Crashes during the chaos scenario, for `checker::detection::timely`.
+    pub episodes: Vec<crate::checker::detection::Episode>,
     pub catchup_ms: Option<u64>,
     /// Phases that missed their deadline (`checker::liveness`).
     pub missed: Vec<Missed>,
@@ -45,6 +49,7 @@ pub fn run(world: &mut World, phases: &mut Phases) {
         Scenario::Churn => churn(world, phases),
         Scenario::Join => join(world, phases),
         Scenario::Catchup => catchup(world, phases),
+        Scenario::Chaos => chaos::run(world, phases),
     }
 }
 
@@ -177,19 +182,11 @@ fn write_phase(
 }
 
 fn converge(world: &mut World, phases: &mut Phases, limit: Duration) {
-    let done = |w: &World| {
-        w.writes
-            .iter()
-            .all(|r| (0..w.len()).all(|i| !w.is_up(i) || r.seen_at[i].is_some()))
-    };
+    let done = |w: &World| w.missing_writes() == 0;
     if world.run_until(Duration::from_millis(50), limit, done) {
         say(world, "every write is on every live node");
     } else {
-        let pending = world
-            .writes
-            .iter()
-            .filter(|r| (0..world.len()).any(|i| world.is_up(i) && r.seen_at[i].is_none()))
-            .count();
+        let pending = world.missing_writes();
         phases.missed.push(Missed::Spread {
             pending,
             writes: world.writes.len(),
