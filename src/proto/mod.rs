@@ -9,6 +9,7 @@ mod key;
 pub mod node;
 mod seqset;
 pub mod store;
+pub mod trust;
 pub mod wire;
 
 pub use self::wire::Message;

@@ -302,6 +302,18 @@ impl Store {
         Some(self.write_local(now_wall_ms, key, Payload::Tombstone))
     }
 
+    /// Records `dot` as seen with no value: a version that was validly signed but refused
+    /// (PROTOCOL.md §7.4). Anti-entropy does not ask for it again and version vectors advance
+    /// past it; it supersedes nothing. Returns whether the dot was new.
+    pub fn record_refused(&mut self, dot: Dot) -> bool {
+        if dot.counter == 0 || self.context.contains(&dot) {
+            return false;
+        }
+        self.context.insert(dot);
+        self.revision += 1;
+        true
+    }
+
     /// The winning version of `key`, or `None` if the key is absent or deleted.
     pub fn get(&self, key: &Key) -> Option<&Version> {
         self.keys

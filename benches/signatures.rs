@@ -1,0 +1,75 @@
+//! What signed versions would cost, measured before they are built (docs/PROTOCOL.md §7):
+//! Ed25519 signing and verifying one version's bytes, verifying a batch of 64 (one writer, and
+//! 64 writers), and deriving a writer id from a public key.
+//!
+//! Run: `cargo bench --bench signatures`. Names follow `area/operation`.
+#![allow(missing_docs, reason = "criterion macros generate undocumented items")]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+/// The bytes a signature would cover for a typical config version: a 40-byte key, a
+/// 100-byte value, its dot, clock, timestamp, author and message (about 220 bytes).
+fn version_bytes(i: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(256);
+    bytes.extend_from_slice(b"confmesh version v1");
+    bytes.extend_from_slice(format!("service-{:03}/config/key-{i:06}", i % 500).as_bytes());
+    bytes.extend_from_slice(&i.to_le_bytes());
+    bytes.extend_from_slice(&[b'v'; 100]);
+    bytes.extend_from_slice(&[7u8; 40]);
+    bytes.extend_from_slice(b"alice@example.org rotate the pool size");
+    bytes
+}
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn signatures(c: &mut Criterion) {
+    let signer = key(1);
+    let message = version_bytes(1);
+    let signature = signer.sign(&message);
+    let public = signer.verifying_key();
+    c.bench_function("ed25519/sign", |b| {
+        b.iter(|| black_box(signer.sign(black_box(&message))));
+    });
+    c.bench_function("ed25519/verify", |b| {
+        b.iter(|| black_box(public.verify_strict(black_box(&message), &signature)).is_ok());
+    });
+
+    for (name, writers) in [("one_writer", 1u8), ("64_writers", 64)] {
+        let keys: Vec<SigningKey> = (0..64u8).map(|i| key(1 + i % writers)).collect();
+        let messages: Vec<Vec<u8>> = (0..64).map(version_bytes).collect();
+        let sigs: Vec<Signature> = keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
+        let publics: Vec<VerifyingKey> = keys.iter().map(SigningKey::verifying_key).collect();
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        c.bench_function(&format!("ed25519/verify_batch_64/{name}"), |b| {
+            b.iter(|| {
+                black_box(ed25519_dalek::verify_batch(
+                    black_box(&refs),
+                    &sigs,
+                    &publics,
+                ))
+                .is_ok()
+            });
+        });
+    }
+
+    c.bench_function("writer_id/sha256_of_public_key", |b| {
+        b.iter(|| {
+            let digest = Sha256::new()
+                .chain_update(b"confmesh writer id v1")
+                .chain_update(black_box(public.as_bytes()))
+                .finalize();
+            black_box(u64::from_be_bytes(
+                digest[..8].try_into().unwrap_or_default(),
+            ))
+        });
+    });
+}
+
+criterion_group!(benches, signatures);
+criterion_main!(benches);

@@ -1,0 +1,271 @@
+//! Writer keys, writer ids, endorsements and signed versions (PROTOCOL.md §7.2, §7.3).
+
+use bytes::Bytes;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::{MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, WRITERS_PREFIX};
+use crate::proto::{Dot, HlcTimestamp, Key, KeyError, Payload, VClock, Version, WriterId};
+
+/// The domain tag of writer ids.
+const WRITER_ID_TAG: &[u8] = b"confmesh writer id v1";
+/// The domain tag of signed versions.
+const VERSION_TAG: &[u8] = b"confmesh version v1";
+/// The domain tag of endorsements (what a node's certificate key signs).
+pub const ENDORSE_TAG: &[u8] = b"confmesh endorse v1";
+
+/// The writer id of a public key: the first 8 bytes, big-endian, of
+/// SHA-256(`"confmesh writer id v1"` ‖ key).
+pub fn writer_id(public: &VerifyingKey) -> WriterId {
+    let digest = Sha256::new()
+        .chain_update(WRITER_ID_TAG)
+        .chain_update(public.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    WriterId(u64::from_be_bytes(first))
+}
+
+/// The key a writer's endorsement is written under.
+///
+/// # Errors
+///
+/// None in practice: the prefix and 16 hex digits always make a valid key.
+pub fn endorsement_key(writer: WriterId) -> Result<Key, KeyError> {
+    Key::new(&format!("{WRITERS_PREFIX}{writer}"))
+}
+
+/// The bytes a version's signature covers: a domain tag, then the bincode encoding of every
+/// field of the version but the signature.
+pub fn signed_bytes(version: &Version, author: Option<&str>, message: Option<&str>) -> Vec<u8> {
+    let fields: (
+        &Key,
+        &Dot,
+        &VClock,
+        &HlcTimestamp,
+        &Payload,
+        Option<&str>,
+        Option<&str>,
+    ) = (
+        &version.key,
+        &version.dot,
+        &version.supersedes,
+        &version.timestamp,
+        &version.payload,
+        author,
+        message,
+    );
+    let mut bytes = VERSION_TAG.to_vec();
+    // Encoding into a Vec cannot fail for these types.
+    let _ = bincode::serde::encode_into_std_write(fields, &mut bytes, bincode::config::standard());
+    bytes
+}
+
+/// A version with its audit fields and its writer's signature over all of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedVersion {
+    /// The version.
+    pub version: Version,
+    /// The principal the write was made for, if any (at most [`MAX_AUTHOR_BYTES`]).
+    pub author: Option<String>,
+    /// The change message, if any (at most [`MAX_MESSAGE_BYTES`]).
+    pub message: Option<String>,
+    /// Ed25519 over [`signed_bytes`].
+    pub signature: [u8; 64],
+}
+
+impl SignedVersion {
+    /// Whether `public` signed exactly this version, audit fields included (`verify_strict`).
+    pub fn verifies(&self, public: &VerifyingKey) -> bool {
+        let bytes = signed_bytes(
+            &self.version,
+            self.author.as_deref(),
+            self.message.as_deref(),
+        );
+        public
+            .verify_strict(&bytes, &Signature::from_bytes(&self.signature))
+            .is_ok()
+    }
+
+    /// Whether its audit fields are within their limits.
+    pub fn audit_fields_fit(&self) -> bool {
+        self.author
+            .as_ref()
+            .is_none_or(|a| a.len() <= MAX_AUTHOR_BYTES)
+            && self
+                .message
+                .as_ref()
+                .is_none_or(|m| m.len() <= MAX_MESSAGE_BYTES)
+    }
+
+    /// Whether two versions with one dot differ in anything their signatures cover.
+    pub fn differs_from(&self, other: &SignedVersion) -> bool {
+        (&self.version, &self.author, &self.message)
+            != (&other.version, &other.author, &other.message)
+    }
+}
+
+/// A writer's signing key, held by one data directory.
+pub struct WriterKey {
+    signing: SigningKey,
+}
+
+impl WriterKey {
+    /// The key made from 32 random bytes (the caller draws them from the OS, or a seeded
+    /// generator in tests).
+    pub fn from_seed(seed: [u8; 32]) -> WriterKey {
+        WriterKey {
+            signing: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// Its public key.
+    pub fn public(&self) -> VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    /// The writer id it writes under.
+    pub fn id(&self) -> WriterId {
+        writer_id(&self.public())
+    }
+
+    /// Signs `version`, with its audit fields.
+    pub fn sign(
+        &self,
+        version: Version,
+        author: Option<String>,
+        message: Option<String>,
+    ) -> SignedVersion {
+        let bytes = signed_bytes(&version, author.as_deref(), message.as_deref());
+        SignedVersion {
+            signature: self.signing.sign(&bytes).to_bytes(),
+            version,
+            author,
+            message,
+        }
+    }
+
+    /// The payload of this writer's endorsement, given the node's certificate and the
+    /// node's signature over [`Endorsement::signed_bytes`] (made with the certificate's key,
+    /// by the caller, which holds it).
+    pub fn endorsement(&self, certificate: Vec<u8>, signature: Vec<u8>) -> Endorsement {
+        Endorsement {
+            public_key: self.public().to_bytes(),
+            certificate,
+            signature,
+        }
+    }
+}
+
+/// What binds a writer key to a certified node: the payload of the writer's first version
+/// (seq 1), under [`endorsement_key`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endorsement {
+    /// The writer's Ed25519 public key.
+    pub public_key: [u8; 32],
+    /// The node's certificate (DER), which must chain to the cluster CA.
+    pub certificate: Vec<u8>,
+    /// The certificate key's signature over [`Endorsement::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+/// Why an endorsement is not valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EndorsementError {
+    /// The payload does not decode.
+    #[error("the endorsement does not decode")]
+    Malformed,
+    /// The public key is not a valid Ed25519 key.
+    #[error("the endorsement's public key is not valid")]
+    BadKey,
+    /// The public key's writer id is not the version's writer.
+    #[error("the endorsement's key belongs to another writer id")]
+    WrongWriter,
+    /// The certificate does not chain to the CA, or its key did not sign.
+    #[error("the endorsement is not certified")]
+    NotCertified,
+}
+
+impl Endorsement {
+    /// What the node's certificate key signs: a domain tag, the public key, the writer id.
+    pub fn signed_bytes(public_key: &[u8; 32], writer: WriterId) -> Vec<u8> {
+        let mut bytes = ENDORSE_TAG.to_vec();
+        bytes.extend_from_slice(public_key);
+        bytes.extend_from_slice(&writer.0.to_be_bytes());
+        bytes
+    }
+
+    /// The bincode encoding, the version's payload.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::new();
+        let _ = bincode::serde::encode_into_std_write(self, &mut out, bincode::config::standard());
+        Bytes::from(out)
+    }
+
+    /// Checks a version's payload as `writer`'s endorsement; returns the writer's key.
+    ///
+    /// # Errors
+    ///
+    /// [`EndorsementError`] naming what is wrong.
+    pub fn check(
+        payload: &[u8],
+        writer: WriterId,
+        certifier: &dyn Certifier,
+    ) -> Result<VerifyingKey, EndorsementError> {
+        let config = bincode::config::standard().with_limit::<{ 64 * 1024 }>();
+        let (endorsement, used): (Endorsement, usize) =
+            bincode::serde::decode_from_slice(payload, config)
+                .map_err(|_| EndorsementError::Malformed)?;
+        if used != payload.len() {
+            return Err(EndorsementError::Malformed);
+        }
+        let public = VerifyingKey::from_bytes(&endorsement.public_key)
+            .map_err(|_| EndorsementError::BadKey)?;
+        if public.is_weak() {
+            return Err(EndorsementError::BadKey);
+        }
+        if writer_id(&public) != writer {
+            return Err(EndorsementError::WrongWriter);
+        }
+        let signed = Endorsement::signed_bytes(&endorsement.public_key, writer);
+        if !certifier.certifies(&endorsement.certificate, &signed, &endorsement.signature) {
+            return Err(EndorsementError::NotCertified);
+        }
+        Ok(public)
+    }
+}
+
+/// Checks that a certificate chains to the cluster CA and that its key made `signature` over
+/// `message`. The runtime's uses webpki and the CA certificate; it must not read the clock (a
+/// verdict must be the same at every replica and every time; expiry and revocation are policy,
+/// PROTOCOL.md §7.4).
+pub trait Certifier {
+    /// Whether `certificate` is the CA's and signed `message`.
+    fn certifies(&self, certificate: &[u8], message: &[u8], signature: &[u8]) -> bool;
+}
+
+/// Proof that a writer's key signed two different versions with one dot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Equivocation {
+    /// One of them.
+    pub first: SignedVersion,
+    /// The other: same dot, different content.
+    pub second: SignedVersion,
+}
+
+impl Equivocation {
+    /// The writer and sequence number it convicts.
+    pub fn dot(&self) -> Dot {
+        self.first.version.dot
+    }
+
+    /// Whether it proves what it claims with `public`, the writer's key: one dot, different
+    /// contents, both signed.
+    pub fn holds(&self, public: &VerifyingKey) -> bool {
+        self.first.version.dot == self.second.version.dot
+            && self.first.differs_from(&self.second)
+            && self.first.verifies(public)
+            && self.second.verifies(public)
+    }
+}

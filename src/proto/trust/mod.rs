@@ -1,0 +1,39 @@
+//! Trust I: self-certifying writers and signed versions (docs/PROTOCOL.md §7).
+//!
+//! The rules every replica applies to every version from a peer, as pure functions over the
+//! version, the writers' endorsements and the equivocation proofs seen: [`Judge`]. Nothing here
+//! does I/O or reads a clock; keys are made from bytes the caller draws. `Node` does not use
+//! this module yet: it is the specification's executable form, checked by
+//! `tests/trust_model.rs` over arbitrary delivery orders, and the piece the build plugs in.
+
+mod judge;
+mod keys;
+
+pub use self::{
+    judge::{Forgery, Judge, MAX_DEFERRED, MAX_DEFERRED_PER_WRITER, Outcome, Refusal, Verdict},
+    keys::{
+        Certifier, ENDORSE_TAG, Endorsement, EndorsementError, Equivocation, SignedVersion,
+        WriterKey, endorsement_key, signed_bytes, writer_id,
+    },
+};
+
+/// The reserved prefix of endorsements: `_confmesh/writers/<writer id, 16 hex digits>`.
+pub const WRITERS_PREFIX: &str = "_confmesh/writers/";
+
+/// The reserved prefix of member records: `_confmesh/members/<writer id, 16 hex digits>`.
+pub const MEMBERS_PREFIX: &str = "_confmesh/members/";
+
+/// The reserved prefix of equivocation proofs: `_confmesh/equivocations/<writer id>`.
+pub const EQUIVOCATIONS_PREFIX: &str = "_confmesh/equivocations/";
+
+/// Everything under it belongs to confmesh.
+pub const RESERVED_PREFIX: &str = "_confmesh/";
+
+/// The longest `author` a version may carry, in bytes.
+pub const MAX_AUTHOR_BYTES: usize = 256;
+
+/// The longest change `message` a version may carry, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! Writer ids, endorsements and signatures: each check refuses what it must.
+
+use bytes::Bytes;
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+
+use super::{Certifier, Endorsement, EndorsementError, WriterKey, endorsement_key, writer_id};
+use crate::proto::{Key, Payload, Store, StoreConfig, WriterId};
+
+/// Certifies one node key (its public half is the "certificate").
+struct OneNode(VerifyingKey);
+
+impl Certifier for OneNode {
+    fn certifies(&self, certificate: &[u8], message: &[u8], signature: &[u8]) -> bool {
+        certificate == self.0.as_bytes()
+            && <[u8; 64]>::try_from(signature).is_ok_and(|s| {
+                self.0
+                    .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&s))
+                    .is_ok()
+            })
+    }
+}
+
+fn endorsed(key: &WriterKey, node: &SigningKey) -> Endorsement {
+    let public = key.public().to_bytes();
+    let signature = node.sign(&Endorsement::signed_bytes(&public, key.id()));
+    key.endorsement(
+        node.verifying_key().to_bytes().to_vec(),
+        signature.to_bytes().to_vec(),
+    )
+}
+
+#[test]
+fn a_writer_id_is_its_keys_and_differs_between_keys() {
+    let a = WriterKey::from_seed([1; 32]);
+    let b = WriterKey::from_seed([2; 32]);
+    assert_eq!(a.id(), writer_id(&a.public()));
+    assert_ne!(a.id(), b.id());
+    assert_eq!(
+        endorsement_key(a.id()).map(|k| k.as_str().len()),
+        Ok("_confmesh/writers/".len() + 16)
+    );
+}
+
+#[test]
+fn an_endorsement_is_checked_for_key_writer_and_certificate() {
+    let key = WriterKey::from_seed([3; 32]);
+    let node = SigningKey::from_bytes(&[4; 32]);
+    let ca = OneNode(node.verifying_key());
+    let good = endorsed(&key, &node);
+    assert_eq!(
+        Endorsement::check(&good.encode(), key.id(), &ca).map(|k| k.to_bytes()),
+        Ok(key.public().to_bytes())
+    );
+    assert_eq!(
+        Endorsement::check(&good.encode(), WriterId(key.id().0 ^ 1), &ca),
+        Err(EndorsementError::WrongWriter)
+    );
+    let stranger = SigningKey::from_bytes(&[5; 32]);
+    assert_eq!(
+        Endorsement::check(&endorsed(&key, &stranger).encode(), key.id(), &ca),
+        Err(EndorsementError::NotCertified)
+    );
+    let mut trailing = good.encode().to_vec();
+    trailing.push(0);
+    assert_eq!(
+        Endorsement::check(&trailing, key.id(), &ca),
+        Err(EndorsementError::Malformed)
+    );
+    assert_eq!(
+        Endorsement::check(b"\xff\xff", key.id(), &ca),
+        Err(EndorsementError::Malformed)
+    );
+    // A small-order point is no key.
+    let mut weak = good.clone();
+    weak.public_key = [0; 32];
+    weak.public_key[0] = 1;
+    assert_eq!(
+        Endorsement::check(&weak.encode(), key.id(), &ca),
+        Err(EndorsementError::BadKey)
+    );
+}
+
+#[test]
+fn a_signature_covers_every_field_and_the_audit_fields() {
+    let key = WriterKey::from_seed([6; 32]);
+    let mut store = Store::new(key.id(), StoreConfig::default());
+    let version = store
+        .put(
+            1_700_000_000_000,
+            Key::new("app/a").expect("valid"),
+            Bytes::from_static(b"v"),
+        )
+        .expect("small");
+    let signed = key.sign(version, Some("alice".into()), Some("why".into()));
+    assert!(signed.verifies(&key.public()));
+    assert!(!signed.verifies(&WriterKey::from_seed([7; 32]).public()));
+    let mut changes = Vec::new();
+    let mut c = signed.clone();
+    c.version.key = Key::new("app/b").expect("valid");
+    changes.push(c);
+    let mut c = signed.clone();
+    c.version.dot.counter += 1;
+    changes.push(c);
+    let mut c = signed.clone();
+    c.version.payload = Payload::Tombstone;
+    changes.push(c);
+    let mut c = signed.clone();
+    c.version.timestamp = crate::proto::HlcTimestamp::default();
+    changes.push(c);
+    let mut c = signed.clone();
+    c.version.supersedes.dots.insert(WriterId(9), 1);
+    changes.push(c);
+    let mut c = signed.clone();
+    c.author = None;
+    changes.push(c);
+    let mut c = signed.clone();
+    c.message = Some("another reason".into());
+    changes.push(c);
+    for changed in changes {
+        assert!(!changed.verifies(&key.public()), "{changed:?}");
+    }
+}
+
+#[test]
+fn a_refused_dot_is_seen_once_and_holds_nothing() {
+    let mut store = Store::new(WriterId(1), StoreConfig::default());
+    let dot = crate::proto::Dot::new(WriterId(2), 1);
+    let revision = store.revision();
+    assert!(store.record_refused(dot));
+    assert!(!store.record_refused(dot));
+    assert!(!store.record_refused(crate::proto::Dot::new(WriterId(2), 0)));
+    assert!(store.digest().contains(&dot));
+    assert!(store.version_by_dot(&dot).is_none());
+    assert_eq!(store.revision(), revision + 1);
+    assert_eq!(store.digest().version_vector().get(&WriterId(2)), 1);
+}
