@@ -36,7 +36,7 @@ struct Ca {
 }
 
 impl Certifier for Ca {
-    fn certifies(&self, certificate: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    fn certifies(&self, certificate: &[u8], message: &[u8], signature: &[u8], _at_ms: u64) -> bool {
         let Ok(cert) = <[u8; 32]>::try_from(certificate) else {
             return false;
         };

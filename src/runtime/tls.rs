@@ -119,6 +119,21 @@ impl TlsConfig {
         TlsConfig::from_pem(&read(ca)?, &read(chain)?, &read(key)?)
     }
 
+    /// The cluster CA's certificate.
+    pub(crate) fn ca(&self) -> &CertificateDer<'static> {
+        &self.ca
+    }
+
+    /// The node's own certificate (the chain's first).
+    pub(crate) fn leaf(&self) -> Option<&CertificateDer<'static>> {
+        self.chain.first()
+    }
+
+    /// The node's private key.
+    pub(crate) fn key(&self) -> &PrivateKeyDer<'static> {
+        &self.key
+    }
+
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
         let mut roots = RootCertStore::empty();
         roots

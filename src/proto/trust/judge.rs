@@ -110,7 +110,12 @@ impl Judge {
         let dot = signed.version.dot;
         if is_endorsement(signed.version.key.as_str(), dot)
             && let Some(payload) = signed.version.payload.value()
-            && let Ok(public) = Endorsement::check(payload, dot.actor, certifier)
+            && let Ok(public) = Endorsement::check(
+                payload,
+                dot.actor,
+                certifier,
+                signed.version.timestamp.wall_ms(),
+            )
         {
             self.writers.insert(dot.actor, public);
         }
@@ -149,7 +154,12 @@ impl Judge {
             let Payload::Value(payload) = &version.payload else {
                 return Verdict::Forged(Forgery::BadEndorsement(EndorsementError::Malformed));
             };
-            return match Endorsement::check(payload, dot.actor, certifier) {
+            return match Endorsement::check(
+                payload,
+                dot.actor,
+                certifier,
+                signed.version.timestamp.wall_ms(),
+            ) {
                 Err(e) => Verdict::Forged(Forgery::BadEndorsement(e)),
                 Ok(public) if !signed.verifies(&public) => Verdict::Forged(Forgery::BadSignature),
                 Ok(_) => Verdict::Apply,
@@ -190,6 +200,7 @@ impl Judge {
             let mut verdict = self.judge(store, &signed, certifier);
             match &verdict {
                 Verdict::Apply => {
+                    let at_ms = signed.version.timestamp.wall_ms();
                     let endorsement = is_endorsement(signed.version.key.as_str(), dot)
                         .then(|| signed.version.payload.value().cloned())
                         .flatten();
@@ -198,7 +209,7 @@ impl Judge {
                         Ok(_) => {
                             if let Some(payload) = endorsement
                                 && let Ok(public) =
-                                    Endorsement::check(&payload, dot.actor, certifier)
+                                    Endorsement::check(&payload, dot.actor, certifier, at_ms)
                             {
                                 self.writers.insert(dot.actor, public);
                                 queue.extend(self.release(dot.actor));

@@ -203,7 +203,9 @@ impl Endorsement {
         Bytes::from(out)
     }
 
-    /// Checks a version's payload as `writer`'s endorsement; returns the writer's key.
+    /// Checks a version's payload as `writer`'s endorsement, written at `at_ms` (its
+    /// timestamp's wall time, ms since the Unix epoch: the certificate must have been valid
+    /// then); returns the writer's key.
     ///
     /// # Errors
     ///
@@ -212,6 +214,7 @@ impl Endorsement {
         payload: &[u8],
         writer: WriterId,
         certifier: &dyn Certifier,
+        at_ms: u64,
     ) -> Result<VerifyingKey, EndorsementError> {
         let config = bincode::config::standard().with_limit::<{ 64 * 1024 }>();
         let (endorsement, used): (Endorsement, usize) =
@@ -229,20 +232,26 @@ impl Endorsement {
             return Err(EndorsementError::WrongWriter);
         }
         let signed = Endorsement::signed_bytes(&endorsement.public_key, writer);
-        if !certifier.certifies(&endorsement.certificate, &signed, &endorsement.signature) {
+        if !certifier.certifies(
+            &endorsement.certificate,
+            &signed,
+            &endorsement.signature,
+            at_ms,
+        ) {
             return Err(EndorsementError::NotCertified);
         }
         Ok(public)
     }
 }
 
-/// Checks that a certificate chains to the cluster CA and that its key made `signature` over
-/// `message`. The runtime's uses webpki and the CA certificate; it must not read the clock (a
-/// verdict must be the same at every replica and every time; expiry and revocation are policy,
-/// PROTOCOL.md §7.4).
+/// Checks that a certificate chains to the cluster CA, was valid at a given time, and that
+/// its key made `signature` over `message`. The runtime's uses webpki and the CA certificate.
+/// It must not read the clock: a verdict must be the same at every replica and every time, so
+/// the time is the endorsement's own (revocation is policy, PROTOCOL.md §7.4).
 pub trait Certifier {
-    /// Whether `certificate` is the CA's and signed `message`.
-    fn certifies(&self, certificate: &[u8], message: &[u8], signature: &[u8]) -> bool;
+    /// Whether `certificate` is the CA's, was valid at `at_ms` (ms since the Unix epoch), and
+    /// signed `message`.
+    fn certifies(&self, certificate: &[u8], message: &[u8], signature: &[u8], at_ms: u64) -> bool;
 }
 
 /// Proof that a writer's key signed two different versions with one dot.

@@ -10,7 +10,7 @@ use crate::proto::{Key, Payload, Store, StoreConfig, WriterId};
 struct OneNode(VerifyingKey);
 
 impl Certifier for OneNode {
-    fn certifies(&self, certificate: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    fn certifies(&self, certificate: &[u8], message: &[u8], signature: &[u8], _at_ms: u64) -> bool {
         certificate == self.0.as_bytes()
             && <[u8; 64]>::try_from(signature).is_ok_and(|s| {
                 self.0
@@ -48,26 +48,26 @@ fn an_endorsement_is_checked_for_key_writer_and_certificate() {
     let ca = OneNode(node.verifying_key());
     let good = endorsed(&key, &node);
     assert_eq!(
-        Endorsement::check(&good.encode(), key.id(), &ca).map(|k| k.to_bytes()),
+        Endorsement::check(&good.encode(), key.id(), &ca, 0).map(|k| k.to_bytes()),
         Ok(key.public().to_bytes())
     );
     assert_eq!(
-        Endorsement::check(&good.encode(), WriterId(key.id().0 ^ 1), &ca),
+        Endorsement::check(&good.encode(), WriterId(key.id().0 ^ 1), &ca, 0),
         Err(EndorsementError::WrongWriter)
     );
     let stranger = SigningKey::from_bytes(&[5; 32]);
     assert_eq!(
-        Endorsement::check(&endorsed(&key, &stranger).encode(), key.id(), &ca),
+        Endorsement::check(&endorsed(&key, &stranger).encode(), key.id(), &ca, 0),
         Err(EndorsementError::NotCertified)
     );
     let mut trailing = good.encode().to_vec();
     trailing.push(0);
     assert_eq!(
-        Endorsement::check(&trailing, key.id(), &ca),
+        Endorsement::check(&trailing, key.id(), &ca, 0),
         Err(EndorsementError::Malformed)
     );
     assert_eq!(
-        Endorsement::check(b"\xff\xff", key.id(), &ca),
+        Endorsement::check(b"\xff\xff", key.id(), &ca, 0),
         Err(EndorsementError::Malformed)
     );
     // A small-order point is no key.
@@ -75,7 +75,7 @@ fn an_endorsement_is_checked_for_key_writer_and_certificate() {
     weak.public_key = [0; 32];
     weak.public_key[0] = 1;
     assert_eq!(
-        Endorsement::check(&weak.encode(), key.id(), &ca),
+        Endorsement::check(&weak.encode(), key.id(), &ca, 0),
         Err(EndorsementError::BadKey)
     );
 }

@@ -1,0 +1,141 @@
+//! Endorsements against the cluster CA (docs/PROTOCOL.md §7.2): the runtime's
+//! [`Certifier`](crate::proto::trust::Certifier), and the making of a writer's endorsement
+//! with the node's TLS key.
+//!
+//! An endorsement carries the node's certificate (DER) and a signature, by the certificate's
+//! key, over the writer's public key and id. It is valid when the certificate chains to the
+//! CA (webpki, as the TLS handshake checks peers, client-auth usage), was valid when the
+//! endorsement was written (its version's timestamp, so every replica judges it the same, at
+//! any time), and its key made the signature (ECDSA P-256, the key every node certificate
+//! `DevCa` issues has). Certificates issued under intermediates are not supported yet: the
+//! endorsement carries the leaf only.
+
+use std::time::Duration;
+
+use rustls::{
+    SignatureScheme,
+    pki_types::{CertificateDer, TrustAnchor, UnixTime},
+};
+
+use super::tls::{TlsConfig, TlsError};
+use crate::proto::trust::{Certifier, Endorsement, WriterKey};
+
+/// Checks endorsements against one cluster CA.
+#[derive(Debug)]
+pub struct CaCertifier {
+    anchor: TrustAnchor<'static>,
+}
+
+impl CaCertifier {
+    /// A certifier for the CA `tls` trusts.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Config`] if the CA certificate does not parse as a trust anchor.
+    pub fn new(tls: &TlsConfig) -> Result<CaCertifier, TlsError> {
+        let anchor = webpki::anchor_from_trusted_cert(tls.ca())
+            .map_err(|e| TlsError::Config(format!("the CA certificate: {e}")))?
+            .to_owned();
+        Ok(CaCertifier { anchor })
+    }
+}
+
+impl Certifier for CaCertifier {
+    fn certifies(&self, certificate: &[u8], message: &[u8], signature: &[u8], at_ms: u64) -> bool {
+        let der = CertificateDer::from(certificate);
+        let Ok(cert) = webpki::EndEntityCert::try_from(&der) else {
+            return false;
+        };
+        let time = UnixTime::since_unix_epoch(Duration::from_millis(at_ms));
+        cert.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            std::slice::from_ref(&self.anchor),
+            &[],
+            time,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .is_ok()
+            && cert
+                .verify_signature(webpki::ring::ECDSA_P256_SHA256, message, signature)
+                .is_ok()
+    }
+}
+
+/// The endorsement of `key` by the node `tls` describes: its certificate, and its key's
+/// signature over the writer's public key and id.
+///
+/// # Errors
+///
+/// [`TlsError::Config`] if the node's key is not an ECDSA P-256 key, or signing fails.
+pub fn endorse(tls: &TlsConfig, key: &WriterKey) -> Result<Endorsement, TlsError> {
+    let leaf = tls
+        .leaf()
+        .ok_or_else(|| TlsError::Config("no node certificate".into()))?;
+    let signing = rustls::crypto::ring::sign::any_ecdsa_type(tls.key())
+        .map_err(|e| TlsError::Config(format!("the node key cannot endorse: {e}")))?;
+    let signer = signing
+        .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
+        .ok_or_else(|| TlsError::Config("the node key is not ECDSA P-256".into()))?;
+    let public = key.public().to_bytes();
+    let signature = signer
+        .sign(&Endorsement::signed_bytes(&public, key.id()))
+        .map_err(|e| TlsError::Config(format!("signing the endorsement: {e}")))?;
+    Ok(key.endorsement(leaf.to_vec(), signature))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::tls::DevCa;
+
+    /// 2026-12-01, in ms: inside a fresh certificate's validity.
+    const NOW_MS: u64 = 1_796_083_200_000;
+
+    fn now_ms() -> u64 {
+        #[allow(clippy::disallowed_methods, reason = "a certificate is valid from now")]
+        let now = std::time::SystemTime::now();
+        now.duration_since(std::time::UNIX_EPOCH)
+            .map_or(NOW_MS, |d| d.as_millis() as u64)
+    }
+
+    #[test]
+    fn an_endorsement_by_a_certified_node_verifies_and_nothing_else_does() {
+        let ca = DevCa::generate("test-ca").expect("a CA");
+        let node = ca.node_config("node-a").expect("a node");
+        let certifier = CaCertifier::new(&node).expect("a certifier");
+        let key = WriterKey::from_seed([9; 32]);
+        let endorsement = endorse(&node, &key).expect("endorsed");
+        let now = now_ms();
+        let public = Endorsement::check(&endorsement.encode(), key.id(), &certifier, now)
+            .expect("a valid endorsement");
+        assert_eq!(public, key.public());
+
+        // Another writer's key under this endorsement: the signature covers the key.
+        let other = WriterKey::from_seed([10; 32]);
+        let mut swapped = endorsement.clone();
+        swapped.public_key = other.public().to_bytes();
+        assert!(Endorsement::check(&swapped.encode(), other.id(), &certifier, now).is_err());
+
+        // A node of another CA.
+        let stranger = DevCa::generate("other-ca")
+            .and_then(|ca| ca.node_config("node-x"))
+            .expect("a node");
+        let foreign = endorse(&stranger, &key).expect("endorsed");
+        assert!(Endorsement::check(&foreign.encode(), key.id(), &certifier, now).is_err());
+
+        // The CA's own certificate is no node certificate, and a tampered signature fails.
+        let mut tampered = endorsement.clone();
+        if let Some(byte) = tampered.signature.last_mut() {
+            *byte ^= 1;
+        }
+        assert!(Endorsement::check(&tampered.encode(), key.id(), &certifier, now).is_err());
+        let mut as_ca = endorsement.clone();
+        as_ca.certificate = node.ca().to_vec();
+        assert!(Endorsement::check(&as_ca.encode(), key.id(), &certifier, now).is_err());
+
+        // Written before the certificate was valid: the judgement uses the version's time.
+        assert!(Endorsement::check(&endorsement.encode(), key.id(), &certifier, 1_000).is_err());
+    }
+}
