@@ -1,6 +1,8 @@
 //! What signed versions would cost, measured before they are built (docs/PROTOCOL.md §7):
 //! Ed25519 signing and verifying one version's bytes, verifying a batch of 64 (one writer, and
-//! 64 writers), and deriving a writer id from a public key.
+//! 64 writers), and deriving a writer id from a public key; with ed25519-dalek (RFC 8032,
+//! `verify_strict`, whose batch check is cofactored and so accepts more than its single
+//! check) and ed25519-zebra (ZIP 215, whose single and batch checks agree).
 //!
 //! Run: `cargo bench --bench signatures`. Names follow `area/operation`.
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
@@ -54,6 +56,40 @@ fn signatures(c: &mut Criterion) {
                     &publics,
                 ))
                 .is_ok()
+            });
+        });
+    }
+
+    // ZIP 215 (ed25519-zebra): the same messages.
+    let zsigner = ed25519_zebra::SigningKey::from([1u8; 32]);
+    let zpublic = ed25519_zebra::VerificationKey::from(&zsigner);
+    let zsig = zsigner.sign(&message);
+    c.bench_function("zip215/sign", |b| {
+        b.iter(|| black_box(zsigner.sign(black_box(&message))));
+    });
+    c.bench_function("zip215/verify", |b| {
+        b.iter(|| black_box(zpublic.verify(&zsig, black_box(&message))).is_ok());
+    });
+    for (name, writers) in [("one_writer", 1u8), ("64_writers", 64)] {
+        let keys: Vec<ed25519_zebra::SigningKey> = (0..64u8)
+            .map(|i| ed25519_zebra::SigningKey::from([1 + i % writers; 32]))
+            .collect();
+        let messages: Vec<Vec<u8>> = (0..64).map(version_bytes).collect();
+        let items: Vec<(
+            ed25519_zebra::VerificationKeyBytes,
+            ed25519_zebra::Signature,
+        )> = keys
+            .iter()
+            .zip(&messages)
+            .map(|(k, m)| (ed25519_zebra::VerificationKey::from(k).into(), k.sign(m)))
+            .collect();
+        c.bench_function(&format!("zip215/verify_batch_64/{name}"), |b| {
+            b.iter(|| {
+                let mut batch = ed25519_zebra::batch::Verifier::new();
+                for ((key, sig), m) in items.iter().zip(&messages) {
+                    batch.queue((*key, *sig, m));
+                }
+                black_box(batch.verify(rand::rng())).is_ok()
             });
         });
     }

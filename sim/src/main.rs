@@ -106,8 +106,9 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// One line on a swarm: runs, failures, and the false positives the checkers tolerated
-/// (partitions, loss over 1%).
+/// One line on a swarm: runs, failures, the false positives tolerated (loss over 1%), the
+/// declarations the injected faults excused, and in how many runs the false-positive check
+/// held (loss of at most 1%).
 fn swarm_summary(reports: &[Report], failed: usize) -> String {
     let with_false_positives: Vec<u64> = reports
         .iter()
@@ -116,8 +117,13 @@ fn swarm_summary(reports: &[Report], failed: usize) -> String {
         .collect();
     let sim_s: f64 = reports.iter().map(|r| r.sim_s).sum();
     let wall_s: f64 = reports.iter().map(|r| r.wall_s).sum();
+    let excused: u64 = reports.iter().map(|r| r.excused_declarations).sum();
+    let enforced = reports
+        .iter()
+        .filter(|r| r.loss <= checker::false_positives::TOLERATED_ABOVE_LOSS)
+        .count();
     format!(
-        "swarm: {} runs, {failed} failed; {} runs with tolerated false positives (most {}); {:.0} s simulated in {:.0} s",
+        "swarm: {} runs, {failed} failed; {} runs with tolerated false positives (most {}); {excused} declarations excused by injected faults; false positives checked in {enforced} runs; {:.0} s simulated in {:.0} s",
         reports.len(),
         with_false_positives.len(),
         with_false_positives.iter().max().copied().unwrap_or(0),

@@ -82,6 +82,8 @@ pub struct Report {
     pub grafts_per_change: Option<f64>,
     pub sync_repairs_per_change: Option<f64>,
     pub false_positives: u64,
+    /// Running nodes declared down that the faults injected (partitions, pauses) excuse.
+    pub excused_declarations: u64,
     /// Suspicions raised and refuted in time, summed over nodes (`NodeStats::suspicions_refuted`).
     pub suspicions_refuted: u64,
     /// Of (surviving observer, gracefully leaving node) pairs, the share in which the
@@ -190,7 +192,9 @@ impl Report {
 
         let (convergence, deliveries) = convergence_and_deliveries(world, &up);
         let detect = detection_ms(world, &up, &phases);
-        let false_positives = checker::false_positives(world, &phases).len() as u64;
+        let declared = checker::false_positives(world, &phases);
+        let false_positives = declared.iter().filter(|(_, excused)| !excused).count() as u64;
+        let excused_declarations = declared.iter().filter(|(_, excused)| *excused).count() as u64;
         let leaves_reported_as_left = leaves_reported_as_left(world, &up, &phases);
         let heal = heal_ms(world, &up, &phases);
         let per_node_per_s =
@@ -236,6 +240,7 @@ impl Report {
             join_ms: phases.join_ms,
             catchup_ms: phases.catchup_ms,
             false_positives,
+            excused_declarations,
             suspicions_refuted: total(|s| s.suspicions_refuted) as u64,
             leaves_reported_as_left,
             lost_writes: failures.iter().map(Failure::lost_writes).sum(),

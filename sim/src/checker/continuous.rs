@@ -2,8 +2,11 @@
 //! 500 ms of virtual time, on every running node whose replica changed since the last time
 //! (`World::audit`), and keeps the first [`KEPT`] findings:
 //!
-//! - [`written`]: no value nobody wrote. The winner of each live key on a running node is an
-//!   acknowledged write of that key, with that value (or was on disk at the start).
+//! - [`written`]: no value nobody wrote. Every version a running node stores (winners,
+//!   siblings and tombstones) is an acknowledged write of that key, with that value (or was
+//!   on disk at the start).
+//! - No version id given twice: a node never gives a new write the dot of an acknowledged
+//!   one (checked as each write is made, `World::write`).
 //! - [`kept`]: a running replica never forgets. Every version a running incarnation held stays
 //!   in its causal context (stored, or superseded, or collected). Only a crash may lose
 //!   state, and only what was not durable.
@@ -37,6 +40,13 @@ pub enum Finding {
         /// The node.
         node: usize,
     },
+    /// A new write got the dot of an acknowledged write.
+    Reissued {
+        /// The acknowledged write's position among the run's writes.
+        write: usize,
+        /// The dot given twice.
+        dot: Dot,
+    },
     /// No node holds an acknowledged write, running or on disk.
     Unheld {
         /// Its position among the run's writes.
@@ -46,14 +56,14 @@ pub enum Finding {
     },
 }
 
-/// Checks that every live key's winner on node `node` was written: `written` gives the key
-/// and value of the acknowledged write with a dot, if there is one.
+/// Checks that every version node `node` stores was written: `written` gives the key and value
+/// (`None`: a delete) of the acknowledged write with a dot, if there is one.
 pub fn written(
     node: usize,
     store: &Store,
     written: impl Fn(&Dot) -> Option<(Key, Option<Bytes>)>,
 ) -> Result<(), Finding> {
-    for version in store.list("") {
+    for version in store.versions_all() {
         let ok = written(&version.dot).is_some_and(|(key, value)| {
             key == version.key && value.as_ref() == version.payload.value()
         });
@@ -104,6 +114,11 @@ impl fmt::Display for Finding {
                     "node {node} no longer holds versions it held, without a crash"
                 )
             }
+            Finding::Reissued { write, dot } => write!(
+                f,
+                "dot {} of acknowledged write {write} was given to another write",
+                DotText(*dot)
+            ),
             Finding::Unheld { write, dot } => write!(
                 f,
                 "acknowledged write {write} (dot {}) is held by no node, running or on disk",

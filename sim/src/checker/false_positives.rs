@@ -10,10 +10,11 @@
 //! - the incarnation was paused (it answered no probe);
 //! - the node that declared it was paused (its suspicion timers ran out before it read the
 //!   answers that waited for it);
-//! - a partition cut a link between the incarnation and any node, either way. Not only a
-//!   cut between it and its accuser: SWIM's indirect probes go through third nodes, and a
-//!   suspicion is refuted through them, so one lost ack plus cut helpers (the swarm's seed 482:
-//!   the accuser and the accused on the same side of a one-way cut) is enough.
+//! - a partition cut the link between the two, either way;
+//! - a partition cut the incarnation off from at least [`CUT_SHARE`] of the other nodes. SWIM's
+//!   indirect probes go through three members, and a suspicion is refuted through them, so one
+//!   lost ack and three cut helpers suffice (the swarm's seed 482: the accuser and the accused
+//!   on the same side of a one-way cut, most helpers cut from the accused).
 //!
 //! Above [`TOLERATED_ABOVE_LOSS`] the false positives are counted but are not a failure: a
 //! probe and all its indirect probes lost is then expected now and then.
@@ -32,6 +33,10 @@ use crate::world::{MemberLog, faults::FaultLog};
 /// report) but are not a failure.
 pub const TOLERATED_ABOVE_LOSS: f64 = 0.01;
 
+/// The share of its links a partition must cut for a node's declaration to be excused when its
+/// accuser could still reach it.
+pub const CUT_SHARE: f64 = 1.0 / 3.0;
+
 /// How far back a fault explains a declaration: twice a probe period and the suspicion
 /// timeout, the longest a declaration takes from the probe that failed.
 pub fn window(probe_period: Duration, suspect_to_down_after: Duration) -> Duration {
@@ -47,19 +52,21 @@ pub fn check(found: Vec<FalsePositive>, loss: f64) -> Result<(), FalsePositives>
     Err(FalsePositives { found })
 }
 
-/// Every false positive of a run (see the module's definition), in the order declared.
+/// Every declaration of a running incarnation, in the order declared, with whether the faults
+/// injected excuse it (see the module's definition); the others are false positives. The
+/// swarm reports how many were excused, so that a check excusing everything would show.
 ///
 /// `incarnations` holds (identity, started, stopped) for every incarnation that ran; one that
 /// stopped (crashed, or started leaving) may be declared down from then on. `index` gives a
 /// node's index from an identity; `faults` the partitions and pauses injected.
-pub fn find(
+pub fn classify(
     log: &MemberLog,
     incarnations: &[(NodeId, Instant, Option<Instant>)],
     faults: &FaultLog,
     index: impl Fn(&NodeId) -> Option<usize>,
     window: Duration,
     start: Instant,
-) -> Vec<FalsePositive> {
+) -> Vec<(FalsePositive, bool)> {
     let mut declared: HashSet<NodeId> = HashSet::new();
     let mut found = Vec::new();
     for (t, observer, e) in log {
@@ -83,15 +90,22 @@ pub fn find(
         let Some(x) = index(&id) else { continue };
         let since = t.checked_sub(window).unwrap_or(start).max(start);
         let explained = faults.paused(x, since, *t)
-            || faults.isolated_any(x, since, *t)
-            || (how == How::DeclaredDown && faults.paused(*observer, since, *t));
-        if running && !explained {
-            found.push(FalsePositive {
+            || faults.cut_share(x, since, *t) >= CUT_SHARE
+            || match how {
+                How::DeclaredDown => {
+                    faults.paused(*observer, since, *t) || faults.cut(x, *observer, since, *t)
+                }
+                // No accuser known: any link of the incarnation cut.
+                How::Rejoined => faults.isolated_any(x, since, *t),
+            };
+        if running {
+            let found_one = FalsePositive {
                 at: *t - start,
                 observer: *observer,
                 id,
                 how,
-            });
+            };
+            found.push((found_one, explained));
         }
     }
     found

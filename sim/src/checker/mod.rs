@@ -31,11 +31,14 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use confmesh::proto::node::{Config, Event, NodeId};
 
-use crate::{scenario::Phases, world::World};
+use crate::{
+    scenario::Phases,
+    world::{MemberLog, World},
+};
 
 /// One invariant a run broke, with the seed that replays the run.
 #[derive(Clone, Debug)]
@@ -96,14 +99,11 @@ pub fn check(world: &World, phases: &Phases) -> Vec<Failure> {
     if let Err(undetected) = detection::check(&phases.crashes, &survivors, &world.member_log) {
         violations.push(Violation::Undetected(undetected));
     }
-    let running =
-        |id: NodeId, from, to| {
-            phases.incarnations.iter().any(|&(inc, start, stop)| {
-                inc == id && start <= from && stop.is_none_or(|s| s >= to)
-            }) && !world.member_log.iter().any(|(t, _, e)| {
-                *t >= from && *t <= to && matches!(e, Event::Rejoined(new) if new.addr == id.addr)
-            })
-        };
+    let ran = incarnations(&phases.incarnations, &world.member_log);
+    let running = |id: NodeId, from, to| {
+        ran.iter()
+            .any(|&(inc, start, stop)| inc == id && start <= from && stop.is_none_or(|s| s >= to))
+    };
     if let Err(undetected) = detection::timely(
         &phases.episodes,
         &world.member_log,
@@ -113,7 +113,11 @@ pub fn check(world: &World, phases: &Phases) -> Vec<Failure> {
     ) {
         violations.push(Violation::Undetected(undetected));
     }
-    let found = false_positives(world, phases);
+    let found = false_positives(world, phases)
+        .into_iter()
+        .filter(|(_, excused)| !excused)
+        .map(|(found, _)| found)
+        .collect();
     if let Err(false_positives) = false_positives::check(found, world.params.loss) {
         violations.push(Violation::FalsePositives(false_positives));
     }
@@ -130,13 +134,39 @@ pub fn check(world: &World, phases: &Phases) -> Vec<Failure> {
         .collect()
 }
 
+/// Every identity that ran: (identity, started, stopped). `started` holds those the scenario
+/// started (a start or restart of the process); a node that learnt it was declared down
+/// rejoins under its next generation (`Event::Rejoined`), which ends the identity it ran as
+/// and starts the new one, until the process stops.
+pub fn incarnations(
+    started: &[(NodeId, Instant, Option<Instant>)],
+    log: &MemberLog,
+) -> Vec<(NodeId, Instant, Option<Instant>)> {
+    let mut all = started.to_vec();
+    for (t, _, e) in log {
+        let Event::Rejoined(new) = e else { continue };
+        let running = all.iter().position(|(id, from, to)| {
+            id.addr == new.addr && from <= t && to.is_none_or(|to| *t < to)
+        });
+        if let Some(k) = running {
+            let stop = all[k].2;
+            all[k].2 = Some(*t);
+            all.push((*new, *t, stop));
+        }
+    }
+    all
+}
+
 /// The running incarnations declared down in a finished run, as
-/// [`false_positives::find`] defines them.
-pub fn false_positives(world: &World, phases: &Phases) -> Vec<false_positives::FalsePositive> {
+/// [`false_positives::find`] defines them, each with whether the faults injected excuse it.
+pub fn false_positives(
+    world: &World,
+    phases: &Phases,
+) -> Vec<(false_positives::FalsePositive, bool)> {
     let swim = Config::lan(world.id(0), world.len(), 0).swim;
-    false_positives::find(
+    false_positives::classify(
         &world.member_log,
-        &phases.incarnations,
+        &incarnations(&phases.incarnations, &world.member_log),
         &world.faults,
         |id| world.index_of(id.addr),
         false_positives::window(swim.probe_period, swim.suspect_to_down_after),

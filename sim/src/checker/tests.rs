@@ -359,8 +359,13 @@ fn false_positives_are_declarations_no_fault_explains() {
     let window = false_positives::window(Duration::from_secs(1), Duration::from_millis(2_500));
     assert_eq!(window, Duration::from_secs(7));
     let mut faults = FaultLog::default();
-    let find =
-        |faults: &FaultLog| false_positives::find(&log, &incarnations, faults, index, window, t0);
+    let find = |faults: &FaultLog| -> Vec<false_positives::FalsePositive> {
+        false_positives::classify(&log, &incarnations, faults, index, window, t0)
+            .into_iter()
+            .filter(|(_, excused)| !excused)
+            .map(|(found, _)| found)
+            .collect()
+    };
     let found = find(&faults);
     let seen: Vec<_> = found.iter().map(|f| (f.observer, f.id, f.how)).collect();
     assert_eq!(
@@ -398,6 +403,47 @@ fn false_positives_are_declarations_no_fault_explains() {
     let found = find(&faults);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].id, id(4));
+    // A cut between node 4 and one node that is not its accuser, a fifth of its links: no
+    // excuse. Between node 4 and its accuser: excused.
+    let mut narrow = faults.clone();
+    narrow.begin(
+        at(25),
+        Fault::Cut(Partition {
+            groups: vec![0, 1, 0, 0, 0, 0],
+            one_way: None,
+        }),
+    );
+    assert!((narrow.cut_share(4, at(25), at(26)) - 0.2).abs() < 1e-9);
+    narrow.end(at(26), |_| true);
+    assert_eq!(find(&narrow).len(), 1);
+    narrow.begin(
+        at(27),
+        Fault::Cut(Partition {
+            groups: vec![0, 1, 1, 1, 0, 1],
+            one_way: Some((1, 0)),
+        }),
+    );
+    narrow.end(at(28), |_| true);
+    assert!(find(&narrow).is_empty());
+}
+
+#[test]
+fn a_node_that_rejoins_runs_as_its_new_identity() {
+    let t0 = origin();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    let mut renewed = id(1);
+    renewed.generation = 2;
+    let started = [(id(1), t0, Some(at(50))), (id(2), t0, None)];
+    let log = vec![(at(10), 1, Event::Rejoined(renewed))];
+    let all = super::incarnations(&started, &log);
+    assert_eq!(
+        all,
+        [
+            (id(1), t0, Some(at(10))),
+            (id(2), t0, None),
+            (renewed, at(10), Some(at(50)))
+        ]
+    );
 }
 
 #[test]

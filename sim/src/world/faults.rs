@@ -92,12 +92,33 @@ impl FaultLog {
             .any(|s| s.fault == Fault::Pause(i) && s.overlaps(start, end))
     }
 
+    /// Whether traffic between `a` and `b` was cut, either way, at any moment of
+    /// `[start, end]`.
+    pub fn cut(&self, a: usize, b: usize, start: Instant, end: Instant) -> bool {
+        self.spans.iter().any(|s| {
+            matches!(&s.fault, Fault::Cut(p) if p.separates(a, b)) && s.overlaps(start, end)
+        })
+    }
+
     /// Whether traffic between `a` and any node was cut, either way, at any moment of
     /// `[start, end]`.
     pub fn isolated_any(&self, a: usize, start: Instant, end: Instant) -> bool {
-        self.spans.iter().any(|s| {
-            matches!(&s.fault, Fault::Cut(p) if (0..p.groups.len()).any(|b| p.separates(a, b)))
-                && s.overlaps(start, end)
-        })
+        self.cut_share(a, start, end) > 0.0
+    }
+
+    /// The largest share of the other nodes that one partition in force during
+    /// `[start, end]` cut `a` off from, either way (0 if none did).
+    pub fn cut_share(&self, a: usize, start: Instant, end: Instant) -> f64 {
+        self.spans
+            .iter()
+            .filter(|s| s.overlaps(start, end))
+            .filter_map(|s| match &s.fault {
+                Fault::Cut(p) if p.groups.len() > 1 => {
+                    let cut = (0..p.groups.len()).filter(|&b| p.separates(a, b)).count();
+                    Some(cut as f64 / (p.groups.len() - 1) as f64)
+                }
+                _ => None,
+            })
+            .fold(0.0, f64::max)
     }
 }

@@ -258,8 +258,12 @@ impl World {
         let wall = 1_700_000_000_000u64.saturating_add_signed(slot.skew_ms)
             + self.elapsed().as_millis() as u64;
         let config = self.config(i, id);
-        // A restart reads its data directory, which still holds what it read.
-        let store = self.slots[i].disk.durable.clone();
+        // A restart reads its data directory (which still holds what it read), as the
+        // runtime does: a store restored from its rows, nothing else carried over.
+        let store = self.slots[i].disk.durable.as_ref().map(|d| {
+            Store::restore(d.writer(), d.config().clone(), d.snapshot())
+                .expect("a snapshot of a store restores")
+        });
         let mut node = Node::with_store(config, self.now, wall, store);
         if !members.is_empty() {
             node.restore_members(self.now, members.iter().copied());
@@ -442,6 +446,18 @@ impl World {
         };
         let Some(version) = version else { return false };
         let w = self.writes.len();
+        if let Some(&earlier) = self.by_dot.get(&version.dot)
+            && self.writes[earlier].acknowledged()
+            && self.findings.len() < continuous::KEPT
+        {
+            self.findings.push((
+                self.elapsed(),
+                Finding::Reissued {
+                    write: earlier,
+                    dot: version.dot,
+                },
+            ));
+        }
         self.writes.push(WriteRecord {
             key: version.key.clone(),
             dot: version.dot,

@@ -327,6 +327,12 @@ impl Store {
         self.keys.get(key).map_or(&[], Vec::as_slice)
     }
 
+    /// Every stored version, siblings and tombstones included, in key order (each key's
+    /// winner first).
+    pub fn versions_all(&self) -> impl Iterator<Item = &Version> + '_ {
+        self.keys.values().flatten()
+    }
+
     /// The winners of all live keys starting with `prefix`, in key order.
     pub fn list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Version> + 'a {
         self.keys
