@@ -78,7 +78,7 @@ pub fn endorse(tls: &TlsConfig, key: &WriterKey) -> Result<Endorsement, TlsError
     let signer = signing
         .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
         .ok_or_else(|| TlsError::Config("the node key is not ECDSA P-256".into()))?;
-    let public = key.public().to_bytes();
+    let public: [u8; 32] = key.public().into();
     let signature = signer
         .sign(&Endorsement::signed_bytes(&public, key.id()))
         .map_err(|e| TlsError::Config(format!("signing the endorsement: {e}")))?;
@@ -110,12 +110,12 @@ mod tests {
         let now = now_ms();
         let public = Endorsement::check(&endorsement.encode(), key.id(), &certifier, now)
             .expect("a valid endorsement");
-        assert_eq!(public, key.public());
+        assert_eq!(<[u8; 32]>::from(public), <[u8; 32]>::from(key.public()));
 
         // Another writer's key under this endorsement: the signature covers the key.
         let other = WriterKey::from_seed([10; 32]);
         let mut swapped = endorsement.clone();
-        swapped.public_key = other.public().to_bytes();
+        swapped.public_key = other.public().into();
         assert!(Endorsement::check(&swapped.encode(), other.id(), &certifier, now).is_err());
 
         // A node of another CA.

@@ -179,7 +179,13 @@ impl Store {
         chunks
     }
 
-    pub(super) fn check(&self, version: &Version) -> Result<(), ApplyError> {
+    /// Checks a version as [`Store::apply`] does before anything else (§1, step 1): its value
+    /// within the limit, its number not 0, its clock not superseding itself.
+    ///
+    /// # Errors
+    ///
+    /// [`ApplyError`] naming what is wrong.
+    pub fn check(&self, version: &Version) -> Result<(), ApplyError> {
         let max = self.config.max_value_bytes;
         if let Some(len) = version
             .payload

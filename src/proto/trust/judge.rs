@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ed25519_dalek::VerifyingKey;
+use ed25519_zebra::VerificationKey;
 
 use super::{
     EQUIVOCATIONS_PREFIX, MEMBERS_PREFIX, RESERVED_PREFIX, WRITERS_PREFIX,
@@ -64,7 +64,7 @@ pub enum Refusal {
 /// writer's endorsement.
 #[derive(Default)]
 pub struct Judge {
-    writers: BTreeMap<WriterId, VerifyingKey>,
+    writers: BTreeMap<WriterId, VerificationKey>,
     /// The lowest sequence number each convicted writer equivocated at.
     convicted: BTreeMap<WriterId, u64>,
     /// By (writer, sequence number).
@@ -85,7 +85,7 @@ impl Judge {
     }
 
     /// The key of an endorsed writer.
-    pub fn writer(&self, writer: WriterId) -> Option<&VerifyingKey> {
+    pub fn writer(&self, writer: WriterId) -> Option<&VerificationKey> {
         self.writers.get(&writer)
     }
 
@@ -131,16 +131,15 @@ impl Judge {
     ) -> Verdict {
         let version = &signed.version;
         let dot = version.dot;
-        if dot.counter == 0 || !signed.audit_fields_fit() {
+        if store.check(version).is_err() || !signed.audit_fields_fit() {
             return Verdict::Malformed;
         }
         if store.digest().contains(&dot) {
-            return match (
-                self.signed.get(&(dot.actor, dot.counter)),
-                self.writers.get(&dot.actor),
-            ) {
-                (Some(held), Some(public))
-                    if held.differs_from(signed) && signed.verifies(public) =>
+            // The signed form of what was applied or refused with this dot is kept, so a
+            // second version signed for it is caught whichever arrived first.
+            return match self.signed.get(&(dot.actor, dot.counter)) {
+                Some(held)
+                    if held.differs_from(signed) && self.signed_by_writer(signed, certifier) =>
                 {
                     Verdict::Equivocation(Box::new(Equivocation {
                         first: held.clone(),
@@ -212,7 +211,7 @@ impl Judge {
                                     Endorsement::check(&payload, dot.actor, certifier, at_ms)
                             {
                                 self.writers.insert(dot.actor, public);
-                                queue.extend(self.release(dot.actor));
+                                queue.extend(self.release(dot.actor, certifier));
                             }
                             self.signed.insert((dot.actor, dot.counter), signed);
                         }
@@ -221,6 +220,7 @@ impl Judge {
                 }
                 Verdict::Refused(_) => {
                     store.record_refused(dot);
+                    self.signed.insert((dot.actor, dot.counter), signed);
                 }
                 Verdict::Deferred => self.defer(signed),
                 Verdict::Equivocation(proof) => {
@@ -233,13 +233,18 @@ impl Judge {
         outcome
     }
 
-    /// Accepts a proof of equivocation (as received from a peer, or found here) if it holds
-    /// with the writer's key; a proof about a writer not endorsed here yet waits for it.
-    /// Returns whether the proof convicted the writer now.
-    pub fn accept_proof(&mut self, proof: Equivocation) -> bool {
+    /// Accepts a proof of equivocation (as received from a peer, or found here) if it holds:
+    /// one dot, different contents, each signed by its writer's key (for two endorsements, each
+    /// with the key in its own payload: two keys with one writer id). A proof about a writer
+    /// not endorsed here yet waits for it. Returns whether the proof convicted the writer now.
+    pub fn accept_proof(&mut self, proof: Equivocation, certifier: &dyn Certifier) -> bool {
         let writer = proof.dot().actor;
+        let holds = proof.first.version.dot == proof.second.version.dot
+            && proof.first.differs_from(&proof.second)
+            && self.signed_by_writer(&proof.first, certifier)
+            && self.signed_by_writer(&proof.second, certifier);
         match self.writers.get(&writer) {
-            Some(public) if proof.holds(public) => self.convict(&proof),
+            Some(_) if holds => self.convict(&proof),
             Some(_) => false,
             None => {
                 if self.proofs_waiting.len() < MAX_DEFERRED {
@@ -250,8 +255,29 @@ impl Judge {
         }
     }
 
+    /// Whether `signed` is signed by its writer: an endorsement with the key in its own
+    /// payload (if that endorsement is valid), any other version with the writer's endorsed key.
+    fn signed_by_writer(&self, signed: &SignedVersion, certifier: &dyn Certifier) -> bool {
+        let dot = signed.version.dot;
+        if is_endorsement(signed.version.key.as_str(), dot) {
+            return signed.version.payload.value().is_some_and(|payload| {
+                Endorsement::check(
+                    payload,
+                    dot.actor,
+                    certifier,
+                    signed.version.timestamp.wall_ms(),
+                )
+                .is_ok_and(|public| signed.verifies(&public))
+            });
+        }
+        self.writers
+            .get(&dot.actor)
+            .is_some_and(|public| signed.verifies(public))
+    }
+
     /// The keys `store` holds versions of convicted writers on, at or after the sequence
     /// number they equivocated at: the keys this replica must write again (PROTOCOL.md §7.6).
+    /// Reserved keys are not among them: no replica could write another writer's record.
     pub fn tainted_keys(&self, store: &Store) -> Vec<Key> {
         let mut keys: Vec<Key> = self
             .signed
@@ -262,6 +288,7 @@ impl Judge {
                     .version_by_dot(&Dot::new(writer, seq))
                     .map(|v| v.key.clone())
             })
+            .filter(|key| !key.as_str().starts_with(RESERVED_PREFIX))
             .collect();
         keys.sort();
         keys.dedup();
@@ -288,7 +315,7 @@ impl Judge {
     }
 
     /// The versions that waited for `writer`'s endorsement, and its waiting proofs accepted.
-    fn release(&mut self, writer: WriterId) -> Vec<SignedVersion> {
+    fn release(&mut self, writer: WriterId, certifier: &dyn Certifier) -> Vec<SignedVersion> {
         let waiting = self.deferred.remove(&writer).unwrap_or_default();
         self.deferred_count -= waiting.len();
         let (now, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.proofs_waiting)
@@ -296,7 +323,7 @@ impl Judge {
             .partition(|p| p.dot().actor == writer);
         self.proofs_waiting = still;
         for proof in now {
-            self.accept_proof(proof);
+            self.accept_proof(proof, certifier);
         }
         waiting
     }

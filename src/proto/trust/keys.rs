@@ -1,7 +1,8 @@
 //! Writer keys, writer ids, endorsements and signed versions (PROTOCOL.md §7.2, §7.3).
 
 use bytes::Bytes;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use curve25519_dalek::edwards::CompressedEdwardsY;
+use ed25519_zebra::{Signature, SigningKey, VerificationKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -17,10 +18,10 @@ pub const ENDORSE_TAG: &[u8] = b"confmesh endorse v1";
 
 /// The writer id of a public key: the first 8 bytes, big-endian, of
 /// SHA-256(`"confmesh writer id v1"` ‖ key).
-pub fn writer_id(public: &VerifyingKey) -> WriterId {
+pub fn writer_id(public: &VerificationKey) -> WriterId {
     let digest = Sha256::new()
         .chain_update(WRITER_ID_TAG)
-        .chain_update(public.as_bytes())
+        .chain_update(public.as_ref())
         .finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
@@ -76,16 +77,25 @@ pub struct SignedVersion {
 }
 
 impl SignedVersion {
-    /// Whether `public` signed exactly this version, audit fields included (`verify_strict`).
-    pub fn verifies(&self, public: &VerifyingKey) -> bool {
-        let bytes = signed_bytes(
+    /// Whether `public` signed exactly this version, audit fields included, by the rules of
+    /// ZIP 215 (under which a batch of signatures verifies exactly when each one does, so a
+    /// verdict does not depend on what else arrived with it).
+    pub fn verifies(&self, public: &VerificationKey) -> bool {
+        public
+            .verify(
+                &Signature::from_bytes(&self.signature),
+                &self.signed_bytes(),
+            )
+            .is_ok()
+    }
+
+    /// The bytes its signature covers.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        signed_bytes(
             &self.version,
             self.author.as_deref(),
             self.message.as_deref(),
-        );
-        public
-            .verify_strict(&bytes, &Signature::from_bytes(&self.signature))
-            .is_ok()
+        )
     }
 
     /// Whether its audit fields are within their limits.
@@ -116,13 +126,13 @@ impl WriterKey {
     /// generator in tests).
     pub fn from_seed(seed: [u8; 32]) -> WriterKey {
         WriterKey {
-            signing: SigningKey::from_bytes(&seed),
+            signing: SigningKey::from(seed),
         }
     }
 
     /// Its public key.
-    pub fn public(&self) -> VerifyingKey {
-        self.signing.verifying_key()
+    pub fn public(&self) -> VerificationKey {
+        VerificationKey::from(&self.signing)
     }
 
     /// The writer id it writes under.
@@ -151,7 +161,7 @@ impl WriterKey {
     /// by the caller, which holds it).
     pub fn endorsement(&self, certificate: Vec<u8>, signature: Vec<u8>) -> Endorsement {
         Endorsement {
-            public_key: self.public().to_bytes(),
+            public_key: self.public().into(),
             certificate,
             signature,
         }
@@ -215,7 +225,7 @@ impl Endorsement {
         writer: WriterId,
         certifier: &dyn Certifier,
         at_ms: u64,
-    ) -> Result<VerifyingKey, EndorsementError> {
+    ) -> Result<VerificationKey, EndorsementError> {
         let config = bincode::config::standard().with_limit::<{ 64 * 1024 }>();
         let (endorsement, used): (Endorsement, usize) =
             bincode::serde::decode_from_slice(payload, config)
@@ -223,11 +233,16 @@ impl Endorsement {
         if used != payload.len() {
             return Err(EndorsementError::Malformed);
         }
-        let public = VerifyingKey::from_bytes(&endorsement.public_key)
-            .map_err(|_| EndorsementError::BadKey)?;
-        if public.is_weak() {
+        // A key of small order, or with a torsion component, could make signatures that hold
+        // for many messages: only keys in the prime-order subgroup are endorsed.
+        let point = CompressedEdwardsY(endorsement.public_key)
+            .decompress()
+            .ok_or(EndorsementError::BadKey)?;
+        if point.is_small_order() || !point.is_torsion_free() {
             return Err(EndorsementError::BadKey);
         }
+        let public = VerificationKey::try_from(endorsement.public_key)
+            .map_err(|_| EndorsementError::BadKey)?;
         if writer_id(&public) != writer {
             return Err(EndorsementError::WrongWriter);
         }
@@ -267,14 +282,5 @@ impl Equivocation {
     /// The writer and sequence number it convicts.
     pub fn dot(&self) -> Dot {
         self.first.version.dot
-    }
-
-    /// Whether it proves what it claims with `public`, the writer's key: one dot, different
-    /// contents, both signed.
-    pub fn holds(&self, public: &VerifyingKey) -> bool {
-        self.first.version.dot == self.second.version.dot
-            && self.first.differs_from(&self.second)
-            && self.first.verifies(public)
-            && self.second.verifies(public)
     }
 }

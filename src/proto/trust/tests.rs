@@ -1,32 +1,27 @@
 //! Writer ids, endorsements and signatures: each check refuses what it must.
 
 use bytes::Bytes;
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use ed25519_zebra::{Signature, SigningKey, VerificationKey};
 
 use super::{Certifier, Endorsement, EndorsementError, WriterKey, endorsement_key, writer_id};
 use crate::proto::{Key, Payload, Store, StoreConfig, WriterId};
 
 /// Certifies one node key (its public half is the "certificate").
-struct OneNode(VerifyingKey);
+struct OneNode(VerificationKey);
 
 impl Certifier for OneNode {
     fn certifies(&self, certificate: &[u8], message: &[u8], signature: &[u8], _at_ms: u64) -> bool {
-        certificate == self.0.as_bytes()
-            && <[u8; 64]>::try_from(signature).is_ok_and(|s| {
-                self.0
-                    .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&s))
-                    .is_ok()
-            })
+        certificate == self.0.as_ref()
+            && <[u8; 64]>::try_from(signature)
+                .is_ok_and(|s| self.0.verify(&Signature::from_bytes(&s), message).is_ok())
     }
 }
 
 fn endorsed(key: &WriterKey, node: &SigningKey) -> Endorsement {
-    let public = key.public().to_bytes();
+    let public: [u8; 32] = key.public().into();
     let signature = node.sign(&Endorsement::signed_bytes(&public, key.id()));
-    key.endorsement(
-        node.verifying_key().to_bytes().to_vec(),
-        signature.to_bytes().to_vec(),
-    )
+    let certificate: [u8; 32] = VerificationKey::from(node).into();
+    key.endorsement(certificate.to_vec(), signature.to_bytes().to_vec())
 }
 
 #[test]
@@ -44,18 +39,18 @@ fn a_writer_id_is_its_keys_and_differs_between_keys() {
 #[test]
 fn an_endorsement_is_checked_for_key_writer_and_certificate() {
     let key = WriterKey::from_seed([3; 32]);
-    let node = SigningKey::from_bytes(&[4; 32]);
-    let ca = OneNode(node.verifying_key());
+    let node = SigningKey::from([4; 32]);
+    let ca = OneNode(VerificationKey::from(&node));
     let good = endorsed(&key, &node);
     assert_eq!(
-        Endorsement::check(&good.encode(), key.id(), &ca, 0).map(|k| k.to_bytes()),
-        Ok(key.public().to_bytes())
+        Endorsement::check(&good.encode(), key.id(), &ca, 0).map(<[u8; 32]>::from),
+        Ok(<[u8; 32]>::from(key.public()))
     );
     assert_eq!(
         Endorsement::check(&good.encode(), WriterId(key.id().0 ^ 1), &ca, 0),
         Err(EndorsementError::WrongWriter)
     );
-    let stranger = SigningKey::from_bytes(&[5; 32]);
+    let stranger = SigningKey::from([5; 32]);
     assert_eq!(
         Endorsement::check(&endorsed(&key, &stranger).encode(), key.id(), &ca, 0),
         Err(EndorsementError::NotCertified)
