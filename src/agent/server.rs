@@ -164,6 +164,7 @@ pub(crate) async fn serve(
                 continue 'accept;
             }
         }
+        let _ = stream.set_nodelay(true);
         let registered = Registered::open(&table);
         let app = app.clone();
         let stop = stop.clone();
@@ -185,6 +186,55 @@ pub(crate) async fn serve(
     tasks.abort_all();
 }
 
+/// One connection served outside [`serve`]'s accept loop, for the HTTP fuzz target
+/// (`agent::fuzz`): the same per-connection code ([`serve_connection`]) over any byte stream,
+/// registered in a table of its own, so that what the accept loop knows of a connection can be
+/// read and the accept loop's decisions (making room at the cap) taken on it.
+pub(crate) struct Standalone {
+    table: Arc<Table>,
+    registered: Registered,
+}
+
+impl Standalone {
+    /// A connection, open in its table.
+    pub(crate) fn open() -> Standalone {
+        let table = Arc::new(Table::default());
+        let registered = Registered::open(&table);
+        Standalone { table, registered }
+    }
+
+    /// Serves `stream` as [`serve`] serves an accepted socket, until the connection closes.
+    pub(crate) fn serve<S>(
+        &self,
+        stream: S,
+        app: Router,
+        limits: Limits,
+        stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let connection = Arc::clone(&self.registered.connection);
+        serve_connection(stream, app, limits, connection, stop)
+    }
+
+    /// No request in flight, and every byte of the last answer flushed.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.registered.connection.is_idle()
+    }
+
+    /// Whether a long answer (an event stream, a blocking query) is under way.
+    pub(crate) fn is_streaming(&self) -> bool {
+        self.registered.connection.streaming.load(Ordering::Acquire) > 0
+    }
+
+    /// What the accept loop does for a newcomer at the connection cap, with this connection
+    /// the only one open ([`Table::make_room`]).
+    pub(crate) fn make_room(&self, slow: Duration) -> bool {
+        self.table.make_room(slow)
+    }
+}
+
 fn is_fd_exhaustion(code: i32) -> bool {
     // EMFILE and ENFILE on Linux and the BSDs.
     code == 24 || code == 23
@@ -198,15 +248,17 @@ fn refuse(stream: &TcpStream) {
     ));
 }
 
-/// One connection, from accept to close.
-async fn serve_connection(
-    stream: TcpStream,
+/// One connection, from accept to close, over any byte stream (a TCP socket from [`serve`];
+/// an in-memory pipe in the HTTP fuzz target, [`Standalone`]).
+async fn serve_connection<S>(
+    stream: S,
     app: Router,
     limits: Limits,
     connection: Arc<Connection>,
     mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(ConnIo::new(
         stream,
         limits.write_timeout,
@@ -458,8 +510,8 @@ fn millis_since_start() -> u64 {
 /// A connection's socket as hyper sees it: writes that a client stopped reading fail after
 /// the write timeout, and hyper's own error answers (a malformed request, headers too large)
 /// are replaced with the API's JSON error.
-struct ConnIo {
-    stream: TcpStream,
+struct ConnIo<S> {
+    stream: S,
     write_timeout: Duration,
     connection: Arc<Connection>,
     /// Armed while a write is pending.
@@ -468,8 +520,8 @@ struct ConnIo {
     replacement: Option<(Vec<u8>, usize)>,
 }
 
-impl ConnIo {
-    fn new(stream: TcpStream, write_timeout: Duration, connection: Arc<Connection>) -> ConnIo {
+impl<S: AsyncWrite + Unpin> ConnIo<S> {
+    fn new(stream: S, write_timeout: Duration, connection: Arc<Connection>) -> ConnIo<S> {
         ConnIo {
             stream,
             write_timeout,
@@ -579,7 +631,7 @@ fn json_response(status: StatusCode, message: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-impl AsyncRead for ConnIo {
+impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -589,7 +641,7 @@ impl AsyncRead for ConnIo {
     }
 }
 
-impl AsyncWrite for ConnIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
