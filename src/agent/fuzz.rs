@@ -376,6 +376,26 @@ mod tests {
     }
 
     #[test]
+    fn an_http_1_0_client_gets_json_errors_too() {
+        // After a keep-alive HTTP/1.0 request hyper answers in HTTP/1.0, and its answer to a
+        // malformed request went out as it was, without a body (seen with the http_request
+        // target; its input is kept in fuzz/regressions/http_request/).
+        let server = HttpServer::start().expect("start");
+        let exchange = server.exchange(
+            HttpClient::default(),
+            b"GET /v1/health HTTP/1.0\r\nconnection: keep-alive\r\n\r\nGARBAGE\r\n\r\n",
+        );
+        assert!(exchange.closed, "{exchange:?}");
+        let output = String::from_utf8_lossy(&exchange.output);
+        let last = output.rfind("HTTP/1.").map_or("", |i| &output[i..]);
+        assert!(
+            last.starts_with("HTTP/1.0 400 Bad Request\r\ncontent-type: application/json\r\n")
+                && last.ends_with("\r\n\r\n{\"error\":\"malformed HTTP request\"}"),
+            "{output}"
+        );
+    }
+
+    #[test]
     fn the_options_byte_round_trips() {
         for byte in 0..8 {
             assert_eq!(HttpClient::from_byte(byte).to_byte(), byte);
