@@ -135,7 +135,13 @@ impl HttpServer {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let dir = std::env::temp_dir().join(format!("confmesh-fuzz-http-{}", std::process::id()));
+        // One directory per server (tests start several in one process).
+        static SERVERS: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "confmesh-fuzz-http-{}-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         let tls = DevCa::generate("confmesh fuzz")?.node_config("fuzz")?;
         let started =
