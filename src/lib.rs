@@ -33,6 +33,12 @@ pub mod agent;
 #[cfg(feature = "agent")]
 pub mod api;
 
+// Entry points for the fuzz targets in `fuzz/`: not part of the API (hidden from the docs,
+// outside semver; they may change or go in any release).
+#[cfg(feature = "runtime")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// The README's code examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

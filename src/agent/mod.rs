@@ -6,8 +6,10 @@
 //! - `http`: the routes (axum).
 //! - `server`: the listener: connection cap, timeouts, JSON for hyper's own errors, drain.
 //! - `metrics`: Prometheus text.
+//! - `fuzz`: the HTTP fuzz target's server ([`crate::fuzzing::HttpServer`]).
 
 pub mod config;
+pub(crate) mod fuzz;
 mod http;
 mod metrics;
 mod server;

@@ -11,7 +11,8 @@
 //!   long); a body within [`Limits::body_timeout`] (enforced where bodies are read, in
 //!   `http`); a response the client stops reading fails after [`Limits::write_timeout`].
 //! - **Every error is JSON:** hyper answers malformed requests itself, with an empty body; the
-//!   connection's I/O replaces those answers with the API's JSON error ([`ConnIo`]).
+//!   connection's I/O replaces those answers with the API's JSON error ([`ConnIo`]), in the
+//!   HTTP version hyper answered in (1.0 to a client that sent a keep-alive HTTP/1.0 request).
 //! - **Shutdown:** when the stop signal is set, the listener closes, each connection finishes
 //!   the request it is answering and closes (the handlers end event streams and blocking
 //!   queries on the same signal), and whatever is still open after the drain time is dropped.
@@ -31,7 +32,7 @@ use std::{
 
 use axum::{Router, body::Body};
 use http_body_util::BodyExt;
-use hyper::{Request, StatusCode, body::Incoming, server::conn::http1};
+use hyper::{Request, StatusCode, Version, body::Incoming, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -164,6 +165,7 @@ pub(crate) async fn serve(
                 continue 'accept;
             }
         }
+        let _ = stream.set_nodelay(true);
         let registered = Registered::open(&table);
         let app = app.clone();
         let stop = stop.clone();
@@ -185,6 +187,55 @@ pub(crate) async fn serve(
     tasks.abort_all();
 }
 
+/// One connection served outside [`serve`]'s accept loop, for the HTTP fuzz target
+/// (`agent::fuzz`): the same per-connection code ([`serve_connection`]) over any byte stream,
+/// registered in a table of its own, so that what the accept loop knows of a connection can be
+/// read and the accept loop's decisions (making room at the cap) taken on it.
+pub(crate) struct Standalone {
+    table: Arc<Table>,
+    registered: Registered,
+}
+
+impl Standalone {
+    /// A connection, open in its table.
+    pub(crate) fn open() -> Standalone {
+        let table = Arc::new(Table::default());
+        let registered = Registered::open(&table);
+        Standalone { table, registered }
+    }
+
+    /// Serves `stream` as [`serve`] serves an accepted socket, until the connection closes.
+    pub(crate) fn serve<S>(
+        &self,
+        stream: S,
+        app: Router,
+        limits: Limits,
+        stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let connection = Arc::clone(&self.registered.connection);
+        serve_connection(stream, app, limits, connection, stop)
+    }
+
+    /// No request in flight, and every byte of the last answer flushed.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.registered.connection.is_idle()
+    }
+
+    /// Whether a long answer (an event stream, a blocking query) is under way.
+    pub(crate) fn is_streaming(&self) -> bool {
+        self.registered.connection.streaming.load(Ordering::Acquire) > 0
+    }
+
+    /// What the accept loop does for a newcomer at the connection cap, with this connection
+    /// the only one open ([`Table::make_room`]).
+    pub(crate) fn make_room(&self, slow: Duration) -> bool {
+        self.table.make_room(slow)
+    }
+}
+
 fn is_fd_exhaustion(code: i32) -> bool {
     // EMFILE and ENFILE on Linux and the BSDs.
     code == 24 || code == 23
@@ -193,20 +244,23 @@ fn is_fd_exhaustion(code: i32) -> bool {
 /// Answers a connection over the cap with a 503, best effort, and closes it.
 fn refuse(stream: &TcpStream) {
     let _ = stream.try_write(&json_response(
+        Version::HTTP_11,
         StatusCode::SERVICE_UNAVAILABLE,
         "too many open connections; try again",
     ));
 }
 
-/// One connection, from accept to close.
-async fn serve_connection(
-    stream: TcpStream,
+/// One connection, from accept to close, over any byte stream (a TCP socket from [`serve`];
+/// an in-memory pipe in the HTTP fuzz target, [`Standalone`]).
+async fn serve_connection<S>(
+    stream: S,
     app: Router,
     limits: Limits,
     connection: Arc<Connection>,
     mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(ConnIo::new(
         stream,
         limits.write_timeout,
@@ -458,8 +512,8 @@ fn millis_since_start() -> u64 {
 /// A connection's socket as hyper sees it: writes that a client stopped reading fail after
 /// the write timeout, and hyper's own error answers (a malformed request, headers too large)
 /// are replaced with the API's JSON error.
-struct ConnIo {
-    stream: TcpStream,
+struct ConnIo<S> {
+    stream: S,
     write_timeout: Duration,
     connection: Arc<Connection>,
     /// Armed while a write is pending.
@@ -468,8 +522,8 @@ struct ConnIo {
     replacement: Option<(Vec<u8>, usize)>,
 }
 
-impl ConnIo {
-    fn new(stream: TcpStream, write_timeout: Duration, connection: Arc<Connection>) -> ConnIo {
+impl<S: AsyncWrite + Unpin> ConnIo<S> {
+    fn new(stream: S, write_timeout: Duration, connection: Arc<Connection>) -> ConnIo<S> {
         ConnIo {
             stream,
             write_timeout,
@@ -533,7 +587,7 @@ impl ConnIo {
         if !self.connection.is_idle() {
             return false;
         }
-        let Some(status) = automatic_error_status(buf) else {
+        let Some((version, status)) = automatic_error(buf) else {
             return false;
         };
         let message = match status {
@@ -541,20 +595,26 @@ impl ConnIo {
             StatusCode::URI_TOO_LONG => "request URI too long",
             _ => "malformed HTTP request",
         };
-        self.replacement = Some((json_response(status, message), 0));
+        self.replacement = Some((json_response(version, status, message), 0));
         true
     }
 }
 
-/// The status of an answer hyper wrote itself: a complete head with no body (`content-length:
-/// 0`, no content type) and an error status. Every answer of the API's handlers has a JSON
-/// body.
-fn automatic_error_status(buf: &[u8]) -> Option<StatusCode> {
+/// The version and status of an answer hyper wrote itself: a complete head with no body
+/// (`content-length: 0`, no content type) and an error status. Every answer of the API's
+/// handlers has a JSON body. The version is HTTP/1.0 once the client sent a request of that
+/// version on the connection (hyper then answers in it).
+fn automatic_error(buf: &[u8]) -> Option<(Version, StatusCode)> {
     let head = buf.strip_suffix(b"\r\n\r\n")?;
     if head.windows(4).any(|w| w == b"\r\n\r\n") {
         return None;
     }
-    let status = head.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
+    let (version, rest) = if let Some(rest) = head.strip_prefix(b"HTTP/1.1 ") {
+        (Version::HTTP_11, rest)
+    } else {
+        (Version::HTTP_10, head.strip_prefix(b"HTTP/1.0 ")?)
+    };
+    let status = rest.get(..3)?;
     let status = StatusCode::from_bytes(status).ok()?;
     if !(status.is_client_error() || status.is_server_error()) {
         return None;
@@ -564,14 +624,20 @@ fn automatic_error_status(buf: &[u8]) -> Option<StatusCode> {
     (has(b"\r\ncontent-length: 0\r\n") || head.ends_with(b"\r\ncontent-length: 0"))
         .then_some(())
         .filter(|()| !has(b"\r\ncontent-type:"))
-        .map(|()| status)
+        .map(|()| (version, status))
 }
 
-/// A complete HTTP/1.1 answer with a JSON error body, closing the connection.
-fn json_response(status: StatusCode, message: &str) -> Vec<u8> {
+/// A complete answer of `version` (HTTP/1.0 or HTTP/1.1) with a JSON error body, closing the
+/// connection.
+fn json_response(version: Version, status: StatusCode, message: &str) -> Vec<u8> {
+    let version = if version == Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
     let body = serde_json::json!({ "error": message }).to_string();
     format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{version} {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len(),
@@ -579,7 +645,7 @@ fn json_response(status: StatusCode, message: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-impl AsyncRead for ConnIo {
+impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -589,7 +655,7 @@ impl AsyncRead for ConnIo {
     }
 }
 
-impl AsyncWrite for ConnIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -650,14 +716,24 @@ mod tests {
     fn only_hypers_bodiless_error_answers_are_replaced() {
         let automatic = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 17:00:00 GMT\r\n\r\n";
         assert_eq!(
-            automatic_error_status(automatic),
-            Some(StatusCode::BAD_REQUEST)
+            automatic_error(automatic),
+            Some((Version::HTTP_11, StatusCode::BAD_REQUEST))
         );
         let too_large =
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n";
         assert_eq!(
-            automatic_error_status(too_large),
-            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            automatic_error(too_large),
+            Some((
+                Version::HTTP_11,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            ))
+        );
+        // The answer to a request after one of HTTP/1.0 on a keep-alive connection: hyper
+        // speaks HTTP/1.0 to that client from then on.
+        let after_http_1_0 = b"HTTP/1.0 400 Bad Request\r\ncontent-length: 0\r\ndate: Wed, 02 Dec 2026 01:29:41 GMT\r\n\r\n";
+        assert_eq!(
+            automatic_error(after_http_1_0),
+            Some((Version::HTTP_10, StatusCode::BAD_REQUEST))
         );
         for ours in [
             &b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n"[..],
@@ -667,7 +743,7 @@ mod tests {
             b"some value bytes",
         ] {
             assert_eq!(
-                automatic_error_status(ours),
+                automatic_error(ours),
                 None,
                 "{}",
                 String::from_utf8_lossy(ours)

@@ -105,6 +105,17 @@ impl MemberInfo {
         }
     }
 
+    /// What a protocol-1 build reads of a record: the fields of protocol 1's layout, and how
+    /// many bytes they take (what follows is ignored). For the fuzz target's check that every
+    /// layout stays readable by the oldest version ([`crate::fuzzing`]).
+    pub(crate) fn read_as_protocol_1(
+        bytes: &[u8],
+    ) -> Option<(String, BTreeMap<String, String>, usize)> {
+        wire::decode_limited::<RecordV1>(bytes)
+            .ok()
+            .map(|(r, used)| (r.name, r.tags, used))
+    }
+
     /// The record in the layout of the protocol it advertises.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let config = bincode::config::standard();

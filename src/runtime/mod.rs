@@ -34,6 +34,8 @@ pub use self::{
     transport::{TransportError, WireStats},
     watch::{Watch, WatchError},
 };
+// For the fuzz targets (`crate::fuzzing`).
+pub(crate) use self::members::MemberInfo;
 // Fault injection for tests (tests/ uses them), hidden from the docs: not part of the stable
 // API, and may change or go in any release.
 #[doc(hidden)]
