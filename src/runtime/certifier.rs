@@ -1,5 +1,5 @@
 //! Endorsements against the cluster CA (docs/PROTOCOL.md §7.2): the runtime's
-//! [`Certifier`](crate::proto::trust::Certifier), and the making of a writer's endorsement
+//! [`Certifier`], and the making of a writer's endorsement
 //! with the node's TLS key.
 //!
 //! An endorsement carries the node's certificate (DER) and a signature, by the certificate's

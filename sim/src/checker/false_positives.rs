@@ -43,7 +43,7 @@ pub fn window(probe_period: Duration, suspect_to_down_after: Duration) -> Durati
     (probe_period + suspect_to_down_after) * 2
 }
 
-/// Checks that no running incarnation was declared down (`found`, from [`find`]) at a loss
+/// Checks that no running incarnation was declared down (`found`: the declarations [`classify`] does not excuse) at a loss
 /// rate of at most [`TOLERATED_ABOVE_LOSS`].
 pub fn check(found: Vec<FalsePositive>, loss: f64) -> Result<(), FalsePositives> {
     if found.is_empty() || loss > TOLERATED_ABOVE_LOSS {

@@ -13,7 +13,7 @@
 //! - [`convergence`]: every live node holds the same map.
 //! - [`detection`]: every crashed node is declared down by every survivor, and promptly by
 //!   every node that could see it go.
-//! - [`false_positives`]: no running node is declared down, beyond what the faults injected
+//! - [`false_positives`](mod@false_positives): no running node is declared down, beyond what the faults injected
 //!   explain (defined precisely there).
 //! - [`leaves`]: no survivor still lists a node that left gracefully.
 //! - [`determinism`]: the same seed gives the same trace hash (`--check-replay`).
@@ -158,7 +158,7 @@ pub fn incarnations(
 }
 
 /// The running incarnations declared down in a finished run, as
-/// [`false_positives::find`] defines them, each with whether the faults injected excuse it.
+/// [`false_positives::classify`] defines them, each with whether the faults injected excuse it.
 pub fn false_positives(
     world: &World,
     phases: &Phases,
