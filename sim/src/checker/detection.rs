@@ -63,14 +63,7 @@ pub fn timely(
             })
         })
         .collect();
-    if undetected.is_empty() {
-        Ok(())
-    } else {
-        Err(Undetected {
-            crashes: undetected,
-            within: Some(DETECT_WITHIN),
-        })
-    }
+    Undetected::unless_empty(undetected, Some(DETECT_WITHIN))
 }
 
 /// Checks that every crash was followed by a `MemberDown` for the crashed identity at every
@@ -98,14 +91,7 @@ pub fn check(
             })
         })
         .collect();
-    if undetected.is_empty() {
-        Ok(())
-    } else {
-        Err(Undetected {
-            crashes: undetected,
-            within: None,
-        })
-    }
+    Undetected::unless_empty(undetected, None)
 }
 
 /// The live nodes (`up`) that never crashed: those that must declare each crash.
@@ -148,6 +134,20 @@ pub struct UndetectedCrash {
     pub id: NodeId,
     /// The survivors that never reported it down.
     pub missed_by: Vec<usize>,
+}
+
+impl Undetected {
+    /// `Ok` if no crash went undetected, else the failure.
+    fn unless_empty(
+        crashes: Vec<UndetectedCrash>,
+        within: Option<Duration>,
+    ) -> Result<(), Undetected> {
+        if crashes.is_empty() {
+            Ok(())
+        } else {
+            Err(Undetected { crashes, within })
+        }
+    }
 }
 
 impl fmt::Display for Undetected {
