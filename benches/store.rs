@@ -190,7 +190,7 @@ fn encode_whole(store: &Store) -> bytes::Bytes {
         .snapshot_refs(usize::MAX)
         .pop()
         .expect("always one chunk");
-    wire::encode_snapshot(&chunk, MAX_MESSAGE_BYTES).expect("encode")
+    wire::encode_snapshot(&chunk, wire::Format::Plain, MAX_MESSAGE_BYTES).expect("encode")
 }
 
 criterion_group!(benches, local, sync, catchup);

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use confmesh::proto::{
     Dot, Key, Payload, Store, StoreConfig, Version, WriterId,
     trust::{
-        Certifier, Endorsement, Equivocation, Judge, Refusal, SignedVersion, Verdict, WriterKey,
-        endorsement_key,
+        Certifier, Endorsement, Equivocation, Judge, Refusal, Verdict, WriterKey, endorsement_key,
+        verifies,
     },
 };
 use ed25519_zebra::{Signature, SigningKey, VerificationKey};
@@ -78,7 +78,7 @@ impl Writer {
     }
 
     /// Its endorsement: its first version.
-    fn endorse(&mut self) -> SignedVersion {
+    fn endorse(&mut self) -> Version {
         let public: [u8; 32] = self.key.public().into();
         let signed = Endorsement::signed_bytes(&public, self.id());
         let endorsement = self.key.endorsement(
@@ -89,18 +89,25 @@ impl Writer {
         self.put_key(key, endorsement.encode())
     }
 
-    fn put(&mut self, key: &str, value: &str) -> SignedVersion {
+    fn put(&mut self, key: &str, value: &str) -> Version {
         self.put_key(
             Key::new(key).expect("valid key"),
             Bytes::from(value.to_owned()),
         )
     }
 
-    fn put_key(&mut self, key: Key, value: Bytes) -> SignedVersion {
+    fn put_key(&mut self, key: Key, value: Bytes) -> Version {
         self.wall += 10;
-        let version = self.store.put(self.wall, key, value).expect("small value");
-        self.key
-            .sign(version, Some("alice".into()), Some("model change".into()))
+        let seq = self.store.last_local_seq() + 1;
+        let version = self
+            .store
+            .local_version(self.wall, key, Payload::Value(value), seq, None)
+            .expect("small value");
+        let signed = self
+            .key
+            .sign(version, Some("alice".into()), Some("model change".into()));
+        self.store.apply(signed.clone()).expect("applies");
+        signed
     }
 }
 
@@ -114,7 +121,7 @@ struct Replica {
 }
 
 impl Replica {
-    fn new(seed: u8, ca: &Ca) -> (Replica, SignedVersion) {
+    fn new(seed: u8, ca: &Ca) -> (Replica, Version) {
         let mut writer = Writer::new(seed);
         let endorsement = writer.endorse();
         let mut judge = Judge::new();
@@ -128,15 +135,14 @@ impl Replica {
         (replica, endorsement)
     }
 
-    fn write(&mut self, key: &str, value: &str, ca: &Ca) -> SignedVersion {
+    fn write(&mut self, key: &str, value: &str, ca: &Ca) -> Version {
         let signed = self.writer.put(key, value);
         self.judge.own(&signed, ca);
         signed
     }
 
-    fn receive(&mut self, signed: &SignedVersion, ca: &Ca) {
-        if signed.version.dot.actor == self.writer.id()
-            && self.writer.store.digest().contains(&signed.version.dot)
+    fn receive(&mut self, signed: &Version, ca: &Ca) {
+        if signed.dot.actor == self.writer.id() && self.writer.store.digest().contains(&signed.dot)
         {
             return; // its own, relayed back
         }
@@ -150,7 +156,7 @@ impl Replica {
 
     /// Writes again every key a convicted writer tainted here: its best untainted sibling's
     /// value, else a delete. The new version supersedes every sibling, tainted ones included.
-    fn neutralize(&mut self, ca: &Ca) -> Vec<SignedVersion> {
+    fn neutralize(&mut self, ca: &Ca) -> Vec<Version> {
         let mut out = Vec::new();
         for key in self.judge.tainted_keys(&self.writer.store) {
             let clean = self
@@ -166,18 +172,22 @@ impl Replica {
                 })
                 .and_then(|v| v.payload.value().cloned());
             self.writer.wall += 10;
-            let version = match clean {
-                Some(value) => self.writer.store.put(self.writer.wall, key, value).ok(),
-                None => self.writer.store.delete(self.writer.wall, key),
+            let payload = clean.map_or(Payload::Tombstone, Payload::Value);
+            let seq = self.writer.store.last_local_seq() + 1;
+            let Ok(version) =
+                self.writer
+                    .store
+                    .local_version(self.writer.wall, key, payload, seq, None)
+            else {
+                continue;
             };
-            if let Some(version) = version {
-                let signed = self
-                    .writer
-                    .key
-                    .sign(version, None, Some("equivocation".into()));
-                self.judge.own(&signed, ca);
-                out.push(signed);
-            }
+            let signed = self
+                .writer
+                .key
+                .sign(version, None, Some("equivocation".into()));
+            self.writer.store.apply(signed.clone()).expect("applies");
+            self.judge.own(&signed, ca);
+            out.push(signed);
         }
         out
     }
@@ -185,16 +195,16 @@ impl Replica {
 
 /// What the attacker sends: versions that must be dropped, refused or convict it.
 struct Attack {
-    messages: Vec<SignedVersion>,
+    messages: Vec<Version>,
     /// Dots that must never be applied anywhere, with what they tried.
-    forged: Vec<(SignedVersion, &'static str)>,
+    forged: Vec<(Version, &'static str)>,
     /// Versions that must be refused, leaving their dot seen with no value.
-    refused: Vec<SignedVersion>,
+    refused: Vec<Version>,
     /// The dot it equivocated at.
     equivocated: Dot,
 }
 
-fn attack(m: &mut Writer, victim: &Writer, victim_version: &SignedVersion) -> Attack {
+fn attack(m: &mut Writer, victim: &Writer, victim_version: &Version) -> Attack {
     let mut messages = vec![m.endorse()];
     messages.push(m.put("app/a", "m1"));
     // Another writer's member record, and another writer's endorsement key: signed by m,
@@ -208,42 +218,46 @@ fn attack(m: &mut Writer, victim: &Writer, victim_version: &SignedVersion) -> At
     // Equivocation: two versions with one dot, the second on a reserved key (refused, so a
     // replica that takes it first holds a hole, and must still catch the other).
     let first = m.put("app/b", "m-first");
-    let mut other = first.version.clone();
+    let mut other = first.clone();
     other.key = Key::new("_confmesh/config/other").expect("valid key");
     other.payload = Payload::Value(Bytes::from_static(b"m-second"));
     let second = m.key.sign(other, Some("alice".into()), None);
-    let equivocated = first.version.dot;
+    let equivocated = first.dot;
     messages.extend([first, second]);
     // After the equivocation: must end up neutralized or refused everywhere.
     messages.push(m.put("app/a", "m-after"));
 
     let mut forged = Vec::new();
     // Claims the victim's id, signed with m's key.
-    let mut claim = victim_version.version.clone();
+    let mut claim = victim_version.clone();
     claim.dot = Dot::new(victim.id(), 50);
     claim.payload = Payload::Value(Bytes::from_static(b"as the victim"));
     forged.push((m.key.sign(claim, None, None), "claims another writer's id"));
     // A signature that is noise.
     let mut noise = m.put("app/d", "noise");
-    noise.signature = [7u8; 64];
+    if let Some(seal) = noise.seal.as_mut() {
+        seal.signature = [7u8; 64];
+    }
     forged.push((noise, "a forged signature"));
     // The victim's signed version, replayed under m's id.
     let mut replay = victim_version.clone();
-    replay.version.dot = Dot::new(m.id(), 60);
+    replay.dot = Dot::new(m.id(), 60);
     forged.push((replay, "replays another writer's version under its own id"));
     // The victim's signed version with its value changed in transit.
     let mut tampered = victim_version.clone();
-    tampered.version.payload = Payload::Value(Bytes::from_static(b"tampered"));
-    tampered.version.dot = Dot::new(victim.id(), 70);
+    tampered.payload = Payload::Value(Bytes::from_static(b"tampered"));
+    tampered.dot = Dot::new(victim.id(), 70);
     forged.push((tampered, "alters a signed version"));
     // Its audit fields changed in transit.
     let mut reauthored = victim_version.clone();
-    reauthored.author = Some("mallory".into());
-    reauthored.version.dot = Dot::new(victim.id(), 71);
+    if let Some(seal) = reauthored.seal.as_mut() {
+        seal.author = Some("mallory".into());
+    }
+    reauthored.dot = Dot::new(victim.id(), 71);
     forged.push((reauthored, "alters a signed version's author"));
     // An endorsement for the victim's id carrying m's key.
     let mut fake = m.endorse();
-    fake.version.dot = Dot::new(victim.id(), 1);
+    fake.dot = Dot::new(victim.id(), 1);
     forged.push((fake, "endorses m's key for the victim's id"));
     messages.extend(forged.iter().map(|(f, _)| f.clone()));
     Attack {
@@ -268,7 +282,7 @@ fn run(seed: u64, duplicates: bool) -> (Vec<Replica>, Attack, Writer) {
             cert_public(&m.cert),
         ],
     };
-    let mut pool: Vec<SignedVersion> = Vec::new();
+    let mut pool: Vec<Version> = Vec::new();
     let mut replicas = Vec::new();
     for seed in 10..13u8 {
         let (replica, endorsement) = Replica::new(seed, &ca);
@@ -293,7 +307,7 @@ fn run(seed: u64, duplicates: bool) -> (Vec<Replica>, Attack, Writer) {
     // The first round leaves a third of the versions out at each replica (they arrive after
     // the proofs, as anti-entropy brings them).
     let deliver = |replicas: &mut Vec<Replica>,
-                   pool: &[SignedVersion],
+                   pool: &[Version],
                    rng: &mut Xoshiro256PlusPlus,
                    hold_back: bool| {
         for replica in replicas.iter_mut() {
@@ -343,10 +357,10 @@ fn check(seed: u64, duplicates: bool) {
         // Nothing forged was applied, and each forgery was judged forged (or a duplicate of
         // the genuine version with that dot).
         for (forged, what) in &attack.forged {
-            let dot = forged.version.dot;
+            let dot = forged.dot;
             let held = store.version_by_dot(&dot);
             assert!(
-                held.is_none_or(|v| v != &forged.version),
+                held.is_none_or(|v| v != forged),
                 "seed {seed}: applied a version that {what}"
             );
             let judged: Vec<&Verdict> = replica
@@ -367,10 +381,12 @@ fn check(seed: u64, duplicates: bool) {
         // Forged versions left no trace: their dots are unseen, unless a genuine version
         // holds that dot.
         for (forged, what) in &attack.forged {
-            let dot = forged.version.dot;
-            let genuine = replicas
-                .iter()
-                .any(|r| r.judge.signed_version(dot).is_some_and(|s| s != forged));
+            let dot = forged.dot;
+            let genuine = replicas.iter().any(|r| {
+                r.judge
+                    .signed_version(&r.writer.store, dot)
+                    .is_some_and(|s| s != forged)
+            });
             assert!(
                 genuine || !store.digest().contains(&dot),
                 "seed {seed}: a version that {what} left its dot seen"
@@ -378,11 +394,8 @@ fn check(seed: u64, duplicates: bool) {
         }
         // Refused versions are seen and hold no value.
         for refused in &attack.refused {
-            assert!(
-                store.digest().contains(&refused.version.dot),
-                "seed {seed}: a hole"
-            );
-            assert!(store.version_by_dot(&refused.version.dot).is_none());
+            assert!(store.digest().contains(&refused.dot), "seed {seed}: a hole");
+            assert!(store.version_by_dot(&refused.dot).is_none());
         }
         // The uncertified writer wrote nothing anywhere, and waits bounded.
         assert!(store.digest().seen(x.id()).is_empty(), "seed {seed}");
@@ -408,11 +421,7 @@ fn check(seed: u64, duplicates: bool) {
                 .judge
                 .writer(v.dot.actor)
                 .expect("an endorsed writer");
-            let genuine = replica_signed(&replicas, v);
-            assert!(
-                genuine.is_some_and(|s| s.verifies(public)),
-                "seed {seed}: {v:?}"
-            );
+            assert!(verifies(v, public), "seed {seed}: {v:?}");
         }
         // The same replica everywhere: context, and every version, tombstones included.
         assert_eq!(
@@ -445,13 +454,6 @@ fn check(seed: u64, duplicates: bool) {
     }
 }
 
-/// The signed form of a stored version, as some replica's judge recorded it.
-fn replica_signed<'a>(replicas: &'a [Replica], v: &Version) -> Option<&'a SignedVersion> {
-    replicas
-        .iter()
-        .find_map(|r| r.judge.signed_version(v.dot).filter(|s| &s.version == v))
-}
-
 #[test]
 fn the_rules_hold_in_a_fixed_order() {
     check(1, false);
@@ -474,13 +476,13 @@ fn without_the_rules_a_forgery_would_be_applied() {
     let (replicas, attack, _) = run(3, false);
     let mut naive = Store::new(WriterId(9), StoreConfig::default());
     let (claim, _) = &attack.forged[0];
-    naive.apply(claim.version.clone()).expect("applies");
-    assert!(naive.version_by_dot(&claim.version.dot).is_some());
+    naive.apply(claim.clone()).expect("applies");
+    assert!(naive.version_by_dot(&claim.dot).is_some());
     assert!(
         replicas[0]
             .writer
             .store
-            .version_by_dot(&claim.version.dot)
+            .version_by_dot(&claim.dot)
             .is_none()
     );
 }

@@ -17,6 +17,7 @@ use std::{
 use confmesh::{
     proto::{
         WriterId,
+        trust::Mode,
         wire::{self, DecodeError, MAX_MESSAGE_BYTES, PROTOCOL_VERSION},
     },
     runtime::{
@@ -34,9 +35,11 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_version_cluster_converges_and_the_new_protocol_waits_for_the_last_old_node() {
     let ca = DevCa::generate("test cluster").expect("ca");
+    // During an upgrade from protocol 2, new nodes accept the old nodes' unsigned versions.
     let new = Mesh::builder()
         .tls(ca.node_config("new-1").expect("cert"))
         .name("new-1")
+        .trust_mode(Mode::Permissive)
         .start()
         .await
         .expect("start");
@@ -54,6 +57,7 @@ async fn a_mixed_version_cluster_converges_and_the_new_protocol_waits_for_the_la
     let other = Mesh::builder()
         .tls(ca.node_config("new-2").expect("cert"))
         .name("new-2")
+        .trust_mode(Mode::Permissive)
         .seeds(seed)
         .start()
         .await
@@ -149,26 +153,41 @@ async fn a_data_directory_from_989adcb_opens_migrated_with_every_value() {
             .start()
     };
     let mesh = start().await.expect("the old directory opens");
-    assert_eq!(mesh.id().writer, WriterId(0xf1f1), "the writer id is kept");
-    // The old build's member record (protocol 1's layout) reads; this build then writes its
-    // own, advertising its version.
+    // The directory gets a writer key: the node writes under the key's id from now on, and
+    // the old id stays a legacy writer whose versions still read (PROTOCOL.md §7.5).
+    let writer = mesh.id().writer;
+    assert_ne!(writer, WriterId(0xf1f1), "a new, key-derived writer id");
     let record = mesh
         .get("_confmesh/members/000000000000f1f1")
         .await
         .expect("get")
         .expect("the old record");
-    let rewritten = eventually(Duration::from_secs(10), || async {
-        mesh.get("_confmesh/members/000000000000f1f1")
+    assert_eq!(record.dot.actor, WriterId(0xf1f1));
+    assert!(
+        record.seal.is_none(),
+        "the old build's versions are unsigned"
+    );
+    // The new writer's first version is its endorsement, then its member record, in this
+    // protocol's layout (the version is its last byte), both signed.
+    let endorsement = eventually(Duration::from_secs(10), || async {
+        mesh.get(&format!("_confmesh/writers/{writer}"))
             .await
             .expect("get")
-            .is_some_and(|v| v.dot != record.dot)
+            .is_some_and(|v| v.dot.counter == 1 && v.seal.is_some())
     })
     .await;
-    assert!(rewritten, "the member record was not rewritten");
-    // The rewritten record is in protocol 2's layout: the version is its last byte (protocol
-    // 1's layout ends with the tags).
+    assert!(endorsement, "the new writer was not endorsed");
+    let record_key = format!("_confmesh/members/{writer}");
+    let signed_record = eventually(Duration::from_secs(10), || async {
+        mesh.get(&record_key)
+            .await
+            .expect("get")
+            .is_some_and(|v| v.seal.is_some())
+    })
+    .await;
+    assert!(signed_record, "the new writer's record was not written");
     let new_record = mesh
-        .get("_confmesh/members/000000000000f1f1")
+        .get(&record_key)
         .await
         .expect("get")
         .and_then(|v| v.payload.value().cloned())
@@ -195,10 +214,12 @@ async fn a_data_directory_from_989adcb_opens_migrated_with_every_value() {
     );
     let history = mesh.history("app/mode").await.expect("history");
     assert!(history.len() >= 2, "history kept: {history:?}");
-    // New writes number above the old ones.
-    let before = mesh.get("app/mode").await.expect("get").expect("value").dot;
-    let after = mesh.put("app/mode", &b"purple"[..]).await.expect("put").dot;
-    assert!(after.counter > before.counter);
+    // New writes are the new writer's, signed, and supersede the old ones.
+    let before = mesh.get("app/mode").await.expect("get").expect("value");
+    assert!(before.seal.is_none());
+    let after = mesh.put("app/mode", &b"purple"[..]).await.expect("put");
+    assert_eq!(after.dot.actor, writer);
+    assert!(after.seal.is_some() && after.supersedes(&before.dot));
     mesh.shutdown().await;
     assert_eq!(format_of(dir.path()), STORAGE_FORMAT, "migrated at start");
     assert!(has_local_writes(dir.path()));

@@ -1,13 +1,14 @@
 //! The embedding API: [`Mesh`], one node of a confmesh cluster running in this process.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
-use crate::proto::wire::{OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::proto::wire::{OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, SEALED_FORMAT_VERSION};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
+    certifier::CaCertifier,
     driver::{Command, Driver, LocalWriteError, Pending},
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, is_reserved},
     storage::{Change, Cursor, Storage, StorageError, StorageFaultHook, StorageReader},
@@ -19,7 +20,11 @@ use super::{
 };
 use crate::proto::{
     Dot, DotText, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
-    node::{Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Event, Node, NodeId, NodeStats},
+    node::{
+        Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Event, Node, NodeId, NodeStats, Signer,
+        TrustConfig,
+    },
+    trust::{Mode, WriterKey},
 };
 
 /// How many events a slow subscriber may fall behind before it misses some
@@ -147,6 +152,7 @@ pub struct MeshBuilder {
     history_len: usize,
     cache_bytes: usize,
     watch_log_len: u64,
+    trust_mode: Mode,
 }
 
 impl std::fmt::Debug for MeshBuilder {
@@ -190,8 +196,20 @@ impl MeshBuilder {
         self
     }
 
-    /// The writer id this node's writes carry. Default: the one in the data directory, or a
-    /// new random one for a new data directory. Two nodes must never share one.
+    /// What the node does with unsigned versions from peers (docs/PROTOCOL.md §7.5). Default
+    /// [`Mode::Enforcing`]: every version must be signed by its writer. Set
+    /// [`Mode::Permissive`] while a cluster is upgraded from protocol 2, whose nodes write
+    /// unsigned versions.
+    pub fn trust_mode(mut self, mode: Mode) -> Self {
+        self.trust_mode = mode;
+        self
+    }
+
+    /// Makes this node a legacy writer with this id: its writes are unsigned, as protocol 2's
+    /// were. Default: the writer id is the data directory's writer key's (made with the
+    /// directory), and every write is signed. For fixtures and tests of older data
+    /// directories; two nodes must never share an id.
+    #[doc(hidden)]
     pub fn writer(mut self, writer: WriterId) -> Self {
         self.writer = Some(writer);
         self
@@ -297,6 +315,7 @@ impl MeshBuilder {
             self.cache_bytes,
             self.writer,
             random_writer(),
+            random_key()?,
             StoreConfig::default(),
             self.history_len,
             self.watch_log_len,
@@ -315,10 +334,11 @@ impl MeshBuilder {
             writer: loaded.writer,
             generation: wall,
         };
-        let config = match self.preset {
+        let mut config = match self.preset {
             Preset::Lan => Config::lan(id, self.expected_members, random_seed()),
             Preset::Wan => Config::wan(id, self.expected_members, random_seed()),
         };
+        config.trust = trust_config(&tls, loaded.writer_key, self.info.protocol, self.trust_mode)?;
         #[allow(
             clippy::disallowed_methods,
             reason = "the runtime is where time enters"
@@ -374,6 +394,44 @@ fn random_seed() -> u64 {
 
 fn random_writer() -> WriterId {
     WriterId(random_seed().max(1))
+}
+
+/// 32 bytes from the OS's random source: a new writer key's secret.
+fn random_key() -> Result<[u8; 32], MeshError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| MeshError::Config(format!("no random source for the writer key: {e}")))?;
+    Ok(seed)
+}
+
+/// The node's trust: the cluster CA's certifier, and a signer for its writer key endorsed
+/// with its TLS key (none for a legacy writer, or a node speaking protocol 2 for tests).
+fn trust_config(
+    tls: &TlsConfig,
+    key: Option<WriterKey>,
+    protocol: u8,
+    mode: Mode,
+) -> Result<TrustConfig, MeshError> {
+    let tls_error = |e: super::tls::TlsError| MeshError::Config(e.to_string());
+    let certifier = Arc::new(CaCertifier::new(tls).map_err(tls_error)?);
+    let signer = match key {
+        Some(key) if protocol >= SEALED_FORMAT_VERSION => {
+            let endorsement = super::certifier::endorse(tls, &key).map_err(tls_error)?;
+            Some(Arc::new(Signer::new(key, endorsement.encode())))
+        }
+        _ => None,
+    };
+    // A node speaking protocol 2 for tests judges nothing, as that protocol's builds did.
+    let mode = if protocol < SEALED_FORMAT_VERSION {
+        Mode::Unchecked
+    } else {
+        mode
+    };
+    Ok(TrustConfig {
+        signer,
+        certifier,
+        mode,
+    })
 }
 
 /// One node of a confmesh cluster, running in this process. Cheap to clone: clones share the
@@ -441,6 +499,7 @@ impl Mesh {
             history_len: DEFAULT_HISTORY_LEN,
             cache_bytes: DEFAULT_CACHE_BYTES,
             watch_log_len: DEFAULT_WATCH_LOG_LEN,
+            trust_mode: Mode::Enforcing,
         }
     }
 

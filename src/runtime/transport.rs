@@ -17,7 +17,10 @@ use super::{
     throttle::LogThrottle,
     tls::{CLUSTER_SERVER_NAME, TlsConfig, TlsError},
 };
-use crate::proto::node::{Channel, Transmit};
+use crate::proto::{
+    node::{Channel, Transmit},
+    wire::{self, SEALED_FORMAT_VERSION},
+};
 
 /// How long a dial may take before the message is dropped (anti-entropy repairs it).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,6 +115,9 @@ pub(crate) enum SendError {
     /// The stream was closed before it could be finished.
     #[error("cannot finish a stream: {0}")]
     Finish(#[from] quinn::ClosedStream),
+    /// A message could not be rewritten for a peer of an older protocol.
+    #[error("cannot rewrite a message for an older peer: {0}")]
+    Downgrade(#[source] wire::DecodeError),
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
@@ -313,11 +319,17 @@ impl Transport {
 
     async fn deliver(&self, transmit: Transmit) -> Result<(), SendError> {
         let conn = self.connection(transmit.to).await?;
+        // A peer of protocol 2 reads no signatures: versions go to it without them.
+        let bytes = if negotiated_protocol(&conn).is_some_and(|v| v < SEALED_FORMAT_VERSION) {
+            wire::downgrade(transmit.bytes).map_err(SendError::Downgrade)?
+        } else {
+            transmit.bytes
+        };
         match transmit.channel {
-            Channel::Datagram => Ok(conn.send_datagram(transmit.bytes)?),
+            Channel::Datagram => Ok(conn.send_datagram(bytes)?),
             Channel::Stream => {
                 let mut stream = conn.open_uni().await.map_err(SendError::Open)?;
-                stream.write_all(&transmit.bytes).await?;
+                stream.write_all(&bytes).await?;
                 Ok(stream.finish()?)
             }
         }

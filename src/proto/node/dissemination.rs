@@ -71,8 +71,9 @@ impl Node {
 
     pub(super) fn on_push(&mut self, _now: Instant, from: SocketAddr, versions: Vec<Version>) {
         self.stats.pushed_versions_received += versions.len() as u64;
+        let screened = self.screen(from, versions);
         let mut fresh = Vec::new();
-        for version in versions {
+        for version in screened.apply {
             if self.store.digest().contains(&version.dot) {
                 self.stats.duplicate_versions += 1;
                 continue;

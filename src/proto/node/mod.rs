@@ -23,6 +23,7 @@ mod membership;
 mod peers;
 mod sync;
 mod timers;
+mod trust;
 mod writes;
 
 use std::{
@@ -35,6 +36,7 @@ use bytes::Bytes;
 use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 
 pub use self::identity::NodeId;
+pub use self::trust::{Audit, Signer, TrustConfig, TrustStats};
 use self::{
     dissemination::Link,
     membership::Lifecycle,
@@ -42,7 +44,8 @@ use self::{
 };
 use super::{
     Key, Store, StoreConfig, Version, WriterId,
-    wire::{self, Message},
+    trust::Judge,
+    wire::{self, Format, Message},
 };
 
 /// How changes spread on the fast path.
@@ -109,6 +112,10 @@ pub struct Config {
     pub max_stream_message_bytes: usize,
     /// The size budget of one anti-entropy delta or snapshot chunk. Default 1 MiB.
     pub sync_chunk_bytes: usize,
+    /// What the node signs with and how it judges versions from peers (PROTOCOL.md §7).
+    /// Default: no signer, nothing certified, unsigned versions applied (protocol 2's rules).
+    /// With a signer, the node's writer id is its key's.
+    pub trust: TrustConfig,
 }
 
 impl Config {
@@ -128,6 +135,7 @@ impl Config {
             gc_interval: Duration::from_secs(10),
             max_stream_message_bytes: DEFAULT_MAX_STREAM_MESSAGE_BYTES,
             sync_chunk_bytes: 1 << 20,
+            trust: TrustConfig::default(),
         }
     }
 }
@@ -293,6 +301,8 @@ pub struct NodeStats {
     /// Suspicions this node raised (a probe failed) that the member refuted before the
     /// timeout: it was not declared down, nor told it was (docs/PROTOCOL.md §4, Membership).
     pub suspicions_refuted: u64,
+    /// Verdicts on versions from peers other than applied (PROTOCOL.md §7.4).
+    pub trust: TrustStats,
 }
 
 /// One confmesh node. See the module documentation for the calling contract.
@@ -317,6 +327,8 @@ pub struct Node {
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: NodeStats,
+    /// The verdicts on versions from peers (`trust.rs`).
+    judge: Judge,
 }
 
 impl Node {
@@ -334,8 +346,13 @@ impl Node {
         now_wall_ms: u64,
         store: Option<Store>,
     ) -> Node {
-        let id = config.id;
+        let mut id = config.id;
+        if let Some(signer) = &config.trust.signer {
+            id.writer = signer.key().id();
+        }
         let store = store.unwrap_or_else(|| Store::new(id.writer, config.store.clone()));
+        let mut judge = Judge::with_mode(config.trust.mode);
+        judge.restore(&store, config.trust.certifier.as_ref());
         let swim_rng = Xoshiro256PlusPlus::seed_from_u64(config.rng_seed ^ 0x5157_494d);
         let leave_notices = membership::LeaveNotices::default();
         let swim = membership::Swim::with_custom_broadcast(
@@ -361,7 +378,9 @@ impl Node {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: NodeStats::default(),
+            judge,
         };
+        node.endorse_if_new(now);
         let first_round = node.jitter(node.config.anti_entropy_interval);
         node.timers.set(now + first_round, Timer::AntiEntropy);
         node.timers
@@ -658,8 +677,22 @@ impl Node {
             .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
     }
 
+    /// The format a message is written in: versions travel with their seals (format 3); the
+    /// runtime rewrites a message for a peer of protocol 2 ([`wire::downgrade`]).
+    fn format(message: &Message) -> Format {
+        if message.versions().next().is_some() {
+            Format::Sealed
+        } else {
+            Format::Plain
+        }
+    }
+
     fn send(&mut self, to: SocketAddr, message: &Message) {
-        match wire::encode(message, self.config.max_stream_message_bytes) {
+        match wire::encode_as(
+            message,
+            Node::format(message),
+            self.config.max_stream_message_bytes,
+        ) {
             Ok(bytes) => self.send_bytes(to, Channel::Stream, bytes),
             Err(e) => tracing::warn!(%to, cause = %e, "message not sent"),
         }
@@ -667,7 +700,11 @@ impl Node {
 
     /// Sends one message to several peers, encoding it once.
     fn send_to_all(&mut self, peers: &[SocketAddr], message: &Message) {
-        match wire::encode(message, self.config.max_stream_message_bytes) {
+        match wire::encode_as(
+            message,
+            Node::format(message),
+            self.config.max_stream_message_bytes,
+        ) {
             Ok(bytes) => {
                 for &to in peers {
                     self.send_bytes(to, Channel::Stream, bytes.clone());

@@ -12,7 +12,11 @@ use std::{
 };
 
 use super::{Node, Timer};
-use crate::proto::{ApplyError, Delta, Digest, Key, Snapshot, SyncReply, Version, wire::Message};
+use crate::proto::{
+    ApplyError, Delta, Digest, Dot, Key, Snapshot, SyncReply, Version,
+    trust::Verdict,
+    wire::{self, Message},
+};
 
 /// The longest gap between two chunks of a snapshot for it to count as still arriving.
 const SNAPSHOT_QUIET: Duration = Duration::from_millis(250);
@@ -26,6 +30,9 @@ pub(super) struct SyncState {
     /// when the last of them arrived.
     pub(super) snapshot_parts:
         BTreeMap<(SocketAddr, u64), (std::collections::BTreeSet<u32>, Instant)>,
+    /// The versions of those snapshots that waited for their writer's endorsement when their
+    /// chunk was merged: if one still waits once every chunk is, the context is not adopted.
+    pub(super) snapshot_deferred: BTreeMap<(SocketAddr, u64), Vec<Dot>>,
     /// Sync exchanges under way: the peer asked for what we lack, and when we first asked.
     pub(super) started: BTreeMap<SocketAddr, Instant>,
     /// When a peer's probe last showed it had seen exactly what this replica has.
@@ -37,6 +44,7 @@ impl Default for SyncState {
         SyncState {
             fingerprint: std::cell::Cell::new((u64::MAX, 0)),
             snapshot_parts: BTreeMap::new(),
+            snapshot_deferred: BTreeMap::new(),
             started: BTreeMap::new(),
             last_in_sync: None,
         }
@@ -142,11 +150,12 @@ impl Node {
             }
             SyncReply::Delta(_) | SyncReply::SnapshotNeeded => {
                 let limit = self.config.max_stream_message_bytes;
+                let format = wire::Format::Sealed;
                 let chunks: Vec<_> = self
                     .store
                     .snapshot_refs(self.config.sync_chunk_bytes)
                     .iter()
-                    .map(|chunk| crate::proto::wire::encode_snapshot(chunk, limit))
+                    .map(|chunk| crate::proto::wire::encode_snapshot(chunk, format, limit))
                     .collect();
                 for chunk in chunks {
                     match chunk {
@@ -161,8 +170,10 @@ impl Node {
         }
     }
 
-    pub(super) fn on_sync_delta(&mut self, now: Instant, from: SocketAddr, delta: Delta) {
+    pub(super) fn on_sync_delta(&mut self, now: Instant, from: SocketAddr, mut delta: Delta) {
         let truncated = delta.truncated;
+        let screened = self.screen(from, std::mem::take(&mut delta.versions));
+        delta.versions = screened.apply;
         let old = self.winners_before(&delta.versions);
         let result = self.store.apply_delta(delta);
         if !self.merged(from, "delta", result, old) {
@@ -198,7 +209,33 @@ impl Node {
         }
     }
 
-    pub(super) fn on_sync_snapshot(&mut self, now: Instant, from: SocketAddr, chunk: Snapshot) {
+    pub(super) fn on_sync_snapshot(&mut self, now: Instant, from: SocketAddr, mut chunk: Snapshot) {
+        let screened = self.screen(from, std::mem::take(&mut chunk.versions));
+        chunk.versions = screened.apply;
+        // A chunk holding a version that is forged, malformed or still waiting for its
+        // writer's endorsement came from a peer that did not apply it: honest peers only hold
+        // what they applied, and every writer's endorsement is in their snapshot. Its context
+        // would record as seen what this replica lacks, so it is not adopted: the chunk's good
+        // versions are kept, and anti-entropy asks again for the rest.
+        let forged = screened
+            .verdicts
+            .iter()
+            .any(|(_, v)| matches!(v, Verdict::Forged(_) | Verdict::Malformed));
+        let deferred: Vec<Dot> = screened
+            .verdicts
+            .iter()
+            .filter(|(_, v)| matches!(v, Verdict::Deferred))
+            .map(|(dot, _)| *dot)
+            .collect();
+        // A later chunk may hold the endorsement a deferred version waits for: only a
+        // snapshot whose every chunk is merged and none of whose versions still waits is
+        // adopted.
+        if forged || (chunk.parts <= 1 && !deferred.is_empty()) {
+            chunk.context = Digest::default();
+            chunk.collected = crate::proto::VClock::new();
+        }
+        // The chunk's own order (by key) lets a catch-up insert it in one pass.
+        chunk.versions.sort_by(|a, b| a.key.cmp(&b.key));
         let old = self.winners_before(&chunk.versions);
         let (part, parts) = (chunk.part, chunk.parts);
         let pending = (parts > 1).then(|| {
@@ -228,8 +265,18 @@ impl Node {
             .or_insert_with(|| (std::collections::BTreeSet::new(), now));
         merged.insert(part);
         *last = now;
+        self.sync
+            .snapshot_deferred
+            .entry(id)
+            .or_default()
+            .extend(deferred);
         if merged.len() >= parts as usize {
             self.sync.snapshot_parts.remove(&id);
+            let waiting = self.sync.snapshot_deferred.remove(&id).unwrap_or_default();
+            if waiting.iter().any(|&dot| self.judge.is_deferred(dot)) {
+                tracing::warn!(peer = %from, "snapshot holds versions of writers it does not endorse; its context is not adopted");
+                return;
+            }
             self.store.adopt_snapshot_context(&context, collected);
             self.sync.last_in_sync = Some(now);
             self.sync_completed(now, from);
@@ -237,8 +284,13 @@ impl Node {
         // Bound the bookkeeping of incomplete snapshots. Dropping one is safe: its context is
         // never adopted, and the next anti-entropy round fills the gap.
         while self.sync.snapshot_parts.len() > 16 {
-            self.sync.snapshot_parts.pop_first();
+            if let Some((id, _)) = self.sync.snapshot_parts.pop_first() {
+                self.sync.snapshot_deferred.remove(&id);
+            }
         }
+        self.sync
+            .snapshot_deferred
+            .retain(|id, _| self.sync.snapshot_parts.contains_key(id));
     }
 
     /// Reports the outcome of merging a delta or snapshot chunk from `from`: change events on

@@ -640,7 +640,7 @@ fn join_over_a_slow_link(first: Duration) -> f64 {
         .snapshot_refs(4 * 1024)
         .iter()
         .map(|chunk| {
-            crate::proto::wire::encode_snapshot(chunk, 1 << 20)
+            crate::proto::wire::encode_snapshot(chunk, crate::proto::wire::Format::Plain, 1 << 20)
                 .unwrap()
                 .len()
         })

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::Node;
+use super::{Audit, Node};
 use crate::proto::{Applied, Dot, Key, Payload, Store, Version, WriteError};
 
 /// The pending layer: local writes prepared and not yet durable.
@@ -117,7 +117,22 @@ impl Node {
     ///
     /// [`WriteError`] if the value is over the limit; nothing changes.
     pub fn put(&mut self, now: Instant, key: Key, value: Bytes) -> Result<Version, WriteError> {
-        self.write(now, key, Payload::Value(value))
+        self.write(now, key, Payload::Value(value), Audit::default())
+    }
+
+    /// Like [`Node::put`], with audit fields signed with the version.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::put`].
+    pub fn put_audited(
+        &mut self,
+        now: Instant,
+        key: Key,
+        value: Bytes,
+        audit: Audit,
+    ) -> Result<Version, WriteError> {
+        self.write(now, key, Payload::Value(value), audit)
     }
 
     /// Like [`Node::put`], only if the key's winner is the version `expected` (`None`: only if
@@ -135,27 +150,55 @@ impl Node {
         value: Bytes,
         expected: Option<Dot>,
     ) -> Result<Version, WriteError> {
+        self.put_if_audited(now, key, value, expected, Audit::default())
+    }
+
+    /// Like [`Node::put_if`], with audit fields signed with the version.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::put_if`].
+    pub fn put_if_audited(
+        &mut self,
+        now: Instant,
+        key: Key,
+        value: Bytes,
+        expected: Option<Dot>,
+        audit: Audit,
+    ) -> Result<Version, WriteError> {
         let current = self.pending.winner(&self.store, &key);
         if current != expected {
             return Err(WriteError::Conflict { current });
         }
-        self.put(now, key, value)
+        self.put_audited(now, key, value, audit)
     }
 
     /// Deletes `key`: a pending tombstone, as [`Node::put`] writes a pending value. `None` if
     /// there is nothing to delete (counting pending writes).
     pub fn delete(&mut self, now: Instant, key: Key) -> Option<Version> {
+        self.delete_audited(now, key, Audit::default())
+    }
+
+    /// Like [`Node::delete`], with audit fields signed with the tombstone.
+    pub fn delete_audited(&mut self, now: Instant, key: Key, audit: Audit) -> Option<Version> {
         if !self.pending.deletable(&self.store, &key) {
             return None;
         }
-        self.write(now, key, Payload::Tombstone).ok()
+        self.write(now, key, Payload::Tombstone, audit).ok()
     }
 
-    fn write(&mut self, now: Instant, key: Key, payload: Payload) -> Result<Version, WriteError> {
+    fn write(
+        &mut self,
+        now: Instant,
+        key: Key,
+        payload: Payload,
+        audit: Audit,
+    ) -> Result<Version, WriteError> {
         let seq = self.pending.next_seq(&self.store);
         let wall = self.wall_ms(now);
         let after = self.pending.latest.get(&key);
         let version = self.store.local_version(wall, key, payload, seq, after)?;
+        let version = self.seal(version, audit);
         tracing::trace!(key = %version.key, seq, "local write pending");
         self.pending.push(version.clone());
         Ok(version)
@@ -198,7 +241,7 @@ impl Node {
                     refused.push(version.dot.counter);
                     continue;
                 }
-                Ok(_) => {}
+                Ok(_) => self.own(&version),
                 Err(e) => {
                     tracing::error!(key = %version.key, cause = %e, "local write not applicable");
                     refused.push(version.dot.counter);

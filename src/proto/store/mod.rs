@@ -87,6 +87,49 @@ pub struct Version {
     pub timestamp: HlcTimestamp,
     /// The value written, or a tombstone for a delete.
     pub payload: Payload,
+    /// Its writer's signature and audit fields (docs/PROTOCOL.md §7.3), or `None` for a
+    /// version of an unsigned (legacy) writer. Not part of the version's serde form: messages
+    /// of format 3 and storage rows carry it after the versions ([`Seal`]), so the encoding of
+    /// protocol 2's messages is unchanged.
+    #[serde(skip)]
+    pub seal: Option<Box<Seal>>,
+}
+
+/// What a signed version carries besides its content: who asked for the write, why, and its
+/// writer's Ed25519 signature over all of it (docs/PROTOCOL.md §7.3).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Seal {
+    /// The principal the write was made for, if any (at most
+    /// [`MAX_AUTHOR_BYTES`](crate::proto::trust::MAX_AUTHOR_BYTES)).
+    pub author: Option<String>,
+    /// The change message, if any (at most
+    /// [`MAX_MESSAGE_BYTES`](crate::proto::trust::MAX_MESSAGE_BYTES)).
+    pub message: Option<String>,
+    /// Ed25519 (ZIP 215) by the writer's key over
+    /// [`signed_bytes`](crate::proto::trust::signed_bytes).
+    #[serde(with = "signature_bytes")]
+    pub signature: [u8; 64],
+}
+
+/// serde for a 64-byte signature, as two 32-byte arrays (serde derives arrays up to 32 only;
+/// bincode writes fixed arrays without a length).
+mod signature_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        let mut halves = ([0u8; 32], [0u8; 32]);
+        halves.0.copy_from_slice(&bytes[..32]);
+        halves.1.copy_from_slice(&bytes[32..]);
+        halves.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let (first, second) = <([u8; 32], [u8; 32])>::deserialize(d)?;
+        let mut bytes = [0u8; 64];
+        bytes[..32].copy_from_slice(&first);
+        bytes[32..].copy_from_slice(&second);
+        Ok(bytes)
+    }
 }
 
 impl Version {
@@ -113,7 +156,11 @@ impl Version {
     /// A rough size of the encoded version, used to bound deltas and snapshot chunks.
     pub(crate) fn approx_encoded_len(&self) -> usize {
         let value = self.payload.value().map_or(0, Bytes::len);
-        self.key.as_str().len() + value + 32 + 12 * self.supersedes.dots.len()
+        let seal = self.seal.as_ref().map_or(0, |s| {
+            68 + s.author.as_ref().map_or(0, String::len)
+                + s.message.as_ref().map_or(0, String::len)
+        });
+        self.key.as_str().len() + value + 32 + 12 * self.supersedes.dots.len() + seal
     }
 }
 
@@ -415,6 +462,7 @@ impl Store {
             supersedes,
             timestamp: self.hlc.tick(now_wall_ms),
             payload,
+            seal: None,
         })
     }
 
@@ -490,6 +538,7 @@ impl Store {
             timestamp: self.hlc.tick(now_wall_ms),
             key,
             payload,
+            seal: None,
         };
         let applied = self.insert_new(version.clone());
         debug_assert!(

@@ -6,15 +6,22 @@ use ed25519_zebra::VerificationKey;
 
 use super::{
     EQUIVOCATIONS_PREFIX, MEMBERS_PREFIX, RESERVED_PREFIX, WRITERS_PREFIX,
-    keys::{Certifier, Endorsement, EndorsementError, Equivocation, SignedVersion},
+    keys::{Certifier, Endorsement, EndorsementError, Equivocation, audit_fields_fit, differ},
 };
-use crate::proto::{Applied, Dot, Key, Payload, Store, WriterId};
+use crate::proto::{Applied, Dot, Key, Payload, Store, Version, WriterId};
 
 /// The most versions kept waiting for one writer's endorsement.
 pub const MAX_DEFERRED_PER_WRITER: usize = 1_024;
 
 /// The most versions kept waiting for endorsements in all.
 pub const MAX_DEFERRED: usize = 16_384;
+
+/// The most bytes (of encoded versions, roughly) kept waiting for endorsements in all.
+pub const MAX_DEFERRED_BYTES: usize = 64 << 20;
+
+/// The most refused versions whose signed form is kept, to detect an equivocation that pairs
+/// a refused variant with a granted one. Past it, refused versions leave only their dot.
+pub const MAX_REFUSED_KEPT: usize = 65_536;
 
 /// What a replica does with a version from a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +49,8 @@ pub enum Verdict {
 pub enum Forgery {
     /// Its signature is not its writer's over its content.
     BadSignature,
+    /// It carries no signature, and this replica enforces signing (PROTOCOL.md §7.5).
+    Unsigned,
     /// It is an endorsement, and not a valid one.
     BadEndorsement(EndorsementError),
 }
@@ -59,18 +68,38 @@ pub enum Refusal {
     Quarantined,
 }
 
+/// What a replica does with versions that carry no signature (PROTOCOL.md §7.5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Unsigned versions of writers without an endorsement (legacy writers, of nodes of
+    /// protocol 2) are judged by the rules that need no signature (malformed, duplicate, grant,
+    /// quarantine) and applied; unsigned versions of endorsed writers are forged. For the time
+    /// of an upgrade: an insider can still write as a legacy writer, and, at a replica that
+    /// has not yet received a writer's endorsement, as that writer (PROTOCOL.md §7.5).
+    #[default]
+    Permissive,
+    /// Unsigned versions are forged.
+    Enforcing,
+    /// Every well-formed version is applied, unchecked, as nodes of protocol 2 did: for a node
+    /// that emulates one in mixed-version tests. Never for production.
+    #[doc(hidden)]
+    Unchecked,
+}
+
 /// One replica's trust state: the endorsed writers' keys, the equivocations proven, the
-/// signed versions it applied (to detect equivocation), and the versions waiting for their
-/// writer's endorsement.
+/// signed forms of refused versions (to detect equivocation; applied ones are in the store),
+/// and the versions waiting for their writer's endorsement.
 #[derive(Default)]
 pub struct Judge {
+    mode: Mode,
     writers: BTreeMap<WriterId, VerificationKey>,
     /// The lowest sequence number each convicted writer equivocated at.
     convicted: BTreeMap<WriterId, u64>,
-    /// By (writer, sequence number).
-    signed: BTreeMap<(WriterId, u64), SignedVersion>,
-    deferred: BTreeMap<WriterId, Vec<SignedVersion>>,
+    /// Refused versions, by (writer, sequence number).
+    refused: BTreeMap<(WriterId, u64), Version>,
+    deferred: BTreeMap<WriterId, Vec<Version>>,
     deferred_count: usize,
+    deferred_bytes: usize,
     proofs_waiting: Vec<Equivocation>,
 }
 
@@ -78,10 +107,39 @@ pub struct Judge {
 /// an endorsement released.
 pub type Outcome = Vec<(Dot, Verdict)>;
 
+/// What [`Judge::screen`] found in a batch.
+#[derive(Debug, Default)]
+pub struct Screened {
+    /// The versions to apply, endorsements first; duplicates too (the store skips them, and
+    /// a snapshot chunk's merge must know every version the chunk holds).
+    pub apply: Vec<Version>,
+    /// Every verdict given, in the order given ([`Verdict::Apply`] for those in `apply`):
+    /// the batch's versions and any deferred ones an endorsement in it released.
+    pub verdicts: Outcome,
+}
+
 impl Judge {
-    /// An empty trust state.
+    /// An empty trust state, enforcing signatures.
     pub fn new() -> Judge {
-        Judge::default()
+        Judge::with_mode(Mode::Enforcing)
+    }
+
+    /// An empty trust state with the given treatment of unsigned versions.
+    pub fn with_mode(mode: Mode) -> Judge {
+        Judge {
+            mode,
+            ..Judge::default()
+        }
+    }
+
+    /// How unsigned versions are treated.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Changes how unsigned versions are treated from now on (verdicts given stay).
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
     }
 
     /// The key of an endorsed writer.
@@ -89,14 +147,26 @@ impl Judge {
         self.writers.get(&writer)
     }
 
+    /// How many writers are endorsed here.
+    pub fn writer_count(&self) -> usize {
+        self.writers.len()
+    }
+
     /// The lowest sequence number `writer` was proven to equivocate at.
     pub fn convicted(&self, writer: WriterId) -> Option<u64> {
         self.convicted.get(&writer).copied()
     }
 
-    /// The signed form of a version this replica applied or wrote, by its dot.
-    pub fn signed_version(&self, dot: Dot) -> Option<&SignedVersion> {
-        self.signed.get(&(dot.actor, dot.counter))
+    /// Every convicted writer, with the sequence number it equivocated at.
+    pub fn convictions(&self) -> impl Iterator<Item = (WriterId, u64)> + '_ {
+        self.convicted.iter().map(|(&w, &s)| (w, s))
+    }
+
+    /// The signed form of a version with `dot` held here: stored in `store`, or refused.
+    pub fn signed_version<'a>(&'a self, store: &'a Store, dot: Dot) -> Option<&'a Version> {
+        store
+            .version_by_dot(&dot)
+            .or_else(|| self.refused.get(&(dot.actor, dot.counter)))
     }
 
     /// Versions waiting for their writer's endorsement.
@@ -104,50 +174,65 @@ impl Judge {
         self.deferred_count
     }
 
-    /// Records a version this replica wrote itself (already applied to its store): kept to
-    /// detect equivocation, and, for its endorsement, its key registered.
-    pub fn own(&mut self, signed: &SignedVersion, certifier: &dyn Certifier) {
-        let dot = signed.version.dot;
-        if is_endorsement(signed.version.key.as_str(), dot)
-            && let Some(payload) = signed.version.payload.value()
-            && let Ok(public) = Endorsement::check(
-                payload,
-                dot.actor,
-                certifier,
-                signed.version.timestamp.wall_ms(),
-            )
-        {
-            self.writers.insert(dot.actor, public);
+    /// Records every endorsement `store` holds (a replica restored from disk): their writers'
+    /// keys, so their versions verify.
+    pub fn restore(&mut self, store: &Store, certifier: &dyn Certifier) {
+        for version in store.list(WRITERS_PREFIX) {
+            if let Some(public) = endorsed_key(version, certifier) {
+                self.writers.insert(version.dot.actor, public);
+            }
         }
-        self.signed.insert((dot.actor, dot.counter), signed.clone());
     }
 
-    /// The verdict on `signed` for a replica holding `store` (PROTOCOL.md §7.4, in order).
-    pub fn judge(
-        &self,
-        store: &Store,
-        signed: &SignedVersion,
-        certifier: &dyn Certifier,
-    ) -> Verdict {
-        let version = &signed.version;
+    /// Records a version this replica wrote itself (already applied to its store): its
+    /// endorsement's key registered.
+    pub fn own(&mut self, version: &Version, certifier: &dyn Certifier) {
+        if let Some(public) = endorsed_key(version, certifier) {
+            self.writers.insert(version.dot.actor, public);
+        }
+    }
+
+    /// The verdict on `version` for a replica holding `store` (PROTOCOL.md §7.4, in order).
+    pub fn judge(&self, store: &Store, version: &Version, certifier: &dyn Certifier) -> Verdict {
         let dot = version.dot;
-        if store.check(version).is_err() || !signed.audit_fields_fit() {
+        if store.check(version).is_err() || !audit_fields_fit(version) {
             return Verdict::Malformed;
         }
+        let sealed = version.seal.is_some();
+        if self.mode == Mode::Unchecked {
+            return if store.digest().contains(&dot) {
+                Verdict::Duplicate
+            } else {
+                Verdict::Apply
+            };
+        }
         if store.digest().contains(&dot) {
-            // The signed form of what was applied or refused with this dot is kept, so a
-            // second version signed for it is caught whichever arrived first.
-            return match self.signed.get(&(dot.actor, dot.counter)) {
+            // The signed form of what was applied or refused with this dot is kept (while it
+            // is stored), so a second version signed for it is caught whichever came first.
+            return match self.signed_version(store, dot) {
                 Some(held)
-                    if held.differs_from(signed) && self.signed_by_writer(signed, certifier) =>
+                    if sealed
+                        && held.seal.is_some()
+                        && differ(held, version)
+                        && self.signed_by_writer(version, certifier) =>
                 {
                     Verdict::Equivocation(Box::new(Equivocation {
                         first: held.clone(),
-                        second: signed.clone(),
+                        second: version.clone(),
                     }))
                 }
                 _ => Verdict::Duplicate,
             };
+        }
+        // An unsigned version is a legacy writer's, applied only while permissive. An endorsed
+        // writer always signs: its unsigned versions are forged, or copies a node of protocol
+        // 2 relayed without their signatures (the signed ones come by anti-entropy).
+        if !sealed
+            && (self.mode == Mode::Enforcing
+                || self.writers.contains_key(&dot.actor)
+                || is_endorsement(version.key.as_str(), dot))
+        {
+            return Verdict::Forged(Forgery::Unsigned);
         }
         if is_endorsement(version.key.as_str(), dot) {
             let Payload::Value(payload) = &version.payload else {
@@ -157,18 +242,22 @@ impl Judge {
                 payload,
                 dot.actor,
                 certifier,
-                signed.version.timestamp.wall_ms(),
+                version.timestamp.wall_ms(),
             ) {
                 Err(e) => Verdict::Forged(Forgery::BadEndorsement(e)),
-                Ok(public) if !signed.verifies(&public) => Verdict::Forged(Forgery::BadSignature),
+                Ok(public) if sealed && !certifier.verify_version(&public, version) => {
+                    Verdict::Forged(Forgery::BadSignature)
+                }
                 Ok(_) => Verdict::Apply,
             };
         }
-        let Some(public) = self.writers.get(&dot.actor) else {
-            return Verdict::Deferred;
-        };
-        if !signed.verifies(public) {
-            return Verdict::Forged(Forgery::BadSignature);
+        if sealed {
+            let Some(public) = self.writers.get(&dot.actor) else {
+                return Verdict::Deferred;
+            };
+            if !certifier.verify_version(public, version) {
+                return Verdict::Forged(Forgery::BadSignature);
+            }
         }
         if self
             .convicted
@@ -183,54 +272,94 @@ impl Judge {
         }
     }
 
-    /// Judges `signed` and acts on the verdict against `store`: applies it, records a refused
-    /// dot as seen, keeps a deferred version, records an equivocation. An applied endorsement
-    /// releases the versions that waited for it, judged in turn. Returns every verdict given.
+    /// Judges `version` and acts on the verdict against `store` ([`Judge::screen`], then the
+    /// versions to apply applied). Returns every verdict given.
     pub fn admit(
         &mut self,
         store: &mut Store,
-        signed: SignedVersion,
+        version: Version,
         certifier: &dyn Certifier,
     ) -> Outcome {
-        let mut outcome = Vec::new();
-        let mut queue = vec![signed];
-        while let Some(signed) = queue.pop() {
-            let dot = signed.version.dot;
-            let mut verdict = self.judge(store, &signed, certifier);
+        let Screened {
+            apply,
+            mut verdicts,
+        } = self.screen(store, vec![version], certifier);
+        for version in apply {
+            let dot = version.dot;
+            let verdict = match store.apply(version) {
+                Ok(Applied::Duplicate)
+                    if verdicts
+                        .iter()
+                        .any(|(d, v)| *d == dot && *v == Verdict::Duplicate) =>
+                {
+                    continue;
+                }
+                Ok(Applied::Duplicate) => Verdict::Duplicate,
+                Ok(_) => continue,
+                Err(_) => Verdict::Malformed,
+            };
+            if let Some(entry) = verdicts.iter_mut().find(|(d, _)| *d == dot) {
+                entry.1 = verdict;
+            }
+        }
+        verdicts
+    }
+
+    /// Judges a batch of versions from a peer (one message) and acts on every verdict but
+    /// [`Verdict::Apply`]: a refused dot is recorded as seen in `store`, a deferred version
+    /// kept, an equivocation's writer convicted. Endorsements are judged first, and one found
+    /// valid registers its writer's key at once and releases the versions that waited for it,
+    /// which are judged in turn. The caller applies [`Screened::apply`] to `store` next, by
+    /// whichever path the batch came (push, delta, snapshot chunk), before anything else
+    /// touches `store`.
+    pub fn screen(
+        &mut self,
+        store: &mut Store,
+        versions: Vec<Version>,
+        certifier: &dyn Certifier,
+    ) -> Screened {
+        let (endorsements, rest): (Vec<_>, Vec<_>) = versions
+            .into_iter()
+            .partition(|v| is_endorsement(v.key.as_str(), v.dot));
+        let mut queue: std::collections::VecDeque<Version> =
+            endorsements.into_iter().chain(rest).collect();
+        let mut screened = Screened::default();
+        while let Some(version) = queue.pop_front() {
+            let dot = version.dot;
+            let verdict = self.judge(store, &version, certifier);
             match &verdict {
                 Verdict::Apply => {
-                    let at_ms = signed.version.timestamp.wall_ms();
-                    let endorsement = is_endorsement(signed.version.key.as_str(), dot)
-                        .then(|| signed.version.payload.value().cloned())
-                        .flatten();
-                    match store.apply(signed.version.clone()) {
-                        Ok(Applied::Duplicate) => verdict = Verdict::Duplicate,
-                        Ok(_) => {
-                            if let Some(payload) = endorsement
-                                && let Ok(public) =
-                                    Endorsement::check(&payload, dot.actor, certifier, at_ms)
-                            {
-                                self.writers.insert(dot.actor, public);
-                                queue.extend(self.release(dot.actor, certifier));
-                            }
-                            self.signed.insert((dot.actor, dot.counter), signed);
-                        }
-                        Err(_) => verdict = Verdict::Malformed,
+                    if let Some(public) = endorsed_key(&version, certifier) {
+                        self.writers.insert(dot.actor, public);
+                        queue.extend(self.release(dot.actor, certifier));
                     }
+                    screened.apply.push(version);
                 }
                 Verdict::Refused(_) => {
                     store.record_refused(dot);
-                    self.signed.insert((dot.actor, dot.counter), signed);
+                    if version.seal.is_some() && self.refused.len() < MAX_REFUSED_KEPT {
+                        self.refused.insert((dot.actor, dot.counter), version);
+                    }
                 }
-                Verdict::Deferred => self.defer(signed),
+                Verdict::Deferred => self.defer(version),
                 Verdict::Equivocation(proof) => {
                     self.convict(proof);
                 }
-                Verdict::Duplicate | Verdict::Forged(_) | Verdict::Malformed => {}
+                // Kept for the caller's merge, which skips it: a snapshot chunk's merge must
+                // know every version the chunk holds.
+                Verdict::Duplicate => screened.apply.push(version),
+                Verdict::Forged(_) | Verdict::Malformed => {}
             }
-            outcome.push((dot, verdict));
+            screened.verdicts.push((dot, verdict));
         }
-        outcome
+        screened
+    }
+
+    /// Whether the version with `dot` waits for its writer's endorsement here.
+    pub fn is_deferred(&self, dot: Dot) -> bool {
+        self.deferred
+            .get(&dot.actor)
+            .is_some_and(|w| w.iter().any(|v| v.dot == dot))
     }
 
     /// Accepts a proof of equivocation (as received from a peer, or found here) if it holds:
@@ -239,8 +368,8 @@ impl Judge {
     /// not endorsed here yet waits for it. Returns whether the proof convicted the writer now.
     pub fn accept_proof(&mut self, proof: Equivocation, certifier: &dyn Certifier) -> bool {
         let writer = proof.dot().actor;
-        let holds = proof.first.version.dot == proof.second.version.dot
-            && proof.first.differs_from(&proof.second)
+        let holds = proof.first.dot == proof.second.dot
+            && differ(&proof.first, &proof.second)
             && self.signed_by_writer(&proof.first, certifier)
             && self.signed_by_writer(&proof.second, certifier);
         match self.writers.get(&writer) {
@@ -255,39 +384,36 @@ impl Judge {
         }
     }
 
-    /// Whether `signed` is signed by its writer: an endorsement with the key in its own
+    /// Whether `version` is signed by its writer: an endorsement with the key in its own
     /// payload (if that endorsement is valid), any other version with the writer's endorsed key.
-    fn signed_by_writer(&self, signed: &SignedVersion, certifier: &dyn Certifier) -> bool {
-        let dot = signed.version.dot;
-        if is_endorsement(signed.version.key.as_str(), dot) {
-            return signed.version.payload.value().is_some_and(|payload| {
-                Endorsement::check(
-                    payload,
-                    dot.actor,
-                    certifier,
-                    signed.version.timestamp.wall_ms(),
-                )
-                .is_ok_and(|public| signed.verifies(&public))
-            });
+    fn signed_by_writer(&self, version: &Version, certifier: &dyn Certifier) -> bool {
+        if version.seal.is_none() {
+            return false;
+        }
+        if is_endorsement(version.key.as_str(), version.dot) {
+            return endorsed_key(version, certifier)
+                .is_some_and(|public| certifier.verify_version(&public, version));
         }
         self.writers
-            .get(&dot.actor)
-            .is_some_and(|public| signed.verifies(public))
+            .get(&version.dot.actor)
+            .is_some_and(|public| certifier.verify_version(public, version))
     }
 
     /// The keys `store` holds versions of convicted writers on, at or after the sequence
     /// number they equivocated at: the keys this replica must write again (PROTOCOL.md §7.6).
     /// Reserved keys are not among them: no replica could write another writer's record.
     pub fn tainted_keys(&self, store: &Store) -> Vec<Key> {
-        let mut keys: Vec<Key> = self
-            .signed
-            .keys()
-            .filter(|(writer, seq)| self.convicted.get(writer).is_some_and(|&s| *seq >= s))
-            .filter_map(|&(writer, seq)| {
-                store
-                    .version_by_dot(&Dot::new(writer, seq))
-                    .map(|v| v.key.clone())
+        if self.convicted.is_empty() {
+            return Vec::new();
+        }
+        let mut keys: Vec<Key> = store
+            .versions_all()
+            .filter(|v| {
+                self.convicted
+                    .get(&v.dot.actor)
+                    .is_some_and(|&s| v.dot.counter >= s)
             })
+            .map(|v| v.key.clone())
             .filter(|key| !key.as_str().starts_with(RESERVED_PREFIX))
             .collect();
         keys.sort();
@@ -303,21 +429,28 @@ impl Judge {
         changed
     }
 
-    fn defer(&mut self, signed: SignedVersion) {
-        let waiting = self.deferred.entry(signed.version.dot.actor).or_default();
+    fn defer(&mut self, version: Version) {
+        let size = version.approx_encoded_len();
+        let waiting = self.deferred.entry(version.dot.actor).or_default();
         if waiting.len() < MAX_DEFERRED_PER_WRITER
             && self.deferred_count < MAX_DEFERRED
-            && !waiting.contains(&signed)
+            && self.deferred_bytes + size <= MAX_DEFERRED_BYTES
+            && !waiting.contains(&version)
         {
-            waiting.push(signed);
+            waiting.push(version);
             self.deferred_count += 1;
+            self.deferred_bytes += size;
         }
     }
 
     /// The versions that waited for `writer`'s endorsement, and its waiting proofs accepted.
-    fn release(&mut self, writer: WriterId, certifier: &dyn Certifier) -> Vec<SignedVersion> {
+    fn release(&mut self, writer: WriterId, certifier: &dyn Certifier) -> Vec<Version> {
         let waiting = self.deferred.remove(&writer).unwrap_or_default();
         self.deferred_count -= waiting.len();
+        self.deferred_bytes -= waiting
+            .iter()
+            .map(Version::approx_encoded_len)
+            .sum::<usize>();
         let (now, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.proofs_waiting)
             .into_iter()
             .partition(|p| p.dot().actor == writer);
@@ -329,9 +462,24 @@ impl Judge {
     }
 }
 
+/// The writer key `version` endorses, if it is a valid endorsement (its seal not checked).
+fn endorsed_key(version: &Version, certifier: &dyn Certifier) -> Option<VerificationKey> {
+    if !is_endorsement(version.key.as_str(), version.dot) {
+        return None;
+    }
+    let payload = version.payload.value()?;
+    Endorsement::check(
+        payload,
+        version.dot.actor,
+        certifier,
+        version.timestamp.wall_ms(),
+    )
+    .ok()
+}
+
 /// Whether a version with this key and dot is its writer's endorsement: its first version,
 /// under its own endorsement key.
-fn is_endorsement(key: &str, dot: Dot) -> bool {
+pub fn is_endorsement(key: &str, dot: Dot) -> bool {
     dot.counter == 1
         && key
             .strip_prefix(WRITERS_PREFIX)

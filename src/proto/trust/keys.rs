@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::{MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, WRITERS_PREFIX};
-use crate::proto::{Dot, HlcTimestamp, Key, KeyError, Payload, VClock, Version, WriterId};
+use crate::proto::{Dot, HlcTimestamp, Key, KeyError, Payload, Seal, VClock, Version, WriterId};
 
 /// The domain tag of writer ids.
 const WRITER_ID_TAG: &[u8] = b"confmesh writer id v1";
@@ -63,57 +63,53 @@ pub fn signed_bytes(version: &Version, author: Option<&str>, message: Option<&st
     bytes
 }
 
-/// A version with its audit fields and its writer's signature over all of it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedVersion {
-    /// The version.
-    pub version: Version,
-    /// The principal the write was made for, if any (at most [`MAX_AUTHOR_BYTES`]).
-    pub author: Option<String>,
-    /// The change message, if any (at most [`MAX_MESSAGE_BYTES`]).
-    pub message: Option<String>,
-    /// Ed25519 over [`signed_bytes`].
-    pub signature: [u8; 64],
-}
-
-impl SignedVersion {
-    /// Whether `public` signed exactly this version, audit fields included, by the rules of
-    /// ZIP 215 (under which a batch of signatures verifies exactly when each one does, so a
-    /// verdict does not depend on what else arrived with it).
-    pub fn verifies(&self, public: &VerificationKey) -> bool {
+/// Whether `public` signed exactly `version`, audit fields included, by the rules of ZIP 215
+/// (under which a batch of signatures verifies exactly when each one does, so a verdict does
+/// not depend on what else arrived with it). An unsealed version verifies under no key.
+pub fn verifies(version: &Version, public: &VerificationKey) -> bool {
+    version.seal.as_ref().is_some_and(|seal| {
         public
             .verify(
-                &Signature::from_bytes(&self.signature),
-                &self.signed_bytes(),
+                &Signature::from_bytes(&seal.signature),
+                &version_signed_bytes(version),
             )
             .is_ok()
-    }
+    })
+}
 
-    /// The bytes its signature covers.
-    pub fn signed_bytes(&self) -> Vec<u8> {
-        signed_bytes(
-            &self.version,
-            self.author.as_deref(),
-            self.message.as_deref(),
-        )
-    }
+/// The bytes `version`'s signature covers (its seal's audit fields included).
+pub fn version_signed_bytes(version: &Version) -> Vec<u8> {
+    let seal = version.seal.as_deref();
+    signed_bytes(
+        version,
+        seal.and_then(|s| s.author.as_deref()),
+        seal.and_then(|s| s.message.as_deref()),
+    )
+}
 
-    /// Whether its audit fields are within their limits.
-    pub fn audit_fields_fit(&self) -> bool {
-        self.author
+/// Whether `version`'s audit fields are within their limits.
+pub fn audit_fields_fit(version: &Version) -> bool {
+    version.seal.as_ref().is_none_or(|seal| {
+        seal.author
             .as_ref()
             .is_none_or(|a| a.len() <= MAX_AUTHOR_BYTES)
-            && self
+            && seal
                 .message
                 .as_ref()
                 .is_none_or(|m| m.len() <= MAX_MESSAGE_BYTES)
-    }
+    })
+}
 
-    /// Whether two versions with one dot differ in anything their signatures cover.
-    pub fn differs_from(&self, other: &SignedVersion) -> bool {
-        (&self.version, &self.author, &self.message)
-            != (&other.version, &other.author, &other.message)
-    }
+/// Whether two versions with one dot differ in anything their signatures cover.
+pub fn differ(a: &Version, b: &Version) -> bool {
+    let audit = |v: &Version| {
+        v.seal
+            .as_deref()
+            .map(|s| (s.author.clone(), s.message.clone()))
+    };
+    (&a.key, &a.dot, &a.supersedes, &a.timestamp, &a.payload)
+        != (&b.key, &b.dot, &b.supersedes, &b.timestamp, &b.payload)
+        || audit(a).unwrap_or_default() != audit(b).unwrap_or_default()
 }
 
 /// A writer's signing key, held by one data directory.
@@ -140,20 +136,20 @@ impl WriterKey {
         writer_id(&self.public())
     }
 
-    /// Signs `version`, with its audit fields.
+    /// Signs `version` with its audit fields: the version sealed.
     pub fn sign(
         &self,
-        version: Version,
+        mut version: Version,
         author: Option<String>,
         message: Option<String>,
-    ) -> SignedVersion {
+    ) -> Version {
         let bytes = signed_bytes(&version, author.as_deref(), message.as_deref());
-        SignedVersion {
-            signature: self.signing.sign(&bytes).to_bytes(),
-            version,
+        version.seal = Some(Box::new(Seal {
             author,
             message,
-        }
+            signature: self.signing.sign(&bytes).to_bytes(),
+        }));
+        version
     }
 
     /// The payload of this writer's endorsement, given the node's certificate and the
@@ -267,20 +263,27 @@ pub trait Certifier {
     /// Whether `certificate` is the CA's, was valid at `at_ms` (ms since the Unix epoch), and
     /// signed `message`.
     fn certifies(&self, certificate: &[u8], message: &[u8], signature: &[u8], at_ms: u64) -> bool;
+
+    /// Whether `public` signed `version` ([`verifies`]). A replica that checks signatures
+    /// ahead of time, in batches on several cores, answers from what it found; the answer must
+    /// be [`verifies`]'s, which ZIP 215 makes the same one by one and in any batch.
+    fn verify_version(&self, public: &VerificationKey, version: &Version) -> bool {
+        verifies(version, public)
+    }
 }
 
 /// Proof that a writer's key signed two different versions with one dot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Equivocation {
     /// One of them.
-    pub first: SignedVersion,
+    pub first: Version,
     /// The other: same dot, different content.
-    pub second: SignedVersion,
+    pub second: Version,
 }
 
 impl Equivocation {
     /// The writer and sequence number it convicts.
     pub fn dot(&self) -> Dot {
-        self.first.version.dot
+        self.first.dot
     }
 }

@@ -2,18 +2,22 @@
 //!
 //! The rules every replica applies to every version from a peer, as pure functions over the
 //! version, the writers' endorsements and the equivocation proofs seen: [`Judge`]. Nothing here
-//! does I/O or reads a clock; keys are made from bytes the caller draws. `Node` does not use
-//! this module yet: it is the specification's executable form, checked by
-//! `tests/trust_model.rs` over arbitrary delivery orders, and the piece the build plugs in.
+//! does I/O or reads a clock; keys are made from bytes the caller draws. `Node` judges every
+//! version from a peer with it; `tests/trust_model.rs` checks the rules over arbitrary
+//! delivery orders against a certified attacker.
 
 mod judge;
 mod keys;
 
 pub use self::{
-    judge::{Forgery, Judge, MAX_DEFERRED, MAX_DEFERRED_PER_WRITER, Outcome, Refusal, Verdict},
+    judge::{
+        Forgery, Judge, MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_DEFERRED_PER_WRITER,
+        MAX_REFUSED_KEPT, Mode, Outcome, Refusal, Screened, Verdict, is_endorsement,
+    },
     keys::{
-        Certifier, ENDORSE_TAG, Endorsement, EndorsementError, Equivocation, SignedVersion,
-        WriterKey, endorsement_key, signed_bytes, writer_id,
+        Certifier, ENDORSE_TAG, Endorsement, EndorsementError, Equivocation, WriterKey,
+        audit_fields_fit, differ, endorsement_key, signed_bytes, verifies, version_signed_bytes,
+        writer_id,
     },
 };
 

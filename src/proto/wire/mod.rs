@@ -1,7 +1,9 @@
 //! The bytes nodes exchange: every message type, and its limited, versioned codec.
 //!
-//! An encoded message is one format-version byte ([`FORMAT_VERSION`]) followed by the bincode 2
-//! encoding (standard configuration: little-endian, varint integers) of a [`Message`].
+//! An encoded message is one format-version byte ([`Format`]) followed by the bincode 2
+//! encoding (standard configuration: little-endian, varint integers) of a [`Message`]; a
+//! message of format 3 ([`Format::Sealed`]) then carries the [`Seal`] of each of its versions,
+//! in order (docs/PROTOCOL.md §5 and §7.3).
 //!
 //! Bytes from the network are untrusted. [`decode`] refuses input longer than the caller's
 //! limit, and runs bincode with a byte limit proportional to the input's length, so a length
@@ -13,22 +15,47 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ids::Dot,
-    store::{Delta, Digest, Snapshot, SnapshotRef, Version},
+    store::{Delta, Digest, Seal, Snapshot, SnapshotRef, Version},
 };
 
-/// The format version this build writes and reads: a message's first byte, the oldest
-/// protocol version that can read it. A message with another first byte is refused with
-/// [`DecodeError::UnknownVersion`]. Every message of protocol 2 is still format 1; a later
-/// message kind a protocol adds is written with that protocol's number, and sent only once the
-/// cluster speaks it (docs/PROTOCOL.md, "Versions and upgrades").
+/// The format of protocol 1 and 2's messages: a message's first byte is its format, the
+/// oldest protocol version that can read it. A message with a first byte this build does not
+/// know is refused with [`DecodeError::UnknownVersion`]. A later message kind or layout a
+/// protocol adds is written with that protocol's number, and sent only once the cluster speaks
+/// it (docs/PROTOCOL.md, "Versions and upgrades").
 pub const FORMAT_VERSION: u8 = 1;
+
+/// The format of protocol 3's messages that carry signed versions: format 1's body, then the
+/// seals of its versions.
+pub const SEALED_FORMAT_VERSION: u8 = 3;
+
+/// The layouts a message is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Format 1: versions without their seals. What nodes of protocol 1 and 2 read.
+    Plain,
+    /// Format 3: format 1's body, then each version's [`Seal`] (or none), in the order the
+    /// versions appear. Sent only while the cluster speaks protocol 3.
+    Sealed,
+}
+
+impl Format {
+    /// Its first byte.
+    pub fn byte(self) -> u8 {
+        match self {
+            Format::Plain => FORMAT_VERSION,
+            Format::Sealed => SEALED_FORMAT_VERSION,
+        }
+    }
+}
 
 /// The newest protocol version this build speaks: what it advertises, in its QUIC ALPN
 /// (`confmesh/2`) and its member record.
 ///
 /// - 1: the protocol until member records carried a version.
 /// - 2: member records carry the protocol version; connections offer every version spoken.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// - 3: versions are signed by their writers and carry audit fields (format 3 messages).
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// The oldest protocol version this build still speaks (accepts in the ALPN, reads in member
 /// records): a cluster can be upgraded from it one node at a time.
@@ -104,7 +131,7 @@ pub enum DecodeError {
     /// No bytes at all.
     #[error("empty message")]
     Empty,
-    /// The first byte is not [`FORMAT_VERSION`].
+    /// The first byte is not a [`Format`] this build reads.
     #[error("unknown format version {0}")]
     UnknownVersion(u8),
     /// The message is longer than the limit for its channel.
@@ -140,23 +167,38 @@ pub enum EncodeError {
     Bincode(String),
 }
 
-/// Encodes `message` with the format-version byte, refusing encodings over `max_len` bytes
-/// (capped at [`MAX_MESSAGE_BYTES`]).
+/// Encodes `message` in format 1 ([`Format::Plain`]: versions without their seals), refusing
+/// encodings over `max_len` bytes (capped at [`MAX_MESSAGE_BYTES`]).
 ///
 /// # Errors
 ///
 /// [`EncodeError::TooLarge`] when the encoding is longer than the limit.
 pub fn encode(message: &Message, max_len: usize) -> Result<Bytes, EncodeError> {
-    encode_with(message, 64, max_len)
+    encode_as(message, Format::Plain, max_len)
 }
 
-/// Encodes `chunk` exactly as [`encode`] encodes `Message::SyncSnapshot(chunk.to_owned())`,
+/// Encodes `message` in `format`, refusing encodings over `max_len` bytes (capped at
+/// [`MAX_MESSAGE_BYTES`]).
+///
+/// # Errors
+///
+/// [`EncodeError::TooLarge`] when the encoding is longer than the limit.
+pub fn encode_as(message: &Message, format: Format, max_len: usize) -> Result<Bytes, EncodeError> {
+    let seals = (format == Format::Sealed).then(|| seals_of(message.versions()));
+    encode_with(message, format, seals, 64, max_len)
+}
+
+/// Encodes `chunk` exactly as [`encode_as`] encodes `Message::SyncSnapshot(chunk.to_owned())`,
 /// without cloning the versions: the catch-up path for a large replica.
 ///
 /// # Errors
 ///
 /// [`EncodeError::TooLarge`] when the encoding is longer than the limit.
-pub fn encode_snapshot(chunk: &SnapshotRef<'_>, max_len: usize) -> Result<Bytes, EncodeError> {
+pub fn encode_snapshot(
+    chunk: &SnapshotRef<'_>,
+    format: Format,
+    max_len: usize,
+) -> Result<Bytes, EncodeError> {
     /// `Message::SyncSnapshot`, borrowed. The index must match the variant's position.
     struct SyncSnapshotRef<'a, 'b>(&'a SnapshotRef<'b>);
     impl Serialize for SyncSnapshotRef<'_, '_> {
@@ -169,7 +211,19 @@ pub fn encode_snapshot(chunk: &SnapshotRef<'_>, max_len: usize) -> Result<Bytes,
             )
         }
     }
-    encode_with(&SyncSnapshotRef(chunk), chunk.approx_encoded_len(), max_len)
+    let seals = (format == Format::Sealed).then(|| seals_of(chunk.versions.iter().copied()));
+    encode_with(
+        &SyncSnapshotRef(chunk),
+        format,
+        seals,
+        chunk.approx_encoded_len(),
+        max_len,
+    )
+}
+
+/// The seals of `versions`, in order: a format 3 message's trailer.
+fn seals_of<'a>(versions: impl Iterator<Item = &'a Version>) -> Vec<Option<&'a Seal>> {
+    versions.map(|v| v.seal.as_deref()).collect()
 }
 
 /// The position of `Message::SyncSnapshot` in the enum (a test checks it).
@@ -177,14 +231,20 @@ const SYNC_SNAPSHOT_VARIANT: u32 = 9;
 
 fn encode_with<T: Serialize>(
     value: &T,
+    format: Format,
+    seals: Option<Vec<Option<&Seal>>>,
     size_hint: usize,
     max_len: usize,
 ) -> Result<Bytes, EncodeError> {
     let max = max_len.min(MAX_MESSAGE_BYTES);
     let mut out = Vec::with_capacity(size_hint.min(max).saturating_add(1));
-    out.push(FORMAT_VERSION);
+    out.push(format.byte());
     bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
         .map_err(|e| EncodeError::Bincode(e.to_string()))?;
+    if let Some(seals) = seals {
+        bincode::serde::encode_into_std_write(&seals, &mut out, bincode::config::standard())
+            .map_err(|e| EncodeError::Bincode(e.to_string()))?;
+    }
     if out.len() > max {
         return Err(EncodeError::TooLarge {
             len: out.len(),
@@ -195,6 +255,27 @@ fn encode_with<T: Serialize>(
 }
 
 impl Message {
+    /// The versions the message carries, in the order they are encoded.
+    pub fn versions(&self) -> impl Iterator<Item = &Version> {
+        let versions: &[Version] = match self {
+            Message::Push { versions } => versions,
+            Message::SyncDelta(delta) => &delta.versions,
+            Message::SyncSnapshot(snapshot) => &snapshot.versions,
+            _ => &[],
+        };
+        versions.iter()
+    }
+
+    fn versions_mut(&mut self) -> impl Iterator<Item = &mut Version> {
+        let versions: &mut [Version] = match self {
+            Message::Push { versions } => versions,
+            Message::SyncDelta(delta) => &mut delta.versions,
+            Message::SyncSnapshot(snapshot) => &mut snapshot.versions,
+            _ => &mut [],
+        };
+        versions.iter_mut()
+    }
+
     /// A short name for the message's kind (`"membership"`, `"sync_probe"`, ...), for
     /// accounting traffic by kind (the simulator's idle breakdown uses it).
     pub fn kind(&self) -> &'static str {
@@ -213,6 +294,20 @@ impl Message {
     }
 }
 
+/// Rewrites a message for a peer of protocol 1 or 2: a message of format 3 as format 1 (its
+/// versions without their seals), any other unchanged.
+///
+/// # Errors
+///
+/// [`DecodeError`] if `bytes` is not a message this build wrote.
+pub fn downgrade(bytes: Bytes) -> Result<Bytes, DecodeError> {
+    if bytes.first() != Some(&SEALED_FORMAT_VERSION) {
+        return Ok(bytes);
+    }
+    let message = decode(&bytes, MAX_MESSAGE_BYTES)?;
+    encode(&message, MAX_MESSAGE_BYTES).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
 /// Decodes one message of at most `max_len` bytes (capped at [`MAX_MESSAGE_BYTES`]).
 ///
 /// Use [`MAX_DATAGRAM_BYTES`] for datagrams and the configured stream limit for streams.
@@ -226,16 +321,32 @@ impl Message {
 pub fn decode(bytes: &[u8], max_len: usize) -> Result<Message, DecodeError> {
     let max = max_len.min(MAX_MESSAGE_BYTES);
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
-    if version != FORMAT_VERSION {
-        return Err(DecodeError::UnknownVersion(version));
-    }
+    let format = match version {
+        FORMAT_VERSION => Format::Plain,
+        SEALED_FORMAT_VERSION => Format::Sealed,
+        other => return Err(DecodeError::UnknownVersion(other)),
+    };
     if bytes.len() > max {
         return Err(DecodeError::TooLarge {
             len: bytes.len(),
             max,
         });
     }
-    let (message, used) = decode_limited::<Message>(body)?;
+    let (mut message, mut used) = decode_limited::<Message>(body)?;
+    if format == Format::Sealed {
+        let (seals, more) = decode_limited::<Vec<Option<Seal>>>(&body[used..])?;
+        used += more;
+        if seals.len() != message.versions().count() {
+            return Err(DecodeError::Malformed(format!(
+                "{} seals for {} versions",
+                seals.len(),
+                message.versions().count()
+            )));
+        }
+        for (version, seal) in message.versions_mut().zip(seals) {
+            version.seal = seal.map(Box::new);
+        }
+    }
     if used != body.len() {
         return Err(DecodeError::TrailingBytes(body.len() - used));
     }

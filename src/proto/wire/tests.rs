@@ -38,6 +38,7 @@ fn version() -> impl Strategy<Value = Version> {
             supersedes,
             timestamp: HlcTimestamp(ts),
             payload,
+            seal: None,
         },
     )
 }
@@ -164,7 +165,7 @@ fn borrowed_snapshot_encodes_byte_for_byte_like_the_owned_one() {
     let refs = store.snapshot_refs(400);
     assert!(refs.len() > 3);
     for (chunk, owned) in refs.iter().zip(store.snapshot_chunks(400)) {
-        let borrowed = encode_snapshot(chunk, MAX_MESSAGE_BYTES).unwrap();
+        let borrowed = encode_snapshot(chunk, Format::Plain, MAX_MESSAGE_BYTES).unwrap();
         let message = Message::SyncSnapshot(owned);
         assert_eq!(borrowed, encode(&message, MAX_MESSAGE_BYTES).unwrap());
         assert_eq!(decode(&borrowed, MAX_MESSAGE_BYTES).unwrap(), message);

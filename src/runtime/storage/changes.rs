@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::Storage;
 use super::{
     CHANGES, META, META_LOG_EPOCHS, META_LOG_ID, META_LOG_TRIMMED, StorageError, StorageReader,
-    current, decode, read_u64, read_u64s,
+    current, decode_change, read_u64, read_u64s,
 };
 use crate::proto::{Key, Version, WriterId};
 
@@ -181,7 +181,7 @@ impl StorageReader {
                 });
             }
             let (_, bytes) = row?;
-            changes.push(decode(bytes.value())?);
+            changes.push(decode_change(bytes.value())?);
         }
         Ok(LogPosition::Entries {
             changes,

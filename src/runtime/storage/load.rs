@@ -5,12 +5,13 @@ use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use super::{
     CHANGES, CONTEXT, CURSOR_BLOCK, Change, Cursor, HISTORY, LOCAL_WRITES, Loaded, MAX_LOG_EPOCHS,
     META, META_COLLECTED, META_FORMAT, META_LOG_EPOCHS, META_LOG_ID, META_LOG_RESERVED,
-    META_MEMBERS, META_WRITER, STORAGE_FORMAT, SharedDatabase, StorageError, VERSIONS, current,
-    decode, encode, read_u64, read_u64s,
+    META_MEMBERS, META_WRITER, META_WRITER_KEY, STORAGE_FORMAT, SharedDatabase, StorageError,
+    VERSIONS, current, decode, decode_version, encode, encode_change, read_u64, read_u64s,
     writer::{Rows, Writer},
 };
 use crate::proto::{
     Digest, SeqSet, Snapshot, Store, StoreConfig, Touched, VClock, Version, WriterId, node::NodeId,
+    trust::WriterKey,
 };
 
 /// The change log's position in a database just opened.
@@ -39,6 +40,9 @@ pub(super) const MIGRATIONS: [Migration; (STORAGE_FORMAT - 1) as usize] = [
         txn.open_table(LOCAL_WRITES)?;
         Ok(())
     },
+    // 2 -> 3: version rows may carry a seal after the version; format 2's rows, without one,
+    // read as unsigned versions. Nothing to rewrite.
+    |_| Ok(()),
 ];
 
 /// Runs every migration from format `from` to [`STORAGE_FORMAT`].
@@ -63,6 +67,7 @@ pub(super) fn load(
     shared: &SharedDatabase,
     configured: Option<WriterId>,
     new_writer: WriterId,
+    new_key: [u8; 32],
     store_config: StoreConfig,
     history_len: usize,
 ) -> Result<(Loaded, LogStart), StorageError> {
@@ -74,7 +79,7 @@ pub(super) fn load(
         entries: 0,
     };
     let txn = db.begin_write()?;
-    let (writer, fresh) = {
+    let (writer, fresh, writer_key) = {
         let mut meta = txn.open_table(META)?;
         let format = meta.get(META_FORMAT)?.map(|v| read_u64(v.value()));
         match format {
@@ -99,13 +104,33 @@ pub(super) fn load(
                     configured: configured.0,
                 });
             }
-            (Some(Some(stored)), _) => (WriterId(stored), false),
-            (None, configured) => {
-                let writer = configured.unwrap_or(new_writer);
-                meta.insert(META_WRITER, writer.0.to_le_bytes().as_slice())?;
-                (writer, true)
+            (Some(Some(stored)), Some(_)) => (WriterId(stored), false, None),
+            (None, Some(configured)) => {
+                meta.insert(META_WRITER, configured.0.to_le_bytes().as_slice())?;
+                (configured, true, None)
+            }
+            // A writer with a key: its id is the key's (docs/PROTOCOL.md §7.2). A directory
+            // of storage format 2 or before gets a new key, and writes under its id from now
+            // on; its old id stays, a legacy (unsigned) writer.
+            (stored, None) => {
+                let held = meta.get(META_WRITER_KEY)?.map(|v| v.value().to_vec());
+                let seed = match held {
+                    Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+                        .map_err(|_| StorageError::Corrupt("writer key".into()))?,
+                    None => {
+                        meta.insert(META_WRITER_KEY, new_key.as_slice())?;
+                        new_key
+                    }
+                };
+                let key = WriterKey::from_seed(seed);
+                let writer = key.id();
+                if stored != Some(Some(writer.0)) {
+                    meta.insert(META_WRITER, writer.0.to_le_bytes().as_slice())?;
+                }
+                (writer, stored.is_none(), Some(key))
             }
         };
+        let (writer, fresh, writer_key) = writer;
         let reserved = meta
             .get(META_LOG_RESERVED)?
             .and_then(|v| read_u64(v.value()))
@@ -139,7 +164,7 @@ pub(super) fn load(
         }
         meta.insert(META_LOG_ID, log.id.to_le_bytes().as_slice())?;
         meta.insert(META_LOG_RESERVED, log.reserved.to_le_bytes().as_slice())?;
-        writer
+        (writer, fresh, writer_key)
     };
     // Create every table, so readers never find one missing.
     txn.open_table(VERSIONS)?;
@@ -158,6 +183,7 @@ pub(super) fn load(
         return Ok((
             Loaded {
                 writer,
+                writer_key,
                 store: None,
                 members,
             },
@@ -177,7 +203,7 @@ pub(super) fn load(
     let mut versions = Vec::new();
     for row in read.open_table(VERSIONS)?.iter()? {
         let (_, version) = row?;
-        versions.push(decode::<Version>(version.value())?);
+        versions.push(decode_version(version.value())?);
     }
     tracing::info!(
         writer = writer.0,
@@ -199,7 +225,7 @@ pub(super) fn load(
     let mut wal = Vec::new();
     for row in read.open_table(LOCAL_WRITES)?.iter()? {
         let (_, version) = row?;
-        wal.push(decode::<Version>(version.value())?);
+        wal.push(decode_version(version.value())?);
     }
     drop(meta);
     drop(read);
@@ -209,6 +235,7 @@ pub(super) fn load(
     Ok((
         Loaded {
             writer,
+            writer_key,
             store: Some(store),
             members,
         },
@@ -279,7 +306,7 @@ fn replay(
         context.insert(writer.0, encode(&mut scratch, store.digest().seen(writer))?)?;
         let mut changes_table = txn.open_table(CHANGES)?;
         for change in &changes {
-            changes_table.insert(change.cursor.seq, encode(&mut scratch, change)?)?;
+            changes_table.insert(change.cursor.seq, encode_change(&mut scratch, change)?)?;
             log.entries += 1;
         }
         if log.next >= log.reserved {

@@ -52,7 +52,8 @@ pub(crate) use self::reader::StorageReader;
 pub(crate) use self::writer::Done;
 use self::writer::{Batch, Job, Rows, Writer};
 use crate::proto::{
-    SeqSet, Store, StoreConfig, Touched, TouchedKeys, VClock, Version, WriterId, node::NodeId, wire,
+    Seal, SeqSet, Store, StoreConfig, Touched, TouchedKeys, VClock, Version, WriterId,
+    node::NodeId, wire,
 };
 
 /// The name of the database file inside a data directory.
@@ -67,7 +68,11 @@ pub const DATABASE_FILE: &str = "confmesh.redb";
 ///   build would not read it, and so would drop acknowledged writes still in it: hence a new
 ///   format, which older builds refuse, rather than a table they ignore. (Builds between
 ///   798bc82 and format 2 wrote the table under format 1; the migration keeps its rows.)
-pub const STORAGE_FORMAT: u64 = 2;
+/// - 3: version rows (current, history, write-ahead log) carry the version's seal after it
+///   (its signature and audit fields). Rows written before end after the version and read as
+///   unsigned, so the migration rewrites nothing; an older build would refuse the new rows'
+///   trailing bytes, hence a new format.
+pub const STORAGE_FORMAT: u64 = 3;
 
 /// How many cursors one durable reservation covers (see [`CursorSource`]).
 const CURSOR_BLOCK: u64 = 1 << 20;
@@ -83,6 +88,8 @@ const LOCAL_WRITES: TableDefinition<u64, &[u8]> = TableDefinition::new("local_wr
 
 const META_FORMAT: &str = "format";
 const META_WRITER: &str = "writer";
+/// The writer key's 32 secret bytes (format 3): the writer id is its public key's.
+const META_WRITER_KEY: &str = "writer_key";
 const META_COLLECTED: &str = "collected";
 const META_MEMBERS: &str = "members";
 const META_LOG_ID: &str = "log_id";
@@ -208,6 +215,8 @@ from_redb!(
 /// What the data directory held at start.
 pub(crate) struct Loaded {
     pub(crate) writer: WriterId,
+    /// The writer's signing key; `None` for a writer id given by the builder (unsigned).
+    pub(crate) writer_key: Option<crate::proto::trust::WriterKey>,
     /// The replica, `None` for a new data directory.
     pub(crate) store: Option<Store>,
     /// The members last seen.
@@ -294,6 +303,7 @@ impl Storage {
         cache_bytes: usize,
         writer: Option<WriterId>,
         new_writer: WriterId,
+        new_key: [u8; 32],
         store_config: StoreConfig,
         history_len: usize,
         log_len: u64,
@@ -311,7 +321,8 @@ impl Storage {
             &location,
         )?))));
         let history_len = history_len.max(1);
-        let (loaded, log) = load::load(&db, writer, new_writer, store_config, history_len)?;
+        let (loaded, log) =
+            load::load(&db, writer, new_writer, new_key, store_config, history_len)?;
         let (done_tx, done) = mpsc::unbounded_channel();
         let state = Writer {
             db: Arc::clone(&db),
@@ -510,6 +521,69 @@ fn encode<'b, T: Serialize + ?Sized>(
     Ok(buf.as_slice())
 }
 
+/// Encodes a version row: the version, then its seal (`Option<Seal>`). Rows of format 2 and
+/// before end after the version and read as unsigned.
+fn encode_version<'b>(buf: &'b mut Vec<u8>, version: &Version) -> Result<&'b [u8], StorageError> {
+    buf.clear();
+    let config = bincode::config::standard();
+    bincode::serde::encode_into_std_write(version, buf, config)
+        .and_then(|_| bincode::serde::encode_into_std_write(version.seal.as_deref(), buf, config))
+        .map_err(|e| StorageError::Corrupt(format!("cannot encode: {e}")))?;
+    Ok(buf.as_slice())
+}
+
+/// Decodes a version row written by [`encode_version`], or by a build of storage format 2 or
+/// before (no seal).
+fn decode_version(bytes: &[u8]) -> Result<Version, StorageError> {
+    let corrupt = |e: wire::DecodeError| StorageError::Corrupt(e.to_string());
+    let (mut version, used) = wire::decode_limited::<Version>(bytes).map_err(corrupt)?;
+    let rest = &bytes[used..];
+    if !rest.is_empty() {
+        let (seal, more) = wire::decode_limited::<Option<Seal>>(rest).map_err(corrupt)?;
+        if more != rest.len() {
+            return Err(StorageError::Corrupt("trailing bytes in a row".into()));
+        }
+        version.seal = seal.map(Box::new);
+    }
+    Ok(version)
+}
+
+/// Encodes a change-log row: the change, then the seals of its old and new versions. Rows of
+/// format 2 and before end after the change, and read as unsigned.
+fn encode_change<'b>(buf: &'b mut Vec<u8>, change: &Change) -> Result<&'b [u8], StorageError> {
+    buf.clear();
+    let config = bincode::config::standard();
+    fn seal(v: &Option<Version>) -> Option<&Seal> {
+        v.as_ref().and_then(|v| v.seal.as_deref())
+    }
+    let seals = (seal(&change.old), seal(&change.new));
+    bincode::serde::encode_into_std_write(change, buf, config)
+        .and_then(|_| bincode::serde::encode_into_std_write(seals, buf, config))
+        .map_err(|e| StorageError::Corrupt(format!("cannot encode: {e}")))?;
+    Ok(buf.as_slice())
+}
+
+/// Decodes a change-log row written by [`encode_change`] or before format 3.
+fn decode_change(bytes: &[u8]) -> Result<Change, StorageError> {
+    let corrupt = |e: wire::DecodeError| StorageError::Corrupt(e.to_string());
+    let (mut change, used) = wire::decode_limited::<Change>(bytes).map_err(corrupt)?;
+    let rest = &bytes[used..];
+    if !rest.is_empty() {
+        let (seals, more) =
+            wire::decode_limited::<(Option<Seal>, Option<Seal>)>(rest).map_err(corrupt)?;
+        if more != rest.len() {
+            return Err(StorageError::Corrupt("trailing bytes in a row".into()));
+        }
+        if let Some(old) = change.old.as_mut() {
+            old.seal = seals.0.map(Box::new);
+        }
+        if let Some(new) = change.new.as_mut() {
+            new.seal = seals.1.map(Box::new);
+        }
+    }
+    Ok(change)
+}
+
 /// Decodes a row with the wire's allocation limits: a damaged file is an error, not an abort.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
     let (value, used) =
@@ -535,6 +609,7 @@ mod tests {
             1 << 20,
             None,
             WriterId(7),
+            [7; 32],
             StoreConfig::default(),
             4,
             100,

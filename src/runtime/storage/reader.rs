@@ -3,7 +3,7 @@
 
 use redb::ReadableDatabase;
 
-use super::{HISTORY, SharedDatabase, StorageError, VERSIONS, current, decode};
+use super::{HISTORY, SharedDatabase, StorageError, VERSIONS, current, decode_version};
 use crate::proto::{Key, Version};
 
 /// Read access from other tasks: redb serves readers concurrently with the writer.
@@ -21,13 +21,13 @@ impl StorageReader {
         let k = key.as_str();
         let mut out: Vec<Version> = Vec::new();
         for row in read.open_table(HISTORY)?.range((k, 0)..=(k, u64::MAX))? {
-            out.push(decode(row?.1.value())?);
+            out.push(decode_version(row?.1.value())?);
         }
         for row in read
             .open_table(VERSIONS)?
             .range((k, 0, 0)..=(k, u64::MAX, u64::MAX))?
         {
-            out.push(decode(row?.1.value())?);
+            out.push(decode_version(row?.1.value())?);
         }
         out.sort_by_key(|v| (v.timestamp, v.dot.actor, v.dot.counter));
         // A version is in both tables only in a database written when the history table also

@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::{
     CHANGES, CONTEXT, CURSOR_BLOCK, Change, HISTORY, LOCAL_WRITES, Location, META, META_COLLECTED,
     META_LOG_RESERVED, META_LOG_TRIMMED, META_MEMBERS, SharedDatabase, StorageError, VERSIONS,
-    backend, current, encode,
+    backend, current, encode, encode_change, encode_version,
 };
 use crate::proto::{Key, SeqSet, VClock, Version, WriterId, node::NodeId};
 
@@ -365,12 +365,15 @@ impl Writer {
                     meta.insert(META_MEMBERS, encode(&mut self.scratch, members)?)?;
                 }
                 for change in &batch.changes {
-                    log.insert(change.cursor.seq, encode(&mut self.scratch, change)?)?;
+                    log.insert(change.cursor.seq, encode_change(&mut self.scratch, change)?)?;
                     log_entries += 1;
                 }
             }
             for version in locals {
-                wal.insert(version.dot.counter, encode(&mut self.scratch, version)?)?;
+                wal.insert(
+                    version.dot.counter,
+                    encode_version(&mut self.scratch, version)?,
+                )?;
             }
             let mut trimmed = None;
             while log_entries > self.log_len {
@@ -428,7 +431,7 @@ impl Writer {
         for version in &rows.versions {
             let (writer, seq) = (version.dot.actor.0, version.dot.counter);
             if !stored.contains(&(writer, seq)) {
-                versions.insert((k, writer, seq), encode(scratch, version)?)?;
+                versions.insert((k, writer, seq), encode_version(scratch, version)?)?;
             }
         }
         if superseded.is_empty() {

@@ -1,0 +1,191 @@
+//! Signed versions at the node (docs/PROTOCOL.md §7): what it signs its writes with, how it
+//! judges every version from a peer before applying it, and what it counts.
+//!
+//! Every path a version arrives by (push, anti-entropy delta, snapshot chunk) passes its
+//! versions through [`Node::screen`] first; only what the [`Judge`] lets through is applied, by
+//! that path's own merge. Signatures are checked through the [`Certifier`]: the simulator's
+//! checks them one by one, the runtime's answers from batches it verified ahead of time.
+
+use std::{fmt, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+
+use super::Node;
+use crate::proto::{
+    Key, Version,
+    trust::{Certifier, Judge, Mode, Screened, Verdict, WriterKey, endorsement_key},
+};
+
+/// A data directory's writer key, with its endorsement's payload (the certified binding of
+/// the key to the node, PROTOCOL.md §7.2): what a node signs its writes with.
+pub struct Signer {
+    key: WriterKey,
+    endorsement: Bytes,
+}
+
+impl Signer {
+    /// A signer from the writer key and its endorsement's encoded payload.
+    pub fn new(key: WriterKey, endorsement: Bytes) -> Signer {
+        Signer { key, endorsement }
+    }
+
+    /// The writer key.
+    pub fn key(&self) -> &WriterKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("writer", &self.key.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Certifies nothing: the certifier of a node configured without one, which then applies
+/// only unsigned versions (in [`Mode::Permissive`]).
+struct NoCertifier;
+
+impl Certifier for NoCertifier {
+    fn certifies(&self, _: &[u8], _: &[u8], _: &[u8], _: u64) -> bool {
+        false
+    }
+}
+
+/// What a node trusts, in its [`Config`](super::Config).
+#[derive(Clone)]
+pub struct TrustConfig {
+    /// Signs local writes; `None`: the node writes unsigned versions (a legacy writer).
+    pub signer: Option<Arc<Signer>>,
+    /// Checks endorsements' certificates, and signatures.
+    pub certifier: Arc<dyn Certifier + Send + Sync>,
+    /// What to do with unsigned versions.
+    pub mode: Mode,
+}
+
+impl Default for TrustConfig {
+    /// No signer, a certifier that certifies nothing, permissive: a node of protocol 2.
+    fn default() -> Self {
+        TrustConfig {
+            signer: None,
+            certifier: Arc::new(NoCertifier),
+            mode: Mode::Permissive,
+        }
+    }
+}
+
+impl fmt::Debug for TrustConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustConfig")
+            .field("signer", &self.signer)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The audit fields of a local write (PROTOCOL.md §7.8), signed with it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// The principal the write is made for.
+    pub author: Option<String>,
+    /// Why.
+    pub message: Option<String>,
+}
+
+/// Counters of verdicts on versions from peers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrustStats {
+    /// Versions not signed by their writer's key, or endorsements not valid: dropped.
+    pub forged: u64,
+    /// Validly signed versions the grant rule refused: recorded as seen, without value.
+    pub refused: u64,
+    /// Versions that waited for their writer's endorsement.
+    pub deferred: u64,
+    /// Equivocations detected (two signed versions with one dot).
+    pub equivocations: u64,
+}
+
+impl Node {
+    /// Judges a batch of versions `from` sent (PROTOCOL.md §7.4) and returns those to apply;
+    /// counts and logs the rest. The caller applies them at once, by its path's merge.
+    pub(super) fn screen(&mut self, from: SocketAddr, versions: Vec<Version>) -> Screened {
+        let certifier = Arc::clone(&self.config.trust.certifier);
+        let screened = self
+            .judge
+            .screen(&mut self.store, versions, certifier.as_ref());
+        for (dot, verdict) in &screened.verdicts {
+            match verdict {
+                Verdict::Apply | Verdict::Duplicate => {}
+                Verdict::Forged(how) => {
+                    self.stats.trust.forged += 1;
+                    tracing::warn!(peer = %from, writer = %dot.actor, seq = dot.counter, ?how, "forged version dropped");
+                }
+                Verdict::Refused(why) => {
+                    self.stats.trust.refused += 1;
+                    tracing::warn!(peer = %from, writer = %dot.actor, seq = dot.counter, ?why, "version refused");
+                }
+                Verdict::Deferred => self.stats.trust.deferred += 1,
+                Verdict::Malformed => {
+                    self.stats.malformed += 1;
+                    tracing::debug!(peer = %from, writer = %dot.actor, seq = dot.counter, "malformed version dropped");
+                }
+                Verdict::Equivocation(proof) => {
+                    self.stats.trust.equivocations += 1;
+                    tracing::error!(
+                        peer = %from, writer = %dot.actor, seq = dot.counter,
+                        first = ?proof.first.payload, second = ?proof.second.payload,
+                        "writer equivocated: two signed versions with one id; its later versions are refused"
+                    );
+                }
+            }
+        }
+        screened
+    }
+
+    /// Signs a local version, if this node signs.
+    pub(super) fn seal(&self, version: Version, audit: Audit) -> Version {
+        match &self.config.trust.signer {
+            Some(signer) => signer.key.sign(version, audit.author, audit.message),
+            None => version,
+        }
+    }
+
+    /// Registers a local version applied (its endorsement's key, for the first).
+    pub(super) fn own(&mut self, version: &Version) {
+        let certifier = Arc::clone(&self.config.trust.certifier);
+        self.judge.own(version, certifier.as_ref());
+    }
+
+    /// Writes this node's endorsement as its writer's first version, if it signs and has not
+    /// written one: a new writer key's first act.
+    pub(super) fn endorse_if_new(&mut self, now: std::time::Instant) {
+        let Some(signer) = self.config.trust.signer.clone() else {
+            return;
+        };
+        let writer = signer.key.id();
+        if self.store.digest().seen(writer).max() > 0 || self.pending_writes() > 0 {
+            return;
+        }
+        let key: Key = match endorsement_key(writer) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::error!(cause = %e, "no endorsement key");
+                return;
+            }
+        };
+        if let Err(e) = self.put(now, key, signer.endorsement.clone()) {
+            tracing::error!(cause = %e, "endorsement not written");
+        }
+    }
+
+    /// The trust state: endorsed writers, convictions, deferred versions.
+    pub fn judge(&self) -> &Judge {
+        &self.judge
+    }
+
+    /// Changes how unsigned versions from peers are treated from now on.
+    pub fn set_trust_mode(&mut self, mode: Mode) {
+        self.judge.set_mode(mode);
+    }
+}
