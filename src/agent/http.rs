@@ -23,12 +23,12 @@ use super::{
 };
 use crate::{
     api::{
-        ChangeEvent, DeleteResponse, ErrorBody, GetParams, GetResponse, HealthResponse,
-        HistoryResponse, ListEntry, ListParams, ListResponse, MemberInfo, MemberStateText,
-        MembersResponse, PutParams, PutResponse, RollbackParams, RollbackResponse, StreamEnd,
-        VersionInfo, WatchEvent, WatchParams, routes, version, writer_text,
+        ChangeEvent, DeleteParams, DeleteResponse, ErrorBody, GetParams, GetResponse,
+        HealthResponse, HistoryResponse, ListEntry, ListParams, ListResponse, MemberInfo,
+        MemberStateText, MembersResponse, PutParams, PutResponse, RollbackParams, RollbackResponse,
+        StreamEnd, VersionInfo, WatchEvent, WatchParams, routes, version, writer_text,
     },
-    proto::{Version, store::DEFAULT_MAX_VALUE_BYTES},
+    proto::{Version, node::Audit, store::DEFAULT_MAX_VALUE_BYTES},
     runtime::{Cursor, Member, MemberState, Mesh, MeshError, WatchError},
 };
 
@@ -401,14 +401,18 @@ async fn put_key(
     BodyBytes(body): BodyBytes,
 ) -> Response {
     let len = body.len();
+    let audit = Audit {
+        author: params.author,
+        message: params.message,
+    };
     let result = match params.if_version.as_deref() {
-        None => api.mesh.put(&key, body).await,
+        None => api.mesh.put_audited(&key, body, audit).await,
         Some(expected) => {
             let expected = match parse_expected(expected) {
                 Ok(expected) => expected,
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             };
-            api.mesh.put_if(&key, body, expected).await
+            api.mesh.put_if_audited(&key, body, expected, audit).await
         }
     };
     match result {
@@ -424,8 +428,16 @@ async fn put_key(
     }
 }
 
-async fn delete_key(State(api): State<Api>, KeyPath(key): KeyPath) -> Response {
-    match api.mesh.delete(&key).await {
+async fn delete_key(
+    State(api): State<Api>,
+    KeyPath(key): KeyPath,
+    ApiQuery(params): ApiQuery<DeleteParams>,
+) -> Response {
+    let audit = Audit {
+        author: params.author,
+        message: params.message,
+    };
+    match api.mesh.delete_audited(&key, audit).await {
         Ok(v) => {
             if v.is_some() {
                 api.metrics.record_write(0);
@@ -453,7 +465,11 @@ async fn rollback(
         Ok(dot) => dot,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match api.mesh.rollback(&key, dot).await {
+    let audit = Audit {
+        author: params.author,
+        message: params.message,
+    };
+    match api.mesh.rollback_audited(&key, dot, audit).await {
         Ok(v) => {
             api.metrics.record_write(0);
             Json(RollbackResponse {
@@ -627,14 +643,19 @@ async fn health(State(api): State<Api>) -> Response {
 }
 
 async fn metrics(State(api): State<Api>) -> Response {
-    let (stats, health) = match (api.mesh.stats().await, api.mesh.health().await) {
-        (Ok(stats), Ok(health)) => (stats, health),
-        (Err(e), _) | (_, Err(e)) => return mesh_error(&e),
+    let (stats, health, trust) = match (
+        api.mesh.stats().await,
+        api.mesh.health().await,
+        api.mesh.trust().await,
+    ) {
+        (Ok(stats), Ok(health), Ok(trust)) => (stats, health, trust),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return mesh_error(&e),
     };
     let scrape = Scrape {
         stats,
         wire: api.mesh.wire_stats(),
         health,
+        trust,
     };
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

@@ -20,8 +20,8 @@ use prometheus_client::{
 };
 
 use crate::{
-    proto::node::{NodeStats, SYNC_DURATION_BUCKETS_MS},
-    runtime::{Health, WireStats},
+    proto::node::{NodeStats, SYNC_DURATION_BUCKETS_MS, TrustStats},
+    runtime::{Health, TrustReport, WireStats},
 };
 
 /// Upper bounds (ms) of the replication-lag histogram's buckets.
@@ -63,6 +63,7 @@ pub(crate) struct Scrape {
     pub(crate) stats: NodeStats,
     pub(crate) wire: WireStats,
     pub(crate) health: Health,
+    pub(crate) trust: TrustReport,
 }
 
 impl Metrics {
@@ -133,7 +134,7 @@ impl Metrics {
 type Reading = (&'static str, &'static str, fn(&Scrape) -> u64);
 
 /// The node's and the transport's counters.
-const COUNTERS: [Reading; 12] = [
+const COUNTERS: [Reading; 16] = [
     ("confmesh_datagram_bytes_sent", "SWIM bytes sent.", |s| {
         s.stats.datagram_bytes_sent
     }),
@@ -192,10 +193,46 @@ const COUNTERS: [Reading; 12] = [
         "Messages from peers refused as malformed.",
         |s| s.stats.malformed,
     ),
+    (
+        "confmesh_versions_forged",
+        "Versions from peers not signed by their writer, or endorsements not valid: dropped.",
+        |s| s.stats.trust.forged,
+    ),
+    (
+        "confmesh_versions_refused",
+        "Validly signed versions the grant rule refused: recorded as seen, without value.",
+        |s| s.stats.trust.refused,
+    ),
+    (
+        "confmesh_versions_deferred",
+        "Versions that waited for their writer's endorsement.",
+        |s| s.stats.trust.deferred,
+    ),
+    (
+        "confmesh_equivocations_detected",
+        "Two signed versions with one id, seen here.",
+        |s| s.stats.trust.equivocations,
+    ),
+];
+
+/// The per-peer trust counters: name, help, how to read one peer's.
+type PeerReading = (&'static str, &'static str, fn(&TrustStats) -> u64);
+
+const PEER_COUNTERS: [PeerReading; 2] = [
+    (
+        "confmesh_peer_versions_forged",
+        "Forged versions, by the peer that sent them.",
+        |t| t.forged,
+    ),
+    (
+        "confmesh_peer_versions_refused",
+        "Refused versions, by the peer that sent them.",
+        |t| t.refused,
+    ),
 ];
 
 /// The gauges read at scrape time (and `confmesh_last_sync_age_ms`, when there is an age).
-const GAUGES: [Reading; 6] = [
+const GAUGES: [Reading; 8] = [
     (
         "confmesh_members",
         "Members this node sees alive, itself included.",
@@ -224,6 +261,16 @@ const GAUGES: [Reading; 6] = [
         "Alive members that advertise an older protocol than this node's.",
         |s| s.health.held_back_by.len() as u64,
     ),
+    (
+        "confmesh_writers_endorsed",
+        "Writers whose endorsement (a key bound to a certified node) this replica holds.",
+        |s| s.trust.endorsed_writers as u64,
+    ),
+    (
+        "confmesh_writers_equivocated",
+        "Writers proven to have signed two versions with one id; their later versions are refused.",
+        |s| s.trust.equivocated.len() as u64,
+    ),
 ];
 
 impl Collector for Scrape {
@@ -234,6 +281,14 @@ impl Collector for Scrape {
         }
         for (name, help, read) in GAUGES {
             gauge(&mut encoder, name, help, read(self))?;
+        }
+        for (name, help, read) in PEER_COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (peer, stats) in &self.trust.by_peer {
+                let labels = [("peer", peer.to_string())];
+                let metric = ConstCounter::new(read(stats));
+                metric.encode(family.encode_family(&labels)?)?;
+            }
         }
         if let Some(age) = self.health.since_in_sync {
             gauge(
@@ -303,6 +358,9 @@ mod tests {
         stats.syncs_completed = 4;
         stats.sync_duration_ms_total = 90;
         stats.malformed = 5;
+        stats.trust.forged = 6;
+        stats.trust.refused = 1;
+        let peer: std::net::SocketAddr = ([127, 0, 0, 1], 7000).into();
         Scrape {
             stats,
             wire: WireStats::default(),
@@ -313,6 +371,18 @@ mod tests {
                 since_in_sync: None,
                 protocol: 1,
                 held_back_by: vec!["old".into()],
+            },
+            trust: TrustReport {
+                by_peer: vec![(
+                    peer,
+                    TrustStats {
+                        forged: 6,
+                        refused: 1,
+                        ..TrustStats::default()
+                    },
+                )],
+                equivocated: vec![(crate::proto::WriterId(9), 4)],
+                endorsed_writers: 3,
             },
         }
     }
@@ -333,6 +403,11 @@ mod tests {
             "confmesh_joined 1",
             "confmesh_cluster_protocol 1",
             "confmesh_members_behind 1",
+            "confmesh_versions_forged_total 6",
+            "confmesh_versions_refused_total 1",
+            "confmesh_peer_versions_forged_total{peer=\"127.0.0.1:7000\"} 6",
+            "confmesh_writers_equivocated 1",
+            "confmesh_writers_endorsed 3",
             "# TYPE confmesh_sync_duration_ms histogram",
             "confmesh_sync_duration_ms_count 4",
             "confmesh_sync_duration_ms_bucket{le=\"+Inf\"} 4",

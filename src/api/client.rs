@@ -17,9 +17,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{
     routes,
     types::{
-        DeleteResponse, ErrorBody, GetParams, GetResponse, HealthResponse, HistoryResponse,
-        ListEntry, ListParams, ListResponse, MembersResponse, PutParams, PutResponse,
-        RollbackParams, RollbackResponse, WatchEvent, WatchParams,
+        DeleteParams, DeleteResponse, ErrorBody, GetParams, GetResponse, HealthResponse,
+        HistoryResponse, ListEntry, ListParams, ListResponse, MembersResponse, PutParams,
+        PutResponse, RollbackParams, RollbackResponse, WatchEvent, WatchParams,
     },
 };
 
@@ -202,8 +202,24 @@ impl Client {
     ) -> Result<PutResponse, ClientError> {
         let params = PutParams {
             if_version: if_version.map(String::from),
+            ..PutParams::default()
         };
-        let path = with_query(&routes::keyed(routes::KV, key), &params);
+        self.put_with(key, value, &params).await
+    }
+
+    /// Writes a value with every parameter: a condition, an author and a change message.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::put`]; [`ClientError::Refused`] (400) for an author or message over its
+    /// limit.
+    pub async fn put_with(
+        &self,
+        key: &str,
+        value: Bytes,
+        params: &PutParams,
+    ) -> Result<PutResponse, ClientError> {
+        let path = with_query(&routes::keyed(routes::KV, key), params);
         self.call("PUT", &path, value).await?.into_typed()
     }
 
@@ -213,7 +229,20 @@ impl Client {
     ///
     /// [`ClientError::Refused`] for an invalid key.
     pub async fn delete(&self, key: &str) -> Result<DeleteResponse, ClientError> {
-        let path = routes::keyed(routes::KV, key);
+        self.delete_with(key, &DeleteParams::default()).await
+    }
+
+    /// Deletes a key, with an author and a change message.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::delete`].
+    pub async fn delete_with(
+        &self,
+        key: &str,
+        params: &DeleteParams,
+    ) -> Result<DeleteResponse, ClientError> {
+        let path = with_query(&routes::keyed(routes::KV, key), params);
         self.call("DELETE", &path, Bytes::new()).await?.into_typed()
     }
 
@@ -277,6 +306,7 @@ impl Client {
     ) -> Result<RollbackResponse, ClientError> {
         let params = RollbackParams {
             version: Some(version.to_string()),
+            ..RollbackParams::default()
         };
         let path = with_query(&routes::keyed(routes::ROLLBACK, key), &params);
         self.call("POST", &path, Bytes::new()).await?.into_typed()

@@ -31,6 +31,16 @@ pub struct VersionInfo {
     pub value: Option<String>,
     /// The value in base64 (`None` for a deletion).
     pub value_base64: Option<String>,
+    /// Whether its writer signed it (docs/PROTOCOL.md §7): every version written since
+    /// protocol 3; older ones are unsigned.
+    #[serde(default)]
+    pub signed: bool,
+    /// Who asked for the change, as its writer signed it (absent: not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Why, as its writer signed it (absent: not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl VersionInfo {
@@ -56,6 +66,9 @@ impl From<&Version> for VersionInfo {
             deleted: v.is_tombstone(),
             value: value.and_then(|b| std::str::from_utf8(b).ok().map(String::from)),
             value_base64: value.map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+            signed: v.seal.is_some(),
+            author: v.seal.as_ref().and_then(|s| s.author.clone()),
+            message: v.seal.as_ref().and_then(|s| s.message.clone()),
         }
     }
 }
@@ -93,6 +106,23 @@ pub struct PutParams {
     /// Write only if the current version is this one (`none`: only if the key is absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub if_version: Option<String>,
+    /// Who asks for the change (at most 256 bytes), signed with it and shown in history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Why (at most 1 KiB), signed with it and shown in history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `DELETE /v1/kv/{key}` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteParams {
+    /// As [`PutParams::author`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// As [`PutParams::message`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// `PUT /v1/kv/{key}`: the version the write made, durable on this node.
@@ -121,6 +151,12 @@ pub struct RollbackParams {
     /// The version to restore (from the history).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// As [`PutParams::author`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// As [`PutParams::message`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// `POST /v1/rollback/{key}`.
@@ -400,7 +436,27 @@ mod tests {
             deleted: value.is_none(),
             value: value.map(String::from),
             value_base64: value.map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+            signed: true,
+            author: None,
+            message: None,
         }
+    }
+
+    #[test]
+    fn audit_fields_appear_only_when_given_and_old_bodies_still_parse() {
+        let mut with = info(Some("v"));
+        with.author = Some("alice".into());
+        with.message = Some("why".into());
+        let value = serde_json::to_value(&with).unwrap_or_default();
+        assert_eq!(value["author"], "alice");
+        assert_eq!(value["message"], "why");
+        // A body from an agent before signed versions: no `signed`, no audit fields.
+        let old: VersionInfo = serde_json::from_value(json!({
+            "version": "00000000000000ff-3", "writer": "00000000000000ff",
+            "time_ms": 7, "deleted": false, "value": "v", "value_base64": "dg==",
+        }))
+        .expect("parses");
+        assert!(!old.signed && old.author.is_none());
     }
 
     /// The wire contract clients in other languages rely on: field names and shapes.
@@ -416,9 +472,11 @@ mod tests {
             Some(json!({
                 "key": "a", "version": "00000000000000ff-3", "writer": "00000000000000ff",
                 "time_ms": 7, "deleted": false, "value": "v", "value_base64": "dg==",
+                "signed": true,
                 "siblings": [{
                     "version": "00000000000000ff-3", "writer": "00000000000000ff",
                     "time_ms": 7, "deleted": true, "value": null, "value_base64": null,
+                    "signed": true,
                 }],
             }))
         );

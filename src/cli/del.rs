@@ -1,6 +1,8 @@
 //! `confmesh del KEY`.
 
-use super::{Failure, Target, output};
+use confmesh::api::DeleteParams;
+
+use super::{AuditArgs, Failure, Target, output};
 
 /// `del`'s arguments.
 #[derive(clap::Args)]
@@ -8,11 +10,21 @@ pub(crate) struct Args {
     /// The key.
     key: String,
     #[command(flatten)]
+    audit: AuditArgs,
+    #[command(flatten)]
     target: Target,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
-    let answer = args.target.client()?.delete(&args.key).await?;
+    let params = DeleteParams {
+        author: args.audit.author,
+        message: args.audit.message,
+    };
+    let answer = args
+        .target
+        .client()?
+        .delete_with(&args.key, &params)
+        .await?;
     output::print(&args.target, &answer, |a| {
         if a.deleted {
             format!(

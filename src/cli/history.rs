@@ -16,7 +16,16 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     output::print(&args.target, &answer, |a| {
         a.versions
             .iter()
-            .map(|v| format!("{}\t{}\t{}", v.version, v.time_ms, output::value_text(v)))
+            .map(|v| {
+                format!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    v.version,
+                    v.time_ms,
+                    output::or_dash(v.author.as_deref()),
+                    output::or_dash(v.message.as_deref()),
+                    output::value_text(v)
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     })

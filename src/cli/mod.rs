@@ -53,6 +53,17 @@ enum Command {
     Cert(cert::Command),
 }
 
+/// Who asks for a change and why: signed with it, shown in every replica's history.
+#[derive(clap::Args)]
+pub(crate) struct AuditArgs {
+    /// Who asks for the change (at most 256 bytes).
+    #[arg(long)]
+    author: Option<String>,
+    /// Why (at most 1 KiB).
+    #[arg(long, short = 'm')]
+    message: Option<String>,
+}
+
 /// Where the client commands find the agent, and how they print.
 #[derive(clap::Args)]
 pub(crate) struct Target {

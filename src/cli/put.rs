@@ -2,7 +2,9 @@
 
 use bytes::Bytes;
 
-use super::{Failure, Target, output};
+use confmesh::api::PutParams;
+
+use super::{AuditArgs, Failure, Target, output};
 
 /// `put`'s arguments.
 #[derive(clap::Args)]
@@ -14,6 +16,8 @@ pub(crate) struct Args {
     /// Only if the current version is this one (`none`: only if absent).
     #[arg(long)]
     if_version: Option<String>,
+    #[command(flatten)]
+    audit: AuditArgs,
     #[command(flatten)]
     target: Target,
 }
@@ -29,9 +33,12 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         }
     };
     let client = args.target.client()?;
-    let answer = client
-        .put(&args.key, value, args.if_version.as_deref())
-        .await?;
+    let params = PutParams {
+        if_version: args.if_version,
+        author: args.audit.author,
+        message: args.audit.message,
+    };
+    let answer = client.put_with(&args.key, value, &params).await?;
     output::print(&args.target, &answer, |a| {
         format!("{} = version {}", a.key, a.version)
     })

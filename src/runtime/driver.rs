@@ -24,7 +24,7 @@ use super::{
 };
 use crate::proto::{
     Dot, Key, TouchedKeys, Version, WriteError,
-    node::{Event, Node},
+    node::{Audit, Channel, Event, Node, Transmit},
 };
 
 /// Past this many change-log entries waiting for the disk, the node task stops reading
@@ -53,6 +53,7 @@ pub(crate) enum Command {
     Put {
         key: Key,
         value: Bytes,
+        audit: Audit,
         reply: oneshot::Sender<Result<Version, LocalWriteError>>,
     },
     /// Put only if the local winner of `key` is the version with dot `expected` (`None`:
@@ -61,12 +62,16 @@ pub(crate) enum Command {
         key: Key,
         value: Bytes,
         expected: Option<Dot>,
+        audit: Audit,
         reply: oneshot::Sender<Result<Version, LocalWriteError>>,
     },
     Delete {
         key: Key,
+        audit: Audit,
         reply: oneshot::Sender<Result<Option<Version>, LocalWriteError>>,
     },
+    /// Bytes sent to a peer as they are, bypassing the node: for adversarial tests.
+    SendRaw { to: SocketAddr, bytes: Bytes },
     /// Any read: runs against the node and answers through its own channel.
     Read(Box<dyn FnOnce(&Node) + Send>),
     /// Answers once storage has written everything the node applied so far.
@@ -255,7 +260,12 @@ impl Driver {
             Command::Delete { reply, .. } if busy => {
                 let _ = reply.send(Err(busy_error()));
             }
-            Command::Put { key, value, reply } => match self.node.put(now(), key, value) {
+            Command::Put {
+                key,
+                value,
+                audit,
+                reply,
+            } => match self.node.put_audited(now(), key, value, audit) {
                 Ok(version) => self.await_write(version, Waiter::Put(reply)),
                 Err(e) => {
                     let _ = reply.send(Err(e.into()));
@@ -265,19 +275,27 @@ impl Driver {
                 key,
                 value,
                 expected,
+                audit,
                 reply,
-            } => match self.node.put_if(now(), key, value, expected) {
+            } => match self.node.put_if_audited(now(), key, value, expected, audit) {
                 Ok(version) => self.await_write(version, Waiter::Put(reply)),
                 Err(e) => {
                     let _ = reply.send(Err(e.into()));
                 }
             },
-            Command::Delete { key, reply } => match self.node.delete(now(), key) {
-                Some(version) => self.await_write(version, Waiter::Delete(reply)),
-                None => {
-                    let _ = reply.send(Ok(None));
+            Command::Delete { key, audit, reply } => {
+                match self.node.delete_audited(now(), key, audit) {
+                    Some(version) => self.await_write(version, Waiter::Delete(reply)),
+                    None => {
+                        let _ = reply.send(Ok(None));
+                    }
                 }
-            },
+            }
+            Command::SendRaw { to, bytes } => self.transport.send(Transmit {
+                to,
+                channel: Channel::Stream,
+                bytes,
+            }),
             Command::Read(read) => read(&self.node),
             Command::AwaitStorage { reply } => self.pending.notify.push(reply),
             Command::Shutdown { .. } => {}

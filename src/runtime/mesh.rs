@@ -21,8 +21,8 @@ use super::{
 use crate::proto::{
     Dot, DotText, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
     node::{
-        Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Event, Node, NodeId, NodeStats, Signer,
-        TrustConfig,
+        Audit, Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Event, Node, NodeId, NodeStats, Signer,
+        TrustConfig, TrustStats,
     },
     trust::{Mode, WriterKey},
 };
@@ -134,6 +134,17 @@ impl From<LocalWriteError> for MeshError {
             LocalWriteError::Storage(e) => MeshError::Storage(e),
         }
     }
+}
+
+/// What [`Mesh::trust`] reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustReport {
+    /// Per peer (by address), what it sent that was not applied.
+    pub by_peer: Vec<(SocketAddr, TrustStats)>,
+    /// Writers proven to equivocate, with the sequence number they did it at.
+    pub equivocated: Vec<(WriterId, u64)>,
+    /// How many writers are endorsed in the replica.
+    pub endorsed_writers: usize,
 }
 
 /// Builds a [`Mesh`]. Start from [`Mesh::builder`].
@@ -518,11 +529,29 @@ impl Mesh {
     /// if the data directory failed, [`MeshError::Stopped`] after shutdown. On error nothing
     /// changed.
     pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<Version, MeshError> {
+        self.put_audited(key, value, Audit::default()).await
+    }
+
+    /// Like [`Mesh::put`], with audit fields (who asked, why) signed with the version and shown
+    /// in every replica's history. Until per-principal tokens exist, `author` is this node's
+    /// claim (docs/PROTOCOL.md §7.8).
+    ///
+    /// # Errors
+    ///
+    /// As [`Mesh::put`]; [`MeshError::Write`] for an audit field over its limit.
+    pub async fn put_audited(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        audit: Audit,
+    ) -> Result<Version, MeshError> {
         let key = writable_key(key)?;
+        audit.check()?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Put {
             key,
             value: value.into(),
+            audit,
             reply,
         })
         .await?;
@@ -546,12 +575,30 @@ impl Mesh {
         value: impl Into<Bytes>,
         expected: Option<Dot>,
     ) -> Result<Version, MeshError> {
+        self.put_if_audited(key, value, expected, Audit::default())
+            .await
+    }
+
+    /// Like [`Mesh::put_if`], with audit fields ([`Mesh::put_audited`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Mesh::put_if`] and [`Mesh::put_audited`].
+    pub async fn put_if_audited(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        expected: Option<Dot>,
+        audit: Audit,
+    ) -> Result<Version, MeshError> {
         let key = writable_key(key)?;
+        audit.check()?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::PutIf {
             key,
             value: value.into(),
             expected,
+            audit,
             reply,
         })
         .await?;
@@ -564,10 +611,35 @@ impl Mesh {
     ///
     /// As [`Mesh::put`].
     pub async fn delete(&self, key: &str) -> Result<Option<Version>, MeshError> {
+        self.delete_audited(key, Audit::default()).await
+    }
+
+    /// Like [`Mesh::delete`], with audit fields ([`Mesh::put_audited`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Mesh::put_audited`].
+    pub async fn delete_audited(
+        &self,
+        key: &str,
+        audit: Audit,
+    ) -> Result<Option<Version>, MeshError> {
         let key = writable_key(key)?;
+        audit.check()?;
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Delete { key, reply }).await?;
+        self.send(Command::Delete { key, audit, reply }).await?;
         Ok(answer.await.map_err(|_| MeshError::Stopped)??)
+    }
+
+    /// Sends `bytes` to the peer at `to` as one stream message, as they are: a node that
+    /// bypasses its own API, for adversarial tests. Not part of the stable API.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Stopped`] after shutdown.
+    #[doc(hidden)]
+    pub async fn send_raw(&self, to: SocketAddr, bytes: Bytes) -> Result<(), MeshError> {
+        self.send(Command::SendRaw { to, bytes }).await
     }
 
     /// The winning version of `key`, if it has a live value.
@@ -686,6 +758,20 @@ impl Mesh {
     /// [`MeshError::UnknownVersion`] if the history does not hold `dot`, otherwise as
     /// [`Mesh::put`].
     pub async fn rollback(&self, key: &str, dot: Dot) -> Result<Option<Version>, MeshError> {
+        self.rollback_audited(key, dot, Audit::default()).await
+    }
+
+    /// Like [`Mesh::rollback`], with audit fields ([`Mesh::put_audited`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Mesh::rollback`] and [`Mesh::put_audited`].
+    pub async fn rollback_audited(
+        &self,
+        key: &str,
+        dot: Dot,
+        audit: Audit,
+    ) -> Result<Option<Version>, MeshError> {
         writable_key(key)?;
         let version = self
             .history(key)
@@ -694,8 +780,8 @@ impl Mesh {
             .find(|v| v.dot == dot)
             .ok_or(MeshError::UnknownVersion(dot))?;
         match version.payload {
-            Payload::Value(value) => self.put(key, value).await.map(Some),
-            Payload::Tombstone => self.delete(key).await,
+            Payload::Value(value) => self.put_audited(key, value, audit).await.map(Some),
+            Payload::Tombstone => self.delete_audited(key, audit).await,
         }
     }
 
@@ -740,6 +826,22 @@ impl Mesh {
     /// [`MeshError::Stopped`] after shutdown.
     pub async fn stats(&self) -> Result<NodeStats, MeshError> {
         self.read(Node::stats).await
+    }
+
+    /// The trust state: what each peer sent that was not applied (forged, refused,
+    /// deferred, equivocations: docs/PROTOCOL.md §7.4), and the writers proven to equivocate,
+    /// with the sequence number they equivocated at.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Stopped`] after shutdown.
+    pub async fn trust(&self) -> Result<TrustReport, MeshError> {
+        self.read(|node| TrustReport {
+            by_peer: node.trust_by_peer().collect(),
+            equivocated: node.judge().convictions().collect(),
+            endorsed_writers: node.judge().writer_count(),
+        })
+        .await
     }
 
     /// What this node's QUIC endpoint sent and received on the wire, every overhead

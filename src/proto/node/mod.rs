@@ -36,7 +36,7 @@ use bytes::Bytes;
 use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 
 pub use self::identity::NodeId;
-pub use self::trust::{Audit, Signer, TrustConfig, TrustStats};
+pub use self::trust::{Audit, MAX_PEERS_COUNTED, Signer, TrustConfig, TrustStats};
 use self::{
     dissemination::Link,
     membership::Lifecycle,
@@ -329,6 +329,8 @@ pub struct Node {
     stats: NodeStats,
     /// The verdicts on versions from peers (`trust.rs`).
     judge: Judge,
+    /// What each peer sent that was not applied.
+    trust_by_peer: std::collections::BTreeMap<SocketAddr, TrustStats>,
 }
 
 impl Node {
@@ -379,6 +381,7 @@ impl Node {
             events: VecDeque::new(),
             stats: NodeStats::default(),
             judge,
+            trust_by_peer: std::collections::BTreeMap::new(),
         };
         node.endorse_if_new(now);
         let first_round = node.jitter(node.config.anti_entropy_interval);

@@ -12,8 +12,11 @@ use bytes::Bytes;
 
 use super::Node;
 use crate::proto::{
-    Key, Version,
-    trust::{Certifier, Judge, Mode, Screened, Verdict, WriterKey, endorsement_key},
+    Key, Version, WriteError,
+    trust::{
+        Certifier, Judge, MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, Mode, Screened, Verdict, WriterKey,
+        endorsement_key,
+    },
 };
 
 /// A data directory's writer key, with its endorsement's payload (the certified binding of
@@ -93,6 +96,25 @@ pub struct Audit {
     pub message: Option<String>,
 }
 
+impl Audit {
+    /// Whether the fields are within their limits.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::AuditTooLarge`] naming the field over its limit.
+    pub fn check(&self) -> Result<(), WriteError> {
+        for (field, value, max) in [
+            ("author", &self.author, MAX_AUTHOR_BYTES),
+            ("message", &self.message, MAX_MESSAGE_BYTES),
+        ] {
+            if let Some(len) = value.as_ref().map(String::len).filter(|&len| len > max) {
+                return Err(WriteError::AuditTooLarge { field, len, max });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Counters of verdicts on versions from peers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrustStats {
@@ -106,6 +128,18 @@ pub struct TrustStats {
     pub equivocations: u64,
 }
 
+impl TrustStats {
+    fn add(&mut self, other: &TrustStats) {
+        self.forged += other.forged;
+        self.refused += other.refused;
+        self.deferred += other.deferred;
+        self.equivocations += other.equivocations;
+    }
+}
+
+/// The most peers [`Node::trust_by_peer`] counts separately.
+pub const MAX_PEERS_COUNTED: usize = 1_024;
+
 impl Node {
     /// Judges a batch of versions `from` sent (PROTOCOL.md §7.4) and returns those to apply;
     /// counts and logs the rest. The caller applies them at once, by its path's merge.
@@ -114,24 +148,25 @@ impl Node {
         let screened = self
             .judge
             .screen(&mut self.store, versions, certifier.as_ref());
+        let mut by_peer = TrustStats::default();
         for (dot, verdict) in &screened.verdicts {
             match verdict {
                 Verdict::Apply | Verdict::Duplicate => {}
                 Verdict::Forged(how) => {
-                    self.stats.trust.forged += 1;
+                    by_peer.forged += 1;
                     tracing::warn!(peer = %from, writer = %dot.actor, seq = dot.counter, ?how, "forged version dropped");
                 }
                 Verdict::Refused(why) => {
-                    self.stats.trust.refused += 1;
+                    by_peer.refused += 1;
                     tracing::warn!(peer = %from, writer = %dot.actor, seq = dot.counter, ?why, "version refused");
                 }
-                Verdict::Deferred => self.stats.trust.deferred += 1,
+                Verdict::Deferred => by_peer.deferred += 1,
                 Verdict::Malformed => {
                     self.stats.malformed += 1;
                     tracing::debug!(peer = %from, writer = %dot.actor, seq = dot.counter, "malformed version dropped");
                 }
                 Verdict::Equivocation(proof) => {
-                    self.stats.trust.equivocations += 1;
+                    by_peer.equivocations += 1;
                     tracing::error!(
                         peer = %from, writer = %dot.actor, seq = dot.counter,
                         first = ?proof.first.payload, second = ?proof.second.payload,
@@ -140,7 +175,22 @@ impl Node {
                 }
             }
         }
+        if by_peer != TrustStats::default() {
+            self.stats.trust.add(&by_peer);
+            let known = self.trust_by_peer.len() < MAX_PEERS_COUNTED
+                || self.trust_by_peer.contains_key(&from);
+            if known {
+                self.trust_by_peer.entry(from).or_default().add(&by_peer);
+            }
+        }
         screened
+    }
+
+    /// What each peer sent that was not applied (forged, refused, deferred, equivocations),
+    /// for the first [`MAX_PEERS_COUNTED`] peers that sent any (the totals are in
+    /// [`NodeStats::trust`](super::NodeStats::trust)).
+    pub fn trust_by_peer(&self) -> impl Iterator<Item = (SocketAddr, TrustStats)> + '_ {
+        self.trust_by_peer.iter().map(|(&a, &s)| (a, s))
     }
 
     /// Signs a local version, if this node signs.

@@ -194,6 +194,7 @@ impl Node {
         payload: Payload,
         audit: Audit,
     ) -> Result<Version, WriteError> {
+        audit.check()?;
         let seq = self.pending.next_seq(&self.store);
         let wall = self.wall_ms(now);
         let after = self.pending.latest.get(&key);

@@ -176,6 +176,16 @@ pub enum WriteError {
         /// The configured limit.
         max: usize,
     },
+    /// An audit field (author, message) is over its limit (docs/PROTOCOL.md §7.3).
+    #[error("the {field} is {len} bytes, the limit is {max}")]
+    AuditTooLarge {
+        /// `author` or `message`.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A conditional write found another winner than the one expected.
     #[error("the key's current version is not the one expected")]
     Conflict {
