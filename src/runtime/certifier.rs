@@ -17,13 +17,23 @@ use rustls::{
     pki_types::{CertificateDer, TrustAnchor, UnixTime},
 };
 
-use super::tls::{TlsConfig, TlsError};
-use crate::proto::trust::{Certifier, Endorsement, WriterKey};
+use ed25519_zebra::VerificationKey;
 
-/// Checks endorsements against one cluster CA.
+use super::{
+    tls::{TlsConfig, TlsError},
+    verifier::Prechecked,
+};
+use crate::proto::{
+    Version,
+    trust::{Certifier, Endorsement, WriterKey},
+};
+
+/// Checks endorsements against one cluster CA, and signatures in batches on every core
+/// (`verifier.rs`).
 #[derive(Debug)]
 pub struct CaCertifier {
     anchor: TrustAnchor<'static>,
+    prechecked: Prechecked,
 }
 
 impl CaCertifier {
@@ -36,7 +46,10 @@ impl CaCertifier {
         let anchor = webpki::anchor_from_trusted_cert(tls.ca())
             .map_err(|e| TlsError::Config(format!("the CA certificate: {e}")))?
             .to_owned();
-        Ok(CaCertifier { anchor })
+        Ok(CaCertifier {
+            anchor,
+            prechecked: Prechecked::default(),
+        })
     }
 }
 
@@ -60,6 +73,14 @@ impl Certifier for CaCertifier {
             && cert
                 .verify_signature(webpki::ring::ECDSA_P256_SHA256, message, signature)
                 .is_ok()
+    }
+
+    fn verify_version(&self, public: &VerificationKey, version: &Version) -> bool {
+        self.prechecked.verify(public, version)
+    }
+
+    fn prepare(&self, items: &[(VerificationKey, &Version)]) {
+        self.prechecked.prepare(items);
     }
 }
 

@@ -21,6 +21,7 @@ mod subscription;
 pub(crate) mod throttle;
 pub mod tls;
 mod transport;
+mod verifier;
 mod watch;
 
 pub use self::{

@@ -318,6 +318,7 @@ impl Judge {
         versions: Vec<Version>,
         certifier: &dyn Certifier,
     ) -> Screened {
+        self.prepare(&versions, certifier);
         let (endorsements, rest): (Vec<_>, Vec<_>) = versions
             .into_iter()
             .partition(|v| is_endorsement(v.key.as_str(), v.dot));
@@ -353,6 +354,36 @@ impl Judge {
             screened.verdicts.push((dot, verdict));
         }
         screened
+    }
+
+    /// Hands the certifier every signature of `versions` whose key is known (endorsed here,
+    /// or in an endorsement of the batch itself), so it may check them together.
+    fn prepare(&self, versions: &[Version], certifier: &dyn Certifier) {
+        if versions.len() < 2 {
+            return;
+        }
+        let in_batch: BTreeMap<WriterId, VerificationKey> = versions
+            .iter()
+            .filter(|v| is_endorsement(v.key.as_str(), v.dot))
+            .filter_map(|v| {
+                let payload = v.payload.value()?;
+                let public = Endorsement::public_key(payload)?;
+                Some((v.dot.actor, public))
+            })
+            .collect();
+        let items: Vec<(VerificationKey, &Version)> = versions
+            .iter()
+            .filter(|v| v.seal.is_some())
+            .filter_map(|v| {
+                let key = in_batch
+                    .get(&v.dot.actor)
+                    .or_else(|| self.writers.get(&v.dot.actor))?;
+                Some((*key, v))
+            })
+            .collect();
+        if items.len() >= 2 {
+            certifier.prepare(&items);
+        }
     }
 
     /// Whether the version with `dot` waits for its writer's endorsement here.

@@ -209,6 +209,15 @@ impl Endorsement {
         Bytes::from(out)
     }
 
+    /// The public key an endorsement's payload names, unchecked (`None` if it does not
+    /// decode): for checking signatures ahead of the endorsement's own check.
+    pub fn public_key(payload: &[u8]) -> Option<VerificationKey> {
+        let config = bincode::config::standard().with_limit::<{ 64 * 1024 }>();
+        let (endorsement, _): (Endorsement, usize) =
+            bincode::serde::decode_from_slice(payload, config).ok()?;
+        VerificationKey::try_from(endorsement.public_key).ok()
+    }
+
     /// Checks a version's payload as `writer`'s endorsement, written at `at_ms` (its
     /// timestamp's wall time, ms since the Unix epoch: the certificate must have been valid
     /// then); returns the writer's key.
@@ -269,6 +278,13 @@ pub trait Certifier {
     /// be [`verifies`]'s, which ZIP 215 makes the same one by one and in any batch.
     fn verify_version(&self, public: &VerificationKey, version: &Version) -> bool {
         verifies(version, public)
+    }
+
+    /// The signatures a batch is about to need, each with its writer's key as far as known:
+    /// a certifier that checks them ahead of time (in batches, on several cores) does it
+    /// here, and answers [`Certifier::verify_version`] from what it found. Default: nothing.
+    fn prepare(&self, items: &[(VerificationKey, &Version)]) {
+        let _ = items;
     }
 }
 
