@@ -16,7 +16,10 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use super::server::Limits;
-use crate::runtime::{DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Preset};
+use crate::{
+    proto::trust::Mode,
+    runtime::{DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Preset},
+};
 
 /// How long a shutdown may take by default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -112,6 +115,11 @@ pub struct Options {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
+    /// Unsigned versions from peers: `enforcing` (refused) or `permissive` (accepted from
+    /// writers without an endorsement, while upgrading from protocol 2) [default: enforcing].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_mode: Option<String>,
     /// About how many nodes the cluster has [default: 16].
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,6 +190,8 @@ pub struct AgentConfig {
     pub tags: BTreeMap<String, String>,
     /// LAN or WAN timers.
     pub preset: Preset,
+    /// What the node does with unsigned versions.
+    pub trust_mode: Mode,
     /// About how many nodes the cluster has.
     pub expected_members: usize,
     /// Versions kept per key.
@@ -427,6 +437,16 @@ fn resolve(file: Options) -> Result<AgentConfig, ConfigError> {
                 ));
             }
         },
+        trust_mode: match file.trust_mode.as_deref().unwrap_or("enforcing") {
+            "enforcing" => Mode::Enforcing,
+            "permissive" => Mode::Permissive,
+            other => {
+                return Err(ConfigError::new(
+                    "trust_mode",
+                    format!("{other:?} is neither \"enforcing\" nor \"permissive\""),
+                ));
+            }
+        },
         expected_members: at_least_one("expected_members", file.expected_members, 16)?,
         history_len: at_least_one("history_len", file.history_len, DEFAULT_HISTORY_LEN)?,
         watch_log_len: at_least_one("watch_log_len", file.watch_log_len, DEFAULT_WATCH_LOG_LEN)?,
@@ -577,6 +597,7 @@ mod tests {
             DEFAULT_GOSSIP_ADDR.parse().expect("addr")
         );
         assert_eq!(config.preset, Preset::Lan);
+        assert_eq!(config.trust_mode, Mode::Enforcing);
     }
 
     #[test]
@@ -600,7 +621,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_option() {
-        let cases: [(&str, Options, &str); 6] = [
+        let cases: [(&str, Options, &str); 7] = [
             ("", Options::default(), "data_dir"),
             ("data_dir = \"d\"", Options::default(), "tls.ca"),
             (
@@ -617,6 +638,11 @@ mod tests {
                 &format!("preset = \"moon\"\n{MINIMAL}"),
                 Options::default(),
                 "preset",
+            ),
+            (
+                &format!("trust_mode = \"lax\"\n{MINIMAL}"),
+                Options::default(),
+                "trust_mode",
             ),
             (
                 MINIMAL,

@@ -157,6 +157,7 @@ async fn start_mesh(config: &AgentConfig) -> Result<Mesh, AgentError> {
         .tls(tls)
         .data_dir(&config.data_dir)
         .preset(config.preset)
+        .trust_mode(config.trust_mode)
         .expected_members(config.expected_members)
         .history_len(config.history_len)
         .watch_log_len(config.watch_log_len)
