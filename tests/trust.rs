@@ -277,6 +277,38 @@ async fn a_certified_node_crafting_messages_by_hand_cannot_write_as_anyone_else(
         .await,
         "{later:?}"
     );
+
+    // A peer that keeps forging is banned: a drops everything from it for a while, so even
+    // its valid versions no longer reach a directly.
+    let more: Vec<Version> = (0..8)
+        .map(|i| {
+            mallory
+                .key
+                .sign(claim(a_id, 2_000 + i, &honest, "again"), None, None)
+        })
+        .collect();
+    send(m, a.id().addr, &Message::Push { versions: more }).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            from_peer(a, m.id().addr).await.forged >= 14
+        })
+        .await
+    );
+    let after_ban = mallory.version(key("app/after-ban"), value("dropped"));
+    send(
+        m,
+        a.id().addr,
+        &Message::Push {
+            versions: vec![after_ban],
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        text(a, "app/after-ban").await,
+        None,
+        "a banned peer's message was taken"
+    );
     for node in nodes {
         node.shutdown().await;
     }

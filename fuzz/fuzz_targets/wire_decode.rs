@@ -3,7 +3,9 @@
 //! decodes back to the same message.
 #![no_main]
 
-use confmesh::proto::wire::{self, MAX_DATAGRAM_BYTES, MAX_MESSAGE_BYTES};
+use confmesh::proto::wire::{
+    self, Format, MAX_DATAGRAM_BYTES, MAX_MESSAGE_BYTES, SEALED_FORMAT_VERSION,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +13,14 @@ fuzz_target!(|data: &[u8]| {
         let Ok(message) = wire::decode(data, limit) else {
             continue;
         };
-        let encoded = wire::encode(&message, MAX_MESSAGE_BYTES).expect("a decoded message encodes");
+        // In the input's own format: format 1 drops the seals format 3 carries.
+        let format = if data.first() == Some(&SEALED_FORMAT_VERSION) {
+            Format::Sealed
+        } else {
+            Format::Plain
+        };
+        let encoded =
+            wire::encode_as(&message, format, MAX_MESSAGE_BYTES).expect("a decoded message encodes");
         let again = wire::decode(&encoded, MAX_MESSAGE_BYTES).expect("an encoded message decodes");
         assert_eq!(again, message, "a message changed through encode and decode");
     }

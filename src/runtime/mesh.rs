@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
     certifier::CaCertifier,
-    driver::{Command, Driver, LocalWriteError, Pending},
+    driver::{Bans, Command, Driver, LocalWriteError, Pending},
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, is_reserved},
     storage::{Change, Cursor, Storage, StorageError, StorageFaultHook, StorageReader},
     subscription::Subscription,
@@ -381,6 +381,7 @@ impl MeshBuilder {
             seeds: self.seeds,
             done,
             pending: Pending::default(),
+            bans: Bans::default(),
         };
         driver.publish_info(&self.info).map_err(MeshError::from)?;
         tokio::spawn(driver.run());

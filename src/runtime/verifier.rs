@@ -60,7 +60,9 @@ impl Prechecked {
         let results: Vec<(Check, bool)> = std::thread::scope(|scope| {
             let mut parts = jobs.chunks(share);
             let here = parts.next();
-            let others: Vec<_> = parts.map(|part| scope.spawn(|| verify_part(part))).collect();
+            let others: Vec<_> = parts
+                .map(|part| scope.spawn(|| verify_part(part)))
+                .collect();
             let mut results = here.map(verify_part).unwrap_or_default();
             for handle in others {
                 // A panicking verifier thread leaves its share unchecked: those signatures

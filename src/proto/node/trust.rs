@@ -186,6 +186,12 @@ impl Node {
         screened
     }
 
+    /// What the peer at `peer` sent that was not applied (zeros if nothing, or if it is past
+    /// the first [`MAX_PEERS_COUNTED`]).
+    pub fn trust_of(&self, peer: SocketAddr) -> TrustStats {
+        self.trust_by_peer.get(&peer).copied().unwrap_or_default()
+    }
+
     /// What each peer sent that was not applied (forged, refused, deferred, equivocations),
     /// for the first [`MAX_PEERS_COUNTED`] peers that sent any (the totals are in
     /// [`NodeStats::trust`](super::NodeStats::trust)).
