@@ -265,15 +265,16 @@ impl Node {
             .or_insert_with(|| (std::collections::BTreeSet::new(), now));
         merged.insert(part);
         *last = now;
-        self.sync
-            .snapshot_deferred
-            .entry(id)
-            .or_default()
-            .extend(deferred);
+        let waiting = self.sync.snapshot_deferred.entry(id).or_default();
+        waiting.extend(deferred);
+        waiting.sort_unstable_by_key(|d| (d.actor, d.counter));
+        waiting.dedup();
         if merged.len() >= parts as usize {
             self.sync.snapshot_parts.remove(&id);
             let waiting = self.sync.snapshot_deferred.remove(&id).unwrap_or_default();
-            if waiting.iter().any(|&dot| self.judge.is_deferred(dot)) {
+            // Every version that waited must have been judged since (applied or refused): one
+            // still waiting, or dropped past the bounds of the deferred set, is not here.
+            if waiting.iter().any(|dot| !self.store.digest().contains(dot)) {
                 tracing::warn!(peer = %from, "snapshot holds versions of writers it does not endorse; its context is not adopted");
                 return;
             }

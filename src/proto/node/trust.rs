@@ -151,7 +151,7 @@ impl Node {
         let mut by_peer = TrustStats::default();
         for (dot, verdict) in &screened.verdicts {
             match verdict {
-                Verdict::Apply | Verdict::Duplicate => {}
+                Verdict::Apply | Verdict::Duplicate | Verdict::Reseal => {}
                 Verdict::Forged(how) => {
                     by_peer.forged += 1;
                     tracing::warn!(peer = %from, writer = %dot.actor, seq = dot.counter, ?how, "forged version dropped");

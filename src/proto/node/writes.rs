@@ -38,7 +38,13 @@ impl Pending {
     /// or stored.
     fn next_seq(&self, store: &Store) -> u64 {
         let pending = self.writes.back().map_or(0, |v| v.dot.counter);
-        store.last_local_seq().max(pending).max(self.burned) + 1
+        // Saturating: a peer may claim this writer's dots up to the last number (an insider's
+        // claim, docs/PROTOCOL.md §7.1); writes then fail as duplicates rather than wrap to 0.
+        store
+            .last_local_seq()
+            .max(pending)
+            .max(self.burned)
+            .saturating_add(1)
     }
 
     /// The key's winner as a read after every pending write is applied would see it, as far

@@ -371,6 +371,31 @@ impl Store {
         true
     }
 
+    /// Gives the stored version with `dot`, held unsigned (as a node of protocol 2 relays
+    /// it), the seal of the same version signed by its writer; the caller checked that the
+    /// seal is its writer's over exactly this version. Returns whether a version gained it.
+    pub fn attach_seal(&mut self, dot: Dot, seal: Seal) -> bool {
+        let Some(key) = self
+            .by_dot
+            .get(&dot.actor)
+            .and_then(|seqs| seqs.get(&dot.counter))
+            .cloned()
+        else {
+            return false;
+        };
+        self.touch(&key);
+        let Some(version) = self
+            .keys
+            .get_mut(&key)
+            .and_then(|siblings| siblings.iter_mut().find(|v| v.dot == dot))
+            .filter(|v| v.seal.is_none())
+        else {
+            return false;
+        };
+        version.seal = Some(Box::new(seal));
+        true
+    }
+
     /// The winning version of `key`, or `None` if the key is absent or deleted.
     pub fn get(&self, key: &Key) -> Option<&Version> {
         self.keys

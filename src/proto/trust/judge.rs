@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use ed25519_zebra::VerificationKey;
 
 use super::{
-    EQUIVOCATIONS_PREFIX, MEMBERS_PREFIX, RESERVED_PREFIX, WRITERS_PREFIX,
+    MEMBERS_PREFIX, RESERVED_PREFIX, WRITERS_PREFIX,
     keys::{Certifier, Endorsement, EndorsementError, Equivocation, audit_fields_fit, differ},
 };
 use crate::proto::{Applied, Dot, Key, Payload, Store, Version, WriterId};
@@ -22,6 +22,9 @@ pub const MAX_DEFERRED_BYTES: usize = 64 << 20;
 /// The most refused versions whose signed form is kept, to detect an equivocation that pairs
 /// a refused variant with a granted one. Past it, refused versions leave only their dot.
 pub const MAX_REFUSED_KEPT: usize = 65_536;
+
+/// The most bytes (of encoded versions, roughly) of refused versions kept.
+pub const MAX_REFUSED_BYTES: usize = 64 << 20;
 
 /// What a replica does with a version from a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +45,9 @@ pub enum Verdict {
     Malformed,
     /// Its writer signed another version with the same dot: here is the proof.
     Equivocation(Box<Equivocation>),
+    /// The replica holds this very version unsigned (a node of protocol 2 relayed it without
+    /// its seal), and this copy is signed by its writer: the stored copy gains the seal.
+    Reseal,
 }
 
 /// How a version was forged.
@@ -97,6 +103,7 @@ pub struct Judge {
     convicted: BTreeMap<WriterId, u64>,
     /// Refused versions, by (writer, sequence number).
     refused: BTreeMap<(WriterId, u64), Version>,
+    refused_bytes: usize,
     deferred: BTreeMap<WriterId, Vec<Version>>,
     deferred_count: usize,
     deferred_bytes: usize,
@@ -221,6 +228,14 @@ impl Judge {
                         second: version.clone(),
                     }))
                 }
+                Some(held)
+                    if sealed
+                        && held.seal.is_none()
+                        && !differ(held, version)
+                        && self.signed_by_writer(version, certifier) =>
+                {
+                    Verdict::Reseal
+                }
                 _ => Verdict::Duplicate,
             };
         }
@@ -286,20 +301,18 @@ impl Judge {
         } = self.screen(store, vec![version], certifier);
         for version in apply {
             let dot = version.dot;
-            let verdict = match store.apply(version) {
-                Ok(Applied::Duplicate)
-                    if verdicts
-                        .iter()
-                        .any(|(d, v)| *d == dot && *v == Verdict::Duplicate) =>
-                {
-                    continue;
-                }
-                Ok(Applied::Duplicate) => Verdict::Duplicate,
-                Ok(_) => continue,
-                Err(_) => Verdict::Malformed,
+            let result = store.apply(version);
+            // Only a version judged `Apply` can turn out a duplicate or malformed here.
+            let Some(entry) = verdicts
+                .iter_mut()
+                .find(|(d, v)| *d == dot && *v == Verdict::Apply)
+            else {
+                continue;
             };
-            if let Some(entry) = verdicts.iter_mut().find(|(d, _)| *d == dot) {
-                entry.1 = verdict;
+            match result {
+                Ok(Applied::Duplicate) => entry.1 = Verdict::Duplicate,
+                Ok(_) => {}
+                Err(_) => entry.1 = Verdict::Malformed,
             }
         }
         verdicts
@@ -325,11 +338,18 @@ impl Judge {
         let mut queue: std::collections::VecDeque<Version> =
             endorsements.into_iter().chain(rest).collect();
         let mut screened = Screened::default();
+        // The versions of this batch to apply, by dot: not in the store until the caller
+        // applies them, so a second version with one of their dots is judged against them.
+        let mut to_apply: BTreeMap<(WriterId, u64), usize> = BTreeMap::new();
         while let Some(version) = queue.pop_front() {
             let dot = version.dot;
-            let verdict = self.judge(store, &version, certifier);
+            let verdict = match to_apply.get(&(dot.actor, dot.counter)) {
+                Some(&i) => self.judge_against(&screened.apply[i], &version, certifier),
+                None => self.judge(store, &version, certifier),
+            };
             match &verdict {
                 Verdict::Apply => {
+                    to_apply.insert((dot.actor, dot.counter), screened.apply.len());
                     if let Some(public) = endorsed_key(&version, certifier) {
                         self.writers.insert(dot.actor, public);
                         queue.extend(self.release(dot.actor, certifier));
@@ -338,7 +358,12 @@ impl Judge {
                 }
                 Verdict::Refused(_) => {
                     store.record_refused(dot);
-                    if version.seal.is_some() && self.refused.len() < MAX_REFUSED_KEPT {
+                    let size = version.approx_encoded_len();
+                    if version.seal.is_some()
+                        && self.refused.len() < MAX_REFUSED_KEPT
+                        && self.refused_bytes + size <= MAX_REFUSED_BYTES
+                    {
+                        self.refused_bytes += size;
                         self.refused.insert((dot.actor, dot.counter), version);
                     }
                 }
@@ -349,6 +374,13 @@ impl Judge {
                 // Kept for the caller's merge, which skips it: a snapshot chunk's merge must
                 // know every version the chunk holds.
                 Verdict::Duplicate => screened.apply.push(version),
+                Verdict::Reseal => {
+                    if let Some(seal) = version.seal.as_deref() {
+                        store.attach_seal(dot, seal.clone());
+                    }
+                    // A duplicate to the merge, which must know what a chunk holds.
+                    screened.apply.push(version);
+                }
                 Verdict::Forged(_) | Verdict::Malformed => {}
             }
             screened.verdicts.push((dot, verdict));
@@ -383,6 +415,28 @@ impl Judge {
             .collect();
         if items.len() >= 2 {
             certifier.prepare(&items);
+        }
+    }
+
+    /// The verdict on `version` when `held`, a version with its dot, is about to be applied:
+    /// an equivocation if both are signed by their writer and differ, else a duplicate.
+    fn judge_against(
+        &self,
+        held: &Version,
+        version: &Version,
+        certifier: &dyn Certifier,
+    ) -> Verdict {
+        if held.seal.is_some()
+            && version.seal.is_some()
+            && differ(held, version)
+            && self.signed_by_writer(version, certifier)
+        {
+            Verdict::Equivocation(Box::new(Equivocation {
+                first: held.clone(),
+                second: version.clone(),
+            }))
+        } else {
+            Verdict::Duplicate
         }
     }
 
@@ -529,8 +583,7 @@ fn granted(key: &Key, writer: WriterId) -> Option<Refusal> {
     if let Some(id) = key.strip_prefix(MEMBERS_PREFIX) {
         return (id != writer.to_string()).then_some(Refusal::NotOwnRecord);
     }
-    if key.starts_with(EQUIVOCATIONS_PREFIX) {
-        return None;
-    }
+    // `_confmesh/equivocations/` will hold proofs, granted only to a valid proof
+    // (PROTOCOL.md §7.6); until nodes publish them, it is reserved like the rest.
     Some(Refusal::Reserved)
 }

@@ -135,3 +135,69 @@ fn a_refused_dot_is_seen_once_and_holds_nothing() {
     assert_eq!(store.revision(), revision + 1);
     assert_eq!(store.digest().version_vector().get(&WriterId(2)), 1);
 }
+
+/// A writer's signed versions, its endorsement first, built as a node builds them.
+fn writer_versions(key: &WriterKey, node: &SigningKey, n: u64) -> Vec<crate::proto::Version> {
+    let mut store = Store::new(key.id(), StoreConfig::default());
+    let mut out = Vec::new();
+    for seq in 1..=n {
+        let (k, payload) = if seq == 1 {
+            (
+                endorsement_key(key.id()).expect("key"),
+                Payload::Value(endorsed(key, node).encode()),
+            )
+        } else {
+            (
+                Key::new(&format!("app/k{seq}")).expect("key"),
+                Payload::Value(Bytes::from_static(b"v")),
+            )
+        };
+        let version = store
+            .local_version(1_700_000_000_000 + seq, k, payload, seq, None)
+            .expect("small");
+        let signed = key.sign(version, None, None);
+        store.apply(signed.clone()).expect("applies");
+        out.push(signed);
+    }
+    out
+}
+
+#[test]
+fn an_unsigned_copy_gains_its_seal_when_the_signed_one_arrives_and_stays_applied() {
+    use super::{Judge, Mode, Verdict};
+    let key = WriterKey::from_seed([11; 32]);
+    let node = SigningKey::from([12; 32]);
+    let ca = OneNode(VerificationKey::from(&node));
+    let versions = writer_versions(&key, &node, 2);
+    let mut store = Store::new(WriterId(1), StoreConfig::default());
+    let mut judge = Judge::with_mode(Mode::Permissive);
+    // A node of protocol 2 relays the endorsement and the version without their seals: the
+    // endorsement is forged (an endorsement is always signed), and the version, of a writer
+    // not endorsed here yet, applies as a legacy writer's.
+    let mut unsigned: Vec<_> = versions.clone();
+    for v in &mut unsigned {
+        v.seal = None;
+    }
+    let outcome = judge.admit(&mut store, unsigned[0].clone(), &ca);
+    assert!(matches!(outcome[0].1, Verdict::Forged(_)), "{outcome:?}");
+    assert_eq!(
+        judge.admit(&mut store, unsigned[1].clone(), &ca)[0].1,
+        Verdict::Apply
+    );
+    // The signed copies arrive: the endorsement applies, and the version's stored copy gains
+    // its seal (the same content, signed by its writer).
+    assert_eq!(
+        judge.admit(&mut store, versions[0].clone(), &ca)[0].1,
+        Verdict::Apply
+    );
+    assert_eq!(
+        judge.admit(&mut store, versions[1].clone(), &ca)[0].1,
+        Verdict::Reseal
+    );
+    let held = store.version_by_dot(&versions[1].dot).expect("held");
+    assert_eq!(held, &versions[1], "the stored copy is the signed one");
+    // A copy with other content under that dot is not a reseal, nor (unsigned) anything.
+    let mut other = unsigned[1].clone();
+    other.payload = Payload::Tombstone;
+    assert_eq!(judge.admit(&mut store, other, &ca)[0].1, Verdict::Duplicate);
+}

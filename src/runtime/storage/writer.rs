@@ -428,11 +428,11 @@ impl Writer {
                 superseded.push(bytes.value().to_vec());
             }
         }
+        // Kept rows are written again too: a version may have gained its seal (a copy that
+        // came unsigned, then signed).
         for version in &rows.versions {
             let (writer, seq) = (version.dot.actor.0, version.dot.counter);
-            if !stored.contains(&(writer, seq)) {
-                versions.insert((k, writer, seq), encode_version(scratch, version)?)?;
-            }
+            versions.insert((k, writer, seq), encode_version(scratch, version)?)?;
         }
         if superseded.is_empty() {
             return Ok(());
