@@ -96,6 +96,24 @@ fn signatures(c: &mut Criterion) {
         });
     }
 
+    // Larger batches of one writer (a catch-up's chunks are mostly one or a few writers'):
+    // the multiscalar multiplication amortises further.
+    for size in [256usize, 1024] {
+        let messages: Vec<Vec<u8>> = (0..size).map(|i| version_bytes(i as u64)).collect();
+        let key: ed25519_zebra::VerificationKeyBytes = zpublic.into();
+        let sigs: Vec<ed25519_zebra::Signature> =
+            messages.iter().map(|m| zsigner.sign(m)).collect();
+        c.bench_function(&format!("zip215/verify_batch_{size}/one_writer"), |b| {
+            b.iter(|| {
+                let mut batch = ed25519_zebra::batch::Verifier::new();
+                for (sig, m) in sigs.iter().zip(&messages) {
+                    batch.queue((key, *sig, m));
+                }
+                black_box(batch.verify(StdRng::seed_from_u64(7))).is_ok()
+            });
+        });
+    }
+
     c.bench_function("writer_id/sha256_of_public_key", |b| {
         b.iter(|| {
             let digest = Sha256::new()

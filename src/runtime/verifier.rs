@@ -4,10 +4,10 @@
 //! A batch of versions from a peer (a push, a delta, a snapshot chunk) is split across the
 //! machine's cores; each core checks its share in batches of [`BATCH`] signatures (one
 //! multiscalar multiplication each) and, when a batch fails, each of its signatures alone,
-//! so a forgery costs its sender, not the honest versions beside it. Under ZIP 215 a batch
+//! by halves down to a few, so a forgery costs its sender, not the honest versions beside it. Under ZIP 215 a batch
 //! verifies exactly when each of its signatures does, so the verdicts are those of checking
-//! one by one. Results are kept, by a digest of key, signature and signed bytes, only until
-//! the next batch: the judge asks for each as it judges the batch.
+//! one by one. Results are kept, by a digest of key, signature and signed bytes, until the
+//! judge asks for each as it judges the batch (a bounded number).
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -21,7 +21,11 @@ use crate::proto::{
 };
 
 /// Signatures per batch verification.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
+/// The most results kept (about 80 bytes each).
+const MAX_HELD: usize = 262_144;
+/// A failed batch this small or smaller is checked one signature at a time.
+const ONE_BY_ONE: usize = 4;
 /// Below this many signatures, one core checks them all.
 const PARALLEL_FROM: usize = 2 * BATCH;
 
@@ -36,7 +40,7 @@ pub(crate) struct Prechecked {
 
 impl Prechecked {
     /// Checks every item's signature, in batches across the cores, and keeps the results
-    /// (dropping the previous batch's).
+    /// until asked for.
     pub(crate) fn prepare(&self, items: &[(VerificationKey, &Version)]) {
         let jobs: Vec<Job> = items
             .iter()
@@ -77,7 +81,11 @@ impl Prechecked {
             .results
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        held.clear();
+        // Each result is taken when the judge asks for it; those never asked for (a version
+        // judged on other grounds first) are dropped once too many gather.
+        if held.len() + results.len() > MAX_HELD {
+            held.clear();
+        }
         held.extend(results);
     }
 
@@ -113,7 +121,7 @@ fn check_of(public: &VerificationKey, signature: &[u8; 64], message: &[u8]) -> C
         .into()
 }
 
-/// Verifies one core's share, [`BATCH`] at a time; a failed batch is checked one by one.
+/// Verifies one core's share, [`BATCH`] at a time.
 fn verify_part(part: &[Job]) -> Vec<(Check, bool)> {
     let mut out = Vec::with_capacity(part.len());
     // The batch's random coefficients must be unpredictable to whoever made the signatures.
@@ -123,21 +131,34 @@ fn verify_part(part: &[Job]) -> Vec<(Check, bool)> {
     };
     let mut rng = StdRng::from_seed(seed);
     for chunk in part.chunks(BATCH) {
-        let mut verifier = batch::Verifier::new();
-        for job in chunk {
-            verifier.queue((job.public, job.signature, &job.message));
-        }
-        if verifier.verify(&mut rng).is_ok() {
-            out.extend(chunk.iter().map(|job| (job.check, true)));
-        } else {
-            out.extend(chunk.iter().map(|job| {
-                let ok = VerificationKey::try_from(job.public)
-                    .is_ok_and(|key| key.verify(&job.signature, &job.message).is_ok());
-                (job.check, ok)
-            }));
-        }
+        verify_batch(chunk, &mut rng, &mut out);
     }
     out
+}
+
+/// Verifies `jobs` as one batch; if it fails, each half as a batch, down to
+/// [`ONE_BY_ONE`] signatures checked alone: a forgery costs its sender a few batches, not a
+/// batch's worth of single checks.
+fn verify_batch(jobs: &[Job], rng: &mut StdRng, out: &mut Vec<(Check, bool)>) {
+    if jobs.len() <= ONE_BY_ONE {
+        out.extend(jobs.iter().map(|job| {
+            let ok = VerificationKey::try_from(job.public)
+                .is_ok_and(|key| key.verify(&job.signature, &job.message).is_ok());
+            (job.check, ok)
+        }));
+        return;
+    }
+    let mut verifier = batch::Verifier::new();
+    for job in jobs {
+        verifier.queue((job.public, job.signature, &job.message));
+    }
+    if verifier.verify(&mut *rng).is_ok() {
+        out.extend(jobs.iter().map(|job| (job.check, true)));
+    } else {
+        let (first, second) = jobs.split_at(jobs.len() / 2);
+        verify_batch(first, rng, out);
+        verify_batch(second, rng, out);
+    }
 }
 
 #[cfg(test)]

@@ -10,11 +10,13 @@ use super::{
 };
 use crate::proto::{Applied, Dot, Key, Payload, Store, Version, WriterId};
 
-/// The most versions kept waiting for one writer's endorsement.
-pub const MAX_DEFERRED_PER_WRITER: usize = 1_024;
+/// The most versions kept waiting for one writer's endorsement: as many as in all, since a
+/// catch-up's snapshot chunks may all arrive before the one holding the endorsements.
+pub const MAX_DEFERRED_PER_WRITER: usize = MAX_DEFERRED;
 
-/// The most versions kept waiting for endorsements in all.
-pub const MAX_DEFERRED: usize = 16_384;
+/// The most versions kept waiting for endorsements in all (the bytes bound,
+/// [`MAX_DEFERRED_BYTES`], usually comes first).
+pub const MAX_DEFERRED: usize = 262_144;
 
 /// The most bytes (of encoded versions, roughly) kept waiting for endorsements in all.
 pub const MAX_DEFERRED_BYTES: usize = 64 << 20;
@@ -104,7 +106,10 @@ pub struct Judge {
     /// Refused versions, by (writer, sequence number).
     refused: BTreeMap<(WriterId, u64), Version>,
     refused_bytes: usize,
-    deferred: BTreeMap<WriterId, Vec<Version>>,
+    /// Per writer, by sequence number (several versions may claim one).
+    deferred: BTreeMap<WriterId, BTreeMap<u64, Vec<Version>>>,
+    /// How many versions wait per writer.
+    deferred_counts: BTreeMap<WriterId, usize>,
     deferred_count: usize,
     deferred_bytes: usize,
     proofs_waiting: Vec<Equivocation>,
@@ -352,7 +357,14 @@ impl Judge {
                     to_apply.insert((dot.actor, dot.counter), screened.apply.len());
                     if let Some(public) = endorsed_key(&version, certifier) {
                         self.writers.insert(dot.actor, public);
-                        queue.extend(self.release(dot.actor, certifier));
+                        let released = self.release(dot.actor, certifier);
+                        // Checked together, as the batch's own were.
+                        let items: Vec<(VerificationKey, &Version)> =
+                            released.iter().map(|v| (public, v)).collect();
+                        if items.len() >= 2 {
+                            certifier.prepare(&items);
+                        }
+                        queue.extend(released);
                     }
                     screened.apply.push(version);
                 }
@@ -444,7 +456,7 @@ impl Judge {
     pub fn is_deferred(&self, dot: Dot) -> bool {
         self.deferred
             .get(&dot.actor)
-            .is_some_and(|w| w.iter().any(|v| v.dot == dot))
+            .is_some_and(|w| w.contains_key(&dot.counter))
     }
 
     /// Accepts a proof of equivocation (as received from a peer, or found here) if it holds:
@@ -516,21 +528,37 @@ impl Judge {
 
     fn defer(&mut self, version: Version) {
         let size = version.approx_encoded_len();
-        let waiting = self.deferred.entry(version.dot.actor).or_default();
-        if waiting.len() < MAX_DEFERRED_PER_WRITER
+        let (writer, seq) = (version.dot.actor, version.dot.counter);
+        let waiting = self.deferred.entry(writer).or_default();
+        let writer_count = self.deferred_counts.get(&writer).copied().unwrap_or(0);
+        let same_seq = waiting.entry(seq).or_default();
+        if writer_count < MAX_DEFERRED_PER_WRITER
             && self.deferred_count < MAX_DEFERRED
             && self.deferred_bytes + size <= MAX_DEFERRED_BYTES
-            && !waiting.contains(&version)
+            && !same_seq.contains(&version)
         {
-            waiting.push(version);
+            same_seq.push(version);
+            *self.deferred_counts.entry(writer).or_default() += 1;
             self.deferred_count += 1;
             self.deferred_bytes += size;
+        } else if same_seq.is_empty() {
+            waiting.remove(&seq);
+            if waiting.is_empty() {
+                self.deferred.remove(&writer);
+            }
         }
     }
 
     /// The versions that waited for `writer`'s endorsement, and its waiting proofs accepted.
     fn release(&mut self, writer: WriterId, certifier: &dyn Certifier) -> Vec<Version> {
-        let waiting = self.deferred.remove(&writer).unwrap_or_default();
+        let waiting: Vec<Version> = self
+            .deferred
+            .remove(&writer)
+            .unwrap_or_default()
+            .into_values()
+            .flatten()
+            .collect();
+        self.deferred_counts.remove(&writer);
         self.deferred_count -= waiting.len();
         self.deferred_bytes -= waiting
             .iter()
