@@ -6,7 +6,7 @@ use ed25519_zebra::VerificationKey;
 
 use super::{
     EQUIVOCATIONS_PREFIX, MEMBERS_PREFIX, RESERVED_PREFIX, WRITERS_PREFIX,
-    keys::{Certifier, Endorsement, EndorsementError, Equivocation, audit_fields_fit, differ},
+    keys::{Certifier, EndorsementError, Equivocation, audit_fields_fit, differ},
 };
 use crate::proto::{Applied, Dot, Key, Payload, Store, Version, WriterId};
 
@@ -238,10 +238,9 @@ impl Judge {
             let Payload::Value(payload) = &version.payload else {
                 return Verdict::Forged(Forgery::BadEndorsement(EndorsementError::Malformed));
             };
-            return match Endorsement::check(
+            return match certifier.check_endorsement(
                 payload,
                 dot.actor,
-                certifier,
                 version.timestamp.wall_ms(),
             ) {
                 Err(e) => Verdict::Forged(Forgery::BadEndorsement(e)),
@@ -468,13 +467,9 @@ fn endorsed_key(version: &Version, certifier: &dyn Certifier) -> Option<Verifica
         return None;
     }
     let payload = version.payload.value()?;
-    Endorsement::check(
-        payload,
-        version.dot.actor,
-        certifier,
-        version.timestamp.wall_ms(),
-    )
-    .ok()
+    certifier
+        .check_endorsement(payload, version.dot.actor, version.timestamp.wall_ms())
+        .ok()
 }
 
 /// Whether a version with this key and dot is its writer's endorsement: its first version,
