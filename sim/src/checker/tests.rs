@@ -736,3 +736,22 @@ fn a_forged_version_is_dropped_and_fails_the_trust_check() {
         failures[0]
     );
 }
+
+/// A bug of the library's trust code the simulator found once it signed, not fixed yet: run
+/// with `cargo test -p confmesh-sim -- --ignored`.
+///
+/// The joining node's snapshot comes in two chunks, the second first. Its 1,242 versions of
+/// the preloaded writer wait for that writer's endorsement, which is in the first chunk
+/// (`_confmesh/writers/` sorts before `bulk/`); the judge keeps 1,024 of them
+/// (`MAX_DEFERRED_PER_WRITER`) and drops the other 218. The first chunk releases the 1,024,
+/// every part is merged, and none of the snapshot's deferred dots is still deferred
+/// (`Judge::is_deferred`: the dropped ones never were kept), so the node adopts the snapshot's
+/// context: the 218 dropped versions are recorded as seen, and never asked for again.
+#[test]
+#[ignore = "library bug: a snapshot's context is adopted over deferred versions the judge dropped"]
+fn a_snapshot_whose_endorsements_arrive_last_loses_no_version() {
+    let args = "--seed 3 --scenario catchup --nodes 5 --catchup-keys 6000 --writes 40 --quiet";
+    let (world, phases) = run(&args.split_whitespace().collect::<Vec<_>>());
+    let failures: Vec<Failure> = super::check(&world, &phases);
+    assert!(failures.is_empty(), "{failures:?}");
+}

@@ -89,6 +89,19 @@ fn documented_commands_parse() {
             "swarm runs keep it"
         );
     }
+    // The other runs of that section: the swarm, the larger scenarios, the failing catchups.
+    assert_eq!(check("--swarm 1000 --seed 201 --quiet").swarm, Some(1000));
+    let p = check("--scenario churn --nodes 1000 --loss 0.01 --seed 7 --quiet");
+    assert_eq!(
+        (p.scenario, p.nodes, p.signing),
+        (Scenario::Churn, 1000, true)
+    );
+    let p = check("--scenario chaos --nodes 200 --seed 1");
+    assert_eq!((p.scenario, p.nodes), (Scenario::Chaos, 200));
+    let p = check("--scenario catchup --nodes 10 --loss 0.01 --seed 7");
+    assert_eq!((p.scenario, p.catchup_keys), (Scenario::Catchup, 100_000));
+    let p = check("--seed 3 --scenario catchup --nodes 5 --catchup-keys 6000 --writes 40");
+    assert_eq!((p.nodes, p.catchup_keys, p.writes), (5, 6000, 40));
 }
 
 #[test]

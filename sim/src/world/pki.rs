@@ -56,12 +56,14 @@ pub struct Issued {
     pub signer: Arc<Signer>,
     /// The endorsement's payload (what the writer's first version holds).
     pub endorsement: Bytes,
+    /// The writer id the key writes under.
+    writer: WriterId,
 }
 
 impl Issued {
     /// The writer id the key writes under.
     pub fn writer(&self) -> WriterId {
-        self.signer.key().id()
+        self.writer
     }
 }
 
@@ -89,12 +91,13 @@ impl Pki {
         let node_public: [u8; 32] = VerificationKey::from(&node).into();
         let mut certificate = node_public.to_vec();
         certificate.extend_from_slice(&self.ca.sign(&certified_bytes(&node_public)).to_bytes());
-        let public: [u8; 32] = key.public().into();
-        let signature = node.sign(&Endorsement::signed_bytes(&public, key.id()));
+        let (public, writer): ([u8; 32], WriterId) = (key.public().into(), key.id());
+        let signature = node.sign(&Endorsement::signed_bytes(&public, writer));
         let endorsement = key
             .endorsement(certificate, signature.to_bytes().to_vec())
             .encode();
         Issued {
+            writer,
             signer: Arc::new(Signer::new(key, endorsement.clone())),
             endorsement,
         }
