@@ -3,11 +3,13 @@
 //! Many `confmesh::proto::Node`s (the same code production runs) in one thread, on a
 //! simulated network with latency, loss, duplication, reordering, partitions, crashes,
 //! restarts and clock skew. Everything derives from one seed; the same seed gives the same
-//! trace hash. One checker per invariant (`checker`) decides whether a run passed.
+//! trace hash. One checker per invariant (`checker`) decides whether a run passed. Every node
+//! signs its writes and enforces signatures (docs/PROTOCOL.md §7) unless `--no-signing`.
 //!
 //! ```text
 //! cargo run -p confmesh-sim --release -- --scenario steady --nodes 1000 --loss 0.01 --seed 7 --report out.json
 //! cargo run -p confmesh-sim --release -- --smoke --check-replay     # CI's fixed seed set
+//! cargo run -p confmesh-sim --release -- --swarm 200 --seed 1 --quiet --no-signing   # unsigned, to compare
 //! cargo run -p confmesh-sim --release -- --plot docs/sim-steady.svg --from docs/sim/steady-100.json,docs/sim/steady-1000.json
 //! ```
 

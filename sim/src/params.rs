@@ -61,6 +61,11 @@ pub struct Cli {
     /// Partition scenario: cut traffic from one half to the other only.
     #[arg(long)]
     one_way: bool,
+    /// Run without signed versions, as before Trust I: no writer keys, no endorsements,
+    /// unsigned versions applied (the node's default trust, permissive). By default every
+    /// node signs its writes and enforces signatures (docs/PROTOCOL.md §7). For comparisons.
+    #[arg(long)]
+    no_signing: bool,
     /// Write the report (JSON) to this file.
     #[arg(long, value_name = "FILE.json")]
     report: Option<String>,
@@ -165,6 +170,7 @@ impl Cli {
             start,
             baseline: self.baseline,
             one_way: self.one_way,
+            signing: !self.no_signing,
             report: self.report,
             plot: self.plot,
             plot_from: self.plot_from,
@@ -280,6 +286,8 @@ pub struct Params {
     pub start: Start,
     pub baseline: bool,
     pub one_way: bool,
+    /// Every node signs its writes and enforces signatures (not `--no-signing`).
+    pub signing: bool,
     pub report: Option<String>,
     /// Draw the runs (or the `--from` reports) into this SVG file.
     pub plot: Option<String>,
@@ -327,7 +335,11 @@ impl Params {
         for (name, value) in self.fields() {
             command += &format!(" --{name} {value}");
         }
-        for (on, flag) in [(self.baseline, " --baseline"), (self.one_way, " --one-way")] {
+        for (on, flag) in [
+            (self.baseline, " --baseline"),
+            (self.one_way, " --one-way"),
+            (!self.signing, " --no-signing"),
+        ] {
             if on {
                 command += flag;
             }
@@ -397,6 +409,9 @@ impl fmt::Display for Params {
         write!(f, "{}", fields.join(" "))?;
         if self.one_way {
             write!(f, " one_way=true")?;
+        }
+        if !self.signing {
+            write!(f, " signing=false")?;
         }
         Ok(())
     }

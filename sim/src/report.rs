@@ -92,6 +92,12 @@ pub struct Report {
     pub leaves_reported_as_left: Option<f64>,
     pub lost_writes: u64,
     pub divergent_nodes: u64,
+    /// Versions that waited for their writer's endorsement, summed over nodes
+    /// (`TrustStats::deferred`).
+    pub trust_deferred: u64,
+    /// How the run's certifier answered, unless `--no-signing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<Signatures>,
     pub events: u64,
     pub messages: u64,
     pub bytes: u64,
@@ -183,6 +189,15 @@ fn heal_ms(world: &World, up: &[usize], phases: &Phases) -> Option<Vec<u64>> {
     })
 }
 
+/// Signature and certificate checks over a run (`world::pki`).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Signatures {
+    /// Checks made.
+    pub checked: u64,
+    /// Questions answered from the cache shared by the nodes (each node judges every version).
+    pub cached: u64,
+}
+
 impl Report {
     /// The figures of a finished run, and the verdicts of every checker on it.
     pub fn build(world: &World, phases: Phases, mode: &'static str, wall_s: f64) -> Report {
@@ -245,6 +260,11 @@ impl Report {
             leaves_reported_as_left,
             lost_writes: failures.iter().map(Failure::lost_writes).sum(),
             divergent_nodes: failures.iter().map(Failure::divergent_nodes).sum(),
+            trust_deferred: total(|s| s.trust.deferred) as u64,
+            signatures: world.certifier_stats().map(|s| Signatures {
+                checked: s.checked,
+                cached: s.cached,
+            }),
             events: world.events_processed,
             messages: world.messages_sent,
             bytes: world.bytes_sent,
@@ -268,8 +288,11 @@ impl Report {
             .iter()
             .map(|(kind, b)| format!(" {kind} {b:.2}"))
             .collect();
+        let signatures = self.signatures.map_or("unsigned".into(), |s| {
+            format!("signatures checked {} cached {}", s.checked, s.cached)
+        });
         let mut line = format!(
-            "  [{}] convergence_ms {} | copies/node/change {} | idle B/node/s {} | loaded B/node/s {} | heal_ms {} | detect_ms {} | join_ms {} | catchup_ms {} | grafts/change {} syncs/change {} | false_positives {} refuted {} left-as-left {} lost {} divergent {} | events {} sim {:.1}s wall {:.1}s trace {} {}",
+            "  [{}] convergence_ms {} | copies/node/change {} | idle B/node/s {} | loaded B/node/s {} | heal_ms {} | detect_ms {} | join_ms {} | catchup_ms {} | grafts/change {} syncs/change {} | false_positives {} refuted {} left-as-left {} lost {} divergent {} | deferred {} {} | events {} sim {:.1}s wall {:.1}s trace {} {}",
             self.mode,
             p(&self.convergence_ms),
             f(self.copies_per_node_per_change),
@@ -286,6 +309,8 @@ impl Report {
             f(self.leaves_reported_as_left),
             self.lost_writes,
             self.divergent_nodes,
+            self.trust_deferred,
+            signatures,
             self.events,
             self.sim_s,
             self.wall_s,

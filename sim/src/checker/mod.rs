@@ -16,6 +16,8 @@
 //! - [`false_positives`](mod@false_positives): no running node is declared down, beyond what the faults injected
 //!   explain (defined precisely there).
 //! - [`leaves`]: no survivor still lists a node that left gracefully.
+//! - [`trust`]: no node judged an honest peer's version forged, refused, or an
+//!   equivocation (every node of a run is honest).
 //! - [`determinism`]: the same seed gives the same trace hash (`--check-replay`).
 
 pub mod continuous;
@@ -26,6 +28,7 @@ pub mod false_positives;
 pub mod leaves;
 pub mod liveness;
 pub mod lost_writes;
+pub mod trust;
 
 use std::fmt;
 
@@ -66,6 +69,8 @@ pub enum Violation {
     FalsePositives(false_positives::FalsePositives),
     /// Survivors still list nodes that left gracefully.
     StillListed(leaves::StillListed),
+    /// Nodes judged honest peers' versions forged, refused, or equivocations.
+    Distrusted(trust::Distrusted),
 }
 
 /// Runs every checker on a finished run, in a fixed order; empty if the run passed.
@@ -124,6 +129,12 @@ pub fn check(world: &World, phases: &Phases) -> Vec<Failure> {
     let lists = |j: usize, id| world.node(j).is_some_and(|n| n.members().any(|m| m == id));
     if let Err(listed) = leaves::check(&phases.leaves, &up, lists) {
         violations.push(Violation::StillListed(listed));
+    }
+    let verdicts: Vec<_> = (0..world.len())
+        .map(|i| (i, world.stats(i).trust))
+        .collect();
+    if let Err(distrusted) = trust::check(&verdicts) {
+        violations.push(Violation::Distrusted(distrusted));
     }
     violations
         .into_iter()
@@ -203,6 +214,7 @@ impl Violation {
             Violation::Undetected(_) => "detection",
             Violation::FalsePositives(_) => "false_positives",
             Violation::StillListed(_) => "leaves",
+            Violation::Distrusted(_) => "trust",
         }
     }
 }
@@ -237,6 +249,7 @@ impl fmt::Display for Violation {
             Violation::Undetected(undetected) => undetected.fmt(f),
             Violation::FalsePositives(false_positives) => false_positives.fmt(f),
             Violation::StillListed(listed) => listed.fmt(f),
+            Violation::Distrusted(distrusted) => distrusted.fmt(f),
         }
     }
 }

@@ -34,6 +34,7 @@ fn defaults_match_the_summary_line() {
     );
     assert_eq!(p.catchup_keys, 100_000);
     assert!(!p.smoke && !p.check_replay && !p.quiet && !p.baseline && !p.one_way);
+    assert!(p.signing, "nodes sign by default");
     assert_eq!((p.report, p.plot, p.follow), (None, None, None));
 }
 
@@ -71,6 +72,36 @@ fn documented_commands_parse() {
     assert_eq!(p.start, Start::Warm);
     let p = check("--scenario steady --nodes 10000 --seed 7 --follow 7573");
     assert_eq!(p.follow, Some(7573));
+    // BENCHMARKS.md, "Simulator with signing": each run with and without.
+    for signing in ["", " --no-signing"] {
+        let p = check(&format!("--swarm 200 --seed 1 --quiet{signing}"));
+        assert_eq!(
+            (p.swarm, p.seed, p.signing),
+            (Some(200), 1, signing.is_empty())
+        );
+        let p = check(&format!(
+            "--scenario steady --nodes 1000 --loss 0.01 --seed 7 --quiet{signing}"
+        ));
+        assert_eq!((p.nodes, p.seed, p.signing), (1000, 7, signing.is_empty()));
+        assert_eq!(
+            Params::swarm(&p, 9).signing,
+            p.signing,
+            "swarm runs keep it"
+        );
+    }
+    // The other runs of that section: the swarm, the larger scenarios, the failing catchups.
+    assert_eq!(check("--swarm 1000 --seed 201 --quiet").swarm, Some(1000));
+    let p = check("--scenario churn --nodes 1000 --loss 0.01 --seed 7 --quiet");
+    assert_eq!(
+        (p.scenario, p.nodes, p.signing),
+        (Scenario::Churn, 1000, true)
+    );
+    let p = check("--scenario chaos --nodes 200 --seed 1");
+    assert_eq!((p.scenario, p.nodes), (Scenario::Chaos, 200));
+    let p = check("--scenario catchup --nodes 10 --loss 0.01 --seed 7");
+    assert_eq!((p.scenario, p.catchup_keys), (Scenario::Catchup, 100_000));
+    let p = check("--seed 3 --scenario catchup --nodes 5 --catchup-keys 6000 --writes 40");
+    assert_eq!((p.nodes, p.catchup_keys, p.writes), (5, 6000, 40));
 }
 
 #[test]
@@ -79,14 +110,14 @@ fn every_flag_keeps_its_meaning() {
         "--scenario catchup --nodes 9 --loss 0.2 --duplicate 0.3 --latency-ms 2..30 --skew-ms 5 \
          --writes 7 --write-interval-ms 11 --keys 13 --catchup-keys 17 --start warm --seed 19 \
          --baseline --one-way --report r.json --plot p.svg --smoke --check-replay --quiet \
-         --follow 8",
+         --follow 8 --no-signing",
     );
     assert_eq!(p.scenario, Scenario::Catchup);
     assert_eq!((p.nodes, p.loss, p.duplicate), (9, 0.2, 0.3));
     assert_eq!((p.latency_ms_min, p.latency_ms_max, p.skew_ms), (2, 30, 5));
     assert_eq!((p.writes, p.write_interval_ms, p.keys), (7, 11, 13));
     assert_eq!((p.catchup_keys, p.start, p.seed), (17, Start::Warm, 19));
-    assert!(p.baseline && p.one_way && p.smoke && p.check_replay && p.quiet);
+    assert!(p.baseline && p.one_way && p.smoke && p.check_replay && p.quiet && !p.signing);
     assert_eq!(p.report.as_deref(), Some("r.json"));
     assert_eq!(p.plot.as_deref(), Some("p.svg"));
     assert_eq!(p.follow, Some(8));
@@ -96,6 +127,11 @@ fn every_flag_keeps_its_meaning() {
         .strip_prefix("cargo run -p confmesh-sim --release --")
         .expect("a cargo command");
     assert_eq!(check(args).to_string(), p.to_string());
+    assert!(
+        p.to_string().ends_with(" one_way=true signing=false"),
+        "{p}"
+    );
+    assert!(!check(args).signing);
 }
 
 #[test]

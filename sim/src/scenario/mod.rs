@@ -8,7 +8,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use confmesh::proto::{Store, StoreConfig, WriterId, node::NodeId};
+use confmesh::proto::{
+    Key, Payload, Store, StoreConfig, WriterId, node::NodeId, trust::endorsement_key,
+};
 use rand::RngExt;
 
 use crate::{
@@ -317,14 +319,7 @@ fn catchup(world: &mut World, phases: &mut Phases) {
     let n = world.len();
     let keys = world.params.catchup_keys;
     say(world, &format!("preloading {keys} keys"));
-    let mut preload = Store::new(WriterId(u64::MAX), StoreConfig::default());
-    for k in 0..keys {
-        let key = confmesh::proto::Key::new(&format!("bulk/{:03}/key-{k:07}", k % 997))
-            .expect("valid key");
-        preload
-            .put(1_700_000_000_000, key, Bytes::from(vec![b'v'; 100]))
-            .expect("small value");
-    }
+    let preload = preloaded(world, keys);
     world.preload(0..n - 1, &preload);
     bootstrap(
         world,
@@ -352,4 +347,35 @@ fn catchup(world: &mut World, phases: &mut Phases) {
     }
     write_phase(world, phases, world.params.writes.min(50), |_, _| true);
     converge(world, phases, Duration::from_secs(60));
+}
+
+/// The catchup scenario's replica: `keys` values of 100 bytes by one writer that is no node,
+/// signed (after its endorsement) unless the run does not sign.
+fn preloaded(world: &mut World, keys: usize) -> Store {
+    const WALL: u64 = 1_700_000_000_000;
+    let issued = world.issue_writer();
+    let writer = issued.as_ref().map_or(WriterId(u64::MAX), |i| i.writer());
+    let mut store = Store::new(writer, StoreConfig::default());
+    let mut write = |key: Key, value: Bytes| {
+        let seq = store.last_local_seq() + 1;
+        let version = store
+            .local_version(WALL, key, Payload::Value(value), seq, None)
+            .expect("small value");
+        let version = match &issued {
+            Some(i) => i.signer.key().sign(version, None, None),
+            None => version,
+        };
+        store.apply(version).expect("a local version applies");
+    };
+    if let Some(i) = &issued {
+        write(
+            endorsement_key(i.writer()).expect("a valid key"),
+            i.endorsement.clone(),
+        );
+    }
+    for k in 0..keys {
+        let key = Key::new(&format!("bulk/{:03}/key-{k:07}", k % 997)).expect("valid key");
+        write(key, Bytes::from(vec![b'v'; 100]));
+    }
+    store
 }

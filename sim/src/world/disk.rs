@@ -17,9 +17,12 @@
 //! A crash loses what was not durable: remote state since the last durable commit, and local
 //! writes not yet acknowledged.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use confmesh::proto::{Store, Version};
+use confmesh::proto::{Store, Version, node::Signer};
 
 /// How often the runtime makes what arrived from peers durable (its driver's checkpoint).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -27,6 +30,9 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// One node's disk.
 #[derive(Default)]
 pub struct Disk {
+    /// The data directory's writer key, with its endorsement (PROTOCOL.md §7.2), unless
+    /// the run does not sign: drawn with the directory, kept by crashes and stops.
+    pub writer: Option<Arc<Signer>>,
     /// The replica as of the last durable commit: what a restart starts from.
     pub durable: Option<Store>,
     /// The revision of the running store `durable` was copied from, if it was.

@@ -4,6 +4,7 @@
 
 mod disk;
 pub mod faults;
+pub mod pki;
 
 use std::{
     cmp::Ordering,
@@ -15,7 +16,8 @@ use std::{
 use bytes::Bytes;
 use confmesh::proto::{
     Digest, Dot, Key, Store, Version, WriterId,
-    node::{Channel, Config, Dissemination, Event, Node, NodeId, NodeStats},
+    node::{Channel, Config, Dissemination, Event, Node, NodeId, NodeStats, TrustConfig},
+    trust::{Mode, endorsement_key},
     wire,
 };
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
@@ -23,6 +25,7 @@ use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 use self::{
     disk::Disk,
     faults::{Fault, FaultLog, Partition},
+    pki::{Issued, Pki},
 };
 use crate::{
     checker::continuous::{self, Finding},
@@ -146,6 +149,10 @@ pub struct World {
     by_dot: HashMap<Dot, usize>,
     /// What nodes were given at the start (`preload`), as written by nobody in the run.
     preloaded: Option<Store>,
+    /// The CA and the keys of the run, unless `--no-signing`.
+    pki: Option<Pki>,
+    /// The endorsement of every writer key issued: the key and payload of its first version.
+    endorsements: HashMap<WriterId, (Key, Bytes)>,
     /// What the continuous checks found, in the order found (at most [`continuous::KEPT`]).
     pub findings: Vec<(Duration, Finding)>,
     next_audit: Instant,
@@ -170,17 +177,31 @@ impl World {
         let start = Instant::now();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(params.seed);
         let n = params.nodes;
+        let mut pki = params.signing.then(|| Pki::new(params.seed));
+        let mut endorsements = HashMap::new();
         let slots = (0..n)
             .map(|i| {
                 let skew = params.skew_ms as i64;
+                // A data directory's writer key, drawn when it is created: a node that
+                // restarts from its disk keeps it. Its id is the node's writer id.
+                let mut disk = Disk::default();
+                let writer = match pki.as_mut().map(Pki::issue) {
+                    Some(issued) => {
+                        let writer = issued.writer();
+                        endorsements.insert(writer, endorsement_of(&issued));
+                        disk.writer = Some(issued.signer);
+                        writer
+                    }
+                    None => WriterId(i as u64 + 1),
+                };
                 Slot {
                     node: None,
                     id: NodeId {
                         addr: addr(i),
-                        writer: WriterId(i as u64 + 1),
+                        writer,
                         generation: 1,
                     },
-                    disk: Disk::default(),
+                    disk,
                     paused_until: None,
                     wake: None,
                     unseen: Vec::new(),
@@ -210,6 +231,8 @@ impl World {
             pending: HashMap::new(),
             by_dot: HashMap::new(),
             preloaded: None,
+            pki,
+            endorsements,
             findings: Vec::new(),
             next_audit: start + AUDIT_EVERY,
             member_log: Vec::new(),
@@ -242,7 +265,28 @@ impl World {
             // memberlist's push-pull, the baseline's only backstop, runs every 30 s.
             config.anti_entropy_interval = Duration::from_secs(30);
         }
+        if let Some(pki) = &self.pki {
+            config.trust = TrustConfig {
+                signer: self.slots[i].disk.writer.clone(),
+                certifier: pki.certifier(),
+                mode: Mode::Enforcing,
+            };
+        }
         config
+    }
+
+    /// A writer key and its endorsement for a writer outside the nodes (the catchup
+    /// scenario's preloaded keys), unless `--no-signing`.
+    pub fn issue_writer(&mut self) -> Option<Issued> {
+        let issued = self.pki.as_mut()?.issue();
+        self.endorsements
+            .insert(issued.writer(), endorsement_of(&issued));
+        Some(issued)
+    }
+
+    /// How the run's certifier answered, if nodes sign.
+    pub fn certifier_stats(&self) -> Option<pki::CacheStats> {
+        self.pki.as_ref().map(|pki| pki.certifier().stats())
     }
 
     /// Starts node `i` (fresh, or restarted from what it persisted) and joins it via `seeds`.
@@ -600,6 +644,11 @@ impl World {
                         let v = self.preloaded.as_ref()?.version_by_dot(dot)?;
                         Some((v.key.clone(), v.payload.value().cloned()))
                     })
+                    .or_else(|| {
+                        // A writer's endorsement, which its node writes first by itself.
+                        let (key, payload) = self.endorsements.get(&dot.actor)?;
+                        (dot.counter == 1).then(|| (key.clone(), Some(payload.clone())))
+                    })
             };
             if let Err(f) = continuous::written(i, store, written) {
                 found.push(f);
@@ -643,6 +692,13 @@ impl World {
             self.run_for(step);
         }
         done(self)
+    }
+
+    /// Delivers `bytes` to node `to` as a stream message from node `from`, now: what a peer
+    /// that crafts its messages could send.
+    #[cfg(test)]
+    pub fn inject(&mut self, to: usize, from: usize, bytes: &[u8]) {
+        self.deliver(to, from, Channel::Stream, bytes);
     }
 
     fn deliver(&mut self, to: usize, from: usize, channel: Channel, bytes: &[u8]) {
@@ -834,6 +890,12 @@ impl World {
     }
 }
 
+/// The key and payload of the first version of an issued writer: its endorsement.
+fn endorsement_of(issued: &Issued) -> (Key, Bytes) {
+    let key = endorsement_key(issued.writer()).expect("an endorsement key is valid");
+    (key, issued.endorsement.clone())
+}
+
 /// Node `i`'s address: in 127.0.0.0/8, never used on a real network.
 pub fn addr(i: usize) -> SocketAddr {
     let i = i as u32 + 1;
@@ -862,6 +924,10 @@ fn add_stats(total: &mut NodeStats, s: NodeStats) {
     total.datagram_bytes_sent += s.datagram_bytes_sent;
     total.stream_bytes_sent += s.stream_bytes_sent;
     total.suspicions_refuted += s.suspicions_refuted;
+    total.trust.forged += s.trust.forged;
+    total.trust.refused += s.trust.refused;
+    total.trust.deferred += s.trust.deferred;
+    total.trust.equivocations += s.trust.equivocations;
 }
 
 impl Kind {

@@ -258,10 +258,9 @@ impl Judge {
             let Payload::Value(payload) = &version.payload else {
                 return Verdict::Forged(Forgery::BadEndorsement(EndorsementError::Malformed));
             };
-            return match Endorsement::check(
+            return match certifier.check_endorsement(
                 payload,
                 dot.actor,
-                certifier,
                 version.timestamp.wall_ms(),
             ) {
                 Err(e) => Verdict::Forged(Forgery::BadEndorsement(e)),
@@ -581,13 +580,9 @@ fn endorsed_key(version: &Version, certifier: &dyn Certifier) -> Option<Verifica
         return None;
     }
     let payload = version.payload.value()?;
-    Endorsement::check(
-        payload,
-        version.dot.actor,
-        certifier,
-        version.timestamp.wall_ms(),
-    )
-    .ok()
+    certifier
+        .check_endorsement(payload, version.dot.actor, version.timestamp.wall_ms())
+        .ok()
 }
 
 /// Whether a version with this key and dot is its writer's endorsement: its first version,

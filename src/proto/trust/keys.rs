@@ -225,10 +225,10 @@ impl Endorsement {
     /// # Errors
     ///
     /// [`EndorsementError`] naming what is wrong.
-    pub fn check(
+    pub fn check<C: Certifier + ?Sized>(
         payload: &[u8],
         writer: WriterId,
-        certifier: &dyn Certifier,
+        certifier: &C,
         at_ms: u64,
     ) -> Result<VerificationKey, EndorsementError> {
         let config = bincode::config::standard().with_limit::<{ 64 * 1024 }>();
@@ -285,6 +285,24 @@ pub trait Certifier {
     /// here, and answers [`Certifier::verify_version`] from what it found. Default: nothing.
     fn prepare(&self, items: &[(VerificationKey, &Version)]) {
         let _ = items;
+    }
+
+    /// `writer`'s key, if `payload` is its endorsement, written at `at_ms`
+    /// ([`Endorsement::check`], through which every replica checks every endorsement). A
+    /// replica that checks the same endorsements many times (the simulator, whose N nodes each
+    /// check N of them) may answer from what it found before; the answer must be
+    /// [`Endorsement::check`]'s.
+    ///
+    /// # Errors
+    ///
+    /// [`EndorsementError`] naming what is wrong.
+    fn check_endorsement(
+        &self,
+        payload: &[u8],
+        writer: WriterId,
+        at_ms: u64,
+    ) -> Result<VerificationKey, EndorsementError> {
+        Endorsement::check(payload, writer, self, at_ms)
     }
 }
 
