@@ -86,7 +86,7 @@ async fn member_records() -> Result<Vec<(String, Vec<u8>)>, Box<dyn std::error::
     seeds.push(("v3-later".to_string(), later));
 
     // What a node holds after opening 989adcb's data directory: the old build's record, then
-    // this build's rewrite of it.
+    // the record this build writes under its directory's new, key-derived writer id.
     let dir = tempfile::tempdir()?;
     for entry in std::fs::read_dir(FIXTURE)? {
         let entry = entry?;
@@ -100,24 +100,24 @@ async fn member_records() -> Result<Vec<(String, Vec<u8>)>, Box<dyn std::error::
         .tag("zone", "eu")
         .start()
         .await?;
-    let key = "_confmesh/members/000000000000f1f1";
     let old = mesh
-        .history(key)
+        .history("_confmesh/members/000000000000f1f1")
         .await?
         .first()
         .cloned()
         .ok_or("no old record")?;
-    // The rewrite is a write like any other: it lands shortly after the start.
+    let key = format!("_confmesh/members/{}", mesh.id().writer);
+    // The new record is a write like any other: it lands shortly after the start.
     let mut new = None;
     for _ in 0..100 {
-        new = mesh.get(key).await?.filter(|v| v.dot != old.dot);
+        new = mesh.get(&key).await?;
         if new.is_some() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     mesh.shutdown().await;
-    let new = new.ok_or("the old record was not rewritten")?;
+    let new = new.ok_or("this build's record was not written")?;
     for (name, version) in [("989adcb-v1", old), ("989adcb-rewritten-v2", new)] {
         let value = version.payload.value().ok_or("a deleted record")?;
         seeds.push((name.to_string(), value.to_vec()));

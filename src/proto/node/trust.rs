@@ -148,32 +148,47 @@ impl Node {
         let screened = self
             .judge
             .screen(&mut self.store, versions, certifier.as_ref());
+        // One line per kind and batch, naming the first: a peer cannot flood the log with a
+        // message of many forgeries (and it is banned after a few).
         let mut by_peer = TrustStats::default();
+        let mut first: [Option<(crate::proto::Dot, String)>; 3] = [None, None, None];
         for (dot, verdict) in &screened.verdicts {
-            match verdict {
-                Verdict::Apply | Verdict::Duplicate | Verdict::Reseal => {}
+            let (slot, why) = match verdict {
+                Verdict::Apply | Verdict::Duplicate | Verdict::Reseal => continue,
+                Verdict::Deferred => {
+                    by_peer.deferred += 1;
+                    continue;
+                }
+                Verdict::Malformed => {
+                    self.stats.malformed += 1;
+                    continue;
+                }
                 Verdict::Forged(how) => {
                     by_peer.forged += 1;
-                    tracing::warn!(peer = %from, writer = %dot.actor, seq = dot.counter, ?how, "forged version dropped");
+                    (0, format!("{how:?}"))
                 }
                 Verdict::Refused(why) => {
                     by_peer.refused += 1;
-                    tracing::warn!(peer = %from, writer = %dot.actor, seq = dot.counter, ?why, "version refused");
+                    (1, format!("{why:?}"))
                 }
-                Verdict::Deferred => by_peer.deferred += 1,
-                Verdict::Malformed => {
-                    self.stats.malformed += 1;
-                    tracing::debug!(peer = %from, writer = %dot.actor, seq = dot.counter, "malformed version dropped");
-                }
-                Verdict::Equivocation(proof) => {
+                Verdict::Equivocation(_) => {
                     by_peer.equivocations += 1;
-                    tracing::error!(
-                        peer = %from, writer = %dot.actor, seq = dot.counter,
-                        first = ?proof.first.payload, second = ?proof.second.payload,
-                        "writer equivocated: two signed versions with one id; its later versions are refused"
-                    );
+                    (2, String::new())
                 }
-            }
+            };
+            first[slot].get_or_insert((*dot, why));
+        }
+        if let Some((dot, how)) = &first[0] {
+            tracing::warn!(peer = %from, count = by_peer.forged, first.writer = %dot.actor, first.seq = dot.counter, first.how = %how, "forged versions dropped");
+        }
+        if let Some((dot, why)) = &first[1] {
+            tracing::warn!(peer = %from, count = by_peer.refused, first.writer = %dot.actor, first.seq = dot.counter, first.why = %why, "versions refused");
+        }
+        if let Some((dot, _)) = &first[2] {
+            tracing::error!(
+                peer = %from, count = by_peer.equivocations, writer = %dot.actor, seq = dot.counter,
+                "writer equivocated: two signed versions with one id; its later versions are refused"
+            );
         }
         if by_peer != TrustStats::default() {
             self.stats.trust.add(&by_peer);
