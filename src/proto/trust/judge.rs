@@ -451,13 +451,6 @@ impl Judge {
         }
     }
 
-    /// Whether the version with `dot` waits for its writer's endorsement here.
-    pub fn is_deferred(&self, dot: Dot) -> bool {
-        self.deferred
-            .get(&dot.actor)
-            .is_some_and(|w| w.contains_key(&dot.counter))
-    }
-
     /// Accepts a proof of equivocation (as received from a peer, or found here) if it holds:
     /// one dot, different contents, each signed by its writer's key (for two endorsements, each
     /// with the key in its own payload: two keys with one writer id). A proof about a writer
