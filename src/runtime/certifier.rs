@@ -26,6 +26,7 @@ use super::{
 use crate::proto::{
     Version,
     trust::{Certifier, Endorsement, WriterKey},
+    wire::Message,
 };
 
 /// Checks endorsements against one cluster CA, and signatures in batches on every core
@@ -50,6 +51,14 @@ impl CaCertifier {
             anchor,
             prechecked: Prechecked::default(),
         })
+    }
+}
+
+impl CaCertifier {
+    /// Checks the signatures `message` carries ahead of the judge, on this thread (a
+    /// connection reader's, off the node task): see `verifier.rs`.
+    pub(crate) fn precheck(&self, message: &Message) {
+        self.prechecked.precheck(message.versions().as_slice());
     }
 }
 

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
+    bans::{BAN, Bans},
     members::{Member, MemberInfo, MemberState, info_writer},
     storage::{Change, Done, Storage, StorageError, Submission},
     transport::{Inbound, Inboxes, Transport},
@@ -130,52 +131,9 @@ pub(crate) struct Driver {
     pub(crate) done: mpsc::UnboundedReceiver<Done>,
     /// Not yet sent to storage.
     pub(crate) pending: Pending,
-    /// Peers that sent forged versions, and until when their messages are dropped.
-    pub(crate) bans: Bans,
-}
-
-/// A peer that sent this many forged versions since its last ban is banned
-/// (docs/PROTOCOL.md §7.4): honest peers send none, since they pass on only what they applied.
-const FORGED_BEFORE_BAN: u64 = 8;
-/// How long a ban lasts: every message from the peer's address is dropped meanwhile.
-const BAN: Duration = Duration::from_secs(60);
-/// The most peers banned at once; past it the ban ending soonest is lifted.
-const MAX_BANS: usize = 1_024;
-
-/// Peers banned for sending forged versions.
-#[derive(Debug, Default)]
-pub(crate) struct Bans {
-    /// Per peer: until when it is banned, and its forged count when it was.
-    peers: std::collections::HashMap<SocketAddr, (std::time::Instant, u64)>,
-}
-
-impl Bans {
-    fn banned(&self, peer: SocketAddr, now: std::time::Instant) -> bool {
-        self.peers.get(&peer).is_some_and(|&(until, _)| now < until)
-    }
-
-    /// Bans `peer` if it sent [`FORGED_BEFORE_BAN`] forged versions since its last ban;
-    /// returns whether it did now.
-    fn judge(&mut self, peer: SocketAddr, forged: u64, now: std::time::Instant) -> bool {
-        let since = self.peers.get(&peer).map_or(0, |&(_, at)| at);
-        if forged < since + FORGED_BEFORE_BAN {
-            return false;
-        }
-        if self.peers.len() >= MAX_BANS {
-            self.peers.retain(|_, (until, _)| *until > now);
-            if self.peers.len() >= MAX_BANS
-                && let Some(soonest) = self
-                    .peers
-                    .iter()
-                    .min_by_key(|(_, (until, _))| *until)
-                    .map(|(p, _)| *p)
-            {
-                self.peers.remove(&soonest);
-            }
-        }
-        self.peers.insert(peer, (now + BAN, forged));
-        true
-    }
+    /// Peers that sent forged versions, and until when their messages are dropped (by the
+    /// transport, which shares this).
+    pub(crate) bans: Arc<Bans>,
 }
 
 /// What the next commit must write, and the local writes awaited.
@@ -214,7 +172,7 @@ pub(crate) struct Pending {
     clippy::disallowed_methods,
     reason = "the runtime is where time enters the node"
 )]
-fn now() -> std::time::Instant {
+pub(crate) fn now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
@@ -355,11 +313,10 @@ impl Driver {
     fn receive(&mut self, message: Inbound) {
         let now = now();
         match message {
-            Inbound::Datagram { from, .. } | Inbound::Stream { from, .. }
-                if self.bans.banned(from, now) => {}
             Inbound::Datagram { from, bytes } => self.node.handle_datagram(now, from, &bytes),
-            Inbound::Stream { from, bytes } => {
-                self.node.handle_stream_message(now, from, &bytes);
+            Inbound::Stream { from, len, message } => {
+                self.node
+                    .handle_decoded_stream_message(now, from, len, message);
                 let forged = self.node.trust_of(from).forged;
                 if self.bans.judge(from, forged, now) {
                     tracing::warn!(peer = %from, forged, ban = ?BAN, "peer banned: it sent forged versions");
@@ -591,9 +548,8 @@ impl Driver {
         for event in events {
             self.announce(event);
         }
-        while let Some(transmit) = self.node.poll_transmit() {
-            self.transport.send(transmit);
-        }
+        self.transport
+            .send_all(std::iter::from_fn(|| self.node.poll_transmit()));
     }
 
     fn announce(&mut self, event: Event) {

@@ -8,8 +8,9 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
+    bans::Bans,
     certifier::CaCertifier,
-    driver::{Bans, Command, Driver, LocalWriteError, Pending},
+    driver::{Command, Driver, LocalWriteError, Pending},
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, is_reserved},
     storage::{Change, Cursor, Storage, StorageError, StorageFaultHook, StorageReader},
     subscription::Subscription,
@@ -332,12 +333,17 @@ impl MeshBuilder {
             self.watch_log_len,
             changes.clone(),
         )?;
+        let tls_error = |e: super::tls::TlsError| MeshError::Config(e.to_string());
+        let certifier = Arc::new(CaCertifier::new(&tls).map_err(tls_error)?);
+        let bans = Arc::new(Bans::default());
         let (transport, inbound) = Transport::bind(
             self.bind,
             &tls,
             self.info.protocol,
             DEFAULT_MAX_STREAM_MESSAGE_BYTES,
             self.fault,
+            Some(certifier.clone()),
+            bans.clone(),
         )?;
         let wall = wall_clock_ms();
         let id = NodeId {
@@ -349,7 +355,13 @@ impl MeshBuilder {
             Preset::Lan => Config::lan(id, self.expected_members, random_seed()),
             Preset::Wan => Config::wan(id, self.expected_members, random_seed()),
         };
-        config.trust = trust_config(&tls, loaded.writer_key, self.info.protocol, self.trust_mode)?;
+        config.trust = trust_config(
+            &tls,
+            certifier,
+            loaded.writer_key,
+            self.info.protocol,
+            self.trust_mode,
+        )?;
         #[allow(
             clippy::disallowed_methods,
             reason = "the runtime is where time enters"
@@ -381,7 +393,7 @@ impl MeshBuilder {
             seeds: self.seeds,
             done,
             pending: Pending::default(),
-            bans: Bans::default(),
+            bans,
         };
         driver.publish_info(&self.info).map_err(MeshError::from)?;
         tokio::spawn(driver.run());
@@ -420,12 +432,12 @@ fn random_key() -> Result<[u8; 32], MeshError> {
 /// with its TLS key (none for a legacy writer, or a node speaking protocol 2 for tests).
 fn trust_config(
     tls: &TlsConfig,
+    certifier: Arc<CaCertifier>,
     key: Option<WriterKey>,
     protocol: u8,
     mode: Mode,
 ) -> Result<TrustConfig, MeshError> {
     let tls_error = |e: super::tls::TlsError| MeshError::Config(e.to_string());
-    let certifier = Arc::new(CaCertifier::new(tls).map_err(tls_error)?);
     let signer = match key {
         Some(key) if protocol >= SEALED_FORMAT_VERSION => {
             let endorsement = super::certifier::endorse(tls, &key).map_err(tls_error)?;

@@ -12,6 +12,7 @@
 //! - `transport`: QUIC (quinn) between nodes, mutual TLS against a cluster CA.
 //! - [`tls`]: loading certificates, and a development CA.
 
+mod bans;
 pub mod certifier;
 mod driver;
 mod members;

@@ -14,12 +14,14 @@ use quinn::{Connection, Endpoint};
 use tokio::sync::mpsc;
 
 use super::{
+    bans::Bans,
+    certifier::CaCertifier,
     throttle::LogThrottle,
     tls::{CLUSTER_SERVER_NAME, TlsConfig, TlsError},
 };
 use crate::proto::{
     node::{Channel, Transmit},
-    wire::{self, SEALED_FORMAT_VERSION},
+    wire::{self, DecodeError, Message, SEALED_FORMAT_VERSION},
 };
 
 /// How long a dial may take before the message is dropped (anti-entropy repairs it).
@@ -58,6 +60,12 @@ const MAX_STREAM_READS: usize = 64;
 /// The longest one incoming stream may take to arrive in full: a peer that opens a stream
 /// and stalls gives its read slot back.
 const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A stream message this large or larger is decoded, and its signatures checked, on a
+/// blocking thread, at most one per core at once; smaller ones are decoded by their reader.
+const DECODE_ASIDE_FROM: usize = 16 * 1024;
+/// A stream message this small or smaller is sent ahead of larger ones queued to the same
+/// peer (QUIC stream priority): pushes and probes do not wait behind a snapshot.
+const SMALL_MESSAGE: usize = 16 * 1024;
 
 /// Decides, for a message from one address to another, whether to drop it: fault injection
 /// for tests (partitions). `true` drops.
@@ -68,8 +76,17 @@ pub type FaultHook = Arc<dyn Fn(SocketAddr, SocketAddr) -> bool + Send + Sync>;
 /// A message received from a peer.
 #[derive(Debug)]
 pub(crate) enum Inbound {
-    Datagram { from: SocketAddr, bytes: Bytes },
-    Stream { from: SocketAddr, bytes: Vec<u8> },
+    Datagram {
+        from: SocketAddr,
+        bytes: Bytes,
+    },
+    /// A stream message, decoded by its reader (and its signatures checked ahead, if large).
+    Stream {
+        from: SocketAddr,
+        /// Its size on the wire.
+        len: usize,
+        message: Result<Message, DecodeError>,
+    },
 }
 
 /// Why the transport could not start.
@@ -221,14 +238,25 @@ pub(crate) struct Transport {
     endpoint: Endpoint,
     local: SocketAddr,
     pool: Mutex<HashMap<SocketAddr, Slot>>,
-    inbound: Inbox,
-    fault: Option<FaultHook>,
-    max_stream_bytes: usize,
     wire: Arc<WireCounter>,
     /// Sends handed to a task and not yet given to quinn (or failed).
     sending: tokio::sync::watch::Sender<usize>,
+    /// What the connection readers share.
+    reader: Reader,
+}
+
+/// What every connection's reader shares: where messages go, what it drops, and its limits.
+#[derive(Clone)]
+struct Reader {
+    inbound: Inbox,
+    filter: ReceiveFilter,
+    max_stream_bytes: usize,
     /// Read slots for incoming streams ([`MAX_STREAM_READS`]).
-    stream_reads: Arc<tokio::sync::Semaphore>,
+    reads: Arc<tokio::sync::Semaphore>,
+    /// Slots for decoding large messages off the async threads, one per core.
+    decodes: Arc<tokio::sync::Semaphore>,
+    /// Checks the signatures of large messages before the node task judges them.
+    certifier: Option<Arc<CaCertifier>>,
 }
 
 impl Transport {
@@ -240,6 +268,8 @@ impl Transport {
         protocol: u8,
         max_stream_bytes: usize,
         fault: Option<FaultHook>,
+        certifier: Option<Arc<CaCertifier>>,
+        bans: Arc<Bans>,
     ) -> Result<(Arc<Transport>, Inboxes), TransportError> {
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(KEEP_ALIVE));
@@ -248,6 +278,10 @@ impl Transport {
         // minimum) and the probes, four packets of up to 1,452 bytes, were most of a new
         // connection's cost.
         transport.mtu_discovery_config(None);
+        // Streams to one peer are sent in the order they were written, not interleaved: a
+        // snapshot's chunks arrive one after the other, so the receiver merges the first
+        // while the next arrive, instead of all of them at the end.
+        transport.send_fairness(false);
         let transport = Arc::new(transport);
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls.server_config(protocol)?));
         server.transport_config(transport.clone());
@@ -261,16 +295,21 @@ impl Transport {
             .map_err(|source| TransportError::Bind { addr, source })?;
         let (datagrams, datagram_rx) = mpsc::channel(INBOUND_QUEUE);
         let (streams, stream_rx) = mpsc::channel(INBOUND_QUEUE);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let transport = Arc::new(Transport {
             endpoint,
             local,
             pool: Mutex::new(HashMap::new()),
-            inbound: Inbox { datagrams, streams },
-            fault,
-            max_stream_bytes,
             wire: Arc::default(),
             sending: tokio::sync::watch::Sender::new(0),
-            stream_reads: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_READS)),
+            reader: Reader {
+                inbound: Inbox { datagrams, streams },
+                filter: ReceiveFilter { local, fault, bans },
+                max_stream_bytes,
+                reads: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_READS)),
+                decodes: Arc::new(tokio::sync::Semaphore::new(cores)),
+                certifier,
+            },
         });
         tokio::spawn(accept_loop(transport.clone()));
         Ok((
@@ -295,16 +334,42 @@ impl Transport {
     /// Sends `transmit` in the background; a failure is logged and the message dropped (SWIM
     /// tolerates loss, anti-entropy repairs the rest).
     pub(crate) fn send(self: &Arc<Self>, transmit: Transmit) {
-        if self.dropped(self.local, transmit.to) {
+        self.send_in_order(vec![transmit]);
+    }
+
+    /// Sends `transmits` in the background: the large stream messages to one peer one after
+    /// the other, in the order given (a snapshot's chunks: the receiver can merge the first,
+    /// which holds the writers' endorsements, while the rest arrive), everything else at once.
+    pub(crate) fn send_all(self: &Arc<Self>, transmits: impl IntoIterator<Item = Transmit>) {
+        let mut large: HashMap<SocketAddr, Vec<Transmit>> = HashMap::new();
+        for transmit in transmits {
+            if transmit.channel == Channel::Stream && transmit.bytes.len() > SMALL_MESSAGE {
+                large.entry(transmit.to).or_default().push(transmit);
+            } else {
+                self.send(transmit);
+            }
+        }
+        for (_, transmits) in large {
+            self.send_in_order(transmits);
+        }
+    }
+
+    /// Sends `transmits`, all to one peer, one after the other in one task.
+    fn send_in_order(self: &Arc<Self>, mut transmits: Vec<Transmit>) {
+        transmits.retain(|t| !self.dropped(self.local, t.to));
+        if transmits.is_empty() {
             return;
         }
         let this = self.clone();
         self.sending.send_modify(|n| *n += 1);
         tokio::spawn(async move {
-            let to = transmit.to;
-            if let Err(e) = this.deliver(transmit).await {
-                tracing::debug!(%to, cause = %e, "send failed");
-                this.forget(to);
+            for transmit in transmits {
+                let to = transmit.to;
+                if let Err(e) = this.deliver(transmit).await {
+                    tracing::debug!(%to, cause = %e, "send failed");
+                    this.forget(to);
+                    break;
+                }
             }
             this.sending.send_modify(|n| *n -= 1);
         });
@@ -329,6 +394,10 @@ impl Transport {
             Channel::Datagram => Ok(conn.send_datagram(bytes)?),
             Channel::Stream => {
                 let mut stream = conn.open_uni().await.map_err(SendError::Open)?;
+                if bytes.len() <= SMALL_MESSAGE {
+                    // Only fails on a stream already closed, which the write reports.
+                    let _ = stream.set_priority(1);
+                }
                 stream.write_all(&bytes).await?;
                 Ok(stream.finish()?)
             }
@@ -351,14 +420,7 @@ impl Transport {
                 SendError::Handshake(e)
             })?;
         *slot = Some(conn.clone());
-        tokio::spawn(serve(
-            self.inbound.clone(),
-            conn.clone(),
-            self.shared_filter(),
-            self.max_stream_bytes,
-            self.wire.clone(),
-            self.stream_reads.clone(),
-        ));
+        tokio::spawn(serve(self.reader.clone(), conn.clone(), self.wire.clone()));
         Ok(conn)
     }
 
@@ -372,15 +434,8 @@ impl Transport {
     }
 
     fn dropped(&self, from: SocketAddr, to: SocketAddr) -> bool {
-        self.fault.as_ref().is_some_and(|f| f(from, to))
-    }
-
-    /// What the connection readers need to apply the fault hook on receipt.
-    fn shared_filter(&self) -> ReceiveFilter {
-        ReceiveFilter {
-            local: self.local,
-            fault: self.fault.clone(),
-        }
+        let fault = &self.reader.filter.fault;
+        fault.as_ref().is_some_and(|f| f(from, to))
     }
 
     /// Closes every connection and waits (briefly) for the peers to be told.
@@ -394,11 +449,14 @@ impl Transport {
 struct ReceiveFilter {
     local: SocketAddr,
     fault: Option<FaultHook>,
+    bans: Arc<Bans>,
 }
 
 impl ReceiveFilter {
+    /// Whether what `from` sends is dropped: a fault injected, or `from` is banned.
     fn dropped(&self, from: SocketAddr) -> bool {
         self.fault.as_ref().is_some_and(|f| f(from, self.local))
+            || self.bans.banned(from, super::driver::now())
     }
 }
 
@@ -416,15 +474,7 @@ async fn accept_loop(transport: Arc<Transport>) {
                     {
                         *slot = Some(conn.clone());
                     }
-                    serve(
-                        transport.inbound.clone(),
-                        conn,
-                        transport.shared_filter(),
-                        transport.max_stream_bytes,
-                        transport.wire.clone(),
-                        transport.stream_reads.clone(),
-                    )
-                    .await;
+                    serve(transport.reader.clone(), conn, transport.wire.clone()).await;
                 }
                 // A peer without a certificate from the cluster CA ends here.
                 Err(e) => {
@@ -437,76 +487,90 @@ async fn accept_loop(transport: Arc<Transport>) {
 }
 
 /// Reads datagrams and streams from one connection until it closes, counting its traffic.
-async fn serve(
-    inbound: Inbox,
-    conn: Connection,
-    filter: ReceiveFilter,
-    max_stream_bytes: usize,
-    wire: Arc<WireCounter>,
-    reads: Arc<tokio::sync::Semaphore>,
-) {
+async fn serve(reader: Reader, conn: Connection, wire: Arc<WireCounter>) {
     wire.opened(&conn);
-    receive(inbound, &conn, filter, max_stream_bytes, reads).await;
+    reader.receive(&conn).await;
     wire.closed(&conn);
 }
 
-async fn receive(
-    inbound: Inbox,
-    conn: &Connection,
-    filter: ReceiveFilter,
-    max_stream_bytes: usize,
-    reads: Arc<tokio::sync::Semaphore>,
-) {
-    let from = conn.remote_address();
-    loop {
-        tokio::select! {
-            datagram = conn.read_datagram() => match datagram {
-                Ok(bytes) if !filter.dropped(from) => {
-                    // A full queue drops the packet, as a congested network would.
-                    let _ = inbound.datagrams.try_send(Inbound::Datagram { from, bytes });
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    log_tls_refusal(from, &e);
-                    tracing::debug!(%from, cause = %e, "connection closed");
-                    return;
-                }
-            },
-            stream = conn.accept_uni() => match stream {
-                Ok(mut recv) => {
-                    let reads = reads.clone();
-                    let streams = inbound.streams.clone();
-                    let filter = filter.clone();
-                    tokio::spawn(async move {
-                        // Nothing of the stream is read before a slot is free: the waiting
-                        // tasks hold no data, and QUIC's limit on open streams per
-                        // connection bounds how many wait.
-                        let Ok(slot) = reads.acquire_owned().await else {
-                            return;
-                        };
-                        let read = recv.read_to_end(max_stream_bytes);
-                        match tokio::time::timeout(STREAM_READ_TIMEOUT, read).await {
-                            Ok(Ok(bytes)) if !filter.dropped(from) => {
-                                let _ = streams.send(Inbound::Stream { from, bytes }).await;
-                            }
-                            Ok(Ok(_)) => {}
-                            Ok(Err(e)) => tracing::debug!(%from, cause = %e, "stream dropped"),
-                            Err(_) => {
-                                tracing::debug!(%from, "stream not received in time; dropped");
-                                let _ = recv.stop(0u32.into());
-                            }
-                        }
-                        // The slot is given back once the message is queued.
-                        drop(slot);
-                    });
-                }
-                Err(e) => {
-                    log_tls_refusal(from, &e);
-                    tracing::debug!(%from, cause = %e, "connection closed");
-                    return;
-                }
-            },
+impl Reader {
+    async fn receive(&self, conn: &Connection) {
+        let from = conn.remote_address();
+        loop {
+            tokio::select! {
+                datagram = conn.read_datagram() => match datagram {
+                    Ok(bytes) if !self.filter.dropped(from) => {
+                        // A full queue drops the packet, as a congested network would.
+                        let _ = self.inbound.datagrams.try_send(Inbound::Datagram { from, bytes });
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        log_tls_refusal(from, &e);
+                        tracing::debug!(%from, cause = %e, "connection closed");
+                        return;
+                    }
+                },
+                stream = conn.accept_uni() => match stream {
+                    Ok(recv) => {
+                        tokio::spawn(self.clone().read_stream(from, recv));
+                    }
+                    Err(e) => {
+                        log_tls_refusal(from, &e);
+                        tracing::debug!(%from, cause = %e, "connection closed");
+                        return;
+                    }
+                },
+            }
         }
+    }
+
+    /// Reads one stream message, decodes it, and queues it for the node task.
+    async fn read_stream(self, from: SocketAddr, mut recv: quinn::RecvStream) {
+        // Nothing of the stream is read before a slot is free: the waiting tasks hold no
+        // data, and QUIC's limit on open streams per connection bounds how many wait.
+        let Ok(_slot) = self.reads.clone().acquire_owned().await else {
+            return;
+        };
+        let read = recv.read_to_end(self.max_stream_bytes);
+        let bytes = match tokio::time::timeout(STREAM_READ_TIMEOUT, read).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => return tracing::debug!(%from, cause = %e, "stream dropped"),
+            Err(_) => {
+                tracing::debug!(%from, "stream not received in time; dropped");
+                let _ = recv.stop(0u32.into());
+                return;
+            }
+        };
+        if self.filter.dropped(from) {
+            return;
+        }
+        let len = bytes.len();
+        let message = if len < DECODE_ASIDE_FROM {
+            wire::decode(&bytes, self.max_stream_bytes)
+        } else {
+            let Ok(_decode) = self.decodes.clone().acquire_owned().await else {
+                return;
+            };
+            let (max, certifier) = (self.max_stream_bytes, self.certifier.clone());
+            let decoded = tokio::task::spawn_blocking(move || {
+                let message = wire::decode(&bytes, max);
+                if let (Ok(message), Some(certifier)) = (&message, certifier) {
+                    certifier.precheck(message);
+                }
+                message
+            })
+            .await;
+            match decoded {
+                Ok(message) => message,
+                Err(e) => return tracing::warn!(%from, cause = %e, "decoding a message failed"),
+            }
+        };
+        // The read slot is given back once the message is queued.
+        let _ = self
+            .inbound
+            .streams
+            .send(Inbound::Stream { from, len, message })
+            .await;
     }
 }
 

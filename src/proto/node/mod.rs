@@ -580,8 +580,22 @@ impl Node {
 
     /// A complete message arrived on a stream from `from`.
     pub fn handle_stream_message(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        self.stats.stream_bytes_received += bytes.len() as u64;
-        let message = match wire::decode(bytes, self.config.max_stream_message_bytes) {
+        let decoded = wire::decode(bytes, self.config.max_stream_message_bytes);
+        self.handle_decoded_stream_message(now, from, bytes.len(), decoded);
+    }
+
+    /// A message of `len` bytes arrived on a stream from `from`, decoded by the caller (with
+    /// [`wire::decode`] and [`Config::max_stream_message_bytes`]): the runtime decodes large
+    /// ones off the node task, and checks their signatures there too.
+    pub fn handle_decoded_stream_message(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        len: usize,
+        decoded: Result<Message, wire::DecodeError>,
+    ) {
+        self.stats.stream_bytes_received += len as u64;
+        let message = match decoded {
             Ok(message) => message,
             Err(e) => {
                 tracing::debug!(%from, cause = %e, "undecodable stream message");

@@ -256,7 +256,7 @@ fn encode_with<T: Serialize>(
 
 impl Message {
     /// The versions the message carries, in the order they are encoded.
-    pub fn versions(&self) -> impl Iterator<Item = &Version> {
+    pub fn versions(&self) -> std::slice::Iter<'_, Version> {
         let versions: &[Version] = match self {
             Message::Push { versions } => versions,
             Message::SyncDelta(delta) => &delta.versions,
