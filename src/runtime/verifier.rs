@@ -80,15 +80,33 @@ impl Prechecked {
                 self.learn(version.dot.actor, public);
             }
         }
-        let items: Vec<(VerificationKey, &Version)> = {
-            let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-            versions
-                .iter()
-                .filter(|v| v.seal.is_some())
-                .filter_map(|v| Some((*keys.get(&v.dot.actor)?, v)))
-                .collect()
-        };
+        let signed: Vec<&Version> = versions.iter().filter(|v| v.seal.is_some()).collect();
+        let (items, unknown) = self.keyed(&signed);
         self.check(&items, false);
+        // A message read beside the one with the endorsements (the next snapshot chunk) may
+        // have started before those keys were learned: its versions whose key is known now
+        // are checked too.
+        if !unknown.is_empty() {
+            let (items, _) = self.keyed(&unknown);
+            self.check(&items, false);
+        }
+    }
+
+    /// `versions` with their writer's key where known, and those whose key is not.
+    fn keyed<'a>(
+        &self,
+        versions: &[&'a Version],
+    ) -> (Vec<(VerificationKey, &'a Version)>, Vec<&'a Version>) {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        let mut known = Vec::with_capacity(versions.len());
+        let mut unknown = Vec::new();
+        for version in versions {
+            match keys.get(&version.dot.actor) {
+                Some(public) => known.push((*public, *version)),
+                None => unknown.push(*version),
+            }
+        }
+        (known, unknown)
     }
 
     /// Remembers `public` as `writer`'s key if the id derives from it.
@@ -307,7 +325,11 @@ mod tests {
         let own = signed(&b, 3);
         forger.prepare(&[(b.public(), &own[0]), (b.public(), &own[1])]);
         forger.precheck(&own[2..]);
-        assert_eq!(forger.held().len(), 3, "b's key learned from the judge's batch");
+        assert_eq!(
+            forger.held().len(),
+            3,
+            "b's key learned from the judge's batch"
+        );
         assert!(own.iter().all(|v| forger.verify(&b.public(), v)));
         assert!(forger.held().is_empty());
     }

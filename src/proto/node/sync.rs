@@ -15,6 +15,7 @@ use super::{Node, Timer};
 use crate::proto::{
     ApplyError, Delta, Digest, Dot, Key, Snapshot, SyncReply, Version,
     trust::Verdict,
+    trust::WRITERS_PREFIX,
     wire::{self, Message},
 };
 
@@ -151,9 +152,17 @@ impl Node {
             SyncReply::Delta(_) | SyncReply::SnapshotNeeded => {
                 let limit = self.config.max_stream_message_bytes;
                 let format = wire::Format::Sealed;
-                let chunks: Vec<_> = self
-                    .store
-                    .snapshot_refs(self.config.sync_chunk_bytes)
+                let mut chunks = self.store.snapshot_refs(self.config.sync_chunk_bytes);
+                // The chunks holding endorsements first (the rest in key order): the
+                // receiver learns every writer's key before their versions arrive, and can
+                // check them as they do instead of holding them until the endorsement comes.
+                chunks.sort_by_key(|chunk| {
+                    !chunk
+                        .versions
+                        .iter()
+                        .any(|v| v.key.as_str().starts_with(WRITERS_PREFIX))
+                });
+                let chunks: Vec<_> = chunks
                     .iter()
                     .map(|chunk| crate::proto::wire::encode_snapshot(chunk, format, limit))
                     .collect();
