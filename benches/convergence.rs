@@ -17,6 +17,8 @@
 //!   (`--idle-secs`, 10) after the cluster formed and settled (`--settle-secs`, 20). For confmesh that is everything its QUIC endpoint sent (headers,
 //!   acknowledgements, keep-alives, TLS); for chitchat, every datagram it sent.
 //!
+//! `--protocol 2` makes every confmesh node speak protocol 2, as the build before signing did
+//! (unsigned writes, nothing checked): the same build with and without signing.
 //! `--disk` gives every confmesh node a data directory (so each write is fsynced before
 //! `put` returns); `--confmesh-only` skips chitchat. Prints one table row per system and N, then the ratios chitchat / confmesh, and draws
 //! the CDF of single deliveries to `--plot FILE.svg` (default `target/convergence.svg`).
@@ -75,6 +77,9 @@ struct Args {
     seed: u64,
     disk: bool,
     confmesh_only: bool,
+    /// The protocol confmesh's nodes speak (`--protocol 2`: unsigned writes, nothing
+    /// checked, as before signing), to tell signing's cost from the rest of the build's.
+    protocol: Option<u8>,
 }
 
 impl Args {
@@ -88,6 +93,7 @@ impl Args {
             seed: 7,
             disk: false,
             confmesh_only: false,
+            protocol: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -107,6 +113,10 @@ impl Args {
                 "--plot" => args.plot = value()?,
                 "--disk" => args.disk = true,
                 "--confmesh-only" => args.confmesh_only = true,
+                "--protocol" => {
+                    let v = value()?;
+                    args.protocol = Some(v.parse().map_err(|_| format!("--protocol {v:?}"))?);
+                }
                 // What cargo bench passes to every bench binary.
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other:?}")),
@@ -286,7 +296,12 @@ struct Confmesh {
 }
 
 impl Confmesh {
-    async fn start(n: usize, disk: bool, arrivals: &Arrivals) -> Result<Confmesh, Error> {
+    async fn start(
+        n: usize,
+        disk: bool,
+        protocol: Option<u8>,
+        arrivals: &Arrivals,
+    ) -> Result<Confmesh, Error> {
         let ca = DevCa::generate("convergence bench")?;
         let dirs = disk.then(tempfile::tempdir).transpose()?;
         let mut nodes: Vec<Mesh> = Vec::new();
@@ -296,6 +311,9 @@ impl Confmesh {
                 .expected_members(n);
             if let Some(dirs) = &dirs {
                 builder = builder.data_dir(dirs.path().join(format!("node-{i}")));
+            }
+            if let Some(version) = protocol {
+                builder = builder.advertise_protocol(version);
             }
             if let Some(first) = nodes.first() {
                 builder = builder.seeds([first.id().addr.to_string()]);
@@ -539,7 +557,7 @@ async fn run(args: &Args) -> Result<Vec<Outcome>, Error> {
     let mut outcomes = Vec::new();
     for &n in &args.nodes {
         let arrivals = Arrivals::default();
-        let cluster = Confmesh::start(n, args.disk, &arrivals).await?;
+        let cluster = Confmesh::start(n, args.disk, args.protocol, &arrivals).await?;
         outcomes.push(measure("confmesh", Box::new(cluster), arrivals, args).await?);
         println!("{}", outcomes[outcomes.len() - 1].row());
         if args.confmesh_only {

@@ -316,6 +316,14 @@ async fn members_carry_names_and_tags_and_their_changes_are_watched() {
     })
     .await;
     assert!(seen_left.is_ok(), "gamma's leave was not reported");
+    // And it is listed as gone, not dropped from the list.
+    let listed = alpha.members().await.expect("members");
+    assert!(
+        listed
+            .iter()
+            .any(|m| m.id == gamma_id && m.state == MemberState::Left && m.name == "gamma"),
+        "{listed:?}"
+    );
 
     // confmesh's own keys are readable on request but not writable, and hidden by default.
     assert!(matches!(

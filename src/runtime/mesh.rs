@@ -22,8 +22,8 @@ use super::{
 use crate::proto::{
     Dot, DotText, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
     node::{
-        Audit, Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Event, Node, NodeId, NodeStats, Signer,
-        TrustConfig, TrustStats,
+        Audit, Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Departure, Event, Node, NodeId, NodeStats,
+        Signer, TrustConfig, TrustStats,
     },
     trust::{Mode, WriterKey},
 };
@@ -798,7 +798,10 @@ impl Mesh {
         }
     }
 
-    /// This node, then every other member it sees as alive, with their names and tags.
+    /// This node, then every other member it sees as alive, then the members that left or
+    /// went down in the last 5 minutes ([`DEPARTED_LISTED_FOR`](crate::proto::node::DEPARTED_LISTED_FOR))
+    /// and did not come back, as [`MemberState::Left`] or [`MemberState::Down`], with their
+    /// names and tags.
     ///
     /// # Errors
     ///
@@ -806,11 +809,21 @@ impl Mesh {
     pub async fn members(&self) -> Result<Vec<Member>, MeshError> {
         let negotiated = self.wire.negotiated();
         let own = self.protocol;
+        let now = super::driver::now();
         self.read(move |node| {
             let mut me = member(node, node.id(), &negotiated);
             me.protocol = own;
+            let gone = node.departed(now).map(|(id, how)| {
+                let mut member = member(node, id, &negotiated);
+                member.state = match how {
+                    Departure::Down => MemberState::Down,
+                    Departure::Left => MemberState::Left,
+                };
+                member
+            });
             std::iter::once(me)
                 .chain(node.members().map(|id| member(node, id, &negotiated)))
+                .chain(gone)
                 .collect()
         })
         .await

@@ -30,7 +30,10 @@ async fn three_agents_share_writes_watches_see_them_and_kill_9_keeps_data() {
         let b = b.clone();
         async move {
             let m = json(&call(&b, Method::GET, "/v1/members", "").await);
-            m["members"].as_array().map_or(0, Vec::len) == 3
+            let alive = |list: &Vec<serde_json::Value>| {
+                list.iter().filter(|m| m["state"] == "alive").count()
+            };
+            m["members"].as_array().map_or(0, alive) == 3
         }
     })
     .await;

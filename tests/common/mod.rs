@@ -42,12 +42,18 @@ pub async fn start_cluster(ca: &DevCa, n: usize) -> Vec<Mesh> {
     nodes
 }
 
-/// Waits (up to 20 s) until every node lists every other as a member.
+/// Waits (up to 20 s) until every node lists every other as an alive member.
 pub async fn everyone_sees_everyone(nodes: &[Mesh]) -> bool {
     let n = nodes.len();
     eventually(Duration::from_secs(20), || async move {
         for node in nodes {
-            if node.members().await.map_or(0, |m| m.len()) != n {
+            let alive = node.members().await.map_or(0, |members| {
+                members
+                    .iter()
+                    .filter(|m| m.state == confmesh::runtime::MemberState::Alive)
+                    .count()
+            });
+            if alive != n {
                 return false;
             }
         }

@@ -4,7 +4,7 @@
 //! packets travel as [`Message::Membership`] datagrams.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     num::{NonZeroU32, NonZeroUsize},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -84,6 +84,23 @@ pub(super) struct Membership {
     pub(super) local_health: u32,
     /// When a member last came or went; views are filled once this is a second old.
     pub(super) changed_at: Instant,
+    /// Members gone recently, how and when: listed as such ([`Node::departed`]) for
+    /// [`DEPARTED_LISTED_FOR`], at most [`MAX_DEPARTED`] of them.
+    pub(super) departed: BTreeMap<NodeId, (Departure, Instant)>,
+}
+
+/// How long a member that left or went down is listed as such ([`Node::departed`]).
+pub const DEPARTED_LISTED_FOR: Duration = Duration::from_secs(300);
+/// The most departed members listed; past it the oldest departure is forgotten.
+const MAX_DEPARTED: usize = 1_024;
+
+/// How a member went ([`Node::departed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Departure {
+    /// Declared down: failed or unreachable.
+    Down,
+    /// Left gracefully.
+    Left,
 }
 
 impl Membership {
@@ -95,6 +112,7 @@ impl Membership {
             lifecycle: Lifecycle::Idle,
             table_restored: false,
             restoring: false,
+            departed: BTreeMap::new(),
             seeds: Vec::new(),
             local_health: 0,
             changed_at: now,
@@ -390,6 +408,7 @@ impl Node {
         for id in self.membership.leave_notices.take_unread() {
             if self.peers.remove(&id) {
                 self.forget_member(now, id);
+                self.note_departure(now, id, Departure::Left);
                 self.events.push_back(Event::MemberLeft(id));
             }
         }
@@ -495,6 +514,10 @@ impl Node {
         if self.peers.insert(id, fresh) == super::peers::Inserted::Known {
             return;
         }
+        // Back, or restarted at the same address: no longer listed as gone.
+        self.membership
+            .departed
+            .retain(|gone, _| gone.addr != id.addr);
         if fresh {
             self.events.push_back(Event::MemberUp(id));
         }
@@ -505,8 +528,37 @@ impl Node {
     fn member_down(&mut self, now: Instant, id: NodeId) {
         if self.peers.remove(&id) {
             self.forget_member(now, id);
+            self.note_departure(now, id, Departure::Down);
             self.events.push_back(Event::MemberDown(id));
         }
+    }
+
+    /// Lists `id` as gone, `how`, from `now`; forgets departures listed long enough, and the
+    /// oldest past [`MAX_DEPARTED`].
+    fn note_departure(&mut self, now: Instant, id: NodeId, how: Departure) {
+        let departed = &mut self.membership.departed;
+        departed.retain(|_, (_, at)| now.saturating_duration_since(*at) < DEPARTED_LISTED_FOR);
+        while departed.len() >= MAX_DEPARTED {
+            let oldest = departed
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(id, _)| *id);
+            match oldest {
+                Some(oldest) => departed.remove(&oldest),
+                None => break,
+            };
+        }
+        departed.insert(id, (how, now));
+    }
+
+    /// The members that left or went down less than [`DEPARTED_LISTED_FOR`] before `now`
+    /// and have not come back (nor restarted at the same address), with how they went.
+    pub fn departed(&self, now: Instant) -> impl Iterator<Item = (NodeId, Departure)> + '_ {
+        self.membership
+            .departed
+            .iter()
+            .filter(move |(_, (_, at))| now.saturating_duration_since(*at) < DEPARTED_LISTED_FOR)
+            .map(|(id, (how, _))| (*id, *how))
     }
 
     /// Drops what dissemination knew of a member that is gone.

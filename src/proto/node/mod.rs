@@ -36,6 +36,7 @@ use bytes::Bytes;
 use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 
 pub use self::identity::NodeId;
+pub use self::membership::{DEPARTED_LISTED_FOR, Departure};
 pub use self::trust::{Audit, MAX_PEERS_COUNTED, Signer, TrustConfig, TrustStats};
 use self::{
     dissemination::Link,

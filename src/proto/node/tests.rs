@@ -520,6 +520,31 @@ fn a_graceful_leave_is_reported_as_left_not_down() {
             !c.events[i].contains(&Event::MemberDown(leaver)),
             "node {i}"
         );
+        // Listed as gone for a while, then forgotten.
+        let gone: Vec<_> = c.nodes[i].departed(c.now).collect();
+        assert_eq!(gone, vec![(leaver, Departure::Left)], "node {i}");
+        let later = c.now + DEPARTED_LISTED_FOR;
+        assert_eq!(c.nodes[i].departed(later).count(), 0, "node {i}");
+    }
+}
+
+#[test]
+fn a_failed_member_is_listed_as_down_until_it_comes_back() {
+    let mut c = Cluster::joined(4);
+    let failed = c.nodes[3].id();
+    c.drop = Box::new(|from, to, _| from == 3 || to == 3);
+    c.run_for(Duration::from_secs(15));
+    for i in 0..3 {
+        assert_eq!(c.nodes[i].members().count(), 2, "node {i}");
+        let gone: Vec<_> = c.nodes[i].departed(c.now).collect();
+        assert_eq!(gone, vec![(failed, Departure::Down)], "node {i}");
+    }
+    // It was only cut off: back, it is a member again and no longer listed as gone.
+    c.drop = Box::new(|_, _, _| false);
+    c.run_for(Duration::from_secs(15));
+    for i in 0..3 {
+        assert_eq!(c.nodes[i].members().count(), 3, "node {i}");
+        assert_eq!(c.nodes[i].departed(c.now).count(), 0, "node {i}");
     }
 }
 
