@@ -52,9 +52,7 @@ impl CaCertifier {
             prechecked: Prechecked::default(),
         })
     }
-}
 
-impl CaCertifier {
     /// Checks the signatures `message` carries ahead of the judge, on this thread (a
     /// connection reader's, off the node task): see `verifier.rs`.
     pub(crate) fn precheck(&self, message: &Message) {

@@ -313,6 +313,9 @@ impl Driver {
     fn receive(&mut self, message: Inbound) {
         let now = now();
         match message {
+            // Queued before its sender was banned: the readers drop what comes after.
+            Inbound::Datagram { from, .. } | Inbound::Stream { from, .. }
+                if self.bans.banned(from, now) => {}
             Inbound::Datagram { from, bytes } => self.node.handle_datagram(now, from, &bytes),
             Inbound::Stream { from, len, message } => {
                 self.node

@@ -342,7 +342,7 @@ impl MeshBuilder {
             self.info.protocol,
             DEFAULT_MAX_STREAM_MESSAGE_BYTES,
             self.fault,
-            Some(certifier.clone()),
+            certifier.clone(),
             bans.clone(),
         )?;
         let wall = wall_clock_ms();

@@ -256,7 +256,7 @@ struct Reader {
     /// Slots for decoding large messages off the async threads, one per core.
     decodes: Arc<tokio::sync::Semaphore>,
     /// Checks the signatures of large messages before the node task judges them.
-    certifier: Option<Arc<CaCertifier>>,
+    certifier: Arc<CaCertifier>,
 }
 
 impl Transport {
@@ -268,7 +268,7 @@ impl Transport {
         protocol: u8,
         max_stream_bytes: usize,
         fault: Option<FaultHook>,
-        certifier: Option<Arc<CaCertifier>>,
+        certifier: Arc<CaCertifier>,
         bans: Arc<Bans>,
     ) -> Result<(Arc<Transport>, Inboxes), TransportError> {
         let mut transport = quinn::TransportConfig::default();
@@ -554,7 +554,7 @@ impl Reader {
             let (max, certifier) = (self.max_stream_bytes, self.certifier.clone());
             let decoded = tokio::task::spawn_blocking(move || {
                 let message = wire::decode(&bytes, max);
-                if let (Ok(message), Some(certifier)) = (&message, certifier) {
+                if let Ok(message) = &message {
                     certifier.precheck(message);
                 }
                 message

@@ -60,8 +60,13 @@ impl Prechecked {
     /// Checks every item's signature not checked yet, in batches across the cores, and keeps
     /// the results until asked for.
     pub(crate) fn prepare(&self, items: &[(VerificationKey, &Version)]) {
+        // Once per run of one writer's versions (a batch is mostly a few writers').
+        let mut last = None;
         for (public, version) in items {
-            self.learn(version.dot.actor, *public);
+            if last != Some(version.dot.actor) {
+                self.learn(version.dot.actor, *public);
+                last = Some(version.dot.actor);
+            }
         }
         self.check(items, true);
     }
