@@ -352,3 +352,117 @@ async fn history_shows_the_signed_author_and_message_everywhere() {
         node.shutdown().await;
     }
 }
+
+/// Two versions signed for one dot: the replica that holds both publishes the proof, every
+/// replica convicts the writer by it (even one that never saw the pair), and the key the
+/// convicted writer won is written again with the value it had before, everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_equivocating_writer_is_convicted_everywhere_and_its_write_undone() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let nodes = start_cluster(&ca, 4).await;
+    let (a, b, c, m) = (&nodes[0], &nodes[1], &nodes[2], &nodes[3]);
+    let clean = a.put("app/e", "clean").await.expect("put");
+    for node in [b, c] {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                text(node, "app/e").await.as_deref() == Some("clean")
+            })
+            .await
+        );
+    }
+    let mut mallory = Forger::new(&ca);
+    // Concurrent with a's version (it supersedes nothing), and later: it wins the key.
+    let first = mallory.version(key("app/e"), value("evil"));
+    // The same dot signed again, on a reserved key: b refuses it (so never relays it) and
+    // keeps its signed form; a and c take the first, and b finds the pair when the first
+    // reaches it by relay.
+    let mut other = first.clone();
+    other.key = key("_confmesh/config/other");
+    other.payload = value("the other one");
+    other.seal = None;
+    let second = mallory.key.sign(other, None, None);
+    send(
+        m,
+        b.id().addr,
+        &Message::Push {
+            versions: vec![mallory.endorsement(), second],
+        },
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            from_peer(b, m.id().addr).await.refused == 1
+        })
+        .await,
+        "b refused the reserved key"
+    );
+    send(
+        m,
+        a.id().addr,
+        &Message::Push {
+            versions: vec![mallory.endorsement(), first.clone()],
+        },
+    )
+    .await;
+    let equivocated = (mallory.id(), first.dot.counter);
+    let proof = format!("_confmesh/equivocations/{}/{}", mallory.id(), b.id().writer);
+    for node in [a, b, c] {
+        assert!(
+            eventually(Duration::from_secs(15), || async {
+                node.trust().await.expect("trust").equivocated == vec![equivocated]
+                    && node.get(&proof).await.expect("get").is_some()
+            })
+            .await,
+            "{:?} did not convict by b's proof: {:?}",
+            node.id(),
+            node.trust().await.expect("trust")
+        );
+    }
+    // The key mallory won is written again, with a's value, and nothing of mallory's stays.
+    for node in [a, b, c] {
+        assert!(
+            eventually(Duration::from_secs(15), || async {
+                let versions = node.get_versions("app/e").await.expect("versions");
+                text(node, "app/e").await.as_deref() == Some("clean")
+                    && versions.iter().all(|v| v.dot.actor != mallory.id())
+            })
+            .await,
+            "{:?}: {:?}",
+            node.id(),
+            node.get_versions("app/e").await
+        );
+    }
+    let winner = a.get("app/e").await.expect("get").expect("a value");
+    assert_ne!(winner.dot, clean.dot, "written again, not resurrected");
+    assert!(
+        winner
+            .seal
+            .as_deref()
+            .and_then(|s| s.message.as_deref())
+            .is_some_and(|m| m.contains("convicted of equivocation")),
+        "{winner:?}"
+    );
+    // Mallory's later writes are refused everywhere.
+    let later = mallory.version(key("app/later"), value("after"));
+    send(
+        m,
+        c.id().addr,
+        &Message::Push {
+            versions: vec![later],
+        },
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            from_peer(c, m.id().addr).await.refused >= 1
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for node in [a, b, c] {
+        assert_eq!(text(node, "app/later").await, None);
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -1,8 +1,9 @@
 //! The trust rules (docs/PROTOCOL.md §7) checked against a model over arbitrary delivery
 //! orders: three honest nodes, a certified attacker that crafts versions by hand, and an
 //! uncertified one. Each honest replica receives every version, in its own order, with
-//! duplicates; proofs of equivocation are exchanged; each replica writes again the keys a
-//! convicted writer tainted; everything is delivered once more. Then:
+//! duplicates; replicas that find an equivocation publish its proof as a version, which
+//! spreads with the rest; each replica writes again the keys a convicted writer tainted;
+//! everything is delivered once more. Then:
 //!
 //! - no replica applied a version its writer's key did not sign, nor anything of the
 //!   uncertified writer;
@@ -20,8 +21,8 @@ use bytes::Bytes;
 use confmesh::proto::{
     Dot, Key, Payload, Store, StoreConfig, Version, WriterId,
     trust::{
-        Certifier, Endorsement, Equivocation, Judge, Refusal, Verdict, WriterKey, endorsement_key,
-        verifies,
+        Certifier, Endorsement, Equivocation, Judge, Proof, Refusal, Verdict, WriterKey,
+        endorsement_key, proof_key, verifies,
     },
 };
 use ed25519_zebra::{Signature, SigningKey, VerificationKey};
@@ -154,6 +155,34 @@ impl Replica {
         }
     }
 
+    /// Publishes each proof it found, as a version under its own proof key (the node's
+    /// `act_on_convictions` does the same).
+    fn publish(&mut self, ca: &Ca) -> Vec<Version> {
+        let mut out = Vec::new();
+        for equivocation in std::mem::take(&mut self.proofs) {
+            let convicted = equivocation.dot().actor;
+            let key = proof_key(convicted, self.writer.id()).expect("a valid key");
+            if self.writer.store.get(&key).is_some() {
+                continue;
+            }
+            let endorsement = self
+                .writer
+                .store
+                .version_by_dot(&Dot::new(convicted, 1))
+                .cloned();
+            let proof = Proof {
+                equivocation,
+                endorsement,
+            };
+            let signed = self
+                .writer
+                .put_key(key, proof.encode().expect("a small proof"));
+            self.judge.own(&signed, ca);
+            out.push(signed);
+        }
+        out
+    }
+
     /// Writes again every key a convicted writer tainted here: its best untainted sibling's
     /// value, else a delete. The new version supersedes every sibling, tainted ones included.
     fn neutralize(&mut self, ca: &Ca) -> Vec<Version> {
@@ -202,6 +231,9 @@ struct Attack {
     refused: Vec<Version>,
     /// The dot it equivocated at.
     equivocated: Dot,
+    /// The second version with that dot, which the attacker sends to the first replica only
+    /// (refused there, so never relayed): the others convict by its proof alone.
+    second: Version,
 }
 
 fn attack(m: &mut Writer, victim: &Writer, victim_version: &Version) -> Attack {
@@ -212,8 +244,36 @@ fn attack(m: &mut Writer, victim: &Writer, victim_version: &Version) -> Attack {
     let record = m.put(&format!("_confmesh/members/{}", victim.id()), "not yours");
     let hijack = m.put(&format!("_confmesh/writers/{}", victim.id()), "not yours");
     let reserved = m.put("_confmesh/config/anything", "reserved");
-    let refused = vec![record.clone(), hijack.clone(), reserved.clone()];
-    messages.extend([record, hijack, reserved]);
+    // A "proof" against the victim that proves nothing (one genuine version, one m signed
+    // with its own key), and a delete of it: neither is a proof, both refused.
+    let mut fake = victim_version.clone();
+    fake.payload = Payload::Value(Bytes::from_static(b"the victim never wrote this"));
+    let fake = m.key.sign(fake, None, None);
+    let no_proof = Proof {
+        equivocation: Equivocation {
+            first: victim_version.clone(),
+            second: fake,
+        },
+        endorsement: None,
+    };
+    let proof_key = proof_key(victim.id(), m.id()).expect("a valid key");
+    let bogus = m.put_key(proof_key.clone(), no_proof.encode().expect("small"));
+    m.wall += 10;
+    let seq = m.store.last_local_seq() + 1;
+    let delete = m
+        .store
+        .local_version(m.wall, proof_key, Payload::Tombstone, seq, None)
+        .expect("small");
+    let delete = m.key.sign(delete, None, None);
+    m.store.apply(delete.clone()).expect("applies");
+    let refused = vec![
+        record.clone(),
+        hijack.clone(),
+        reserved.clone(),
+        bogus.clone(),
+        delete.clone(),
+    ];
+    messages.extend([record, hijack, reserved, bogus, delete]);
 
     // Equivocation: two versions with one dot, the second on a reserved key (refused, so a
     // replica that takes it first holds a hole, and must still catch the other).
@@ -223,7 +283,7 @@ fn attack(m: &mut Writer, victim: &Writer, victim_version: &Version) -> Attack {
     other.payload = Payload::Value(Bytes::from_static(b"m-second"));
     let second = m.key.sign(other, Some("alice".into()), None);
     let equivocated = first.dot;
-    messages.extend([first, second]);
+    messages.extend([first, second.clone()]);
     // After the equivocation: must end up neutralized or refused everywhere.
     messages.push(m.put("app/a", "m-after"));
 
@@ -265,6 +325,7 @@ fn attack(m: &mut Writer, victim: &Writer, victim_version: &Version) -> Attack {
         forged,
         refused,
         equivocated,
+        second,
     }
 }
 
@@ -306,16 +367,22 @@ fn run(seed: u64, duplicates: bool) -> (Vec<Replica>, Attack, Writer) {
 
     // The first round leaves a third of the versions out at each replica (they arrive after
     // the proofs, as anti-entropy brings them).
+    let second = attack.second.clone();
     let deliver = |replicas: &mut Vec<Replica>,
                    pool: &[Version],
                    rng: &mut Xoshiro256PlusPlus,
                    hold_back: bool| {
-        for replica in replicas.iter_mut() {
+        for (r, replica) in replicas.iter_mut().enumerate() {
             let mut order: Vec<usize> = (0..pool.len())
+                .filter(|&i| r == 0 || pool[i] != second)
                 .filter(|_| !hold_back || rng.random_range(0..3u8) > 0)
                 .collect();
             if duplicates {
-                order.extend((0..pool.len() / 3).map(|_| rng.random_range(0..pool.len())));
+                let again: Vec<usize> = (0..pool.len() / 3)
+                    .map(|_| rng.random_range(0..pool.len()))
+                    .filter(|&i| r == 0 || pool[i] != second)
+                    .collect();
+                order.extend(again);
             }
             order.shuffle(rng);
             for i in order {
@@ -324,22 +391,20 @@ fn run(seed: u64, duplicates: bool) -> (Vec<Replica>, Attack, Writer) {
         }
     };
     deliver(&mut replicas, &pool, &mut rng, true);
-    // Proofs spread; each replica writes again what a convicted writer tainted there.
-    let mut proofs: Vec<Equivocation> = replicas.iter().flat_map(|r| r.proofs.clone()).collect();
+    // Replicas that found the equivocation publish its proof, a version that spreads with the
+    // rest; each replica then writes again what a convicted writer tainted there.
+    let mut proofs: Vec<Version> = replicas.iter_mut().flat_map(|r| r.publish(&ca)).collect();
     if proofs.is_empty() {
         // No replica got both versions yet: the one that gets the second finds it.
         deliver(&mut replicas, &pool, &mut rng, false);
-        proofs = replicas.iter().flat_map(|r| r.proofs.clone()).collect();
+        proofs = replicas.iter_mut().flat_map(|r| r.publish(&ca)).collect();
     }
     assert!(
         !proofs.is_empty(),
         "the equivocation is found where both versions meet"
     );
-    for replica in &mut replicas {
-        for proof in &proofs {
-            replica.judge.accept_proof(proof.clone(), &ca);
-        }
-    }
+    pool.extend(proofs);
+    deliver(&mut replicas, &pool, &mut rng, false);
     for replica in &mut replicas {
         let rewritten = replica.neutralize(&ca);
         pool.extend(rewritten);
@@ -446,6 +511,7 @@ fn check(seed: u64, duplicates: bool) {
         Refusal::NotOwnRecord,
         Refusal::NotAnEndorsement,
         Refusal::Reserved,
+        Refusal::NotAProof,
     ] {
         assert!(
             reasons.contains(&format!("{reason:?}")),

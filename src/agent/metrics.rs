@@ -134,7 +134,7 @@ impl Metrics {
 type Reading = (&'static str, &'static str, fn(&Scrape) -> u64);
 
 /// The node's and the transport's counters.
-const COUNTERS: [Reading; 16] = [
+const COUNTERS: [Reading; 18] = [
     ("confmesh_datagram_bytes_sent", "SWIM bytes sent.", |s| {
         s.stats.datagram_bytes_sent
     }),
@@ -212,6 +212,16 @@ const COUNTERS: [Reading; 16] = [
         "confmesh_equivocations_detected",
         "Two signed versions with one id, seen here.",
         |s| s.stats.trust.equivocations,
+    ),
+    (
+        "confmesh_equivocation_proofs_published",
+        "Proofs of equivocation this node found and published for every replica.",
+        |s| s.stats.proofs_published,
+    ),
+    (
+        "confmesh_tainted_keys_rewritten",
+        "Keys written again here because a writer convicted of equivocation had written them.",
+        |s| s.stats.tainted_keys_rewritten,
     ),
 ];
 

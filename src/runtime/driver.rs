@@ -235,7 +235,7 @@ impl Driver {
     /// made durable and sent by the task like any other.
     pub(crate) fn publish_info(&mut self, info: &MemberInfo) -> Result<(), LocalWriteError> {
         let writer = self.node.store().writer();
-        if MemberInfo::read(self.node.store(), writer).as_ref() == Some(info) {
+        if MemberInfo::read(&self.node, writer).as_ref() == Some(info) {
             return Ok(());
         }
         let Some(key) = MemberInfo::key(writer) else {
@@ -575,7 +575,7 @@ impl Driver {
             if !matches!(event, Event::KeyChanged { .. }) {
                 self.pending.members_changed = true;
             }
-            let info = MemberInfo::read(self.node.store(), id.writer);
+            let info = MemberInfo::read(&self.node, id.writer);
             let _ = self.members.send(Member::new(id, info, state));
         }
         // No subscriber is not an error.

@@ -10,7 +10,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::{Key, Store, WriterId, node::NodeId, wire};
+use crate::proto::{
+    Key, WriterId,
+    node::{Node, NodeId},
+    wire,
+};
 
 /// Keys under this prefix are confmesh's own; applications can read them but not write them.
 pub const RESERVED_PREFIX: &str = "_confmesh/";
@@ -75,14 +79,20 @@ impl MemberInfo {
                 .sum::<usize>()
     }
 
-    /// The info `writer` published, if this replica holds it.
-    pub(crate) fn read(store: &Store, writer: WriterId) -> Option<MemberInfo> {
-        let value = store
-            .get(&MemberInfo::key(writer)?)?
-            .payload
-            .value()?
-            .clone();
-        MemberInfo::decode(&value)
+    /// The info `writer` published, if this replica holds it, and unless the record is a
+    /// version its writer signed at or after an equivocation it was convicted of (no replica
+    /// may write another's record, so such a record is ignored rather than written again:
+    /// docs/PROTOCOL.md §7.6).
+    pub(crate) fn read(node: &Node, writer: WriterId) -> Option<MemberInfo> {
+        let record = node.store().get(&MemberInfo::key(writer)?)?;
+        if node
+            .judge()
+            .convicted(record.dot.actor)
+            .is_some_and(|seq| record.dot.counter >= seq)
+        {
+            return None;
+        }
+        MemberInfo::decode(record.payload.value()?)
     }
 
     /// A record of either layout; one without a version is protocol 1. Bytes after the

@@ -961,7 +961,7 @@ fn member(
     id: NodeId,
     negotiated: &std::collections::HashMap<SocketAddr, u8>,
 ) -> Member {
-    let info = MemberInfo::read(node.store(), id.writer);
+    let info = MemberInfo::read(node, id.writer);
     let advertised = info.as_ref().map(|i| i.protocol);
     let mut member = Member::new(id, info, MemberState::Alive);
     member.protocol = match (advertised, negotiated.get(&id.addr)) {

@@ -69,9 +69,9 @@ impl Node {
         }
     }
 
-    pub(super) fn on_push(&mut self, _now: Instant, from: SocketAddr, versions: Vec<Version>) {
+    pub(super) fn on_push(&mut self, now: Instant, from: SocketAddr, versions: Vec<Version>) {
         self.stats.pushed_versions_received += versions.len() as u64;
-        let screened = self.screen(from, versions);
+        let screened = self.screen(now, from, versions);
         let mut fresh = Vec::new();
         for version in screened.apply {
             if self.store.digest().contains(&version.dot) {

@@ -302,6 +302,10 @@ pub struct NodeStats {
     /// Suspicions this node raised (a probe failed) that the member refuted before the
     /// timeout: it was not declared down, nor told it was (docs/PROTOCOL.md §4, Membership).
     pub suspicions_refuted: u64,
+    /// Proofs of equivocation this node published (PROTOCOL.md §7.6).
+    pub proofs_published: u64,
+    /// Keys this node wrote again because a convicted writer had written them (§7.6).
+    pub tainted_keys_rewritten: u64,
     /// Verdicts on versions from peers other than applied (PROTOCOL.md §7.4).
     pub trust: TrustStats,
 }
@@ -332,6 +336,8 @@ pub struct Node {
     judge: Judge,
     /// What each peer sent that was not applied.
     trust_by_peer: std::collections::BTreeMap<SocketAddr, TrustStats>,
+    /// Equivocations found here, to publish as proofs (`trust.rs`).
+    proofs_to_publish: Vec<super::trust::Equivocation>,
 }
 
 impl Node {
@@ -383,8 +389,13 @@ impl Node {
             stats: NodeStats::default(),
             judge,
             trust_by_peer: std::collections::BTreeMap::new(),
+            proofs_to_publish: Vec::new(),
         };
         node.endorse_if_new(now);
+        if node.judge.convictions().next().is_some() {
+            // Convicted before a restart: what they tainted may not be written again yet.
+            node.timers.set(now, Timer::Equivocation);
+        }
         let first_round = node.jitter(node.config.anti_entropy_interval);
         node.timers.set(now + first_round, Timer::AntiEntropy);
         node.timers
@@ -651,6 +662,7 @@ impl Node {
                 Timer::CollectGarbage => self.collect_garbage(now),
                 Timer::GossipRound => self.gossip_round(now),
                 Timer::Leave => self.finish_leave(now),
+                Timer::Equivocation => self.act_on_convictions(now),
             }
         }
     }

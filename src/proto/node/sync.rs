@@ -181,7 +181,7 @@ impl Node {
 
     pub(super) fn on_sync_delta(&mut self, now: Instant, from: SocketAddr, mut delta: Delta) {
         let truncated = delta.truncated;
-        let screened = self.screen(from, std::mem::take(&mut delta.versions));
+        let screened = self.screen(now, from, std::mem::take(&mut delta.versions));
         delta.versions = screened.apply;
         let old = self.winners_before(&delta.versions);
         let result = self.store.apply_delta(delta);
@@ -219,7 +219,7 @@ impl Node {
     }
 
     pub(super) fn on_sync_snapshot(&mut self, now: Instant, from: SocketAddr, mut chunk: Snapshot) {
-        let screened = self.screen(from, std::mem::take(&mut chunk.versions));
+        let screened = self.screen(now, from, std::mem::take(&mut chunk.versions));
         chunk.versions = screened.apply;
         // A chunk holding a version that is forged, malformed or still waiting for its
         // writer's endorsement came from a peer that did not apply it: honest peers only hold

@@ -28,6 +28,9 @@ pub(super) enum Timer {
     GossipRound,
     /// A leaving node's notice has had its head start: announce the leave.
     Leave,
+    /// A writer was convicted of equivocation: publish the proofs found here and write again
+    /// the keys it tainted (after the batch that convicted it is applied).
+    Equivocation,
 }
 
 #[derive(Debug, Default)]

@@ -10,14 +10,18 @@ use std::{fmt, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 
-use super::Node;
+use super::{Node, timers::Timer};
 use crate::proto::{
-    Key, Version, WriteError,
+    Dot, Key, Payload, Version, WriteError,
     trust::{
-        Certifier, Judge, MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, Mode, Screened, Verdict, WriterKey,
-        endorsement_key,
+        Certifier, Equivocation, Judge, MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, Mode, Proof, Screened,
+        Verdict, WriterKey, endorsement_key, is_endorsement, proof_key,
     },
 };
+
+/// The most equivocations found here that wait to be published (each convicts a writer; more
+/// than this at once is an attack by many certified nodes, and the first suffice).
+const MAX_PROOFS_TO_PUBLISH: usize = 64;
 
 /// A data directory's writer key, with its endorsement's payload (the certified binding of
 /// the key to the node, PROTOCOL.md §7.2): what a node signs its writes with.
@@ -143,11 +147,31 @@ pub const MAX_PEERS_COUNTED: usize = 1_024;
 impl Node {
     /// Judges a batch of versions `from` sent (PROTOCOL.md §7.4) and returns those to apply;
     /// counts and logs the rest. The caller applies them at once, by its path's merge.
-    pub(super) fn screen(&mut self, from: SocketAddr, versions: Vec<Version>) -> Screened {
+    pub(super) fn screen(
+        &mut self,
+        now: std::time::Instant,
+        from: SocketAddr,
+        versions: Vec<Version>,
+    ) -> Screened {
         let certifier = Arc::clone(&self.config.trust.certifier);
+        let convictions = self.judge.convictions_revision();
         let screened = self
             .judge
             .screen(&mut self.store, versions, certifier.as_ref());
+        for (_, verdict) in &screened.verdicts {
+            if let Verdict::Equivocation(proof) = verdict
+                && self.proofs_to_publish.len() < MAX_PROOFS_TO_PUBLISH
+            {
+                self.proofs_to_publish.push((**proof).clone());
+            }
+        }
+        // Acted on once the caller has applied the batch: what it applied of a writer convicted
+        // by its last versions is tainted too.
+        if (convictions != self.judge.convictions_revision() || !self.proofs_to_publish.is_empty())
+            && !self.timers.contains(&Timer::Equivocation)
+        {
+            self.timers.set(now, Timer::Equivocation);
+        }
         // One line per kind and batch, naming the first: a peer cannot flood the log with a
         // message of many forgeries (and it is banned after a few).
         let mut by_peer = TrustStats::default();
@@ -247,6 +271,118 @@ impl Node {
         };
         if let Err(e) = self.put(now, key, signer.endorsement.clone()) {
             tracing::error!(cause = %e, "endorsement not written");
+        }
+    }
+
+    /// Acts on the writers convicted of equivocation (PROTOCOL.md §7.6): publishes the proofs
+    /// found here, so that every replica convicts, and writes again every key a convicted
+    /// writer tainted here (the newest value among its siblings the writer did not write from
+    /// the number it equivocated at, else a delete), superseding the tainted versions, so
+    /// that every replica ends with the same siblings whichever of them it took. A node that
+    /// does not sign does neither: its versions would be forged at enforcing replicas.
+    pub(super) fn act_on_convictions(&mut self, now: std::time::Instant) {
+        let proofs = std::mem::take(&mut self.proofs_to_publish);
+        if self.config.trust.signer.is_none() {
+            tracing::warn!(
+                "this node does not sign: it publishes no proof and rewrites no tainted key"
+            );
+            return;
+        }
+        for proof in proofs {
+            self.publish_proof(now, proof);
+        }
+        for key in self.judge.tainted_keys(&self.store) {
+            let clean = self
+                .store
+                .versions(&key)
+                .iter()
+                .find(|v| {
+                    self.judge
+                        .convicted(v.dot.actor)
+                        .is_none_or(|s| v.dot.counter < s)
+                        && !v.is_tombstone()
+                })
+                .and_then(|v| v.payload.value().cloned());
+            let convicted: Vec<String> = self
+                .store
+                .versions(&key)
+                .iter()
+                .filter(|v| {
+                    self.judge
+                        .convicted(v.dot.actor)
+                        .is_some_and(|s| v.dot.counter >= s)
+                })
+                .map(|v| crate::proto::DotText(v.dot).to_string())
+                .collect();
+            let audit = Audit {
+                author: None,
+                message: Some(format!(
+                    "written again: {} by a writer convicted of equivocation",
+                    convicted.join(", ")
+                )),
+            };
+            let payload = clean.map_or(Payload::Tombstone, Payload::Value);
+            match self.write(now, key.clone(), payload, audit) {
+                Ok(_) => {
+                    self.stats.tainted_keys_rewritten += 1;
+                    tracing::warn!(%key, versions = %convicted.join(", "), "key written again over a convicted writer's versions");
+                }
+                Err(e) => tracing::error!(%key, cause = %e, "tainted key not written again"),
+            }
+        }
+    }
+
+    /// Publishes a proof found here under `_confmesh/equivocations/<writer>/<this writer>`,
+    /// unless this node already published one convicting that writer as early.
+    fn publish_proof(&mut self, now: std::time::Instant, equivocation: Equivocation) {
+        let convicted = equivocation.dot();
+        let Ok(key) = proof_key(convicted.actor, self.id.writer) else {
+            return;
+        };
+        let published = self
+            .pending_or_stored(&key)
+            .and_then(|v| Proof::in_version(&v))
+            .map(|p| p.dot().counter);
+        if published.is_some_and(|seq| seq <= convicted.counter) {
+            return;
+        }
+        let endorsement = [&equivocation.first, &equivocation.second]
+            .iter()
+            .any(|v| !is_endorsement(v.key.as_str(), v.dot))
+            .then(|| {
+                self.store
+                    .version_by_dot(&Dot::new(convicted.actor, 1))
+                    .cloned()
+            })
+            .flatten();
+        let proof = Proof {
+            equivocation,
+            endorsement,
+        };
+        let payload = match proof.encode() {
+            Ok(payload) if payload.len() <= self.config.store.max_value_bytes => payload,
+            Ok(payload) => {
+                tracing::warn!(writer = %convicted.actor, len = payload.len(), "proof of equivocation too large to publish; convicted here only");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(writer = %convicted.actor, cause = %e, "proof of equivocation not encoded");
+                return;
+            }
+        };
+        let audit = Audit {
+            author: None,
+            message: Some(format!(
+                "writer {} signed two versions numbered {}",
+                convicted.actor, convicted.counter
+            )),
+        };
+        match self.write(now, key, Payload::Value(payload), audit) {
+            Ok(_) => {
+                self.stats.proofs_published += 1;
+                tracing::warn!(writer = %convicted.actor, seq = convicted.counter, "proof of equivocation published");
+            }
+            Err(e) => tracing::error!(cause = %e, "proof of equivocation not written"),
         }
     }
 

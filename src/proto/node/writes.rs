@@ -193,7 +193,7 @@ impl Node {
         self.write(now, key, Payload::Tombstone, audit).ok()
     }
 
-    fn write(
+    pub(super) fn write(
         &mut self,
         now: Instant,
         key: Key,
@@ -209,6 +209,16 @@ impl Node {
         tracing::trace!(key = %version.key, seq, "local write pending");
         self.pending.push(version.clone());
         Ok(version)
+    }
+
+    /// The key's latest version as local writes see it: its latest pending write, else its
+    /// stored winner.
+    pub(super) fn pending_or_stored(&self, key: &Key) -> Option<Version> {
+        self.pending
+            .latest
+            .get(key)
+            .or_else(|| self.store.get(key))
+            .cloned()
     }
 
     /// The next local write to make durable, in sequence order; each is handed out once.

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use ed25519_zebra::VerificationKey;
 
 use super::{
-    MEMBERS_PREFIX, RESERVED_PREFIX, WRITERS_PREFIX,
+    EQUIVOCATIONS_PREFIX, MEMBERS_PREFIX, RESERVED_PREFIX, WRITERS_PREFIX,
     keys::{Certifier, Endorsement, EndorsementError, Equivocation, audit_fields_fit, differ},
+    proof::Proof,
 };
 use crate::proto::{Applied, Dot, Key, Payload, Store, Version, WriterId};
 
@@ -20,6 +21,10 @@ pub const MAX_DEFERRED: usize = 262_144;
 
 /// The most bytes (of encoded versions, roughly) kept waiting for endorsements in all.
 pub const MAX_DEFERRED_BYTES: usize = 64 << 20;
+
+/// The most proofs handed to [`Judge::accept_proof`] kept waiting for their writer's
+/// endorsement (published proofs carry it, and never wait).
+pub const MAX_PROOFS_WAITING: usize = 16_384;
 
 /// The most refused versions whose signed form is kept, to detect an equivocation that pairs
 /// a refused variant with a granted one. Past it, refused versions leave only their dot.
@@ -74,6 +79,9 @@ pub enum Refusal {
     NotOwnRecord,
     /// Its writer was proven to equivocate at or before this sequence number.
     Quarantined,
+    /// A version under `_confmesh/equivocations/` that is not a valid proof published by its
+    /// own writer (a tombstone, another writer's proof key, a proof that does not hold).
+    NotAProof,
 }
 
 /// What a replica does with versions that carry no signature (PROTOCOL.md §7.5).
@@ -103,6 +111,8 @@ pub struct Judge {
     writers: BTreeMap<WriterId, VerificationKey>,
     /// The lowest sequence number each convicted writer equivocated at.
     convicted: BTreeMap<WriterId, u64>,
+    /// How many times `convicted` changed: a new writer, or a lower number.
+    convictions_revision: u64,
     /// Refused versions, by (writer, sequence number).
     refused: BTreeMap<(WriterId, u64), Version>,
     refused_bytes: usize,
@@ -169,6 +179,12 @@ impl Judge {
         self.convicted.get(&writer).copied()
     }
 
+    /// Changes whenever a writer is convicted, or convicted at a lower number: the node acts
+    /// on convictions (rewriting tainted keys) when it does.
+    pub fn convictions_revision(&self) -> u64 {
+        self.convictions_revision
+    }
+
     /// Every convicted writer, with the sequence number it equivocated at.
     pub fn convictions(&self) -> impl Iterator<Item = (WriterId, u64)> + '_ {
         self.convicted.iter().map(|(&w, &s)| (w, s))
@@ -194,13 +210,21 @@ impl Judge {
                 self.writers.insert(version.dot.actor, public);
             }
         }
+        for version in store.list(EQUIVOCATIONS_PREFIX) {
+            if let Some(proof) = Proof::in_version(version).filter(|p| p.holds(certifier)) {
+                self.convict(&proof.equivocation);
+            }
+        }
     }
 
     /// Records a version this replica wrote itself (already applied to its store): its
-    /// endorsement's key registered.
+    /// endorsement's key registered, its proof of equivocation acted on.
     pub fn own(&mut self, version: &Version, certifier: &dyn Certifier) {
         if let Some(public) = endorsed_key(version, certifier) {
             self.writers.insert(version.dot.actor, public);
+        }
+        if let Some(proof) = Proof::in_version(version).filter(|p| p.holds(certifier)) {
+            self.convict(&proof.equivocation);
         }
     }
 
@@ -285,7 +309,7 @@ impl Judge {
         {
             return Verdict::Refused(Refusal::Quarantined);
         }
-        match granted(&version.key, dot.actor) {
+        match granted(version, certifier) {
             Some(refusal) => Verdict::Refused(refusal),
             None => Verdict::Apply,
         }
@@ -354,6 +378,10 @@ impl Judge {
             match &verdict {
                 Verdict::Apply => {
                     to_apply.insert((dot.actor, dot.counter), screened.apply.len());
+                    // A proof is acted on when judged, whatever supersedes it later (§7.6).
+                    if let Some(proof) = Proof::in_version(&version) {
+                        self.convict(&proof.equivocation);
+                    }
                     if let Some(public) = endorsed_key(&version, certifier) {
                         self.writers.insert(dot.actor, public);
                         let released = self.release(dot.actor, certifier);
@@ -465,7 +493,7 @@ impl Judge {
             Some(_) if holds => self.convict(&proof),
             Some(_) => false,
             None => {
-                if self.proofs_waiting.len() < MAX_DEFERRED {
+                if self.proofs_waiting.len() < MAX_PROOFS_WAITING {
                     self.proofs_waiting.push(proof);
                 }
                 false
@@ -512,10 +540,13 @@ impl Judge {
 
     fn convict(&mut self, proof: &Equivocation) -> bool {
         let dot = proof.dot();
-        let lowest = self.convicted.entry(dot.actor).or_insert(dot.counter);
-        let changed = dot.counter <= *lowest;
-        *lowest = (*lowest).min(dot.counter);
-        changed
+        let previous = self.convicted.get(&dot.actor).copied();
+        let lowest = previous.map_or(dot.counter, |s| s.min(dot.counter));
+        self.convicted.insert(dot.actor, lowest);
+        if previous != Some(lowest) {
+            self.convictions_revision += 1;
+        }
+        previous.is_none_or(|s| dot.counter <= s)
     }
 
     fn defer(&mut self, version: Version) {
@@ -568,7 +599,10 @@ impl Judge {
 }
 
 /// The writer key `version` endorses, if it is a valid endorsement (its seal not checked).
-fn endorsed_key(version: &Version, certifier: &dyn Certifier) -> Option<VerificationKey> {
+pub(super) fn endorsed_key(
+    version: &Version,
+    certifier: &dyn Certifier,
+) -> Option<VerificationKey> {
     if !is_endorsement(version.key.as_str(), version.dot) {
         return None;
     }
@@ -587,9 +621,9 @@ pub fn is_endorsement(key: &str, dot: Dot) -> bool {
             .is_some_and(|id| id == dot.actor.to_string())
 }
 
-/// Trust I's grant rule: `None` if `writer` may write `key`, else why not.
-fn granted(key: &Key, writer: WriterId) -> Option<Refusal> {
-    let key = key.as_str();
+/// Trust I's grant rule: `None` if the version's writer may write its key, else why not.
+fn granted(version: &Version, certifier: &dyn Certifier) -> Option<Refusal> {
+    let (key, writer) = (version.key.as_str(), version.dot.actor);
     if !key.starts_with(RESERVED_PREFIX) {
         return None;
     }
@@ -599,7 +633,11 @@ fn granted(key: &Key, writer: WriterId) -> Option<Refusal> {
     if let Some(id) = key.strip_prefix(MEMBERS_PREFIX) {
         return (id != writer.to_string()).then_some(Refusal::NotOwnRecord);
     }
-    // `_confmesh/equivocations/` will hold proofs, granted only to a valid proof
-    // (PROTOCOL.md §7.6); until nodes publish them, it is reserved like the rest.
+    if key.starts_with(EQUIVOCATIONS_PREFIX) {
+        // Only a valid proof, under its publisher's own key: never a tombstone, so no writer
+        // can take a proof back or suppress one by writing over it (PROTOCOL.md §7.6).
+        let holds = Proof::in_version(version).is_some_and(|p| p.holds(certifier));
+        return (!holds).then_some(Refusal::NotAProof);
+    }
     Some(Refusal::Reserved)
 }

@@ -8,18 +8,20 @@
 
 mod judge;
 mod keys;
+mod proof;
 
 pub use self::{
     judge::{
         Forgery, Judge, MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_DEFERRED_PER_WRITER,
-        MAX_REFUSED_BYTES, MAX_REFUSED_KEPT, Mode, Outcome, Refusal, Screened, Verdict,
-        is_endorsement,
+        MAX_PROOFS_WAITING, MAX_REFUSED_BYTES, MAX_REFUSED_KEPT, Mode, Outcome, Refusal, Screened,
+        Verdict, is_endorsement,
     },
     keys::{
         Certifier, ENDORSE_TAG, Endorsement, EndorsementError, Equivocation, WriterKey,
         audit_fields_fit, differ, endorsement_key, signed_bytes, verifies, version_signed_bytes,
         writer_id,
     },
+    proof::{Proof, proof_key},
 };
 
 /// The reserved prefix of endorsements: `_confmesh/writers/<writer id, 16 hex digits>`.
@@ -28,7 +30,8 @@ pub const WRITERS_PREFIX: &str = "_confmesh/writers/";
 /// The reserved prefix of member records: `_confmesh/members/<writer id, 16 hex digits>`.
 pub const MEMBERS_PREFIX: &str = "_confmesh/members/";
 
-/// The reserved prefix of equivocation proofs: `_confmesh/equivocations/<writer id>`.
+/// The reserved prefix of equivocation proofs:
+/// `_confmesh/equivocations/<convicted writer id>/<publishing writer id>`.
 pub const EQUIVOCATIONS_PREFIX: &str = "_confmesh/equivocations/";
 
 /// Everything under it belongs to confmesh.

@@ -201,3 +201,95 @@ fn an_unsigned_copy_gains_its_seal_when_the_signed_one_arrives_and_stays_applied
     other.payload = Payload::Tombstone;
     assert_eq!(judge.admit(&mut store, other, &ca)[0].1, Verdict::Duplicate);
 }
+
+#[test]
+fn a_published_proof_convicts_a_replica_that_saw_neither_version_and_survives_a_restart() {
+    use super::{Equivocation, Judge, Proof, Refusal, Verdict, proof_key};
+    let node = SigningKey::from([21; 32]);
+    let ca = OneNode(VerificationKey::from(&node));
+    // m equivocates at 3; p (an honest writer) found it and publishes the proof.
+    let m = WriterKey::from_seed([22; 32]);
+    let p = WriterKey::from_seed([23; 32]);
+    let ms = writer_versions(&m, &node, 4);
+    let mut other = ms[2].clone();
+    other.payload = Payload::Value(Bytes::from_static(b"the other one"));
+    let other = m.sign(other, None, None);
+    let equivocation = Equivocation {
+        first: ms[2].clone(),
+        second: other,
+    };
+    let ps = writer_versions(&p, &node, 1);
+    let publish = |proof: &Proof, publisher: WriterId, seq: u64| {
+        let version = Store::new(p.id(), StoreConfig::default())
+            .local_version(
+                1_700_000_100_000,
+                proof_key(m.id(), publisher).expect("key"),
+                Payload::Value(proof.encode().expect("small")),
+                seq,
+                None,
+            )
+            .expect("small");
+        p.sign(version, None, None)
+    };
+    let proof = Proof {
+        equivocation: equivocation.clone(),
+        endorsement: Some(ms[0].clone()),
+    };
+    assert!(proof.holds(&ca));
+    // Not proofs: without the endorsement its key is unknown; the same version twice; under
+    // another publisher's key.
+    let bare = Proof {
+        endorsement: None,
+        ..proof.clone()
+    };
+    let same = Proof {
+        equivocation: Equivocation {
+            first: ms[2].clone(),
+            second: ms[2].clone(),
+        },
+        ..proof.clone()
+    };
+    assert!(!bare.holds(&ca) && !same.holds(&ca));
+
+    let mut store = Store::new(WriterId(1), StoreConfig::default());
+    let mut judge = Judge::new();
+    for v in ms.iter().take(2).chain(&ps) {
+        assert_eq!(judge.admit(&mut store, v.clone(), &ca)[0].1, Verdict::Apply);
+    }
+    for (bad, seq) in [(&bare, 2), (&same, 3)] {
+        assert_eq!(
+            judge.admit(&mut store, publish(bad, p.id(), seq), &ca)[0].1,
+            Verdict::Refused(Refusal::NotAProof)
+        );
+    }
+    assert_eq!(
+        judge.admit(&mut store, publish(&proof, m.id(), 4), &ca)[0].1,
+        Verdict::Refused(Refusal::NotAProof),
+        "p cannot publish under m's proof key"
+    );
+    assert_eq!(judge.convicted(m.id()), None);
+    let revision = judge.convictions_revision();
+    assert_eq!(
+        judge.admit(&mut store, publish(&proof, p.id(), 5), &ca)[0].1,
+        Verdict::Apply
+    );
+    assert_eq!(
+        judge.convicted(m.id()),
+        Some(3),
+        "convicted by the proof alone"
+    );
+    assert_ne!(judge.convictions_revision(), revision);
+    // m's versions from 3 on are refused; those before it are not.
+    assert_eq!(
+        judge.admit(&mut store, ms[3].clone(), &ca)[0].1,
+        Verdict::Refused(Refusal::Quarantined)
+    );
+    assert_eq!(
+        judge.admit(&mut store, ms[2].clone(), &ca)[0].1,
+        Verdict::Refused(Refusal::Quarantined)
+    );
+    // A replica restored from this store convicts again.
+    let mut restored = Judge::new();
+    restored.restore(&store, &ca);
+    assert_eq!(restored.convicted(m.id()), Some(3));
+}
