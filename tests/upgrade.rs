@@ -108,6 +108,134 @@ async fn a_mixed_version_cluster_converges_and_the_new_protocol_waits_for_the_la
     other.shutdown().await;
 }
 
+/// After the last node of protocol 2 is gone, `resign` on one node replaces every unsigned
+/// version (the old writer's value, written again signed; its member record, deleted and
+/// collected), so a node that enforces signatures joins and takes everything, refusing
+/// nothing. Without it, the joiner would count the old writer's versions as forged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resign_leaves_no_unsigned_version_and_an_enforcing_node_then_joins_cleanly() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let permissive = |name: &str| {
+        Mesh::builder()
+            .tls(ca.node_config(name).expect("cert"))
+            .name(name)
+            .trust_mode(Mode::Permissive)
+    };
+    let new = permissive("new-1").start().await.expect("start");
+    let seed = [new.id().addr.to_string()];
+    let old = Mesh::builder()
+        .tls(ca.node_config("old").expect("cert"))
+        .name("old")
+        .advertise_protocol(PROTOCOL_VERSION - 1)
+        .seeds(seed.clone())
+        .start()
+        .await
+        .expect("start");
+    let other = permissive("new-2")
+        .seeds(seed.clone())
+        .start()
+        .await
+        .expect("start");
+    let nodes = [new.clone(), old.clone(), other.clone()];
+    assert!(everyone_sees_everyone(&nodes).await, "no cluster formed");
+    old.put("app/from-old", &b"1"[..]).await.expect("put");
+    new.put("app/from-new", &b"2"[..]).await.expect("put");
+    let old_record = format!("_confmesh/members/{:016x}", old.id().writer.0);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            value_everywhere(&nodes, "app/from-old", b"1").await
+                && other.get(&old_record).await.expect("get").is_some()
+        })
+        .await
+    );
+    old.shutdown().await;
+    let unsigned = |node: &Mesh| {
+        let node = node.clone();
+        async move { node.trust().await.expect("trust").unsigned_versions }
+    };
+    assert!(
+        unsigned(&new).await >= 2,
+        "the old writer's value and record"
+    );
+    // The control: a node enforcing signatures that joins now refuses the old writer's
+    // versions as forged (and would ban peers that kept sending them).
+    let early = Mesh::builder()
+        .tls(ca.node_config("early").expect("cert"))
+        .name("early")
+        .trust_mode(Mode::Enforcing)
+        .seeds(seed.clone())
+        .start()
+        .await
+        .expect("start");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let trust = early.trust().await.expect("trust");
+            trust.by_peer.iter().any(|(_, s)| s.forged > 0)
+        })
+        .await,
+        "{:?}",
+        early.trust().await
+    );
+    early.shutdown().await;
+
+    let resigned = new.resign().await.expect("resign");
+    assert!(
+        resigned
+            .rewritten
+            .iter()
+            .any(|k| k.as_str() == "app/from-old"),
+        "{resigned:?}"
+    );
+    assert!(
+        resigned
+            .records_retired
+            .iter()
+            .any(|k| k.as_str() == old_record),
+        "{resigned:?}"
+    );
+    assert!(resigned.left.is_empty(), "{resigned:?}");
+    // The new versions spread, the record's tombstone is collected: nothing unsigned is left.
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            unsigned(&new).await == 0 && unsigned(&other).await == 0
+        })
+        .await,
+        "unsigned versions left: {} and {}",
+        unsigned(&new).await,
+        unsigned(&other).await
+    );
+
+    let late = Mesh::builder()
+        .tls(ca.node_config("late").expect("cert"))
+        .name("late")
+        .trust_mode(Mode::Enforcing)
+        .seeds(seed)
+        .start()
+        .await
+        .expect("start");
+    let all = [new.clone(), other.clone(), late.clone()];
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            value_everywhere(&all, "app/from-old", b"1").await
+                && value_everywhere(&all, "app/from-new", b"2").await
+        })
+        .await,
+        "the enforcing node did not take the re-signed value"
+    );
+    let version = late.get("app/from-old").await.expect("get").expect("value");
+    assert_eq!(version.dot.actor, new.id().writer, "written again by new");
+    assert!(version.seal.is_some());
+    let trust = late.trust().await.expect("trust");
+    assert!(
+        trust.by_peer.iter().all(|(_, s)| s.forged == 0),
+        "the enforcing node refused something: {trust:?}"
+    );
+    assert_eq!(trust.unsigned_versions, 0);
+    for node in all {
+        node.shutdown().await;
+    }
+}
+
 /// Copies the fixture's data directory into `to`.
 fn copy_fixture_data(to: &Path) {
     let from = Path::new(FIXTURES).join("data");

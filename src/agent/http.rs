@@ -25,8 +25,9 @@ use crate::{
     api::{
         ChangeEvent, DeleteParams, DeleteResponse, ErrorBody, GetParams, GetResponse,
         HealthResponse, HistoryResponse, ListEntry, ListParams, ListResponse, MemberInfo,
-        MemberStateText, MembersResponse, PutParams, PutResponse, RollbackParams, RollbackResponse,
-        StreamEnd, VersionInfo, WatchEvent, WatchParams, routes, version, writer_text,
+        MemberStateText, MembersResponse, PutParams, PutResponse, ResignResponse, RollbackParams,
+        RollbackResponse, StreamEnd, TrustResponse, VersionInfo, WatchEvent, WatchParams, routes,
+        version, writer_text,
     },
     proto::{Version, node::Audit, store::DEFAULT_MAX_VALUE_BYTES},
     runtime::{Cursor, Member, MemberState, Mesh, MeshError, WatchError},
@@ -204,6 +205,8 @@ pub(crate) fn router(api: Api) -> Router {
         .route(&keyed(routes::ROLLBACK), axum::routing::post(rollback))
         .route(routes::WATCH, get(watch))
         .route(routes::MEMBERS, get(members))
+        .route(routes::TRUST, get(trust))
+        .route(routes::TRUST_RESIGN, axum::routing::post(resign))
         .route(routes::HEALTH, get(health))
         .route(routes::METRICS, get(metrics));
     for prefix in routes::KEYED {
@@ -244,6 +247,7 @@ fn mesh_error(e: &MeshError) -> Response {
             return (StatusCode::CONFLICT, Json(body)).into_response();
         }
         MeshError::UnknownVersion(_) => StatusCode::NOT_FOUND,
+        MeshError::Resign(_) => StatusCode::CONFLICT,
         MeshError::Watch(_) => StatusCode::GONE,
         MeshError::Config(_)
         | MeshError::Transport(_)
@@ -479,6 +483,46 @@ async fn rollback(
             })
             .into_response()
         }
+        Err(e) => mesh_error(&e),
+    }
+}
+
+async fn trust(State(api): State<Api>) -> Response {
+    match api.mesh.trust().await {
+        Ok(t) => Json(TrustResponse {
+            mode: match t.mode {
+                crate::proto::trust::Mode::Enforcing => "enforcing",
+                _ => "permissive",
+            }
+            .to_string(),
+            unsigned_versions: t.unsigned_versions,
+            endorsed_writers: t.endorsed_writers,
+            equivocated: t
+                .equivocated
+                .into_iter()
+                .map(|(writer, seq)| crate::api::Equivocated {
+                    writer: writer_text(writer),
+                    seq,
+                })
+                .collect(),
+        })
+        .into_response(),
+        Err(e) => mesh_error(&e),
+    }
+}
+
+async fn resign(State(api): State<Api>) -> Response {
+    let keys = |keys: Vec<crate::proto::Key>| -> Vec<String> {
+        keys.iter().map(|k| k.as_str().to_owned()).collect()
+    };
+    match api.mesh.resign().await {
+        Ok(r) => Json(ResignResponse {
+            rewritten: r.rewritten.len(),
+            siblings_resolved: keys(r.siblings_resolved),
+            records_retired: keys(r.records_retired),
+            left: keys(r.left),
+        })
+        .into_response(),
         Err(e) => mesh_error(&e),
     }
 }

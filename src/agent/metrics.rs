@@ -242,7 +242,7 @@ const PEER_COUNTERS: [PeerReading; 2] = [
 ];
 
 /// The gauges read at scrape time (and `confmesh_last_sync_age_ms`, when there is an age).
-const GAUGES: [Reading; 8] = [
+const GAUGES: [Reading; 9] = [
     (
         "confmesh_members",
         "Members this node sees alive, itself included.",
@@ -275,6 +275,11 @@ const GAUGES: [Reading; 8] = [
         "confmesh_writers_endorsed",
         "Writers whose endorsement (a key bound to a certified node) this replica holds.",
         |s| s.trust.endorsed_writers as u64,
+    ),
+    (
+        "confmesh_unsigned_versions",
+        "Stored versions without a signature (protocol 2's): switch to enforcing at 0 everywhere.",
+        |s| s.trust.unsigned_versions as u64,
     ),
     (
         "confmesh_writers_equivocated",
@@ -393,6 +398,8 @@ mod tests {
                 )],
                 equivocated: vec![(crate::proto::WriterId(9), 4)],
                 endorsed_writers: 3,
+                unsigned_versions: 2,
+                mode: crate::proto::trust::Mode::Permissive,
             },
         }
     }
@@ -417,6 +424,7 @@ mod tests {
             "confmesh_versions_refused_total 1",
             "confmesh_peer_versions_forged_total{peer=\"127.0.0.1:7000\"} 6",
             "confmesh_writers_equivocated 1",
+            "confmesh_unsigned_versions 2",
             "confmesh_writers_endorsed 3",
             "# TYPE confmesh_sync_duration_ms histogram",
             "confmesh_sync_duration_ms_count 4",

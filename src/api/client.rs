@@ -19,7 +19,8 @@ use super::{
     types::{
         DeleteParams, DeleteResponse, ErrorBody, GetParams, GetResponse, HealthResponse,
         HistoryResponse, ListEntry, ListParams, ListResponse, MembersResponse, PutParams,
-        PutResponse, RollbackParams, RollbackResponse, WatchEvent, WatchParams,
+        PutResponse, ResignResponse, RollbackParams, RollbackResponse, TrustResponse, WatchEvent,
+        WatchParams,
     },
 };
 
@@ -319,6 +320,28 @@ impl Client {
     /// [`ClientError`] if the agent cannot be reached or refuses.
     pub async fn members(&self) -> Result<MembersResponse, ClientError> {
         self.call("GET", routes::MEMBERS, Bytes::new())
+            .await?
+            .into_typed()
+    }
+
+    /// What the agent's node trusts, and how many unsigned versions it holds.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] if the agent cannot be reached or refuses.
+    pub async fn trust(&self) -> Result<TrustResponse, ClientError> {
+        self.call("GET", routes::TRUST, Bytes::new())
+            .await?
+            .into_typed()
+    }
+
+    /// Writes again, signed, every key holding an unsigned version (docs/PROTOCOL.md §7.5).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] with 409 if the agent's node does not sign.
+    pub async fn resign(&self) -> Result<ResignResponse, ClientError> {
+        self.call("POST", routes::TRUST_RESIGN, Bytes::new())
             .await?
             .into_typed()
     }

@@ -18,6 +18,10 @@ pub const WATCH: &str = "/v1/watch";
 pub const MEMBERS: &str = "/v1/members";
 /// `GET`: liveness and sync state; never needs the token.
 pub const HEALTH: &str = "/v1/health";
+/// `GET`: what this node trusts, and how many unsigned versions it holds.
+pub const TRUST: &str = "/v1/trust";
+/// `POST`: writes again, signed, every key holding an unsigned version (docs/PROTOCOL.md §7.5).
+pub const TRUST_RESIGN: &str = "/v1/trust/resign";
 /// `GET`: Prometheus metrics.
 pub const METRICS: &str = "/metrics";
 

@@ -388,6 +388,43 @@ pub struct HealthResponse {
     pub held_back_by: Vec<String>,
 }
 
+/// `GET /v1/trust`: what this node trusts (docs/PROTOCOL.md §7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustResponse {
+    /// What the node does with unsigned versions from peers: `enforcing` or `permissive`.
+    pub mode: String,
+    /// Stored versions without a signature (legacy writers', from protocol 2). Switch a
+    /// cluster to enforcing once this is 0 on every node; `confmesh trust resign` gets it
+    /// there.
+    pub unsigned_versions: usize,
+    /// Writers whose endorsement the replica holds.
+    pub endorsed_writers: usize,
+    /// Writers convicted of signing two versions with one id, with the sequence number.
+    pub equivocated: Vec<Equivocated>,
+}
+
+/// A writer convicted of equivocation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Equivocated {
+    /// The writer (16 hex digits).
+    pub writer: String,
+    /// The sequence number it signed two versions for; its versions from there are refused.
+    pub seq: u64,
+}
+
+/// `POST /v1/trust/resign`: what was replaced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResignResponse {
+    /// Application keys written again, signed, with the value reads showed.
+    pub rewritten: usize,
+    /// Keys that held concurrent siblings, now one version: the value reads showed.
+    pub siblings_resolved: Vec<String>,
+    /// Legacy writers' member records deleted.
+    pub records_retired: Vec<String>,
+    /// Reserved keys holding unsigned versions no node may replace.
+    pub left: Vec<String>,
+}
+
 /// What an agent that does not report a protocol version speaks.
 fn protocol_1() -> u8 {
     1

@@ -11,6 +11,7 @@ mod members;
 mod output;
 mod put;
 mod rollback;
+mod trust;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,9 @@ enum Command {
     /// Make certificates for a cluster.
     #[command(subcommand)]
     Cert(cert::Command),
+    /// Signed versions: the node's trust state, and the switch-over from unsigned versions.
+    #[command(subcommand)]
+    Trust(trust::Command),
 }
 
 /// Who asks for a change and why: signed with it, shown in every replica's history.
@@ -134,6 +138,7 @@ impl Cli {
             Command::History(args) => history::run(args).await,
             Command::Rollback(args) => rollback::run(args).await,
             Command::Cert(command) => cert::run(command),
+            Command::Trust(command) => trust::run(command).await,
         }
     }
 }

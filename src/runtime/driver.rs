@@ -71,6 +71,11 @@ pub(crate) enum Command {
         audit: Audit,
         reply: oneshot::Sender<Result<Option<Version>, LocalWriteError>>,
     },
+    /// Replace every unsigned version ([`Node::resign`]).
+    Resign {
+        reply:
+            oneshot::Sender<Result<crate::proto::node::Resigned, crate::proto::node::ResignError>>,
+    },
     /// Bytes sent to a peer as they are, bypassing the node: for adversarial tests.
     SendRaw { to: SocketAddr, bytes: Bytes },
     /// Any read: runs against the node and answers through its own channel.
@@ -294,6 +299,9 @@ impl Driver {
                         let _ = reply.send(Ok(None));
                     }
                 }
+            }
+            Command::Resign { reply } => {
+                let _ = reply.send(self.node.resign(now()));
             }
             Command::SendRaw { to, bytes } => self.transport.send(Transmit {
                 to,

@@ -23,7 +23,7 @@ use crate::proto::{
     Dot, DotText, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
     node::{
         Audit, Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Departure, Event, Node, NodeId, NodeStats,
-        Signer, TrustConfig, TrustStats,
+        ResignError, Resigned, Signer, TrustConfig, TrustStats,
     },
     trust::{Mode, WriterKey},
 };
@@ -122,6 +122,9 @@ pub enum MeshError {
     /// A watch could not start or continue.
     #[error(transparent)]
     Watch(#[from] WatchError),
+    /// [`Mesh::resign`] could not run.
+    #[error(transparent)]
+    Resign(#[from] ResignError),
     /// The node has shut down.
     #[error("the node has shut down")]
     Stopped,
@@ -146,6 +149,12 @@ pub struct TrustReport {
     pub equivocated: Vec<(WriterId, u64)>,
     /// How many writers are endorsed in the replica.
     pub endorsed_writers: usize,
+    /// Stored versions without a signature (legacy writers', from protocol 2): a node that
+    /// enforces signatures would refuse them. [`Mesh::resign`] replaces them; switch a
+    /// cluster to enforcing once this is 0 on every node (docs/PROTOCOL.md §7.5).
+    pub unsigned_versions: usize,
+    /// What this node does with unsigned versions from peers.
+    pub mode: Mode,
 }
 
 /// Builds a [`Mesh`]. Start from [`Mesh::builder`].
@@ -866,8 +875,30 @@ impl Mesh {
             by_peer: node.trust_by_peer().collect(),
             equivocated: node.judge().convictions().collect(),
             endorsed_writers: node.judge().writer_count(),
+            unsigned_versions: node
+                .store()
+                .versions_all()
+                .filter(|v| v.seal.is_none())
+                .count(),
+            mode: node.judge().mode(),
         })
         .await
+    }
+
+    /// Writes again, signed, every application key holding an unsigned version (a legacy
+    /// writer's, from protocol 2), and deletes legacy writers' member records, so that nodes
+    /// joining later can enforce signatures ([`Node::resign`](crate::proto::node::Node::resign),
+    /// docs/PROTOCOL.md §7.5). The writes are made durable and spread like any; watch
+    /// [`TrustReport::unsigned_versions`] reach 0 on every node before switching them to
+    /// [`Mode::Enforcing`]. Run it on one node, once no node of protocol 2 is left.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Resign`] if this node does not sign; [`MeshError::Stopped`].
+    pub async fn resign(&self) -> Result<Resigned, MeshError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Resign { reply }).await?;
+        Ok(answer.await.map_err(|_| MeshError::Stopped)??)
     }
 
     /// What this node's QUIC endpoint sent and received on the wire, every overhead

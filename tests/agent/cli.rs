@@ -55,6 +55,19 @@ async fn the_command_line_against_a_live_agent() {
     );
     let (_, members, _) = cli(&["members"]);
     assert!(members.starts_with("cli-test\t"), "{members}");
+    // trust: an agent of protocol 3 signs everything, so resign finds nothing to replace.
+    let (code, status, _) = cli(&["trust", "status"]);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(
+        status.contains("mode\tenforcing") && status.contains("unsigned versions\t0"),
+        "{status}"
+    );
+    let (code, resigned, _) = cli(&["trust", "resign", "--json"]);
+    assert_eq!(code, Some(0), "{resigned}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&resigned).expect("json")["rewritten"],
+        0
+    );
     let (code, _, _) = cli(&["del", "app/mode"]);
     assert_eq!(code, Some(0));
     let (code, _, err) = cli(&["get", "app/mode"]);

@@ -21,6 +21,7 @@ mod dissemination;
 mod identity;
 mod membership;
 mod peers;
+mod resign;
 mod sync;
 mod timers;
 mod trust;
@@ -37,6 +38,7 @@ use rand::{SeedableRng, rngs::Xoshiro256PlusPlus};
 
 pub use self::identity::NodeId;
 pub use self::membership::{DEPARTED_LISTED_FOR, Departure};
+pub use self::resign::{ResignError, Resigned};
 pub use self::trust::{Audit, MAX_PEERS_COUNTED, Signer, TrustConfig, TrustStats};
 use self::{
     dissemination::Link,
