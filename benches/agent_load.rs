@@ -14,7 +14,16 @@
 //! agent's RSS every 10% of the PUTs), `--cache-mb N` (the agent's `cache_mb`), `--dir PATH`
 //! (where the data directory goes; default a temporary directory under `target/`), `--peers N`
 //! (agents joined to the measured one, each with its own data directory; the load goes to
-//! the first only).
+//! the first only), `--ops put,get` (which rows to run), `--agent-bin PATH` (another build's
+//! `confmesh` binary to run the agents with: an older commit's, driven by the same load).
+//! `--versus PATH --rounds N` compares two builds in one run: an agent of this build and one
+//! of the build at PATH run side by side (each alone on its own data directory), and N rounds
+//! of `--puts` PUTs at the first `--clients` level go to each in turn (the order swapping
+//! every round), so both see the same machine: a shared machine's stolen time and the disk's
+//! fsync swings fall on both alike. It prints each round and the ratio of the summed rates.
+//! Each row also prints the agent's CPU time per request (every thread's, from
+//! `/proc/<pid>/task/*/schedstat`, in µs): unlike throughput, it does not depend on how fast
+//! the disk syncs.
 //! It asserts nothing.
 
 use std::{
@@ -42,6 +51,14 @@ struct Options {
     dir: Option<PathBuf>,
     /// Agents joined to the measured one (each with a data directory of its own).
     peers: usize,
+    /// The rows to run.
+    ops: Vec<Method>,
+    /// The `confmesh` binary the agents run.
+    agent_bin: PathBuf,
+    /// Another build's binary to compare with, round by round.
+    versus: Option<PathBuf>,
+    /// Rounds of the comparison.
+    rounds: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -54,6 +71,10 @@ fn options() -> anyhow::Result<Options> {
         cache_mb: None,
         dir: None,
         peers: 0,
+        ops: vec![Method::PUT, Method::GET],
+        agent_bin: PathBuf::from(BIN),
+        versus: None,
+        rounds: 10,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -72,6 +93,19 @@ fn options() -> anyhow::Result<Options> {
             "--cache-mb" => o.cache_mb = Some(value()?.parse()?),
             "--dir" => o.dir = Some(value()?.into()),
             "--peers" => o.peers = value()?.parse()?,
+            "--ops" => {
+                o.ops = value()?
+                    .split(',')
+                    .map(|op| match op {
+                        "put" => Ok(Method::PUT),
+                        "get" => Ok(Method::GET),
+                        other => bail!("unknown op {other} (put, get)"),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--agent-bin" => o.agent_bin = value()?.into(),
+            "--versus" => o.versus = Some(value()?.into()),
+            "--rounds" => o.rounds = value()?.parse()?,
             "--bench" => {}
             other => bail!("unknown option {other}"),
         }
@@ -97,11 +131,12 @@ impl Agent {
     /// Starts an agent on `dir` (a `--dev` agent, whose certificates are made there unless
     /// already present), joining `join` if given.
     fn start(
+        bin: &std::path::Path,
         dir: &std::path::Path,
         cache_mb: Option<usize>,
         join: Option<&str>,
     ) -> anyhow::Result<Agent> {
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bin);
         command
             .args(["agent", "--dev", "--gossip-addr", "127.0.0.1:0"])
             .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
@@ -138,6 +173,18 @@ impl Agent {
             http,
             gossip,
         })
+    }
+
+    /// CPU time of every thread of the agent so far, in ns (from each thread's schedstat).
+    fn cpu_ns(&self) -> u64 {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
     }
 
     /// Resident memory in kB, from /proc.
@@ -243,6 +290,72 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
+/// `--versus`: rounds of PUTs to an agent of each build in turn.
+async fn versus(
+    o: &Options,
+    other: &std::path::Path,
+    base: &std::path::Path,
+) -> anyhow::Result<()> {
+    let clients = o.clients.first().copied().unwrap_or(64);
+    let value = Bytes::from(vec![b'v'; o.value_bytes]);
+    let mut agents = Vec::new();
+    for bin in [o.agent_bin.as_path(), other] {
+        let dir = tempfile::tempdir_in(base)?;
+        let agent = Agent::start(bin, dir.path(), o.cache_mb, None)?;
+        let client = Client::new(&agent.http, None)?;
+        run(&client, Method::PUT, o.keys, 16, o.keys, value.clone(), 0).await?;
+        agents.push((dir, agent, client, 0.0f64, 0u64));
+    }
+    println!(
+        "agent_load --versus: {} rounds of {} PUTs at {clients} clients to each agent in turn; {}-byte values, {} keys",
+        o.rounds, o.puts, o.value_bytes, o.keys
+    );
+    println!("round\tthis build PUT/s\tCPU µs/PUT\tother build PUT/s\tCPU µs/PUT\tratio");
+    for round in 0..o.rounds {
+        let mut rates = [0.0f64; 2];
+        let mut cpus = [0.0f64; 2];
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (_, agent, client, seconds, cpu_ns) = &mut agents[i];
+            let before = agent.cpu_ns();
+            let (elapsed, _) = run(
+                client,
+                Method::PUT,
+                o.puts,
+                clients,
+                o.keys,
+                value.clone(),
+                round * o.puts,
+            )
+            .await?;
+            let used = agent.cpu_ns().saturating_sub(before);
+            *seconds += elapsed.as_secs_f64();
+            *cpu_ns += used;
+            rates[i] = o.puts as f64 / elapsed.as_secs_f64();
+            cpus[i] = used as f64 / 1e3 / o.puts as f64;
+        }
+        println!(
+            "{round}\t{:.0}\t{:.1}\t{:.0}\t{:.1}\t{:.2}",
+            rates[0],
+            cpus[0],
+            rates[1],
+            cpus[1],
+            rates[0] / rates[1]
+        );
+    }
+    let total = |i: usize| (o.rounds * o.puts) as f64 / agents[i].3;
+    let cpu = |i: usize| agents[i].4 as f64 / 1e3 / (o.rounds * o.puts) as f64;
+    println!(
+        "all\t{:.0}\t{:.1}\t{:.0}\t{:.1}\t{:.2}",
+        total(0),
+        cpu(0),
+        total(1),
+        cpu(1),
+        total(0) / total(1)
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let o = options()?;
@@ -251,8 +364,11 @@ async fn main() -> anyhow::Result<()> {
         None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
     };
     std::fs::create_dir_all(&base)?;
+    if let Some(other) = &o.versus {
+        return versus(&o, other, &base).await;
+    }
     let dir = tempfile::tempdir_in(&base)?;
-    let agent = Agent::start(dir.path(), o.cache_mb, None)?;
+    let agent = Agent::start(&o.agent_bin, dir.path(), o.cache_mb, None)?;
     let client = Client::new(&agent.http, None)?;
     // Peers share the agent's throwaway CA and certificate (all on 127.0.0.1).
     let mut peers = Vec::new();
@@ -265,7 +381,12 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::copy(&from, peer_dir.join("tls").join(file))?;
             }
         }
-        peers.push(Agent::start(&peer_dir, o.cache_mb, Some(&agent.gossip))?);
+        peers.push(Agent::start(
+            &o.agent_bin,
+            &peer_dir,
+            o.cache_mb,
+            Some(&agent.gossip),
+        )?);
     }
     if !peers.is_empty() {
         wait_for_members(&client, peers.len() + 1).await?;
@@ -312,9 +433,10 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    println!("op\tclients\trequests/s\tp50 ms\tp99 ms\tmax ms");
-    for method in [Method::PUT, Method::GET] {
+    println!("op\tclients\trequests/s\tp50 ms\tp99 ms\tmax ms\tagent CPU µs/request");
+    for method in o.ops.clone() {
         for &clients in &o.clients {
+            let cpu_before = agent.cpu_ns();
             let (elapsed, latencies) = run(
                 &client,
                 method.clone(),
@@ -325,8 +447,9 @@ async fn main() -> anyhow::Result<()> {
                 0,
             )
             .await?;
+            let cpu_us = agent.cpu_ns().saturating_sub(cpu_before) as f64 / 1e3 / o.puts as f64;
             println!(
-                "{method}\t{clients}\t{:.0}\t{:.2}\t{:.2}\t{:.2}",
+                "{method}\t{clients}\t{:.0}\t{:.2}\t{:.2}\t{:.2}\t{cpu_us:.1}",
                 o.puts as f64 / elapsed.as_secs_f64(),
                 percentile(&latencies, 0.5),
                 percentile(&latencies, 0.99),
