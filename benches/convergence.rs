@@ -19,6 +19,10 @@
 //!
 //! `--protocol 2` makes every confmesh node speak protocol 2, as the build before signing did
 //! (unsigned writes, nothing checked): the same build with and without signing.
+//! `--versus-protocol 2` runs two confmesh clusters of N nodes side by side in one run, one
+//! signed and one at protocol 2, and sends the writes to each in turn (write `w` to the
+//! signed cluster when `w` is even): both see the same machine, so a shared machine's stolen
+//! time falls on both alike; it prints both rows and the ratios of their percentiles.
 //! `--disk` gives every confmesh node a data directory (so each write is fsynced before
 //! `put` returns); `--confmesh-only` skips chitchat. Prints one table row per system and N, then the ratios chitchat / confmesh, and draws
 //! the CDF of single deliveries to `--plot FILE.svg` (default `target/convergence.svg`).
@@ -80,6 +84,8 @@ struct Args {
     /// The protocol confmesh's nodes speak (`--protocol 2`: unsigned writes, nothing
     /// checked, as before signing), to tell signing's cost from the rest of the build's.
     protocol: Option<u8>,
+    /// Run a second cluster at this protocol beside the first, writes alternating.
+    versus_protocol: Option<u8>,
 }
 
 impl Args {
@@ -94,6 +100,7 @@ impl Args {
             disk: false,
             confmesh_only: false,
             protocol: None,
+            versus_protocol: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -116,6 +123,11 @@ impl Args {
                 "--protocol" => {
                     let v = value()?;
                     args.protocol = Some(v.parse().map_err(|_| format!("--protocol {v:?}"))?);
+                }
+                "--versus-protocol" => {
+                    let v = value()?;
+                    args.versus_protocol =
+                        Some(v.parse().map_err(|_| format!("--versus-protocol {v:?}"))?);
                 }
                 // What cargo bench passes to every bench binary.
                 "--bench" => {}
@@ -253,6 +265,17 @@ async fn measure(
         issued.push((key, writer, at));
         tokio::time::sleep(WRITE_GAP).await;
     }
+    await_convergence(&issued, &arrivals, n).await;
+    cluster.stop().await;
+    let mut outcome = outcome(system, n, &issued, &arrivals);
+    outcome.idle_bytes_per_node_per_s = idle_bytes_per_node_per_s;
+    outcome.idle_protocol_bytes_per_node_per_s = idle_protocol_bytes_per_node_per_s;
+    outcome.join_s = join_s;
+    Ok(outcome)
+}
+
+/// Waits (up to [`CONVERGE_DEADLINE`]) until every write issued reached every other node.
+async fn await_convergence(issued: &[(String, usize, Instant)], arrivals: &Arrivals, n: usize) {
     let deadline = now() + CONVERGE_DEADLINE;
     while now() < deadline
         && !issued
@@ -261,11 +284,18 @@ async fn measure(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    cluster.stop().await;
+}
 
+/// The convergence figures of the writes `issued` (no idle traffic or join time).
+fn outcome(
+    system: &str,
+    n: usize,
+    issued: &[(String, usize, Instant)],
+    arrivals: &Arrivals,
+) -> Outcome {
     let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
     let (mut full_ms, mut deliveries_ms) = (Vec::new(), Vec::new());
-    for (key, writer, at) in &issued {
+    for (key, writer, at) in issued {
         let arrived = arrivals.of(key, *writer);
         deliveries_ms.extend(arrived.iter().map(|&t| ms(*at, t)));
         if arrived.len() >= n - 1
@@ -275,16 +305,62 @@ async fn measure(
         }
     }
     full_ms.sort_by(f64::total_cmp);
-    Ok(Outcome {
+    Outcome {
         system: system.to_string(),
         n,
         full_ms,
         deliveries_ms,
         writes: issued.len(),
-        idle_bytes_per_node_per_s,
-        idle_protocol_bytes_per_node_per_s,
-        join_s,
-    })
+        idle_bytes_per_node_per_s: 0.0,
+        idle_protocol_bytes_per_node_per_s: 0.0,
+        join_s: 0.0,
+    }
+}
+
+/// `--versus-protocol`: two confmesh clusters side by side, the writes alternating.
+async fn measure_pair(n: usize, other: u8, args: &Args) -> Result<Vec<Outcome>, Error> {
+    let labels = [
+        "confmesh".to_string(),
+        format!("confmesh, protocol {other}"),
+    ];
+    let arrivals = [Arrivals::default(), Arrivals::default()];
+    let clusters = [
+        Confmesh::start(n, args.disk, args.protocol, &arrivals[0]).await?,
+        Confmesh::start(n, args.disk, Some(other), &arrivals[1]).await?,
+    ];
+    let started = now();
+    for (cluster, label) in clusters.iter().zip(&labels) {
+        while !cluster.formed().await {
+            if started.elapsed() > JOIN_DEADLINE {
+                return Err(format!("{label}: {n} nodes did not form a cluster in time").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(args.settle).await;
+    let mut rng = StdRng::seed_from_u64(args.seed ^ n as u64);
+    let mut issued: [Vec<(String, usize, Instant)>; 2] = [Vec::new(), Vec::new()];
+    for w in 0..args.writes {
+        let c = w % 2;
+        let key = format!("bench/key-{w}");
+        let writer = rng.random_range(0..n);
+        let at = now();
+        clusters[c]
+            .write(writer, &key, &format!("value-{w}"))
+            .await?;
+        issued[c].push((key, writer, at));
+        tokio::time::sleep(WRITE_GAP).await;
+    }
+    for c in 0..2 {
+        await_convergence(&issued[c], &arrivals[c], n).await;
+    }
+    let outcomes: Vec<Outcome> = (0..2)
+        .map(|c| outcome(&labels[c], n, &issued[c], &arrivals[c]))
+        .collect();
+    for cluster in clusters {
+        Box::new(cluster).stop().await;
+    }
+    Ok(outcomes)
 }
 
 // ---- confmesh ------------------------------------------------------------------------------
@@ -555,6 +631,24 @@ impl Cluster for Chitchat {
 
 async fn run(args: &Args) -> Result<Vec<Outcome>, Error> {
     let mut outcomes = Vec::new();
+    if let Some(other) = args.versus_protocol {
+        for &n in &args.nodes {
+            let pair = measure_pair(n, other, args).await?;
+            for o in &pair {
+                println!("{}", o.row());
+            }
+            println!(
+                "N={n}: {} / {}: p50 {:.2}x, p99 {:.2}x, max {:.2}x",
+                pair[0].system,
+                pair[1].system,
+                pair[0].pct(0.5) / pair[1].pct(0.5),
+                pair[0].pct(0.99) / pair[1].pct(0.99),
+                pair[0].pct(1.0) / pair[1].pct(1.0),
+            );
+            outcomes.extend(pair);
+        }
+        return Ok(outcomes);
+    }
     for &n in &args.nodes {
         let arrivals = Arrivals::default();
         let cluster = Confmesh::start(n, args.disk, args.protocol, &arrivals).await?;
@@ -646,7 +740,9 @@ fn main() -> Result<(), Error> {
         "| N | system | convergence p50 / p99 / max | converged | idle B/node/s wire (protocol) | join |\n|---|---|---|---|---|---|"
     );
     let outcomes = runtime.block_on(run(&args))?;
-    ratios(&outcomes);
+    if args.versus_protocol.is_none() {
+        ratios(&outcomes);
+    }
     picture(&args.plot, &outcomes)?;
     println!("CDF written to {}", args.plot);
     Ok(())
