@@ -15,7 +15,9 @@
 //!   listener). Writes go 20 ms apart; p50, p99 and max over all of them.
 //! - **idle traffic**: UDP payload bytes sent per node per second over a quiet window
 //!   (`--idle-secs`, 10) after the cluster formed and settled (`--settle-secs`, 20). For confmesh that is everything its QUIC endpoint sent (headers,
-//!   acknowledgements, keep-alives, TLS); for chitchat, every datagram it sent.
+//!   acknowledgements, keep-alives, TLS); for chitchat, every datagram it sent. Over the same
+//!   window, **idle CPU**: the process's CPU time (every thread's schedstat) per node, as a
+//!   share of one core; the systems run one after the other, each alone in the process.
 //!
 //! `--protocol 2` makes every confmesh node speak protocol 2, as the build before signing did
 //! (unsigned writes, nothing checked): the same build with and without signing.
@@ -193,7 +195,21 @@ struct Outcome {
     writes: usize,
     idle_bytes_per_node_per_s: f64,
     idle_protocol_bytes_per_node_per_s: f64,
+    /// CPU time of the whole process over the idle window, per node, as a share of one
+    /// core (%): every system's nodes run in this process, one system at a time.
+    idle_cpu_pct_per_node: f64,
     join_s: f64,
+}
+
+/// CPU time of every thread of this process so far, in ns (each thread's schedstat).
+fn process_cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 impl Outcome {
@@ -207,7 +223,7 @@ impl Outcome {
 
     fn row(&self) -> String {
         format!(
-            "| {} | {} | {:.1} / {:.1} / {:.1} ms | {}/{} | {:.0} ({:.0}) | {:.1} s |",
+            "| {} | {} | {:.1} / {:.1} / {:.1} ms | {}/{} | {:.0} ({:.0}) | {:.3}% | {:.1} s |",
             self.n,
             self.system,
             self.pct(0.5),
@@ -217,6 +233,7 @@ impl Outcome {
             self.writes,
             self.idle_bytes_per_node_per_s,
             self.idle_protocol_bytes_per_node_per_s,
+            self.idle_cpu_pct_per_node,
             self.join_s,
         )
     }
@@ -248,7 +265,13 @@ async fn measure(
         cluster.protocol_bytes_sent().await,
     );
     let t0 = now();
+    let cpu_before = process_cpu_ns();
     tokio::time::sleep(args.idle).await;
+    let idle_cpu_pct_per_node = process_cpu_ns().saturating_sub(cpu_before) as f64
+        / 1e9
+        / t0.elapsed().as_secs_f64()
+        / n as f64
+        * 100.0;
     let per_node_per_s = |bytes: u64| bytes as f64 / n as f64 / t0.elapsed().as_secs_f64();
     let idle_bytes_per_node_per_s =
         per_node_per_s(cluster.bytes_sent().await.saturating_sub(before.0));
@@ -270,6 +293,7 @@ async fn measure(
     let mut outcome = outcome(system, n, &issued, &arrivals);
     outcome.idle_bytes_per_node_per_s = idle_bytes_per_node_per_s;
     outcome.idle_protocol_bytes_per_node_per_s = idle_protocol_bytes_per_node_per_s;
+    outcome.idle_cpu_pct_per_node = idle_cpu_pct_per_node;
     outcome.join_s = join_s;
     Ok(outcome)
 }
@@ -313,6 +337,7 @@ fn outcome(
         writes: issued.len(),
         idle_bytes_per_node_per_s: 0.0,
         idle_protocol_bytes_per_node_per_s: 0.0,
+        idle_cpu_pct_per_node: 0.0,
         join_s: 0.0,
     }
 }
@@ -737,7 +762,7 @@ fn main() -> Result<(), Error> {
         if args.disk { ", data directories" } else { "" }
     );
     println!(
-        "| N | system | convergence p50 / p99 / max | converged | idle B/node/s wire (protocol) | join |\n|---|---|---|---|---|---|"
+        "| N | system | convergence p50 / p99 / max | converged | idle B/node/s wire (protocol) | idle CPU/node | join |\n|---|---|---|---|---|---|---|"
     );
     let outcomes = runtime.block_on(run(&args))?;
     if args.versus_protocol.is_none() {

@@ -92,6 +92,9 @@ impl Node {
                 }
             }
         }
+        if !fresh.is_empty() {
+            self.hurry_anti_entropy(now, false);
+        }
         if matches!(self.config.dissemination, Dissemination::Rounds { .. }) {
             self.disseminate(&fresh, Some(from));
         } else if fresh.is_empty() {

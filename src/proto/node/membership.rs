@@ -144,6 +144,12 @@ const DOWN_FANOUT: NonZeroUsize = match NonZeroUsize::new(2) {
 /// foca configuration for a LAN of about `expected_members` nodes, tuned for detection within
 /// a few seconds: foca's LAN preset with a shorter probe round trip and suspicion timeout,
 /// and faster update gossip.
+/// The fewest times a membership update is piggybacked, whatever the cluster's size.
+const MIN_TRANSMISSIONS: std::num::NonZeroU8 = match std::num::NonZeroU8::new(6) {
+    Some(n) => n,
+    None => panic!("transmissions are not zero"),
+};
+
 pub(super) fn lan_config(expected_members: usize) -> Config {
     let n = u32::try_from(expected_members).unwrap_or(u32::MAX);
     let mut config = Config::new_lan(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
@@ -151,6 +157,10 @@ pub(super) fn lan_config(expected_members: usize) -> Config {
     config.probe_rtt = Duration::from_millis(300);
     config.suspect_to_down_after = Duration::from_millis(2_500);
     config.max_packet_size = SWIM_PACKET;
+    // foca piggybacks each update 4·log10(N+1) times: twice in a cluster of 4, which can
+    // miss the very member a suspicion is about (it then cannot refute, and is declared down
+    // though alive). At least 6 copies reach every member of a small cluster.
+    config.max_transmissions = config.max_transmissions.max(MIN_TRANSMISSIONS);
     config.periodic_gossip = Some(foca::PeriodicParams {
         frequency: Duration::from_millis(100),
         num_members: GOSSIP_FANOUT,
@@ -172,6 +182,7 @@ pub(super) fn wan_config(expected_members: usize) -> Config {
     let lan = lan_config(expected_members);
     let mut config = Config::new_wan(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
     config.max_packet_size = lan.max_packet_size;
+    config.max_transmissions = config.max_transmissions.max(MIN_TRANSMISSIONS);
     config.periodic_gossip = Some(foca::PeriodicParams {
         frequency: Duration::from_millis(200),
         num_members: GOSSIP_FANOUT,
@@ -416,12 +427,19 @@ impl Node {
             match notification {
                 OwnedNotification::MemberUp(id) => {
                     self.member_up(now, id);
+                    self.hurry_anti_entropy(now, true);
                 }
-                OwnedNotification::MemberDown(id) => self.member_down(now, id),
+                OwnedNotification::MemberDown(id) => {
+                    self.member_down(now, id);
+                    self.hurry_anti_entropy(now, false);
+                }
                 // A member rejoined under a new generation at the same address (it restarted,
                 // or was declared down elsewhere and renewed itself): the table replaces the
                 // old identity. Not a failure, so no MemberDown.
-                OwnedNotification::Rename(_old, new) => self.member_up(now, new),
+                OwnedNotification::Rename(_old, new) => {
+                    self.member_up(now, new);
+                    self.hurry_anti_entropy(now, true);
+                }
                 OwnedNotification::Active if !self.membership.lifecycle.is_active() => {
                     self.membership.set_active(true);
                     tracing::debug!(node = %self.id, "active");
@@ -433,7 +451,7 @@ impl Node {
                         self.timers.set(now, Timer::PushPull);
                     }
                     // And catch up on data at once rather than at the first periodic round.
-                    self.timers.set(now, Timer::AntiEntropy);
+                    self.schedule_anti_entropy(now);
                 }
                 OwnedNotification::Active => {}
                 OwnedNotification::Idle => {

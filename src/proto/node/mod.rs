@@ -95,7 +95,9 @@ pub struct Config {
     /// How changes spread on the fast path. Default [`Dissemination::Plumtree`].
     pub dissemination: Dissemination,
     /// How often a node starts an anti-entropy round with the member it synced least
-    /// recently. Default 500 ms. Bounds how long a lost change can stay lost.
+    /// recently. Default 500 ms. Bounds how long a lost change can stay lost. An idle node
+    /// stretches it up to 4 times, and comes back to it at the first change
+    /// (docs/PROTOCOL.md §4).
     pub anti_entropy_interval: Duration,
     /// How many peers a node keeps in its dissemination view (eager plus lazy). Default 6.
     /// The view is symmetric: a peer that pushes to us joins our view, up to twice this.
@@ -399,7 +401,7 @@ impl Node {
             node.timers.set(now, Timer::Equivocation);
         }
         let first_round = node.jitter(node.config.anti_entropy_interval);
-        node.timers.set(now + first_round, Timer::AntiEntropy);
+        node.schedule_anti_entropy(now + first_round);
         node.timers
             .set(now + node.config.gc_interval, Timer::CollectGarbage);
         if let Dissemination::Rounds { interval, .. } = node.config.dissemination {
@@ -659,7 +661,7 @@ impl Node {
                 }
                 Timer::Announce => {}
                 Timer::PushPull => self.push_pull(),
-                Timer::AntiEntropy => self.anti_entropy_round(now),
+                Timer::AntiEntropy => self.anti_entropy_round(now, deadline),
                 Timer::Graft => self.graft_due(now),
                 Timer::CollectGarbage => self.collect_garbage(now),
                 Timer::GossipRound => self.gossip_round(now),

@@ -38,7 +38,20 @@ pub(super) struct SyncState {
     pub(super) started: BTreeMap<SocketAddr, Instant>,
     /// When a peer's probe last showed it had seen exactly what this replica has.
     pub(super) last_in_sync: Option<Instant>,
+    /// The store revision and member hash at the last round, and how many rounds in a row
+    /// found both unchanged: an idle node probes less often.
+    pub(super) quiet: (u64, u64, u32),
+    /// When the next round is due: a timer set for another time is one replaced by an
+    /// earlier round ([`Node::hurry_anti_entropy`]), and does nothing.
+    pub(super) next_round: Option<Instant>,
+    /// When the last round ran.
+    pub(super) last_round: Option<Instant>,
 }
+
+/// An idle node's anti-entropy interval doubles with each round that found nothing changed
+/// (no version applied, no member come or gone), up to this many doublings: 4 times the
+/// configured interval. The first change brings it back.
+const QUIET_DOUBLINGS: u32 = 2;
 
 impl Default for SyncState {
     fn default() -> SyncState {
@@ -48,14 +61,64 @@ impl Default for SyncState {
             snapshot_deferred: BTreeMap::new(),
             started: BTreeMap::new(),
             last_in_sync: None,
+            quiet: (u64::MAX, 0, 0),
+            next_round: None,
+            last_round: None,
         }
     }
 }
 
 impl Node {
-    pub(super) fn anti_entropy_round(&mut self, now: Instant) {
-        let next = self.jitter(self.config.anti_entropy_interval);
-        self.timers.set(now + next, Timer::AntiEntropy);
+    /// Sets the next anti-entropy round at `at`, replacing the one set before.
+    pub(super) fn schedule_anti_entropy(&mut self, at: Instant) {
+        self.sync.next_round = Some(at);
+        self.timers.set(at, Timer::AntiEntropy);
+    }
+
+    /// Something changed (a version applied, a member come or gone): an idle node's stretched
+    /// interval goes back to the configured one, from now. With `soon` (a member came up: a
+    /// partition may have healed), the next round comes at once, or half an interval after
+    /// the last one: it goes to that member first.
+    pub(super) fn hurry_anti_entropy(&mut self, now: Instant, soon: bool) {
+        let (revision, members, _) = self.sync.quiet;
+        self.sync.quiet = (revision, members, 0);
+        let base = self.config.anti_entropy_interval;
+        let at = if soon {
+            self.sync
+                .last_round
+                .map_or(now, |last| (last + base / 2).max(now))
+        } else if self
+            .sync
+            .next_round
+            .is_some_and(|at| at > now + base * 3 / 2)
+        {
+            // Only a stretched interval is cut short.
+            now + self.jitter(base)
+        } else {
+            return;
+        };
+        if self.sync.next_round.is_none_or(|next| at < next) {
+            self.schedule_anti_entropy(at);
+        }
+    }
+
+    /// The round timer set for `deadline` fired.
+    pub(super) fn anti_entropy_round(&mut self, now: Instant, deadline: Instant) {
+        if self.sync.next_round.is_some_and(|at| at != deadline) {
+            return; // replaced by an earlier round
+        }
+        self.sync.last_round = Some(now);
+        let state = (self.store.revision(), self.peers.hash());
+        let (revision, members, rounds) = self.sync.quiet;
+        let rounds = if (revision, members) == state {
+            rounds.saturating_add(1)
+        } else {
+            0
+        };
+        self.sync.quiet = (state.0, state.1, rounds);
+        let interval = self.config.anti_entropy_interval * (1 << rounds.min(QUIET_DOUBLINGS));
+        let next = self.jitter(interval);
+        self.schedule_anti_entropy(now + next);
         self.fill_view(now);
         let window = self.config.anti_entropy_interval / 2;
         self.peers.forget_requests_before(now, window);

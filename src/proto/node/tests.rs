@@ -753,11 +753,12 @@ fn a_member_that_refutes_a_suspicion_is_not_told_it_is_down() {
                 .map(|_| i)
         })
     };
-    for _ in 0..1_000 {
+    // In steps of 1 ms: a suspicion may be refuted within a few.
+    for _ in 0..10_000 {
         if suspicion(&c).is_some() {
             break;
         }
-        c.run_for(Duration::from_millis(10));
+        c.run_for(Duration::from_millis(1));
     }
     let suspecter = suspicion(&c).expect("no member suspected node 3");
     c.drop_datagram = Box::new(|_, _, _| false);
@@ -933,4 +934,40 @@ fn a_delete_pending_behind_a_peer_write_can_be_followed_by_another() {
     for i in 0..2 {
         assert_eq!(c.value(i, "k"), None, "node {i}");
     }
+}
+
+#[test]
+fn an_idle_node_probes_four_times_less_often_and_back_at_once_after_a_change() {
+    let mut c = Cluster::joined(4);
+    c.run_for(Duration::from_secs(5));
+    let rounds = |c: &Cluster| -> Vec<u64> { c.nodes.iter().map(|n| n.stats().sync_rounds).collect() };
+    // Idle: nothing written, nobody came or went. At 500 ms a round (drawn in 250-750 ms)
+    // 20 s would take at least 26 rounds; stretched to 2 s (1-3 s), at most 20 (and a node
+    // running two chains of rounds, as one did before, would take twice as many).
+    let before = rounds(&c);
+    c.run_for(Duration::from_secs(20));
+    let idle: Vec<u64> = rounds(&c).iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert!(idle.iter().all(|&r| (5..=21).contains(&r)), "idle rounds {idle:?}");
+    // A write: every node applies a version, and its next round comes within one configured
+    // interval (at most 750 ms), not the stretched one (up to 3 s), then stretches again.
+    let now = c.now;
+    c.nodes[1]
+        .put(now, key("app/x"), Bytes::from_static(b"1"))
+        .expect("small");
+    c.persist(1);
+    let before = rounds(&c);
+    let mut first = vec![None; 4];
+    for step in 1..=300u64 {
+        c.run_for(Duration::from_millis(10));
+        for (i, r) in rounds(&c).iter().enumerate() {
+            if *r > before[i] {
+                first[i].get_or_insert(step * 10);
+            }
+        }
+    }
+    assert!(
+        first.iter().all(|ms| ms.is_some_and(|ms| ms <= 800)),
+        "first round after the write, ms: {first:?}"
+    );
+    assert!((0..4).all(|i| c.value(i, "app/x").is_some()));
 }

@@ -246,7 +246,7 @@ impl Node {
     /// Returns the numbers of those that could not be applied (a peer already holds a version
     /// of this writer with that number, which only a data directory restored or copied from
     /// another node's can cause): they did not take effect, and their callers must be told.
-    pub fn handle_persisted(&mut self, _now: Instant, seq: u64) -> Vec<u64> {
+    pub fn handle_persisted(&mut self, now: Instant, seq: u64) -> Vec<u64> {
         let durable = self.pending.take_through(seq);
         let mut refused = Vec::new();
         let mut spread = Vec::with_capacity(durable.len());
@@ -282,6 +282,9 @@ impl Node {
             }
         }
         self.disseminate(&spread[start..], None);
+        if !spread.is_empty() {
+            self.hurry_anti_entropy(now, false);
+        }
         refused
     }
 
