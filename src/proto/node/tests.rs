@@ -940,14 +940,18 @@ fn a_delete_pending_behind_a_peer_write_can_be_followed_by_another() {
 fn an_idle_node_probes_four_times_less_often_and_back_at_once_after_a_change() {
     let mut c = Cluster::joined(4);
     c.run_for(Duration::from_secs(5));
-    let rounds = |c: &Cluster| -> Vec<u64> { c.nodes.iter().map(|n| n.stats().sync_rounds).collect() };
+    let rounds =
+        |c: &Cluster| -> Vec<u64> { c.nodes.iter().map(|n| n.stats().sync_rounds).collect() };
     // Idle: nothing written, nobody came or went. At 500 ms a round (drawn in 250-750 ms)
     // 20 s would take at least 26 rounds; stretched to 2 s (1-3 s), at most 20 (and a node
     // running two chains of rounds, as one did before, would take twice as many).
     let before = rounds(&c);
     c.run_for(Duration::from_secs(20));
     let idle: Vec<u64> = rounds(&c).iter().zip(&before).map(|(a, b)| a - b).collect();
-    assert!(idle.iter().all(|&r| (5..=21).contains(&r)), "idle rounds {idle:?}");
+    assert!(
+        idle.iter().all(|&r| (5..=21).contains(&r)),
+        "idle rounds {idle:?}"
+    );
     // A write: every node applies a version, and its next round comes within one configured
     // interval (at most 750 ms), not the stretched one (up to 3 s), then stretches again.
     let now = c.now;
