@@ -26,6 +26,9 @@
 //! the disk syncs.
 //! It asserts nothing.
 
+#[path = "common/schedstat.rs"]
+mod schedstat;
+
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
@@ -177,14 +180,7 @@ impl Agent {
 
     /// CPU time of every thread of the agent so far, in ns (from each thread's schedstat).
     fn cpu_ns(&self) -> u64 {
-        let tasks = format!("/proc/{}/task", self.child.id());
-        std::fs::read_dir(tasks)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .sum()
+        schedstat::threads_cpu_ns(&format!("/proc/{}/task", self.child.id()))
     }
 
     /// Resident memory in kB, from /proc.

@@ -30,6 +30,9 @@
 //! the CDF of single deliveries to `--plot FILE.svg` (default `target/convergence.svg`).
 //! Nothing here is asserted: the figures go to BENCHMARKS.md.
 
+#[path = "common/schedstat.rs"]
+mod schedstat;
+
 #[path = "../sim/src/plot.rs"]
 #[allow(unreachable_pub, missing_docs)]
 mod plot;
@@ -203,13 +206,7 @@ struct Outcome {
 
 /// CPU time of every thread of this process so far, in ns (each thread's schedstat).
 fn process_cpu_ns() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    schedstat::threads_cpu_ns("/proc/self/task")
 }
 
 impl Outcome {

@@ -193,12 +193,7 @@ impl Replica {
                 .store
                 .versions(&key)
                 .iter()
-                .find(|v| {
-                    self.judge
-                        .convicted(v.dot.actor)
-                        .is_none_or(|s| v.dot.counter < s)
-                        && !v.is_tombstone()
-                })
+                .find(|v| !self.judge.tainted(v.dot) && !v.is_tombstone())
                 .and_then(|v| v.payload.value().cloned());
             self.writer.wall += 10;
             let payload = clean.map_or(Payload::Tombstone, Payload::Value);

@@ -21,7 +21,8 @@ use confmesh::{
         wire::{self, DecodeError, MAX_MESSAGE_BYTES, PROTOCOL_VERSION},
     },
     runtime::{
-        DATABASE_FILE, Mesh, MeshError, STORAGE_FORMAT, StorageError, StorageFaultHook, tls::DevCa,
+        DATABASE_FILE, Mesh, MeshBuilder, MeshError, STORAGE_FORMAT, StorageError,
+        StorageFaultHook, tls::DevCa,
     },
 };
 use redb::{ReadableDatabase, TableDefinition};
@@ -32,20 +33,24 @@ use common::{eventually, everyone_sees_everyone, value_everywhere};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/989adcb");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mixed_version_cluster_converges_and_the_new_protocol_waits_for_the_last_old_node() {
-    let ca = DevCa::generate("test cluster").expect("ca");
-    // During an upgrade from protocol 2, new nodes accept the old nodes' unsigned versions.
-    let new = Mesh::builder()
-        .tls(ca.node_config("new-1").expect("cert"))
-        .name("new-1")
-        .trust_mode(Mode::Permissive)
+/// A node of this build named `name`, treating unsigned versions as `mode` says.
+fn builder(ca: &DevCa, name: &str, mode: Mode) -> MeshBuilder {
+    Mesh::builder()
+        .tls(ca.node_config(name).expect("cert"))
+        .name(name)
+        .trust_mode(mode)
+}
+
+/// A cluster in the middle of an upgrade from protocol 2: `new-1` and `new-2` of this build,
+/// permissive (they accept the old node's unsigned versions), and `old`, a node of the
+/// previous protocol: it offers only `confmesh/1` and writes its member record in the old
+/// layout, as builds before versioned records did.
+async fn mixed_cluster(ca: &DevCa) -> (Mesh, Mesh, Mesh) {
+    let new = builder(ca, "new-1", Mode::Permissive)
         .start()
         .await
         .expect("start");
     let seed = [new.id().addr.to_string()];
-    // A node of the previous protocol: it offers only `confmesh/1` and writes its member
-    // record in the old layout, as builds before versioned records did.
     let old = Mesh::builder()
         .tls(ca.node_config("old").expect("cert"))
         .name("old")
@@ -54,14 +59,18 @@ async fn a_mixed_version_cluster_converges_and_the_new_protocol_waits_for_the_la
         .start()
         .await
         .expect("start");
-    let other = Mesh::builder()
-        .tls(ca.node_config("new-2").expect("cert"))
-        .name("new-2")
-        .trust_mode(Mode::Permissive)
+    let other = builder(ca, "new-2", Mode::Permissive)
         .seeds(seed)
         .start()
         .await
         .expect("start");
+    (new, old, other)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_version_cluster_converges_and_the_new_protocol_waits_for_the_last_old_node() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let (new, old, other) = mixed_cluster(&ca).await;
     let nodes = [new.clone(), old.clone(), other.clone()];
     assert!(everyone_sees_everyone(&nodes).await, "no cluster formed");
 
@@ -115,27 +124,8 @@ async fn a_mixed_version_cluster_converges_and_the_new_protocol_waits_for_the_la
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resign_leaves_no_unsigned_version_and_an_enforcing_node_then_joins_cleanly() {
     let ca = DevCa::generate("test cluster").expect("ca");
-    let permissive = |name: &str| {
-        Mesh::builder()
-            .tls(ca.node_config(name).expect("cert"))
-            .name(name)
-            .trust_mode(Mode::Permissive)
-    };
-    let new = permissive("new-1").start().await.expect("start");
+    let (new, old, other) = mixed_cluster(&ca).await;
     let seed = [new.id().addr.to_string()];
-    let old = Mesh::builder()
-        .tls(ca.node_config("old").expect("cert"))
-        .name("old")
-        .advertise_protocol(PROTOCOL_VERSION - 1)
-        .seeds(seed.clone())
-        .start()
-        .await
-        .expect("start");
-    let other = permissive("new-2")
-        .seeds(seed.clone())
-        .start()
-        .await
-        .expect("start");
     let nodes = [new.clone(), old.clone(), other.clone()];
     assert!(everyone_sees_everyone(&nodes).await, "no cluster formed");
     old.put("app/from-old", &b"1"[..]).await.expect("put");
@@ -159,10 +149,7 @@ async fn resign_leaves_no_unsigned_version_and_an_enforcing_node_then_joins_clea
     );
     // The control: a node enforcing signatures that joins now refuses the old writer's
     // versions as forged (and would ban peers that kept sending them).
-    let early = Mesh::builder()
-        .tls(ca.node_config("early").expect("cert"))
-        .name("early")
-        .trust_mode(Mode::Enforcing)
+    let early = builder(&ca, "early", Mode::Enforcing)
         .seeds(seed.clone())
         .start()
         .await
@@ -205,10 +192,7 @@ async fn resign_leaves_no_unsigned_version_and_an_enforcing_node_then_joins_clea
         unsigned(&other).await
     );
 
-    let late = Mesh::builder()
-        .tls(ca.node_config("late").expect("cert"))
-        .name("late")
-        .trust_mode(Mode::Enforcing)
+    let late = builder(&ca, "late", Mode::Enforcing)
         .seeds(seed)
         .start()
         .await

@@ -85,11 +85,7 @@ impl MemberInfo {
     /// docs/PROTOCOL.md §7.6).
     pub(crate) fn read(node: &Node, writer: WriterId) -> Option<MemberInfo> {
         let record = node.store().get(&MemberInfo::key(writer)?)?;
-        if node
-            .judge()
-            .convicted(record.dot.actor)
-            .is_some_and(|seq| record.dot.counter >= seq)
-        {
+        if node.judge().tainted(record.dot) {
             return None;
         }
         MemberInfo::decode(record.payload.value()?)

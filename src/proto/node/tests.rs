@@ -937,7 +937,7 @@ fn a_delete_pending_behind_a_peer_write_can_be_followed_by_another() {
 }
 
 #[test]
-fn an_idle_node_probes_four_times_less_often_and_back_at_once_after_a_change() {
+fn an_idle_node_probes_less_often_and_soon_again_after_a_change() {
     let mut c = Cluster::joined(4);
     c.run_for(Duration::from_secs(5));
     let rounds =

@@ -292,26 +292,18 @@ impl Node {
             self.publish_proof(now, proof);
         }
         for key in self.judge.tainted_keys(&self.store) {
-            let clean = self
+            let (tainted, clean): (Vec<&Version>, Vec<&Version>) = self
                 .store
                 .versions(&key)
                 .iter()
-                .find(|v| {
-                    self.judge
-                        .convicted(v.dot.actor)
-                        .is_none_or(|s| v.dot.counter < s)
-                        && !v.is_tombstone()
-                })
+                .partition(|v| self.judge.tainted(v.dot));
+            // Siblings come winner first: the newest value the convicted writer did not make.
+            let clean = clean
+                .iter()
+                .find(|v| !v.is_tombstone())
                 .and_then(|v| v.payload.value().cloned());
-            let convicted: Vec<String> = self
-                .store
-                .versions(&key)
+            let convicted: Vec<String> = tainted
                 .iter()
-                .filter(|v| {
-                    self.judge
-                        .convicted(v.dot.actor)
-                        .is_some_and(|s| v.dot.counter >= s)
-                })
                 .map(|v| crate::proto::DotText(v.dot).to_string())
                 .collect();
             let audit = Audit {

@@ -22,10 +22,6 @@ pub const MAX_DEFERRED: usize = 262_144;
 /// The most bytes (of encoded versions, roughly) kept waiting for endorsements in all.
 pub const MAX_DEFERRED_BYTES: usize = 64 << 20;
 
-/// The most proofs handed to [`Judge::accept_proof`] kept waiting for their writer's
-/// endorsement (published proofs carry it, and never wait).
-pub const MAX_PROOFS_WAITING: usize = 16_384;
-
 /// The most refused versions whose signed form is kept, to detect an equivocation that pairs
 /// a refused variant with a granted one. Past it, refused versions leave only their dot.
 pub const MAX_REFUSED_KEPT: usize = 65_536;
@@ -122,7 +118,6 @@ pub struct Judge {
     deferred_counts: BTreeMap<WriterId, usize>,
     deferred_count: usize,
     deferred_bytes: usize,
-    proofs_waiting: Vec<Equivocation>,
 }
 
 /// What [`Judge::admit`] did with each version it judged: the one given, and any deferred ones
@@ -183,6 +178,14 @@ impl Judge {
     /// on convictions (rewriting tainted keys) when it does.
     pub fn convictions_revision(&self) -> u64 {
         self.convictions_revision
+    }
+
+    /// Whether `dot` is a convicted writer's at or after the number it equivocated at: a
+    /// version refused if it arrives now, written over if it was applied before (§7.6).
+    pub fn tainted(&self, dot: Dot) -> bool {
+        self.convicted
+            .get(&dot.actor)
+            .is_some_and(|&s| dot.counter >= s)
     }
 
     /// Every convicted writer, with the sequence number it equivocated at.
@@ -302,11 +305,7 @@ impl Judge {
                 return Verdict::Forged(Forgery::BadSignature);
             }
         }
-        if self
-            .convicted
-            .get(&dot.actor)
-            .is_some_and(|&s| dot.counter >= s)
-        {
+        if self.tainted(dot) {
             return Verdict::Refused(Refusal::Quarantined);
         }
         match granted(version, certifier) {
@@ -384,7 +383,7 @@ impl Judge {
                     }
                     if let Some(public) = endorsed_key(&version, certifier) {
                         self.writers.insert(dot.actor, public);
-                        let released = self.release(dot.actor, certifier);
+                        let released = self.release(dot.actor);
                         // Checked together, as the batch's own were.
                         let items: Vec<(VerificationKey, &Version)> =
                             released.iter().map(|v| (public, v)).collect();
@@ -479,28 +478,6 @@ impl Judge {
         }
     }
 
-    /// Accepts a proof of equivocation (as received from a peer, or found here) if it holds:
-    /// one dot, different contents, each signed by its writer's key (for two endorsements, each
-    /// with the key in its own payload: two keys with one writer id). A proof about a writer
-    /// not endorsed here yet waits for it. Returns whether the proof convicted the writer now.
-    pub fn accept_proof(&mut self, proof: Equivocation, certifier: &dyn Certifier) -> bool {
-        let writer = proof.dot().actor;
-        let holds = proof.first.dot == proof.second.dot
-            && differ(&proof.first, &proof.second)
-            && self.signed_by_writer(&proof.first, certifier)
-            && self.signed_by_writer(&proof.second, certifier);
-        match self.writers.get(&writer) {
-            Some(_) if holds => self.convict(&proof),
-            Some(_) => false,
-            None => {
-                if self.proofs_waiting.len() < MAX_PROOFS_WAITING {
-                    self.proofs_waiting.push(proof);
-                }
-                false
-            }
-        }
-    }
-
     /// Whether `version` is signed by its writer: an endorsement with the key in its own
     /// payload (if that endorsement is valid), any other version with the writer's endorsed key.
     fn signed_by_writer(&self, version: &Version, certifier: &dyn Certifier) -> bool {
@@ -525,11 +502,7 @@ impl Judge {
         }
         let mut keys: Vec<Key> = store
             .versions_all()
-            .filter(|v| {
-                self.convicted
-                    .get(&v.dot.actor)
-                    .is_some_and(|&s| v.dot.counter >= s)
-            })
+            .filter(|v| self.tainted(v.dot))
             .map(|v| v.key.clone())
             .filter(|key| !key.as_str().starts_with(RESERVED_PREFIX))
             .collect();
@@ -538,7 +511,8 @@ impl Judge {
         keys
     }
 
-    fn convict(&mut self, proof: &Equivocation) -> bool {
+    /// Convicts the proof's writer from its number on (or from a lower one than before).
+    fn convict(&mut self, proof: &Equivocation) {
         let dot = proof.dot();
         let previous = self.convicted.get(&dot.actor).copied();
         let lowest = previous.map_or(dot.counter, |s| s.min(dot.counter));
@@ -546,7 +520,6 @@ impl Judge {
         if previous != Some(lowest) {
             self.convictions_revision += 1;
         }
-        previous.is_none_or(|s| dot.counter <= s)
     }
 
     fn defer(&mut self, version: Version) {
@@ -572,8 +545,8 @@ impl Judge {
         }
     }
 
-    /// The versions that waited for `writer`'s endorsement, and its waiting proofs accepted.
-    fn release(&mut self, writer: WriterId, certifier: &dyn Certifier) -> Vec<Version> {
+    /// The versions that waited for `writer`'s endorsement.
+    fn release(&mut self, writer: WriterId) -> Vec<Version> {
         let waiting: Vec<Version> = self
             .deferred
             .remove(&writer)
@@ -587,13 +560,6 @@ impl Judge {
             .iter()
             .map(Version::approx_encoded_len)
             .sum::<usize>();
-        let (now, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.proofs_waiting)
-            .into_iter()
-            .partition(|p| p.dot().actor == writer);
-        self.proofs_waiting = still;
-        for proof in now {
-            self.accept_proof(proof, certifier);
-        }
         waiting
     }
 }

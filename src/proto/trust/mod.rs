@@ -13,8 +13,8 @@ mod proof;
 pub use self::{
     judge::{
         Forgery, Judge, MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_DEFERRED_PER_WRITER,
-        MAX_PROOFS_WAITING, MAX_REFUSED_BYTES, MAX_REFUSED_KEPT, Mode, Outcome, Refusal, Screened,
-        Verdict, is_endorsement,
+        MAX_REFUSED_BYTES, MAX_REFUSED_KEPT, Mode, Outcome, Refusal, Screened, Verdict,
+        is_endorsement,
     },
     keys::{
         Certifier, ENDORSE_TAG, Endorsement, EndorsementError, Equivocation, WriterKey,
