@@ -76,6 +76,10 @@ pub struct Report {
     pub idle_bytes_per_node_per_s_by_kind: BTreeMap<&'static str, f64>,
     pub loaded_bytes_per_node_per_s: Option<f64>,
     pub heal_ms: Option<Percentiles>,
+    /// Members reported down by their own side of a healed split (`checker::flapping`);
+    /// partition scenario only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flaps: Option<u64>,
     pub detect_ms: Option<Percentiles>,
     pub join_ms: Option<u64>,
     pub catchup_ms: Option<u64>,
@@ -212,6 +216,9 @@ impl Report {
         let excused_declarations = declared.iter().filter(|(_, excused)| *excused).count() as u64;
         let leaves_reported_as_left = leaves_reported_as_left(world, &up, &phases);
         let heal = heal_ms(world, &up, &phases);
+        let flaps = phases
+            .split_at
+            .map(|_| checker::flaps(world, &phases).len() as u64);
         let per_node_per_s =
             |(bytes, d): (u64, std::time::Duration)| bytes as f64 / n as f64 / d.as_secs_f64();
         let copies = (phases.writes_during_load > 0).then(|| {
@@ -251,6 +258,7 @@ impl Report {
                 .unwrap_or_default(),
             loaded_bytes_per_node_per_s: phases.loaded.map(per_node_per_s),
             heal_ms: heal.and_then(Percentiles::of),
+            flaps,
             detect_ms: Percentiles::of(detect),
             join_ms: phases.join_ms,
             catchup_ms: phases.catchup_ms,
@@ -292,13 +300,14 @@ impl Report {
             format!("signatures checked {} cached {}", s.checked, s.cached)
         });
         let mut line = format!(
-            "  [{}] convergence_ms {} | copies/node/change {} | idle B/node/s {} | loaded B/node/s {} | heal_ms {} | detect_ms {} | join_ms {} | catchup_ms {} | grafts/change {} syncs/change {} | false_positives {} refuted {} left-as-left {} lost {} divergent {} | deferred {} {} | events {} sim {:.1}s wall {:.1}s trace {} {}",
+            "  [{}] convergence_ms {} | copies/node/change {} | idle B/node/s {} | loaded B/node/s {} | heal_ms {} flaps {} | detect_ms {} | join_ms {} | catchup_ms {} | grafts/change {} syncs/change {} | false_positives {} refuted {} left-as-left {} lost {} divergent {} | deferred {} {} | events {} sim {:.1}s wall {:.1}s trace {} {}",
             self.mode,
             p(&self.convergence_ms),
             f(self.copies_per_node_per_change),
             f(self.idle_bytes_per_node_per_s),
             f(self.loaded_bytes_per_node_per_s),
             p(&self.heal_ms),
+            self.flaps.map_or("-".into(), |v| v.to_string()),
             p(&self.detect_ms),
             self.join_ms.map_or("-".into(), |v| v.to_string()),
             self.catchup_ms.map_or("-".into(), |v| v.to_string()),

@@ -134,7 +134,7 @@ impl Metrics {
 type Reading = (&'static str, &'static str, fn(&Scrape) -> u64);
 
 /// The node's and the transport's counters.
-const COUNTERS: [Reading; 18] = [
+const COUNTERS: [Reading; 19] = [
     ("confmesh_datagram_bytes_sent", "SWIM bytes sent.", |s| {
         s.stats.datagram_bytes_sent
     }),
@@ -222,6 +222,11 @@ const COUNTERS: [Reading; 18] = [
         "confmesh_tainted_keys_rewritten",
         "Keys written again here because a writer convicted of equivocation had written them.",
         |s| s.stats.tainted_keys_rewritten,
+    ),
+    (
+        "confmesh_member_downs_held",
+        "Members declared down elsewhere that this node never saw suspected, kept listed while they rejoined.",
+        |s| s.stats.downs_held,
     ),
 ];
 

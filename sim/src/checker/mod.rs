@@ -25,6 +25,7 @@ pub mod convergence;
 pub mod detection;
 pub mod determinism;
 pub mod false_positives;
+pub mod flapping;
 pub mod leaves;
 pub mod liveness;
 pub mod lost_writes;
@@ -67,6 +68,8 @@ pub enum Violation {
     Undetected(detection::Undetected),
     /// Running nodes were declared down.
     FalsePositives(false_positives::FalsePositives),
+    /// Members went down for their own side at a heal.
+    Flapped(flapping::Flapped),
     /// Survivors still list nodes that left gracefully.
     StillListed(leaves::StillListed),
     /// Nodes judged honest peers' versions forged, refused, or equivocations.
@@ -125,6 +128,9 @@ pub fn check(world: &World, phases: &Phases) -> Vec<Failure> {
         .collect();
     if let Err(false_positives) = false_positives::check(found, world.params.loss) {
         violations.push(Violation::FalsePositives(false_positives));
+    }
+    if let Err(flapped) = flapping::check(flaps(world, phases), world.params.loss) {
+        violations.push(Violation::Flapped(flapped));
     }
     let lists = |j: usize, id| world.node(j).is_some_and(|n| n.members().any(|m| m == id));
     if let Err(listed) = leaves::check(&phases.leaves, &up, lists) {
@@ -185,6 +191,20 @@ pub fn false_positives(
     )
 }
 
+/// The flaps at the heal of a split (the partition scenario), as [`flapping::find`] defines
+/// them; none for other runs.
+pub fn flaps(world: &World, phases: &Phases) -> Vec<flapping::Flap> {
+    match (phases.healed_at, phases.split_at) {
+        (Some(healed), Some(split_at)) => flapping::find(
+            &world.member_log,
+            healed,
+            |i| u8::from(i >= split_at),
+            |id| world.index_of(id.addr),
+        ),
+        _ => Vec::new(),
+    }
+}
+
 impl Failure {
     /// Writes lost, if this is a [`Violation::LostWrites`]; else 0.
     pub fn lost_writes(&self) -> u64 {
@@ -213,6 +233,7 @@ impl Violation {
             Violation::Diverged(_) => "convergence",
             Violation::Undetected(_) => "detection",
             Violation::FalsePositives(_) => "false_positives",
+            Violation::Flapped(_) => "flapping",
             Violation::StillListed(_) => "leaves",
             Violation::Distrusted(_) => "trust",
         }
@@ -248,6 +269,7 @@ impl fmt::Display for Violation {
             Violation::Diverged(divergence) => divergence.fmt(f),
             Violation::Undetected(undetected) => undetected.fmt(f),
             Violation::FalsePositives(false_positives) => false_positives.fmt(f),
+            Violation::Flapped(flapped) => flapped.fmt(f),
             Violation::StillListed(listed) => listed.fmt(f),
             Violation::Distrusted(distrusted) => distrusted.fmt(f),
         }

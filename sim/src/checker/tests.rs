@@ -15,8 +15,8 @@ use confmesh::proto::{
 };
 
 use super::{
-    Failure, Violation, continuous, convergence, detection, determinism, false_positives, leaves,
-    liveness::Missed, lost_writes, trust,
+    Failure, Violation, continuous, convergence, detection, determinism, false_positives, flapping,
+    leaves, liveness::Missed, lost_writes, trust,
 };
 use crate::{
     params::{Cli, Scenario},
@@ -754,4 +754,46 @@ fn a_snapshot_whose_endorsements_arrive_last_loses_no_version() {
     let (world, phases) = run(&args.split_whitespace().collect::<Vec<_>>());
     let failures: Vec<Failure> = super::check(&world, &phases);
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn flapping_counts_downs_of_own_side_members_after_the_heal_only() {
+    let t0 = origin();
+    let healed = t0 + Duration::from_secs(10);
+    // Nodes 0-1 on one side, 2-3 on the other; id(i) is node i's identity.
+    let index = |m: NodeId| Some(usize::from(m.addr.port() - 7000));
+    let side = |i: usize| u8::from(i >= 2);
+    let log = vec![
+        // During the split: each side declares the other down; not flaps.
+        (t0 + Duration::from_secs(5), 0, Event::MemberDown(id(2))),
+        (t0 + Duration::from_secs(5), 2, Event::MemberDown(id(0))),
+        // After the heal: node 1 reports node 0 (its own side) down: a flap.
+        (
+            healed + Duration::from_millis(300),
+            1,
+            Event::MemberDown(id(0)),
+        ),
+        // And node 3 reports node 0 (the other side) down: not one.
+        (
+            healed + Duration::from_millis(400),
+            3,
+            Event::MemberDown(id(0)),
+        ),
+    ];
+    let found = flapping::find(&log, healed, side, index);
+    assert_eq!(
+        found,
+        vec![flapping::Flap {
+            after_heal_ms: 300,
+            at: 1,
+            member: id(0),
+        }]
+    );
+    let flapped = flapping::check(found.clone(), 0.0).expect_err("a flap without loss fails");
+    assert!(flapped.to_string().contains("node 1 reported"), "{flapped}");
+    assert!(
+        flapping::check(found, 0.05).is_ok(),
+        "tolerated above 1% loss"
+    );
+    assert!(flapping::check(Vec::new(), 0.0).is_ok());
 }

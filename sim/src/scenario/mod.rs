@@ -30,6 +30,9 @@ pub struct Phases {
     pub pushed_during_writes: u64,
     pub writes_during_load: usize,
     pub healed_at: Option<Instant>,
+    /// The partition scenario's split: nodes below this index on one side, the rest on the
+    /// other (`checker::flapping`).
+    pub split_at: Option<usize>,
     pub partitioned_writes: std::ops::Range<usize>,
     /// Crashed nodes: (index, identity at the crash, when).
     pub crashes: Vec<(usize, NodeId, Instant)>,
@@ -225,6 +228,7 @@ fn partition(world: &mut World, phases: &mut Phases) {
         },
     );
     world.split(one_way);
+    phases.split_at = Some(world.len() / 2);
     let first = world.writes.len();
     write_phase(world, phases, world.params.writes, |_, _| true);
     // Long enough for each side to declare the other down.

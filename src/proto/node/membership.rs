@@ -87,6 +87,14 @@ pub(super) struct Membership {
     /// Members gone recently, how and when: listed as such ([`Node::departed`]) for
     /// [`DEPARTED_LISTED_FOR`], at most [`MAX_DEPARTED`] of them.
     pub(super) departed: BTreeMap<NodeId, (Departure, Instant)>,
+    /// Members the packet being handled declares down while foca holds them alive here (this
+    /// node never saw them suspected): read by [`Node::declared_down`], cleared after each
+    /// packet.
+    pub(super) unsuspected: Vec<NodeId>,
+    /// Members another node declared down that this node never saw suspected: kept listed
+    /// until they come back under a new generation or [`Node::renewal_grace`] passes (see
+    /// [`Node::declared_down`]).
+    pub(super) held_downs: BTreeMap<NodeId, Instant>,
 }
 
 /// How long a member that left or went down is listed as such ([`Node::departed`]).
@@ -113,6 +121,8 @@ impl Membership {
             table_restored: false,
             restoring: false,
             departed: BTreeMap::new(),
+            unsuspected: Vec::new(),
+            held_downs: BTreeMap::new(),
             seeds: Vec::new(),
             local_health: 0,
             changed_at: now,
@@ -289,6 +299,26 @@ pub(super) fn describe_packet(packet: &[u8]) -> Option<super::MembershipPacket> 
     })
 }
 
+/// The members a SWIM packet's updates declare down (none if it does not decode).
+pub(super) fn down_updates(packet: &[u8]) -> Vec<NodeId> {
+    let mut buf = packet;
+    let mut downs = Vec::new();
+    let Ok(header) = BincodeCodec::take::<Header<NodeId>>(&mut buf) else {
+        return downs;
+    };
+    if buf.remaining() < 2 || header.message == foca::Message::Broadcast {
+        return downs;
+    }
+    for _ in 0..buf.get_u16() {
+        match BincodeCodec::take::<Member<NodeId>>(&mut buf) {
+            Ok(member) if member.state() == foca::State::Down => downs.push(*member.id()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    downs
+}
+
 /// foca's custom broadcasts, used for one thing: "I am leaving", so members can tell a
 /// graceful leave from a failure. A leaving node adds its notice before foca gossips its
 /// `Down` update, so both travel in the same packets; the node reads the notices after each
@@ -426,9 +456,11 @@ impl Node {
         while let Some(notification) = self.membership.out.to_notify() {
             match notification {
                 OwnedNotification::MemberUp(id) => {
+                    self.release_held(id);
                     self.member_up(now, id);
                     self.hurry_anti_entropy(now, true);
                 }
+                OwnedNotification::MemberDown(id) if self.declared_down(now, id) => {}
                 OwnedNotification::MemberDown(id) => {
                     self.member_down(now, id);
                     self.hurry_anti_entropy(now, false);
@@ -437,6 +469,7 @@ impl Node {
                 // or was declared down elsewhere and renewed itself): the table replaces the
                 // old identity. Not a failure, so no MemberDown.
                 OwnedNotification::Rename(_old, new) => {
+                    self.release_held(new);
                     self.member_up(now, new);
                     self.hurry_anti_entropy(now, true);
                 }
@@ -543,6 +576,89 @@ impl Node {
         self.fill_view(now);
     }
 
+    /// Before foca reads `downs`, members another node declares down: notes those foca holds
+    /// alive here, not suspected (see [`Node::declared_down`]).
+    pub(super) fn note_unsuspected_downs(&mut self, mut downs: Vec<NodeId>) {
+        self.membership.unsuspected.clear();
+        if downs.is_empty() {
+            return;
+        }
+        let me = self.id.addr;
+        downs.retain(|id| id.addr != me);
+        downs.sort_unstable();
+        let alive = self
+            .membership
+            .swim
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Alive)
+            .filter(|m| downs.binary_search(m.id()).is_ok())
+            .map(|m| *m.id());
+        self.membership.unsuspected.extend(alive);
+    }
+
+    /// How long a member declared down elsewhere, never suspected here, stays listed while it
+    /// learns of the declaration and comes back under a new generation: the base suspicion
+    /// timeout. A probe period was enough after two-way splits but not after one-way ones
+    /// (a member came back 2.1 s after the heal in the simulator's smoke seed 42); the cost is
+    /// that a node which missed a failed member's suspicion reports it this much later
+    /// (BENCHMARKS.md, "No flapping at a heal").
+    pub(super) fn renewal_grace(&self) -> Duration {
+        self.config.swim.suspect_to_down_after
+    }
+
+    /// foca declared `id` down. Returns true if the declaration is held rather than reported:
+    /// it came in a packet from another node while this node held the member alive, never
+    /// having seen it suspected. A member that fails is suspected for the whole suspicion
+    /// timeout first, and the suspicion spreads to nearly every node long before the
+    /// declaration; one declared down without it was cut off from others, not from this
+    /// node's part of the mesh, as on both sides of a partition that just healed. It learns it
+    /// was declared down and rejoins under a new generation, which replaces it here as a
+    /// rename (no false down, no member missing from the list meanwhile). If it has not come
+    /// back when [`Node::renewal_grace`] ends, it is reported down then.
+    fn declared_down(&mut self, now: Instant, id: NodeId) -> bool {
+        let unsuspected = self.membership.unsuspected.contains(&id);
+        if !unsuspected
+            || !self.peers.contains_id(&id)
+            || self.membership.held_downs.len() >= MAX_DEPARTED
+        {
+            return false;
+        }
+        let until = now + self.renewal_grace();
+        self.membership.held_downs.insert(id, until);
+        self.stats.downs_held += 1;
+        tracing::debug!(node = %self.id, member = %id, "declared down elsewhere but heard from here: held for its renewal");
+        if !self.timers.contains(&Timer::HeldDowns) {
+            self.timers.set(until, Timer::HeldDowns);
+        }
+        true
+    }
+
+    /// A member came up as `id`: a down held for an older generation at its address is over.
+    fn release_held(&mut self, id: NodeId) {
+        self.membership
+            .held_downs
+            .retain(|held, _| held.addr != id.addr || held.generation >= id.generation);
+    }
+
+    /// Reports down the held members whose grace ended without their coming back.
+    pub(super) fn held_downs_due(&mut self, now: Instant) {
+        let due: Vec<NodeId> = self
+            .membership
+            .held_downs
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.membership.held_downs.remove(&id);
+            self.member_down(now, id);
+            self.hurry_anti_entropy(now, false);
+        }
+        if let Some(next) = self.membership.held_downs.values().min() {
+            self.timers.set(*next, Timer::HeldDowns);
+        }
+    }
+
     fn member_down(&mut self, now: Instant, id: NodeId) {
         if self.peers.remove(&id) {
             self.forget_member(now, id);
@@ -622,20 +738,30 @@ impl Node {
         // Lists that agree then cost a lookup per member instead of a scan.
         let peers = &self.peers;
         let me = self.id.addr;
-        let news = members.into_iter().filter(|m| {
-            let known = peers.contains_id(m.id());
-            let agreed_alive = known && m.state() == foca::State::Alive;
-            let agreed_gone = !known && m.state() == foca::State::Down && m.id().addr != me;
-            !agreed_alive && !agreed_gone
-        });
-        if let Err(e) = self
-            .membership
-            .swim
-            .apply_many(news, false, &mut self.membership.out)
+        let news: Vec<_> = members
+            .into_iter()
+            .filter(|m| {
+                let known = peers.contains_id(m.id());
+                let agreed_alive = known && m.state() == foca::State::Alive;
+                let agreed_gone = !known && m.state() == foca::State::Down && m.id().addr != me;
+                !agreed_alive && !agreed_gone
+            })
+            .collect();
+        let downs = news
+            .iter()
+            .filter(|m| m.state() == foca::State::Down)
+            .map(|m| *m.id())
+            .collect();
+        self.note_unsuspected_downs(downs);
+        if let Err(e) =
+            self.membership
+                .swim
+                .apply_many(news.into_iter(), false, &mut self.membership.out)
         {
             tracing::debug!(%from, cause = %e, "member list refused");
         }
         self.after_swim(now);
+        self.membership.unsuspected.clear();
         if !reply {
             self.send_members(from, true);
         }

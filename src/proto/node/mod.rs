@@ -310,6 +310,9 @@ pub struct NodeStats {
     pub proofs_published: u64,
     /// Keys this node wrote again because a convicted writer had written them (§7.6).
     pub tainted_keys_rewritten: u64,
+    /// Members another node declared down that this one never saw suspected, kept listed
+    /// while they rejoined under a new generation (docs/PROTOCOL.md §4, Held downs).
+    pub downs_held: u64,
     /// Verdicts on versions from peers other than applied (PROTOCOL.md §7.4).
     pub trust: TrustStats,
 }
@@ -581,6 +584,7 @@ impl Node {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         match wire::decode(bytes, wire::MAX_DATAGRAM_BYTES) {
             Ok(Message::Membership(packet)) => {
+                self.note_unsuspected_downs(membership::down_updates(&packet));
                 if let Err(e) = self
                     .membership
                     .swim
@@ -589,6 +593,7 @@ impl Node {
                     tracing::trace!(%from, cause = %e, "membership packet refused");
                 }
                 self.after_swim(now);
+                self.membership.unsuspected.clear();
             }
             Ok(_) | Err(_) => self.malformed(from, "datagram"),
         }
@@ -667,6 +672,7 @@ impl Node {
                 Timer::GossipRound => self.gossip_round(now),
                 Timer::Leave => self.finish_leave(now),
                 Timer::Equivocation => self.act_on_convictions(now),
+                Timer::HeldDowns => self.held_downs_due(now),
             }
         }
     }

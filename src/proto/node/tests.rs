@@ -975,3 +975,50 @@ fn an_idle_node_probes_less_often_and_soon_again_after_a_change() {
     );
     assert!((0..4).all(|i| c.value(i, "app/x").is_some()));
 }
+
+#[test]
+fn members_that_stay_in_contact_through_a_partition_do_not_see_each_other_go_down_at_the_heal() {
+    let mut c = Cluster::joined(6);
+    let side = |i: usize| i < 3;
+    c.drop = Box::new(move |from, to, _| side(from) != side(to));
+    c.run_for(Duration::from_secs(20));
+    for i in 0..6 {
+        assert_eq!(
+            c.nodes[i].members().count(),
+            2,
+            "node {i} sees only its side"
+        );
+    }
+    for events in &mut c.events {
+        events.clear();
+    }
+    c.drop = Box::new(|_, _, _| false);
+    let mut fewest = [usize::MAX; 6];
+    for _ in 0..200 {
+        c.run_for(Duration::from_millis(50));
+        for (i, node) in c.nodes.iter().enumerate() {
+            let same_side = node
+                .members()
+                .filter(|m| side(c.index(m.addr)) == side(i))
+                .count();
+            fewest[i] = fewest[i].min(same_side);
+        }
+    }
+    for (i, fewest) in fewest.into_iter().enumerate() {
+        assert_eq!(
+            c.nodes[i].members().count(),
+            5,
+            "node {i} sees everyone after the heal"
+        );
+        let flaps: Vec<_> = c.events[i]
+            .iter()
+            .filter(|e| matches!(e, Event::MemberDown(m) if side(c.index(m.addr)) == side(i)))
+            .collect();
+        assert_eq!(
+            flaps,
+            Vec::<&Event>::new(),
+            "node {i}: a member of its own side went down"
+        );
+        assert_eq!(fewest, 2, "node {i} always listed both members of its side");
+    }
+}

@@ -31,6 +31,8 @@ pub(super) enum Timer {
     /// A writer was convicted of equivocation: publish the proofs found here and write again
     /// the keys it tainted (after the batch that convicted it is applied).
     Equivocation,
+    /// A member declared down elsewhere but heard from here may be reported down now.
+    HeldDowns,
 }
 
 #[derive(Debug, Default)]
