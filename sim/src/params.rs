@@ -58,6 +58,15 @@ pub struct Cli {
     /// Also run the memberlist-like baseline with the same seed.
     #[arg(long)]
     baseline: bool,
+    /// The nodes' timer preset: `lan` (`Config::lan`) or `wan` (`Config::wan`: 5 s probes,
+    /// a suspicion of 30 s or more). With `wan`, running nodes declared down fail the run up to
+    /// 10% loss, not 1%.
+    #[arg(long, value_enum, default_value = "lan")]
+    preset: Preset,
+    /// Eager links a node keeps at least (the node's `Config::eager_min`, default 3): the
+    /// degree of the push graph, for the copies-against-latency curve.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16))]
+    eager_min: Option<u64>,
     /// Partition scenario: cut traffic from one half to the other only.
     #[arg(long)]
     one_way: bool,
@@ -96,6 +105,27 @@ pub struct Cli {
     /// Log what the mesh believes of this node (its index) as it changes.
     #[arg(long, value_name = "NODE_INDEX")]
     follow: Option<usize>,
+}
+
+/// `--preset`: which of the node's configuration presets every node runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// `Config::lan`.
+    #[default]
+    Lan,
+    /// `Config::wan`.
+    Wan,
+}
+
+impl Preset {
+    /// The name `--preset` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Lan => "lan",
+            Preset::Wan => "wan",
+        }
+    }
 }
 
 /// `--start`: a start mode, or `auto`.
@@ -169,6 +199,8 @@ impl Cli {
             catchup_keys: self.catchup_keys,
             start,
             baseline: self.baseline,
+            preset: self.preset,
+            eager_min: self.eager_min.map(|k| k as usize),
             one_way: self.one_way,
             signing: !self.no_signing,
             report: self.report,
@@ -285,6 +317,10 @@ pub struct Params {
     pub catchup_keys: usize,
     pub start: Start,
     pub baseline: bool,
+    /// The nodes' configuration preset.
+    pub preset: Preset,
+    /// `--eager-min`: the push graph's degree, if not the node's default.
+    pub eager_min: Option<usize>,
     pub one_way: bool,
     /// Every node signs its writes and enforces signatures (not `--no-signing`).
     pub signing: bool,
@@ -325,6 +361,12 @@ impl Params {
         ];
         if self.scenario == Scenario::Catchup {
             fields.push(("catchup-keys", self.catchup_keys.to_string()));
+        }
+        if self.preset != Preset::Lan {
+            fields.push(("preset", self.preset.name().to_string()));
+        }
+        if let Some(k) = self.eager_min {
+            fields.push(("eager-min", k.to_string()));
         }
         fields
     }
@@ -389,6 +431,7 @@ impl Params {
             catchup_keys: rng.random_range(100..=2_000),
             start: Start::Cold,
             one_way: scenario == Scenario::Partition && rng.random_bool(0.5),
+            preset: wan_preset(seed, scenario),
             baseline: false,
             smoke: false,
             swarm: None,
@@ -396,6 +439,21 @@ impl Params {
             follow: None,
             ..base.clone()
         }
+    }
+}
+
+/// Whether a swarm run uses the WAN preset: a quarter of the runs of the scenarios that wait
+/// for no failure to be detected (steady, partition, join, catchup; a WAN suspicion lasts 30 s
+/// and more, beyond churn's and chaos's deadlines). Drawn from a generator of its own, so the
+/// other parameters of every swarm seed stay what they were before the preset was drawn.
+fn wan_preset(seed: u64, scenario: Scenario) -> Preset {
+    use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x0057_414E_0000_0000);
+    let waits_for_no_detection = !matches!(scenario, Scenario::Churn | Scenario::Chaos);
+    if waits_for_no_detection && rng.random_bool(0.25) {
+        Preset::Wan
+    } else {
+        Preset::Lan
     }
 }
 

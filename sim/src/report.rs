@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::{
     checker::{self, Failure, detection},
+    params::Preset,
     scenario::Phases,
     world::World,
 };
@@ -63,6 +64,8 @@ pub struct Report {
     pub mode: &'static str,
     pub nodes: usize,
     pub loss: f64,
+    /// The nodes' configuration preset.
+    pub preset: Preset,
     pub writes: usize,
     pub convergence_ms: Option<Percentiles>,
     /// The distribution of single deliveries (a write reaching one live node other than its
@@ -239,6 +242,7 @@ impl Report {
             mode,
             nodes: n,
             loss: world.params.loss,
+            preset: world.params.preset,
             writes: world.writes.len(),
             convergence_ms: Percentiles::of(convergence),
             delivery_percentiles_ms: percentiles_0_to_100(deliveries),

@@ -27,11 +27,17 @@ use std::{
 
 use confmesh::proto::node::{Event, NodeId};
 
-use crate::world::{MemberLog, faults::FaultLog};
+use crate::{
+    params::Preset,
+    world::{MemberLog, faults::FaultLog},
+};
 
 /// Above this loss rate, running nodes declared down are counted (`false_positives` in the
 /// report) but are not a failure.
 pub const TOLERATED_ABOVE_LOSS: f64 = 0.01;
+
+/// The same for the WAN preset, made for lossy links: up to 10% loss, none may be declared.
+pub const TOLERATED_ABOVE_LOSS_WAN: f64 = 0.10;
 
 /// The share of its links a partition must cut for a node's declaration to be excused when its
 /// accuser could still reach it.
@@ -43,10 +49,19 @@ pub fn window(probe_period: Duration, suspect_to_down_after: Duration) -> Durati
     (probe_period + suspect_to_down_after) * 2
 }
 
+/// Whether running nodes declared down fail a run at this loss rate with this preset.
+pub fn enforced(loss: f64, preset: Preset) -> bool {
+    let tolerated_above = match preset {
+        Preset::Lan => TOLERATED_ABOVE_LOSS,
+        Preset::Wan => TOLERATED_ABOVE_LOSS_WAN,
+    };
+    loss <= tolerated_above
+}
+
 /// Checks that no running incarnation was declared down (`found`: the declarations [`classify`] does not excuse) at a loss
-/// rate of at most [`TOLERATED_ABOVE_LOSS`].
-pub fn check(found: Vec<FalsePositive>, loss: f64) -> Result<(), FalsePositives> {
-    if found.is_empty() || loss > TOLERATED_ABOVE_LOSS {
+/// rate of at most [`TOLERATED_ABOVE_LOSS`] ([`TOLERATED_ABOVE_LOSS_WAN`] with the WAN preset).
+pub fn check(found: Vec<FalsePositive>, loss: f64, preset: Preset) -> Result<(), FalsePositives> {
+    if found.is_empty() || !enforced(loss, preset) {
         return Ok(());
     }
     Err(FalsePositives { found })

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use confmesh::proto::node::{Config, Event, NodeId};
 
 use crate::{
+    params::Preset,
     scenario::Phases,
     world::{MemberLog, World},
 };
@@ -126,10 +127,16 @@ pub fn check(world: &World, phases: &Phases) -> Vec<Failure> {
         .filter(|(_, excused)| !excused)
         .map(|(found, _)| found)
         .collect();
-    if let Err(false_positives) = false_positives::check(found, world.params.loss) {
+    if let Err(false_positives) =
+        false_positives::check(found, world.params.loss, world.params.preset)
+    {
         violations.push(Violation::FalsePositives(false_positives));
     }
-    if let Err(flapped) = flapping::check(flaps(world, phases), world.params.loss) {
+    if let Err(flapped) = flapping::check(
+        flaps(world, phases),
+        world.params.loss,
+        world.params.one_way,
+    ) {
         violations.push(Violation::Flapped(flapped));
     }
     let lists = |j: usize, id| world.node(j).is_some_and(|n| n.members().any(|m| m == id));
@@ -180,7 +187,10 @@ pub fn false_positives(
     world: &World,
     phases: &Phases,
 ) -> Vec<(false_positives::FalsePositive, bool)> {
-    let swim = Config::lan(world.id(0), world.len(), 0).swim;
+    let swim = match world.params.preset {
+        Preset::Lan => Config::lan(world.id(0), world.len(), 0).swim,
+        Preset::Wan => Config::wan(world.id(0), world.len(), 0).swim,
+    };
     false_positives::classify(
         &world.member_log,
         &incarnations(&phases.incarnations, &world.member_log),

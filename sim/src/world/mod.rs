@@ -30,7 +30,7 @@ use self::{
 use crate::{
     checker::continuous::{self, Finding},
     follow::Follow,
-    params::Params,
+    params::{Params, Preset},
 };
 
 /// One write the scenario made, and when each node first held it.
@@ -255,12 +255,17 @@ impl World {
     }
 
     fn config(&self, i: usize, id: NodeId) -> Config {
-        let mut config = Config::lan(
-            id,
-            self.params.nodes,
-            self.params.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id.generation,
-        );
+        let rng_seed =
+            self.params.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id.generation;
+        let mut config = match self.params.preset {
+            Preset::Lan => Config::lan(id, self.params.nodes, rng_seed),
+            Preset::Wan => Config::wan(id, self.params.nodes, rng_seed),
+        };
         config.dissemination = self.mode;
+        if let Some(k) = self.params.eager_min {
+            config.eager_min = k;
+            config.view_size = config.view_size.max(k);
+        }
         if matches!(self.mode, Dissemination::Rounds { .. }) {
             // memberlist's push-pull, the baseline's only backstop, runs every 30 s.
             config.anti_entropy_interval = Duration::from_secs(30);
@@ -402,6 +407,16 @@ impl World {
     }
 
     /// How many acknowledged writes some running node is not known to hold yet.
+    /// Whether every live node has seen the same versions (equal digest fingerprints),
+    /// writers' endorsements and member records included, which no write tracks.
+    pub fn digests_agree(&self) -> bool {
+        let mut live = self.slots.iter().filter_map(|s| s.node.as_ref());
+        let Some(first) = live.next().map(Node::fingerprint) else {
+            return true;
+        };
+        live.all(|node| node.fingerprint() == first)
+    }
+
     pub fn missing_writes(&self) -> usize {
         let mut missing: Vec<usize> = self
             .slots

@@ -91,6 +91,11 @@ pub(super) struct Membership {
     /// node never saw them suspected): read by [`Node::declared_down`], cleared after each
     /// packet.
     pub(super) unsuspected: Vec<NodeId>,
+    /// Members foca held alive when this node first heard them suspected by another, and
+    /// when; kept for half the base suspicion timeout (see [`Node::note_suspicions`]).
+    pub(super) suspected_at: BTreeMap<NodeId, Instant>,
+    /// When each member was last heard from directly (a SWIM packet from its address).
+    pub(super) last_heard: BTreeMap<SocketAddr, Instant>,
     /// Members another node declared down that this node never saw suspected: kept listed
     /// until they come back under a new generation or [`Node::renewal_grace`] passes (see
     /// [`Node::declared_down`]).
@@ -122,6 +127,8 @@ impl Membership {
             restoring: false,
             departed: BTreeMap::new(),
             unsuspected: Vec::new(),
+            suspected_at: BTreeMap::new(),
+            last_heard: BTreeMap::new(),
             held_downs: BTreeMap::new(),
             seeds: Vec::new(),
             local_health: 0,
@@ -299,24 +306,41 @@ pub(super) fn describe_packet(packet: &[u8]) -> Option<super::MembershipPacket> 
     })
 }
 
-/// The members a SWIM packet's updates declare down (none if it does not decode).
-pub(super) fn down_updates(packet: &[u8]) -> Vec<NodeId> {
+/// What a SWIM packet's updates say of members other than alive (nothing if it does not
+/// decode).
+pub(super) fn suspicion_updates(packet: &[u8]) -> Suspicions {
     let mut buf = packet;
-    let mut downs = Vec::new();
+    let mut found = Suspicions::default();
     let Ok(header) = BincodeCodec::take::<Header<NodeId>>(&mut buf) else {
-        return downs;
+        return found;
     };
     if buf.remaining() < 2 || header.message == foca::Message::Broadcast {
-        return downs;
+        return found;
     }
     for _ in 0..buf.get_u16() {
         match BincodeCodec::take::<Member<NodeId>>(&mut buf) {
-            Ok(member) if member.state() == foca::State::Down => downs.push(*member.id()),
-            Ok(_) => {}
+            Ok(member) => found.add(&member),
             Err(_) => break,
         }
     }
-    downs
+    found
+}
+
+/// The members an input to foca declares down or suspects (see [`Node::declared_down`]).
+#[derive(Debug, Default)]
+pub(super) struct Suspicions {
+    pub(super) down: Vec<NodeId>,
+    pub(super) suspect: Vec<NodeId>,
+}
+
+impl Suspicions {
+    pub(super) fn add(&mut self, member: &Member<NodeId>) {
+        match member.state() {
+            foca::State::Down => self.down.push(*member.id()),
+            foca::State::Suspect => self.suspect.push(*member.id()),
+            foca::State::Alive => {}
+        }
+    }
 }
 
 /// foca's custom broadcasts, used for one thing: "I am leaving", so members can tell a
@@ -576,24 +600,57 @@ impl Node {
         self.fill_view(now);
     }
 
-    /// Before foca reads `downs`, members another node declares down: notes those foca holds
-    /// alive here, not suspected (see [`Node::declared_down`]).
-    pub(super) fn note_unsuspected_downs(&mut self, mut downs: Vec<NodeId>) {
+    /// Before foca reads an input from another node: notes the members it declares down that
+    /// this node never saw suspected, or saw suspected only lately (less than half the base
+    /// suspicion timeout ago, so the suspicion was raised elsewhere long before it arrived
+    /// here), or heard from directly less than the base suspicion timeout ago (which a member
+    /// that failed cannot have done: the node that declared it waited that long after its
+    /// failed probe); and when members foca holds alive were first heard suspected (see
+    /// [`Node::declared_down`]).
+    pub(super) fn note_suspicions(&mut self, now: Instant, mut heard: Suspicions) {
         self.membership.unsuspected.clear();
-        if downs.is_empty() {
+        if heard.down.is_empty() && heard.suspect.is_empty() {
             return;
         }
         let me = self.id.addr;
-        downs.retain(|id| id.addr != me);
-        downs.sort_unstable();
-        let alive = self
-            .membership
-            .swim
-            .iter_membership_state()
-            .filter(|m| m.state() == foca::State::Alive)
-            .filter(|m| downs.binary_search(m.id()).is_ok())
-            .map(|m| *m.id());
-        self.membership.unsuspected.extend(alive);
+        heard.down.retain(|id| id.addr != me);
+        heard.down.sort_unstable();
+        heard.suspect.sort_unstable();
+        let lately = self.config.swim.suspect_to_down_after / 2;
+        let heard_within = self.config.swim.suspect_to_down_after;
+        let suspected_at = &mut self.membership.suspected_at;
+        suspected_at.retain(|_, at| now.saturating_duration_since(*at) < lately);
+        for member in self.membership.swim.iter_membership_state() {
+            let id = member.id();
+            let declared = heard.down.binary_search(id).is_ok();
+            match member.state() {
+                foca::State::Alive if declared => self.membership.unsuspected.push(*id),
+                foca::State::Alive
+                    if heard.suspect.binary_search(id).is_ok()
+                        && suspected_at.len() < MAX_DEPARTED =>
+                {
+                    suspected_at.entry(*id).or_insert(now);
+                }
+                foca::State::Suspect
+                    if declared
+                        && (suspected_at.contains_key(id)
+                            || self.membership.last_heard.get(&id.addr).is_some_and(|at| {
+                                now.saturating_duration_since(*at) < heard_within
+                            })) =>
+                {
+                    self.membership.unsuspected.push(*id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Records a SWIM packet from `from`: first-hand evidence that the member at that address
+    /// was alive (only members are recorded, so the table stays bounded by the member list).
+    pub(super) fn heard_from(&mut self, now: Instant, from: SocketAddr) {
+        if self.peers.contains(&from) {
+            self.membership.last_heard.insert(from, now);
+        }
     }
 
     /// How long a member declared down elsewhere, never suspected here, stays listed while it
@@ -608,7 +665,9 @@ impl Node {
 
     /// foca declared `id` down. Returns true if the declaration is held rather than reported:
     /// it came in a packet from another node while this node held the member alive, never
-    /// having seen it suspected. A member that fails is suspected for the whole suspicion
+    /// having seen it suspected, or having heard the suspicion only lately (less than half the
+    /// base suspicion timeout before; after a heal the other side's suspicion and its
+    /// declaration arrive together, swarm seed 553). A member that fails is suspected for the whole suspicion
     /// timeout first, and the suspicion spreads to nearly every node long before the
     /// declaration; one declared down without it was cut off from others, not from this
     /// node's part of the mesh, as on both sides of a partition that just healed. It learns it
@@ -698,6 +757,7 @@ impl Node {
     /// Drops what dissemination knew of a member that is gone.
     fn forget_member(&mut self, now: Instant, id: NodeId) {
         self.membership.changed_at = now;
+        self.membership.last_heard.remove(&id.addr);
         self.spread.view.remove(&id.addr);
         self.spread
             .missing
@@ -747,12 +807,11 @@ impl Node {
                 !agreed_alive && !agreed_gone
             })
             .collect();
-        let downs = news
-            .iter()
-            .filter(|m| m.state() == foca::State::Down)
-            .map(|m| *m.id())
-            .collect();
-        self.note_unsuspected_downs(downs);
+        let mut heard = Suspicions::default();
+        for member in &news {
+            heard.add(member);
+        }
+        self.note_suspicions(now, heard);
         if let Err(e) =
             self.membership
                 .swim

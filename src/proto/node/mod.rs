@@ -345,6 +345,9 @@ pub struct Node {
     trust_by_peer: std::collections::BTreeMap<SocketAddr, TrustStats>,
     /// Equivocations found here, to publish as proofs (`trust.rs`).
     proofs_to_publish: Vec<super::trust::Equivocation>,
+    /// Writers whose endorsement this node asked a peer for, and when (see
+    /// [`Node::ask_for_endorsements`]); at most `MAX_ENDORSEMENTS_ASKED` (`trust.rs`).
+    endorsements_asked: std::collections::BTreeMap<WriterId, Instant>,
 }
 
 impl Node {
@@ -397,6 +400,7 @@ impl Node {
             judge,
             trust_by_peer: std::collections::BTreeMap::new(),
             proofs_to_publish: Vec::new(),
+            endorsements_asked: std::collections::BTreeMap::new(),
         };
         node.endorse_if_new(now);
         if node.judge.convictions().next().is_some() {
@@ -584,7 +588,8 @@ impl Node {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         match wire::decode(bytes, wire::MAX_DATAGRAM_BYTES) {
             Ok(Message::Membership(packet)) => {
-                self.note_unsuspected_downs(membership::down_updates(&packet));
+                self.note_suspicions(now, membership::suspicion_updates(&packet));
+                self.heard_from(now, from);
                 if let Err(e) = self
                     .membership
                     .swim
@@ -700,8 +705,10 @@ impl Node {
 
     // ---- helpers shared by the submodules ----
 
-    /// The fingerprint of the store's digest, recomputed only when the store changed.
-    fn fingerprint(&self) -> u64 {
+    /// The fingerprint of the store's digest (what anti-entropy probes carry: equal on two
+    /// nodes exactly when they have seen the same versions), recomputed only when the store
+    /// changed.
+    pub fn fingerprint(&self) -> u64 {
         let (revision, hash) = self.sync.fingerprint.get();
         if revision == self.store.revision() {
             return hash;
