@@ -24,6 +24,14 @@
 //! Each row also prints the agent's CPU time per request (every thread's, from
 //! `/proc/<pid>/task/*/schedstat`, in µs): unlike throughput, it does not depend on how fast
 //! the disk syncs.
+//! `--idle SECONDS` (with `--peers N`) runs no load: once the N + 1 agents see each other and
+//! have settled for 20 s, it reads every agent's CPU time (schedstat, ns) over the window and
+//! prints the share of a core each used, as the idle-cost target of issue 23 is stated:
+//!
+//! ```sh
+//! cargo bench --bench agent_load -- --peers 49 --idle 60      # 50 idle agents, 60 s
+//! ```
+//!
 //! It asserts nothing.
 
 #[path = "common/schedstat.rs"]
@@ -62,6 +70,8 @@ struct Options {
     versus: Option<PathBuf>,
     /// Rounds of the comparison.
     rounds: usize,
+    /// `--idle SECONDS`: measure the idle agents' CPU over this window instead of loading.
+    idle: Option<u64>,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -78,6 +88,7 @@ fn options() -> anyhow::Result<Options> {
         agent_bin: PathBuf::from(BIN),
         versus: None,
         rounds: 10,
+        idle: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -109,6 +120,7 @@ fn options() -> anyhow::Result<Options> {
             "--agent-bin" => o.agent_bin = value()?.into(),
             "--versus" => o.versus = Some(value()?.into()),
             "--rounds" => o.rounds = value()?.parse()?,
+            "--idle" => o.idle = Some(value()?.parse()?),
             "--bench" => {}
             other => bail!("unknown option {other}"),
         }
@@ -267,7 +279,7 @@ fn fsync_latency(dir: &std::path::Path) -> anyhow::Result<(f64, f64)> {
 
 /// Waits (up to 30 s) until the agent lists `n` members, itself included.
 async fn wait_for_members(client: &Client, n: usize) -> anyhow::Result<()> {
-    for _ in 0..300 {
+    for _ in 0..1_200 {
         let reply = client.call("GET", "/v1/members", Bytes::new()).await?;
         let members: serde_json::Value = serde_json::from_slice(&reply.body)?;
         if members["members"].as_array().is_some_and(|m| m.len() >= n) {
@@ -275,7 +287,7 @@ async fn wait_for_members(client: &Client, n: usize) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("the peers did not join within 30 s")
+    bail!("the peers did not join within 120 s")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -284,6 +296,32 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1e3
+}
+
+/// `--idle`: the share of a core each of `agents` uses over `seconds` with nothing to do
+/// (after 20 s to settle: joins, first anti-entropy rounds, member records).
+async fn idle(agents: &[&Agent], seconds: u64) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let before: Vec<u64> = agents.iter().map(|a| a.cpu_ns()).collect();
+    #[allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let wall_ns = started.elapsed().as_nanos() as f64;
+    let mut shares: Vec<f64> = agents
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a.cpu_ns().saturating_sub(b) as f64 / wall_ns * 100.0)
+        .collect();
+    shares.sort_by(f64::total_cmp);
+    let mean = shares.iter().sum::<f64>() / shares.len().max(1) as f64;
+    println!(
+        "agent_load --idle: {} agents, {seconds} s window: % of a core per agent: mean {mean:.3}, min {:.3}, median {:.3}, max {:.3}",
+        agents.len(),
+        shares.first().copied().unwrap_or(0.0),
+        shares.get(shares.len() / 2).copied().unwrap_or(0.0),
+        shares.last().copied().unwrap_or(0.0),
+    );
+    Ok(())
 }
 
 /// `--versus`: rounds of PUTs to an agent of each build in turn.
@@ -386,6 +424,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if !peers.is_empty() {
         wait_for_members(&client, peers.len() + 1).await?;
+    }
+    if let Some(seconds) = o.idle {
+        let all: Vec<&Agent> = std::iter::once(&agent).chain(&peers).collect();
+        return idle(&all, seconds).await;
     }
     let value = Bytes::from(vec![b'v'; o.value_bytes]);
     println!(

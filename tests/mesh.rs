@@ -281,3 +281,88 @@ async fn put_if_refuses_a_stale_expectation_and_changes_nothing() {
         node.shutdown().await;
     }
 }
+
+/// After a partition heals, each side hears that the other declared its members down; the
+/// members that stayed in contact with each other must not see each other go down meanwhile
+/// (docs/PROTOCOL.md §4, held downs). Six real nodes, split three and three in the transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_in_contact_through_a_partition_are_not_reported_down_at_the_heal() {
+    use confmesh::runtime::MemberState;
+
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let group_a: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+    let cut = Arc::new(Mutex::new(false));
+    let hook = {
+        let (group_a, cut) = (group_a.clone(), cut.clone());
+        Arc::new(move |from: SocketAddr, to: SocketAddr| {
+            let a = group_a.lock().expect("lock");
+            *cut.lock().expect("lock") && (a.contains(&from) != a.contains(&to))
+        })
+    };
+    let mut nodes: Vec<Mesh> = Vec::new();
+    for i in 0..6 {
+        let mut builder = Mesh::builder()
+            .tls(ca.node_config(&format!("node-{i}")).expect("cert"))
+            .expected_members(6)
+            .fault_hook(hook.clone());
+        if let Some(first) = nodes.first() {
+            builder = builder.seeds([first.id().addr.to_string()]);
+        }
+        nodes.push(builder.start().await.expect("start"));
+    }
+    group_a
+        .lock()
+        .expect("lock")
+        .extend(nodes[..3].iter().map(|n| n.id().addr));
+    assert!(everyone_sees_everyone(&nodes).await, "the six did not join");
+
+    *cut.lock().expect("lock") = true;
+    let split = eventually(Duration::from_secs(40), || {
+        let nodes = nodes.clone();
+        async move {
+            for node in &nodes {
+                let alive = node.members().await.map_or(0, |members| {
+                    members
+                        .iter()
+                        .filter(|m| m.state == MemberState::Alive)
+                        .count()
+                });
+                if alive != 3 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(split, "the sides did not declare each other down");
+
+    let mut watches: Vec<_> = nodes.iter().map(Mesh::watch_members).collect();
+    *cut.lock().expect("lock") = false;
+    assert!(
+        everyone_sees_everyone(&nodes).await,
+        "the sides did not rejoin"
+    );
+    // Late news of the split has time to arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let side = |addr: SocketAddr| group_a.lock().expect("lock").contains(&addr);
+    let mut flaps = Vec::new();
+    for (node, watch) in nodes.iter().zip(&mut watches) {
+        while let Ok(Some(change)) =
+            tokio::time::timeout(Duration::from_millis(20), watch.next()).await
+        {
+            let member = change.expect("member change");
+            if member.state == MemberState::Down && side(member.id.addr) == side(node.id().addr) {
+                flaps.push((node.id(), member.id));
+            }
+        }
+    }
+    assert_eq!(
+        flaps,
+        Vec::new(),
+        "(observer, member of its own side reported down)"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
