@@ -225,7 +225,7 @@ const COUNTERS: [Reading; 19] = [
     ),
     (
         "confmesh_member_downs_held",
-        "Members declared down elsewhere that this node never saw suspected, kept listed while they rejoined.",
+        "Members declared down elsewhere while this node had reason to believe them alive, kept listed while they rejoined.",
         |s| s.stats.downs_held,
     ),
 ];

@@ -57,7 +57,7 @@ pub fn find(
 /// failure: the side that could not hear the other suspected its members up to the heal, and
 /// a member whose suspicion reached its own side more than half a suspicion timeout before
 /// the declaration, from a node that had not heard from it lately, is reported down (20 seeds
-/// at N=100: 49 reports in 6 runs; BENCHMARKS.md, "No flapping at a heal").
+/// at N=100: 39 reports in 5 runs; BENCHMARKS.md, "No flapping at a heal").
 pub fn check(found: Vec<Flap>, loss: f64, one_way: bool) -> Result<(), Flapped> {
     if found.is_empty() || one_way || loss > super::false_positives::TOLERATED_ABOVE_LOSS {
         return Ok(());

@@ -406,7 +406,6 @@ impl World {
         self.index.get(&addr).copied()
     }
 
-    /// How many acknowledged writes some running node is not known to hold yet.
     /// Whether every live node has seen the same versions (equal digest fingerprints),
     /// writers' endorsements and member records included, which no write tracks.
     pub fn digests_agree(&self) -> bool {
@@ -417,6 +416,7 @@ impl World {
         live.all(|node| node.fingerprint() == first)
     }
 
+    /// How many acknowledged writes some running node is not known to hold yet.
     pub fn missing_writes(&self) -> usize {
         let mut missing: Vec<usize> = self
             .slots

@@ -170,11 +170,20 @@ impl Node {
     }
 
     pub(super) fn on_graft(&mut self, from: SocketAddr, dots: Vec<Dot>) {
-        self.set_link(from, Link::Eager);
         let versions: Vec<Version> = dots
             .iter()
             .filter_map(|d| self.store.version_by_dot(d).cloned())
             .collect();
+        // A request for writers' endorsements only (from a node whose versions wait for them,
+        // docs/PROTOCOL.md §7.4) is not a graft of the push tree: the link stays as it is.
+        let endorsements_only = !dots.is_empty()
+            && dots.iter().all(|d| d.counter == 1)
+            && versions
+                .iter()
+                .all(|v| crate::proto::trust::is_endorsement(v.key.as_str(), v.dot));
+        if !endorsements_only {
+            self.set_link(from, Link::Eager);
+        }
         if !versions.is_empty() {
             self.send(from, &Message::Push { versions });
         }

@@ -87,18 +87,17 @@ pub(super) struct Membership {
     /// Members gone recently, how and when: listed as such ([`Node::departed`]) for
     /// [`DEPARTED_LISTED_FOR`], at most [`MAX_DEPARTED`] of them.
     pub(super) departed: BTreeMap<NodeId, (Departure, Instant)>,
-    /// Members the packet being handled declares down while foca holds them alive here (this
-    /// node never saw them suspected): read by [`Node::declared_down`], cleared after each
-    /// packet.
+    /// Members the input being handled declares down whose declaration is held (see
+    /// [`Node::note_suspicions`]): read by [`Node::declared_down`], cleared after each input.
     pub(super) unsuspected: Vec<NodeId>,
     /// Members foca held alive when this node first heard them suspected by another, and
     /// when; kept for half the base suspicion timeout (see [`Node::note_suspicions`]).
     pub(super) suspected_at: BTreeMap<NodeId, Instant>,
     /// When each member was last heard from directly (a SWIM packet from its address).
     pub(super) last_heard: BTreeMap<SocketAddr, Instant>,
-    /// Members another node declared down that this node never saw suspected: kept listed
-    /// until they come back under a new generation or [`Node::renewal_grace`] passes (see
-    /// [`Node::declared_down`]).
+    /// Members another node declared down whose declaration is held (never suspected here,
+    /// suspected only lately, or heard from lately): kept listed until they come back under a
+    /// new generation or [`Node::renewal_grace`] passes (see [`Node::declared_down`]).
     pub(super) held_downs: BTreeMap<NodeId, Instant>,
 }
 
@@ -492,6 +491,16 @@ impl Node {
                 // A member rejoined under a new generation at the same address (it restarted,
                 // or was declared down elsewhere and renewed itself): the table replaces the
                 // old identity. Not a failure, so no MemberDown.
+                // A held member whose newer identity is news only as down (it rejoined and
+                // left, or failed, before this node saw it alive): foca reports the rename
+                // and nothing else, for neither identity is alive; its hold ends as a down.
+                OwnedNotification::Rename(old, new)
+                    if self.membership.held_downs.contains_key(&old) && !self.swim_alive(&new) =>
+                {
+                    self.membership.held_downs.remove(&old);
+                    self.member_down(now, old);
+                    self.hurry_anti_entropy(now, false);
+                }
                 OwnedNotification::Rename(_old, new) => {
                     self.release_held(new);
                     self.member_up(now, new);
@@ -653,7 +662,7 @@ impl Node {
         }
     }
 
-    /// How long a member declared down elsewhere, never suspected here, stays listed while it
+    /// How long a member whose declaration is held stays listed while it
     /// learns of the declaration and comes back under a new generation: the base suspicion
     /// timeout. A probe period was enough after two-way splits but not after one-way ones
     /// (a member came back 2.1 s after the heal in the simulator's smoke seed 42); the cost is
@@ -690,6 +699,14 @@ impl Node {
             self.timers.set(until, Timer::HeldDowns);
         }
         true
+    }
+
+    /// Whether foca holds `id` alive or suspected (a linear scan: for renames, which are rare).
+    fn swim_alive(&self, id: &NodeId) -> bool {
+        self.membership
+            .swim
+            .iter_membership_state()
+            .any(|m| m.id() == id && m.state() != foca::State::Down)
     }
 
     /// A member came up as `id`: a down held for an older generation at its address is over.

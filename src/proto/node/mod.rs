@@ -310,8 +310,9 @@ pub struct NodeStats {
     pub proofs_published: u64,
     /// Keys this node wrote again because a convicted writer had written them (§7.6).
     pub tainted_keys_rewritten: u64,
-    /// Members another node declared down that this one never saw suspected, kept listed
-    /// while they rejoined under a new generation (docs/PROTOCOL.md §4, Held downs).
+    /// Members another node declared down while this one had reason to believe them alive
+    /// (never or only lately suspected here, or heard from lately), kept listed while they
+    /// rejoined under a new generation (docs/PROTOCOL.md §4, Held downs).
     pub downs_held: u64,
     /// Verdicts on versions from peers other than applied (PROTOCOL.md §7.4).
     pub trust: TrustStats,
@@ -580,6 +581,8 @@ impl Node {
         }
         self.after_swim(now);
         self.membership.lifecycle = Lifecycle::Left;
+        // A node that left reports no member down any more.
+        self.membership.held_downs.clear();
     }
 
     // ---- inputs ----

@@ -27,6 +27,8 @@ const MAX_PROOFS_TO_PUBLISH: usize = 64;
 /// The most writers whose endorsement is asked for at once (see
 /// [`Node::ask_for_endorsements`]).
 pub(super) const MAX_ENDORSEMENTS_ASKED: usize = 1_024;
+/// The most endorsements asked for in one message.
+const MAX_ENDORSEMENTS_ASKED_AT_ONCE: usize = 64;
 
 /// A data directory's writer key, with its endorsement's payload (the certified binding of
 /// the key to the node, PROTOCOL.md §7.2): what a node signs its writes with.
@@ -239,7 +241,10 @@ impl Node {
     /// ahead of its writer's endorsement waited for an anti-entropy round to bring the
     /// endorsement; with the WAN preset's slower rounds, most writes of a cold-started
     /// cluster took tens of seconds to be applied everywhere (BENCHMARKS.md, "WAN preset").
-    /// A writer is asked for at most once per graft timeout.
+    /// A writer is asked for at most once per graft timeout, at most 64 in one message and
+    /// 1,024 at a time; past that the next anti-entropy round brings them, as before (a peer
+    /// that sends versions of made-up writers can fill the table, which only slows genuine
+    /// endorsements back to that). The asked peer keeps its push links as they are.
     fn ask_for_endorsements(
         &mut self,
         now: std::time::Instant,
@@ -251,8 +256,12 @@ impl Node {
             .retain(|_, at| now.saturating_duration_since(*at) < again_after);
         let mut dots = Vec::new();
         for (dot, verdict) in verdicts {
-            if !matches!(verdict, Verdict::Deferred)
+            if dots.len() >= MAX_ENDORSEMENTS_ASKED_AT_ONCE
                 || self.endorsements_asked.len() >= MAX_ENDORSEMENTS_ASKED
+            {
+                break;
+            }
+            if !matches!(verdict, Verdict::Deferred)
                 || self.endorsements_asked.contains_key(&dot.actor)
             {
                 continue;
