@@ -128,32 +128,7 @@ async fn a_node_with_a_certificate_from_another_ca_cannot_join_or_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_injected_in_the_transport_heals_to_identical_state() {
     let ca = DevCa::generate("test cluster").expect("ca");
-    // Groups by address, filled in once the nodes are bound.
-    let group_a: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
-    let cut = Arc::new(Mutex::new(false));
-    let hook = {
-        let (group_a, cut) = (group_a.clone(), cut.clone());
-        Arc::new(move |from: SocketAddr, to: SocketAddr| {
-            let a = group_a.lock().expect("lock");
-            *cut.lock().expect("lock") && (a.contains(&from) != a.contains(&to))
-        })
-    };
-    let mut nodes: Vec<Mesh> = Vec::new();
-    for i in 0..4 {
-        let mut builder = Mesh::builder()
-            .tls(ca.node_config(&format!("node-{i}")).expect("cert"))
-            .fault_hook(hook.clone());
-        if let Some(first) = nodes.first() {
-            builder = builder.seeds([first.id().addr.to_string()]);
-        }
-        nodes.push(builder.start().await.expect("start"));
-    }
-    group_a
-        .lock()
-        .expect("lock")
-        .extend([nodes[0].id().addr, nodes[1].id().addr]);
-    let joined = everyone_sees_everyone(&nodes).await;
-    assert!(joined);
+    let Splittable { nodes, cut, .. } = splittable(&ca, 4).await;
 
     *cut.lock().expect("lock") = true;
     nodes[0].put("app/a-side", &b"1"[..]).await.expect("put");
@@ -290,31 +265,11 @@ async fn members_in_contact_through_a_partition_are_not_reported_down_at_the_hea
     use confmesh::runtime::MemberState;
 
     let ca = DevCa::generate("test cluster").expect("ca");
-    let group_a: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
-    let cut = Arc::new(Mutex::new(false));
-    let hook = {
-        let (group_a, cut) = (group_a.clone(), cut.clone());
-        Arc::new(move |from: SocketAddr, to: SocketAddr| {
-            let a = group_a.lock().expect("lock");
-            *cut.lock().expect("lock") && (a.contains(&from) != a.contains(&to))
-        })
-    };
-    let mut nodes: Vec<Mesh> = Vec::new();
-    for i in 0..6 {
-        let mut builder = Mesh::builder()
-            .tls(ca.node_config(&format!("node-{i}")).expect("cert"))
-            .expected_members(6)
-            .fault_hook(hook.clone());
-        if let Some(first) = nodes.first() {
-            builder = builder.seeds([first.id().addr.to_string()]);
-        }
-        nodes.push(builder.start().await.expect("start"));
-    }
-    group_a
-        .lock()
-        .expect("lock")
-        .extend(nodes[..3].iter().map(|n| n.id().addr));
-    assert!(everyone_sees_everyone(&nodes).await, "the six did not join");
+    let Splittable {
+        nodes,
+        group_a,
+        cut,
+    } = splittable(&ca, 6).await;
 
     *cut.lock().expect("lock") = true;
     let split = eventually(Duration::from_secs(40), || {
@@ -364,5 +319,50 @@ async fn members_in_contact_through_a_partition_are_not_reported_down_at_the_hea
     );
     for node in nodes {
         node.shutdown().await;
+    }
+}
+
+/// `n` joined nodes whose transport drops every message between the first half (`group_a`,
+/// by address) and the rest while `cut` is set.
+struct Splittable {
+    nodes: Vec<Mesh>,
+    group_a: Arc<Mutex<HashSet<SocketAddr>>>,
+    cut: Arc<Mutex<bool>>,
+}
+
+async fn splittable(ca: &DevCa, n: usize) -> Splittable {
+    // Groups by address, filled in once the nodes are bound.
+    let group_a: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+    let cut = Arc::new(Mutex::new(false));
+    let hook = {
+        let (group_a, cut) = (group_a.clone(), cut.clone());
+        Arc::new(move |from: SocketAddr, to: SocketAddr| {
+            let a = group_a.lock().expect("lock");
+            *cut.lock().expect("lock") && (a.contains(&from) != a.contains(&to))
+        })
+    };
+    let mut nodes: Vec<Mesh> = Vec::new();
+    for i in 0..n {
+        let mut builder = Mesh::builder()
+            .tls(ca.node_config(&format!("node-{i}")).expect("cert"))
+            .expected_members(n)
+            .fault_hook(hook.clone());
+        if let Some(first) = nodes.first() {
+            builder = builder.seeds([first.id().addr.to_string()]);
+        }
+        nodes.push(builder.start().await.expect("start"));
+    }
+    group_a
+        .lock()
+        .expect("lock")
+        .extend(nodes[..n / 2].iter().map(|node| node.id().addr));
+    assert!(
+        everyone_sees_everyone(&nodes).await,
+        "the {n} nodes did not join"
+    );
+    Splittable {
+        nodes,
+        group_a,
+        cut,
     }
 }

@@ -280,22 +280,31 @@ impl foca::Codec<NodeId> for BincodeCodec {
     }
 }
 
-/// Decodes a SWIM packet's header and the member updates it carries, for diagnostics.
-pub(super) fn describe_packet(packet: &[u8]) -> Option<super::MembershipPacket> {
+/// A SWIM packet's header and the member updates it carries, as foca lays them out (`None` if
+/// any part does not decode: foca refuses such a packet too).
+fn take_packet(packet: &[u8]) -> Option<(Header<NodeId>, Vec<Member<NodeId>>)> {
     let mut buf = packet;
     let header: Header<NodeId> = BincodeCodec::take(&mut buf).ok()?;
     let mut updates = Vec::new();
     if buf.remaining() >= 2 && header.message != foca::Message::Broadcast {
-        let count = buf.get_u16();
-        for _ in 0..count {
-            let member: Member<NodeId> = BincodeCodec::take(&mut buf).ok()?;
-            updates.push(super::MemberView {
-                id: *member.id(),
-                state: super::MemberState::from(member.state()),
-                incarnation: member.incarnation(),
-            });
+        for _ in 0..buf.get_u16() {
+            updates.push(BincodeCodec::take(&mut buf).ok()?);
         }
     }
+    Some((header, updates))
+}
+
+/// Decodes a SWIM packet's header and the member updates it carries, for diagnostics.
+pub(super) fn describe_packet(packet: &[u8]) -> Option<super::MembershipPacket> {
+    let (header, members) = take_packet(packet)?;
+    let updates = members
+        .iter()
+        .map(|member| super::MemberView {
+            id: *member.id(),
+            state: super::MemberState::from(member.state()),
+            incarnation: member.incarnation(),
+        })
+        .collect();
     Some(super::MembershipPacket {
         kind: format!("{:?}", header.message),
         src: header.src,
@@ -308,19 +317,12 @@ pub(super) fn describe_packet(packet: &[u8]) -> Option<super::MembershipPacket> 
 /// What a SWIM packet's updates say of members other than alive (nothing if it does not
 /// decode).
 pub(super) fn suspicion_updates(packet: &[u8]) -> Suspicions {
-    let mut buf = packet;
     let mut found = Suspicions::default();
-    let Ok(header) = BincodeCodec::take::<Header<NodeId>>(&mut buf) else {
-        return found;
-    };
-    if buf.remaining() < 2 || header.message == foca::Message::Broadcast {
-        return found;
-    }
-    for _ in 0..buf.get_u16() {
-        match BincodeCodec::take::<Member<NodeId>>(&mut buf) {
-            Ok(member) => found.add(&member),
-            Err(_) => break,
-        }
+    for member in take_packet(packet)
+        .map(|(_, members)| members)
+        .unwrap_or_default()
+    {
+        found.add(&member);
     }
     found
 }
@@ -488,9 +490,6 @@ impl Node {
                     self.member_down(now, id);
                     self.hurry_anti_entropy(now, false);
                 }
-                // A member rejoined under a new generation at the same address (it restarted,
-                // or was declared down elsewhere and renewed itself): the table replaces the
-                // old identity. Not a failure, so no MemberDown.
                 // A held member whose newer identity is news only as down (it rejoined and
                 // left, or failed, before this node saw it alive): foca reports the rename
                 // and nothing else, for neither identity is alive; its hold ends as a down.
@@ -501,6 +500,9 @@ impl Node {
                     self.member_down(now, old);
                     self.hurry_anti_entropy(now, false);
                 }
+                // A member rejoined under a new generation at the same address (it restarted,
+                // or was declared down elsewhere and renewed itself): the table replaces the
+                // old identity. Not a failure, so no MemberDown.
                 OwnedNotification::Rename(_old, new) => {
                     self.release_held(new);
                     self.member_up(now, new);
@@ -673,13 +675,9 @@ impl Node {
     }
 
     /// foca declared `id` down. Returns true if the declaration is held rather than reported:
-    /// it came in a packet from another node while this node held the member alive, never
-    /// having seen it suspected, or having heard the suspicion only lately (less than half the
-    /// base suspicion timeout before; after a heal the other side's suspicion and its
-    /// declaration arrive together, swarm seed 553). A member that fails is suspected for the whole suspicion
-    /// timeout first, and the suspicion spreads to nearly every node long before the
-    /// declaration; one declared down without it was cut off from others, not from this
-    /// node's part of the mesh, as on both sides of a partition that just healed. It learns it
+    /// the input that carried it was noted as giving this node reason to believe the member
+    /// alive ([`Node::note_suspicions`]). Such a member was cut off from others, not from this
+    /// node's part of the mesh, as on both sides of a partition that just healed: it learns it
     /// was declared down and rejoins under a new generation, which replaces it here as a
     /// rename (no false down, no member missing from the list meanwhile). If it has not come
     /// back when [`Node::renewal_grace`] ends, it is reported down then.
@@ -694,7 +692,7 @@ impl Node {
         let until = now + self.renewal_grace();
         self.membership.held_downs.insert(id, until);
         self.stats.downs_held += 1;
-        tracing::debug!(node = %self.id, member = %id, "declared down elsewhere but heard from here: held for its renewal");
+        tracing::debug!(node = %self.id, member = %id, "declared down elsewhere while believed alive here: held for its renewal");
         if !self.timers.contains(&Timer::HeldDowns) {
             self.timers.set(until, Timer::HeldDowns);
         }
