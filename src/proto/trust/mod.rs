@@ -1,4 +1,5 @@
-//! Trust I: self-certifying writers and signed versions (docs/PROTOCOL.md §7).
+//! Trust I: self-certifying writers and signed versions (docs/PROTOCOL.md §7); Trust II's grant
+//! rule over policy entries held in the mesh ([`policy`], §8).
 //!
 //! The rules every replica applies to every version from a peer, as pure functions over the
 //! version, the writers' endorsements and the equivocation proofs seen: [`Judge`]. Nothing here
@@ -8,6 +9,7 @@
 
 mod judge;
 mod keys;
+pub mod policy;
 mod proof;
 
 pub use self::{
@@ -33,6 +35,10 @@ pub const MEMBERS_PREFIX: &str = "_confmesh/members/";
 /// The reserved prefix of equivocation proofs:
 /// `_confmesh/equivocations/<convicted writer id>/<publishing writer id>`.
 pub const EQUIVOCATIONS_PREFIX: &str = "_confmesh/equivocations/";
+
+/// The reserved prefix of policy entries (Trust II): `_confmesh/policy/<writer id>-<seq>`,
+/// one key per entry, written once.
+pub const POLICY_PREFIX: &str = "_confmesh/policy/";
 
 /// Everything under it belongs to confmesh.
 pub const RESERVED_PREFIX: &str = "_confmesh/";

@@ -1,0 +1,621 @@
+//! Trust II's grant rule (docs/PROTOCOL.md §8): who may write which key, decided by every
+//! replica from policy entries held in the mesh, with the same verdict in every delivery order.
+//!
+//! Pure, like the rest of `trust`: no I/O, no clock. An [`Act`] is what a version asks for (a
+//! write of a key, or a policy rule), who asks (the signing node and the author it writes for)
+//! and the policy context it was made in (a version vector naming the policy entries its writer
+//! held). The caller hands an act over once every dot of its context has been seen here;
+//! [`Book::judge`] gives its verdict in that context (final, the same at every replica);
+//! [`Book::admit`] records a policy entry judged granted; [`Book::masked`] says whether a
+//! granted act is undone by what is known now (a revocation or a policy root it did not see).
+//! Masking only ever grows as entries arrive, so every replica ends with the same masks.
+
+use std::{collections::BTreeMap, fmt};
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::{Dot, VClock, WriterId};
+
+/// How many grants deep a chain of authority is followed (a grant is effective only while its
+/// grantor held `admin` where it applies, which may rest on another grant, and so on). Past it
+/// the grant counts as not effective.
+pub const MAX_GRANT_DEPTH: usize = 8;
+
+/// The longest principal, in bytes.
+pub const MAX_PRINCIPAL_BYTES: usize = 128;
+
+/// The most writers a context or a cutoff may name.
+pub const MAX_CLOCK_WRITERS: usize = 65_536;
+
+/// What a principal is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// A node, named by its certificate: `node:<name>`.
+    Node,
+    /// An API token: `token:<id>`.
+    Token,
+    /// A holder of an admin certificate the cluster CA issued: `admin:<name>`.
+    Admin,
+}
+
+impl Kind {
+    fn tag(self) -> &'static str {
+        match self {
+            Kind::Node => "node",
+            Kind::Token => "token",
+            Kind::Admin => "admin",
+        }
+    }
+}
+
+/// Who acts, or, in a grant or a revocation, whom it is about: `kind:name`, where a rule may
+/// name `kind:*` for every principal of a kind. Names are 1 to 120 characters of letters,
+/// digits, `.`, `-`, `_` and `@`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Principal {
+    kind: Kind,
+    /// `None` for the pattern `kind:*`.
+    name: Option<String>,
+}
+
+/// Why a principal, a prefix or a rule is not well formed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Not `node:`, `token:` or `admin:` followed by a name.
+    #[error("principal {0:?} is not node:NAME, token:ID or admin:NAME")]
+    Principal(String),
+    /// A pattern (`kind:*`) where one principal is needed.
+    #[error("{0} names every principal of a kind; one principal is needed here")]
+    Pattern(String),
+}
+
+impl Principal {
+    /// Reads `kind:name` or `kind:*`.
+    pub fn parse(text: &str) -> Result<Principal, PolicyError> {
+        let bad = || PolicyError::Principal(text.chars().take(64).collect());
+        if text.len() > MAX_PRINCIPAL_BYTES {
+            return Err(bad());
+        }
+        let (kind, name) = text.split_once(':').ok_or_else(bad)?;
+        let kind = match kind {
+            "node" => Kind::Node,
+            "token" => Kind::Token,
+            "admin" => Kind::Admin,
+            _ => return Err(bad()),
+        };
+        if name == "*" {
+            return Ok(Principal { kind, name: None });
+        }
+        let fits = !name.is_empty()
+            && name.len() <= 120
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
+        if !fits {
+            return Err(bad());
+        }
+        Ok(Principal {
+            kind,
+            name: Some(name.to_owned()),
+        })
+    }
+
+    /// One principal of `kind` (not a pattern).
+    pub fn one(kind: Kind, name: &str) -> Result<Principal, PolicyError> {
+        let principal = Principal::parse(&format!("{}:{name}", kind.tag()))?;
+        if principal.name.is_none() {
+            return Err(PolicyError::Pattern(principal.to_string()));
+        }
+        Ok(principal)
+    }
+
+    /// What it is.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Whether it is a pattern (`kind:*`), which only rules may name.
+    pub fn is_pattern(&self) -> bool {
+        self.name.is_none()
+    }
+
+    /// Whether this principal, or pattern, names `who`.
+    pub fn matches(&self, who: &Principal) -> bool {
+        self.kind == who.kind && (self.name.is_none() || self.name == who.name)
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}",
+            self.kind.tag(),
+            self.name.as_deref().unwrap_or("*")
+        )
+    }
+}
+
+impl From<Principal> for String {
+    fn from(principal: Principal) -> String {
+        principal.to_string()
+    }
+}
+
+impl TryFrom<String> for Principal {
+    type Error = PolicyError;
+    fn try_from(text: String) -> Result<Principal, PolicyError> {
+        Principal::parse(&text)
+    }
+}
+
+/// A right over the keys under a prefix. Each includes the ones before it: `admin` may write
+/// and grant, `write` may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Right {
+    /// Read keys (API tokens; a node holds the whole replica, so for nodes read is all or
+    /// nothing: a node is in the cluster or revoked).
+    Read,
+    /// Write keys.
+    Write,
+    /// Grant and revoke rights under the prefix, and write.
+    Admin,
+}
+
+impl fmt::Display for Right {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Right::Read => "read",
+            Right::Write => "write",
+            Right::Admin => "admin",
+        })
+    }
+}
+
+/// A policy entry's content. Each entry is its own key, written once and never superseded or
+/// collected (PROTOCOL.md §8.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rule {
+    /// The policy root: from it on, nothing is allowed that no grant allows. Its admins hold
+    /// `admin` over every key. Made by a holder of an admin certificate (`confmesh acl
+    /// init`); acts made before it and not seen by its maker (outside `cutoff`) and that
+    /// relied on there being no root are masked.
+    Root {
+        /// Who holds `admin` over every key (admin principals, not patterns).
+        admins: Vec<Principal>,
+        /// The maker's version vector when it made the root.
+        cutoff: VClock,
+    },
+    /// `grantee` holds `right` over the keys under `prefix`.
+    Grant {
+        /// Whom (or which kind, as a pattern) it grants.
+        grantee: Principal,
+        /// The right granted.
+        right: Right,
+        /// The keys it covers: those that start with it (`""` is every key).
+        prefix: String,
+    },
+    /// `grantee` no longer holds `right` (nor any right that includes it; revoking `read`
+    /// revokes everything) under `prefix`: every grant that did not see this revocation stops
+    /// applying there, for every act of the grantee outside `cutoff`.
+    Revoke {
+        /// Whom (or which kind, as a pattern) it revokes.
+        grantee: Principal,
+        /// The least right revoked.
+        right: Right,
+        /// The keys it covers.
+        prefix: String,
+        /// The revoking admin's version vector: the grantee's acts it had seen stand.
+        cutoff: VClock,
+    },
+}
+
+/// What an act asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Deed {
+    /// Writing (or deleting) an application key.
+    Write {
+        /// The key.
+        key: String,
+    },
+    /// Adding a policy entry.
+    Rule(Rule),
+}
+
+/// One version, as the grant rule sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Act {
+    /// The version's dot.
+    pub dot: Dot,
+    /// The node that signed it (its writer's endorsement names the node's certificate).
+    pub node: Principal,
+    /// The principal it was made for, whose own proof it carries; required for policy
+    /// entries.
+    pub author: Option<Principal>,
+    /// The policy its writer held: every entry with a dot at or below this vector.
+    pub context: VClock,
+    /// What it asks for.
+    pub deed: Deed,
+}
+
+impl Act {
+    /// Whether this act's context includes `dot`.
+    pub fn saw(&self, dot: Dot) -> bool {
+        covers(&self.context, dot)
+    }
+}
+
+/// Why an act is refused (in its context) or masked (by what is known now).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No grant the act saw gives `principal` the `right` over `key`.
+    NotGranted {
+        /// Who lacks it.
+        principal: Principal,
+        /// The right needed.
+        right: Right,
+        /// Where (for a rule, its prefix).
+        key: String,
+    },
+    /// The grants that gave it were revoked by the entry at `by`, which had not seen the act.
+    Revoked {
+        /// Who lost it.
+        principal: Principal,
+        /// The right needed.
+        right: Right,
+        /// Where.
+        key: String,
+        /// The revocation's dot.
+        by: Dot,
+    },
+    /// The act relied on there being no policy root, and the root at `by` did not see it.
+    RootCreated {
+        /// The root's dot.
+        by: Dot,
+    },
+    /// A grant or revocation made with no policy root in its context (nobody is an admin).
+    NoRoot,
+    /// A second policy root made by someone who had seen the first.
+    RootExists,
+    /// A root whose author is not an admin principal it lists, or that lists a pattern or a
+    /// principal that is not an admin.
+    NotAnAdmin,
+    /// A policy entry without an author.
+    NoAuthor,
+    /// A context or cutoff too large, or a context that includes the act itself.
+    Malformed,
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Denial::NotGranted {
+                principal,
+                right,
+                key,
+            } => write!(f, "{principal} holds no {right} grant over {key:?}"),
+            Denial::Revoked {
+                principal,
+                right,
+                key,
+                by,
+            } => write!(
+                f,
+                "{principal}'s {right} over {key:?} was revoked by {}.{}",
+                by.actor, by.counter
+            ),
+            Denial::RootCreated { by } => write!(
+                f,
+                "made without a policy root, and the root {}.{} did not see it",
+                by.actor, by.counter
+            ),
+            Denial::NoRoot => f.write_str("a rule made with no policy root: nobody is an admin"),
+            Denial::RootExists => f.write_str("a policy root made after another was seen"),
+            Denial::NotAnAdmin => f.write_str("a policy root not made by an admin it lists"),
+            Denial::NoAuthor => f.write_str("a policy entry with no author"),
+            Denial::Malformed => f.write_str("a malformed context or cutoff"),
+        }
+    }
+}
+
+/// Whether `clock` includes `dot`.
+pub fn covers(clock: &VClock, dot: Dot) -> bool {
+    dot.counter <= clock.get(&dot.actor)
+}
+
+/// A policy entry judged granted in its context.
+#[derive(Clone, Debug)]
+struct Entry {
+    dot: Dot,
+    author: Principal,
+    context: VClock,
+    rule: Rule,
+}
+
+impl Entry {
+    /// Whether this entry is a revocation that takes `right` over `key` from `principal`.
+    fn revokes(&self, principal: &Principal, right: Right, key: &str) -> Option<&VClock> {
+        match &self.rule {
+            Rule::Revoke {
+                grantee,
+                right: least,
+                prefix,
+                cutoff,
+            } if grantee.matches(principal) && right >= *least && key.starts_with(prefix) => {
+                Some(cutoff)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this entry, taken alone, gives `principal` the `right` over `key`.
+    fn gives(&self, principal: &Principal, right: Right, key: &str) -> bool {
+        match &self.rule {
+            Rule::Root { admins, .. } => admins.iter().any(|a| a == principal),
+            Rule::Grant {
+                grantee,
+                right: granted,
+                prefix,
+            } => grantee.matches(principal) && right <= *granted && key.starts_with(prefix),
+            Rule::Revoke { .. } => false,
+        }
+    }
+}
+
+/// Which entries a question is answered over.
+#[derive(Clone, Copy)]
+enum Within<'a> {
+    /// Those an act saw: its verdict, final.
+    Context(&'a VClock),
+    /// Everything known here: whether a granted act is masked now.
+    All,
+}
+
+impl Within<'_> {
+    fn includes(self, dot: Dot) -> bool {
+        match self {
+            Within::Context(clock) => covers(clock, dot),
+            Within::All => true,
+        }
+    }
+}
+
+/// The policy entries a replica holds that were granted in their context, and the rule over
+/// them. Empty: no root, so every write is granted (Trust I's rule) and no rule is.
+#[derive(Clone, Debug, Default)]
+pub struct Book {
+    entries: BTreeMap<(WriterId, u64), Entry>,
+    revocations: usize,
+}
+
+impl Book {
+    /// An empty book: no root.
+    pub fn new() -> Book {
+        Book::default()
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether a policy root is held (then nothing is allowed that no grant allows).
+    pub fn rooted(&self) -> bool {
+        self.entries
+            .values()
+            .any(|e| matches!(e.rule, Rule::Root { .. }))
+    }
+
+    /// How many revocations it holds.
+    pub fn revocations(&self) -> usize {
+        self.revocations
+    }
+
+    /// The verdict on `act` in its own context: over the entries it saw only, so the same at
+    /// every replica whatever else arrived first. The caller hands it over once every dot its
+    /// context names has been seen here (and the policy entries among them admitted).
+    pub fn judge(&self, act: &Act) -> Result<(), Denial> {
+        self.authorized(act, Within::Context(&act.context))
+    }
+
+    /// Whether `act`, granted in its context, is masked by what this book holds now: a
+    /// revocation or a root that did not see it took away what it relied on. Once masked, an
+    /// act stays masked as entries arrive.
+    pub fn masked(&self, act: &Act) -> Option<Denial> {
+        self.authorized(act, Within::All).err()
+    }
+
+    /// Judges `act` in its context and, if it is a policy entry granted there, records it.
+    /// The caller then reads [`Book::masked`] for the acts it applied before.
+    pub fn admit(&mut self, act: &Act) -> Result<(), Denial> {
+        self.judge(act)?;
+        if let (Deed::Rule(rule), Some(author)) = (&act.deed, &act.author) {
+            if matches!(rule, Rule::Revoke { .. }) {
+                self.revocations += 1;
+            }
+            self.entries.insert(
+                (act.dot.actor, act.dot.counter),
+                Entry {
+                    dot: act.dot,
+                    author: author.clone(),
+                    context: act.context.clone(),
+                    rule: rule.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn authorized(&self, act: &Act, within: Within<'_>) -> Result<(), Denial> {
+        if !well_formed(act) {
+            return Err(Denial::Malformed);
+        }
+        match &act.deed {
+            Deed::Write { key } => {
+                self.holds(&act.node, Right::Write, key, act, within, 0)?;
+                match &act.author {
+                    Some(author) => self.holds(author, Right::Write, key, act, within, 0),
+                    None => Ok(()),
+                }
+            }
+            Deed::Rule(rule) => {
+                let author = act.author.as_ref().ok_or(Denial::NoAuthor)?;
+                match rule {
+                    Rule::Root { admins, .. } => {
+                        let admins_ok = !admins.is_empty()
+                            && admins
+                                .iter()
+                                .all(|a| a.kind == Kind::Admin && !a.is_pattern());
+                        if author.kind != Kind::Admin || !admins.contains(author) || !admins_ok {
+                            return Err(Denial::NotAnAdmin);
+                        }
+                        // A root is judged in its context only: it is a marker that never
+                        // goes away (what it grants its admins is revocable like a grant).
+                        let seen_root = self
+                            .entries
+                            .values()
+                            .any(|e| matches!(e.rule, Rule::Root { .. }) && act.saw(e.dot));
+                        if seen_root {
+                            Err(Denial::RootExists)
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Rule::Grant { prefix, .. } => {
+                        self.holds(author, Right::Admin, prefix, act, within, 0)
+                    }
+                    // A revocation is judged in its context only, and never masked: deny wins
+                    // (a revoked admin's concurrent revocations stand; it can withhold, never
+                    // grant, and any grant made after seeing them outweighs them).
+                    Rule::Revoke { prefix, .. } => self.holds(
+                        author,
+                        Right::Admin,
+                        prefix,
+                        act,
+                        Within::Context(&act.context),
+                        0,
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Whether `principal` holds `right` over `key` for `act` (its dot and context), over the
+    /// entries `within` admits.
+    fn holds(
+        &self,
+        principal: &Principal,
+        right: Right,
+        key: &str,
+        act: &Act,
+        within: Within<'_>,
+        depth: usize,
+    ) -> Result<(), Denial> {
+        self.holds_at(principal, right, key, act.dot, &act.context, within, depth)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn holds_at(
+        &self,
+        principal: &Principal,
+        right: Right,
+        key: &str,
+        at: Dot,
+        context: &VClock,
+        within: Within<'_>,
+        depth: usize,
+    ) -> Result<(), Denial> {
+        let known = |e: &&Entry| within.includes(e.dot);
+        // A revocation that takes this right away from this act: not seen by `seen_by` (the
+        // grant relied on), and not one that had seen the act itself.
+        let revoked = |seen_by: Option<&VClock>| {
+            self.entries.values().filter(known).find_map(|e| {
+                let cutoff = e.revokes(principal, right, key)?;
+                let seen = seen_by.is_some_and(|c| covers(c, e.dot));
+                (!seen && !covers(cutoff, at)).then_some(e.dot)
+            })
+        };
+        let revoked_denial = |by| Denial::Revoked {
+            principal: principal.clone(),
+            right,
+            key: key.to_owned(),
+            by,
+        };
+        let rooted = self
+            .entries
+            .values()
+            .filter(known)
+            .any(|e| matches!(e.rule, Rule::Root { .. }) && covers(context, e.dot));
+        if !rooted {
+            // No root seen: everything but a rule is allowed, unless a root or a revocation
+            // that did not see the act says otherwise.
+            if right == Right::Admin {
+                return Err(Denial::NoRoot);
+            }
+            let root = self.entries.values().filter(known).find(|e| match &e.rule {
+                Rule::Root { cutoff, .. } => !covers(cutoff, at),
+                _ => false,
+            });
+            if let Some(root) = root {
+                return Err(Denial::RootCreated { by: root.dot });
+            }
+            return match revoked(None) {
+                Some(by) => Err(revoked_denial(by)),
+                None => Ok(()),
+            };
+        }
+        let mut denial = Denial::NotGranted {
+            principal: principal.clone(),
+            right,
+            key: key.to_owned(),
+        };
+        let grants = self
+            .entries
+            .values()
+            .filter(known)
+            .filter(|e| covers(context, e.dot) && e.gives(principal, right, key));
+        for grant in grants {
+            if let Some(by) = revoked(Some(&grant.context)) {
+                denial = revoked_denial(by);
+                continue;
+            }
+            if matches!(grant.rule, Rule::Grant { .. }) {
+                // A grant applies where its grantor held `admin` when it made it.
+                if depth >= MAX_GRANT_DEPTH {
+                    continue;
+                }
+                if let Err(d) = self.holds_at(
+                    &grant.author,
+                    Right::Admin,
+                    key,
+                    grant.dot,
+                    &grant.context,
+                    within,
+                    depth + 1,
+                ) {
+                    denial = d;
+                    continue;
+                }
+            }
+            return Ok(());
+        }
+        Err(denial)
+    }
+}
+
+/// Bounds on an act's clocks, and a context that cannot include the act itself.
+fn well_formed(act: &Act) -> bool {
+    let cutoff_fits = match &act.deed {
+        Deed::Rule(Rule::Root { cutoff, .. } | Rule::Revoke { cutoff, .. }) => {
+            cutoff.dots.len() <= MAX_CLOCK_WRITERS
+        }
+        _ => true,
+    };
+    cutoff_fits && act.context.dots.len() <= MAX_CLOCK_WRITERS && !act.saw(act.dot)
+}
