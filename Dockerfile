@@ -1,7 +1,8 @@
 # Multi-stage build of the confmesh agent.
 #   docker build -t confmesh .
 #   docker run --rm -p 7947:7947 confmesh agent --dev --http-addr 0.0.0.0:7947 ...
-# (a non-loopback HTTP address needs api_token; see confmesh.example.toml)
+# (a non-loopback HTTP address needs api_token, and http_tls outside --dev; see
+# confmesh.example.toml)
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .

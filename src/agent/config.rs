@@ -162,6 +162,11 @@ pub struct Options {
     #[arg(long, value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_write_timeout: Option<String>,
+    /// Serve the HTTP API over TLS with this node's certificate and key (`[tls]`); clients
+    /// check it against the cluster CA. Required to listen beyond loopback, unless `--dev`.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http_tls: bool,
     /// The TLS material.
     #[command(flatten)]
     #[serde(default, skip_serializing_if = "TlsOptions::is_empty")]
@@ -207,6 +212,8 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     /// What HTTP clients may hold: connections and timeouts.
     pub http_limits: Limits,
+    /// Whether the HTTP API is served over TLS, with the node's certificate.
+    pub http_tls: bool,
     /// The TLS files; in `--dev` mode, written into the data directory at start.
     pub tls: ResolvedTls,
     /// Whether this is a `--dev` agent.
@@ -226,7 +233,12 @@ pub struct ResolvedTls {
 
 /// The `CONFMESH_*` variables that belong to the command line's client commands or select
 /// the file, not options of the agent.
-const NOT_OPTIONS: [&str; 3] = ["CONFMESH_ADDR", "CONFMESH_TOKEN", "CONFMESH_CONFIG"];
+const NOT_OPTIONS: [&str; 4] = [
+    "CONFMESH_ADDR",
+    "CONFMESH_TOKEN",
+    "CONFMESH_CONFIG",
+    "CONFMESH_CA_CERT",
+];
 
 /// Reads `path` (if any), then the `CONFMESH_*` variables of `env`, then `flags`, each
 /// overriding the one before, and checks the result.
@@ -418,6 +430,16 @@ fn resolve(file: Options) -> Result<AgentConfig, ConfigError> {
             format!("{http_addr} is reachable from other hosts; set api_token to serve there"),
         ));
     }
+    if !http_addr.ip().is_loopback() && !file.http_tls && !dev {
+        return Err(ConfigError::new(
+            "http_addr",
+            format!(
+                "{http_addr} is reachable from other hosts, and without TLS the API token \
+                 crosses the network in clear; set http_tls = true (the API then uses this \
+                 node's certificate, which must name the address clients use) or use --dev"
+            ),
+        ));
+    }
     Ok(AgentConfig {
         gossip_addr: parse_addr(
             "gossip_addr",
@@ -458,6 +480,7 @@ fn resolve(file: Options) -> Result<AgentConfig, ConfigError> {
             DEFAULT_SHUTDOWN_GRACE,
         )?,
         http_limits: http_limits(&file)?,
+        http_tls: file.http_tls,
         tls: tls_paths(&file.tls, dev.then_some(data_dir.as_path()))?,
         data_dir,
         dev,
@@ -617,6 +640,32 @@ mod tests {
         assert_eq!(config.name.as_deref(), Some("from-flag"));
         assert_eq!(config.join, ["c:3"]);
         assert_eq!(config.tags.get("zone").map(String::as_str), Some("eu"));
+    }
+
+    #[test]
+    fn the_api_beyond_loopback_needs_tls_unless_dev() {
+        let toml = format!("http_addr = \"0.0.0.0:7947\"\napi_token = \"t\"\n{MINIMAL}");
+        let err = load_str(&toml, &[], Options::default()).expect_err("plaintext beyond loopback");
+        assert_eq!(err.option, "http_addr");
+        assert!(err.message.contains("http_tls"), "{}", err.message);
+        let config = load_str(&format!("http_tls = true\n{toml}"), &[], Options::default())
+            .expect("TLS beyond loopback");
+        assert!(config.http_tls);
+        let env = [("CONFMESH_HTTP_TLS", "true")];
+        assert!(
+            load_str(&toml, &env, Options::default()).is_ok(),
+            "from the environment"
+        );
+        let dev = Options {
+            dev: true,
+            ..Options::default()
+        };
+        assert!(
+            load_str(&toml, &[], dev).is_ok(),
+            "--dev may serve plaintext"
+        );
+        let local = load_str(MINIMAL, &[], Options::default()).expect("loopback");
+        assert!(!local.http_tls, "plaintext on loopback by default");
     }
 
     #[test]

@@ -23,11 +23,11 @@ use super::{
 };
 use crate::{
     api::{
-        ChangeEvent, DeleteParams, DeleteResponse, ErrorBody, GetParams, GetResponse,
-        HealthResponse, HistoryResponse, ListEntry, ListParams, ListResponse, MemberInfo,
-        MemberStateText, MembersResponse, PutParams, PutResponse, ResignResponse, RollbackParams,
-        RollbackResponse, StreamEnd, TrustResponse, VersionInfo, WatchEvent, WatchParams, routes,
-        version, writer_text,
+        AuditEntry, AuditParams, AuditResponse, ChangeEvent, DeleteParams, DeleteResponse,
+        ErrorBody, GetParams, GetResponse, HealthResponse, HistoryResponse, ListEntry, ListParams,
+        ListResponse, MemberInfo, MemberStateText, MembersResponse, PutParams, PutResponse,
+        ResignResponse, RollbackParams, RollbackResponse, StreamEnd, TrustResponse, VersionInfo,
+        WatchEvent, WatchParams, routes, version, writer_text,
     },
     proto::{Version, node::Audit, store::DEFAULT_MAX_VALUE_BYTES},
     runtime::{Cursor, Member, MemberState, Mesh, MeshError, WatchError},
@@ -204,6 +204,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route(&keyed(routes::HISTORY), get(history))
         .route(&keyed(routes::ROLLBACK), axum::routing::post(rollback))
         .route(routes::WATCH, get(watch))
+        .route(routes::AUDIT, get(audit))
         .route(routes::MEMBERS, get(members))
         .route(routes::TRUST, get(trust))
         .route(routes::TRUST_RESIGN, axum::routing::post(resign))
@@ -532,6 +533,21 @@ async fn history(State(api): State<Api>, KeyPath(key): KeyPath) -> Response {
         Ok(versions) => Json(HistoryResponse {
             key,
             versions: versions.iter().map(VersionInfo::from).collect(),
+        })
+        .into_response(),
+        Err(e) => mesh_error(&e),
+    }
+}
+
+/// The most changes `GET /v1/audit` returns, and how many by default.
+const MAX_AUDIT: usize = 10_000;
+const DEFAULT_AUDIT: usize = 100;
+
+async fn audit(State(api): State<Api>, ApiQuery(params): ApiQuery<AuditParams>) -> Response {
+    let limit = params.limit.unwrap_or(DEFAULT_AUDIT).clamp(1, MAX_AUDIT);
+    match api.mesh.audit(&params.prefix, limit).await {
+        Ok(versions) => Json(AuditResponse {
+            changes: versions.iter().map(AuditEntry::from).collect(),
         })
         .into_response(),
         Err(e) => mesh_error(&e),

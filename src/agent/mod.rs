@@ -92,6 +92,19 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             .into());
         }
     };
+    let https = match config.http_tls {
+        false => None,
+        true => match load_tls(&config).and_then(|tls| {
+            tls.https_server_config()
+                .map_err(|e| ConfigError::new("http_tls", e.to_string()).into())
+        }) {
+            Ok(server) => Some(tokio_rustls::TlsAcceptor::from(server)),
+            Err(e) => {
+                mesh.shutdown().await;
+                return Err(e);
+            }
+        },
+    };
     let http_addr = listener.local_addr().unwrap_or(config.http_addr);
     let limits = config.http_limits.fitted_to_fd_limit();
     let (stop, stopping) = watch::channel(false);
@@ -107,6 +120,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let grace = config.shutdown_grace;
     let server = tokio::spawn(server::serve(
         listener,
+        https,
         http::router(api),
         limits,
         stopping,
@@ -174,7 +188,7 @@ async fn start_mesh(config: &AgentConfig) -> Result<Mesh, AgentError> {
 /// Tells whoever started the agent where it listens and what it uses.
 fn announce(config: &AgentConfig, mesh: &Mesh, http_addr: std::net::SocketAddr) {
     say(format_args!(
-        "confmesh agent {}\n  node:    {} (writer {:016x})\n  gossip:  {} (QUIC)\n  http:    http://{http_addr}\n  data:    {}\n  tls:     ca {}, cert {}, key {}",
+        "confmesh agent {}\n  node:    {} (writer {:016x})\n  gossip:  {} (QUIC)\n  http:    {scheme}://{http_addr}\n  data:    {}\n  tls:     ca {}, cert {}, key {}",
         env!("CARGO_PKG_VERSION"),
         config.name.as_deref().unwrap_or("(unnamed)"),
         mesh.id().writer.0,
@@ -183,6 +197,7 @@ fn announce(config: &AgentConfig, mesh: &Mesh, http_addr: std::net::SocketAddr) 
         config.tls.ca.display(),
         config.tls.cert.display(),
         config.tls.key.display(),
+        scheme = if config.http_tls { "https" } else { "http" },
     ));
     if config.join.is_empty() {
         say(format_args!(
@@ -316,7 +331,16 @@ fn ensure_dev_certificates(config: &AgentConfig) -> Result<(), AgentError> {
         return Ok(());
     }
     let ca = DevCa::generate("confmesh dev CA")?;
-    let node = ca.issue(config.name.as_deref().unwrap_or("dev"))?;
+    // Named for this host too, so `--http-tls` serves clients of 127.0.0.1 and localhost.
+    let loopback = [
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ];
+    let node = ca.issue_with(
+        config.name.as_deref().unwrap_or("dev"),
+        &loopback,
+        &["localhost".to_string()],
+    )?;
     let dir = tls.ca.parent().unwrap_or(Path::new("."));
     write_private_file(&dir.join("ca.key"), &ca.key_pem())?;
     write_private_file(&tls.ca, &ca.cert_pem())?;

@@ -104,9 +104,12 @@ impl Limits {
 }
 
 /// Serves `app` on `listener` until `stop` is set, then drains the open connections for up
-/// to `drain` and drops what is left.
+/// to `drain` and drops what is left. With `tls`, each connection first completes a TLS
+/// handshake, within the header timeout (a client that connects and stays silent, or speaks
+/// plaintext, is dropped).
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
@@ -169,9 +172,25 @@ pub(crate) async fn serve(
         let registered = Registered::open(&table);
         let app = app.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
             let connection = Arc::clone(&registered.connection);
-            serve_connection(stream, app, limits, connection, stop).await;
+            match tls {
+                None => serve_connection(stream, app, limits, connection, stop).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, app, limits, connection, stop).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(cause = %e, "HTTP TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!("HTTP TLS handshake timed out"),
+                    }
+                }
+            }
             // Forgotten when dropped, also if the task panicked or was aborted.
             drop(registered);
         });

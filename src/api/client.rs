@@ -8,6 +8,7 @@ use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::{Method, Request, body::Incoming};
+use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client as HyperClient, connect::HttpConnector},
     rt::TokioExecutor,
@@ -17,10 +18,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{
     routes,
     types::{
-        DeleteParams, DeleteResponse, ErrorBody, GetParams, GetResponse, HealthResponse,
-        HistoryResponse, ListEntry, ListParams, ListResponse, MembersResponse, PutParams,
-        PutResponse, ResignResponse, RollbackParams, RollbackResponse, TrustResponse, WatchEvent,
-        WatchParams,
+        AuditParams, AuditResponse, DeleteParams, DeleteResponse, ErrorBody, GetParams,
+        GetResponse, HealthResponse, HistoryResponse, ListEntry, ListParams, ListResponse,
+        MembersResponse, PutParams, PutResponse, ResignResponse, RollbackParams, RollbackResponse,
+        TrustResponse, WatchEvent, WatchParams,
     },
 };
 
@@ -28,9 +29,13 @@ use super::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The address is not `host:port` or an `http://` URL.
+    /// The address is not `host:port` or an `http://` or `https://` URL.
     #[error("invalid agent address {0:?}")]
     Address(String),
+    /// The TLS setup is unusable: an `https://` address without a CA certificate, or a CA
+    /// file that holds no certificate.
+    #[error("{0}")]
+    Tls(String),
     /// The agent could not be reached, or the connection broke.
     #[error("cannot reach the agent at {addr}: {cause}")]
     Unreachable {
@@ -66,7 +71,9 @@ impl ClientError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            ClientError::Address(_) | ClientError::Refused { status: 400, .. }
+            ClientError::Address(_)
+                | ClientError::Tls(_)
+                | ClientError::Refused { status: 400, .. }
         )
     }
 
@@ -128,7 +135,7 @@ impl Reply {
 pub struct Client {
     base: String,
     token: Option<String>,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Client {
@@ -137,24 +144,60 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ClientError::Address`] for a malformed address.
+    /// [`ClientError::Address`] for a malformed address, [`ClientError::Tls`] for an
+    /// `https://` address (use [`Client::with_ca`]).
     pub fn new(addr: &str, token: Option<String>) -> Result<Client, ClientError> {
+        Client::with_ca(addr, token, None)
+    }
+
+    /// A client of the agent at `addr` (`host:port`, `http://host:port` or
+    /// `https://host:port`), sending `token` as a bearer token if given. An `https://` agent's
+    /// certificate is checked against `ca_pem` (PEM: the cluster CA, which issued the node
+    /// certificate the agent serves with `http_tls`), and only against it.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Address`] for a malformed address, [`ClientError::Tls`] for an
+    /// `https://` address without `ca_pem`, or a `ca_pem` that holds no certificate.
+    pub fn with_ca(
+        addr: &str,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Client, ClientError> {
         let base = if addr.contains("://") {
             addr.trim_end_matches('/').to_string()
         } else {
             format!("http://{addr}")
         };
-        if !base.starts_with("http://") || base.len() <= "http://".len() {
+        let scheme_len = if base.starts_with("https://") {
+            "https://".len()
+        } else if base.starts_with("http://") {
+            "http://".len()
+        } else {
+            return Err(ClientError::Address(addr.to_string()));
+        };
+        if base.len() <= scheme_len {
             return Err(ClientError::Address(addr.to_string()));
         }
+        if base.starts_with("https://") && ca_pem.is_none() {
+            return Err(ClientError::Tls(format!(
+                "{base} serves TLS: give the cluster CA certificate (--ca-cert or CONFMESH_CA_CERT)"
+            )));
+        }
+        let tls = tls_config(ca_pem)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
         Ok(Client {
             base,
             token,
-            http: HyperClient::builder(TokioExecutor::new()).build_http(),
+            http: HyperClient::builder(TokioExecutor::new()).build(connector),
         })
     }
 
-    /// The agent's base URL (`http://host:port`).
+    /// The agent's base URL (`http://host:port` or `https://host:port`).
     pub fn base_url(&self) -> &str {
         &self.base
     }
@@ -292,6 +335,25 @@ impl Client {
     /// [`ClientError`] if the agent cannot be reached or refuses.
     pub async fn history(&self, key: &str) -> Result<HistoryResponse, ClientError> {
         let path = routes::keyed(routes::HISTORY, key);
+        self.call("GET", &path, Bytes::new()).await?.into_typed()
+    }
+
+    /// The agent's audit trail: its newest `limit` changes (default 100) to keys under
+    /// `prefix`, newest first, from its own bounded history.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] if the agent cannot be reached or refuses.
+    pub async fn audit(
+        &self,
+        prefix: &str,
+        limit: Option<usize>,
+    ) -> Result<AuditResponse, ClientError> {
+        let params = AuditParams {
+            prefix: prefix.to_string(),
+            limit,
+        };
+        let path = with_query(routes::AUDIT, &params);
         self.call("GET", &path, Bytes::new()).await?.into_typed()
     }
 
@@ -455,10 +517,19 @@ impl Client {
             .map_err(|e| self.unreachable(e))
     }
 
-    fn unreachable(&self, e: impl std::fmt::Display) -> ClientError {
+    fn unreachable(&self, e: impl std::error::Error) -> ClientError {
+        // The connector's own message ("client error (Connect)") says little; its sources say
+        // why (refused, a certificate the CA did not issue, ...).
+        let mut cause = e.to_string();
+        let mut source = e.source();
+        while let Some(inner) = source {
+            cause.push_str(": ");
+            cause.push_str(&inner.to_string());
+            source = inner.source();
+        }
         ClientError::Unreachable {
             addr: self.base.clone(),
-            cause: e.to_string(),
+            cause,
         }
     }
 }
@@ -571,6 +642,33 @@ impl WatchStream {
                 .map_err(|e| ClientError::Unexpected(e.to_string())),
         )
     }
+}
+
+/// The client's TLS setup: trusts only the certificates in `ca_pem` (none: no `https://`
+/// agent is trusted, and [`Client::with_ca`] refuses one before connecting).
+fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| ClientError::Tls(format!("the CA certificate: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| ClientError::Tls(format!("the CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(ClientError::Tls(
+                "the CA certificate file holds no certificate".into(),
+            ));
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    // No ALPN here: the connector sets it (`enable_http1`), and refuses a preset one.
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 #[cfg(test)]

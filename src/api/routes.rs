@@ -14,6 +14,8 @@ pub const HISTORY: &str = "/v1/history/";
 pub const ROLLBACK: &str = "/v1/rollback/";
 /// `GET`: server-sent events of changes under a prefix.
 pub const WATCH: &str = "/v1/watch";
+/// `GET`: this node's audit trail (`?prefix=&limit=`).
+pub const AUDIT: &str = "/v1/audit";
 /// `GET`: the members.
 pub const MEMBERS: &str = "/v1/members";
 /// `GET`: liveness and sync state; never needs the token.

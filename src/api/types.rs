@@ -180,6 +180,64 @@ pub struct HistoryResponse {
     pub versions: Vec<VersionInfo>,
 }
 
+/// `GET /v1/audit` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditParams {
+    /// Changes to keys under this prefix (default: every key but `_confmesh/`'s).
+    #[serde(default)]
+    pub prefix: String,
+    /// At most this many changes, newest first (default 100, at most 10,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// One change of the audit trail: a version, without its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Its writer's wall clock when it was made, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// The key.
+    pub key: String,
+    /// Its version (`<writer hex>-<sequence>`).
+    pub version: String,
+    /// The writer that made it.
+    pub writer: String,
+    /// Whether it is a deletion.
+    pub deleted: bool,
+    /// Whether its writer signed it.
+    pub signed: bool,
+    /// Who asked for the change, as its writer signed it (absent: not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Why, as its writer signed it (absent: not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl From<&Version> for AuditEntry {
+    fn from(v: &Version) -> AuditEntry {
+        AuditEntry {
+            time_ms: v.timestamp.wall_ms(),
+            key: v.key.to_string(),
+            version: version::format(v.dot),
+            writer: writer_text(v.dot.actor),
+            deleted: v.is_tombstone(),
+            signed: v.seal.is_some(),
+            author: v.seal.as_ref().and_then(|s| s.author.clone()),
+            message: v.seal.as_ref().and_then(|s| s.message.clone()),
+        }
+    }
+}
+
+/// `GET /v1/audit`: this node's audit trail, newest first. Each node answers from its own
+/// bounded history (the last `history_len` versions of each key): an old change may be
+/// gone, and a change this node has not received yet is absent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditResponse {
+    /// The changes, newest first.
+    pub changes: Vec<AuditEntry>,
+}
+
 /// `GET /v1/kv` parameters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListParams {

@@ -2,6 +2,7 @@
 //! agent through [`confmesh::api::Client`] (or the library) and printing the answer.
 
 mod agent;
+mod audit;
 mod cert;
 mod del;
 mod get;
@@ -49,6 +50,9 @@ enum Command {
     History(history::Args),
     /// Restore the value a key had at a version (from `history`).
     Rollback(rollback::Args),
+    /// Recent changes under a prefix, newest first: time (ms), key, version, written or
+    /// deleted, author, message (this agent's own bounded history).
+    Audit(audit::Args),
     /// Make certificates for a cluster.
     #[command(subcommand)]
     Cert(cert::Command),
@@ -77,6 +81,9 @@ pub(crate) struct Target {
     /// The agent's API token, if it requires one.
     #[arg(long, env = "CONFMESH_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// The cluster CA certificate (PEM), to check an `https://` agent (one with `http_tls`).
+    #[arg(long, env = "CONFMESH_CA_CERT", value_name = "PATH", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
     /// Print the agent's JSON instead of text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -85,7 +92,14 @@ pub(crate) struct Target {
 impl Target {
     /// A client of the agent.
     pub(crate) fn client(&self) -> Result<Client, Failure> {
-        Client::new(&self.addr, self.token.clone()).map_err(Failure::from)
+        let ca = match &self.ca_cert {
+            None => None,
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?,
+            ),
+        };
+        Client::with_ca(&self.addr, self.token.clone(), ca.as_deref()).map_err(Failure::from)
     }
 }
 
@@ -136,6 +150,7 @@ impl Cli {
             Command::Watch(args) => watch::run(args).await,
             Command::Members(args) => members::run(args).await,
             Command::History(args) => history::run(args).await,
+            Command::Audit(args) => audit::run(args).await,
             Command::Rollback(args) => rollback::run(args).await,
             Command::Cert(command) => cert::run(command),
             Command::Trust(command) => trust::run(command).await,

@@ -771,6 +771,28 @@ impl Mesh {
             .map_err(MeshError::from)
     }
 
+    /// This node's audit trail: the newest `limit` versions it stores of keys starting with
+    /// `prefix` (each key's history, [`Mesh::history`]), newest first by their writers'
+    /// clocks, each with the author and change message its writer signed. Each node answers
+    /// from its own bounded history (the last [`MeshBuilder::history_len`] versions per key),
+    /// so an old change may be gone here and a change not yet received is absent. Keys under
+    /// `_confmesh/` are included only when `prefix` starts with it.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Storage`] if the data directory cannot be read.
+    pub async fn audit(&self, prefix: &str, limit: usize) -> Result<Vec<Version>, MeshError> {
+        let (reply, written) = oneshot::channel();
+        self.send(Command::AwaitStorage { reply }).await?;
+        written.await.map_err(|_| MeshError::Stopped)?;
+        let reader = self.reader.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || reader.audit(&prefix, limit))
+            .await
+            .map_err(|_| MeshError::Stopped)?
+            .map_err(MeshError::from)
+    }
+
     /// Restores the value `key` had at version `dot` (from [`Mesh::history`]) with a new write,
     /// which wins over every version this node has seen. Restoring a delete deletes the key.
     /// Returns the new version, `None` if it restores a delete of a key already absent.

@@ -158,6 +158,26 @@ impl TlsConfig {
         QuicServerConfig::try_from(config).map_err(|e| TlsError::Config(e.to_string()))
     }
 
+    /// The HTTP API's server side (the agent's `http_tls`): this node's certificate and key,
+    /// TLS 1.3 or 1.2, ALPN `http/1.1`, no client certificate (API clients present tokens).
+    /// Clients check the certificate with the cluster CA, so it must name the host or address
+    /// they connect to (`confmesh cert node --ip/--dns`).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Config`] if the key does not match the certificate.
+    pub fn https_server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
     /// The QUIC client side: trusts only the CA, presents this node's certificate.
     pub(crate) fn client_config(&self, newest: u8) -> Result<QuicClientConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());

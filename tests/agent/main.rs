@@ -21,10 +21,12 @@ use serde_json::Value;
 mod common;
 
 mod api;
+mod audit;
 mod cli;
 mod cluster;
 mod limits;
 mod shutdown;
+mod tls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_confmesh");
 
@@ -105,6 +107,7 @@ impl Agent {
                 let Ok(line) = line else { break };
                 let line = line.trim().to_string();
                 if let Some(addr) = line.strip_prefix("http:") {
+                    // An agent with `--http-tls` prints `https://`: kept, for `Client::with_ca`.
                     http = Some(addr.trim().trim_start_matches("http://").to_string());
                 }
                 if let Some(addr) = line.strip_prefix("gossip:") {
