@@ -54,7 +54,8 @@ impl ConfigError {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct TlsOptions {
-    /// The cluster CA certificate.
+    /// The cluster CA certificate (during a CA rotation, a PEM bundle of the old and the
+    /// new CA).
     #[arg(long = "tls-ca", value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
@@ -66,6 +67,11 @@ pub struct TlsOptions {
     #[arg(long = "tls-key", value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+    /// CAs retired by a rotation (PEM, one or more): their peers are refused, but the
+    /// writers their node certificates endorsed keep verifying (docs/PROTOCOL.md §8.8).
+    #[arg(long = "tls-retired-ca", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_ca: Option<PathBuf>,
 }
 
 impl TlsOptions {
@@ -229,6 +235,8 @@ pub struct ResolvedTls {
     pub cert: PathBuf,
     /// This node's private key.
     pub key: PathBuf,
+    /// CAs retired by a rotation, if any.
+    pub retired_ca: Option<PathBuf>,
 }
 
 /// The `CONFMESH_*` variables that belong to the command line's client commands or select
@@ -564,6 +572,7 @@ fn tls_paths(tls: &TlsOptions, dev_data_dir: Option<&Path>) -> Result<ResolvedTl
             ca: dir.join("ca.pem"),
             cert: dir.join("node.pem"),
             key: dir.join("node.key"),
+            retired_ca: tls.retired_ca.clone(),
         });
     }
     let need = |path: &Option<PathBuf>, option: &str| {
@@ -574,6 +583,7 @@ fn tls_paths(tls: &TlsOptions, dev_data_dir: Option<&Path>) -> Result<ResolvedTl
         ca: need(&tls.ca, "tls.ca")?,
         cert: need(&tls.cert, "tls.cert")?,
         key: need(&tls.key, "tls.key")?,
+        retired_ca: tls.retired_ca.clone(),
     })
 }
 

@@ -229,7 +229,15 @@ fn load_tls(config: &AgentConfig) -> Result<TlsConfig, AgentError> {
         read(&tls.cert, "tls.cert")?,
         read(&tls.key, "tls.key")?,
     );
-    TlsConfig::from_pem(&ca, &cert, &key).map_err(|e| {
+    let retired = match &tls.retired_ca {
+        Some(path) => Some(read(path, "tls.retired_ca")?),
+        None => None,
+    };
+    let loaded = TlsConfig::from_pem(&ca, &cert, &key).and_then(|t| match &retired {
+        Some(pem) => t.with_retired_ca(pem),
+        None => Ok(t),
+    });
+    loaded.map_err(|e| {
         let option = match &e {
             TlsError::Pem {
                 what: "CA certificate",
@@ -239,6 +247,10 @@ fn load_tls(config: &AgentConfig) -> Result<TlsConfig, AgentError> {
                 what: "private key",
                 ..
             } => "tls.key",
+            TlsError::Pem {
+                what: "retired CA certificate",
+                ..
+            } => "tls.retired_ca",
             _ => "tls.cert",
         };
         ConfigError::new(option, e.to_string()).into()

@@ -29,26 +29,31 @@ use crate::proto::{
     wire::Message,
 };
 
-/// Checks endorsements against one cluster CA, and signatures in batches on every core
-/// (`verifier.rs`).
+/// Checks endorsements against the cluster CAs (the trusted ones and the retired), and
+/// signatures in batches on every core (`verifier.rs`).
 #[derive(Debug)]
 pub struct CaCertifier {
-    anchor: TrustAnchor<'static>,
+    anchors: Vec<TrustAnchor<'static>>,
     prechecked: Prechecked,
 }
 
 impl CaCertifier {
-    /// A certifier for the CA `tls` trusts.
+    /// A certifier for the CAs `tls` trusts, and those it retired.
     ///
     /// # Errors
     ///
-    /// [`TlsError::Config`] if the CA certificate does not parse as a trust anchor.
+    /// [`TlsError::Config`] if a CA certificate does not parse as a trust anchor.
     pub fn new(tls: &TlsConfig) -> Result<CaCertifier, TlsError> {
-        let anchor = webpki::anchor_from_trusted_cert(tls.ca())
-            .map_err(|e| TlsError::Config(format!("the CA certificate: {e}")))?
-            .to_owned();
+        let anchors = tls
+            .endorsement_cas()
+            .map(|ca| {
+                webpki::anchor_from_trusted_cert(ca)
+                    .map(|a| a.to_owned())
+                    .map_err(|e| TlsError::Config(format!("the CA certificate: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(CaCertifier {
-            anchor,
+            anchors,
             prechecked: Prechecked::default(),
         })
     }
@@ -69,7 +74,7 @@ impl Certifier for CaCertifier {
         let time = UnixTime::since_unix_epoch(Duration::from_millis(at_ms));
         cert.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
-            std::slice::from_ref(&self.anchor),
+            &self.anchors,
             &[],
             time,
             webpki::KeyUsage::client_auth(),
@@ -160,7 +165,7 @@ mod tests {
         }
         assert!(Endorsement::check(&tampered.encode(), key.id(), &certifier, now).is_err());
         let mut as_ca = endorsement.clone();
-        as_ca.certificate = node.ca().to_vec();
+        as_ca.certificate = node.cas()[0].to_vec();
         assert!(Endorsement::check(&as_ca.encode(), key.id(), &certifier, now).is_err());
 
         // Written before the certificate was valid: the judgement uses the version's time.

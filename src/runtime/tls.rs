@@ -59,7 +59,10 @@ pub enum TlsError {
 /// chain and private key. All PEM.
 #[derive(Clone)]
 pub struct TlsConfig {
-    ca: CertificateDer<'static>,
+    /// The CAs this node trusts: one, or, during a rotation, the old and the new.
+    ca: Vec<CertificateDer<'static>>,
+    /// CAs retired from handshakes whose endorsements still count (docs/PROTOCOL.md §8.8).
+    retired: Vec<CertificateDer<'static>>,
     chain: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
 }
@@ -73,8 +76,9 @@ impl std::fmt::Debug for TlsConfig {
 }
 
 impl TlsConfig {
-    /// Material from PEM text: the CA certificate, the node's certificate chain (leaf first),
-    /// and its private key (PKCS#8, SEC1 or PKCS#1).
+    /// Material from PEM text: the CA certificate (or, during a CA rotation, a bundle of the
+    /// old and the new CA: peers of either are trusted), the node's certificate chain (leaf
+    /// first), and its private key (PKCS#8, SEC1 or PKCS#1).
     ///
     /// # Errors
     ///
@@ -86,7 +90,15 @@ impl TlsConfig {
                 detail: e.to_string(),
             }
         };
-        let ca = CertificateDer::from_pem_slice(ca).map_err(pem("CA certificate"))?;
+        let ca = CertificateDer::pem_slice_iter(ca)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem("CA certificate"))?;
+        if ca.is_empty() {
+            return Err(TlsError::Pem {
+                what: "CA certificate",
+                detail: "no certificate found".into(),
+            });
+        }
         let chain = CertificateDer::pem_slice_iter(chain)
             .collect::<Result<Vec<_>, _>>()
             .map_err(pem("certificate chain"))?;
@@ -99,6 +111,7 @@ impl TlsConfig {
         let key = PrivateKeyDer::from_pem_slice(key).map_err(pem("private key"))?;
         Ok(TlsConfig {
             ca,
+            retired: Vec::new(),
             chain,
             key: Arc::new(key),
         })
@@ -119,9 +132,40 @@ impl TlsConfig {
         TlsConfig::from_pem(&read(ca)?, &read(chain)?, &read(key)?)
     }
 
-    /// The cluster CA's certificate.
-    pub(crate) fn ca(&self) -> &CertificateDer<'static> {
+    /// Adds CAs retired from handshakes (PEM, one or more certificates): no peer of theirs
+    /// is trusted any more, but the endorsements their node certificates made still count,
+    /// so the versions of writers endorsed before a CA rotation keep verifying (docs/PROTOCOL.md
+    /// §8.8).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Pem`] if `pem` holds no certificate.
+    pub fn with_retired_ca(mut self, pem: &[u8]) -> Result<TlsConfig, TlsError> {
+        let retired = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Pem {
+                what: "retired CA certificate",
+                detail: e.to_string(),
+            })?;
+        if retired.is_empty() {
+            return Err(TlsError::Pem {
+                what: "retired CA certificate",
+                detail: "no certificate found".into(),
+            });
+        }
+        self.retired.extend(retired);
+        Ok(self)
+    }
+
+    /// The cluster CAs' certificates (one, or the old and the new during a rotation).
+    #[cfg(test)]
+    pub(crate) fn cas(&self) -> &[CertificateDer<'static>] {
         &self.ca
+    }
+
+    /// Every CA whose node certificates' endorsements count: the trusted ones and the retired.
+    pub(crate) fn endorsement_cas(&self) -> impl Iterator<Item = &CertificateDer<'static>> {
+        self.ca.iter().chain(&self.retired)
     }
 
     /// The node's own certificate (the chain's first).
@@ -136,9 +180,11 @@ impl TlsConfig {
 
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
         let mut roots = RootCertStore::empty();
-        roots
-            .add(self.ca.clone())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+        for ca in &self.ca {
+            roots
+                .add(ca.clone())
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+        }
         Ok(Arc::new(roots))
     }
 
