@@ -241,9 +241,10 @@ pub struct ResolvedTls {
 
 /// The `CONFMESH_*` variables that belong to the command line's client commands or select
 /// the file, not options of the agent.
-const NOT_OPTIONS: [&str; 4] = [
+const NOT_OPTIONS: [&str; 5] = [
     "CONFMESH_ADDR",
     "CONFMESH_TOKEN",
+    "CONFMESH_TOKEN_FILE",
     "CONFMESH_CONFIG",
     "CONFMESH_CA_CERT",
 ];

@@ -78,9 +78,19 @@ pub(crate) struct Target {
     /// The agent's HTTP address.
     #[arg(long, env = "CONFMESH_ADDR", default_value = confmesh::agent::config::DEFAULT_HTTP_ADDR, global = true)]
     addr: String,
-    /// The agent's API token, if it requires one.
+    /// The agent's API token, if it requires one. Prefer `CONFMESH_TOKEN` or `--token-file`:
+    /// a flag shows in the process list.
     #[arg(long, env = "CONFMESH_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the agent's API token (its first line).
+    #[arg(
+        long,
+        env = "CONFMESH_TOKEN_FILE",
+        value_name = "PATH",
+        global = true,
+        conflicts_with = "token"
+    )]
+    token_file: Option<std::path::PathBuf>,
     /// The cluster CA certificate (PEM), to check an `https://` agent (one with `http_tls`).
     #[arg(long, env = "CONFMESH_CA_CERT", value_name = "PATH", global = true)]
     ca_cert: Option<std::path::PathBuf>,
@@ -99,7 +109,22 @@ impl Target {
                     .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?,
             ),
         };
-        Client::with_ca(&self.addr, self.token.clone(), ca.as_deref()).map_err(Failure::from)
+        let token = match &self.token_file {
+            None => self.token.clone(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+                let token = text.lines().next().unwrap_or("").trim().to_string();
+                if token.is_empty() {
+                    return Err(Failure::usage(format!(
+                        "{} holds no token on its first line",
+                        path.display()
+                    )));
+                }
+                Some(token)
+            }
+        };
+        Client::with_ca(&self.addr, token, ca.as_deref()).map_err(Failure::from)
     }
 }
 

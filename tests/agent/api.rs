@@ -415,6 +415,34 @@ async fn a_token_guards_the_api_and_bad_configuration_exits_2() {
         &call(&right, Method::GET, "/v1/kv/app/x", "").await,
         StatusCode::OK,
     );
+    // The command line takes the token from a file (or the environment), not only a flag.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").expect("token file");
+    let cli = |file: &std::path::Path| {
+        std::process::Command::new(crate::BIN)
+            .args([
+                "get",
+                "app/x",
+                "--raw",
+                "--addr",
+                &agent.http,
+                "--token-file",
+            ])
+            .arg(file)
+            .env_remove("CONFMESH_TOKEN")
+            .output()
+            .expect("run cli")
+    };
+    let out = cli(&token_file);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, b"1");
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "\n").expect("token file");
+    assert_eq!(
+        cli(&empty).status.code(),
+        Some(2),
+        "an empty token file is bad usage"
+    );
 
     let dev = |data_dir, gossip, http| {
         vec![
