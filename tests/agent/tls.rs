@@ -91,7 +91,7 @@ async fn the_api_over_tls_serves_clients_that_trust_the_cluster_ca() {
             assert!(out.status.success(), "curl: {out:?}");
             assert_eq!(out.stdout, b"over tls");
         }
-        Err(e) if std::env::var_os("CONFMESH_TEST_NEEDS_CURL").is_some() => {
+        Err(e) if std::env::var_os("CI_REQUIRE_CURL").is_some() => {
             panic!("curl is required here: {e}")
         }
         Err(e) => eprintln!("curl not run ({e}); .ci/run installs it"),
