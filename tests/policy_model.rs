@@ -830,9 +830,9 @@ fn check_history(seed: u64) {
     let Some(replica) = replicas.first() else {
         return;
     };
-    // Deny wins, stated without the book: a revocation (granted) that did not see an act, and
-    // that had not seen it, leaves the act granted only if the grant it relied on saw the
-    // revocation, so the act saw it too.
+    // Deny wins, stated without the book: a revocation (granted) of write or less that had not
+    // seen an act leaves the act granted only if the grant it relied on saw the revocation,
+    // so the act saw it too.
     let revocations: Vec<&Act> = replica
         .verdicts
         .values()
@@ -857,16 +857,18 @@ fn check_history(seed: u64) {
         for rev in &revocations {
             let Deed::Rule(Rule::Revoke {
                 grantee,
+                right,
                 prefix,
                 cutoff,
-                ..
             }) = &rev.deed
             else {
                 continue;
             };
+            // Revoking `admin` leaves `write`; revoking `write` or `read` takes it.
+            let takes_write = *right <= Right::Write;
             let hits = grantee.matches(&act.node)
                 || act.author.as_ref().is_some_and(|a| grantee.matches(a));
-            if hits && key.starts_with(prefix.as_str()) && !covers(cutoff, act.dot) {
+            if hits && takes_write && key.starts_with(prefix.as_str()) && !covers(cutoff, act.dot) {
                 assert!(
                     act.saw(rev.dot),
                     "seed {seed}: {act:?} granted though revoked by {rev:?}, unseen"
