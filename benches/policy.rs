@@ -4,8 +4,9 @@
 //!
 //! The policy: a root, then per team `i` a delegated admin (`token:admin-i`, admin over
 //! `team-i/`) that grants its node write there, and a revocation for every tenth team. The
-//! write judged is a granted one in the middle of the list (so the rule scans the whole
-//! policy, as it does today: linear in entries, with each grant's grantor checked in turn).
+//! write judged is a granted one in the middle of the list. Before `Book` indexed its
+//! entries by principal, the rule scanned the whole policy for each grant in the chain; now
+//! it reads the entries naming the principals involved (BENCHMARKS.md has both).
 //!
 //! Run: `cargo bench --bench policy`. Names are `policy/judge|masked/<entries>`.
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
