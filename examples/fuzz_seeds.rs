@@ -8,6 +8,8 @@
 //!   byte the target reads (`confmesh::fuzzing::HttpClient::from_byte`): every route with and
 //!   without the token, a chunked body, two requests on one connection, a blocking query, an
 //!   event stream.
+//! - `<out>/wire_decode/`: messages of format 4 (versions with grounds: a policy context and
+//!   an author's proof), which no recorded traffic holds yet.
 //!
 //! ```text
 //! cargo run --example fuzz_seeds -- fuzz/corpus
@@ -36,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_all(&out.join("member_record"), &records)?;
     let requests = http_requests();
     write_all(&out.join("http_request"), &requests)?;
+    write_all(&out.join("wire_decode"), &grounded_messages()?)?;
     println!(
         "wrote {} member records and {} HTTP requests into {}",
         records.len(),
@@ -43,6 +46,60 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.display()
     );
     Ok(())
+}
+
+/// Named inputs of one fuzz target.
+type Seeds = Vec<(String, Vec<u8>)>;
+
+/// A push and a snapshot chunk whose versions carry grounds (format 4).
+fn grounded_messages() -> Result<Seeds, Box<dyn std::error::Error>> {
+    use bytes::Bytes;
+    use confmesh::proto::{
+        AuthorProof, Grounds, Key, Message, Store, StoreConfig, VClock, WriterId,
+        trust::WriterKey,
+        wire::{self, Format},
+    };
+    let key = WriterKey::from_seed([0xc3; 32]);
+    let mut store = Store::new(key.id(), StoreConfig::default());
+    let mut context = VClock::new();
+    context.dots.insert(WriterId(0x51), 3);
+    let grounds = Grounds {
+        context,
+        proof: Some(AuthorProof {
+            signature: [9; 64],
+            certificate: Some(Bytes::from_static(b"0\x82\x01\x00")),
+        }),
+    };
+    let put = store.put(1_000, Key::new("billing/rate")?, Bytes::from_static(b"7"))?;
+    let grounded = key.sign_grounded(put, Some("admin:ops".into()), None, grounds);
+    let plain = key.sign(
+        store.put(1_001, Key::new("billing/cap")?, Bytes::from_static(b"9"))?,
+        None,
+        None,
+    );
+    let mut snapshot = Store::new(WriterId(2), StoreConfig::default());
+    let _ = snapshot.apply(grounded.clone());
+    let chunk = snapshot
+        .snapshot_chunks(1 << 20)
+        .into_iter()
+        .next()
+        .ok_or("a chunk")?;
+    let messages = [
+        (
+            "grounded_push",
+            Message::Push {
+                versions: vec![grounded, plain],
+            },
+        ),
+        ("grounded_snapshot", Message::SyncSnapshot(chunk)),
+    ];
+    messages
+        .into_iter()
+        .map(|(name, message)| {
+            let bytes = wire::encode_as(&message, Format::Sealed, wire::MAX_MESSAGE_BYTES)?;
+            Ok((name.to_owned(), bytes.to_vec()))
+        })
+        .collect()
 }
 
 fn write_all(dir: &Path, seeds: &[(String, Vec<u8>)]) -> std::io::Result<()> {

@@ -17,7 +17,7 @@ use std::{
 use confmesh::{
     proto::{
         WriterId,
-        trust::Mode,
+        trust::{Mode, WriterKey, verifies},
         wire::{self, DecodeError, MAX_MESSAGE_BYTES, PROTOCOL_VERSION},
     },
     runtime::{
@@ -31,6 +31,8 @@ mod common;
 use common::{eventually, everyone_sees_everyone, value_everywhere};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/989adcb");
+/// What a build of protocol 3 and storage format 3 wrote.
+const FIXTURES_PROTOCOL_3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/03b59e4");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// A node of this build named `name`, treating unsigned versions as `mode` says.
@@ -41,11 +43,14 @@ fn builder(ca: &DevCa, name: &str, mode: Mode) -> MeshBuilder {
         .trust_mode(mode)
 }
 
-/// A cluster in the middle of an upgrade from protocol 2: `new-1` and `new-2` of this build,
-/// permissive (they accept the old node's unsigned versions), and `old`, a node of the
-/// previous protocol: it offers only `confmesh/1` and writes its member record in the old
-/// layout, as builds before versioned records did.
-async fn mixed_cluster(ca: &DevCa) -> (Mesh, Mesh, Mesh) {
+/// The protocol of unsigned writers (before Trust I).
+const UNSIGNED_PROTOCOL: u8 = 2;
+
+/// A cluster in the middle of an upgrade from protocol `old_protocol`: `new-1` and `new-2` of
+/// this build, permissive (they accept an old node's unsigned versions), and `old`, a node of
+/// that protocol: it offers only the ALPNs up to it and writes its member record in that
+/// protocol's layout (and, below protocol 3, writes unsigned versions).
+async fn mixed_cluster(ca: &DevCa, old_protocol: u8) -> (Mesh, Mesh, Mesh) {
     let new = builder(ca, "new-1", Mode::Permissive)
         .start()
         .await
@@ -54,7 +59,7 @@ async fn mixed_cluster(ca: &DevCa) -> (Mesh, Mesh, Mesh) {
     let old = Mesh::builder()
         .tls(ca.node_config("old").expect("cert"))
         .name("old")
-        .advertise_protocol(PROTOCOL_VERSION - 1)
+        .advertise_protocol(old_protocol)
         .seeds(seed.clone())
         .start()
         .await
@@ -70,7 +75,7 @@ async fn mixed_cluster(ca: &DevCa) -> (Mesh, Mesh, Mesh) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_version_cluster_converges_and_the_new_protocol_waits_for_the_last_old_node() {
     let ca = DevCa::generate("test cluster").expect("ca");
-    let (new, old, other) = mixed_cluster(&ca).await;
+    let (new, old, other) = mixed_cluster(&ca, PROTOCOL_VERSION - 1).await;
     let nodes = [new.clone(), old.clone(), other.clone()];
     assert!(everyone_sees_everyone(&nodes).await, "no cluster formed");
 
@@ -124,7 +129,7 @@ async fn a_mixed_version_cluster_converges_and_the_new_protocol_waits_for_the_la
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resign_leaves_no_unsigned_version_and_an_enforcing_node_then_joins_cleanly() {
     let ca = DevCa::generate("test cluster").expect("ca");
-    let (new, old, other) = mixed_cluster(&ca).await;
+    let (new, old, other) = mixed_cluster(&ca, UNSIGNED_PROTOCOL).await;
     let seed = [new.id().addr.to_string()];
     let nodes = [new.clone(), old.clone(), other.clone()];
     assert!(everyone_sees_everyone(&nodes).await, "no cluster formed");
@@ -222,7 +227,12 @@ async fn resign_leaves_no_unsigned_version_and_an_enforcing_node_then_joins_clea
 
 /// Copies the fixture's data directory into `to`.
 fn copy_fixture_data(to: &Path) {
-    let from = Path::new(FIXTURES).join("data");
+    copy_data_of(FIXTURES, to);
+}
+
+/// Copies the data directory of the fixtures in `fixtures` into `to`.
+fn copy_data_of(fixtures: &str, to: &Path) {
+    let from = Path::new(fixtures).join("data");
     for entry in std::fs::read_dir(&from).expect("fixture data") {
         let entry = entry.expect("entry");
         std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
@@ -347,6 +357,71 @@ async fn a_data_directory_from_989adcb_opens_migrated_with_every_value() {
     reopened.shutdown().await;
 }
 
+/// A data directory of protocol 3 and storage format 3 (a signing node) opens in this build:
+/// the same writer id and key, every value with its seal and audit fields, history kept, new
+/// writes signed by the same writer; the format is 4 afterwards and it opens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_from_03b59e4_opens_with_its_writer_its_signatures_and_its_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_data_of(FIXTURES_PROTOCOL_3, dir.path());
+    assert_eq!(
+        format_of(dir.path()),
+        3,
+        "the fixture is of storage format 3"
+    );
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let start = || {
+        Mesh::builder()
+            .tls(ca.node_config("fixture").expect("cert"))
+            .data_dir(dir.path())
+            .start()
+    };
+    let mesh = start().await.expect("the directory opens");
+    let writer = mesh.id().writer;
+    let mode = mesh.get("app/mode").await.expect("get").expect("a value");
+    assert_eq!(mode.dot.actor, writer, "the directory keeps its writer");
+    assert_eq!(mode.payload.value().map(|b| &b[..]), Some(&b"green"[..]));
+    let seal = mode.seal.as_deref().expect("signed");
+    assert_eq!(
+        (seal.author.as_deref(), seal.message.as_deref()),
+        (Some("ops@example"), Some("blue to green"))
+    );
+    assert!(seal.grounds.is_none());
+    let url = mesh.get("app/db/url").await.expect("get").expect("a value");
+    assert_eq!(
+        url.payload.value().map(|b| &b[..]),
+        Some(&b"postgres://a"[..])
+    );
+    assert!(
+        mesh.get("app/old").await.expect("get").is_none(),
+        "still deleted"
+    );
+    let binary = mesh.get("app/binary").await.expect("get").expect("a value");
+    assert_eq!(
+        binary.payload.value().map(|b| &b[..]),
+        Some(&[0, 159, 146, 150, 255][..])
+    );
+    let history = mesh.history("app/mode").await.expect("history");
+    assert!(history.len() >= 2, "history kept: {history:?}");
+    // The trust state reads the old signatures as this build's: nothing unsigned, nothing forged.
+    let trust = mesh.trust().await.expect("trust");
+    assert_eq!(trust.unsigned_versions, 0, "{trust:?}");
+    let after = mesh.put("app/mode", &b"purple"[..]).await.expect("put");
+    assert_eq!(after.dot.actor, writer);
+    assert!(after.seal.is_some() && after.supersedes(&mode.dot));
+    mesh.shutdown().await;
+    assert_eq!(format_of(dir.path()), STORAGE_FORMAT, "recorded at start");
+    let reopened = start().await.expect("the directory opens again");
+    assert_eq!(reopened.id().writer, writer);
+    let mode = reopened
+        .get("app/mode")
+        .await
+        .expect("get")
+        .expect("a value");
+    assert_eq!(mode.payload.value().map(|b| &b[..]), Some(&b"purple"[..]));
+    reopened.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_cut_short_at_any_write_leaves_the_old_layout_and_runs_again() {
     let ca = DevCa::generate("test cluster").expect("ca");
@@ -456,9 +531,10 @@ async fn a_data_directory_from_a_newer_build_is_refused_unchanged() {
     }
 }
 
-#[test]
-fn messages_recorded_from_989adcb_decode_and_encode_back_to_the_same_bytes() {
-    let dir = Path::new(FIXTURES).join("wire");
+/// Decodes every message recorded in `fixtures/wire`, checks it encodes back to the same bytes
+/// in the format it was written in, and hands it to `check`; returns how many there were.
+fn recorded_messages(fixtures: &str, mut check: impl FnMut(&Path, &wire::Message)) -> usize {
+    let dir = Path::new(fixtures).join("wire");
     let mut kinds = 0;
     for entry in std::fs::read_dir(&dir).expect("fixture wire") {
         let path = entry.expect("entry").path();
@@ -468,7 +544,12 @@ fn messages_recorded_from_989adcb_decode_and_encode_back_to_the_same_bytes() {
         let bytes = std::fs::read(&path).expect("read");
         let message = wire::decode(&bytes, MAX_MESSAGE_BYTES)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let again = wire::encode(&message, MAX_MESSAGE_BYTES).expect("encode");
+        let format = match bytes[0] {
+            wire::FORMAT_VERSION => wire::Format::Plain,
+            wire::SEALED_FORMAT_VERSION => wire::Format::Sealed,
+            other => panic!("{}: format {other}", path.display()),
+        };
+        let again = wire::encode_as(&message, format, MAX_MESSAGE_BYTES).expect("encode");
         assert_eq!(&again[..], &bytes[..], "{}", path.display());
         // A message in a format this build does not know is refused, not misread.
         let mut future = bytes.clone();
@@ -477,7 +558,42 @@ fn messages_recorded_from_989adcb_decode_and_encode_back_to_the_same_bytes() {
             wire::decode(&future, MAX_MESSAGE_BYTES),
             Err(DecodeError::UnknownVersion(200))
         ));
+        check(&path, &message);
         kinds += 1;
     }
+    kinds
+}
+
+#[test]
+fn messages_recorded_from_989adcb_decode_and_encode_back_to_the_same_bytes() {
+    let kinds = recorded_messages(FIXTURES, |_, _| {});
     assert_eq!(kinds, 10, "one recorded message per kind");
+}
+
+/// Protocol 3's messages (signed versions, format 3) read in this build, byte for byte, and
+/// their signatures still verify: protocol 4 signs a version without grounds as protocol 3 did.
+#[test]
+fn messages_recorded_from_03b59e4_decode_encode_back_and_their_signatures_verify() {
+    let keys = [0xa1, 0xb2].map(|seed| WriterKey::from_seed([seed; 32]));
+    let mut signed = 0;
+    let kinds = recorded_messages(FIXTURES_PROTOCOL_3, |path, message| {
+        for version in message.versions() {
+            let key = keys
+                .iter()
+                .find(|k| k.id() == version.dot.actor)
+                .unwrap_or_else(|| panic!("{}: writer {}", path.display(), version.dot.actor));
+            assert!(
+                verifies(version, &key.public()),
+                "{}: {version:?}",
+                path.display()
+            );
+            assert!(version.seal.as_ref().is_some_and(|s| s.grounds.is_none()));
+            signed += 1;
+        }
+    });
+    assert_eq!(kinds, 10, "one recorded message per kind");
+    assert_eq!(
+        signed, 5,
+        "the recorded versions: push 2, delta 1, snapshot 2"
+    );
 }

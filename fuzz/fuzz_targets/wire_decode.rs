@@ -4,7 +4,8 @@
 #![no_main]
 
 use confmesh::proto::wire::{
-    self, Format, MAX_DATAGRAM_BYTES, MAX_MESSAGE_BYTES, SEALED_FORMAT_VERSION,
+    self, Format, GROUNDED_FORMAT_VERSION, MAX_DATAGRAM_BYTES, MAX_MESSAGE_BYTES,
+    SEALED_FORMAT_VERSION,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -13,11 +14,11 @@ fuzz_target!(|data: &[u8]| {
         let Ok(message) = wire::decode(data, limit) else {
             continue;
         };
-        // In the input's own format: format 1 drops the seals format 3 carries.
-        let format = if data.first() == Some(&SEALED_FORMAT_VERSION) {
-            Format::Sealed
-        } else {
-            Format::Plain
+        // In the input's own format: format 1 drops the seals format 3 carries (format 4,
+        // asked for as format 3, is written when a version carries grounds).
+        let format = match data.first() {
+            Some(&SEALED_FORMAT_VERSION | &GROUNDED_FORMAT_VERSION) => Format::Sealed,
+            _ => Format::Plain,
         };
         let encoded =
             wire::encode_as(&message, format, MAX_MESSAGE_BYTES).expect("a decoded message encodes");

@@ -20,7 +20,7 @@ pub use self::{
     key::{Key, KeyError, MAX_KEY_LEN},
     seqset::{SeqRange, SeqSet, SeqSetError},
     store::{
-        Applied, ApplyError, Delta, Digest, Payload, Seal, Snapshot, SnapshotRef, Store,
-        StoreConfig, SyncReply, Touched, TouchedKeys, Version, WriteError,
+        Applied, ApplyError, AuthorProof, Delta, Digest, Grounds, Payload, Seal, Snapshot,
+        SnapshotRef, Store, StoreConfig, SyncReply, Touched, TouchedKeys, Version, WriteError,
     },
 };

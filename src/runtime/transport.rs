@@ -21,7 +21,7 @@ use super::{
 };
 use crate::proto::{
     node::{Channel, Transmit},
-    wire::{self, DecodeError, Message, SEALED_FORMAT_VERSION},
+    wire::{self, DecodeError, Message, PROTOCOL_VERSION},
 };
 
 /// How long a dial may take before the message is dropped (anti-entropy repairs it).
@@ -387,11 +387,13 @@ impl Transport {
 
     async fn deliver(&self, transmit: Transmit) -> Result<(), SendError> {
         let conn = self.connection(transmit.to).await?;
-        // A peer of protocol 2 reads no signatures: versions go to it without them.
-        let bytes = if negotiated_protocol(&conn).is_some_and(|v| v < SEALED_FORMAT_VERSION) {
-            wire::downgrade(transmit.bytes).map_err(SendError::Downgrade)?
-        } else {
-            transmit.bytes
+        // A peer of protocol 2 reads no signatures: versions go to it without them; one of
+        // protocol 3 reads no grounds, and is sent no message that carries them.
+        let bytes = match negotiated_protocol(&conn) {
+            Some(v) if v < PROTOCOL_VERSION => {
+                wire::downgrade(transmit.bytes, v).map_err(SendError::Downgrade)?
+            }
+            _ => transmit.bytes,
         };
         match transmit.channel {
             Channel::Datagram => Ok(conn.send_datagram(bytes)?),

@@ -727,8 +727,9 @@ impl Node {
             .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
     }
 
-    /// The format a message is written in: versions travel with their seals (format 3); the
-    /// runtime rewrites a message for a peer of protocol 2 ([`wire::downgrade`]).
+    /// The format a message is written in: versions travel with their seals (format 3, or 4
+    /// for versions with grounds); the runtime rewrites a message for a peer of an older
+    /// protocol ([`wire::downgrade`]).
     fn format(message: &Message) -> Format {
         if message.versions().next().is_some() {
             Format::Sealed

@@ -109,6 +109,44 @@ pub struct Seal {
     /// [`signed_bytes`](crate::proto::trust::signed_bytes).
     #[serde(with = "signature_bytes")]
     pub signature: [u8; 64],
+    /// What the write stands on under Trust II (docs/PROTOCOL.md §8.3, §8.7): its policy
+    /// context and its author's proof, covered by the signature. `None` when it names neither,
+    /// as every version before protocol 4 does. Not part of the seal's serde form: messages of
+    /// format 4 and storage rows carry it after the seals, so a version without it encodes as
+    /// in protocol 3.
+    #[serde(skip)]
+    pub grounds: Option<Box<Grounds>>,
+}
+
+/// The policy context a version was written in, and its author's proof (docs/PROTOCOL.md
+/// §8.3, §8.7). Protocol 4; never empty where it appears (an empty one is no grounds).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Grounds {
+    /// The policy its writer held: for each writer of a policy entry, the highest sequence
+    /// number up to which the writer had seen every version of it.
+    pub context: VClock,
+    /// The author's signature, if the version names an author who proves it.
+    pub proof: Option<AuthorProof>,
+}
+
+impl Grounds {
+    /// Whether it names nothing (and is carried as no grounds).
+    pub fn is_empty(&self) -> bool {
+        self.context.is_empty() && self.proof.is_none()
+    }
+}
+
+/// An author's proof that it asked for a version (docs/PROTOCOL.md §8.7): a signature over
+/// the version's content by a key only the author holds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AuthorProof {
+    /// The author key's signature.
+    #[serde(with = "signature_bytes")]
+    pub signature: [u8; 64],
+    /// The certificate that binds the key to the author (DER), for an admin; `None` for a
+    /// token, whose key its policy entry names. At most
+    /// [`MAX_PROOF_CERTIFICATE_BYTES`](crate::proto::trust::MAX_PROOF_CERTIFICATE_BYTES).
+    pub certificate: Option<Bytes>,
 }
 
 /// serde for a 64-byte signature, as two 32-byte arrays (serde derives arrays up to 32 only;

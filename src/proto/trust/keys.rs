@@ -6,13 +6,20 @@ use ed25519_zebra::{Signature, SigningKey, VerificationKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::{MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, WRITERS_PREFIX};
-use crate::proto::{Dot, HlcTimestamp, Key, KeyError, Payload, Seal, VClock, Version, WriterId};
+use super::{
+    MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, MAX_PROOF_CERTIFICATE_BYTES, WRITERS_PREFIX,
+    policy::MAX_CLOCK_WRITERS,
+};
+use crate::proto::{
+    Dot, Grounds, HlcTimestamp, Key, KeyError, Payload, Seal, VClock, Version, WriterId,
+};
 
 /// The domain tag of writer ids.
 const WRITER_ID_TAG: &[u8] = b"confmesh writer id v1";
-/// The domain tag of signed versions.
+/// The domain tag of signed versions without grounds (protocol 3's).
 const VERSION_TAG: &[u8] = b"confmesh version v1";
+/// The domain tag of signed versions with grounds (protocol 4).
+const GROUNDED_VERSION_TAG: &[u8] = b"confmesh version v2";
 /// The domain tag of endorsements (what a node's certificate key signs).
 pub const ENDORSE_TAG: &[u8] = b"confmesh endorse v1";
 
@@ -38,8 +45,15 @@ pub fn endorsement_key(writer: WriterId) -> Result<Key, KeyError> {
 }
 
 /// The bytes a version's signature covers: a domain tag, then the bincode encoding of every
-/// field of the version but the signature.
-pub fn signed_bytes(version: &Version, author: Option<&str>, message: Option<&str>) -> Vec<u8> {
+/// field of the version but the signature. Without grounds these are protocol 3's bytes
+/// (tag `confmesh version v1`); with grounds the tag is `confmesh version v2` and the grounds
+/// follow the audit fields (docs/PROTOCOL.md §7.3, §8.3).
+pub fn signed_bytes(
+    version: &Version,
+    author: Option<&str>,
+    message: Option<&str>,
+    grounds: Option<&Grounds>,
+) -> Vec<u8> {
     let fields: (
         &Key,
         &Dot,
@@ -57,10 +71,20 @@ pub fn signed_bytes(version: &Version, author: Option<&str>, message: Option<&st
         author,
         message,
     );
-    let mut bytes = VERSION_TAG.to_vec();
+    let config = bincode::config::standard();
     // Encoding into a Vec cannot fail for these types.
-    let _ = bincode::serde::encode_into_std_write(fields, &mut bytes, bincode::config::standard());
-    bytes
+    match grounds {
+        None => {
+            let mut bytes = VERSION_TAG.to_vec();
+            let _ = bincode::serde::encode_into_std_write(fields, &mut bytes, config);
+            bytes
+        }
+        Some(grounds) => {
+            let mut bytes = GROUNDED_VERSION_TAG.to_vec();
+            let _ = bincode::serde::encode_into_std_write((fields, grounds), &mut bytes, config);
+            bytes
+        }
+    }
 }
 
 /// Whether `public` signed exactly `version`, audit fields included, by the rules of ZIP 215
@@ -84,10 +108,12 @@ pub fn version_signed_bytes(version: &Version) -> Vec<u8> {
         version,
         seal.and_then(|s| s.author.as_deref()),
         seal.and_then(|s| s.message.as_deref()),
+        seal.and_then(|s| s.grounds.as_deref()),
     )
 }
 
-/// Whether `version`'s audit fields are within their limits.
+/// Whether `version`'s audit fields and grounds are within their limits, and its grounds,
+/// if any, name something (an empty one must be carried as none: one version, one encoding).
 pub fn audit_fields_fit(version: &Version) -> bool {
     version.seal.as_ref().is_none_or(|seal| {
         seal.author
@@ -97,6 +123,15 @@ pub fn audit_fields_fit(version: &Version) -> bool {
                 .message
                 .as_ref()
                 .is_none_or(|m| m.len() <= MAX_MESSAGE_BYTES)
+            && seal.grounds.as_deref().is_none_or(|g| {
+                !g.is_empty()
+                    && g.context.dots.len() <= MAX_CLOCK_WRITERS
+                    && g.proof.as_ref().is_none_or(|p| {
+                        p.certificate
+                            .as_ref()
+                            .is_none_or(|c| c.len() <= MAX_PROOF_CERTIFICATE_BYTES)
+                    })
+            })
     })
 }
 
@@ -105,7 +140,7 @@ pub fn differ(a: &Version, b: &Version) -> bool {
     let audit = |v: &Version| {
         v.seal
             .as_deref()
-            .map(|s| (s.author.clone(), s.message.clone()))
+            .map(|s| (s.author.clone(), s.message.clone(), s.grounds.clone()))
     };
     (&a.key, &a.dot, &a.supersedes, &a.timestamp, &a.payload)
         != (&b.key, &b.dot, &b.supersedes, &b.timestamp, &b.payload)
@@ -139,15 +174,33 @@ impl WriterKey {
     /// Signs `version` with its audit fields: the version sealed.
     pub fn sign(
         &self,
-        mut version: Version,
+        version: Version,
         author: Option<String>,
         message: Option<String>,
     ) -> Version {
-        let bytes = signed_bytes(&version, author.as_deref(), message.as_deref());
+        self.sign_grounded(version, author, message, Grounds::default())
+    }
+
+    /// Signs `version` with its audit fields and its grounds (carried as none if empty).
+    pub fn sign_grounded(
+        &self,
+        mut version: Version,
+        author: Option<String>,
+        message: Option<String>,
+        grounds: Grounds,
+    ) -> Version {
+        let grounds = (!grounds.is_empty()).then(|| Box::new(grounds));
+        let bytes = signed_bytes(
+            &version,
+            author.as_deref(),
+            message.as_deref(),
+            grounds.as_deref(),
+        );
         version.seal = Some(Box::new(Seal {
             author,
             message,
             signature: self.signing.sign(&bytes).to_bytes(),
+            grounds,
         }));
         version
     }
@@ -304,6 +357,54 @@ pub trait Certifier {
     ) -> Result<VerificationKey, EndorsementError> {
         Endorsement::check(payload, writer, self, at_ms)
     }
+
+    /// The name of the node `certificate` names (docs/PROTOCOL.md §8.1), asked of the
+    /// certificate of a valid endorsement: its writer's versions act as `node:<name>`.
+    /// Default: none (a certifier that names no node: under a policy, its writers may write
+    /// nothing).
+    fn node_name(&self, certificate: &[u8]) -> Option<String> {
+        let _ = certificate;
+        None
+    }
+
+    /// The name of the admin `certificate` names, if it is an admin certificate of the CA,
+    /// valid at `at_ms`, and its key made `signature` over `message` (an author's proof,
+    /// docs/PROTOCOL.md §8.7). Default: none (a certifier that knows no admins: no policy can
+    /// be made).
+    fn admin(
+        &self,
+        certificate: &[u8],
+        message: &[u8],
+        signature: &[u8; 64],
+        at_ms: u64,
+    ) -> Option<String> {
+        let _ = (certificate, message, signature, at_ms);
+        None
+    }
+}
+
+/// The domain tag of authors' proofs.
+const AUTHOR_TAG: &[u8] = b"confmesh author v1";
+
+/// The bytes an author's proof signs (docs/PROTOCOL.md §8.7): a domain tag, then the bincode
+/// encoding of `(subject, payload, author, context)`, where `subject` is the key written, or
+/// [`POLICY_PREFIX`](super::POLICY_PREFIX) for a policy entry (whose key names its dot, which
+/// the author cannot know ahead). The proof binds what is asked, by whom, and the policy it
+/// was asked under; not the dot, so a node can only repeat a proven act as it was made.
+pub fn author_signed_bytes(
+    subject: &str,
+    payload: &Payload,
+    author: &str,
+    context: &VClock,
+) -> Vec<u8> {
+    let mut bytes = AUTHOR_TAG.to_vec();
+    // Encoding into a Vec cannot fail for these types.
+    let _ = bincode::serde::encode_into_std_write(
+        (subject, payload, author, context),
+        &mut bytes,
+        bincode::config::standard(),
+    );
+    bytes
 }
 
 /// Proof that a writer's key signed two different versions with one dot.

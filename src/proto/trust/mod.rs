@@ -20,8 +20,8 @@ pub use self::{
     },
     keys::{
         Certifier, ENDORSE_TAG, Endorsement, EndorsementError, Equivocation, WriterKey,
-        audit_fields_fit, differ, endorsement_key, signed_bytes, verifies, version_signed_bytes,
-        writer_id,
+        audit_fields_fit, author_signed_bytes, differ, endorsement_key, signed_bytes, verifies,
+        version_signed_bytes, writer_id,
     },
     proof::{Proof, proof_key},
 };
@@ -48,6 +48,9 @@ pub const MAX_AUTHOR_BYTES: usize = 256;
 
 /// The longest change `message` a version may carry, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// The longest certificate an author's proof may carry, in bytes (DER).
+pub const MAX_PROOF_CERTIFICATE_BYTES: usize = 4096;
 
 #[cfg(test)]
 mod tests;

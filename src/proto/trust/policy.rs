@@ -12,9 +12,11 @@
 
 use std::{collections::BTreeMap, fmt};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::proto::{Dot, VClock, WriterId};
+use super::POLICY_PREFIX;
+use crate::proto::{Dot, Key, KeyError, VClock, WriterId};
 
 /// How many grants deep a chain of authority is followed (a grant is effective only while its
 /// grantor held `admin` where it applies, which may rest on another grant, and so on). Past it
@@ -320,6 +322,77 @@ impl fmt::Display for Denial {
     }
 }
 
+/// The most bytes a policy entry's payload (an encoded [`Rule`]) may have.
+pub const MAX_RULE_BYTES: usize = 1 << 20;
+
+impl Rule {
+    /// Its encoding: a policy entry's payload (bincode, standard configuration).
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for these types.
+        let _ = bincode::serde::encode_into_std_write(self, &mut out, bincode::config::standard());
+        Bytes::from(out)
+    }
+
+    /// Reads a policy entry's payload: `None` if it is over [`MAX_RULE_BYTES`], does not
+    /// decode exactly, names a principal that is not well formed, or holds a clock over
+    /// [`MAX_CLOCK_WRITERS`] writers.
+    pub fn decode(bytes: &[u8]) -> Option<Rule> {
+        if bytes.len() > MAX_RULE_BYTES {
+            return None;
+        }
+        let config = bincode::config::standard().with_limit::<{ 8 * MAX_RULE_BYTES }>();
+        let (rule, used): (Rule, usize) = bincode::serde::decode_from_slice(bytes, config).ok()?;
+        let fits = match &rule {
+            Rule::Root { cutoff, .. } | Rule::Revoke { cutoff, .. } => {
+                cutoff.dots.len() <= MAX_CLOCK_WRITERS
+            }
+            Rule::Grant { .. } => true,
+        };
+        (used == bytes.len() && fits).then_some(rule)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Root { admins, .. } => {
+                let admins: Vec<String> = admins.iter().map(Principal::to_string).collect();
+                write!(f, "root, admins {}", admins.join(", "))
+            }
+            Rule::Grant {
+                grantee,
+                right,
+                prefix,
+            } => write!(f, "grant {grantee} {right} over {prefix:?}"),
+            Rule::Revoke {
+                grantee,
+                right,
+                prefix,
+                ..
+            } => write!(f, "revoke {grantee} {right} over {prefix:?}"),
+        }
+    }
+}
+
+/// The key of the policy entry with `dot`: `_confmesh/policy/<writer>-<seq>`.
+///
+/// # Errors
+///
+/// None in practice: the prefix, 16 hex digits and a number always make a valid key.
+pub fn entry_key(dot: Dot) -> Result<Key, KeyError> {
+    Key::new(&format!("{POLICY_PREFIX}{}-{}", dot.actor, dot.counter))
+}
+
+/// Whether `key` is the key of the policy entry with `dot`.
+pub fn is_entry_key(key: &str, dot: Dot) -> bool {
+    key.strip_prefix(POLICY_PREFIX)
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(writer, seq)| {
+            writer == dot.actor.to_string() && seq == dot.counter.to_string()
+        })
+}
+
 /// Whether `clock` includes `dot`.
 pub fn covers(clock: &VClock, dot: Dot) -> bool {
     dot.counter <= clock.get(&dot.actor)
@@ -420,6 +493,19 @@ impl Book {
     /// How many revocations it holds.
     pub fn revocations(&self) -> usize {
         self.revocations
+    }
+
+    /// The writers of the entries it holds: those a writer's policy context names.
+    pub fn writers(&self) -> impl Iterator<Item = WriterId> + '_ {
+        let mut last = None;
+        self.entries.keys().filter_map(move |&(writer, _)| {
+            (last.replace(writer) != Some(writer)).then_some(writer)
+        })
+    }
+
+    /// Every entry it holds, in dot order: its dot, author and rule.
+    pub fn entries(&self) -> impl Iterator<Item = (Dot, &Principal, &Rule)> + '_ {
+        self.entries.values().map(|e| (e.dot, &e.author, &e.rule))
     }
 
     /// The verdict on `act` in its own context: over the entries it saw only, so the same at

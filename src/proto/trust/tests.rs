@@ -4,7 +4,8 @@ use bytes::Bytes;
 use ed25519_zebra::{Signature, SigningKey, VerificationKey};
 
 use super::{
-    Certifier, Endorsement, EndorsementError, WriterKey, endorsement_key, verifies, writer_id,
+    Certifier, Endorsement, EndorsementError, WriterKey, audit_fields_fit, differ, endorsement_key,
+    verifies, version_signed_bytes, writer_id,
 };
 use crate::proto::{Key, Payload, Store, StoreConfig, WriterId};
 
@@ -292,4 +293,154 @@ fn a_published_proof_convicts_a_replica_that_saw_neither_version_and_survives_a_
     let mut restored = Judge::new();
     restored.restore(&store, &ca);
     assert_eq!(restored.convicted(m.id()), Some(3));
+}
+
+/// Grounds (protocol 4) are under the signature: a relay can neither change a version's
+/// policy context or author proof, nor strip them, nor add them, without the signature failing.
+/// A version without grounds is signed over protocol 3's bytes.
+#[test]
+fn a_signature_covers_the_grounds_and_a_version_without_them_is_signed_as_in_protocol_3() {
+    use crate::proto::{AuthorProof, Grounds};
+    let key = WriterKey::from_seed([8; 32]);
+    let mut store = Store::new(key.id(), StoreConfig::default());
+    let version = store
+        .put(
+            1_700_000_000_000,
+            Key::new("app/a").expect("valid"),
+            Bytes::from_static(b"v"),
+        )
+        .expect("small");
+    let plain = key.sign(version.clone(), Some("admin:ops".into()), None);
+    assert!(plain.seal.as_ref().is_some_and(|s| s.grounds.is_none()));
+    assert!(version_signed_bytes(&plain).starts_with(b"confmesh version v1"));
+    // Empty grounds are no grounds: the same bytes, the same signature.
+    let empty = key.sign_grounded(
+        version.clone(),
+        Some("admin:ops".into()),
+        None,
+        Grounds::default(),
+    );
+    assert_eq!(empty, plain);
+
+    let mut context = crate::proto::VClock::new();
+    context.dots.insert(WriterId(42), 3);
+    let grounds = Grounds {
+        context,
+        proof: Some(AuthorProof {
+            signature: [5; 64],
+            certificate: Some(Bytes::from_static(b"der")),
+        }),
+    };
+    let grounded = key.sign_grounded(version, Some("admin:ops".into()), None, grounds.clone());
+    assert!(version_signed_bytes(&grounded).starts_with(b"confmesh version v2"));
+    assert!(verifies(&grounded, &key.public()));
+    assert!(differ(&grounded, &plain), "grounds tell two versions apart");
+
+    let with = |change: &dyn Fn(&mut Option<Box<Grounds>>)| {
+        let mut v = grounded.clone();
+        if let Some(seal) = v.seal.as_mut() {
+            change(&mut seal.grounds);
+        }
+        v
+    };
+    let changed = [
+        with(&|g| {
+            if let Some(g) = g {
+                g.context.dots.insert(WriterId(42), 4);
+            }
+        }),
+        with(&|g| {
+            if let Some(g) = g {
+                g.proof = None;
+            }
+        }),
+        with(&|g| {
+            if let Some(Some(proof)) = g.as_mut().map(|g| g.proof.as_mut()) {
+                proof.certificate = None;
+            }
+        }),
+        with(&|g| *g = None),
+    ];
+    for version in changed {
+        assert!(!verifies(&version, &key.public()), "{version:?}");
+    }
+    // Grounds added to a version signed without them.
+    let mut added = plain.clone();
+    if let Some(seal) = added.seal.as_mut() {
+        seal.grounds = Some(Box::new(grounds));
+    }
+    assert!(!verifies(&added, &key.public()));
+    // An empty one carried as if it were grounds is malformed (one version, one encoding).
+    let mut hollow = plain;
+    if let Some(seal) = hollow.seal.as_mut() {
+        seal.grounds = Some(Box::default());
+    }
+    assert!(!audit_fields_fit(&hollow));
+    assert!(audit_fields_fit(&grounded));
+}
+
+/// A policy entry's key names its dot and nothing else; a rule's payload decodes only whole,
+/// with well-formed principals; an author's proof covers what is asked, by whom, in which
+/// context.
+#[test]
+fn policy_entry_keys_rule_payloads_and_author_proof_bytes_are_exact() {
+    use super::{
+        author_signed_bytes,
+        policy::{Principal, Right, Rule, entry_key, is_entry_key},
+    };
+    let dot = crate::proto::Dot::new(WriterId(0xab), 7);
+    let key = entry_key(dot).expect("key");
+    assert_eq!(key.as_str(), "_confmesh/policy/00000000000000ab-7");
+    assert!(is_entry_key(key.as_str(), dot));
+    for other in [
+        crate::proto::Dot::new(WriterId(0xab), 8),
+        crate::proto::Dot::new(WriterId(0xac), 7),
+    ] {
+        assert!(!is_entry_key(key.as_str(), other));
+    }
+    assert!(!is_entry_key("_confmesh/policy/00000000000000ab-07", dot));
+    assert!(!is_entry_key("_confmesh/policy/00000000000000ab-7-", dot));
+
+    let rule = Rule::Grant {
+        grantee: Principal::parse("node:billing-1").expect("principal"),
+        right: Right::Write,
+        prefix: "billing/".into(),
+    };
+    let bytes = rule.encode();
+    assert_eq!(Rule::decode(&bytes), Some(rule.clone()));
+    let mut longer = bytes.to_vec();
+    longer.push(0);
+    assert_eq!(Rule::decode(&longer), None, "trailing bytes");
+    assert_eq!(Rule::decode(&bytes[..bytes.len() - 1]), None, "cut short");
+    let bad = bytes
+        .windows(b"node:billing-1".len())
+        .position(|w| w == b"node:billing-1")
+        .expect("the grantee");
+    let mut renamed = bytes.to_vec();
+    renamed[bad..bad + 4].copy_from_slice(b"user");
+    assert_eq!(Rule::decode(&renamed), None, "not a principal");
+    assert_eq!(
+        rule.to_string(),
+        "grant node:billing-1 write over \"billing/\""
+    );
+
+    let payload = Payload::Value(bytes);
+    let context = crate::proto::VClock::new();
+    let signed = author_signed_bytes("_confmesh/policy/", &payload, "admin:ops", &context);
+    assert!(signed.starts_with(b"confmesh author v1"));
+    let mut later = context.clone();
+    later.dots.insert(WriterId(1), 1);
+    for other in [
+        author_signed_bytes("_confmesh/policy/", &payload, "admin:eve", &context),
+        author_signed_bytes("_confmesh/policy/", &payload, "admin:ops", &later),
+        author_signed_bytes("app/x", &payload, "admin:ops", &context),
+        author_signed_bytes(
+            "_confmesh/policy/",
+            &Payload::Tombstone,
+            "admin:ops",
+            &context,
+        ),
+    ] {
+        assert_ne!(other, signed);
+    }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ids::Dot,
-    store::{Delta, Digest, Seal, Snapshot, SnapshotRef, Version},
+    store::{Delta, Digest, Grounds, Seal, Snapshot, SnapshotRef, Version},
 };
 
 /// The format of protocol 1 and 2's messages: a message's first byte is its format, the
@@ -29,14 +29,23 @@ pub const FORMAT_VERSION: u8 = 1;
 /// seals of its versions.
 pub const SEALED_FORMAT_VERSION: u8 = 3;
 
+/// The format of protocol 4's messages that carry a version with [`Grounds`]: format 3's
+/// body, then the grounds of each version (or none), in order.
+pub const GROUNDED_FORMAT_VERSION: u8 = 4;
+
 /// The layouts a message is written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// Format 1: versions without their seals. What nodes of protocol 1 and 2 read.
     Plain,
     /// Format 3: format 1's body, then each version's [`Seal`] (or none), in the order the
-    /// versions appear. Sent only while the cluster speaks protocol 3.
+    /// versions appear. Sent only while the cluster speaks protocol 3. A message asked for in
+    /// this format is written in format 4 if one of its versions carries grounds.
     Sealed,
+    /// Format 4: format 3's body, then each version's [`Grounds`] (or none), in order.
+    /// Written only for a message one of whose versions carries grounds, which exist only
+    /// while the cluster speaks protocol 4.
+    Grounded,
 }
 
 impl Format {
@@ -45,8 +54,22 @@ impl Format {
         match self {
             Format::Plain => FORMAT_VERSION,
             Format::Sealed => SEALED_FORMAT_VERSION,
+            Format::Grounded => GROUNDED_FORMAT_VERSION,
         }
     }
+
+    /// The format `versions` are written in when asked for `self`: format 3 becomes 4 when
+    /// one of them carries grounds (format 1 drops seals and grounds alike).
+    fn for_versions<'a>(self, mut versions: impl Iterator<Item = &'a Version>) -> Format {
+        match self {
+            Format::Sealed if versions.any(|v| grounds_of(v).is_some()) => Format::Grounded,
+            other => other,
+        }
+    }
+}
+
+fn grounds_of(version: &Version) -> Option<&Grounds> {
+    version.seal.as_deref().and_then(|s| s.grounds.as_deref())
 }
 
 /// The newest protocol version this build speaks: what it advertises, in its QUIC ALPN
@@ -55,7 +78,9 @@ impl Format {
 /// - 1: the protocol until member records carried a version.
 /// - 2: member records carry the protocol version; connections offer every version spoken.
 /// - 3: versions are signed by their writers and carry audit fields (format 3 messages).
-pub const PROTOCOL_VERSION: u8 = 3;
+/// - 4: versions may carry grounds: a policy context and an author's proof (format 4
+///   messages, docs/PROTOCOL.md §8).
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// The oldest protocol version this build still speaks (accepts in the ALPN, reads in member
 /// records): a cluster can be upgraded from it one node at a time.
@@ -148,6 +173,10 @@ pub enum DecodeError {
     /// A valid message is followed by extra bytes.
     #[error("{0} unexpected bytes after the message")]
     TrailingBytes(usize),
+    /// The message cannot be rewritten for a peer of an older protocol: only peers of this
+    /// protocol version or newer can read it.
+    #[error("the message needs a peer of protocol {0} or newer")]
+    NeedsProtocol(u8),
 }
 
 /// Why a message could not be encoded. Nothing was sent.
@@ -184,8 +213,8 @@ pub fn encode(message: &Message, max_len: usize) -> Result<Bytes, EncodeError> {
 ///
 /// [`EncodeError::TooLarge`] when the encoding is longer than the limit.
 pub fn encode_as(message: &Message, format: Format, max_len: usize) -> Result<Bytes, EncodeError> {
-    let seals = (format == Format::Sealed).then(|| seals_of(message.versions()));
-    encode_with(message, format, seals, 64, max_len)
+    let format = format.for_versions(message.versions());
+    encode_with(message, format, message.versions(), 64, max_len)
 }
 
 /// Encodes `chunk` exactly as [`encode_as`] encodes `Message::SyncSnapshot(chunk.to_owned())`,
@@ -211,39 +240,41 @@ pub fn encode_snapshot(
             )
         }
     }
-    let seals = (format == Format::Sealed).then(|| seals_of(chunk.versions.iter().copied()));
+    let format = format.for_versions(chunk.versions.iter().copied());
     encode_with(
         &SyncSnapshotRef(chunk),
         format,
-        seals,
+        chunk.versions.iter().copied(),
         chunk.approx_encoded_len(),
         max_len,
     )
 }
 
-/// The seals of `versions`, in order: a format 3 message's trailer.
-fn seals_of<'a>(versions: impl Iterator<Item = &'a Version>) -> Vec<Option<&'a Seal>> {
-    versions.map(|v| v.seal.as_deref()).collect()
-}
-
 /// The position of `Message::SyncSnapshot` in the enum (a test checks it).
 const SYNC_SNAPSHOT_VARIANT: u32 = 9;
 
-fn encode_with<T: Serialize>(
+/// Writes the format byte, `value`, and the trailers of `format`: for format 3 and 4 the
+/// seals of `versions` (the versions `value` carries, in order), for format 4 their grounds.
+fn encode_with<'a, T: Serialize>(
     value: &T,
     format: Format,
-    seals: Option<Vec<Option<&Seal>>>,
+    versions: impl Iterator<Item = &'a Version> + Clone,
     size_hint: usize,
     max_len: usize,
 ) -> Result<Bytes, EncodeError> {
     let max = max_len.min(MAX_MESSAGE_BYTES);
+    let config = bincode::config::standard();
     let mut out = Vec::with_capacity(size_hint.min(max).saturating_add(1));
     out.push(format.byte());
-    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
-        .map_err(|e| EncodeError::Bincode(e.to_string()))?;
-    if let Some(seals) = seals {
-        bincode::serde::encode_into_std_write(&seals, &mut out, bincode::config::standard())
-            .map_err(|e| EncodeError::Bincode(e.to_string()))?;
+    let bincode_error = |e: bincode::error::EncodeError| EncodeError::Bincode(e.to_string());
+    bincode::serde::encode_into_std_write(value, &mut out, config).map_err(bincode_error)?;
+    if format != Format::Plain {
+        let seals: Vec<Option<&Seal>> = versions.clone().map(|v| v.seal.as_deref()).collect();
+        bincode::serde::encode_into_std_write(&seals, &mut out, config).map_err(bincode_error)?;
+    }
+    if format == Format::Grounded {
+        let grounds: Vec<Option<&Grounds>> = versions.map(grounds_of).collect();
+        bincode::serde::encode_into_std_write(&grounds, &mut out, config).map_err(bincode_error)?;
     }
     if out.len() > max {
         return Err(EncodeError::TooLarge {
@@ -294,18 +325,51 @@ impl Message {
     }
 }
 
-/// Rewrites a message for a peer of protocol 1 or 2: a message of format 3 as format 1 (its
-/// versions without their seals), any other unchanged.
+/// Rewrites a message for a peer of an older `protocol`: for protocol 1 or 2 a message of
+/// format 3 as format 1 (its versions without their seals); any message a peer of `protocol`
+/// reads, unchanged.
 ///
 /// # Errors
 ///
-/// [`DecodeError`] if `bytes` is not a message this build wrote.
-pub fn downgrade(bytes: Bytes) -> Result<Bytes, DecodeError> {
-    if bytes.first() != Some(&SEALED_FORMAT_VERSION) {
-        return Ok(bytes);
+/// [`DecodeError`] if `bytes` is not a message this build wrote, and
+/// [`DecodeError::NeedsProtocol`] for a message of format 4 to a peer of protocol 3 or older:
+/// its versions' grounds are under their signatures, so no older form of them verifies, and
+/// such versions exist only once every member speaks protocol 4 (docs/PROTOCOL.md §6).
+pub fn downgrade(bytes: Bytes, protocol: u8) -> Result<Bytes, DecodeError> {
+    match bytes.first() {
+        Some(&GROUNDED_FORMAT_VERSION) if protocol < GROUNDED_FORMAT_VERSION => {
+            Err(DecodeError::NeedsProtocol(GROUNDED_FORMAT_VERSION))
+        }
+        Some(&SEALED_FORMAT_VERSION) if protocol < SEALED_FORMAT_VERSION => {
+            let message = decode(&bytes, MAX_MESSAGE_BYTES)?;
+            encode(&message, MAX_MESSAGE_BYTES).map_err(|e| DecodeError::Malformed(e.to_string()))
+        }
+        _ => Ok(bytes),
     }
-    let message = decode(&bytes, MAX_MESSAGE_BYTES)?;
-    encode(&message, MAX_MESSAGE_BYTES).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// Gives each version its grounds, in order. Grounds are refused on an unsigned version, an
+/// empty one (no grounds are written as none), and in a message where no version has any
+/// (format 3's form): one message, one encoding.
+fn attach_grounds<'a>(
+    versions: impl Iterator<Item = &'a mut Version>,
+    grounds: Vec<Option<Grounds>>,
+) -> Result<(), DecodeError> {
+    let malformed = |what: &str| Err(DecodeError::Malformed(what.into()));
+    if grounds.iter().all(Option::is_none) {
+        return malformed("a message of format 4 whose versions carry no grounds");
+    }
+    for (version, grounds) in versions.zip(grounds) {
+        let Some(grounds) = grounds else { continue };
+        if grounds.is_empty() {
+            return malformed("empty grounds");
+        }
+        match version.seal.as_mut() {
+            Some(seal) => seal.grounds = Some(Box::new(grounds)),
+            None => return malformed("grounds on an unsigned version"),
+        }
+    }
+    Ok(())
 }
 
 /// Decodes one message of at most `max_len` bytes (capped at [`MAX_MESSAGE_BYTES`]).
@@ -324,6 +388,7 @@ pub fn decode(bytes: &[u8], max_len: usize) -> Result<Message, DecodeError> {
     let format = match version {
         FORMAT_VERSION => Format::Plain,
         SEALED_FORMAT_VERSION => Format::Sealed,
+        GROUNDED_FORMAT_VERSION => Format::Grounded,
         other => return Err(DecodeError::UnknownVersion(other)),
     };
     if bytes.len() > max {
@@ -333,19 +398,30 @@ pub fn decode(bytes: &[u8], max_len: usize) -> Result<Message, DecodeError> {
         });
     }
     let (mut message, mut used) = decode_limited::<Message>(body)?;
-    if format == Format::Sealed {
+    let count = message.versions().count();
+    if format != Format::Plain {
         let (seals, more) = decode_limited::<Vec<Option<Seal>>>(&body[used..])?;
         used += more;
-        if seals.len() != message.versions().count() {
+        if seals.len() != count {
             return Err(DecodeError::Malformed(format!(
-                "{} seals for {} versions",
-                seals.len(),
-                message.versions().count()
+                "{} seals for {count} versions",
+                seals.len()
             )));
         }
         for (version, seal) in message.versions_mut().zip(seals) {
             version.seal = seal.map(Box::new);
         }
+    }
+    if format == Format::Grounded {
+        let (grounds, more) = decode_limited::<Vec<Option<Grounds>>>(&body[used..])?;
+        used += more;
+        if grounds.len() != count {
+            return Err(DecodeError::Malformed(format!(
+                "{} grounds for {count} versions",
+                grounds.len()
+            )));
+        }
+        attach_grounds(message.versions_mut(), grounds)?;
     }
     if used != body.len() {
         return Err(DecodeError::TrailingBytes(body.len() - used));

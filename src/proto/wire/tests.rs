@@ -250,3 +250,122 @@ fn decoded_keys_and_ranges_are_validated() {
         Err(DecodeError::Malformed(_))
     ));
 }
+
+/// Versions signed by `key` (a write and a delete), the first with `grounds` if given.
+fn signed_versions(grounds: Option<crate::proto::Grounds>) -> Vec<Version> {
+    let key = crate::proto::trust::WriterKey::from_seed([3; 32]);
+    let mut store = Store::new(key.id(), StoreConfig::default());
+    let put = store
+        .put(1, Key::new("app/a").unwrap(), Bytes::from_static(b"x"))
+        .unwrap();
+    let delete = store.delete(2, Key::new("app/a").unwrap()).unwrap();
+    vec![
+        key.sign_grounded(
+            put,
+            Some("admin:ops".into()),
+            None,
+            grounds.unwrap_or_default(),
+        ),
+        key.sign(delete, None, Some("why".into())),
+    ]
+}
+
+fn some_grounds() -> crate::proto::Grounds {
+    let mut context = VClock::new();
+    context.dots.insert(WriterId(9), 4);
+    crate::proto::Grounds {
+        context,
+        proof: Some(crate::proto::AuthorProof {
+            signature: [7; 64],
+            certificate: None,
+        }),
+    }
+}
+
+/// A message asked for with seals is written in format 3 unless a version carries grounds,
+/// then in format 4, which carries them; both decode to the message given. A message of
+/// format 4 goes to no peer of protocol 3 (it could not check the signatures without the
+/// grounds), a message of format 3 goes to it unchanged, and one for protocol 2 loses seals.
+#[test]
+fn grounds_travel_in_format_4_only_and_never_to_an_older_peer() {
+    let plain = Message::Push {
+        versions: signed_versions(None),
+    };
+    let bytes = encode_as(&plain, Format::Sealed, MAX_MESSAGE_BYTES).unwrap();
+    assert_eq!(bytes[0], SEALED_FORMAT_VERSION);
+    assert_eq!(decode(&bytes, MAX_MESSAGE_BYTES).unwrap(), plain);
+    assert_eq!(downgrade(bytes.clone(), 3).unwrap(), bytes);
+    assert_eq!(downgrade(bytes.clone(), 2).unwrap()[0], FORMAT_VERSION);
+
+    let grounded = Message::Push {
+        versions: signed_versions(Some(some_grounds())),
+    };
+    let bytes = encode_as(&grounded, Format::Sealed, MAX_MESSAGE_BYTES).unwrap();
+    assert_eq!(bytes[0], GROUNDED_FORMAT_VERSION);
+    let decoded = decode(&bytes, MAX_MESSAGE_BYTES).unwrap();
+    assert_eq!(decoded, grounded);
+    let first = decoded.versions().next().unwrap();
+    assert_eq!(
+        first.seal.as_ref().and_then(|s| s.grounds.as_deref()),
+        Some(&some_grounds())
+    );
+    assert_eq!(downgrade(bytes.clone(), 4).unwrap(), bytes);
+    for older in [1, 2, 3] {
+        assert_eq!(
+            downgrade(bytes.clone(), older),
+            Err(DecodeError::NeedsProtocol(4))
+        );
+    }
+    // A snapshot chunk is written the same way.
+    let mut store = Store::new(WriterId(1), StoreConfig::default());
+    // The grounded write only (the delete supersedes it).
+    let grounded_put = signed_versions(Some(some_grounds())).remove(0);
+    assert!(store.apply(grounded_put).is_ok());
+    for chunk in store.snapshot_refs(1 << 20) {
+        let borrowed = encode_snapshot(&chunk, Format::Sealed, MAX_MESSAGE_BYTES).unwrap();
+        assert_eq!(borrowed[0], GROUNDED_FORMAT_VERSION);
+        let message = decode(&borrowed, MAX_MESSAGE_BYTES).unwrap();
+        assert!(
+            message
+                .versions()
+                .any(|v| v.seal.as_ref().is_some_and(|s| s.grounds.is_some()))
+        );
+    }
+}
+
+/// Format 4's trailer is checked: one grounds entry per version, none on an unsigned version,
+/// none empty, and some in every format 4 message (without any it is format 3's message,
+/// which has one encoding only).
+#[test]
+fn format_4_refuses_grounds_that_do_not_fit_its_versions() {
+    let config = bincode::config::standard();
+    let versions = signed_versions(None);
+    let body = |versions: &[Version]| {
+        let mut out = vec![GROUNDED_FORMAT_VERSION];
+        let message = Message::Push {
+            versions: versions.to_vec(),
+        };
+        bincode::serde::encode_into_std_write(&message, &mut out, config).unwrap();
+        let seals: Vec<Option<&Seal>> = versions.iter().map(|v| v.seal.as_deref()).collect();
+        bincode::serde::encode_into_std_write(&seals, &mut out, config).unwrap();
+        out
+    };
+    let with = |versions: &[Version], grounds: Vec<Option<crate::proto::Grounds>>| {
+        let mut out = body(versions);
+        bincode::serde::encode_into_std_write(&grounds, &mut out, config).unwrap();
+        decode(&out, MAX_MESSAGE_BYTES)
+    };
+    assert!(with(&versions, vec![Some(some_grounds()), None]).is_ok());
+    let malformed = |r: Result<Message, DecodeError>| matches!(r, Err(DecodeError::Malformed(_)));
+    assert!(malformed(with(&versions, vec![Some(some_grounds())])));
+    assert!(malformed(with(&versions, vec![None, None])));
+    assert!(malformed(with(
+        &versions,
+        vec![Some(crate::proto::Grounds::default()), None]
+    )));
+    let mut unsigned = versions.clone();
+    unsigned[0].seal = None;
+    assert!(malformed(with(&unsigned, vec![Some(some_grounds()), None])));
+    // Truncated before the trailer.
+    assert!(decode(&body(&versions), MAX_MESSAGE_BYTES).is_err());
+}

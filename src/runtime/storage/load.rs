@@ -43,6 +43,9 @@ pub(super) const MIGRATIONS: [Migration; (STORAGE_FORMAT - 1) as usize] = [
     // 2 -> 3: version rows may carry a seal after the version; format 2's rows, without one,
     // read as unsigned versions. Nothing to rewrite.
     |_| Ok(()),
+    // 3 -> 4: version rows may carry grounds after the seal; format 3's rows, without them,
+    // read as versions without grounds. Nothing to rewrite.
+    |_| Ok(()),
 ];
 
 /// Runs every migration from format `from` to [`STORAGE_FORMAT`].

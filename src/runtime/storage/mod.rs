@@ -52,7 +52,7 @@ pub(crate) use self::reader::StorageReader;
 pub(crate) use self::writer::Done;
 use self::writer::{Batch, Job, Rows, Writer};
 use crate::proto::{
-    Seal, SeqSet, Store, StoreConfig, Touched, TouchedKeys, VClock, Version, WriterId,
+    Grounds, Seal, SeqSet, Store, StoreConfig, Touched, TouchedKeys, VClock, Version, WriterId,
     node::NodeId, wire,
 };
 
@@ -72,7 +72,10 @@ pub const DATABASE_FILE: &str = "confmesh.redb";
 ///   (its signature and audit fields). Rows written before end after the version and read as
 ///   unsigned, so the migration rewrites nothing; an older build would refuse the new rows'
 ///   trailing bytes, hence a new format.
-pub const STORAGE_FORMAT: u64 = 3;
+/// - 4: version rows and change-log rows may carry the versions' grounds (policy context and
+///   author's proof, protocol 4) after the seals; rows without grounds are written as in
+///   format 3, and format 3's rows read as versions without grounds. Nothing is rewritten.
+pub const STORAGE_FORMAT: u64 = 4;
 
 /// How many cursors one durable reservation covers (see [`CursorSource`]).
 const CURSOR_BLOCK: u64 = 1 << 20;
@@ -521,35 +524,70 @@ fn encode<'b, T: Serialize + ?Sized>(
     Ok(buf.as_slice())
 }
 
-/// Encodes a version row: the version, then its seal (`Option<Seal>`). Rows of format 2 and
-/// before end after the version and read as unsigned.
+/// The grounds of a version, if it carries any.
+fn grounds_of(version: Option<&Version>) -> Option<&Grounds> {
+    version
+        .and_then(|v| v.seal.as_deref())
+        .and_then(|s| s.grounds.as_deref())
+}
+
+/// Encodes a version row: the version, then its seal (`Option<Seal>`), then, only if it has
+/// any, its [`Grounds`] (storage format 4). Rows of format 2 and before end after the version
+/// and read as unsigned; rows without grounds are written as in format 3.
 fn encode_version<'b>(buf: &'b mut Vec<u8>, version: &Version) -> Result<&'b [u8], StorageError> {
     buf.clear();
     let config = bincode::config::standard();
     bincode::serde::encode_into_std_write(version, buf, config)
         .and_then(|_| bincode::serde::encode_into_std_write(version.seal.as_deref(), buf, config))
+        .and_then(|n| match grounds_of(Some(version)) {
+            Some(grounds) => bincode::serde::encode_into_std_write(grounds, buf, config),
+            None => Ok(n),
+        })
         .map_err(|e| StorageError::Corrupt(format!("cannot encode: {e}")))?;
     Ok(buf.as_slice())
 }
 
-/// Decodes a version row written by [`encode_version`], or by a build of storage format 2 or
-/// before (no seal).
+/// Decodes a version row written by [`encode_version`], or by a build of storage format 3 or
+/// before (no grounds; before format 3, no seal).
 fn decode_version(bytes: &[u8]) -> Result<Version, StorageError> {
     let corrupt = |e: wire::DecodeError| StorageError::Corrupt(e.to_string());
     let (mut version, used) = wire::decode_limited::<Version>(bytes).map_err(corrupt)?;
-    let rest = &bytes[used..];
+    let mut rest = &bytes[used..];
     if !rest.is_empty() {
         let (seal, more) = wire::decode_limited::<Option<Seal>>(rest).map_err(corrupt)?;
+        version.seal = seal.map(Box::new);
+        rest = &rest[more..];
+    }
+    if !rest.is_empty() {
+        let (grounds, more) = wire::decode_limited::<Grounds>(rest).map_err(corrupt)?;
         if more != rest.len() {
             return Err(StorageError::Corrupt("trailing bytes in a row".into()));
         }
-        version.seal = seal.map(Box::new);
+        attach(Some(&mut version), Some(grounds))?;
     }
     Ok(version)
 }
 
-/// Encodes a change-log row: the change, then the seals of its old and new versions. Rows of
-/// format 2 and before end after the change, and read as unsigned.
+/// Gives a decoded version the grounds its row carried: only a signed version has grounds,
+/// and empty ones are written as none.
+fn attach(version: Option<&mut Version>, grounds: Option<Grounds>) -> Result<(), StorageError> {
+    let Some(grounds) = grounds else {
+        return Ok(());
+    };
+    match version.and_then(|v| v.seal.as_mut()) {
+        Some(seal) if !grounds.is_empty() => {
+            seal.grounds = Some(Box::new(grounds));
+            Ok(())
+        }
+        _ => Err(StorageError::Corrupt(
+            "grounds on an unsigned version, or empty".into(),
+        )),
+    }
+}
+
+/// Encodes a change-log row: the change, then the seals of its old and new versions, then,
+/// only if one of them has any, their grounds. Rows of format 2 and before end after the
+/// change, and read as unsigned.
 fn encode_change<'b>(buf: &'b mut Vec<u8>, change: &Change) -> Result<&'b [u8], StorageError> {
     buf.clear();
     let config = bincode::config::standard();
@@ -557,29 +595,44 @@ fn encode_change<'b>(buf: &'b mut Vec<u8>, change: &Change) -> Result<&'b [u8], 
         v.as_ref().and_then(|v| v.seal.as_deref())
     }
     let seals = (seal(&change.old), seal(&change.new));
+    let grounds = (
+        grounds_of(change.old.as_ref()),
+        grounds_of(change.new.as_ref()),
+    );
     bincode::serde::encode_into_std_write(change, buf, config)
         .and_then(|_| bincode::serde::encode_into_std_write(seals, buf, config))
+        .and_then(|n| match grounds {
+            (None, None) => Ok(n),
+            some => bincode::serde::encode_into_std_write(some, buf, config),
+        })
         .map_err(|e| StorageError::Corrupt(format!("cannot encode: {e}")))?;
     Ok(buf.as_slice())
 }
 
-/// Decodes a change-log row written by [`encode_change`] or before format 3.
+/// Decodes a change-log row written by [`encode_change`] or before format 4.
 fn decode_change(bytes: &[u8]) -> Result<Change, StorageError> {
     let corrupt = |e: wire::DecodeError| StorageError::Corrupt(e.to_string());
     let (mut change, used) = wire::decode_limited::<Change>(bytes).map_err(corrupt)?;
-    let rest = &bytes[used..];
+    let mut rest = &bytes[used..];
     if !rest.is_empty() {
         let (seals, more) =
             wire::decode_limited::<(Option<Seal>, Option<Seal>)>(rest).map_err(corrupt)?;
-        if more != rest.len() {
-            return Err(StorageError::Corrupt("trailing bytes in a row".into()));
-        }
         if let Some(old) = change.old.as_mut() {
             old.seal = seals.0.map(Box::new);
         }
         if let Some(new) = change.new.as_mut() {
             new.seal = seals.1.map(Box::new);
         }
+        rest = &rest[more..];
+    }
+    if !rest.is_empty() {
+        let ((old, new), more) =
+            wire::decode_limited::<(Option<Grounds>, Option<Grounds>)>(rest).map_err(corrupt)?;
+        if more != rest.len() {
+            return Err(StorageError::Corrupt("trailing bytes in a row".into()));
+        }
+        attach(change.old.as_mut(), old)?;
+        attach(change.new.as_mut(), new)?;
     }
     Ok(change)
 }
@@ -666,5 +719,77 @@ mod tests {
         drop(storage);
         let (_storage, loaded) = open(dir.path(), broadcast::channel(16).0);
         assert_eq!(loaded.store.expect("replica").get(&key), Some(&version));
+    }
+
+    fn grounded(seed: u8, key: &str, grounds: bool) -> Version {
+        let writer = crate::proto::trust::WriterKey::from_seed([seed; 32]);
+        let mut store = Store::new(writer.id(), StoreConfig::default());
+        let version = store
+            .put(1_000, Key::new(key).expect("key"), Bytes::from_static(b"v"))
+            .expect("put");
+        let mut context = VClock::new();
+        context.dots.insert(WriterId(5), 2);
+        let grounds = crate::proto::Grounds {
+            context: if grounds { context } else { VClock::new() },
+            proof: None,
+        };
+        writer.sign_grounded(version, Some("admin:ops".into()), None, grounds)
+    }
+
+    /// Rows keep a version's grounds (storage format 4), rows without grounds are written
+    /// byte for byte as format 3 wrote them, and grounds on an unsigned version are refused as
+    /// corrupt.
+    #[test]
+    fn version_and_change_rows_keep_grounds_and_rows_without_them_are_format_3s() {
+        let mut buf = Vec::new();
+        let with = grounded(1, "app/a", true);
+        let bytes = encode_version(&mut buf, &with).expect("encode").to_vec();
+        assert_eq!(decode_version(&bytes).expect("decode"), with);
+
+        let without = grounded(1, "app/a", false);
+        let bytes = encode_version(&mut buf, &without).expect("encode").to_vec();
+        let mut format_3 = Vec::new();
+        let config = bincode::config::standard();
+        bincode::serde::encode_into_std_write(&without, &mut format_3, config).expect("encode");
+        bincode::serde::encode_into_std_write(without.seal.as_deref(), &mut format_3, config)
+            .expect("encode");
+        assert_eq!(bytes, format_3);
+        assert_eq!(decode_version(&bytes).expect("decode"), without);
+
+        for (old, new) in [
+            (Some(without.clone()), Some(with.clone())),
+            (Some(with.clone()), None),
+            (None, Some(without.clone())),
+        ] {
+            let change = Change {
+                cursor: Cursor { log: 1, seq: 2 },
+                key: Key::new("app/a").expect("key"),
+                old,
+                new,
+                origin: WriterId(1),
+            };
+            let bytes = encode_change(&mut buf, &change).expect("encode").to_vec();
+            assert_eq!(decode_change(&bytes).expect("decode"), change);
+        }
+
+        // A row whose grounds name an unsigned version, or whose grounds are empty.
+        let mut unsigned = with.clone();
+        unsigned.seal = None;
+        let mut forged = Vec::new();
+        bincode::serde::encode_into_std_write(&unsigned, &mut forged, config).expect("encode");
+        bincode::serde::encode_into_std_write(None::<&Seal>, &mut forged, config).expect("encode");
+        let grounds = with.seal.as_ref().and_then(|s| s.grounds.as_deref());
+        bincode::serde::encode_into_std_write(grounds, &mut forged, config).expect("encode");
+        assert!(matches!(
+            decode_version(&forged),
+            Err(StorageError::Corrupt(_))
+        ));
+        let mut empty = format_3;
+        bincode::serde::encode_into_std_write(crate::proto::Grounds::default(), &mut empty, config)
+            .expect("encode");
+        assert!(matches!(
+            decode_version(&empty),
+            Err(StorageError::Corrupt(_))
+        ));
     }
 }
