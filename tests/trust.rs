@@ -100,6 +100,7 @@ fn claim(writer: WriterId, seq: u64, over: &Version, v: &str) -> Version {
         timestamp: HlcTimestamp::from_wall_ms(now_ms() + 60_000),
         payload: value(v),
         seal: None,
+        masked: Default::default(),
     }
 }
 

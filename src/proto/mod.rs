@@ -20,7 +20,7 @@ pub use self::{
     key::{Key, KeyError, MAX_KEY_LEN},
     seqset::{SeqRange, SeqSet, SeqSetError},
     store::{
-        Applied, ApplyError, AuthorProof, Delta, Digest, Grounds, Payload, Seal, Snapshot,
+        Applied, ApplyError, AuthorProof, Delta, Digest, Grounds, Masked, Payload, Seal, Snapshot,
         SnapshotRef, Store, StoreConfig, SyncReply, Touched, TouchedKeys, Version, WriteError,
     },
 };

@@ -20,12 +20,14 @@ use rustls::{
 use ed25519_zebra::VerificationKey;
 
 use super::{
-    tls::{TlsConfig, TlsError},
+    tls::{CLUSTER_SERVER_NAME, TlsConfig, TlsError},
     verifier::Prechecked,
 };
+use bytes::Bytes;
+
 use crate::proto::{
-    Version,
-    trust::{Certifier, Endorsement, WriterKey},
+    AuthorProof, Payload, VClock, Version,
+    trust::{Certifier, Endorsement, POLICY_PREFIX, WriterKey, author_signed_bytes},
     wire::Message,
 };
 
@@ -91,8 +93,152 @@ impl Certifier for CaCertifier {
         self.prechecked.verify(public, version)
     }
 
+    /// The node's name: its URI name `confmesh:node:NAME` (what `confmesh cert node` and
+    /// `DevCa` issue), else, for certificates made by other tools, its first DNS name other
+    /// than the cluster's server name. A certificate naming an admin names no node.
+    fn node_name(&self, certificate: &[u8]) -> Option<String> {
+        let der = CertificateDer::from(certificate);
+        let cert = webpki::EndEntityCert::try_from(&der).ok()?;
+        if cert.valid_uri_names().any(|u| u.starts_with(ADMIN_URI)) {
+            return None;
+        }
+        if let Some(name) = cert
+            .valid_uri_names()
+            .find_map(|u| u.strip_prefix(NODE_URI))
+        {
+            return Some(name.to_owned());
+        }
+        cert.valid_dns_names()
+            .find(|name| *name != CLUSTER_SERVER_NAME)
+            .map(str::to_owned)
+    }
+
+    /// An admin certificate is one of the CA's, for client authentication, valid at `at_ms`,
+    /// with an Ed25519 key and the URI name `confmesh:admin:NAME` (`confmesh cert admin`).
+    fn admin(
+        &self,
+        certificate: &[u8],
+        message: &[u8],
+        signature: &[u8; 64],
+        at_ms: u64,
+    ) -> Option<String> {
+        let der = CertificateDer::from(certificate);
+        let cert = webpki::EndEntityCert::try_from(&der).ok()?;
+        let name = cert
+            .valid_uri_names()
+            .find_map(|u| u.strip_prefix(ADMIN_URI))?
+            .to_owned();
+        let time = UnixTime::since_unix_epoch(Duration::from_millis(at_ms));
+        cert.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &self.anchors,
+            &[],
+            time,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .ok()?;
+        cert.verify_signature(webpki::ring::ED25519, message, signature)
+            .ok()?;
+        Some(name)
+    }
+
     fn prepare(&self, items: &[(VerificationKey, &Version)]) {
         self.prechecked.prepare(items);
+    }
+}
+
+/// The URI name that makes a certificate an admin's: `confmesh:admin:NAME`.
+pub const ADMIN_URI: &str = "confmesh:admin:";
+
+/// The URI name that names a certificate's node: `confmesh:node:NAME`.
+pub const NODE_URI: &str = "confmesh:node:";
+
+/// An admin's certificate and key (`confmesh cert admin`): what proves a policy entry's
+/// author (docs/PROTOCOL.md §8.7). The key never leaves the holder: the node is handed the
+/// proof only.
+pub struct AdminKey {
+    certificate: Vec<u8>,
+    name: String,
+    key: rcgen::KeyPair,
+}
+
+impl std::fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminKey {
+    /// Reads an admin certificate (PEM, the first certificate of the file) and its key
+    /// (PKCS#8 PEM, Ed25519).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Pem`] or [`TlsError::Config`] if either does not parse, the certificate
+    /// names no admin, or the key is not the certificate's.
+    pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<AdminKey, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        let certificate = CertificateDer::pem_slice_iter(chain)
+            .next()
+            .ok_or_else(|| TlsError::Config("no certificate in the admin certificate file".into()))?
+            .map_err(|e| TlsError::Pem {
+                what: "admin certificate",
+                detail: e.to_string(),
+            })?;
+        let cert = webpki::EndEntityCert::try_from(&certificate)
+            .map_err(|e| TlsError::Config(format!("the admin certificate: {e}")))?;
+        let name = cert
+            .valid_uri_names()
+            .find_map(|u| u.strip_prefix(ADMIN_URI))
+            .ok_or_else(|| {
+                TlsError::Config(format!(
+                    "not an admin certificate: it has no {ADMIN_URI}NAME"
+                ))
+            })?
+            .to_owned();
+        let key_text = std::str::from_utf8(key)
+            .map_err(|_| TlsError::Config("the admin key is not PEM text".into()))?;
+        let key = rcgen::KeyPair::from_pem(key_text)
+            .map_err(|e| TlsError::Config(format!("the admin key: {e}")))?;
+        let probe = b"confmesh admin key check";
+        let signature = rcgen::SigningKey::sign(&key, probe)
+            .map_err(|e| TlsError::Config(format!("the admin key cannot sign: {e}")))?;
+        cert.verify_signature(webpki::ring::ED25519, probe, &signature)
+            .map_err(|_| {
+                TlsError::Config("the admin key is not the certificate's Ed25519 key".into())
+            })?;
+        Ok(AdminKey {
+            certificate: certificate.to_vec(),
+            name,
+            key,
+        })
+    }
+
+    /// The principal it proves: `admin:NAME`.
+    pub fn principal(&self) -> String {
+        format!("admin:{}", self.name)
+    }
+
+    /// Its proof of a policy entry with `payload` (an encoded rule) asked for in `context`.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Config`] if signing fails.
+    pub fn prove_rule(&self, payload: &Payload, context: &VClock) -> Result<AuthorProof, TlsError> {
+        let message = author_signed_bytes(POLICY_PREFIX, payload, &self.principal(), context);
+        let signature = rcgen::SigningKey::sign(&self.key, &message)
+            .map_err(|e| TlsError::Config(format!("signing the proof: {e}")))?;
+        let signature: [u8; 64] = signature
+            .try_into()
+            .map_err(|_| TlsError::Config("an Ed25519 signature is 64 bytes".into()))?;
+        Ok(AuthorProof {
+            signature,
+            certificate: Some(Bytes::from(self.certificate.clone())),
+        })
     }
 }
 

@@ -24,8 +24,9 @@ use super::{
     transport::{Inbound, Inboxes, Transport},
 };
 use crate::proto::{
-    Dot, Key, TouchedKeys, Version, WriteError,
+    AuthorProof, Dot, Key, TouchedKeys, VClock, Version, WriteError,
     node::{Audit, Channel, Event, Node, Transmit},
+    trust::policy::Rule,
 };
 
 /// Past this many change-log entries waiting for the disk, the node task stops reading
@@ -70,6 +71,14 @@ pub(crate) enum Command {
         key: Key,
         audit: Audit,
         reply: oneshot::Sender<Result<Option<Version>, LocalWriteError>>,
+    },
+    /// Write a policy entry ([`Node::write_rule`]).
+    WriteRule {
+        rule: Rule,
+        audit: Audit,
+        context: VClock,
+        proof: AuthorProof,
+        reply: oneshot::Sender<Result<Version, LocalWriteError>>,
     },
     /// Replace every unsigned version ([`Node::resign`]).
     Resign {
@@ -263,7 +272,11 @@ impl Driver {
             || self.node.pending_bytes() >= MAX_PENDING_WRITE_BYTES;
         let busy_error = || LocalWriteError::Storage(StorageError::Busy);
         match command {
-            Command::Put { reply, .. } | Command::PutIf { reply, .. } if busy => {
+            Command::Put { reply, .. }
+            | Command::PutIf { reply, .. }
+            | Command::WriteRule { reply, .. }
+                if busy =>
+            {
                 let _ = reply.send(Err(busy_error()));
             }
             Command::Delete { reply, .. } if busy => {
@@ -293,13 +306,28 @@ impl Driver {
                 }
             },
             Command::Delete { key, audit, reply } => {
-                match self.node.delete_audited(now(), key, audit) {
-                    Some(version) => self.await_write(version, Waiter::Delete(reply)),
-                    None => {
+                match self.node.try_delete_audited(now(), key, audit) {
+                    Ok(Some(version)) => self.await_write(version, Waiter::Delete(reply)),
+                    Ok(None) => {
                         let _ = reply.send(Ok(None));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
                     }
                 }
             }
+            Command::WriteRule {
+                rule,
+                audit,
+                context,
+                proof,
+                reply,
+            } => match self.node.write_rule(now(), &rule, audit, context, proof) {
+                Ok(version) => self.await_write(version, Waiter::Put(reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
             Command::Resign { reply } => {
                 let _ = reply.send(self.node.resign(now()));
             }

@@ -2,7 +2,9 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
-use crate::proto::wire::{OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, SEALED_FORMAT_VERSION};
+use crate::proto::wire::{
+    GROUNDED_FORMAT_VERSION, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, SEALED_FORMAT_VERSION,
+};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -20,12 +22,16 @@ use super::{
     watch::{Watch, WatchError},
 };
 use crate::proto::{
-    Dot, DotText, Key, KeyError, Payload, StoreConfig, Version, WriteError, WriterId,
+    AuthorProof, Dot, DotText, Key, KeyError, Payload, StoreConfig, VClock, Version, WriteError,
+    WriterId,
     node::{
         Audit, Config, DEFAULT_MAX_STREAM_MESSAGE_BYTES, Departure, Event, Node, NodeId, NodeStats,
         ResignError, Resigned, Signer, TrustConfig, TrustStats,
     },
-    trust::{Mode, WriterKey},
+    trust::{
+        Mode, WriterKey,
+        policy::{Principal, Rule},
+    },
 };
 
 /// How many events a slow subscriber may fall behind before it misses some
@@ -155,6 +161,27 @@ pub struct TrustReport {
     pub unsigned_versions: usize,
     /// What this node does with unsigned versions from peers.
     pub mode: Mode,
+}
+
+/// What [`Mesh::policy`] reports (docs/PROTOCOL.md §8).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyReport {
+    /// Whether a policy root is held: then nothing is allowed that no grant allows. Without
+    /// one, every certified node may write every key (Trust I's rule).
+    pub rooted: bool,
+    /// The policy entries granted here, in dot order: dot, author, rule.
+    pub entries: Vec<(Dot, Principal, Rule)>,
+    /// The policy context this node writes in now: what an admin's proof of a new entry
+    /// signs (with the entry's payload and the admin's principal).
+    pub context: VClock,
+    /// This node's version vector: a root's or a revocation's cutoff, made here.
+    pub version_vector: VClock,
+    /// The protocol the cluster speaks; policy entries need protocol 4 everywhere.
+    pub protocol: u8,
+    /// Versions masked here since the node started.
+    pub masked: u64,
+    /// Versions waiting for the policy their context names.
+    pub waiting: usize,
 }
 
 /// Builds a [`Mesh`]. Start from [`Mesh::builder`].
@@ -905,6 +932,68 @@ impl Mesh {
             mode: node.judge().mode(),
         })
         .await
+    }
+
+    /// The policy this node holds (docs/PROTOCOL.md §8).
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Stopped`].
+    pub async fn policy(&self) -> Result<PolicyReport, MeshError> {
+        let protocol = self.health().await?.protocol;
+        self.read(move |node| PolicyReport {
+            rooted: node.policy().rooted(),
+            entries: node
+                .policy()
+                .entries()
+                .map(|(dot, author, rule)| (dot, author.clone(), rule.clone()))
+                .collect(),
+            context: node.policy_context(),
+            version_vector: node.store().digest().version_vector(),
+            protocol,
+            masked: node.stats().versions_masked,
+            waiting: node.judge().unripe(),
+        })
+        .await
+    }
+
+    /// Writes the policy entry `rule` (docs/PROTOCOL.md §8.2) for the admin named in `audit`,
+    /// who proved it with `proof` in `context` (from [`Mesh::policy`]): see
+    /// [`AdminKey::prove_rule`](super::certifier::AdminKey::prove_rule). Returns once it is
+    /// durable here, like [`Mesh::put`].
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Config`] while a member speaks a protocol older than 4 (it could not read
+    /// the entry, nor any version written after it); [`MeshError::Write`] if every replica
+    /// would refuse the entry ([`WriteError::Refused`], naming why) or the context names
+    /// versions this node has not seen; [`MeshError::Storage`], [`MeshError::Stopped`].
+    pub async fn write_rule(
+        &self,
+        rule: Rule,
+        audit: Audit,
+        context: VClock,
+        proof: AuthorProof,
+    ) -> Result<Version, MeshError> {
+        audit.check()?;
+        let health = self.health().await?;
+        if !health.supports(GROUNDED_FORMAT_VERSION) {
+            return Err(MeshError::Config(format!(
+                "policy entries need every member on protocol {GROUNDED_FORMAT_VERSION}; the cluster speaks {} (held back by {})",
+                health.protocol,
+                health.held_back_by.join(", ")
+            )));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::WriteRule {
+            rule,
+            audit,
+            context,
+            proof,
+            reply,
+        })
+        .await?;
+        Ok(answer.await.map_err(|_| MeshError::Stopped)??)
     }
 
     /// Writes again, signed, every application key holding an unsigned version (a legacy

@@ -29,7 +29,7 @@ pub use self::{
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberState, RESERVED_PREFIX},
     mesh::{
         DEFAULT_CACHE_BYTES, DEFAULT_HISTORY_LEN, DEFAULT_WATCH_LOG_LEN, Health, Mesh, MeshBuilder,
-        MeshError, Preset, TrustReport,
+        MeshError, PolicyReport, Preset, TrustReport,
     },
     storage::{Change, Cursor, CursorParseError, DATABASE_FILE, STORAGE_FORMAT, StorageError},
     subscription::{Lagged, Subscription},

@@ -346,6 +346,11 @@ impl DevCa {
         params
             .subject_alt_names
             .extend(ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
+        // The node's principal (docs/PROTOCOL.md §8.1).
+        let uri = format!("{}{name}", super::certifier::NODE_URI);
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(uri).map_err(generate)?,
+        ));
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
@@ -354,6 +359,35 @@ impl DevCa {
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         ];
         let key = rcgen::KeyPair::generate().map_err(generate)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
+        Ok(IssuedCert {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem()),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Issues an admin certificate for `name` (docs/PROTOCOL.md §8.7): an Ed25519 key, for
+    /// client authentication, naming `confmesh:admin:<name>`. Its holder proves the policy
+    /// entries it asks for (`confmesh acl`); it is not a node certificate.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Generate`] if `name` is not 1 to 120 letters, digits, `.`, `-`, `_`, `@`,
+    /// or signing fails.
+    pub fn issue_admin(&self, name: &str) -> Result<IssuedCert, TlsError> {
+        let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
+        crate::proto::trust::policy::Principal::one(crate::proto::trust::policy::Kind::Admin, name)
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
+        let uri = format!("{}{name}", super::certifier::ADMIN_URI);
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(uri).map_err(generate)?,
+        ));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(generate)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
         Ok(IssuedCert {
             chain_pem: format!("{}{}", cert.pem(), self.cert_pem()),

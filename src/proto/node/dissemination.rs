@@ -93,6 +93,7 @@ impl Node {
             }
         }
         if !fresh.is_empty() {
+            self.apply_masks();
             self.hurry_anti_entropy(now, false);
         }
         if matches!(self.config.dissemination, Dissemination::Rounds { .. }) {

@@ -310,6 +310,9 @@ pub struct NodeStats {
     pub proofs_published: u64,
     /// Keys this node wrote again because a convicted writer had written them (§7.6).
     pub tainted_keys_rewritten: u64,
+    /// Versions this node masked: granted when made, then undone by a revocation or a policy
+    /// root that had not seen them (PROTOCOL.md §8.5). Counted when masked, not at restart.
+    pub versions_masked: u64,
     /// Members another node declared down while this one had reason to believe them alive
     /// (never or only lately suspected here, or heard from lately), kept listed while they
     /// rejoined under a new generation (docs/PROTOCOL.md §4, Held downs).
@@ -403,6 +406,11 @@ impl Node {
             proofs_to_publish: Vec::new(),
             endorsements_asked: std::collections::BTreeMap::new(),
         };
+        // The policy's masks, made again from the entries held (never stored).
+        let certifier = std::sync::Arc::clone(&node.config.trust.certifier);
+        for dot in node.judge.newly_masked(&node.store, certifier.as_ref()) {
+            node.store.mask(dot);
+        }
         node.endorse_if_new(now);
         if node.judge.convictions().next().is_some() {
             // Convicted before a restart: what they tainted may not be written again yet.

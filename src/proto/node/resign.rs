@@ -151,6 +151,7 @@ impl Node {
             timestamp: HlcTimestamp(timestamp.0.saturating_add(1)),
             payload: Payload::Tombstone,
             seal: None,
+            masked: Default::default(),
         }))
     }
 }

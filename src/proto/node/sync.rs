@@ -251,6 +251,7 @@ impl Node {
         if !self.merged(from, "delta", result, old) {
             return;
         }
+        self.apply_masks();
         if truncated {
             self.request_sync(now, from, true);
         } else {
@@ -296,7 +297,7 @@ impl Node {
         let deferred: Vec<Dot> = screened
             .verdicts
             .iter()
-            .filter(|(_, v)| matches!(v, Verdict::Deferred))
+            .filter(|(_, v)| matches!(v, Verdict::Deferred | Verdict::AwaitsContext))
             .map(|(dot, _)| *dot)
             .collect();
         // A later chunk may hold the endorsement a deferred version waits for: only a
@@ -321,6 +322,7 @@ impl Node {
         if !self.merged(from, "snapshot chunk", result, old) {
             return;
         }
+        self.apply_masks();
         let Some((id, context, collected)) = pending else {
             // A snapshot in one chunk: its context was adopted with it.
             self.sync.last_in_sync = Some(now);

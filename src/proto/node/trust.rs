@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::{Node, timers::Timer};
 use crate::proto::{
-    Dot, Key, Payload, Version, WriteError,
+    Dot, Grounds, Key, Payload, Version, WriteError,
     trust::{
         Certifier, Equivocation, Judge, MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, Mode, Proof, Screened,
         Verdict, WriterKey, endorsement_key, is_endorsement, proof_key,
@@ -165,6 +165,8 @@ impl Node {
         let screened = self
             .judge
             .screen(&mut self.store, versions, certifier.as_ref());
+        // Granted in their contexts, masked by the policy held here as they arrive.
+        self.stats.versions_masked += screened.apply.iter().filter(|v| v.masked.0).count() as u64;
         for (_, verdict) in &screened.verdicts {
             if let Verdict::Equivocation(proof) = verdict
                 && self.proofs_to_publish.len() < MAX_PROOFS_TO_PUBLISH
@@ -186,7 +188,7 @@ impl Node {
         for (dot, verdict) in &screened.verdicts {
             let (slot, why) = match verdict {
                 Verdict::Apply | Verdict::Duplicate | Verdict::Reseal => continue,
-                Verdict::Deferred => {
+                Verdict::Deferred | Verdict::AwaitsContext => {
                     by_peer.deferred += 1;
                     continue;
                 }
@@ -287,11 +289,48 @@ impl Node {
         self.trust_by_peer.iter().map(|(&a, &s)| (a, s))
     }
 
-    /// Signs a local version, if this node signs.
-    pub(super) fn seal(&self, version: Version, audit: Audit) -> Version {
-        match &self.config.trust.signer {
-            Some(signer) => signer.key.sign(version, audit.author, audit.message),
-            None => version,
+    /// Signs a local version, if this node signs, in the policy context this node holds
+    /// (PROTOCOL.md §8.3), after checking that the policy lets it write the version: a version
+    /// every replica would refuse or mask is not made.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Denied`] naming the missing grant.
+    pub(super) fn seal(&self, version: Version, audit: Audit) -> Result<Version, WriteError> {
+        let Some(signer) = &self.config.trust.signer else {
+            return Ok(version);
+        };
+        self.judge
+            .permits(
+                &self.store,
+                version.dot.counter,
+                &version.key,
+                audit.author.as_deref(),
+            )
+            .map_err(WriteError::Denied)?;
+        let grounds = Grounds {
+            context: self.judge.context(&self.store),
+            proof: None,
+        };
+        Ok(signer
+            .key
+            .sign_grounded(version, audit.author, audit.message, grounds))
+    }
+
+    /// Masks the stored versions the policy masks now and did not before (after a root or a
+    /// revocation arrived), and reports the keys whose values change as it does.
+    pub(super) fn apply_masks(&mut self) {
+        let certifier = Arc::clone(&self.config.trust.certifier);
+        for dot in self.judge.newly_masked(&self.store, certifier.as_ref()) {
+            let Some(key) = self.store.version_by_dot(&dot).map(|v| v.key.clone()) else {
+                continue;
+            };
+            let old = self.store.get(&key).cloned();
+            if self.store.mask(dot).is_some() {
+                self.stats.versions_masked += 1;
+                tracing::warn!(%key, writer = %dot.actor, seq = dot.counter, "version masked by the policy");
+                self.emit_change(&key, old);
+            }
         }
     }
 
@@ -299,6 +338,7 @@ impl Node {
     pub(super) fn own(&mut self, version: &Version) {
         let certifier = Arc::clone(&self.config.trust.certifier);
         self.judge.own(version, certifier.as_ref());
+        self.apply_masks();
     }
 
     /// Writes this node's endorsement as its writer's first version, if it signs and has not

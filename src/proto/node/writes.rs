@@ -10,12 +10,19 @@
 //! arrives from peers in between.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::{Audit, Node};
-use crate::proto::{Applied, Dot, Key, Payload, Store, Version, WriteError};
+use crate::proto::{
+    Applied, AuthorProof, Dot, Grounds, Key, Payload, Store, VClock, Version, WriteError,
+    trust::{
+        Refusal, Verdict,
+        policy::{Book, Rule, entry_key},
+    },
+};
 
 /// The pending layer: local writes prepared and not yet durable.
 #[derive(Debug, Default)]
@@ -187,10 +194,26 @@ impl Node {
 
     /// Like [`Node::delete`], with audit fields signed with the tombstone.
     pub fn delete_audited(&mut self, now: Instant, key: Key, audit: Audit) -> Option<Version> {
+        self.try_delete_audited(now, key, audit).ok().flatten()
+    }
+
+    /// Like [`Node::delete_audited`], saying why a delete was not made: `Ok(None)` when there
+    /// is nothing to delete.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Denied`] if the policy does not let this node delete the key; an audit
+    /// field over its limit. Nothing changes.
+    pub fn try_delete_audited(
+        &mut self,
+        now: Instant,
+        key: Key,
+        audit: Audit,
+    ) -> Result<Option<Version>, WriteError> {
         if !self.pending.deletable(&self.store, &key) {
-            return None;
+            return Ok(None);
         }
-        self.write(now, key, Payload::Tombstone, audit).ok()
+        self.write(now, key, Payload::Tombstone, audit).map(Some)
     }
 
     pub(super) fn write(
@@ -205,10 +228,77 @@ impl Node {
         let wall = self.wall_ms(now);
         let after = self.pending.latest.get(&key);
         let version = self.store.local_version(wall, key, payload, seq, after)?;
-        let version = self.seal(version, audit);
+        let version = self.seal(version, audit)?;
         tracing::trace!(key = %version.key, seq, "local write pending");
         self.pending.push(version.clone());
         Ok(version)
+    }
+
+    /// Writes a policy entry (docs/PROTOCOL.md §8.2): `rule`, asked for by `author`, who
+    /// proved it with `proof`, a signature over
+    /// [`author_signed_bytes`](crate::proto::trust::author_signed_bytes) of the entry in
+    /// `context` (one this node handed out, [`Node::policy_context`], or an older one). The
+    /// entry is judged here as every replica will judge it before it is written: pending, as
+    /// [`Node::put`]'s writes are.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Refused`] if the entry would be refused (not proven, not granted in its
+    /// context: [`Refusal::Denied`] names the missing
+    /// grant), [`WriteError::ContextUnknown`] if the context names versions this node has
+    /// not seen, [`WriteError::Unsigned`] on a node that does not sign. Nothing changes.
+    pub fn write_rule(
+        &mut self,
+        now: Instant,
+        rule: &Rule,
+        audit: Audit,
+        context: VClock,
+        proof: AuthorProof,
+    ) -> Result<Version, WriteError> {
+        audit.check()?;
+        let Some(signer) = self.config.trust.signer.clone() else {
+            return Err(WriteError::Unsigned);
+        };
+        let seq = self.pending.next_seq(&self.store);
+        let dot = Dot::new(self.id.writer, seq);
+        let key = entry_key(dot).map_err(|_| WriteError::Refused(Refusal::NotAPolicyEntry))?;
+        let wall = self.wall_ms(now);
+        let mut version =
+            self.store
+                .local_version(wall, key, Payload::Value(rule.encode()), seq, None)?;
+        // An entry supersedes nothing: its key is new.
+        version.supersedes = VClock::new();
+        let grounds = Grounds {
+            context,
+            proof: Some(proof),
+        };
+        let version = signer
+            .key()
+            .sign_grounded(version, audit.author, audit.message, grounds);
+        let certifier = Arc::clone(&self.config.trust.certifier);
+        match self.judge.judge(&self.store, &version, certifier.as_ref()) {
+            Verdict::Apply => {}
+            Verdict::Refused(refusal) => return Err(WriteError::Refused(refusal)),
+            Verdict::AwaitsContext | Verdict::Deferred => return Err(WriteError::ContextUnknown),
+            other => {
+                tracing::error!(verdict = ?other, "a local policy entry judged neither granted nor refused");
+                return Err(WriteError::Refused(Refusal::NotAPolicyEntry));
+            }
+        }
+        tracing::info!(key = %version.key, %rule, "policy entry pending");
+        self.pending.push(version.clone());
+        Ok(version)
+    }
+
+    /// The policy context this node writes in now (docs/PROTOCOL.md §8.3): what an author
+    /// signs a policy entry in ([`Node::write_rule`]). Empty while there is no policy.
+    pub fn policy_context(&self) -> VClock {
+        self.judge.context(&self.store)
+    }
+
+    /// The policy entries granted here (docs/PROTOCOL.md §8).
+    pub fn policy(&self) -> &Book {
+        self.judge.book()
     }
 
     /// The key's latest version as local writes see it: its latest pending write, else its

@@ -93,6 +93,31 @@ pub struct Version {
     /// protocol 2's messages is unchanged.
     #[serde(skip)]
     pub seal: Option<Box<Seal>>,
+    /// Whether this replica masks it (docs/PROTOCOL.md §8.5): granted when it was made, then
+    /// undone by a revocation or a policy root that had not seen it. A masked version reads as
+    /// a tombstone and still supersedes what it superseded. This replica's own judgement,
+    /// made again from the policy at every start: never sent, never stored, and not part of
+    /// the version's identity.
+    #[serde(skip)]
+    pub masked: Masked,
+}
+
+/// Whether a replica masks a version ([`Version::masked`]). Two copies of a version are the
+/// same version whether or not one is masked, so every `Masked` equals every other and hashes
+/// to nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Masked(pub bool);
+
+impl PartialEq for Masked {
+    fn eq(&self, _: &Masked) -> bool {
+        true
+    }
+}
+
+impl Eq for Masked {}
+
+impl std::hash::Hash for Masked {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 /// What a signed version carries besides its content: who asked for the write, why, and its
@@ -176,9 +201,17 @@ impl Version {
         self.supersedes.get(&dot.actor) >= dot.counter
     }
 
-    /// Whether this version is a delete.
+    /// Whether this version reads as a delete: a tombstone, or a masked version.
     pub fn is_tombstone(&self) -> bool {
-        matches!(self.payload, Payload::Tombstone)
+        matches!(self.payload, Payload::Tombstone) || self.masked.0
+    }
+
+    /// The value this version gives its key: none for a tombstone or a masked version.
+    pub fn value(&self) -> Option<&Bytes> {
+        if self.masked.0 {
+            return None;
+        }
+        self.payload.value()
     }
 
     /// The order in which siblings are ranked; the greatest is the winner.
@@ -231,6 +264,20 @@ pub enum WriteError {
         /// live value).
         current: Option<Dot>,
     },
+    /// The policy does not let this node (or the author it writes for) write the key
+    /// (docs/PROTOCOL.md §8.4); nothing was written.
+    #[error("refused by the policy: {0}")]
+    Denied(crate::proto::trust::policy::Denial),
+    /// A policy entry every replica would refuse (docs/PROTOCOL.md §8); nothing was written.
+    #[error("the policy entry would be refused: {0}")]
+    Refused(crate::proto::trust::Refusal),
+    /// A policy entry's context names versions this node has not seen: ask it for its
+    /// context again.
+    #[error("the context names versions this node has not seen")]
+    ContextUnknown,
+    /// This node does not sign its versions, so it cannot write policy entries.
+    #[error("this node does not sign its versions")]
+    Unsigned,
 }
 
 /// Why a version from a peer was refused. Doesn't affect the store's state.
@@ -409,6 +456,27 @@ impl Store {
         true
     }
 
+    /// Masks the stored version with `dot` (docs/PROTOCOL.md §8.5): from now on it reads as a
+    /// tombstone, ranks as one among its key's siblings, and still supersedes what it
+    /// superseded. Masks are never lifted. Returns whether [`Store::get`] now answers
+    /// differently for its key; `None` if no version with `dot` is stored, or it is masked
+    /// already.
+    pub fn mask(&mut self, dot: Dot) -> Option<bool> {
+        let key = self.by_dot.get(&dot.actor)?.get(&dot.counter)?.clone();
+        let siblings = self.keys.get_mut(&key)?;
+        let winner = |s: &[Version]| s.first().filter(|v| !v.is_tombstone()).map(|v| v.dot);
+        let before = winner(siblings);
+        let version = siblings.iter_mut().find(|v| v.dot == dot)?;
+        if version.masked.0 {
+            return None;
+        }
+        version.masked = Masked(true);
+        siblings.sort_unstable_by_key(|v| std::cmp::Reverse(v.rank()));
+        let changed = winner(siblings) != before;
+        self.touch(&key);
+        Some(changed)
+    }
+
     /// Gives the stored version with `dot`, held unsigned (as a node of protocol 2 relays
     /// it), the seal of the same version signed by its writer; the caller checked that the
     /// seal is its writer's over exactly this version. Returns whether a version gained it.
@@ -536,6 +604,7 @@ impl Store {
             timestamp: self.hlc.tick(now_wall_ms),
             payload,
             seal: None,
+            masked: Masked::default(),
         })
     }
 
@@ -612,6 +681,7 @@ impl Store {
             key,
             payload,
             seal: None,
+            masked: Masked::default(),
         };
         let applied = self.insert_new(version.clone());
         debug_assert!(

@@ -697,3 +697,66 @@ fn touched_keys_name_every_key_whose_versions_changed() {
     f.merge_snapshot(a.snapshot()).unwrap();
     assert!(f.take_touched_keys().values().all(|t| *t == Touched::New));
 }
+
+/// A masked version reads as a tombstone: the key's next live sibling wins, or the key reads
+/// deleted; what the masked version superseded stays superseded; and a replica that masks a
+/// version after applying it ends as one that applies it masked (PROTOCOL.md §8.5).
+#[test]
+fn a_masked_version_reads_as_a_tombstone_and_keeps_what_it_superseded_superseded() {
+    let mut a = store(1);
+    let mut b = store(2);
+    let old = a.put(1_000, key("app/k"), val("old")).unwrap();
+    b.apply(old.clone()).unwrap();
+    // b overwrites old; a writes concurrently with that.
+    let over = b.put(2_000, key("app/k"), val("over")).unwrap();
+    let concurrent = a.put(1_500, key("app/k"), val("concurrent")).unwrap();
+
+    // Replica x applies everything, then masks `over`.
+    let mut x = store(3);
+    for v in [old.clone(), concurrent.clone(), over.clone()] {
+        x.apply(v).unwrap();
+    }
+    assert_eq!(x.get(&key("app/k")).map(|v| v.dot), Some(over.dot));
+    assert_eq!(x.mask(over.dot), Some(true), "the winner changes");
+    assert_eq!(x.mask(over.dot), None, "masked once");
+    assert_eq!(x.get(&key("app/k")).map(|v| v.dot), Some(concurrent.dot));
+    assert!(
+        x.versions(&key("app/k"))
+            .iter()
+            .any(|v| v.dot == over.dot && v.is_tombstone())
+    );
+    // `old` stays superseded: applied again it is obsolete, and never the value.
+    assert!(matches!(x.apply(old.clone()), Ok(Applied::Duplicate)));
+
+    // Replica y gets `over` already masked, in another order: the same reads.
+    let mut y = store(4);
+    let mut masked = over.clone();
+    masked.masked = Masked(true);
+    for v in [masked, old.clone(), concurrent.clone()] {
+        y.apply(v).unwrap();
+    }
+    assert_eq!(observable(&x), observable(&y));
+    assert_eq!(y.get(&key("app/k")).map(|v| v.dot), Some(concurrent.dot));
+
+    // With no live sibling left, the key reads deleted, and a later write gives it a value.
+    assert_eq!(x.mask(concurrent.dot), Some(true));
+    assert_eq!(x.get(&key("app/k")), None);
+    assert_eq!(x.list("app/").count(), 0);
+    assert!(
+        x.versions(&key("app/k"))
+            .iter()
+            .all(|v| v.value().is_none())
+    );
+    let again = x.put(3_000, key("app/k"), val("again")).unwrap();
+    assert_eq!(x.get(&key("app/k")), Some(&again));
+    // A mask is the replica's own: a masked copy equals the version.
+    assert_eq!(
+        x.version_by_dot(&over.dot),
+        None,
+        "superseded by the new write"
+    );
+    assert_eq!(y.version_by_dot(&over.dot), Some(&over));
+    assert_eq!(x.mask(Dot::new(WriterId(9), 1)), None, "nothing to mask");
+    check_invariants(&x);
+    check_invariants(&y);
+}

@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use ed25519_zebra::VerificationKey;
 
 use super::{
-    EQUIVOCATIONS_PREFIX, MEMBERS_PREFIX, RESERVED_PREFIX, WRITERS_PREFIX,
+    EQUIVOCATIONS_PREFIX, MEMBERS_PREFIX, POLICY_PREFIX, RESERVED_PREFIX, WRITERS_PREFIX,
+    acts::{act_of, context_of, judged_by_policy},
     keys::{Certifier, Endorsement, EndorsementError, Equivocation, audit_fields_fit, differ},
+    policy::{Act, Book, Deed, Denial, Principal},
     proof::Proof,
 };
-use crate::proto::{Applied, Dot, Key, Payload, Store, Version, WriterId};
+use crate::proto::{Applied, Dot, Key, Masked, Payload, SeqSet, Store, VClock, Version, WriterId};
 
 /// The most versions kept waiting for one writer's endorsement: as many as in all, since a
 /// catch-up's snapshot chunks may all arrive before the one holding the endorsements.
@@ -29,6 +31,14 @@ pub const MAX_REFUSED_KEPT: usize = 65_536;
 /// The most bytes (of encoded versions, roughly) of refused versions kept.
 pub const MAX_REFUSED_BYTES: usize = 64 << 20;
 
+/// The most versions kept waiting for versions their policy context names (PROTOCOL.md §8.3);
+/// past it (or [`MAX_UNRIPE_BYTES`]) they are dropped, unseen, and anti-entropy brings them
+/// again.
+pub const MAX_UNRIPE: usize = 16_384;
+
+/// The most bytes (of encoded versions, roughly) kept waiting for their contexts.
+pub const MAX_UNRIPE_BYTES: usize = 16 << 20;
+
 /// What a replica does with a version from a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -39,6 +49,9 @@ pub enum Verdict {
     /// Its writer's endorsement is not applied here yet: keep it, unseen, and judge it again
     /// when the endorsement is.
     Deferred,
+    /// Its policy context names versions not seen here yet (PROTOCOL.md §8.3): keep it,
+    /// unseen, and judge it again when they are.
+    AwaitsContext,
     /// Not signed by its writer's key, or an endorsement that is not valid: drop it, unseen,
     /// and count it against the peer.
     Forged(Forgery),
@@ -64,20 +77,39 @@ pub enum Forgery {
     BadEndorsement(EndorsementError),
 }
 
-/// Why a validly signed version is refused (Trust I's grant rule, and quarantine).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a validly signed version is refused (Trust I's rules, quarantine, and the grant rule
+/// of Trust II).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// A key under `_confmesh/` that no writer may write.
+    #[error("a reserved key no writer may write")]
     Reserved,
     /// An endorsement key written other than as the writer's own first version.
+    #[error("an endorsement key not written as its writer's first version")]
     NotAnEndorsement,
     /// Another writer's member record.
+    #[error("another writer's member record")]
     NotOwnRecord,
     /// Its writer was proven to equivocate at or before this sequence number.
+    #[error("its writer equivocated")]
     Quarantined,
     /// A version under `_confmesh/equivocations/` that is not a valid proof published by its
     /// own writer (a tombstone, another writer's proof key, a proof that does not hold).
+    #[error("not a valid proof of equivocation")]
     NotAProof,
+    /// A version under `_confmesh/policy/` that is not a policy entry: its key does not name
+    /// its dot, it supersedes something, it is a tombstone, or its payload is not a rule.
+    #[error("not a policy entry")]
+    NotAPolicyEntry,
+    /// A policy entry whose author does not prove it (PROTOCOL.md §8.7).
+    #[error("its author does not prove it")]
+    Unproven,
+    /// Its writer's certificate names no node, and a policy judges it.
+    #[error("its writer's certificate names no node")]
+    NoNode,
+    /// The grant rule denies it in its own context (PROTOCOL.md §8.4).
+    #[error("{0}")]
+    Denied(Denial),
 }
 
 /// What a replica does with versions that carry no signature (PROTOCOL.md §7.5).
@@ -118,6 +150,16 @@ pub struct Judge {
     deferred_counts: BTreeMap<WriterId, usize>,
     deferred_count: usize,
     deferred_bytes: usize,
+    /// The node each endorsed writer signs for, when its certificate names one.
+    nodes: BTreeMap<WriterId, Principal>,
+    /// The policy entries granted here (PROTOCOL.md §8).
+    book: Book,
+    /// Whether a root or a revocation was admitted since [`Judge::newly_masked`] last ran.
+    masks_stale: bool,
+    /// Versions waiting for what their context names, by the first dot they wait for.
+    unripe: BTreeMap<(WriterId, u64), Vec<Version>>,
+    unripe_count: usize,
+    unripe_bytes: usize,
 }
 
 /// What [`Judge::admit`] did with each version it judged: the one given, and any deferred ones
@@ -169,6 +211,75 @@ impl Judge {
         self.writers.len()
     }
 
+    /// The node `writer` signs for, if its endorsement's certificate names one.
+    pub fn node_of(&self, writer: WriterId) -> Option<&Principal> {
+        self.nodes.get(&writer)
+    }
+
+    /// The policy entries granted here.
+    pub fn book(&self) -> &Book {
+        &self.book
+    }
+
+    /// Versions waiting for what their policy context names.
+    pub fn unripe(&self) -> usize {
+        self.unripe_count
+    }
+
+    /// The policy context of a version this replica writes now (PROTOCOL.md §8.3): for every
+    /// writer of a policy entry granted here, the highest sequence number up to which `store`
+    /// has seen all of its versions. Empty while there is no policy.
+    pub fn context(&self, store: &Store) -> VClock {
+        let mut context = VClock::new();
+        for writer in self.book.writers() {
+            context
+                .dots
+                .insert(writer, store.digest().seen(writer).contiguous());
+        }
+        context
+    }
+
+    /// Whether this replica's writer may write `key` for `author` now, as its version number
+    /// `seq` (its verdict in the context [`Judge::context`] gives, and no mask): the check a node makes before it writes,
+    /// so that it never makes a version every replica refuses or masks.
+    ///
+    /// # Errors
+    ///
+    /// The denial, naming the missing grant.
+    pub fn permits(
+        &self,
+        store: &Store,
+        seq: u64,
+        key: &Key,
+        author: Option<&str>,
+    ) -> Result<(), Denial> {
+        if self.book.is_empty() || !judged_by_policy(key.as_str()) {
+            return Ok(());
+        }
+        let writer = store.writer();
+        let node = self.nodes.get(&writer).cloned().ok_or(Denial::NotGranted {
+            principal: Principal::parse("node:unnamed").map_err(|_| Denial::Malformed)?,
+            right: super::policy::Right::Write,
+            key: key.as_str().to_owned(),
+        })?;
+        let act = Act {
+            dot: Dot::new(writer, seq),
+            node,
+            author: author
+                .and_then(|a| Principal::parse(a).ok())
+                .filter(|p| !p.is_pattern()),
+            context: self.context(store),
+            deed: Deed::Write {
+                key: key.as_str().to_owned(),
+            },
+        };
+        self.book.judge(&act)?;
+        match self.book.masked(&act) {
+            Some(denial) => Err(denial),
+            None => Ok(()),
+        }
+    }
+
     /// The lowest sequence number `writer` was proven to equivocate at.
     pub fn convicted(&self, writer: WriterId) -> Option<u64> {
         self.convicted.get(&writer).copied()
@@ -209,26 +320,136 @@ impl Judge {
     /// keys, so their versions verify.
     pub fn restore(&mut self, store: &Store, certifier: &dyn Certifier) {
         for version in store.list(WRITERS_PREFIX) {
-            if let Some(public) = endorsed_key(version, certifier) {
-                self.writers.insert(version.dot.actor, public);
-            }
+            self.register(version, certifier);
         }
         for version in store.list(EQUIVOCATIONS_PREFIX) {
             if let Some(proof) = Proof::in_version(version).filter(|p| p.holds(certifier)) {
                 self.convict(&proof.equivocation);
             }
         }
+        // Every policy entry stored was granted when applied; admitted again in an order where
+        // each comes after the entries its context names (entries are never superseded).
+        let mut pending: Vec<Act> = store
+            .list(POLICY_PREFIX)
+            .filter_map(|v| act_of(v, self.nodes.get(&v.dot.actor), certifier).ok())
+            .collect();
+        pending.sort_by_key(|act| (act.context.dots.len(), act.dot.actor, act.dot.counter));
+        loop {
+            let before = pending.len();
+            let mut i = 0;
+            while i < pending.len() {
+                let context = &pending[i].context;
+                let ready = !pending
+                    .iter()
+                    .any(|other| super::policy::covers(context, other.dot));
+                if ready {
+                    let act = pending.remove(i);
+                    let _ = self.book.admit(&act);
+                } else {
+                    i += 1;
+                }
+            }
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            tracing::warn!(
+                entries = pending.len(),
+                "policy entries whose contexts name each other are left out"
+            );
+        }
+        self.masks_stale = !self.book.is_empty();
     }
 
     /// Records a version this replica wrote itself (already applied to its store): its
-    /// endorsement's key registered, its proof of equivocation acted on.
+    /// endorsement's key registered, its proof of equivocation acted on, its policy entry
+    /// admitted.
     pub fn own(&mut self, version: &Version, certifier: &dyn Certifier) {
-        if let Some(public) = endorsed_key(version, certifier) {
-            self.writers.insert(version.dot.actor, public);
-        }
+        self.register(version, certifier);
         if let Some(proof) = Proof::in_version(version).filter(|p| p.holds(certifier)) {
             self.convict(&proof.equivocation);
         }
+        self.admit_policy(version, certifier);
+    }
+
+    /// Registers the key (and the node) of a valid endorsement.
+    fn register(
+        &mut self,
+        version: &Version,
+        certifier: &dyn Certifier,
+    ) -> Option<VerificationKey> {
+        let public = endorsed_key(version, certifier)?;
+        self.writers.insert(version.dot.actor, public);
+        let node = version
+            .payload
+            .value()
+            .and_then(|payload| Endorsement::decode(payload))
+            .and_then(|e| certifier.node_name(&e.certificate))
+            .and_then(|name| Principal::parse(&format!("node:{name}")).ok())
+            .filter(|p| !p.is_pattern());
+        match node {
+            Some(node) => {
+                self.nodes.insert(version.dot.actor, node);
+            }
+            None => {
+                self.nodes.remove(&version.dot.actor);
+            }
+        }
+        Some(public)
+    }
+
+    /// Admits `version` to the book if it is a policy entry granted in its context; notes that
+    /// masks must be computed again if it is a root or a revocation.
+    fn admit_policy(&mut self, version: &Version, certifier: &dyn Certifier) {
+        if !version.key.as_str().starts_with(POLICY_PREFIX) {
+            return;
+        }
+        let Ok(act) = act_of(version, self.nodes.get(&version.dot.actor), certifier) else {
+            return;
+        };
+        let before = (self.book.len(), self.book.revocations(), self.book.rooted());
+        if self.book.admit(&act).is_ok() {
+            let roots_or_revocations = matches!(
+                act.deed,
+                Deed::Rule(super::policy::Rule::Root { .. } | super::policy::Rule::Revoke { .. })
+            );
+            if roots_or_revocations
+                && before != (self.book.len(), self.book.revocations(), self.book.rooted())
+            {
+                self.masks_stale = true;
+            }
+        }
+    }
+
+    /// The versions `store` holds that the policy masks now and that are not masked yet
+    /// (PROTOCOL.md §8.5), after a root or a revocation was admitted: the caller masks them
+    /// ([`Store::mask`]). Empty, at no cost, otherwise. Reads every stored version the rule
+    /// judges, so it costs about a microsecond per version per revocation.
+    pub fn newly_masked(&mut self, store: &Store, certifier: &dyn Certifier) -> Vec<Dot> {
+        if !std::mem::take(&mut self.masks_stale) {
+            return Vec::new();
+        }
+        store
+            .versions_all()
+            .filter(|v| !v.masked.0 && judged_by_policy(v.key.as_str()))
+            .filter(|v| self.masks(v, certifier))
+            .map(|v| v.dot)
+            .collect()
+    }
+
+    /// Whether the policy held here masks `version`, granted in its context.
+    fn masks(&self, version: &Version, certifier: &dyn Certifier) -> bool {
+        if !self.book.rooted() && self.book.revocations() == 0 {
+            return false;
+        }
+        if version.seal.is_none() {
+            // Unsigned versions (legacy writers, PROTOCOL.md §7.5) are outside the policy: a
+            // cluster takes a root once none is left (`resign`).
+            return false;
+        }
+        act_of(version, self.nodes.get(&version.dot.actor), certifier)
+            .is_ok_and(|act| self.book.masked(&act).is_some())
     }
 
     /// The verdict on `version` for a replica holding `store` (PROTOCOL.md §7.4, in order).
@@ -308,10 +529,113 @@ impl Judge {
         if self.tainted(dot) {
             return Verdict::Refused(Refusal::Quarantined);
         }
-        match granted(version, certifier) {
-            Some(refusal) => Verdict::Refused(refusal),
-            None => Verdict::Apply,
+        if let Some(refusal) = granted(version, certifier) {
+            return Verdict::Refused(refusal);
         }
+        self.judge_by_policy(store, &BTreeMap::new(), version, certifier)
+    }
+
+    /// Trust II's verdict (PROTOCOL.md §8.4) on a version that passed Trust I's rules: in its
+    /// own context, once every version the context names is seen here (in `store`, or judged
+    /// granted earlier in the batch, `batch`).
+    fn judge_by_policy(
+        &self,
+        store: &Store,
+        batch: &BTreeMap<WriterId, SeqSet>,
+        version: &Version,
+        certifier: &dyn Certifier,
+    ) -> Verdict {
+        let key = version.key.as_str();
+        if !judged_by_policy(key) {
+            return Verdict::Apply;
+        }
+        let entry = key.starts_with(POLICY_PREFIX);
+        if version.seal.is_none() {
+            // Unsigned versions of legacy writers (PROTOCOL.md §7.5) prove nothing and are
+            // outside the policy: they cannot be policy entries.
+            return if entry {
+                Verdict::Refused(Refusal::Unproven)
+            } else {
+                Verdict::Apply
+            };
+        }
+        let context = context_of(version);
+        if !entry && context.is_empty() && self.book.is_empty() {
+            return Verdict::Apply;
+        }
+        if super::policy::covers(context, version.dot) {
+            return Verdict::Refused(Refusal::Denied(Denial::Malformed));
+        }
+        if missing(store, batch, context).is_some() {
+            return Verdict::AwaitsContext;
+        }
+        match act_of(version, self.nodes.get(&version.dot.actor), certifier) {
+            Err(refusal) => Verdict::Refused(refusal),
+            Ok(act) => match self.book.judge(&act) {
+                Ok(()) => Verdict::Apply,
+                Err(denial) => Verdict::Refused(Refusal::Denied(denial)),
+            },
+        }
+    }
+
+    /// [`Judge::judge`], where versions judged granted earlier in the batch count as seen.
+    fn judge_in(
+        &self,
+        store: &Store,
+        batch: &BTreeMap<WriterId, SeqSet>,
+        version: &Version,
+        certifier: &dyn Certifier,
+    ) -> Verdict {
+        match self.judge(store, version, certifier) {
+            Verdict::AwaitsContext if !batch.is_empty() => {
+                self.judge_by_policy(store, batch, version, certifier)
+            }
+            verdict => verdict,
+        }
+    }
+
+    /// Keeps `version`, which waits for `first` (the first version its context names that is
+    /// not here), within the bounds.
+    fn park(&mut self, first: Dot, version: Version) {
+        let size = version.approx_encoded_len();
+        if self.unripe_count >= MAX_UNRIPE || self.unripe_bytes + size > MAX_UNRIPE_BYTES {
+            return;
+        }
+        let waiting = self.unripe.entry((first.actor, first.counter)).or_default();
+        if waiting.contains(&version) {
+            return;
+        }
+        waiting.push(version);
+        self.unripe_count += 1;
+        self.unripe_bytes += size;
+    }
+
+    /// The parked versions that waited for versions of `writer` now all seen (in `store` or
+    /// `batch`) up to the one each waited for.
+    fn ripe(
+        &mut self,
+        store: &Store,
+        batch: &BTreeMap<WriterId, SeqSet>,
+        writer: WriterId,
+    ) -> Vec<Version> {
+        if self.unripe_count == 0 {
+            return Vec::new();
+        }
+        let through = seen_through(store, batch, writer);
+        let ripe: Vec<(WriterId, u64)> = self
+            .unripe
+            .range((writer, 0)..=(writer, through))
+            .map(|(&k, _)| k)
+            .collect();
+        let mut released = Vec::new();
+        for at in ripe {
+            for version in self.unripe.remove(&at).unwrap_or_default() {
+                self.unripe_count -= 1;
+                self.unripe_bytes -= version.approx_encoded_len();
+                released.push(version);
+            }
+        }
+        released
     }
 
     /// Judges `version` and acts on the verdict against `store` ([`Judge::screen`], then the
@@ -368,21 +692,38 @@ impl Judge {
         // The versions of this batch to apply, by dot: not in the store until the caller
         // applies them, so a second version with one of their dots is judged against them.
         let mut to_apply: BTreeMap<(WriterId, u64), usize> = BTreeMap::new();
-        while let Some(version) = queue.pop_front() {
+        // The same, as sets per writer: what a policy context may name (PROTOCOL.md §8.3).
+        let mut batch: BTreeMap<WriterId, SeqSet> = BTreeMap::new();
+        // Versions that waited for their context and whose context is now here.
+        let writers: Vec<WriterId> = self.unripe.keys().map(|&(w, _)| w).collect();
+        for writer in writers {
+            queue.extend(self.ripe(store, &batch, writer));
+        }
+        while let Some(mut version) = queue.pop_front() {
             let dot = version.dot;
             let verdict = match to_apply.get(&(dot.actor, dot.counter)) {
                 Some(&i) => self.judge_against(&screened.apply[i], &version, certifier),
-                None => self.judge(store, &version, certifier),
+                None => self.judge_in(store, &batch, &version, certifier),
             };
             match &verdict {
                 Verdict::Apply => {
                     to_apply.insert((dot.actor, dot.counter), screened.apply.len());
+                    batch.entry(dot.actor).or_default().insert(dot.counter);
+                    queue.extend(self.ripe(store, &batch, dot.actor));
+                    self.admit_policy(&version, certifier);
+                    // Granted in its context, and masked already by what is held here: applied
+                    // masked, so it supersedes what it superseded (PROTOCOL.md §8.5).
+                    if self.masks(&version, certifier) {
+                        version.masked = Masked(true);
+                    }
                     // A proof is acted on when judged, whatever supersedes it later (§7.6).
                     if let Some(proof) = Proof::in_version(&version) {
                         self.convict(&proof.equivocation);
                     }
-                    if let Some(public) = endorsed_key(&version, certifier) {
-                        self.writers.insert(dot.actor, public);
+                    if self.register(&version, certifier).is_some() {
+                        let Some(&public) = self.writers.get(&dot.actor) else {
+                            continue;
+                        };
                         let released = self.release(dot.actor);
                         // Checked together, as the batch's own were.
                         let items: Vec<(VerificationKey, &Version)> =
@@ -396,6 +737,7 @@ impl Judge {
                 }
                 Verdict::Refused(_) => {
                     store.record_refused(dot);
+                    queue.extend(self.ripe(store, &batch, dot.actor));
                     let size = version.approx_encoded_len();
                     if version.seal.is_some()
                         && self.refused.len() < MAX_REFUSED_KEPT
@@ -406,6 +748,11 @@ impl Judge {
                     }
                 }
                 Verdict::Deferred => self.defer(version),
+                Verdict::AwaitsContext => {
+                    if let Some(first) = missing(store, &batch, context_of(&version)) {
+                        self.park(first, version);
+                    }
+                }
                 Verdict::Equivocation(proof) => {
                     self.convict(proof);
                 }
@@ -599,6 +946,10 @@ fn granted(version: &Version, certifier: &dyn Certifier) -> Option<Refusal> {
     if let Some(id) = key.strip_prefix(MEMBERS_PREFIX) {
         return (id != writer.to_string()).then_some(Refusal::NotOwnRecord);
     }
+    if key.starts_with(POLICY_PREFIX) {
+        // Judged by the grant rule (`Judge::judge_by_policy`).
+        return None;
+    }
     if key.starts_with(EQUIVOCATIONS_PREFIX) {
         // Only a valid proof, under its publisher's own key: never a tombstone, so no writer
         // can take a proof back or suppress one by writing over it (PROTOCOL.md §7.6).
@@ -606,4 +957,26 @@ fn granted(version: &Version, certifier: &dyn Certifier) -> Option<Refusal> {
         return (!holds).then_some(Refusal::NotAProof);
     }
     Some(Refusal::Reserved)
+}
+
+/// The highest sequence number up to which every version of `writer` is seen, in `store` or
+/// among the versions `batch` judged granted.
+fn seen_through(store: &Store, batch: &BTreeMap<WriterId, SeqSet>, writer: WriterId) -> u64 {
+    let seen = store.digest().seen(writer);
+    match batch.get(&writer) {
+        Some(more) => {
+            let mut both = seen.clone();
+            both.union_with(more);
+            both.contiguous()
+        }
+        None => seen.contiguous(),
+    }
+}
+
+/// The first version `context` names that is not seen (in `store` or `batch`), if any.
+fn missing(store: &Store, batch: &BTreeMap<WriterId, SeqSet>, context: &VClock) -> Option<Dot> {
+    context.dots.iter().find_map(|(&writer, &seq)| {
+        let through = seen_through(store, batch, writer);
+        (through < seq).then(|| Dot::new(writer, through + 1))
+    })
 }

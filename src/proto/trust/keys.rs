@@ -265,10 +265,15 @@ impl Endorsement {
     /// The public key an endorsement's payload names, unchecked (`None` if it does not
     /// decode): for checking signatures ahead of the endorsement's own check.
     pub fn public_key(payload: &[u8]) -> Option<VerificationKey> {
+        VerificationKey::try_from(Endorsement::decode(payload)?.public_key).ok()
+    }
+
+    /// An endorsement's payload, unchecked (`None` if it does not decode exactly).
+    pub fn decode(payload: &[u8]) -> Option<Endorsement> {
         let config = bincode::config::standard().with_limit::<{ 64 * 1024 }>();
-        let (endorsement, _): (Endorsement, usize) =
+        let (endorsement, used): (Endorsement, usize) =
             bincode::serde::decode_from_slice(payload, config).ok()?;
-        VerificationKey::try_from(endorsement.public_key).ok()
+        (used == payload.len()).then_some(endorsement)
     }
 
     /// Checks a version's payload as `writer`'s endorsement, written at `at_ms` (its

@@ -7,6 +7,7 @@
 //! version from a peer with it; `tests/trust_model.rs` checks the rules over arbitrary
 //! delivery orders against a certified attacker.
 
+mod acts;
 mod judge;
 mod keys;
 pub mod policy;
@@ -15,8 +16,8 @@ mod proof;
 pub use self::{
     judge::{
         Forgery, Judge, MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_DEFERRED_PER_WRITER,
-        MAX_REFUSED_BYTES, MAX_REFUSED_KEPT, Mode, Outcome, Refusal, Screened, Verdict,
-        is_endorsement,
+        MAX_REFUSED_BYTES, MAX_REFUSED_KEPT, MAX_UNRIPE, MAX_UNRIPE_BYTES, Mode, Outcome, Refusal,
+        Screened, Verdict, is_endorsement,
     },
     keys::{
         Certifier, ENDORSE_TAG, Endorsement, EndorsementError, Equivocation, WriterKey,

@@ -117,6 +117,11 @@ impl Principal {
         self.kind
     }
 
+    /// Its name (`None` for a pattern).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
     /// Whether it is a pattern (`kind:*`), which only rules may name.
     pub fn is_pattern(&self) -> bool {
         self.name.is_none()

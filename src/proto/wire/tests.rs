@@ -39,6 +39,7 @@ fn version() -> impl Strategy<Value = Version> {
             timestamp: HlcTimestamp(ts),
             payload,
             seal: None,
+            masked: Default::default(),
         },
     )
 }

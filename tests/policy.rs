@@ -1,0 +1,758 @@
+//! Trust II's grant rule as replicas apply it (docs/PROTOCOL.md §8): policy entries proven by
+//! admin certificates of the cluster CA, versions judged in the policy context their writers
+//! signed, refusals that leave no value, and masks that make every delivery order end alike.
+//!
+//! Every version here is made by hand, as a certified node that bypasses its own API would
+//! make it: signed with its writer key, with whatever context and author it likes. Replicas
+//! are the core's `Judge` and `Store` with the runtime's certifier (real certificates), fed
+//! the way a node feeds them.
+
+#![cfg(feature = "runtime")]
+
+mod common;
+
+use bytes::Bytes;
+use confmesh::{
+    proto::{
+        AuthorProof, Dot, Grounds, Key, Payload, Store, StoreConfig, VClock, Version,
+        trust::{
+            Judge, Refusal, Verdict, WriterKey, endorsement_key,
+            policy::{Denial, Principal, Right, Rule, entry_key},
+        },
+    },
+    runtime::{
+        certifier::{self, AdminKey, CaCertifier},
+        tls::DevCa,
+    },
+};
+
+/// A certified node's writer, making versions by hand.
+struct Writer {
+    key: WriterKey,
+    store: Store,
+    wall: u64,
+}
+
+impl Writer {
+    /// A writer of the node `name`, endorsed by the node's certificate.
+    fn new(ca: &DevCa, name: &str, seed: u8) -> Writer {
+        let key = WriterKey::from_seed([seed; 32]);
+        let mut writer = Writer {
+            store: Store::new(key.id(), StoreConfig::default()),
+            key,
+            wall: now_ms(),
+        };
+        let tls = ca.node_config(name).expect("cert");
+        let endorsement = certifier::endorse(&tls, &writer.key).expect("endorse");
+        let key = endorsement_key(writer.key.id()).expect("key");
+        writer.sign(
+            key,
+            Payload::Value(endorsement.encode()),
+            None,
+            VClock::new(),
+            None,
+        );
+        writer
+    }
+
+    /// Its next version, signed with `author` and `context`, applied to its own store.
+    fn sign(
+        &mut self,
+        key: Key,
+        payload: Payload,
+        author: Option<&str>,
+        context: VClock,
+        proof: Option<AuthorProof>,
+    ) -> Version {
+        self.wall += 1;
+        let seq = self.store.last_local_seq() + 1;
+        let version = self
+            .store
+            .local_version(self.wall, key, payload, seq, None)
+            .expect("small");
+        let grounds = Grounds { context, proof };
+        let signed = self
+            .key
+            .sign_grounded(version, author.map(str::to_owned), None, grounds);
+        self.store.apply(signed.clone()).expect("applies");
+        signed
+    }
+
+    /// A write of `key` = `value` in `context`.
+    fn write(&mut self, key: &str, value: &str, context: VClock) -> Version {
+        let payload = Payload::Value(Bytes::from(value.to_owned()));
+        self.sign(Key::new(key).expect("key"), payload, None, context, None)
+    }
+
+    /// A policy entry `rule`, proven by `admin` (or by a proof made with `proof_by`'s key), in
+    /// `context`.
+    fn rule(&mut self, rule: &Rule, admin: &AdminKey, context: VClock) -> Version {
+        let seq = self.store.last_local_seq() + 1;
+        let key = entry_key(Dot::new(self.key.id(), seq)).expect("key");
+        let payload = Payload::Value(rule.encode());
+        let proof = admin.prove_rule(&payload, &context).expect("proof");
+        let author = admin.principal();
+        self.sign(key, payload, Some(&author), context, Some(proof))
+    }
+
+    fn endorsement(&self) -> Version {
+        self.store
+            .version_by_dot(&Dot::new(self.key.id(), 1))
+            .cloned()
+            .expect("endorsed")
+    }
+
+    /// Every version it made, in order (it keeps them all: no key is written twice here).
+    fn versions(&self) -> Vec<Version> {
+        let mut all: Vec<Version> = self.store.versions_all().cloned().collect();
+        all.sort_by_key(|v| v.dot.counter);
+        all
+    }
+}
+
+/// A replica: a store and its judge, fed as a node feeds them.
+struct Replica {
+    store: Store,
+    judge: Judge,
+    certifier: CaCertifier,
+}
+
+impl Replica {
+    fn new(ca: &DevCa, seed: u8) -> Replica {
+        let tls = ca.node_config(&format!("replica-{seed}")).expect("cert");
+        Replica {
+            store: Store::new(
+                WriterKey::from_seed([seed; 32]).id(),
+                StoreConfig::default(),
+            ),
+            judge: Judge::new(),
+            certifier: CaCertifier::new(&tls).expect("certifier"),
+        }
+    }
+
+    /// Receives one batch: judged, applied, then masked as the policy now says. Returns the
+    /// verdicts.
+    fn receive(&mut self, versions: Vec<Version>) -> Vec<(Dot, Verdict)> {
+        let screened = self
+            .judge
+            .screen(&mut self.store, versions, &self.certifier);
+        for version in screened.apply {
+            let _ = self.store.apply(version);
+        }
+        for dot in self.judge.newly_masked(&self.store, &self.certifier) {
+            self.store.mask(dot);
+        }
+        screened.verdicts
+    }
+
+    fn verdict(&mut self, version: &Version) -> Verdict {
+        let dot = version.dot;
+        let verdicts = self.receive(vec![version.clone()]);
+        verdicts
+            .into_iter()
+            .find(|(d, _)| *d == dot)
+            .map(|(_, v)| v)
+            .expect("a verdict")
+    }
+
+    fn value(&self, key: &str) -> Option<String> {
+        self.store
+            .get(&Key::new(key).expect("key"))
+            .and_then(|v| v.value())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    /// What a reader sees: every live key and its value.
+    fn observable(&self) -> Vec<(String, String)> {
+        self.store
+            .list("")
+            .filter_map(|v| {
+                let value = v.value()?;
+                Some((
+                    v.key.as_str().to_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                ))
+            })
+            .collect()
+    }
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "versions are made as a node makes them, now (certificates are valid from now)"
+)]
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn principal(text: &str) -> Principal {
+    Principal::parse(text).expect("principal")
+}
+
+/// A context naming every version of these writers made so far.
+fn context_of(writers: &[&Writer]) -> VClock {
+    let mut context = VClock::new();
+    for writer in writers {
+        context
+            .dots
+            .insert(writer.key.id(), writer.store.last_local_seq());
+    }
+    context
+}
+
+fn admin(ca: &DevCa, name: &str) -> AdminKey {
+    let issued = ca.issue_admin(name).expect("admin cert");
+    AdminKey::from_pem(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes()).expect("admin")
+}
+
+/// The cluster of the tests: a control node whose writer publishes the policy for the admin
+/// `ops`, the nodes `billing-1` and `payments-1`, and the root and a grant of `billing/` to
+/// `billing-1`.
+struct Cluster {
+    ca: DevCa,
+    ops: AdminKey,
+    control: Writer,
+    billing: Writer,
+    payments: Writer,
+    root: Version,
+    grant: Version,
+}
+
+fn cluster() -> Cluster {
+    let ca = DevCa::generate("policy test CA").expect("ca");
+    let ops = admin(&ca, "ops");
+    let mut control = Writer::new(&ca, "control", 1);
+    let billing = Writer::new(&ca, "billing-1", 2);
+    let payments = Writer::new(&ca, "payments-1", 3);
+    let cutoff = context_of(&[&control, &billing, &payments]);
+    let root = control.rule(
+        &Rule::Root {
+            admins: vec![principal("admin:ops")],
+            cutoff,
+        },
+        &ops,
+        VClock::new(),
+    );
+    let context = context_of(&[&control]);
+    let grant = control.rule(
+        &Rule::Grant {
+            grantee: principal("node:billing-1"),
+            right: Right::Write,
+            prefix: "billing/".into(),
+        },
+        &ops,
+        context,
+    );
+    Cluster {
+        ca,
+        ops,
+        control,
+        billing,
+        payments,
+        root,
+        grant,
+    }
+}
+
+impl Cluster {
+    /// A replica holding the endorsements and the policy so far.
+    fn replica(&self, seed: u8) -> Replica {
+        let mut replica = Replica::new(&self.ca, seed);
+        let mut batch = vec![self.billing.endorsement(), self.payments.endorsement()];
+        batch.extend(self.control.versions());
+        for (dot, verdict) in replica.receive(batch) {
+            assert_eq!(verdict, Verdict::Apply, "{dot:?}");
+        }
+        replica
+    }
+}
+
+/// A node granted only `billing/` that crafts a signed write to `payments/x` is refused with
+/// its full context, and masked (its value never shows) with none: it cannot escape the root
+/// by claiming it never saw it.
+#[test]
+fn a_node_granted_only_billing_cannot_write_payments_with_any_context() {
+    let mut c = cluster();
+    let mut replica = c.replica(10);
+    let full = context_of(&[&c.control]);
+    let ok = c.billing.write("billing/rate", "7", full.clone());
+    assert_eq!(replica.verdict(&ok), Verdict::Apply);
+    assert_eq!(replica.value("billing/rate").as_deref(), Some("7"));
+
+    let crafted = c.billing.write("payments/x", "steal", full);
+    match replica.verdict(&crafted) {
+        Verdict::Refused(Refusal::Denied(Denial::NotGranted {
+            principal,
+            right: Right::Write,
+            key,
+        })) => {
+            assert_eq!(principal.to_string(), "node:billing-1");
+            assert_eq!(key, "payments/x");
+        }
+        other => panic!("not refused for the missing grant: {other:?}"),
+    }
+    assert_eq!(replica.value("payments/x"), None);
+
+    // The same with no context: granted in it (it saw no policy), masked by the root, whose
+    // cutoff did not see it. Its value never shows.
+    let escape = c.billing.write("payments/y", "steal", VClock::new());
+    assert_eq!(replica.verdict(&escape), Verdict::Apply);
+    assert_eq!(replica.value("payments/y"), None, "masked");
+    // And a node that holds no grant at all.
+    let none = c
+        .payments
+        .write("payments/z", "1", context_of(&[&c.control]));
+    assert!(matches!(
+        replica.verdict(&none),
+        Verdict::Refused(Refusal::Denied(Denial::NotGranted { .. }))
+    ));
+}
+
+/// Policy entries need an admin's proof: a node that writes one as `admin:ops` without the
+/// admin's key, with a proof for another entry or context, or with a certificate the CA did
+/// not issue, is refused; so is a second root made by someone who had seen the first.
+#[test]
+fn policy_entries_without_an_admins_proof_are_refused() {
+    let mut c = cluster();
+    let mut replica = c.replica(11);
+    let context = context_of(&[&c.control]);
+    let grant_all = Rule::Grant {
+        grantee: principal("node:payments-1"),
+        right: Right::Admin,
+        prefix: String::new(),
+    };
+    let payload = Payload::Value(grant_all.encode());
+    let proofs = [
+        // No proof at all.
+        None,
+        // A proof of another rule.
+        Some(
+            c.ops
+                .prove_rule(&Payload::Value(Bytes::from_static(b"x")), &context)
+                .expect("proof"),
+        ),
+        // A proof of this rule in another context.
+        Some(c.ops.prove_rule(&payload, &VClock::new()).expect("proof")),
+        // A proof by an admin certificate of another CA.
+        Some({
+            let other = DevCa::generate("another CA").expect("ca");
+            admin(&other, "ops")
+                .prove_rule(&payload, &context)
+                .expect("proof")
+        }),
+    ];
+    for proof in proofs {
+        let seq = c.payments.store.last_local_seq() + 1;
+        let key = entry_key(Dot::new(c.payments.key.id(), seq)).expect("key");
+        let forged = c.payments.sign(
+            key,
+            payload.clone(),
+            Some("admin:ops"),
+            context.clone(),
+            proof,
+        );
+        assert_eq!(
+            replica.verdict(&forged),
+            Verdict::Refused(Refusal::Unproven)
+        );
+    }
+    // Proven, but a second root by an admin who had seen the first.
+    let second = c.control.rule(
+        &Rule::Root {
+            admins: vec![principal("admin:ops")],
+            cutoff: VClock::new(),
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    assert_eq!(
+        replica.verdict(&second),
+        Verdict::Refused(Refusal::Denied(Denial::RootExists))
+    );
+    // An entry under a key that does not name its dot.
+    let misplaced = c.control.sign(
+        Key::new("_confmesh/policy/0000000000000001-1").expect("key"),
+        payload,
+        Some("admin:ops"),
+        VClock::new(),
+        None,
+    );
+    assert_eq!(
+        replica.verdict(&misplaced),
+        Verdict::Refused(Refusal::NotAPolicyEntry)
+    );
+    // Nothing of it gave payments-1 a right.
+    let write = c
+        .payments
+        .write("payments/x", "1", context_of(&[&c.control]));
+    assert!(matches!(replica.verdict(&write), Verdict::Refused(_)));
+}
+
+/// A revoked principal's write made during a partition, accepted by a replica before the
+/// revocation arrived, is masked there once it does; a replica that gets the revocation first
+/// applies the write masked. Both end with the same values, and what the masked write
+/// superseded stays superseded. The writes the revoker had seen stand.
+#[test]
+fn a_write_made_during_a_partition_by_a_revoked_node_is_masked_in_every_order() {
+    let mut c = cluster();
+    let mut early = c.replica(12);
+    let mut late = c.replica(13);
+    let context = context_of(&[&c.control]);
+    let seen = c.billing.write("billing/a", "before", context.clone());
+    for replica in [&mut early, &mut late] {
+        assert_eq!(replica.verdict(&seen), Verdict::Apply);
+    }
+    // The admin revokes billing-1's write over billing/, having seen `seen` only.
+    let cutoff = context_of(&[&c.control, &c.billing]);
+    let revoke = c.control.rule(
+        &Rule::Revoke {
+            grantee: principal("node:billing-1"),
+            right: Right::Write,
+            prefix: "billing/".into(),
+            cutoff,
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    // Meanwhile, on the other side of a partition, billing-1 overwrites billing/a.
+    let mut over = c.billing.write("billing/b", "during", context.clone());
+    let overwrite = {
+        let key = Key::new("billing/a").expect("key");
+        c.billing.wall += 1;
+        let seq = c.billing.store.last_local_seq() + 1;
+        let v = c
+            .billing
+            .store
+            .local_version(
+                c.billing.wall,
+                key,
+                Payload::Value(Bytes::from_static(b"during")),
+                seq,
+                None,
+            )
+            .expect("small");
+        let grounds = Grounds {
+            context: context.clone(),
+            proof: None,
+        };
+        let signed = c.billing.key.sign_grounded(v, None, None, grounds);
+        c.billing.store.apply(signed.clone()).expect("applies");
+        signed
+    };
+    assert!(overwrite.supersedes(&seen.dot));
+
+    // `early` takes the writes, then the revocation; `late` the other way round.
+    for v in [&over, &overwrite] {
+        assert_eq!(early.verdict(v), Verdict::Apply);
+    }
+    assert_eq!(early.value("billing/a").as_deref(), Some("during"));
+    assert_eq!(early.verdict(&revoke), Verdict::Apply);
+    assert_eq!(late.verdict(&revoke), Verdict::Apply);
+    for v in [&overwrite, &over] {
+        assert_eq!(late.verdict(v), Verdict::Apply, "granted in its context");
+    }
+    for replica in [&early, &late] {
+        assert_eq!(replica.value("billing/b"), None, "masked");
+        assert_eq!(
+            replica.value("billing/a"),
+            None,
+            "masked, and what it superseded stays superseded"
+        );
+    }
+    assert_eq!(early.observable(), late.observable());
+
+    // A grant made after seeing the revocation restores the right; a write in its context
+    // stands everywhere.
+    let regrant = c.control.rule(
+        &Rule::Grant {
+            grantee: principal("node:billing-1"),
+            right: Right::Write,
+            prefix: "billing/".into(),
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    over = c
+        .billing
+        .write("billing/c", "after", context_of(&[&c.control]));
+    for replica in [&mut early, &mut late] {
+        assert_eq!(replica.verdict(&regrant), Verdict::Apply);
+        assert_eq!(replica.verdict(&over), Verdict::Apply);
+        assert_eq!(replica.value("billing/c").as_deref(), Some("after"));
+    }
+    assert_eq!(early.observable(), late.observable());
+}
+
+/// A grant concurrent with a revocation loses: a write that relied on the grant and did not
+/// see the revocation is masked, whatever order the three arrive in.
+#[test]
+fn a_grant_concurrent_with_a_revocation_loses_in_every_order() {
+    let c = cluster();
+    let base = context_of(&[&c.control]);
+    // Two admins' writers, each unaware of the other: one revokes, one grants.
+    let mut revoker = c.control;
+    let mut granter = Writer::new(&c.ca, "control-2", 4);
+    let revoke = revoker.rule(
+        &Rule::Revoke {
+            grantee: principal("node:billing-1"),
+            right: Right::Write,
+            prefix: "billing/".into(),
+            cutoff: base.clone(),
+        },
+        &c.ops,
+        base.clone(),
+    );
+    let grant = granter.rule(
+        &Rule::Grant {
+            grantee: principal("node:billing-1"),
+            right: Right::Write,
+            prefix: "billing/".into(),
+        },
+        &c.ops,
+        base.clone(),
+    );
+    let mut billing = c.billing;
+    let mut context = base.clone();
+    context.dots.insert(granter.key.id(), grant.dot.counter);
+    let write = billing.write("billing/x", "1", context);
+
+    let orders: [[&Version; 3]; 3] = [
+        [&revoke, &grant, &write],
+        [&grant, &write, &revoke],
+        [&write, &grant, &revoke],
+    ];
+    for (seed, order) in (20..).zip(orders) {
+        let mut replica = Replica::new(&c.ca, seed);
+        let mut first = vec![
+            billing.endorsement(),
+            granter.endorsement(),
+            c.payments.endorsement(),
+        ];
+        first.extend([c.root.clone(), c.grant.clone()]);
+        first.insert(0, revoker.endorsement());
+        replica.receive(first);
+        for v in order {
+            replica.receive(vec![v.clone()]);
+        }
+        assert_eq!(replica.value("billing/x"), None, "deny wins: {order:?}");
+        assert_eq!(replica.judge.unripe(), 0);
+    }
+}
+
+/// A version whose context names a policy entry not seen yet waits for it (neither applied
+/// nor refused), and is judged when it arrives, in a later batch or the same one.
+#[test]
+fn a_write_waits_for_the_policy_its_context_names() {
+    let mut c = cluster();
+    let mut replica = Replica::new(&c.ca, 30);
+    replica.receive(vec![
+        c.control.endorsement(),
+        c.billing.endorsement(),
+        c.root.clone(),
+    ]);
+    let write = c.billing.write("billing/w", "v", context_of(&[&c.control]));
+    assert_eq!(replica.verdict(&write), Verdict::AwaitsContext);
+    assert_eq!(replica.judge.unripe(), 1);
+    assert_eq!(replica.value("billing/w"), None);
+    replica.receive(vec![c.grant.clone()]);
+    assert_eq!(replica.judge.unripe(), 0);
+    assert_eq!(replica.value("billing/w").as_deref(), Some("v"));
+
+    // The same in one batch, the write first.
+    let mut other = Replica::new(&c.ca, 31);
+    other.receive(vec![c.control.endorsement(), c.billing.endorsement()]);
+    let verdicts = other.receive(vec![write.clone(), c.root.clone(), c.grant.clone()]);
+    assert!(
+        verdicts
+            .iter()
+            .any(|(d, v)| *d == write.dot && *v == Verdict::Apply),
+        "{verdicts:?}"
+    );
+    assert_eq!(other.value("billing/w").as_deref(), Some("v"));
+}
+
+/// A replica restarted from its store judges and masks as before: the book and the masks are
+/// made again from the policy entries it holds.
+#[test]
+fn a_restored_replica_keeps_its_policy_and_its_masks() {
+    let mut c = cluster();
+    let mut replica = c.replica(40);
+    let escape = c.billing.write("payments/y", "steal", VClock::new());
+    replica.receive(vec![escape]);
+    assert_eq!(replica.value("payments/y"), None);
+
+    // What a store read back from disk holds: the same versions, no masks.
+    let mut restored = Replica::new(&c.ca, 41);
+    for mut version in replica.store.versions_all().cloned().collect::<Vec<_>>() {
+        version.masked = Default::default();
+        let _ = restored.store.apply(version);
+    }
+    assert!(restored.value("payments/y").is_some(), "unmasked on disk");
+    restored.judge.restore(&restored.store, &restored.certifier);
+    assert_eq!(restored.judge.book().len(), 2, "the root and the grant");
+    for dot in restored
+        .judge
+        .newly_masked(&restored.store, &restored.certifier)
+    {
+        restored.store.mask(dot);
+    }
+    assert_eq!(restored.value("payments/y"), None);
+    let crafted = c
+        .billing
+        .write("payments/x", "steal", context_of(&[&c.control]));
+    assert!(matches!(
+        restored.verdict(&crafted),
+        Verdict::Refused(Refusal::Denied(_))
+    ));
+}
+
+/// Real nodes over QUIC: an admin makes the root and a grant through one node; every node
+/// takes them; the granted node writes `billing/` and is told it may not write `payments/`;
+/// and when it bypasses its API and pushes signed versions by hand, every other node refuses
+/// the one made in its full context and masks the one made in none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_enforces_the_policy_an_admin_made_through_one_of_them() {
+    use confmesh::{
+        proto::{Message, WriteError, node::Audit, wire},
+        runtime::MeshError,
+    };
+    use std::time::Duration;
+
+    let ca = DevCa::generate("policy cluster").expect("ca");
+    let nodes = common::start_cluster(&ca, 3).await;
+    let (control, billing, other) = (&nodes[0], &nodes[1], &nodes[2]);
+    let ops = admin(&ca, "ops");
+    let make = |rule: Rule, policy: &confmesh::runtime::PolicyReport| {
+        let payload = Payload::Value(rule.encode());
+        let proof = ops.prove_rule(&payload, &policy.context).expect("proof");
+        let audit = Audit {
+            author: Some(ops.principal()),
+            message: Some("test policy".into()),
+        };
+        (rule, audit, policy.context.clone(), proof)
+    };
+    let policy = control.policy().await.expect("policy");
+    assert!(!policy.rooted && policy.entries.is_empty());
+    let (rule, audit, context, proof) = make(
+        Rule::Root {
+            admins: vec![principal("admin:ops")],
+            cutoff: policy.version_vector.clone(),
+        },
+        &policy,
+    );
+    control
+        .write_rule(rule, audit, context, proof)
+        .await
+        .expect("root");
+    let policy = control.policy().await.expect("policy");
+    assert!(policy.rooted);
+    let (rule, audit, context, proof) = make(
+        Rule::Grant {
+            grantee: principal("node:node-1"),
+            right: Right::Write,
+            prefix: "billing/".into(),
+        },
+        &policy,
+    );
+    control
+        .write_rule(rule, audit, context, proof)
+        .await
+        .expect("grant");
+    // A proof for another context is refused before anything is written.
+    let (rule, audit, _, proof) = make(
+        Rule::Grant {
+            grantee: principal("node:node-2"),
+            right: Right::Admin,
+            prefix: String::new(),
+        },
+        &policy,
+    );
+    let stale = control
+        .write_rule(
+            rule,
+            audit,
+            control.policy().await.expect("p").context,
+            proof,
+        )
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(MeshError::Write(WriteError::Refused(Refusal::Unproven)))
+        ),
+        "{stale:?}"
+    );
+    let everywhere = common::eventually(Duration::from_secs(20), || async {
+        for node in &nodes {
+            if node.policy().await.expect("policy").entries.len() != 2 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(everywhere, "the policy did not reach every node");
+
+    billing
+        .put("billing/rate", &b"7"[..])
+        .await
+        .expect("granted");
+    let denied = billing.put("payments/x", &b"1"[..]).await;
+    match denied {
+        Err(MeshError::Write(WriteError::Denied(denial))) => {
+            assert_eq!(
+                denial.to_string(),
+                "node:node-1 holds no write grant over \"payments/x\""
+            );
+        }
+        other => panic!("not denied: {other:?}"),
+    }
+    assert!(matches!(
+        other.put("billing/rate", &b"8"[..]).await,
+        Err(MeshError::Write(WriteError::Denied(_)))
+    ));
+
+    // node-1 bypasses its API: a writer of its own, endorsed by its certificate, pushes a
+    // write of payments/x in its full context and one of payments/y in none.
+    let mut forger = Writer::new(&ca, "node-1", 77);
+    let full = billing.policy().await.expect("policy").context;
+    let crafted = forger.write("payments/x", "steal", full);
+    let escape = forger.write("payments/y", "steal", VClock::new());
+    let push = Message::Push {
+        versions: vec![forger.endorsement(), crafted, escape],
+    };
+    let bytes =
+        wire::encode_as(&push, wire::Format::Sealed, wire::MAX_MESSAGE_BYTES).expect("encode");
+    for to in [control, other] {
+        billing
+            .send_raw(to.id().addr, bytes.clone())
+            .await
+            .expect("send");
+    }
+    let judged = common::eventually(Duration::from_secs(20), || async {
+        for node in [control, other] {
+            let trust = node.trust().await.expect("trust");
+            let refused: u64 = trust.by_peer.iter().map(|(_, s)| s.refused).sum();
+            if refused < 1 || node.policy().await.expect("policy").masked < 1 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(judged, "the crafted versions were not refused and masked");
+    for node in &nodes {
+        for key in ["payments/x", "payments/y"] {
+            assert_eq!(node.get(key).await.expect("get"), None, "{key}");
+        }
+    }
+    assert!(
+        common::value_everywhere(&nodes, "billing/rate", b"7").await,
+        "the granted write"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
