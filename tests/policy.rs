@@ -383,6 +383,26 @@ fn policy_entries_without_an_admins_proof_are_refused() {
         replica.verdict(&misplaced),
         Verdict::Refused(Refusal::NotAPolicyEntry)
     );
+    // An unsigned version of a made-up legacy writer (as a node of protocol 2 wrote them):
+    // even a replica that still takes those (permissive, during an upgrade) refuses it once
+    // a policy root is held.
+    let mut permissive = Replica::new(&c.ca, 14);
+    permissive.judge = Judge::with_mode(confmesh::proto::trust::Mode::Permissive);
+    let mut batch = vec![c.payments.endorsement()];
+    batch.extend(c.control.versions());
+    permissive.receive(batch);
+    let mut legacy = Store::new(confmesh::proto::WriterId(0x1e6a), StoreConfig::default());
+    let unsigned = legacy
+        .put(
+            now_ms(),
+            Key::new("payments/x").expect("key"),
+            Bytes::from_static(b"1"),
+        )
+        .expect("small");
+    assert!(matches!(
+        permissive.verdict(&unsigned),
+        Verdict::Forged(confmesh::proto::trust::Forgery::Unsigned)
+    ));
     // Nothing of it gave payments-1 a right.
     let write = c
         .payments

@@ -29,7 +29,7 @@ use crate::{
         ResignResponse, RollbackParams, RollbackResponse, StreamEnd, TrustResponse, VersionInfo,
         WatchEvent, WatchParams, routes, version, writer_text,
     },
-    proto::{Version, node::Audit, store::DEFAULT_MAX_VALUE_BYTES},
+    proto::{Version, WriteError, node::Audit, store::DEFAULT_MAX_VALUE_BYTES},
     runtime::{Cursor, Member, MemberState, Mesh, MeshError, WatchError},
 };
 
@@ -208,6 +208,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route(routes::MEMBERS, get(members))
         .route(routes::TRUST, get(trust))
         .route(routes::TRUST_RESIGN, axum::routing::post(resign))
+        .route(routes::ACL, get(acl).post(acl_write))
         .route(routes::HEALTH, get(health))
         .route(routes::METRICS, get(metrics));
     for prefix in routes::KEYED {
@@ -239,6 +240,8 @@ fn mesh_error(e: &MeshError) -> Response {
     let status = match e {
         MeshError::Key(_) => StatusCode::BAD_REQUEST,
         MeshError::Reserved => StatusCode::FORBIDDEN,
+        MeshError::Write(WriteError::Denied(_) | WriteError::Refused(_)) => StatusCode::FORBIDDEN,
+        MeshError::Write(WriteError::ContextUnknown | WriteError::Unsigned) => StatusCode::CONFLICT,
         MeshError::Write(_) => StatusCode::PAYLOAD_TOO_LARGE,
         MeshError::Conflict { current } => {
             let body = ErrorBody {
@@ -508,6 +511,76 @@ async fn trust(State(api): State<Api>) -> Response {
                 .collect(),
         })
         .into_response(),
+        Err(e) => mesh_error(&e),
+    }
+}
+
+async fn acl(State(api): State<Api>) -> Response {
+    match api.mesh.policy().await {
+        Ok(p) => Json(crate::api::AclResponse {
+            rooted: p.rooted,
+            protocol: p.protocol,
+            context: crate::api::clock_text(&p.context),
+            version_vector: crate::api::clock_text(&p.version_vector),
+            entries: p
+                .entries
+                .iter()
+                .map(|(dot, author, rule)| crate::api::AclEntry {
+                    version: version::format(*dot),
+                    author: author.to_string(),
+                    rule: rule.to_string(),
+                })
+                .collect(),
+            masked: p.masked,
+            waiting: p.waiting,
+        })
+        .into_response(),
+        Err(e) => mesh_error(&e),
+    }
+}
+
+async fn acl_write(State(api): State<Api>, body: Bytes) -> Response {
+    use base64::Engine as _;
+    let request: crate::api::AclRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the request: {e}")),
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let decoded = (|| {
+        let payload = b64
+            .decode(&request.payload)
+            .map_err(|e| format!("payload: {e}"))?;
+        let rule = crate::proto::trust::policy::Rule::decode(&payload)
+            .ok_or("the payload is not a rule")?;
+        let signature: [u8; 64] = b64
+            .decode(&request.signature)
+            .map_err(|e| format!("signature: {e}"))?
+            .try_into()
+            .map_err(|_| "the signature is not 64 bytes")?;
+        let certificate = b64
+            .decode(&request.certificate)
+            .map_err(|e| format!("certificate: {e}"))?;
+        let context = crate::api::parse_clock(&request.context)?;
+        Ok::<_, String>((rule, signature, certificate, context))
+    })();
+    let (rule, signature, certificate, context) = match decoded {
+        Ok(decoded) => decoded,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let audit = crate::proto::node::Audit {
+        author: Some(request.author),
+        message: request.message,
+    };
+    let proof = crate::proto::AuthorProof {
+        signature,
+        certificate: Some(Bytes::from(certificate)),
+    };
+    match api.mesh.write_rule(rule, audit, context, proof).await {
+        Ok(v) => Json(crate::api::AclWritten {
+            version: version::format(v.dot),
+        })
+        .into_response(),
+        Err(MeshError::Config(e)) => error(StatusCode::CONFLICT, e),
         Err(e) => mesh_error(&e),
     }
 }

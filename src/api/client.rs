@@ -18,10 +18,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{
     routes,
     types::{
-        AuditParams, AuditResponse, DeleteParams, DeleteResponse, ErrorBody, GetParams,
-        GetResponse, HealthResponse, HistoryResponse, ListEntry, ListParams, ListResponse,
-        MembersResponse, PutParams, PutResponse, ResignResponse, RollbackParams, RollbackResponse,
-        TrustResponse, WatchEvent, WatchParams,
+        AclRequest, AclResponse, AclWritten, AuditParams, AuditResponse, DeleteParams,
+        DeleteResponse, ErrorBody, GetParams, GetResponse, HealthResponse, HistoryResponse,
+        ListEntry, ListParams, ListResponse, MembersResponse, PutParams, PutResponse,
+        ResignResponse, RollbackParams, RollbackResponse, TrustResponse, WatchEvent, WatchParams,
     },
 };
 
@@ -393,6 +393,32 @@ impl Client {
     /// [`ClientError`] if the agent cannot be reached or refuses.
     pub async fn trust(&self) -> Result<TrustResponse, ClientError> {
         self.call("GET", routes::TRUST, Bytes::new())
+            .await?
+            .into_typed()
+    }
+
+    /// The policy the agent's node holds (docs/PROTOCOL.md §8).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] if the agent cannot be reached or refuses.
+    pub async fn acl(&self) -> Result<AclResponse, ClientError> {
+        self.call("GET", routes::ACL, Bytes::new())
+            .await?
+            .into_typed()
+    }
+
+    /// Writes a policy entry an admin proved (docs/PROTOCOL.md §8.7).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] with 403 if every replica would refuse it (not proven, not
+    /// granted: the message says which), 409 if the cluster is not all on protocol 4 or the
+    /// context names versions the agent has not seen, 400 for a malformed request.
+    pub async fn acl_write(&self, request: &AclRequest) -> Result<AclWritten, ClientError> {
+        let body =
+            serde_json::to_vec(request).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        self.call("POST", routes::ACL, Bytes::from(body))
             .await?
             .into_typed()
     }

@@ -24,6 +24,9 @@ pub const HEALTH: &str = "/v1/health";
 pub const TRUST: &str = "/v1/trust";
 /// `POST`: writes again, signed, every key holding an unsigned version (docs/PROTOCOL.md §7.5).
 pub const TRUST_RESIGN: &str = "/v1/trust/resign";
+/// `GET`: the policy this node holds; `POST`: writes a policy entry an admin proved
+/// (docs/PROTOCOL.md §8).
+pub const ACL: &str = "/v1/acl";
 /// `GET`: Prometheus metrics.
 pub const METRICS: &str = "/metrics";
 

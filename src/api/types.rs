@@ -648,3 +648,88 @@ mod tests {
         assert_eq!(binary.bytes(), [0, 255]);
     }
 }
+
+/// A version vector as the API shows it: writer (16 hex digits) to sequence number.
+pub type ClockText = BTreeMap<String, u64>;
+
+/// A version vector in the API's form.
+pub fn clock_text(clock: &crate::proto::VClock) -> ClockText {
+    clock
+        .dots
+        .iter()
+        .map(|(&writer, &seq)| (writer_text(writer), seq))
+        .collect()
+}
+
+/// Reads a version vector in the API's form.
+///
+/// # Errors
+///
+/// The writer that is not 16 hex digits.
+pub fn parse_clock(text: &ClockText) -> Result<crate::proto::VClock, String> {
+    let mut clock = crate::proto::VClock::new();
+    for (writer, &seq) in text {
+        let id = (writer.len() == 16)
+            .then(|| u64::from_str_radix(writer, 16).ok())
+            .flatten()
+            .ok_or_else(|| format!("{writer:?} is not a writer (16 hex digits)"))?;
+        clock.dots.insert(WriterId(id), seq);
+    }
+    Ok(clock)
+}
+
+/// `GET /v1/acl`: the policy this node holds (docs/PROTOCOL.md §8).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclResponse {
+    /// Whether a policy root is held: then nothing is allowed that no grant allows. Without
+    /// one, every certified node may write every key.
+    pub rooted: bool,
+    /// The protocol the cluster speaks (policy entries need 4 on every member).
+    pub protocol: u8,
+    /// The policy context a new entry is proved in, with its payload and its author.
+    pub context: ClockText,
+    /// This node's version vector: the cutoff of a root or a revocation made through it.
+    pub version_vector: ClockText,
+    /// The entries granted here, oldest writer first.
+    pub entries: Vec<AclEntry>,
+    /// Versions this node masked since it started.
+    pub masked: u64,
+    /// Versions waiting for the policy their context names.
+    pub waiting: usize,
+}
+
+/// One policy entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclEntry {
+    /// Its version (`<writer hex>-<sequence>`).
+    pub version: String,
+    /// The admin who made it.
+    pub author: String,
+    /// What it says (`grant node:n1 write over "billing/"`).
+    pub rule: String,
+}
+
+/// `POST /v1/acl`: a policy entry an admin proved (docs/PROTOCOL.md §8.7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclRequest {
+    /// The entry's payload, the encoded rule, base64: the bytes the proof signs.
+    pub payload: String,
+    /// The admin (`admin:NAME`).
+    pub author: String,
+    /// Why, shown in history and audit.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The context the proof was made in (from `GET /v1/acl`).
+    pub context: ClockText,
+    /// The admin key's Ed25519 signature, base64.
+    pub signature: String,
+    /// The admin certificate (DER), base64.
+    pub certificate: String,
+}
+
+/// What `POST /v1/acl` wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclWritten {
+    /// The entry's version.
+    pub version: String,
+}

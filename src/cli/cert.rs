@@ -1,4 +1,4 @@
-//! `confmesh cert ca|node`: certificates for a cluster.
+//! `confmesh cert ca|node|admin`: certificates for a cluster.
 
 use std::{net::IpAddr, path::PathBuf};
 
@@ -36,6 +36,19 @@ pub(crate) enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Issue an admin certificate: <out>/admin-<name>.pem and <out>/admin-<name>.key (an
+    /// Ed25519 key). Its holder proves policy entries (`confmesh acl`); keep it offline.
+    Admin {
+        /// The admin's name: the principal `admin:<name>`.
+        #[arg(long)]
+        name: String,
+        /// The directory holding ca.pem and ca.key.
+        #[arg(long, default_value = ".")]
+        ca_dir: PathBuf,
+        /// The directory to write to.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 pub(crate) fn run(command: Command) -> Result<(), Failure> {
@@ -52,20 +65,30 @@ pub(crate) fn run(command: Command) -> Result<(), Failure> {
             ca_dir,
             out,
         } => {
-            let read = |file: &str| {
-                let path = ca_dir.join(file);
-                std::fs::read_to_string(&path)
-                    .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
-            };
-            let ca = DevCa::from_pem(&read("ca.pem")?, &read("ca.key")?)
-                .map_err(|e| Failure::usage(e.to_string()))?;
-            let issued = ca
+            let issued = read_ca(&ca_dir)?
                 .issue_with(&name, &ip, &dns)
                 .map_err(|e| Failure::usage(e.to_string()))?;
             write(out.join(format!("{name}.pem")), &issued.chain_pem)?;
             write(out.join(format!("{name}.key")), &issued.key_pem)
         }
+        Command::Admin { name, ca_dir, out } => {
+            let issued = read_ca(&ca_dir)?
+                .issue_admin(&name)
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            write(out.join(format!("admin-{name}.pem")), &issued.chain_pem)?;
+            write(out.join(format!("admin-{name}.key")), &issued.key_pem)
+        }
     }
+}
+
+/// The CA in `ca_dir` (ca.pem and ca.key).
+fn read_ca(ca_dir: &std::path::Path) -> Result<DevCa, Failure> {
+    let read = |file: &str| {
+        let path = ca_dir.join(file);
+        std::fs::read_to_string(&path)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
+    };
+    DevCa::from_pem(&read("ca.pem")?, &read("ca.key")?).map_err(|e| Failure::usage(e.to_string()))
 }
 
 /// Writes a key or certificate, readable by the owner only, and says so.

@@ -1,6 +1,7 @@
 //! The `confmesh` command line: one file per command, each parsing its arguments, calling the
 //! agent through [`confmesh::api::Client`] (or the library) and printing the answer.
 
+mod acl;
 mod agent;
 mod audit;
 mod cert;
@@ -56,6 +57,10 @@ enum Command {
     /// Make certificates for a cluster.
     #[command(subcommand)]
     Cert(cert::Command),
+    /// The policy every replica enforces: who may write which keys (an admin certificate
+    /// proves each entry).
+    #[command(subcommand)]
+    Acl(acl::Command),
     /// Signed versions: the node's trust state, and the switch-over from unsigned versions.
     #[command(subcommand)]
     Trust(trust::Command),
@@ -178,6 +183,7 @@ impl Cli {
             Command::Audit(args) => audit::run(args).await,
             Command::Rollback(args) => rollback::run(args).await,
             Command::Cert(command) => cert::run(command),
+            Command::Acl(command) => acl::run(command).await,
             Command::Trust(command) => trust::run(command).await,
         }
     }

@@ -55,7 +55,7 @@ async fn the_command_line_against_a_live_agent() {
     );
     let (_, members, _) = cli(&["members"]);
     assert!(members.starts_with("cli-test\t"), "{members}");
-    // trust: an agent of protocol 3 signs everything, so resign finds nothing to replace.
+    // trust: an agent of protocol 3 and later signs everything, so resign finds nothing to replace.
     let (code, status, _) = cli(&["trust", "status"]);
     assert_eq!(code, Some(0), "{status}");
     assert!(

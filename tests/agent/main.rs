@@ -20,6 +20,7 @@ use serde_json::Value;
 #[path = "../common/mod.rs"]
 mod common;
 
+mod acl;
 mod api;
 mod audit;
 mod cli;

@@ -495,8 +495,11 @@ impl Judge {
         // An unsigned version is a legacy writer's, applied only while permissive. An endorsed
         // writer always signs: its unsigned versions are forged, or copies a node of protocol
         // 2 relayed without their signatures (the signed ones come by anti-entropy).
+        // Once a policy root is held, nothing unsigned is taken: an unsigned version proves no
+        // node, and the policy judges nodes (PROTOCOL.md §8.4).
         if !sealed
             && (self.mode == Mode::Enforcing
+                || self.book.rooted()
                 || self.writers.contains_key(&dot.actor)
                 || is_endorsement(version.key.as_str(), dot))
         {
