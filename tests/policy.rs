@@ -776,3 +776,146 @@ async fn every_node_enforces_the_policy_an_admin_made_through_one_of_them() {
         node.shutdown().await;
     }
 }
+
+/// A revocation of a node's `read` over every key cuts it off (docs/PROTOCOL.md §8.8); a grant
+/// of `read` over every key made after seeing the revocation lets it back; a pattern cuts off
+/// no one.
+#[test]
+fn revoking_read_over_every_key_cuts_a_node_off_until_a_later_grant() {
+    let mut c = cluster();
+    let mut replica = c.replica(50);
+    assert!(replica.judge.book().cut_off().is_empty());
+    let revoke = |c: &mut Cluster, who: &str| {
+        let cutoff = context_of(&[&c.control, &c.billing, &c.payments]);
+        c.control.rule(
+            &Rule::Revoke {
+                grantee: principal(who),
+                right: Right::Read,
+                prefix: String::new(),
+                cutoff,
+            },
+            &c.ops,
+            context_of(&[&c.control]),
+        )
+    };
+    let cut = revoke(&mut c, "node:payments-1");
+    let everyone = revoke(&mut c, "node:*");
+    replica.receive(vec![cut, everyone]);
+    let names: Vec<String> = replica.judge.book().cut_off().into_iter().collect();
+    assert_eq!(names, ["payments-1"]);
+    // A write revoking `write` only cuts no one off.
+    let back = c.control.rule(
+        &Rule::Grant {
+            grantee: principal("node:payments-1"),
+            right: Right::Write,
+            prefix: String::new(),
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    replica.receive(vec![back]);
+    assert!(
+        replica.judge.book().cut_off().is_empty(),
+        "write includes read"
+    );
+}
+
+/// Real nodes: once an admin revokes a node's `read` over every key, every other node closes
+/// its connections to it and refuses new ones as soon as their handshake completes, so it
+/// drops out of their member lists, and a node started again with its certificate cannot
+/// rejoin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_is_cut_off_and_cannot_reconnect() {
+    use confmesh::{
+        proto::node::Audit,
+        runtime::{MemberState, Mesh},
+    };
+    use std::time::Duration;
+
+    let ca = DevCa::generate("revocation cluster").expect("ca");
+    let nodes = common::start_cluster(&ca, 3).await;
+    let ops = admin(&ca, "ops");
+    let write = |rule: Rule, policy: confmesh::runtime::PolicyReport| {
+        let payload = Payload::Value(rule.encode());
+        let proof = ops.prove_rule(&payload, &policy.context).expect("proof");
+        let audit = Audit {
+            author: Some(ops.principal()),
+            message: None,
+        };
+        (rule, audit, policy.context, proof)
+    };
+    let control = &nodes[0];
+    let policy = control.policy().await.expect("policy");
+    let cutoff = policy.version_vector.clone();
+    let (rule, audit, context, proof) = write(
+        Rule::Root {
+            admins: vec![principal("admin:ops")],
+            cutoff,
+        },
+        policy,
+    );
+    control
+        .write_rule(rule, audit, context, proof)
+        .await
+        .expect("root");
+    let policy = control.policy().await.expect("policy");
+    let cutoff = policy.version_vector.clone();
+    let (rule, audit, context, proof) = write(
+        Rule::Revoke {
+            grantee: principal("node:node-2"),
+            right: Right::Read,
+            prefix: String::new(),
+            cutoff,
+        },
+        policy,
+    );
+    control
+        .write_rule(rule, audit, context, proof)
+        .await
+        .expect("revoke");
+    // Whether `node` lists the member at `addr` alive.
+    let alive = |node: &Mesh, addr: std::net::SocketAddr| {
+        let node = node.clone();
+        async move {
+            node.members()
+                .await
+                .expect("members")
+                .iter()
+                .any(|m| m.id.addr == addr && m.state == MemberState::Alive)
+        }
+    };
+    let (addr0, addr2) = (nodes[0].id().addr, nodes[2].id().addr);
+    assert!(
+        alive(&nodes[1], addr2).await,
+        "listed before the revocation"
+    );
+    // node-1 hears of the revocation (from node-0, or from node-2 before it is cut off).
+    let gone = common::eventually(Duration::from_secs(30), || async {
+        !alive(&nodes[0], addr2).await && !alive(&nodes[1], addr2).await
+    })
+    .await;
+    assert!(gone, "the revoked node is still listed alive");
+
+    // Started again with its certificate (and a fresh data directory), it cannot rejoin.
+    let revoked = nodes[2].clone();
+    revoked.shutdown().await;
+    let again = Mesh::builder()
+        .tls(ca.node_config("node-2").expect("cert"))
+        .seeds([addr0.to_string()])
+        .start()
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !alive(control, again.id().addr).await,
+        "the revoked node rejoined"
+    );
+    assert!(
+        !alive(&again, addr0).await,
+        "the revoked node sees the cluster"
+    );
+    again.shutdown().await;
+    for node in nodes.into_iter().take(2) {
+        node.shutdown().await;
+    }
+}

@@ -769,6 +769,7 @@ async fn health(State(api): State<Api>) -> Response {
             replication_lag_ms: api.metrics.last_lag_ms(),
             protocol: h.protocol,
             held_back_by: h.held_back_by,
+            policy_root: h.policy_root,
         })
         .into_response(),
         Err(e) => mesh_error(&e),

@@ -134,7 +134,7 @@ impl Metrics {
 type Reading = (&'static str, &'static str, fn(&Scrape) -> u64);
 
 /// The node's and the transport's counters.
-const COUNTERS: [Reading; 19] = [
+const COUNTERS: [Reading; 20] = [
     ("confmesh_datagram_bytes_sent", "SWIM bytes sent.", |s| {
         s.stats.datagram_bytes_sent
     }),
@@ -217,6 +217,11 @@ const COUNTERS: [Reading; 19] = [
         "confmesh_equivocation_proofs_published",
         "Proofs of equivocation this node found and published for every replica.",
         |s| s.stats.proofs_published,
+    ),
+    (
+        "confmesh_versions_masked",
+        "Versions masked here: granted when made, then undone by a policy revocation or root that had not seen them.",
+        |s| s.stats.versions_masked,
     ),
     (
         "confmesh_tainted_keys_rewritten",
@@ -391,6 +396,7 @@ mod tests {
                 since_in_sync: None,
                 protocol: 1,
                 held_back_by: vec!["old".into()],
+                policy_root: false,
             },
             trust: TrustReport {
                 by_peer: vec![(

@@ -117,6 +117,16 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     };
     tokio::spawn(measure_lag(mesh.clone(), Arc::clone(&api.metrics)));
     announce(&config, &mesh, http_addr);
+    // Said at every start: without a root, any certified node may write every key.
+    if let Ok(health) = mesh.health().await {
+        if health.policy_root {
+            say(format_args!("  policy:  rooted (confmesh acl show)"));
+        } else {
+            say(format_args!(
+                "  policy:  none: every certified node may write every key (confmesh acl init)"
+            ));
+        }
+    }
     let grace = config.shutdown_grace;
     let server = tokio::spawn(server::serve(
         listener,

@@ -444,6 +444,11 @@ pub struct HealthResponse {
     /// is not finished while any are listed; empty from agents that predate the field).
     #[serde(default)]
     pub held_back_by: Vec<String>,
+    /// Whether the node holds a policy root (`confmesh acl init`): then nothing is allowed
+    /// that no grant allows; without one every certified node may write every key (false
+    /// from agents that predate the field).
+    #[serde(default)]
+    pub policy_root: bool,
 }
 
 /// `GET /v1/trust`: what this node trusts (docs/PROTOCOL.md §7).

@@ -97,20 +97,7 @@ impl Certifier for CaCertifier {
     /// `DevCa` issue), else, for certificates made by other tools, its first DNS name other
     /// than the cluster's server name. A certificate naming an admin names no node.
     fn node_name(&self, certificate: &[u8]) -> Option<String> {
-        let der = CertificateDer::from(certificate);
-        let cert = webpki::EndEntityCert::try_from(&der).ok()?;
-        if cert.valid_uri_names().any(|u| u.starts_with(ADMIN_URI)) {
-            return None;
-        }
-        if let Some(name) = cert
-            .valid_uri_names()
-            .find_map(|u| u.strip_prefix(NODE_URI))
-        {
-            return Some(name.to_owned());
-        }
-        cert.valid_dns_names()
-            .find(|name| *name != CLUSTER_SERVER_NAME)
-            .map(str::to_owned)
+        node_name(certificate)
     }
 
     /// An admin certificate is one of the CA's, for client authentication, valid at `at_ms`,
@@ -147,6 +134,26 @@ impl Certifier for CaCertifier {
     fn prepare(&self, items: &[(VerificationKey, &Version)]) {
         self.prechecked.prepare(items);
     }
+}
+
+/// The name of the node `certificate` (DER) names, unchecked: its URI name
+/// `confmesh:node:NAME`, else its first DNS name other than the cluster's server name; none
+/// for an admin certificate (docs/PROTOCOL.md §8.1).
+pub fn node_name(certificate: &[u8]) -> Option<String> {
+    let der = CertificateDer::from(certificate);
+    let cert = webpki::EndEntityCert::try_from(&der).ok()?;
+    if cert.valid_uri_names().any(|u| u.starts_with(ADMIN_URI)) {
+        return None;
+    }
+    if let Some(name) = cert
+        .valid_uri_names()
+        .find_map(|u| u.strip_prefix(NODE_URI))
+    {
+        return Some(name.to_owned());
+    }
+    cert.valid_dns_names()
+        .find(|name| *name != CLUSTER_SERVER_NAME)
+        .map(str::to_owned)
 }
 
 /// The URI name that makes a certificate an admin's: `confmesh:admin:NAME`.

@@ -148,6 +148,9 @@ pub(crate) struct Driver {
     /// Peers that sent forged versions, and until when their messages are dropped (by the
     /// transport, which shares this).
     pub(crate) bans: Arc<Bans>,
+    /// How many policy entries the node held when the transport last heard which nodes the
+    /// policy cut off.
+    pub(crate) policy_entries: usize,
 }
 
 /// What the next commit must write, and the local writes awaited.
@@ -586,6 +589,12 @@ impl Driver {
         self.flush();
         for event in events {
             self.announce(event);
+        }
+        // The nodes the policy cut off, whenever the policy grew (entries are never removed).
+        let entries = self.node.policy().len();
+        if entries != self.policy_entries {
+            self.policy_entries = entries;
+            self.transport.set_revoked(self.node.policy().cut_off());
         }
         self.transport
             .send_all(std::iter::from_fn(|| self.node.poll_transmit()));

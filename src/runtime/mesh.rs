@@ -69,6 +69,9 @@ pub struct Health {
     /// The names of alive members that advertise an older protocol than this node speaks:
     /// what holds the cluster's version back during a rolling upgrade.
     pub held_back_by: Vec<String>,
+    /// Whether this node holds a policy root (docs/PROTOCOL.md §8): then nothing is allowed
+    /// that no grant allows. Without one, every certified node may write every key.
+    pub policy_root: bool,
 }
 
 impl Health {
@@ -430,6 +433,7 @@ impl MeshBuilder {
             done,
             pending: Pending::default(),
             bans,
+            policy_entries: 0,
         };
         driver.publish_info(&self.info).map_err(MeshError::from)?;
         tokio::spawn(driver.run());
@@ -1049,6 +1053,7 @@ impl Mesh {
                     .map(|at| now.saturating_duration_since(at)),
                 protocol,
                 held_back_by,
+                policy_root: node.policy().rooted(),
             }
         })
         .await

@@ -3,7 +3,7 @@
 //! pooled connection per peer, dialled on first use and again after it is lost.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -138,6 +138,9 @@ pub(crate) enum SendError {
     /// A message could not be rewritten for a peer of an older protocol.
     #[error("cannot rewrite a message for an older peer: {0}")]
     Downgrade(#[source] wire::DecodeError),
+    /// The peer presented the certificate of a node the policy revoked.
+    #[error("the peer is a node the policy revoked")]
+    Revoked,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
@@ -246,7 +249,13 @@ pub(crate) struct Transport {
     sending: tokio::sync::watch::Sender<usize>,
     /// What the connection readers share.
     reader: Reader,
+    /// The nodes the policy cut off (docs/PROTOCOL.md §8.8): a connection whose peer presents
+    /// one of their certificates is closed as soon as its handshake completes.
+    revoked: Arc<std::sync::RwLock<BTreeSet<String>>>,
 }
+
+/// Why a connection was closed by this node (its application close code).
+const CLOSE_REVOKED: u32 = 3;
 
 /// What every connection's reader shares: where messages go, what it drops, and its limits.
 #[derive(Clone)]
@@ -303,6 +312,7 @@ impl Transport {
             endpoint,
             local,
             pool: Mutex::new(HashMap::new()),
+            revoked: Arc::default(),
             wire: Arc::default(),
             sending: tokio::sync::watch::Sender::new(0),
             reader: Reader {
@@ -424,6 +434,9 @@ impl Transport {
                 log_tls_refusal(to, &e);
                 SendError::Handshake(e)
             })?;
+        if self.refuse_revoked(&conn) {
+            return Err(SendError::Revoked);
+        }
         *slot = Some(conn.clone());
         tokio::spawn(serve(self.reader.clone(), conn.clone(), self.wire.clone()));
         Ok(conn)
@@ -431,6 +444,41 @@ impl Transport {
 
     fn slot(&self, to: SocketAddr) -> Slot {
         lock(&self.pool).entry(to).or_default().clone()
+    }
+
+    /// Whether `conn`'s peer presented the certificate of a node the policy cut off; if so,
+    /// closes it, and says so.
+    fn refuse_revoked(&self, conn: &Connection) -> bool {
+        let Some(name) = peer_node(conn) else {
+            return false;
+        };
+        let revoked = self
+            .revoked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&name);
+        if revoked {
+            tracing::warn!(peer = %conn.remote_address(), node = %name, "connection refused: the policy revoked this node");
+            conn.close(CLOSE_REVOKED.into(), b"revoked");
+        }
+        revoked
+    }
+
+    /// Replaces the nodes the policy cut off, and closes the pooled connections to them.
+    pub(crate) fn set_revoked(&self, names: BTreeSet<String>) {
+        *self.revoked.write().unwrap_or_else(PoisonError::into_inner) = names;
+        let pool: Vec<(SocketAddr, Slot)> = lock(&self.pool)
+            .iter()
+            .map(|(a, s)| (*a, s.clone()))
+            .collect();
+        for (addr, slot) in pool {
+            let conn = slot.try_lock().ok().and_then(|c| c.clone());
+            if let Some(conn) = conn
+                && self.refuse_revoked(&conn)
+            {
+                self.forget(addr);
+            }
+        }
     }
 
     /// Drops the pooled connection to `to`, so the next message dials again.
@@ -471,6 +519,7 @@ async fn accept_loop(transport: Arc<Transport>) {
         tokio::spawn(async move {
             let from = incoming.remote_address();
             match incoming.await {
+                Ok(conn) if transport.refuse_revoked(&conn) => {}
                 Ok(conn) => {
                     // Keep it for sending too, unless we already dialled that peer.
                     let slot = transport.slot(from);
@@ -489,6 +538,13 @@ async fn accept_loop(transport: Arc<Transport>) {
             }
         });
     }
+}
+
+/// The node the peer of `conn` presented a certificate of.
+fn peer_node(conn: &Connection) -> Option<String> {
+    let identity = conn.peer_identity()?;
+    let chain = identity.downcast_ref::<Vec<rustls::pki_types::CertificateDer<'static>>>()?;
+    super::certifier::node_name(chain.first()?)
 }
 
 /// Reads datagrams and streams from one connection until it closes, counting its traffic.

@@ -508,6 +508,39 @@ impl Book {
         })
     }
 
+    /// The nodes cut off from the cluster (docs/PROTOCOL.md §8.8): those named by a revocation
+    /// of `read` over every key (`""`) that no grant of `read` (or more) over every key made
+    /// after seeing it restores. Their certificates are refused at every connection. A
+    /// revocation of a pattern (`node:*`) cuts off no one: it would cut every node off from
+    /// every other.
+    pub fn cut_off(&self) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        for entry in self.entries.values() {
+            let Rule::Revoke {
+                grantee,
+                right: Right::Read,
+                prefix,
+                ..
+            } = &entry.rule
+            else {
+                continue;
+            };
+            let (Kind::Node, Some(name), true) = (grantee.kind, &grantee.name, prefix.is_empty())
+            else {
+                continue;
+            };
+            let restored = self.about(grantee).iter().any(|grant| {
+                matches!(&grant.rule, Rule::Grant { prefix, .. } if prefix.is_empty())
+                    && grant.gives(grantee, Right::Read, "")
+                    && covers(&grant.context, entry.dot)
+            });
+            if !restored {
+                names.insert(name.clone());
+            }
+        }
+        names
+    }
+
     /// Every entry it holds, in dot order: its dot, author and rule.
     pub fn entries(&self) -> impl Iterator<Item = (Dot, &Principal, &Rule)> + '_ {
         self.entries.values().map(|e| (e.dot, &e.author, &e.rule))
