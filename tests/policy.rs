@@ -919,3 +919,41 @@ async fn a_revoked_node_is_cut_off_and_cannot_reconnect() {
         node.shutdown().await;
     }
 }
+
+/// A policy root needs a node that enforces signatures (and holds no unsigned version): once
+/// rooted, unsigned versions are taken from no one, so a permissive node's would be judged
+/// forged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_is_refused_on_a_node_that_takes_unsigned_versions() {
+    use confmesh::{
+        proto::{node::Audit, trust::Mode},
+        runtime::{Mesh, MeshError},
+    };
+    let ca = DevCa::generate("permissive cluster").expect("ca");
+    let node = Mesh::builder()
+        .tls(ca.node_config("node-0").expect("cert"))
+        .trust_mode(Mode::Permissive)
+        .start()
+        .await
+        .expect("start");
+    let ops = admin(&ca, "ops");
+    let policy = node.policy().await.expect("policy");
+    let rule = Rule::Root {
+        admins: vec![principal("admin:ops")],
+        cutoff: policy.version_vector.clone(),
+    };
+    let proof = ops
+        .prove_rule(&Payload::Value(rule.encode()), &policy.context)
+        .expect("proof");
+    let audit = Audit {
+        author: Some(ops.principal()),
+        message: None,
+    };
+    let refused = node.write_rule(rule, audit, policy.context, proof).await;
+    match refused {
+        Err(MeshError::Config(why)) => assert!(why.contains("enforcing"), "{why}"),
+        other => panic!("a root on a permissive node: {other:?}"),
+    }
+    assert!(!node.policy().await.expect("policy").rooted);
+    node.shutdown().await;
+}

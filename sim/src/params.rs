@@ -75,6 +75,11 @@ pub struct Cli {
     /// node signs its writes and enforces signatures (docs/PROTOCOL.md §7). For comparisons.
     #[arg(long)]
     no_signing: bool,
+    /// Chaos scenario: an admin makes a policy (docs/PROTOCOL.md §8) as the writes start, a
+    /// root and a grant of `write` over every key to every node, then revokes and grants
+    /// again single nodes' writes while the writes and faults go on. Needs signing.
+    #[arg(long)]
+    policy: bool,
     /// Write the report (JSON) to this file.
     #[arg(long, value_name = "FILE.json")]
     report: Option<String>,
@@ -203,6 +208,7 @@ impl Cli {
             eager_min: self.eager_min.map(|k| k as usize),
             one_way: self.one_way,
             signing: !self.no_signing,
+            policy: self.policy && !self.no_signing,
             report: self.report,
             plot: self.plot,
             plot_from: self.plot_from,
@@ -324,6 +330,8 @@ pub struct Params {
     pub one_way: bool,
     /// Every node signs its writes and enforces signatures (not `--no-signing`).
     pub signing: bool,
+    /// `--policy`: policy changes under the chaos scenario's writes and faults.
+    pub policy: bool,
     pub report: Option<String>,
     /// Draw the runs (or the `--from` reports) into this SVG file.
     pub plot: Option<String>,
@@ -381,6 +389,7 @@ impl Params {
             (self.baseline, " --baseline"),
             (self.one_way, " --one-way"),
             (!self.signing, " --no-signing"),
+            (self.policy, " --policy"),
         ] {
             if on {
                 command += flag;
@@ -432,6 +441,7 @@ impl Params {
             start: Start::Cold,
             one_way: scenario == Scenario::Partition && rng.random_bool(0.5),
             preset: wan_preset(seed, scenario),
+            policy: base.policy && with_policy(seed, scenario),
             baseline: false,
             smoke: false,
             swarm: None,
@@ -457,6 +467,15 @@ fn wan_preset(seed: u64, scenario: Scenario) -> Preset {
     }
 }
 
+/// Whether a swarm run given `--policy` makes policy changes: half of its chaos runs. Drawn
+/// from a generator of its own, so the other parameters of every swarm seed stay what they
+/// were before.
+fn with_policy(seed: u64, scenario: Scenario) -> bool {
+    use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x0050_4F4C_0000_0000);
+    scenario == Scenario::Chaos && rng.random_bool(0.5)
+}
+
 impl fmt::Display for Params {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let fields: Vec<String> = self
@@ -470,6 +489,9 @@ impl fmt::Display for Params {
         }
         if !self.signing {
             write!(f, " signing=false")?;
+        }
+        if self.policy {
+            write!(f, " policy=true")?;
         }
         Ok(())
     }

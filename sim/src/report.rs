@@ -105,6 +105,10 @@ pub struct Report {
     /// How the run's certifier answered, unless `--no-signing`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signatures: Option<Signatures>,
+    /// With `--policy`: policy entries made, writes the policy refused at their node, and
+    /// versions masked (summed over nodes and incarnations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyStats>,
     pub events: u64,
     pub messages: u64,
     pub bytes: u64,
@@ -205,6 +209,17 @@ pub struct Signatures {
     pub cached: u64,
 }
 
+/// What the policy did in a run (`--policy`).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PolicyStats {
+    /// Policy entries made (the root, the first grant, then revocations and grants).
+    pub entries: u64,
+    /// Writes a node refused because the policy did not grant them.
+    pub denied_writes: u64,
+    /// Versions masked, summed over nodes and incarnations.
+    pub masked: u64,
+}
+
 impl Report {
     /// The figures of a finished run, and the verdicts of every checker on it.
     pub fn build(world: &World, phases: Phases, mode: &'static str, wall_s: f64) -> Report {
@@ -277,6 +292,19 @@ impl Report {
                 checked: s.checked,
                 cached: s.cached,
             }),
+            policy: world.params.policy.then(|| PolicyStats {
+                entries: world
+                    .writes
+                    .iter()
+                    .filter(|w| {
+                        w.key
+                            .as_str()
+                            .starts_with(confmesh::proto::trust::POLICY_PREFIX)
+                    })
+                    .count() as u64,
+                denied_writes: world.denied_writes,
+                masked: total(|s| s.versions_masked) as u64,
+            }),
             events: world.events_processed,
             messages: world.messages_sent,
             bytes: world.bytes_sent,
@@ -300,9 +328,15 @@ impl Report {
             .iter()
             .map(|(kind, b)| format!(" {kind} {b:.2}"))
             .collect();
-        let signatures = self.signatures.map_or("unsigned".into(), |s| {
+        let mut signatures = self.signatures.map_or("unsigned".into(), |s| {
             format!("signatures checked {} cached {}", s.checked, s.cached)
         });
+        if let Some(p) = self.policy {
+            signatures.push_str(&format!(
+                " | policy entries {} denied {} masked {}",
+                p.entries, p.denied_writes, p.masked
+            ));
+        }
         let mut line = format!(
             "  [{}] convergence_ms {} | copies/node/change {} | idle B/node/s {} | loaded B/node/s {} | heal_ms {} flaps {} | detect_ms {} | join_ms {} | catchup_ms {} | grafts/change {} syncs/change {} | false_positives {} refuted {} left-as-left {} lost {} divergent {} | deferred {} {} | events {} sim {:.1}s wall {:.1}s trace {} {}",
             self.mode,

@@ -57,6 +57,11 @@ pub(crate) enum Command {
     /// every key. Make the grants nodes need right after: writes made by nodes that had not
     /// heard of the root are masked once it reaches them.
     Init {
+        /// Required: the policy is experimental in this release. A replica can wait for ever
+        /// for a version its policy context names that was overwritten everywhere before it
+        /// arrived (docs/PROTOCOL.md §8.9); test it before relying on it.
+        #[arg(long)]
+        experimental: bool,
         #[command(flatten)]
         admin: AdminArgs,
         /// Another admin of the root (`admin:NAME`, repeatable).
@@ -121,10 +126,18 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             })
         }
         Command::Init {
+            experimental,
             admin,
             also,
             target,
         } => {
+            if !experimental {
+                return Err(Failure::usage(
+                    "the policy is experimental in this release: a replica can wait for ever for a \
+                     version its policy context names (docs/PROTOCOL.md §8.9); pass --experimental \
+                     to make a root anyway",
+                ));
+            }
             let key = admin.key()?;
             let mut admins = vec![principal(&key.principal())?];
             for other in &also {

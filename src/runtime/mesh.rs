@@ -969,7 +969,8 @@ impl Mesh {
     /// # Errors
     ///
     /// [`MeshError::Config`] while a member speaks a protocol older than 4 (it could not read
-    /// the entry, nor any version written after it); [`MeshError::Write`] if every replica
+    /// the entry, nor any version written after it), or, for a root, while this node holds
+    /// unsigned versions or does not enforce signatures; [`MeshError::Write`] if every replica
     /// would refuse the entry ([`WriteError::Refused`], naming why) or the context names
     /// versions this node has not seen; [`MeshError::Storage`], [`MeshError::Stopped`].
     pub async fn write_rule(
@@ -987,6 +988,17 @@ impl Mesh {
                 health.protocol,
                 health.held_back_by.join(", ")
             )));
+        }
+        if matches!(rule, Rule::Root { .. }) {
+            // Unsigned versions prove no node: once a root is held they are taken from no one,
+            // so a relay still holding them would be judged a forger (PROTOCOL.md §8).
+            let trust = self.trust().await?;
+            if trust.unsigned_versions > 0 || trust.mode != Mode::Enforcing {
+                return Err(MeshError::Config(format!(
+                    "a policy root needs every node enforcing signatures and no unsigned version left ({} here, mode {:?}): run `confmesh trust resign`, then set trust_mode = \"enforcing\" (docs/PROTOCOL.md §7.5)",
+                    trust.unsigned_versions, trust.mode
+                )));
+            }
         }
         let (reply, answer) = oneshot::channel();
         self.send(Command::WriteRule {

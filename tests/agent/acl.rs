@@ -65,6 +65,7 @@ async fn an_admin_roots_the_policy_and_grants_and_revokes_from_the_command_line(
     let (code, _, err) = cli(&[
         "acl",
         "init",
+        "--experimental",
         "--admin-cert",
         data.join("tls/node.pem").to_str().expect("utf-8"),
         "--admin-key",
@@ -73,10 +74,13 @@ async fn an_admin_roots_the_policy_and_grants_and_revokes_from_the_command_line(
     assert_ne!(code, Some(0));
     assert!(err.contains("admin"), "{err}");
 
-    let (code, out, err) = with_admin(&["acl", "init", "-m", "first root"]);
+    let (code, _, err) = with_admin(&["acl", "init"]);
+    assert_ne!(code, Some(0), "experimental");
+    assert!(err.contains("--experimental"), "{err}");
+    let (code, out, err) = with_admin(&["acl", "init", "--experimental", "-m", "first root"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("root, admins admin:ops"), "{out}");
-    let (code, _, err) = with_admin(&["acl", "init"]);
+    let (code, _, err) = with_admin(&["acl", "init", "--experimental"]);
     assert_ne!(code, Some(0), "a second root");
     assert!(err.contains("already has a policy root"), "{err}");
 

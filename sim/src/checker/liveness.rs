@@ -40,6 +40,14 @@ pub enum Missed {
         /// The deadline, from the join.
         limit: Duration,
     },
+    /// Once every write had reached every node, the nodes did not all hold the same policy
+    /// entries and mask the same versions (`--policy`, docs/PROTOCOL.md §8.6).
+    Policy {
+        /// Nodes whose entries or masks differ from the first running node's.
+        differing: usize,
+        /// Running nodes.
+        count: usize,
+    },
 }
 
 impl fmt::Display for Missed {
@@ -69,6 +77,10 @@ impl fmt::Display for Missed {
                 f,
                 "the new node did not catch up within {} s",
                 limit.as_secs()
+            ),
+            Missed::Policy { differing, count } => write!(
+                f,
+                "{differing} of {count} nodes hold other policy entries or masks than the first"
             ),
         }
     }

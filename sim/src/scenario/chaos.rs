@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use confmesh::proto::trust::policy::{Principal, Right, Rule};
 use rand::RngExt;
 
 use super::{Phases, bootstrap, close_incarnation, converge, random_write, say};
@@ -38,11 +39,20 @@ pub(super) fn run(world: &mut World, phases: &mut Phases) {
     let spread = Duration::from_millis((n as u64 * 2).clamp(100, 4_000));
     bootstrap(world, phases, 0..n, spread);
     world.run_for(Duration::from_secs(2));
+    if world.params.policy {
+        policy_root(world);
+    }
     say(world, "writing under faults");
     let end = world.now + FAULT_PHASE;
     let step = FAULT_PHASE / world.params.writes.max(1) as u32;
     let mut next_write = world.now;
     let mut next_fault = world.now + gap(world);
+    let far = end + FAULT_PHASE;
+    let mut next_policy = if world.params.policy {
+        world.now + gap(world)
+    } else {
+        far
+    };
     while world.now < end {
         if world.now >= next_write {
             random_write(world, |w, i| w.is_running(i));
@@ -52,7 +62,11 @@ pub(super) fn run(world: &mut World, phases: &mut Phases) {
             fault(world, phases);
             next_fault = world.now + gap(world);
         }
-        let until = next_write.min(next_fault).min(end);
+        if world.now >= next_policy {
+            policy_change(world);
+            next_policy = world.now + gap(world);
+        }
+        let until = next_write.min(next_fault).min(next_policy).min(end);
         world.run_for(until.saturating_duration_since(world.now));
     }
 
@@ -65,6 +79,9 @@ pub(super) fn run(world: &mut World, phases: &mut Phases) {
         }
     }
     converge(world, phases, Duration::from_secs(120));
+    if world.params.policy {
+        same_policy(world, phases);
+    }
     let exact = |w: &World, i: usize| {
         w.node(i).is_some_and(|node| {
             let mut listed: Vec<_> = node.members().collect();
@@ -113,6 +130,125 @@ pub(super) fn run(world: &mut World, phases: &mut Phases) {
         declared,
     );
     world.run_for(Duration::from_secs(1));
+}
+
+/// The policy the writes start under (`--policy`): a root made through a running node, and a
+/// grant of `write` over every key to every node, so that the writes go on as before.
+fn policy_root(world: &mut World) {
+    let Some(i) = world.random_node(|w, i| w.is_running(i)) else {
+        return;
+    };
+    let Some(cutoff) = world.version_vector(i) else {
+        return;
+    };
+    let root = Rule::Root {
+        admins: vec![principal("admin:ops")],
+        cutoff,
+    };
+    let all = Rule::Grant {
+        grantee: principal("node:*"),
+        right: Right::Write,
+        prefix: String::new(),
+    };
+    if world.write_rule(i, &root) && world.write_rule(i, &all) {
+        say(
+            world,
+            &format!("policy root and grant made through node {i}"),
+        );
+    }
+}
+
+/// One policy change while the writes and faults go on (`--policy`): through a running
+/// node, the admin revokes a running node's `write` over every key (what the revoking node
+/// has seen stands), or grants it back; writes the revoked node makes from then on are refused
+/// there, and those it made before hearing of it are masked everywhere.
+fn policy_change(world: &mut World) {
+    let (Some(through), Some(target)) = (
+        world.random_node(|w, i| w.is_running(i)),
+        world.random_node(|w, i| w.is_running(i)),
+    ) else {
+        return;
+    };
+    let (Some(name), Some(cutoff)) = (world.node_name(target), world.version_vector(through))
+    else {
+        return;
+    };
+    let grantee = principal(&format!("node:{name}"));
+    let rule = if world.rng().random_bool(0.6) {
+        Rule::Revoke {
+            grantee,
+            right: Right::Write,
+            prefix: String::new(),
+            cutoff,
+        }
+    } else {
+        Rule::Grant {
+            grantee,
+            right: Right::Write,
+            prefix: String::new(),
+        }
+    };
+    if world.write_rule(through, &rule) {
+        say(world, &format!("{rule} made through node {through}"));
+    }
+}
+
+/// Checks that every running node holds the same policy entries and masks the same versions
+/// (`--policy`): what every replica must agree on once every version reached every node.
+/// Masks are compared on the versions every running node still holds (a masked version is
+/// collected like a tombstone, at each node's own pace).
+fn same_policy(world: &mut World, phases: &mut Phases) {
+    use std::collections::{BTreeMap, BTreeSet};
+    type View = (Vec<confmesh::proto::Dot>, BTreeMap<(u64, u64), bool>);
+    let view = |w: &World, i: usize| -> Option<View> {
+        w.node(i).map(|node| {
+            let entries: Vec<_> = node.policy().entries().map(|(dot, _, _)| dot).collect();
+            let held = node
+                .store()
+                .versions_all()
+                .map(|v| ((v.dot.actor.0, v.dot.counter), v.masked.0))
+                .collect();
+            (entries, held)
+        })
+    };
+    let views: Vec<View> = (0..world.len())
+        .filter(|&i| world.is_running(i))
+        .filter_map(|i| view(world, i))
+        .collect();
+    let Some(first) = views.first() else {
+        return;
+    };
+    let everywhere: BTreeSet<(u64, u64)> = first
+        .1
+        .keys()
+        .copied()
+        .filter(|dot| views.iter().all(|v| v.1.contains_key(dot)))
+        .collect();
+    let masks = |v: &View| -> Vec<bool> { everywhere.iter().map(|dot| v.1[dot]).collect() };
+    let (first_entries, first_masks) = (first.0.clone(), masks(first));
+    let differing = views
+        .iter()
+        .filter(|v| v.0 != first_entries || masks(v) != first_masks)
+        .count();
+    if differing == 0 {
+        let masked = first_masks.iter().filter(|&&m| m).count();
+        say(
+            world,
+            &format!(
+                "every node holds the same {} policy entries and masks the same {masked} versions",
+                first_entries.len()
+            ),
+        );
+    } else {
+        phases.missed.push(Missed::Policy {
+            differing,
+            count: views.len(),
+        });
+    }
+}
+
+fn principal(text: &str) -> Principal {
+    Principal::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
 /// The time to the next fault, drawn.

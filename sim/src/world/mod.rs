@@ -15,9 +15,9 @@ use std::{
 
 use bytes::Bytes;
 use confmesh::proto::{
-    Digest, Dot, Key, Store, Version, WriterId,
-    node::{Channel, Config, Dissemination, Event, Node, NodeId, NodeStats, TrustConfig},
-    trust::{Mode, endorsement_key},
+    Digest, Dot, Key, Payload, Store, Version, WriteError, WriterId,
+    node::{Audit, Channel, Config, Dissemination, Event, Node, NodeId, NodeStats, TrustConfig},
+    trust::{Mode, endorsement_key, policy::Rule},
     wire,
 };
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
@@ -25,7 +25,7 @@ use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 use self::{
     disk::Disk,
     faults::{Fault, FaultLog, Partition},
-    pki::{Issued, Pki},
+    pki::{Issued, Pki, SimAdmin},
 };
 use crate::{
     checker::continuous::{self, Finding},
@@ -151,6 +151,10 @@ pub struct World {
     preloaded: Option<Store>,
     /// The CA and the keys of the run, unless `--no-signing`.
     pki: Option<Pki>,
+    /// The admin who makes the run's policy (`--policy`), once it made an entry.
+    admin: Option<SimAdmin>,
+    /// Writes a node refused because the policy did not grant them.
+    pub denied_writes: u64,
     /// The endorsement of every writer key issued: the key and payload of its first version.
     endorsements: HashMap<WriterId, (Key, Bytes)>,
     /// What the continuous checks found, in the order found (at most [`continuous::KEPT`]).
@@ -232,6 +236,8 @@ impl World {
             by_dot: HashMap::new(),
             preloaded: None,
             pki,
+            admin: None,
+            denied_writes: 0,
             endorsements,
             findings: Vec::new(),
             next_audit: start + AUDIT_EVERY,
@@ -499,11 +505,68 @@ impl World {
             return false;
         };
         let key = Key::new(key).expect("scenario keys are valid");
-        let version = match value.clone() {
-            Some(v) => Some(node.put(now, key, v).expect("scenario values are small")),
-            None => node.delete(now, key),
+        let written = match value.clone() {
+            Some(v) => node.put(now, key, v).map(Some),
+            None => node.try_delete_audited(now, key, Audit::default()),
         };
-        let Some(version) = version else { return false };
+        let version = match written {
+            Ok(Some(version)) => version,
+            Ok(None) => return false,
+            Err(WriteError::Denied(_)) => {
+                self.denied_writes += 1;
+                return false;
+            }
+            Err(e) => panic!("a scenario write failed: {e}"),
+        };
+        self.record_write(i, version, value, n);
+        true
+    }
+
+    /// Makes the policy entry `rule` at node `i`, proven by the run's admin, in the context
+    /// node `i` holds; returns whether it was written (`--policy`).
+    pub fn write_rule(&mut self, i: usize, rule: &Rule) -> bool {
+        let now = self.now;
+        let n = self.len();
+        let (Some(pki), Some(node)) = (self.pki.as_mut(), self.slots[i].node.as_mut()) else {
+            return false;
+        };
+        let admin = self.admin.get_or_insert_with(|| pki.admin("ops"));
+        let context = node.policy_context();
+        let payload = rule.encode();
+        let proof = admin.prove_rule(&Payload::Value(payload.clone()), &context);
+        let audit = Audit {
+            author: Some(admin.principal().to_owned()),
+            message: None,
+        };
+        match node.write_rule(now, rule, audit, context, proof) {
+            Ok(version) => {
+                self.record_write(i, version, Some(payload), n);
+                true
+            }
+            Err(e) => {
+                if !self.params.quiet {
+                    println!("  policy entry not written at node {i}: {e}");
+                }
+                false
+            }
+        }
+    }
+
+    /// The node principal's name of node `i`'s writer, once its endorsement is applied.
+    pub fn node_name(&self, i: usize) -> Option<String> {
+        let node = self.slots[i].node.as_ref()?;
+        let principal = node.judge().node_of(node.id().writer)?;
+        principal.name().map(str::to_owned)
+    }
+
+    /// Node `i`'s version vector: what a root's or a revocation's cutoff made there holds.
+    pub fn version_vector(&self, i: usize) -> Option<confmesh::proto::VClock> {
+        let node = self.slots[i].node.as_ref()?;
+        Some(node.store().digest().version_vector())
+    }
+
+    /// Records a local write of node `i` for the checkers, and lets the node act.
+    fn record_write(&mut self, i: usize, version: Version, value: Option<Bytes>, n: usize) {
         let w = self.writes.len();
         if let Some(&earlier) = self.by_dot.get(&version.dot)
             && self.writes[earlier].acknowledged()
@@ -521,7 +584,7 @@ impl World {
             key: version.key.clone(),
             dot: version.dot,
             value,
-            at: now,
+            at: self.now,
             acked: None,
             lost: false,
             node: i,
@@ -536,7 +599,6 @@ impl World {
         }
         self.trace(1, i as u64, version.dot.counter);
         self.after(i);
-        true
     }
 
     /// Processes events until `d` of virtual time has passed.
@@ -943,6 +1005,7 @@ fn add_stats(total: &mut NodeStats, s: NodeStats) {
     total.trust.refused += s.trust.refused;
     total.trust.deferred += s.trust.deferred;
     total.trust.equivocations += s.trust.equivocations;
+    total.versions_masked += s.versions_masked;
 }
 
 impl Kind {

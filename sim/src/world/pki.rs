@@ -24,9 +24,12 @@ use std::{
 
 use bytes::Bytes;
 use confmesh::proto::{
-    Version, WriterId,
+    AuthorProof, Payload, VClock, Version, WriterId,
     node::Signer,
-    trust::{Certifier, Endorsement, EndorsementError, WriterKey, verifies, version_signed_bytes},
+    trust::{
+        Certifier, Endorsement, EndorsementError, POLICY_PREFIX, WriterKey, author_signed_bytes,
+        verifies, version_signed_bytes,
+    },
 };
 use ed25519_zebra::{Signature, SigningKey, VerificationKey};
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
@@ -106,6 +109,55 @@ impl Pki {
     /// The certifier every node of the run shares.
     pub fn certifier(&self) -> Arc<SimCertifier> {
         Arc::clone(&self.certifier)
+    }
+
+    /// An admin certificate for `name` and its key, drawn (docs/PROTOCOL.md §8.7).
+    pub fn admin(&mut self, name: &str) -> SimAdmin {
+        let key = SigningKey::from(draw(&mut self.rng));
+        let public: [u8; 32] = VerificationKey::from(&key).into();
+        let mut certificate = admin_bytes(name, &public);
+        certificate.extend_from_slice(&self.ca.sign(&certificate).to_bytes());
+        SimAdmin {
+            certificate: Bytes::from(certificate),
+            key,
+            principal: format!("admin:{name}"),
+        }
+    }
+}
+
+/// What the CA signs for an admin: a domain tag, the name's length and the name, the key.
+/// The certificate is these bytes followed by the CA's signature.
+fn admin_bytes(name: &str, public: &[u8; 32]) -> Vec<u8> {
+    let mut bytes = ADMIN_TAG.to_vec();
+    bytes.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.extend_from_slice(public);
+    bytes
+}
+
+/// What the CA signs for an admin (then its name and key).
+const ADMIN_TAG: &[u8] = b"confmesh-sim admin v1";
+
+/// An admin of a run: its certificate and key, which prove the policy entries it makes.
+pub struct SimAdmin {
+    certificate: Bytes,
+    key: SigningKey,
+    principal: String,
+}
+
+impl SimAdmin {
+    /// Its principal, `admin:NAME`.
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+
+    /// Its proof of a policy entry with `payload`, asked for in `context`.
+    pub fn prove_rule(&self, payload: &Payload, context: &VClock) -> AuthorProof {
+        let message = author_signed_bytes(POLICY_PREFIX, payload, &self.principal, context);
+        AuthorProof {
+            signature: self.key.sign(&message).to_bytes(),
+            certificate: Some(self.certificate.clone()),
+        }
     }
 }
 
@@ -296,6 +348,38 @@ impl Certifier for SimCertifier {
             Question(digest.into()),
             || verifies(version, public),
         )
+    }
+
+    /// A node is named by its certificate's key: `n` and its first 6 bytes in hex.
+    fn node_name(&self, certificate: &[u8]) -> Option<String> {
+        let key = certificate.get(..6)?;
+        (certificate.len() == CERTIFICATE_LEN)
+            .then(|| key.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            .map(|hex| format!("n{hex}"))
+    }
+
+    fn admin(
+        &self,
+        certificate: &[u8],
+        message: &[u8],
+        signature: &[u8; 64],
+        _at_ms: u64,
+    ) -> Option<String> {
+        let (body, ca_signature) =
+            certificate.split_at_checked(certificate.len().checked_sub(64)?)?;
+        let rest = body.strip_prefix(ADMIN_TAG)?;
+        let (&len, rest) = rest.split_first()?;
+        let (name, public) = rest.split_at_checked(usize::from(len))?;
+        let public: [u8; 32] = public.try_into().ok()?;
+        let ca_signature: [u8; 64] = ca_signature.try_into().ok()?;
+        self.ca
+            .verify(&Signature::from_bytes(&ca_signature), body)
+            .ok()?;
+        VerificationKey::try_from(public)
+            .ok()?
+            .verify(&Signature::from_bytes(signature), message)
+            .ok()?;
+        String::from_utf8(name.to_vec()).ok()
     }
 
     fn check_endorsement(

@@ -39,7 +39,10 @@ impl Store {
         self.keys.retain(|key, siblings| {
             let before = siblings.len();
             siblings.retain(|version| {
+                // Policy entries are never collected, masked or not (PROTOCOL.md §8.2): a
+                // policy context names them, and every replica must be able to fetch them.
                 let stable_here = version.is_tombstone()
+                    && !key.as_str().starts_with(crate::proto::trust::POLICY_PREFIX)
                     && version.dot.counter <= stable.get(&version.dot.actor)
                     && version
                         .supersedes

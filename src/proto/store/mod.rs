@@ -228,8 +228,15 @@ impl Version {
     pub(crate) fn approx_encoded_len(&self) -> usize {
         let value = self.payload.value().map_or(0, Bytes::len);
         let seal = self.seal.as_ref().map_or(0, |s| {
+            let grounds = s.grounds.as_ref().map_or(0, |g| {
+                12 * g.context.dots.len()
+                    + g.proof
+                        .as_ref()
+                        .map_or(0, |p| 68 + p.certificate.as_ref().map_or(0, Bytes::len))
+            });
             68 + s.author.as_ref().map_or(0, String::len)
                 + s.message.as_ref().map_or(0, String::len)
+                + grounds
         });
         self.key.as_str().len() + value + 32 + 12 * self.supersedes.dots.len() + seal
     }

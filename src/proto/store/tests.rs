@@ -760,3 +760,36 @@ fn a_masked_version_reads_as_a_tombstone_and_keeps_what_it_superseded_superseded
     check_invariants(&x);
     check_invariants(&y);
 }
+
+/// A masked version is collected like a tombstone once every member has seen it, but a masked
+/// policy entry never is: a policy context may name it, and every replica must be able to
+/// fetch it (PROTOCOL.md §8.2).
+#[test]
+fn masked_versions_are_collected_like_tombstones_but_policy_entries_never() {
+    let mut a = store(1);
+    let app = a.put(1_000, key("app/k"), val("v")).unwrap();
+    let entry = a
+        .put(
+            1_001,
+            key("_confmesh/policy/0000000000000001-2"),
+            val("rule"),
+        )
+        .unwrap();
+    let mut replicas = vec![a, store(2)];
+    for v in [app.clone(), entry.clone()] {
+        replicas[1].apply(v).unwrap();
+    }
+    for r in &mut replicas {
+        assert_eq!(r.mask(app.dot), Some(true));
+        assert_eq!(r.mask(entry.dot), Some(true));
+    }
+    run_gc(&mut replicas, &[0, 1]);
+    for r in &replicas {
+        assert_eq!(r.version_by_dot(&app.dot), None, "collected");
+        assert!(
+            r.version_by_dot(&entry.dot).is_some(),
+            "a policy entry stays"
+        );
+        check_invariants(r);
+    }
+}

@@ -33,8 +33,8 @@ pub(super) fn judged_by_policy(key: &str) -> bool {
 }
 
 /// The act `version` is, made by the node `node` (its writer's, if its certificate names
-/// one). A policy entry must be one (its key names its dot, it supersedes nothing, its payload
-/// is a rule) and its author must prove it; a write needs a node.
+/// one; else a node no rule can name). A policy entry must be one (its key names its dot, it
+/// supersedes nothing, its payload is a rule) and its author must prove it.
 ///
 /// # Errors
 ///
@@ -46,7 +46,7 @@ pub(super) fn act_of(
 ) -> Result<Act, Refusal> {
     let key = version.key.as_str();
     let context = context_of(version).clone();
-    let node = node.cloned().ok_or(Refusal::NoNode)?;
+    let node = node.cloned().unwrap_or_else(Principal::nameless_node);
     if !key.starts_with(POLICY_PREFIX) {
         return Ok(Act {
             dot: version.dot,

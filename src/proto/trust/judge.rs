@@ -104,9 +104,6 @@ pub enum Refusal {
     /// A policy entry whose author does not prove it (PROTOCOL.md §8.7).
     #[error("its author does not prove it")]
     Unproven,
-    /// Its writer's certificate names no node, and a policy judges it.
-    #[error("its writer's certificate names no node")]
-    NoNode,
     /// The grant rule denies it in its own context (PROTOCOL.md §8.4).
     #[error("{0}")]
     Denied(Denial),
@@ -158,6 +155,8 @@ pub struct Judge {
     masks_stale: bool,
     /// Versions waiting for what their context names, by the first dot they wait for.
     unripe: BTreeMap<(WriterId, u64), Vec<Version>>,
+    /// The dots of the versions in `unripe`.
+    unripe_dots: std::collections::BTreeSet<(WriterId, u64)>,
     unripe_count: usize,
     unripe_bytes: usize,
 }
@@ -257,11 +256,11 @@ impl Judge {
             return Ok(());
         }
         let writer = store.writer();
-        let node = self.nodes.get(&writer).cloned().ok_or(Denial::NotGranted {
-            principal: Principal::parse("node:unnamed").map_err(|_| Denial::Malformed)?,
-            right: super::policy::Right::Write,
-            key: key.as_str().to_owned(),
-        })?;
+        let node = self
+            .nodes
+            .get(&writer)
+            .cloned()
+            .unwrap_or_else(Principal::nameless_node);
         let act = Act {
             dot: Dot::new(writer, seq),
             node,
@@ -597,18 +596,25 @@ impl Judge {
         }
     }
 
-    /// Keeps `version`, which waits for `first` (the first version its context names that is
-    /// not here), within the bounds.
+    /// Keeps `version`, which waits until the versions of `first`'s writer are all seen up to
+    /// `first`'s number, within the bounds.
     fn park(&mut self, first: Dot, version: Version) {
         let size = version.approx_encoded_len();
         if self.unripe_count >= MAX_UNRIPE || self.unripe_bytes + size > MAX_UNRIPE_BYTES {
             return;
         }
-        let waiting = self.unripe.entry((first.actor, first.counter)).or_default();
-        if waiting.contains(&version) {
+        // One waiting version per dot (another with the same dot is judged when it comes
+        // again, after this one).
+        if !self
+            .unripe_dots
+            .insert((version.dot.actor, version.dot.counter))
+        {
             return;
         }
-        waiting.push(version);
+        self.unripe
+            .entry((first.actor, first.counter))
+            .or_default()
+            .push(version);
         self.unripe_count += 1;
         self.unripe_bytes += size;
     }
@@ -633,6 +639,8 @@ impl Judge {
         let mut released = Vec::new();
         for at in ripe {
             for version in self.unripe.remove(&at).unwrap_or_default() {
+                self.unripe_dots
+                    .remove(&(version.dot.actor, version.dot.counter));
                 self.unripe_count -= 1;
                 self.unripe_bytes -= version.approx_encoded_len();
                 released.push(version);
@@ -976,10 +984,12 @@ fn seen_through(store: &Store, batch: &BTreeMap<WriterId, SeqSet>, writer: Write
     }
 }
 
-/// The first version `context` names that is not seen (in `store` or `batch`), if any.
+/// The first writer `context` names whose versions are not all seen (in `store` or `batch`)
+/// up to the number it names: that writer and number, if any. A version waiting for it is
+/// judged again once that writer's versions are seen that far, not at each one before.
 fn missing(store: &Store, batch: &BTreeMap<WriterId, SeqSet>, context: &VClock) -> Option<Dot> {
     context.dots.iter().find_map(|(&writer, &seq)| {
         let through = seen_through(store, batch, writer);
-        (through < seq).then(|| Dot::new(writer, through + 1))
+        (through < seq).then(|| Dot::new(writer, seq))
     })
 }

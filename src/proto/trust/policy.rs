@@ -122,6 +122,16 @@ impl Principal {
         self.name.as_deref()
     }
 
+    /// The node principal of a writer whose certificate names no node: a principal no rule can
+    /// name (its name is empty, which no rule can spell), so no grant ever applies to it, and
+    /// a verdict does not depend on whether a replica knew the name was missing.
+    pub fn nameless_node() -> Principal {
+        Principal {
+            kind: Kind::Node,
+            name: Some(String::new()),
+        }
+    }
+
     /// Whether it is a pattern (`kind:*`), which only rules may name.
     pub fn is_pattern(&self) -> bool {
         self.name.is_none()
