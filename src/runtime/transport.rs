@@ -249,9 +249,6 @@ pub(crate) struct Transport {
     sending: tokio::sync::watch::Sender<usize>,
     /// What the connection readers share.
     reader: Reader,
-    /// The nodes the policy cut off (docs/PROTOCOL.md §8.8): a connection whose peer presents
-    /// one of their certificates is closed as soon as its handshake completes.
-    revoked: Arc<std::sync::RwLock<BTreeSet<String>>>,
 }
 
 /// Why a connection was closed by this node (its application close code).
@@ -269,6 +266,31 @@ struct Reader {
     decodes: Arc<tokio::sync::Semaphore>,
     /// Checks the signatures of large messages before the node task judges them.
     certifier: Arc<CaCertifier>,
+    /// Every connection being served, by its id: what a revocation closes.
+    live: Arc<Mutex<HashMap<usize, Connection>>>,
+    /// The nodes the policy cut off (docs/PROTOCOL.md §8.8): a connection whose peer presents
+    /// one of their certificates is closed as soon as its handshake completes.
+    revoked: Arc<std::sync::RwLock<BTreeSet<String>>>,
+}
+
+impl Reader {
+    /// Whether `conn`'s peer presented the certificate of a node the policy cut off; if so,
+    /// closes it, and says so.
+    fn refuse_revoked(&self, conn: &Connection) -> bool {
+        let Some(name) = peer_node(conn) else {
+            return false;
+        };
+        let revoked = self
+            .revoked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&name);
+        if revoked {
+            tracing::warn!(peer = %conn.remote_address(), node = %name, "connection refused: the policy revoked this node");
+            conn.close(CLOSE_REVOKED.into(), b"revoked");
+        }
+        revoked
+    }
 }
 
 impl Transport {
@@ -312,7 +334,6 @@ impl Transport {
             endpoint,
             local,
             pool: Mutex::new(HashMap::new()),
-            revoked: Arc::default(),
             wire: Arc::default(),
             sending: tokio::sync::watch::Sender::new(0),
             reader: Reader {
@@ -322,6 +343,8 @@ impl Transport {
                 reads: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_READS)),
                 decodes: Arc::new(tokio::sync::Semaphore::new(cores)),
                 certifier,
+                live: Arc::default(),
+                revoked: Arc::default(),
             },
         });
         tokio::spawn(accept_loop(transport.clone()));
@@ -446,37 +469,23 @@ impl Transport {
         lock(&self.pool).entry(to).or_default().clone()
     }
 
-    /// Whether `conn`'s peer presented the certificate of a node the policy cut off; if so,
-    /// closes it, and says so.
+    /// Whether `conn`'s peer is a node the policy cut off (then `conn` is closed).
     fn refuse_revoked(&self, conn: &Connection) -> bool {
-        let Some(name) = peer_node(conn) else {
-            return false;
-        };
-        let revoked = self
-            .revoked
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&name);
-        if revoked {
-            tracing::warn!(peer = %conn.remote_address(), node = %name, "connection refused: the policy revoked this node");
-            conn.close(CLOSE_REVOKED.into(), b"revoked");
-        }
-        revoked
+        self.reader.refuse_revoked(conn)
     }
 
-    /// Replaces the nodes the policy cut off, and closes the pooled connections to them.
+    /// Replaces the nodes the policy cut off, and closes every open connection to them
+    /// (pooled or not: a peer may hold several).
     pub(crate) fn set_revoked(&self, names: BTreeSet<String>) {
-        *self.revoked.write().unwrap_or_else(PoisonError::into_inner) = names;
-        let pool: Vec<(SocketAddr, Slot)> = lock(&self.pool)
-            .iter()
-            .map(|(a, s)| (*a, s.clone()))
-            .collect();
-        for (addr, slot) in pool {
-            let conn = slot.try_lock().ok().and_then(|c| c.clone());
-            if let Some(conn) = conn
-                && self.refuse_revoked(&conn)
-            {
-                self.forget(addr);
+        *self
+            .reader
+            .revoked
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = names;
+        let live: Vec<Connection> = lock(&self.reader.live).values().cloned().collect();
+        for conn in live {
+            if self.refuse_revoked(&conn) {
+                self.forget(conn.remote_address());
             }
         }
     }
@@ -550,7 +559,13 @@ fn peer_node(conn: &Connection) -> Option<String> {
 /// Reads datagrams and streams from one connection until it closes, counting its traffic.
 async fn serve(reader: Reader, conn: Connection, wire: Arc<WireCounter>) {
     wire.opened(&conn);
-    reader.receive(&conn).await;
+    lock(&reader.live).insert(conn.stable_id(), conn.clone());
+    // Checked again once registered: a revocation between the handshake's check and here
+    // found nothing to close.
+    if !reader.refuse_revoked(&conn) {
+        reader.receive(&conn).await;
+    }
+    lock(&reader.live).remove(&conn.stable_id());
     wire.closed(&conn);
 }
 
