@@ -957,3 +957,34 @@ async fn a_root_is_refused_on_a_node_that_takes_unsigned_versions() {
     assert!(!node.policy().await.expect("policy").rooted);
     node.shutdown().await;
 }
+
+/// Reserved keys follow Trust I only: the endorsement and member record of a node that joins
+/// after the root (which had not seen them) are not masked, so they are never collected like
+/// tombstones; policy entries are never masked in the store either (found by the swarm).
+#[test]
+fn endorsements_and_member_records_made_after_the_root_are_never_masked() {
+    let c = cluster();
+    let mut replica = c.replica(60);
+    let mut late = Writer::new(&c.ca, "late-1", 9);
+    let record_key = Key::new(&format!("_confmesh/members/{}", late.key.id())).expect("key");
+    let record = late.sign(
+        record_key.clone(),
+        Payload::Value(Bytes::from_static(b"record")),
+        None,
+        VClock::new(),
+        None,
+    );
+    let endorsement = late.endorsement();
+    replica.receive(vec![endorsement.clone(), record]);
+    for key in [endorsement.key.as_str(), record_key.as_str()] {
+        let held = replica.store.get(&Key::new(key).expect("key"));
+        assert!(held.is_some_and(|v| !v.masked.0), "{key} masked");
+    }
+    assert!(
+        replica
+            .store
+            .versions_all()
+            .filter(|v| v.key.as_str().starts_with("_confmesh/policy/"))
+            .all(|v| !v.masked.0)
+    );
+}

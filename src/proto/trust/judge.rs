@@ -329,7 +329,8 @@ impl Judge {
         // Every policy entry stored was granted when applied; admitted again in an order where
         // each comes after the entries its context names (entries are never superseded).
         let mut pending: Vec<Act> = store
-            .list(POLICY_PREFIX)
+            .versions_all()
+            .filter(|v| v.key.as_str().starts_with(POLICY_PREFIX))
             .filter_map(|v| act_of(v, self.nodes.get(&v.dot.actor), certifier).ok())
             .collect();
         pending.sort_by_key(|act| (act.context.dots.len(), act.dot.actor, act.dot.counter));
@@ -442,9 +443,13 @@ impl Judge {
         if !self.book.rooted() && self.book.revocations() == 0 {
             return false;
         }
-        if version.seal.is_none() {
+        let key = version.key.as_str();
+        if version.seal.is_none() || key.starts_with(POLICY_PREFIX) || !judged_by_policy(key) {
             // Unsigned versions (legacy writers, PROTOCOL.md §7.5) are outside the policy: a
-            // cluster takes a root once none is left (`resign`).
+            // cluster takes a root once none is left (`resign`). Policy entries are never
+            // masked in the store: what a revocation does to a grant is the book's to say,
+            // and an entry must stay readable for every replica to rebuild its book. Other
+            // reserved keys (endorsements, member records, proofs) follow Trust I only.
             return false;
         }
         act_of(version, self.nodes.get(&version.dot.actor), certifier)
