@@ -24,7 +24,8 @@ fn principal(text: &str) -> Principal {
     Principal::parse(text).expect("principal")
 }
 
-/// The admin's writer is 1; every entry is its next dot, in a context of all before it.
+/// The admin's writer is 1; every entry is its next dot and position, in a context of all
+/// before it.
 struct Policy {
     book: Book,
     next: u64,
@@ -42,6 +43,7 @@ impl Policy {
     fn add(&mut self, author: &str, rule: Rule) {
         let act = Act {
             dot: Dot::new(WriterId(1), self.next),
+            position: Some(Dot::new(WriterId(1), self.next)),
             node: principal("node:admin"),
             author: Some(principal(author)),
             context: self.context(),
@@ -99,6 +101,7 @@ fn policy(entries: usize) -> (Book, Act) {
     let team = teams / 2;
     let write = Act {
         dot: Dot::new(WriterId(2), 1),
+        position: None,
         node: principal(&format!("node:n{team}")),
         author: None,
         context: p.context(),

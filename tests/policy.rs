@@ -31,6 +31,8 @@ struct Writer {
     key: WriterKey,
     store: Store,
     wall: u64,
+    /// How many policy entries it made: the last position taken.
+    entries: u64,
 }
 
 impl Writer {
@@ -41,6 +43,7 @@ impl Writer {
             store: Store::new(key.id(), StoreConfig::default()),
             key,
             wall: now_ms(),
+            entries: 0,
         };
         let tls = ca.node_config(name).expect("cert");
         let endorsement = certifier::endorse(&tls, &writer.key).expect("endorse");
@@ -84,13 +87,17 @@ impl Writer {
         self.sign(Key::new(key).expect("key"), payload, None, context, None)
     }
 
-    /// A policy entry `rule`, proven by `admin` (or by a proof made with `proof_by`'s key), in
-    /// `context`.
+    /// The key of its next policy entry.
+    fn next_entry_key(&self) -> Key {
+        entry_key(Dot::new(self.key.id(), self.entries + 1))
+    }
+
+    /// A policy entry `rule` at its next position, proven by `admin`, in `context`.
     fn rule(&mut self, rule: &Rule, admin: &AdminKey, context: VClock) -> Version {
-        let seq = self.store.last_local_seq() + 1;
-        let key = entry_key(Dot::new(self.key.id(), seq)).expect("key");
+        let key = self.next_entry_key();
+        self.entries += 1;
         let payload = Payload::Value(rule.encode());
-        let proof = admin.prove_rule(&payload, &context).expect("proof");
+        let proof = admin.prove_rule(&key, &payload, &context).expect("proof");
         let author = admin.principal();
         self.sign(key, payload, Some(&author), context, Some(proof))
     }
@@ -192,12 +199,22 @@ fn principal(text: &str) -> Principal {
 }
 
 /// A context naming every version of these writers made so far.
-fn context_of(writers: &[&Writer]) -> VClock {
-    let mut context = VClock::new();
+/// The version vector of `writers`' versions: a root's or a revocation's cutoff.
+fn cutoff_of(writers: &[&Writer]) -> VClock {
+    let mut cutoff = VClock::new();
     for writer in writers {
-        context
+        cutoff
             .dots
             .insert(writer.key.id(), writer.store.last_local_seq());
+    }
+    cutoff
+}
+
+/// The context of an act that saw every policy entry of `writers`.
+fn context_of(writers: &[&Writer]) -> VClock {
+    let mut context = VClock::new();
+    for writer in writers.iter().filter(|w| w.entries > 0) {
+        context.dots.insert(writer.key.id(), writer.entries);
     }
     context
 }
@@ -226,7 +243,7 @@ fn cluster() -> Cluster {
     let mut control = Writer::new(&ca, "control", 1);
     let billing = Writer::new(&ca, "billing-1", 2);
     let payments = Writer::new(&ca, "payments-1", 3);
-    let cutoff = context_of(&[&control, &billing, &payments]);
+    let cutoff = cutoff_of(&[&control, &billing, &payments]);
     let root = control.rule(
         &Rule::Root {
             admins: vec![principal("admin:ops")],
@@ -311,8 +328,9 @@ fn a_node_granted_only_billing_cannot_write_payments_with_any_context() {
 }
 
 /// Policy entries need an admin's proof: a node that writes one as `admin:ops` without the
-/// admin's key, with a proof for another entry or context, or with a certificate the CA did
-/// not issue, is refused; so is a second root made by someone who had seen the first.
+/// admin's key, with a proof for another entry, context or key (another node's entry, another
+/// position: a replay), or with a certificate the CA did not issue, is refused; so is a second
+/// root made by someone who had seen the first.
 #[test]
 fn policy_entries_without_an_admins_proof_are_refused() {
     let mut c = cluster();
@@ -324,30 +342,44 @@ fn policy_entries_without_an_admins_proof_are_refused() {
         prefix: String::new(),
     };
     let payload = Payload::Value(grant_all.encode());
+    let key = c.payments.next_entry_key();
+    let prove = |admin: &AdminKey, key: &Key, payload: &Payload, context: &VClock| {
+        Some(admin.prove_rule(key, payload, context).expect("proof"))
+    };
     let proofs = [
         // No proof at all.
         None,
         // A proof of another rule.
-        Some(
-            c.ops
-                .prove_rule(&Payload::Value(Bytes::from_static(b"x")), &context)
-                .expect("proof"),
+        prove(
+            &c.ops,
+            &key,
+            &Payload::Value(Bytes::from_static(b"x")),
+            &context,
         ),
         // A proof of this rule in another context.
-        Some(c.ops.prove_rule(&payload, &VClock::new()).expect("proof")),
+        prove(&c.ops, &key, &payload, &VClock::new()),
+        // A proof of this rule for another node's entry (a replay of the control node's).
+        prove(&c.ops, &c.control.next_entry_key(), &payload, &context),
+        // A proof of this rule at another position of this node (a replay of another entry).
+        prove(
+            &c.ops,
+            &entry_key(Dot::new(c.payments.key.id(), 2)),
+            &payload,
+            &context,
+        ),
         // A proof by an admin certificate of another CA.
-        Some({
+        {
             let other = DevCa::generate("another CA").expect("ca");
-            admin(&other, "ops")
-                .prove_rule(&payload, &context)
-                .expect("proof")
-        }),
+            prove(&admin(&other, "ops"), &key, &payload, &context)
+        },
     ];
-    for proof in proofs {
-        let seq = c.payments.store.last_local_seq() + 1;
-        let key = entry_key(Dot::new(c.payments.key.id(), seq)).expect("key");
-        let forged = c.payments.sign(
-            key,
+    for (seed, proof) in (60..).zip(proofs) {
+        // The same writer each time, from a fresh store, to a fresh replica: each attempt
+        // is the first version at its dot.
+        let mut forger = Writer::new(&c.ca, "payments-1", 3);
+        let mut replica = c.replica(seed);
+        let forged = forger.sign(
+            key.clone(),
             payload.clone(),
             Some("admin:ops"),
             context.clone(),
@@ -371,9 +403,9 @@ fn policy_entries_without_an_admins_proof_are_refused() {
         replica.verdict(&second),
         Verdict::Refused(Refusal::Denied(Denial::RootExists))
     );
-    // An entry under a key that does not name its dot.
+    // An entry under a key that names another writer's position.
     let misplaced = c.control.sign(
-        Key::new("_confmesh/policy/0000000000000001-1").expect("key"),
+        entry_key(Dot::new(c.payments.key.id(), 1)),
         payload,
         Some("admin:ops"),
         VClock::new(),
@@ -403,10 +435,9 @@ fn policy_entries_without_an_admins_proof_are_refused() {
         permissive.verdict(&unsigned),
         Verdict::Forged(confmesh::proto::trust::Forgery::Unsigned)
     ));
-    // Nothing of it gave payments-1 a right.
-    let write = c
-        .payments
-        .write("payments/x", "1", context_of(&[&c.control]));
+    // Nothing of it gave payments-1 a right (in the context of the entries granted: a
+    // refused entry takes no position, so a context naming it would wait).
+    let write = c.payments.write("payments/x", "1", context);
     assert!(matches!(replica.verdict(&write), Verdict::Refused(_)));
 }
 
@@ -425,7 +456,7 @@ fn a_write_made_during_a_partition_by_a_revoked_node_is_masked_in_every_order() 
         assert_eq!(replica.verdict(&seen), Verdict::Apply);
     }
     // The admin revokes billing-1's write over billing/, having seen `seen` only.
-    let cutoff = context_of(&[&c.control, &c.billing]);
+    let cutoff = cutoff_of(&[&c.control, &c.billing]);
     let revoke = c.control.rule(
         &Rule::Revoke {
             grantee: principal("node:billing-1"),
@@ -535,7 +566,7 @@ fn a_grant_concurrent_with_a_revocation_loses_in_every_order() {
     );
     let mut billing = c.billing;
     let mut context = base.clone();
-    context.dots.insert(granter.key.id(), grant.dot.counter);
+    context.dots.insert(granter.key.id(), granter.entries);
     let write = billing.write("billing/x", "1", context);
 
     let orders: [[&Version; 3]; 3] = [
@@ -645,17 +676,20 @@ async fn every_node_enforces_the_policy_an_admin_made_through_one_of_them() {
     let (control, billing, other) = (&nodes[0], &nodes[1], &nodes[2]);
     let ops = admin(&ca, "ops");
     let make = |rule: Rule, policy: &confmesh::runtime::PolicyReport| {
+        let key = Key::new(&policy.next_key).expect("key");
         let payload = Payload::Value(rule.encode());
-        let proof = ops.prove_rule(&payload, &policy.context).expect("proof");
+        let proof = ops
+            .prove_rule(&key, &payload, &policy.context)
+            .expect("proof");
         let audit = Audit {
             author: Some(ops.principal()),
             message: Some("test policy".into()),
         };
-        (rule, audit, policy.context.clone(), proof)
+        (key, rule, audit, policy.context.clone(), proof)
     };
     let policy = control.policy().await.expect("policy");
     assert!(!policy.rooted && policy.entries.is_empty());
-    let (rule, audit, context, proof) = make(
+    let (key, rule, audit, context, proof) = make(
         Rule::Root {
             admins: vec![principal("admin:ops")],
             cutoff: policy.version_vector.clone(),
@@ -663,12 +697,12 @@ async fn every_node_enforces_the_policy_an_admin_made_through_one_of_them() {
         &policy,
     );
     control
-        .write_rule(rule, audit, context, proof)
+        .write_rule(key, rule, audit, context, proof)
         .await
         .expect("root");
     let policy = control.policy().await.expect("policy");
     assert!(policy.rooted);
-    let (rule, audit, context, proof) = make(
+    let (key, rule, audit, context, proof) = make(
         Rule::Grant {
             grantee: principal("node:node-1"),
             right: Right::Write,
@@ -677,24 +711,39 @@ async fn every_node_enforces_the_policy_an_admin_made_through_one_of_them() {
         &policy,
     );
     control
-        .write_rule(rule, audit, context, proof)
+        .write_rule(key, rule, audit, context, proof)
         .await
         .expect("grant");
-    // A proof for another context is refused before anything is written.
-    let (rule, audit, _, proof) = make(
-        Rule::Grant {
-            grantee: principal("node:node-2"),
-            right: Right::Admin,
-            prefix: String::new(),
-        },
-        &policy,
-    );
+    // A proof over a key another entry took since is refused before anything is written,
+    // naming the next key; so is a proof for another context.
+    let sneaky = Rule::Grant {
+        grantee: principal("node:node-2"),
+        right: Right::Admin,
+        prefix: String::new(),
+    };
+    let (key, rule, audit, context, proof) = make(sneaky.clone(), &policy);
+    let now = control.policy().await.expect("p");
+    let taken = control
+        .write_rule(key, rule, audit.clone(), context, proof)
+        .await;
+    match taken {
+        Err(MeshError::Write(WriteError::EntryKeyTaken { next })) => {
+            assert_eq!(next, now.next_key);
+        }
+        other => panic!("not refused: {other:?}"),
+    }
     let stale = control
         .write_rule(
-            rule,
+            Key::new(&now.next_key).expect("key"),
+            sneaky.clone(),
             audit,
-            control.policy().await.expect("p").context,
-            proof,
+            now.context.clone(),
+            ops.prove_rule(
+                &Key::new(&now.next_key).expect("key"),
+                &Payload::Value(sneaky.encode()),
+                &policy.context,
+            )
+            .expect("proof"),
         )
         .await;
     assert!(
@@ -786,7 +835,7 @@ fn revoking_read_over_every_key_cuts_a_node_off_until_a_later_grant() {
     let mut replica = c.replica(50);
     assert!(replica.judge.book().cut_off().is_empty());
     let revoke = |c: &mut Cluster, who: &str| {
-        let cutoff = context_of(&[&c.control, &c.billing, &c.payments]);
+        let cutoff = cutoff_of(&[&c.control, &c.billing, &c.payments]);
         c.control.rule(
             &Rule::Revoke {
                 grantee: principal(who),
@@ -836,18 +885,21 @@ async fn a_revoked_node_is_cut_off_and_cannot_reconnect() {
     let nodes = common::start_cluster(&ca, 3).await;
     let ops = admin(&ca, "ops");
     let write = |rule: Rule, policy: confmesh::runtime::PolicyReport| {
+        let key = Key::new(&policy.next_key).expect("key");
         let payload = Payload::Value(rule.encode());
-        let proof = ops.prove_rule(&payload, &policy.context).expect("proof");
+        let proof = ops
+            .prove_rule(&key, &payload, &policy.context)
+            .expect("proof");
         let audit = Audit {
             author: Some(ops.principal()),
             message: None,
         };
-        (rule, audit, policy.context, proof)
+        (key, rule, audit, policy.context, proof)
     };
     let control = &nodes[0];
     let policy = control.policy().await.expect("policy");
     let cutoff = policy.version_vector.clone();
-    let (rule, audit, context, proof) = write(
+    let (key, rule, audit, context, proof) = write(
         Rule::Root {
             admins: vec![principal("admin:ops")],
             cutoff,
@@ -855,12 +907,12 @@ async fn a_revoked_node_is_cut_off_and_cannot_reconnect() {
         policy,
     );
     control
-        .write_rule(rule, audit, context, proof)
+        .write_rule(key, rule, audit, context, proof)
         .await
         .expect("root");
     let policy = control.policy().await.expect("policy");
     let cutoff = policy.version_vector.clone();
-    let (rule, audit, context, proof) = write(
+    let (key, rule, audit, context, proof) = write(
         Rule::Revoke {
             grantee: principal("node:node-2"),
             right: Right::Read,
@@ -870,7 +922,7 @@ async fn a_revoked_node_is_cut_off_and_cannot_reconnect() {
         policy,
     );
     control
-        .write_rule(rule, audit, context, proof)
+        .write_rule(key, rule, audit, context, proof)
         .await
         .expect("revoke");
     // Whether `node` lists the member at `addr` alive.
@@ -942,14 +994,17 @@ async fn a_root_is_refused_on_a_node_that_takes_unsigned_versions() {
         admins: vec![principal("admin:ops")],
         cutoff: policy.version_vector.clone(),
     };
+    let key = Key::new(&policy.next_key).expect("key");
     let proof = ops
-        .prove_rule(&Payload::Value(rule.encode()), &policy.context)
+        .prove_rule(&key, &Payload::Value(rule.encode()), &policy.context)
         .expect("proof");
     let audit = Audit {
         author: Some(ops.principal()),
         message: None,
     };
-    let refused = node.write_rule(rule, audit, policy.context, proof).await;
+    let refused = node
+        .write_rule(key, rule, audit, policy.context, proof)
+        .await;
     match refused {
         Err(MeshError::Config(why)) => assert!(why.contains("enforcing"), "{why}"),
         other => panic!("a root on a permissive node: {other:?}"),

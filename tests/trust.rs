@@ -262,8 +262,19 @@ async fn a_certified_node_crafting_messages_by_hand_cannot_write_as_anyone_else(
             .expect("a's record");
         assert_eq!(record.dot.actor, a_id, "a's member record is a's");
     }
-    assert_eq!(from_peer(b, a.id().addr).await, TrustStats::default());
-    assert_eq!(from_peer(a, b.id().addr).await, TrustStats::default());
+    // (An honest peer's version may wait for its writer's endorsement on a loaded machine:
+    // `deferred` is timing, not blame.)
+    for (node, peer) in [(b, a), (a, b)] {
+        let counted = from_peer(node, peer.id().addr).await;
+        assert_eq!(
+            TrustStats {
+                deferred: 0,
+                ..counted
+            },
+            TrustStats::default(),
+            "an honest peer was counted: {counted:?}"
+        );
+    }
     // b refused the snapshot's context: it did not record a's dot 1,004 as seen, so it still
     // takes a's real writes (a's writer numbers them far below, but every dot matters).
     let later = a.put("app/y", "later").await.expect("put");

@@ -241,7 +241,9 @@ fn mesh_error(e: &MeshError) -> Response {
         MeshError::Key(_) => StatusCode::BAD_REQUEST,
         MeshError::Reserved => StatusCode::FORBIDDEN,
         MeshError::Write(WriteError::Denied(_) | WriteError::Refused(_)) => StatusCode::FORBIDDEN,
-        MeshError::Write(WriteError::ContextUnknown | WriteError::Unsigned) => StatusCode::CONFLICT,
+        MeshError::Write(
+            WriteError::ContextUnknown | WriteError::Unsigned | WriteError::EntryKeyTaken { .. },
+        ) => StatusCode::CONFLICT,
         MeshError::Write(_) => StatusCode::PAYLOAD_TOO_LARGE,
         MeshError::Conflict { current } => {
             let body = ErrorBody {
@@ -521,6 +523,7 @@ async fn acl(State(api): State<Api>) -> Response {
             rooted: p.rooted,
             protocol: p.protocol,
             context: crate::api::clock_text(&p.context),
+            next_key: p.next_key,
             version_vector: crate::api::clock_text(&p.version_vector),
             entries: p
                 .entries
@@ -561,9 +564,10 @@ async fn acl_write(State(api): State<Api>, body: Bytes) -> Response {
             .decode(&request.certificate)
             .map_err(|e| format!("certificate: {e}"))?;
         let context = crate::api::parse_clock(&request.context)?;
-        Ok::<_, String>((rule, signature, certificate, context))
+        let key = crate::proto::Key::new(&request.key).map_err(|e| format!("key: {e}"))?;
+        Ok::<_, String>((key, rule, signature, certificate, context))
     })();
-    let (rule, signature, certificate, context) = match decoded {
+    let (key, rule, signature, certificate, context) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -575,9 +579,10 @@ async fn acl_write(State(api): State<Api>, body: Bytes) -> Response {
         signature,
         certificate: Some(Bytes::from(certificate)),
     };
-    match api.mesh.write_rule(rule, audit, context, proof).await {
+    match api.mesh.write_rule(key, rule, audit, context, proof).await {
         Ok(v) => Json(crate::api::AclWritten {
             version: version::format(v.dot),
+            key: v.key.as_str().to_owned(),
         })
         .into_response(),
         Err(MeshError::Config(e)) => error(StatusCode::CONFLICT, e),

@@ -691,8 +691,10 @@ pub struct AclResponse {
     pub rooted: bool,
     /// The protocol the cluster speaks (policy entries need 4 on every member).
     pub protocol: u8,
-    /// The policy context a new entry is proved in, with its payload and its author.
+    /// The policy context a new entry is proved in, with its key, payload and author.
     pub context: ClockText,
+    /// The key the next entry written through this node takes: what its proof signs.
+    pub next_key: String,
     /// This node's version vector: the cutoff of a root or a revocation made through it.
     pub version_vector: ClockText,
     /// The entries granted here, oldest writer first.
@@ -717,6 +719,8 @@ pub struct AclEntry {
 /// `POST /v1/acl`: a policy entry an admin proved (docs/PROTOCOL.md §8.7).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclRequest {
+    /// The entry's key (`next_key` from `GET /v1/acl`): the proof signs it.
+    pub key: String,
     /// The entry's payload, the encoded rule, base64: the bytes the proof signs.
     pub payload: String,
     /// The admin (`admin:NAME`).
@@ -737,4 +741,6 @@ pub struct AclRequest {
 pub struct AclWritten {
     /// The entry's version.
     pub version: String,
+    /// The entry's key.
+    pub key: String,
 }

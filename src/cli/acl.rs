@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use clap::Subcommand;
 use confmesh::{
-    api::{AclRequest, parse_clock},
+    api::{AclRequest, ClientError, parse_clock},
     proto::{
-        Payload,
+        Key, Payload,
         trust::policy::{Principal, Right, Rule},
     },
     runtime::certifier::AdminKey,
@@ -57,11 +57,6 @@ pub(crate) enum Command {
     /// every key. Make the grants nodes need right after: writes made by nodes that had not
     /// heard of the root are masked once it reaches them.
     Init {
-        /// Required: the policy is experimental in this release. A replica can wait for ever
-        /// for a version its policy context names that was overwritten everywhere before it
-        /// arrived (docs/PROTOCOL.md §8.9); test it before relying on it.
-        #[arg(long)]
-        experimental: bool,
         #[command(flatten)]
         admin: AdminArgs,
         /// Another admin of the root (`admin:NAME`, repeatable).
@@ -126,20 +121,12 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             })
         }
         Command::Init {
-            experimental,
             admin,
             also,
             target,
         } => {
-            if !experimental {
-                return Err(Failure::usage(
-                    "the policy is experimental in this release: a replica can wait for ever for a \
-                     version its policy context names (docs/PROTOCOL.md §8.9); pass --experimental \
-                     to make a root anyway",
-                ));
-            }
             let key = admin.key()?;
-            let mut admins = vec![principal(&key.principal())?];
+            let mut admins: Vec<Principal> = vec![principal(&key.principal())?];
             for other in &also {
                 admins.push(principal(other)?);
             }
@@ -150,7 +137,10 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                         "the cluster already has a policy root; make grants with `acl grant`",
                     ));
                 }
-                Ok(Rule::Root { admins, cutoff })
+                Ok(Rule::Root {
+                    admins: admins.clone(),
+                    cutoff,
+                })
             })
             .await
         }
@@ -166,9 +156,9 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             let right = right_of(&right)?;
             write(&target, &admin, &key, |_| {
                 Ok(Rule::Grant {
-                    grantee,
+                    grantee: grantee.clone(),
                     right,
-                    prefix,
+                    prefix: prefix.clone(),
                 })
             })
             .await
@@ -186,9 +176,9 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             write(&target, &admin, &key, |acl| {
                 let cutoff = parse_clock(&acl.version_vector).map_err(Failure::failed)?;
                 Ok(Rule::Revoke {
-                    grantee,
+                    grantee: grantee.clone(),
                     right,
-                    prefix,
+                    prefix: prefix.clone(),
                     cutoff,
                 })
             })
@@ -197,33 +187,56 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
-/// Asks the agent for its policy, makes the rule from it, proves it with the admin key and
-/// hands it to the agent.
+/// How many times an entry is proved again when another entry took its key meanwhile.
+const ENTRY_KEY_ATTEMPTS: usize = 5;
+
+/// Asks the agent for its policy, makes the rule from it, proves it with the admin key over the
+/// agent's next entry key and hands it to the agent; proves it again over the new next key if
+/// another entry took that one meanwhile.
 async fn write(
     target: &Target,
     admin: &AdminArgs,
     key: &AdminKey,
-    rule: impl FnOnce(&confmesh::api::AclResponse) -> Result<Rule, Failure>,
+    rule: impl Fn(&confmesh::api::AclResponse) -> Result<Rule, Failure>,
 ) -> Result<(), Failure> {
     let client = target.client()?;
-    let acl = client.acl().await?;
-    let rule = rule(&acl)?;
-    let context = parse_clock(&acl.context).map_err(Failure::failed)?;
-    let payload = Payload::Value(rule.encode());
-    let proof = key
-        .prove_rule(&payload, &context)
-        .map_err(|e| Failure::failed(e.to_string()))?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let request = AclRequest {
-        payload: b64.encode(rule.encode()),
-        author: key.principal(),
-        message: admin.message.clone(),
-        context: acl.context,
-        signature: b64.encode(proof.signature),
-        certificate: b64.encode(proof.certificate.unwrap_or_default()),
-    };
-    let written = client.acl_write(&request).await?;
-    output::print(target, &written, |w| format!("{}\t{rule}", w.version))
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let acl = client.acl().await?;
+        let rule = rule(&acl)?;
+        let context = parse_clock(&acl.context).map_err(Failure::failed)?;
+        let entry_key = Key::new(&acl.next_key)
+            .map_err(|e| Failure::failed(format!("the agent's next entry key: {e}")))?;
+        let payload = Payload::Value(rule.encode());
+        let proof = key
+            .prove_rule(&entry_key, &payload, &context)
+            .map_err(|e| Failure::failed(e.to_string()))?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let request = AclRequest {
+            key: acl.next_key,
+            payload: b64.encode(rule.encode()),
+            author: key.principal(),
+            message: admin.message.clone(),
+            context: acl.context,
+            signature: b64.encode(proof.signature),
+            certificate: b64.encode(proof.certificate.unwrap_or_default()),
+        };
+        match client.acl_write(&request).await {
+            Ok(written) => {
+                return output::print(target, &written, |w| format!("{}\t{rule}", w.version));
+            }
+            Err(ClientError::Refused {
+                status: 409,
+                message,
+            }) if message.contains("was taken by another entry")
+                && attempt < ENTRY_KEY_ATTEMPTS =>
+            {
+                tracing::debug!(%message, "proving the entry again");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn principal(text: &str) -> Result<Principal, Failure> {

@@ -74,6 +74,13 @@ impl Key {
         Ok(Key(Arc::from(s)))
     }
 
+    /// A key the caller built from parts that always make a valid key (checked in debug
+    /// builds).
+    pub(crate) fn from_valid(s: String) -> Key {
+        debug_assert!(validate(&s).is_ok(), "not a valid key: {s:?}");
+        Key(Arc::from(s))
+    }
+
     /// The key as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0

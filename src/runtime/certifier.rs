@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use crate::proto::{
     AuthorProof, Payload, VClock, Version,
-    trust::{Certifier, Endorsement, POLICY_PREFIX, WriterKey, author_signed_bytes},
+    trust::{Certifier, Endorsement, WriterKey, author_signed_bytes},
     wire::Message,
 };
 
@@ -230,13 +230,19 @@ impl AdminKey {
         format!("admin:{}", self.name)
     }
 
-    /// Its proof of a policy entry with `payload` (an encoded rule) asked for in `context`.
+    /// Its proof of a policy entry under `key` (the node's next entry key) with `payload` (an
+    /// encoded rule), asked for in `context`.
     ///
     /// # Errors
     ///
     /// [`TlsError::Config`] if signing fails.
-    pub fn prove_rule(&self, payload: &Payload, context: &VClock) -> Result<AuthorProof, TlsError> {
-        let message = author_signed_bytes(POLICY_PREFIX, payload, &self.principal(), context);
+    pub fn prove_rule(
+        &self,
+        key: &crate::proto::Key,
+        payload: &Payload,
+        context: &VClock,
+    ) -> Result<AuthorProof, TlsError> {
+        let message = author_signed_bytes(key.as_str(), payload, &self.principal(), context);
         let signature = rcgen::SigningKey::sign(&self.key, &message)
             .map_err(|e| TlsError::Config(format!("signing the proof: {e}")))?;
         let signature: [u8; 64] = signature

@@ -74,6 +74,7 @@ pub(crate) enum Command {
     },
     /// Write a policy entry ([`Node::write_rule`]).
     WriteRule {
+        key: Key,
         rule: Rule,
         audit: Audit,
         context: VClock,
@@ -320,12 +321,16 @@ impl Driver {
                 }
             }
             Command::WriteRule {
+                key,
                 rule,
                 audit,
                 context,
                 proof,
                 reply,
-            } => match self.node.write_rule(now(), &rule, audit, context, proof) {
+            } => match self
+                .node
+                .write_rule(now(), &key, &rule, audit, context, proof)
+            {
                 Ok(version) => self.await_write(version, Waiter::Put(reply)),
                 Err(e) => {
                     let _ = reply.send(Err(e.into()));

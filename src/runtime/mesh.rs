@@ -172,11 +172,13 @@ pub struct PolicyReport {
     /// Whether a policy root is held: then nothing is allowed that no grant allows. Without
     /// one, every certified node may write every key (Trust I's rule).
     pub rooted: bool,
-    /// The policy entries granted here, in dot order: dot, author, rule.
+    /// The policy entries granted here, by writer and position: dot, author, rule.
     pub entries: Vec<(Dot, Principal, Rule)>,
     /// The policy context this node writes in now: what an admin's proof of a new entry
-    /// signs (with the entry's payload and the admin's principal).
+    /// signs (with the entry's key, payload and the admin's principal).
     pub context: VClock,
+    /// The key this node's next policy entry takes: what an admin's proof signs.
+    pub next_key: String,
     /// This node's version vector: a root's or a revocation's cutoff, made here.
     pub version_vector: VClock,
     /// The protocol the cluster speaks; policy entries need protocol 4 everywhere.
@@ -953,6 +955,7 @@ impl Mesh {
                 .map(|(dot, author, rule)| (dot, author.clone(), rule.clone()))
                 .collect(),
             context: node.policy_context(),
+            next_key: node.next_entry_key().as_str().to_owned(),
             version_vector: node.store().digest().version_vector(),
             protocol,
             masked: node.stats().versions_masked,
@@ -961,8 +964,8 @@ impl Mesh {
         .await
     }
 
-    /// Writes the policy entry `rule` (docs/PROTOCOL.md §8.2) for the admin named in `audit`,
-    /// who proved it with `proof` in `context` (from [`Mesh::policy`]): see
+    /// Writes the policy entry `rule` (docs/PROTOCOL.md §8.2) under `key`, for the admin named
+    /// in `audit`, who proved it with `proof` in `context` (both from [`Mesh::policy`]): see
     /// [`AdminKey::prove_rule`](super::certifier::AdminKey::prove_rule). Returns once it is
     /// durable here, like [`Mesh::put`].
     ///
@@ -971,10 +974,12 @@ impl Mesh {
     /// [`MeshError::Config`] while a member speaks a protocol older than 4 (it could not read
     /// the entry, nor any version written after it), or, for a root, while this node holds
     /// unsigned versions or does not enforce signatures; [`MeshError::Write`] if every replica
-    /// would refuse the entry ([`WriteError::Refused`], naming why) or the context names
-    /// versions this node has not seen; [`MeshError::Storage`], [`MeshError::Stopped`].
+    /// would refuse the entry ([`WriteError::Refused`], naming why), the context names entries
+    /// this node does not hold, or another entry took `key` ([`WriteError::EntryKeyTaken`]:
+    /// ask for the policy again); [`MeshError::Storage`], [`MeshError::Stopped`].
     pub async fn write_rule(
         &self,
+        key: Key,
         rule: Rule,
         audit: Audit,
         context: VClock,
@@ -1002,6 +1007,7 @@ impl Mesh {
         }
         let (reply, answer) = oneshot::channel();
         self.send(Command::WriteRule {
+            key,
             rule,
             audit,
             context,

@@ -65,7 +65,6 @@ async fn an_admin_roots_the_policy_and_grants_and_revokes_from_the_command_line(
     let (code, _, err) = cli(&[
         "acl",
         "init",
-        "--experimental",
         "--admin-cert",
         data.join("tls/node.pem").to_str().expect("utf-8"),
         "--admin-key",
@@ -74,13 +73,10 @@ async fn an_admin_roots_the_policy_and_grants_and_revokes_from_the_command_line(
     assert_ne!(code, Some(0));
     assert!(err.contains("admin"), "{err}");
 
-    let (code, _, err) = with_admin(&["acl", "init"]);
-    assert_ne!(code, Some(0), "experimental");
-    assert!(err.contains("--experimental"), "{err}");
-    let (code, out, err) = with_admin(&["acl", "init", "--experimental", "-m", "first root"]);
+    let (code, out, err) = with_admin(&["acl", "init", "-m", "first root"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("root, admins admin:ops"), "{out}");
-    let (code, _, err) = with_admin(&["acl", "init", "--experimental"]);
+    let (code, _, err) = with_admin(&["acl", "init"]);
     assert_ne!(code, Some(0), "a second root");
     assert!(err.contains("already has a policy root"), "{err}");
 
@@ -114,6 +110,12 @@ async fn an_admin_roots_the_policy_and_grants_and_revokes_from_the_command_line(
     assert_eq!(code, Some(0));
     let json: serde_json::Value = serde_json::from_str(&json).expect("json");
     assert_eq!(json["entries"].as_array().map(Vec::len), Some(2));
+    // The agent's node wrote both entries: its next one is its third position.
+    let next = json["next_key"].as_str().expect("next_key");
+    assert!(
+        next.starts_with("_confmesh/policy/") && next.ends_with("-3"),
+        "{next}"
+    );
 
     // Revoked: its later writes are refused here, and the value it wrote stays.
     let (code, out, err) = with_admin(&["acl", "revoke", "node:billing-1", "write", "app/"]);

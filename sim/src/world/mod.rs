@@ -532,13 +532,14 @@ impl World {
         };
         let admin = self.admin.get_or_insert_with(|| pki.admin("ops"));
         let context = node.policy_context();
+        let key = node.next_entry_key();
         let payload = rule.encode();
-        let proof = admin.prove_rule(&Payload::Value(payload.clone()), &context);
+        let proof = admin.prove_rule(&key, &Payload::Value(payload.clone()), &context);
         let audit = Audit {
             author: Some(admin.principal().to_owned()),
             message: None,
         };
-        match node.write_rule(now, rule, audit, context, proof) {
+        match node.write_rule(now, &key, rule, audit, context, proof) {
             Ok(version) => {
                 self.record_write(i, version, Some(payload), n);
                 true

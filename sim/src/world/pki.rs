@@ -24,11 +24,11 @@ use std::{
 
 use bytes::Bytes;
 use confmesh::proto::{
-    AuthorProof, Payload, VClock, Version, WriterId,
+    AuthorProof, Key, Payload, VClock, Version, WriterId,
     node::Signer,
     trust::{
-        Certifier, Endorsement, EndorsementError, POLICY_PREFIX, WriterKey, author_signed_bytes,
-        verifies, version_signed_bytes,
+        Certifier, Endorsement, EndorsementError, WriterKey, author_signed_bytes, verifies,
+        version_signed_bytes,
     },
 };
 use ed25519_zebra::{Signature, SigningKey, VerificationKey};
@@ -151,9 +151,9 @@ impl SimAdmin {
         &self.principal
     }
 
-    /// Its proof of a policy entry with `payload`, asked for in `context`.
-    pub fn prove_rule(&self, payload: &Payload, context: &VClock) -> AuthorProof {
-        let message = author_signed_bytes(POLICY_PREFIX, payload, &self.principal, context);
+    /// Its proof of a policy entry under `key` with `payload`, asked for in `context`.
+    pub fn prove_rule(&self, key: &Key, payload: &Payload, context: &VClock) -> AuthorProof {
+        let message = author_signed_bytes(key.as_str(), payload, &self.principal, context);
         AuthorProof {
             signature: self.key.sign(&message).to_bytes(),
             certificate: Some(self.certificate.clone()),

@@ -309,7 +309,7 @@ impl Node {
             )
             .map_err(WriteError::Denied)?;
         let grounds = Grounds {
-            context: self.judge.context(&self.store),
+            context: self.judge.context(),
             proof: None,
         };
         Ok(signer

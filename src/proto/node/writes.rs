@@ -19,8 +19,8 @@ use super::{Audit, Node};
 use crate::proto::{
     Applied, AuthorProof, Dot, Grounds, Key, Payload, Store, VClock, Version, WriteError,
     trust::{
-        Refusal, Verdict,
-        policy::{Book, Rule, entry_key},
+        POLICY_PREFIX, Refusal, Verdict,
+        policy::{Book, Rule, entry_key, entry_position},
     },
 };
 
@@ -234,22 +234,24 @@ impl Node {
         Ok(version)
     }
 
-    /// Writes a policy entry (docs/PROTOCOL.md §8.2): `rule`, asked for by `author`, who
-    /// proved it with `proof`, a signature over
-    /// [`author_signed_bytes`](crate::proto::trust::author_signed_bytes) of the entry in
-    /// `context` (one this node handed out, [`Node::policy_context`], or an older one). The
-    /// entry is judged here as every replica will judge it before it is written: pending, as
-    /// [`Node::put`]'s writes are.
+    /// Writes a policy entry (docs/PROTOCOL.md §8.2): `rule` under `key` (this node's next
+    /// entry key, [`Node::next_entry_key`]), asked for by `author`, who proved it with `proof`,
+    /// a signature over [`author_signed_bytes`](crate::proto::trust::author_signed_bytes) of
+    /// the entry's key, payload and `context` (one this node handed out,
+    /// [`Node::policy_context`], or an older one). The entry is judged here as every replica
+    /// will judge it before it is written: pending, as [`Node::put`]'s writes are.
     ///
     /// # Errors
     ///
-    /// [`WriteError::Refused`] if the entry would be refused (not proven, not granted in its
-    /// context: [`Refusal::Denied`] names the missing
-    /// grant), [`WriteError::ContextUnknown`] if the context names versions this node has
-    /// not seen, [`WriteError::Unsigned`] on a node that does not sign. Nothing changes.
+    /// [`WriteError::EntryKeyTaken`] if `key` is not this node's next entry key (another entry
+    /// took it since it was handed out), [`WriteError::Refused`] if the entry would be refused
+    /// (not proven, not granted in its context: [`Refusal::Denied`] names the missing grant),
+    /// [`WriteError::ContextUnknown`] if the context names entries this node does not hold,
+    /// [`WriteError::Unsigned`] on a node that does not sign. Nothing changes.
     pub fn write_rule(
         &mut self,
         now: Instant,
+        key: &Key,
         rule: &Rule,
         audit: Audit,
         context: VClock,
@@ -259,9 +261,14 @@ impl Node {
         let Some(signer) = self.config.trust.signer.clone() else {
             return Err(WriteError::Unsigned);
         };
+        let next = self.next_entry_key();
+        if *key != next {
+            return Err(WriteError::EntryKeyTaken {
+                next: next.as_str().to_owned(),
+            });
+        }
+        let key = next;
         let seq = self.pending.next_seq(&self.store);
-        let dot = Dot::new(self.id.writer, seq);
-        let key = entry_key(dot).map_err(|_| WriteError::Refused(Refusal::NotAPolicyEntry))?;
         let wall = self.wall_ms(now);
         let mut version =
             self.store
@@ -293,7 +300,26 @@ impl Node {
     /// The policy context this node writes in now (docs/PROTOCOL.md §8.3): what an author
     /// signs a policy entry in ([`Node::write_rule`]). Empty while there is no policy.
     pub fn policy_context(&self) -> VClock {
-        self.judge.context(&self.store)
+        self.judge.context()
+    }
+
+    /// The key of the next policy entry this node writes (docs/PROTOCOL.md §8.2): its writer
+    /// and the number after the highest of its entries stored or pending. An author proves an
+    /// entry over it ([`Node::write_rule`]).
+    pub fn next_entry_key(&self) -> Key {
+        let writer = self.id.writer;
+        let own = format!("{POLICY_PREFIX}{writer}-");
+        let last = self
+            .store
+            .list(&own)
+            .map(|v| &v.key)
+            .chain(self.pending.latest.keys())
+            .filter_map(|key| entry_position(key.as_str()))
+            .filter(|p| p.actor == writer)
+            .map(|p| p.counter)
+            .max()
+            .unwrap_or(0);
+        entry_key(Dot::new(writer, last + 1))
     }
 
     /// The policy entries granted here (docs/PROTOCOL.md §8).

@@ -285,6 +285,15 @@ pub enum WriteError {
     /// This node does not sign its versions, so it cannot write policy entries.
     #[error("this node does not sign its versions")]
     Unsigned,
+    /// A policy entry proved over a key that is not this node's next entry key: another entry
+    /// took it since it was handed out. Ask for the policy again and prove the entry anew.
+    #[error(
+        "the entry's key was taken by another entry; the next is {next}: prove the entry again"
+    )]
+    EntryKeyTaken {
+        /// The node's next entry key now.
+        next: String,
+    },
 }
 
 /// Why a version from a peer was refused. Doesn't affect the store's state.

@@ -5,7 +5,7 @@ use super::{
     POLICY_PREFIX, RESERVED_PREFIX,
     judge::Refusal,
     keys::{Certifier, author_signed_bytes},
-    policy::{Act, Deed, Denial, Kind, Principal, Rule, is_entry_key},
+    policy::{Act, Deed, Denial, Kind, Principal, Rule, entry_position},
 };
 use crate::proto::{Grounds, Payload, VClock, Version};
 
@@ -33,8 +33,8 @@ pub(super) fn judged_by_policy(key: &str) -> bool {
 }
 
 /// The act `version` is, made by the node `node` (its writer's, if its certificate names
-/// one; else a node no rule can name). A policy entry must be one (its key names its dot, it
-/// supersedes nothing, its payload is a rule) and its author must prove it.
+/// one; else a node no rule can name). A policy entry must be one (its key names a position of
+/// its own writer, it supersedes nothing, its payload is a rule) and its author must prove it.
 ///
 /// # Errors
 ///
@@ -50,6 +50,7 @@ pub(super) fn act_of(
     if !key.starts_with(POLICY_PREFIX) {
         return Ok(Act {
             dot: version.dot,
+            position: None,
             node,
             author: author_of(version),
             context,
@@ -58,10 +59,11 @@ pub(super) fn act_of(
             },
         });
     }
+    let position = entry_position(key)
+        .filter(|p| p.actor == version.dot.actor)
+        .ok_or(Refusal::NotAPolicyEntry)?;
     let rule = match &version.payload {
-        Payload::Value(bytes)
-            if is_entry_key(key, version.dot) && version.supersedes.is_empty() =>
-        {
+        Payload::Value(bytes) if version.supersedes.is_empty() => {
             Rule::decode(bytes).ok_or(Refusal::NotAPolicyEntry)?
         }
         _ => return Err(Refusal::NotAPolicyEntry),
@@ -74,6 +76,7 @@ pub(super) fn act_of(
     }
     Ok(Act {
         dot: version.dot,
+        position: Some(position),
         node,
         author: Some(author),
         context,
@@ -83,7 +86,9 @@ pub(super) fn act_of(
 
 /// Whether `version` carries its author's proof (docs/PROTOCOL.md §8.7): for an admin, a
 /// signature by the key of an admin certificate of the CA that names it, valid when the
-/// version was written. Tokens prove nothing yet: no token can author a policy entry.
+/// version was written, over the entry's key (its writer and position), payload and context,
+/// so no node can replay it elsewhere. Tokens prove nothing yet: no token can author a policy
+/// entry.
 fn proven(
     version: &Version,
     author: &Principal,
@@ -96,12 +101,12 @@ fn proven(
     let (Kind::Admin, Some(certificate)) = (author.kind(), proof.certificate.as_ref()) else {
         return false;
     };
-    let subject = if version.key.as_str().starts_with(POLICY_PREFIX) {
-        POLICY_PREFIX
-    } else {
-        version.key.as_str()
-    };
-    let message = author_signed_bytes(subject, &version.payload, &author.to_string(), context);
+    let message = author_signed_bytes(
+        version.key.as_str(),
+        &version.payload,
+        &author.to_string(),
+        context,
+    );
     certifier
         .admin(
             certificate,

@@ -11,7 +11,7 @@ use super::{
     policy::{Act, Book, Deed, Denial, Principal},
     proof::Proof,
 };
-use crate::proto::{Applied, Dot, Key, Masked, Payload, SeqSet, Store, VClock, Version, WriterId};
+use crate::proto::{Applied, Dot, Key, Masked, Payload, Store, VClock, Version, WriterId};
 
 /// The most versions kept waiting for one writer's endorsement: as many as in all, since a
 /// catch-up's snapshot chunks may all arrive before the one holding the endorsements.
@@ -226,16 +226,10 @@ impl Judge {
     }
 
     /// The policy context of a version this replica writes now (PROTOCOL.md §8.3): for every
-    /// writer of a policy entry granted here, the highest sequence number up to which `store`
-    /// has seen all of its versions. Empty while there is no policy.
-    pub fn context(&self, store: &Store) -> VClock {
-        let mut context = VClock::new();
-        for writer in self.book.writers() {
-            context
-                .dots
-                .insert(writer, store.digest().seen(writer).contiguous());
-        }
-        context
+    /// writer of a policy entry granted here, the number up to which all of its entries are
+    /// held. Empty while there is no policy.
+    pub fn context(&self) -> VClock {
+        self.book.context()
     }
 
     /// Whether this replica's writer may write `key` for `author` now, as its version number
@@ -263,11 +257,12 @@ impl Judge {
             .unwrap_or_else(Principal::nameless_node);
         let act = Act {
             dot: Dot::new(writer, seq),
+            position: None,
             node,
             author: author
                 .and_then(|a| Principal::parse(a).ok())
                 .filter(|p| !p.is_pattern()),
-            context: self.context(store),
+            context: self.context(),
             deed: Deed::Write {
                 key: key.as_str().to_owned(),
             },
@@ -333,15 +328,20 @@ impl Judge {
             .filter(|v| v.key.as_str().starts_with(POLICY_PREFIX))
             .filter_map(|v| act_of(v, self.nodes.get(&v.dot.actor), certifier).ok())
             .collect();
-        pending.sort_by_key(|act| (act.context.dots.len(), act.dot.actor, act.dot.counter));
+        pending.sort_by_key(|act| {
+            let at = act.position.map(|p| (p.actor, p.counter));
+            (act.context.dots.len(), at)
+        });
         loop {
             let before = pending.len();
             let mut i = 0;
             while i < pending.len() {
                 let context = &pending[i].context;
-                let ready = !pending
-                    .iter()
-                    .any(|other| super::policy::covers(context, other.dot));
+                let ready = !pending.iter().any(|other| {
+                    other
+                        .position
+                        .is_some_and(|p| super::policy::covers(context, p))
+                });
                 if ready {
                     let act = pending.remove(i);
                     let _ = self.book.admit(&act);
@@ -400,16 +400,18 @@ impl Judge {
     }
 
     /// Admits `version` to the book if it is a policy entry granted in its context; notes that
-    /// masks must be computed again if it is a root or a revocation.
-    fn admit_policy(&mut self, version: &Version, certifier: &dyn Certifier) {
+    /// masks must be computed again if it is a root or a revocation. Returns whether it was
+    /// admitted.
+    fn admit_policy(&mut self, version: &Version, certifier: &dyn Certifier) -> bool {
         if !version.key.as_str().starts_with(POLICY_PREFIX) {
-            return;
+            return false;
         }
         let Ok(act) = act_of(version, self.nodes.get(&version.dot.actor), certifier) else {
-            return;
+            return false;
         };
         let before = (self.book.len(), self.book.revocations(), self.book.rooted());
-        if self.book.admit(&act).is_ok() {
+        let admitted = self.book.admit(&act).is_ok();
+        if admitted {
             let roots_or_revocations = matches!(
                 act.deed,
                 Deed::Rule(super::policy::Rule::Root { .. } | super::policy::Rule::Revoke { .. })
@@ -420,6 +422,7 @@ impl Judge {
                 self.masks_stale = true;
             }
         }
+        admitted
     }
 
     /// The versions `store` holds that the policy masks now and that are not masked yet
@@ -539,19 +542,12 @@ impl Judge {
         if let Some(refusal) = granted(version, certifier) {
             return Verdict::Refused(refusal);
         }
-        self.judge_by_policy(store, &BTreeMap::new(), version, certifier)
+        self.judge_by_policy(version, certifier)
     }
 
     /// Trust II's verdict (PROTOCOL.md §8.4) on a version that passed Trust I's rules: in its
-    /// own context, once every version the context names is seen here (in `store`, or judged
-    /// granted earlier in the batch, `batch`).
-    fn judge_by_policy(
-        &self,
-        store: &Store,
-        batch: &BTreeMap<WriterId, SeqSet>,
-        version: &Version,
-        certifier: &dyn Certifier,
-    ) -> Verdict {
+    /// own context, once every entry the context names is held here.
+    fn judge_by_policy(&self, version: &Version, certifier: &dyn Certifier) -> Verdict {
         let key = version.key.as_str();
         if !judged_by_policy(key) {
             return Verdict::Apply;
@@ -570,38 +566,24 @@ impl Judge {
         if !entry && context.is_empty() && self.book.is_empty() {
             return Verdict::Apply;
         }
-        if super::policy::covers(context, version.dot) {
+        let act = match act_of(version, self.nodes.get(&version.dot.actor), certifier) {
+            Err(refusal) => return Verdict::Refused(refusal),
+            Ok(act) => act,
+        };
+        if act.position.is_some_and(|p| act.saw(p)) {
+            // It would wait for itself.
             return Verdict::Refused(Refusal::Denied(Denial::Malformed));
         }
-        if missing(store, batch, context).is_some() {
+        if missing(&self.book, context).is_some() {
             return Verdict::AwaitsContext;
         }
-        match act_of(version, self.nodes.get(&version.dot.actor), certifier) {
-            Err(refusal) => Verdict::Refused(refusal),
-            Ok(act) => match self.book.judge(&act) {
-                Ok(()) => Verdict::Apply,
-                Err(denial) => Verdict::Refused(Refusal::Denied(denial)),
-            },
+        match self.book.judge(&act) {
+            Ok(()) => Verdict::Apply,
+            Err(denial) => Verdict::Refused(Refusal::Denied(denial)),
         }
     }
 
-    /// [`Judge::judge`], where versions judged granted earlier in the batch count as seen.
-    fn judge_in(
-        &self,
-        store: &Store,
-        batch: &BTreeMap<WriterId, SeqSet>,
-        version: &Version,
-        certifier: &dyn Certifier,
-    ) -> Verdict {
-        match self.judge(store, version, certifier) {
-            Verdict::AwaitsContext if !batch.is_empty() => {
-                self.judge_by_policy(store, batch, version, certifier)
-            }
-            verdict => verdict,
-        }
-    }
-
-    /// Keeps `version`, which waits until the versions of `first`'s writer are all seen up to
+    /// Keeps `version`, which waits until the entries of `first`'s writer are all held up to
     /// `first`'s number, within the bounds.
     fn park(&mut self, first: Dot, version: Version) {
         let size = version.approx_encoded_len();
@@ -624,18 +606,13 @@ impl Judge {
         self.unripe_bytes += size;
     }
 
-    /// The parked versions that waited for versions of `writer` now all seen (in `store` or
-    /// `batch`) up to the one each waited for.
-    fn ripe(
-        &mut self,
-        store: &Store,
-        batch: &BTreeMap<WriterId, SeqSet>,
-        writer: WriterId,
-    ) -> Vec<Version> {
+    /// The parked versions that waited for entries of `writer` now all held up to the one
+    /// each waited for.
+    fn ripe(&mut self, writer: WriterId) -> Vec<Version> {
         if self.unripe_count == 0 {
             return Vec::new();
         }
-        let through = seen_through(store, batch, writer);
+        let through = self.book.held_through(writer);
         let ripe: Vec<(WriterId, u64)> = self
             .unripe
             .range((writer, 0)..=(writer, through))
@@ -708,25 +685,23 @@ impl Judge {
         // The versions of this batch to apply, by dot: not in the store until the caller
         // applies them, so a second version with one of their dots is judged against them.
         let mut to_apply: BTreeMap<(WriterId, u64), usize> = BTreeMap::new();
-        // The same, as sets per writer: what a policy context may name (PROTOCOL.md §8.3).
-        let mut batch: BTreeMap<WriterId, SeqSet> = BTreeMap::new();
         // Versions that waited for their context and whose context is now here.
         let writers: Vec<WriterId> = self.unripe.keys().map(|&(w, _)| w).collect();
         for writer in writers {
-            queue.extend(self.ripe(store, &batch, writer));
+            queue.extend(self.ripe(writer));
         }
         while let Some(mut version) = queue.pop_front() {
             let dot = version.dot;
             let verdict = match to_apply.get(&(dot.actor, dot.counter)) {
                 Some(&i) => self.judge_against(&screened.apply[i], &version, certifier),
-                None => self.judge_in(store, &batch, &version, certifier),
+                None => self.judge(store, &version, certifier),
             };
             match &verdict {
                 Verdict::Apply => {
                     to_apply.insert((dot.actor, dot.counter), screened.apply.len());
-                    batch.entry(dot.actor).or_default().insert(dot.counter);
-                    queue.extend(self.ripe(store, &batch, dot.actor));
-                    self.admit_policy(&version, certifier);
+                    if self.admit_policy(&version, certifier) {
+                        queue.extend(self.ripe(dot.actor));
+                    }
                     // Granted in its context, and masked already by what is held here: applied
                     // masked, so it supersedes what it superseded (PROTOCOL.md §8.5).
                     if self.masks(&version, certifier) {
@@ -753,7 +728,6 @@ impl Judge {
                 }
                 Verdict::Refused(_) => {
                     store.record_refused(dot);
-                    queue.extend(self.ripe(store, &batch, dot.actor));
                     let size = version.approx_encoded_len();
                     if version.seal.is_some()
                         && self.refused.len() < MAX_REFUSED_KEPT
@@ -765,7 +739,7 @@ impl Judge {
                 }
                 Verdict::Deferred => self.defer(version),
                 Verdict::AwaitsContext => {
-                    if let Some(first) = missing(store, &batch, context_of(&version)) {
+                    if let Some(first) = missing(&self.book, context_of(&version)) {
                         self.park(first, version);
                     }
                 }
@@ -975,26 +949,11 @@ fn granted(version: &Version, certifier: &dyn Certifier) -> Option<Refusal> {
     Some(Refusal::Reserved)
 }
 
-/// The highest sequence number up to which every version of `writer` is seen, in `store` or
-/// among the versions `batch` judged granted.
-fn seen_through(store: &Store, batch: &BTreeMap<WriterId, SeqSet>, writer: WriterId) -> u64 {
-    let seen = store.digest().seen(writer);
-    match batch.get(&writer) {
-        Some(more) => {
-            let mut both = seen.clone();
-            both.union_with(more);
-            both.contiguous()
-        }
-        None => seen.contiguous(),
-    }
-}
-
-/// The first writer `context` names whose versions are not all seen (in `store` or `batch`)
-/// up to the number it names: that writer and number, if any. A version waiting for it is
-/// judged again once that writer's versions are seen that far, not at each one before.
-fn missing(store: &Store, batch: &BTreeMap<WriterId, SeqSet>, context: &VClock) -> Option<Dot> {
-    context.dots.iter().find_map(|(&writer, &seq)| {
-        let through = seen_through(store, batch, writer);
-        (through < seq).then(|| Dot::new(writer, seq))
+/// The first writer `context` names whose entries are not all held in `book` up to the number
+/// it names: that writer and number, if any. A version waiting for it is judged again once
+/// that writer's entries are held that far, not at each one before.
+fn missing(book: &Book, context: &VClock) -> Option<Dot> {
+    context.dots.iter().find_map(|(&writer, &number)| {
+        (book.held_through(writer) < number).then(|| Dot::new(writer, number))
     })
 }

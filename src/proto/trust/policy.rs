@@ -3,8 +3,9 @@
 //!
 //! Pure, like the rest of `trust`: no I/O, no clock. An [`Act`] is what a version asks for (a
 //! write of a key, or a policy rule), who asks (the signing node and the author it writes for)
-//! and the policy context it was made in (a version vector naming the policy entries its writer
-//! held). The caller hands an act over once every dot of its context has been seen here;
+//! and the policy context it was made in (per writer of policy entries, how many of its entries
+//! its own writer held: entries are numbered by their writer, 1, 2, 3…, and the number, its
+//! *position*, is in the entry's key). The caller hands an act over once every dot of its context has been seen here;
 //! [`Book::judge`] gives its verdict in that context (final, the same at every replica);
 //! [`Book::admit`] records a policy entry judged granted; [`Book::masked`] says whether a
 //! granted act is undone by what is known now (a revocation or a policy root it did not see).
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::POLICY_PREFIX;
-use crate::proto::{Dot, Key, KeyError, VClock, WriterId};
+use crate::proto::{Dot, Key, VClock, WriterId};
 
 /// How many grants deep a chain of authority is followed (a grant is effective only while its
 /// grantor held `admin` where it applies, which may rest on another grant, and so on). Past it
@@ -245,21 +246,24 @@ pub enum Deed {
 pub struct Act {
     /// The version's dot.
     pub dot: Dot,
+    /// For a policy entry, its position: its writer and its number among that writer's
+    /// entries (from its key, [`entry_key`]). `None` for a write.
+    pub position: Option<Dot>,
     /// The node that signed it (its writer's endorsement names the node's certificate).
     pub node: Principal,
     /// The principal it was made for, whose own proof it carries; required for policy
     /// entries.
     pub author: Option<Principal>,
-    /// The policy its writer held: every entry with a dot at or below this vector.
+    /// The policy its writer held: every entry whose position is at or below this vector.
     pub context: VClock,
     /// What it asks for.
     pub deed: Deed,
 }
 
 impl Act {
-    /// Whether this act's context includes `dot`.
-    pub fn saw(&self, dot: Dot) -> bool {
-        covers(&self.context, dot)
+    /// Whether this act's context includes the entry at `position`.
+    pub fn saw(&self, position: Dot) -> bool {
+        covers(&self.context, position)
     }
 }
 
@@ -390,22 +394,26 @@ impl fmt::Display for Rule {
     }
 }
 
-/// The key of the policy entry with `dot`: `_confmesh/policy/<writer>-<seq>`.
-///
-/// # Errors
-///
-/// None in practice: the prefix, 16 hex digits and a number always make a valid key.
-pub fn entry_key(dot: Dot) -> Result<Key, KeyError> {
-    Key::new(&format!("{POLICY_PREFIX}{}-{}", dot.actor, dot.counter))
+/// The key of the policy entry at `position` (its writer, and its number among that writer's
+/// entries, from 1): `_confmesh/policy/<writer>-<number>`.
+pub fn entry_key(position: Dot) -> Key {
+    // The prefix, 16 hex digits and a number always make a valid key.
+    Key::from_valid(format!(
+        "{POLICY_PREFIX}{}-{}",
+        position.actor, position.counter
+    ))
 }
 
-/// Whether `key` is the key of the policy entry with `dot`.
-pub fn is_entry_key(key: &str, dot: Dot) -> bool {
-    key.strip_prefix(POLICY_PREFIX)
-        .and_then(|rest| rest.split_once('-'))
-        .is_some_and(|(writer, seq)| {
-            writer == dot.actor.to_string() && seq == dot.counter.to_string()
-        })
+/// The position a policy entry's key names: its writer and number, if `key` is spelled exactly
+/// as [`entry_key`] spells one (16 lowercase hex digits, a number from 1 without leading
+/// zeros).
+pub fn entry_position(key: &str) -> Option<Dot> {
+    let (writer, number) = key.strip_prefix(POLICY_PREFIX)?.split_once('-')?;
+    let writer = WriterId(u64::from_str_radix(writer, 16).ok()?);
+    let number: u64 = number.parse().ok()?;
+    let position = Dot::new(writer, number);
+    let exact = number >= 1 && entry_key(position).as_str() == key;
+    exact.then_some(position)
 }
 
 /// Whether `clock` includes `dot`.
@@ -417,6 +425,7 @@ pub fn covers(clock: &VClock, dot: Dot) -> bool {
 #[derive(Clone, Debug)]
 struct Entry {
     dot: Dot,
+    position: Dot,
     author: Principal,
     context: VClock,
     rule: Rule,
@@ -462,9 +471,9 @@ enum Within<'a> {
 }
 
 impl Within<'_> {
-    fn includes(self, dot: Dot) -> bool {
+    fn includes(self, position: Dot) -> bool {
         match self {
-            Within::Context(clock) => covers(clock, dot),
+            Within::Context(clock) => covers(clock, position),
             Within::All => true,
         }
     }
@@ -474,7 +483,10 @@ impl Within<'_> {
 /// them. Empty: no root, so every write is granted (Trust I's rule) and no rule is.
 #[derive(Clone, Debug, Default)]
 pub struct Book {
+    /// By position.
     entries: BTreeMap<(WriterId, u64), Entry>,
+    /// Per writer, the number up to which all its entries are held: what a context may name.
+    held: BTreeMap<WriterId, u64>,
     /// The entries that can apply to a principal, by the principal (or pattern) they name: a
     /// grant's or a revocation's grantee, each admin of a root. A judgement reads only these
     /// (`benches/policy.rs`: scanning every entry cost 177 µs a version at 7,000 entries).
@@ -510,12 +522,31 @@ impl Book {
         self.revocations
     }
 
-    /// The writers of the entries it holds: those a writer's policy context names.
-    pub fn writers(&self) -> impl Iterator<Item = WriterId> + '_ {
-        let mut last = None;
-        self.entries.keys().filter_map(move |&(writer, _)| {
-            (last.replace(writer) != Some(writer)).then_some(writer)
-        })
+    /// The number up to which all of `writer`'s entries are held here.
+    pub fn held_through(&self, writer: WriterId) -> u64 {
+        self.held.get(&writer).copied().unwrap_or(0)
+    }
+
+    /// The policy context of an act made here now (docs/PROTOCOL.md §8.3): for every writer of
+    /// entries held, the number up to which all of its entries are held. Empty without policy.
+    pub fn context(&self) -> VClock {
+        let mut context = VClock::new();
+        for (&writer, &through) in &self.held {
+            if through > 0 {
+                context.dots.insert(writer, through);
+            }
+        }
+        context
+    }
+
+    /// The position of the next entry `writer` makes, after every one of its entries held.
+    pub fn next_position(&self, writer: WriterId) -> Dot {
+        let last = self
+            .entries
+            .range((writer, 0)..=(writer, u64::MAX))
+            .next_back()
+            .map_or(0, |(&(_, number), _)| number);
+        Dot::new(writer, last + 1)
     }
 
     /// The nodes cut off from the cluster (docs/PROTOCOL.md §8.8): those named by a revocation
@@ -542,7 +573,7 @@ impl Book {
             let restored = self.about(grantee).iter().any(|grant| {
                 matches!(&grant.rule, Rule::Grant { prefix, .. } if prefix.is_empty())
                     && grant.gives(grantee, Right::Read, "")
-                    && covers(&grant.context, entry.dot)
+                    && covers(&grant.context, entry.position)
             });
             if !restored {
                 names.insert(name.clone());
@@ -551,14 +582,14 @@ impl Book {
         names
     }
 
-    /// Every entry it holds, in dot order: its dot, author and rule.
+    /// Every entry it holds, in position order: its dot, author and rule.
     pub fn entries(&self) -> impl Iterator<Item = (Dot, &Principal, &Rule)> + '_ {
         self.entries.values().map(|e| (e.dot, &e.author, &e.rule))
     }
 
     /// The verdict on `act` in its own context: over the entries it saw only, so the same at
-    /// every replica whatever else arrived first. The caller hands it over once every dot its
-    /// context names has been seen here (and the policy entries among them admitted).
+    /// every replica whatever else arrived first. The caller hands it over once every entry its
+    /// context names is held here ([`Book::held_through`]).
     pub fn judge(&self, act: &Act) -> Result<(), Denial> {
         self.authorized(act, Within::Context(&act.context))
     }
@@ -574,9 +605,13 @@ impl Book {
     /// The caller then reads [`Book::masked`] for the acts it applied before.
     pub fn admit(&mut self, act: &Act) -> Result<(), Denial> {
         self.judge(act)?;
-        if let (Deed::Rule(rule), Some(author)) = (&act.deed, &act.author) {
-            let at = (act.dot.actor, act.dot.counter);
+        if let (Deed::Rule(rule), Some(author), Some(position)) =
+            (&act.deed, &act.author, act.position)
+        {
+            let at = (position.actor, position.counter);
             if self.entries.contains_key(&at) {
+                // A second version at a position held (docs/PROTOCOL.md §8.9): the first
+                // stays.
                 return Ok(());
             }
             match rule {
@@ -598,16 +633,21 @@ impl Book {
                 at,
                 Entry {
                     dot: act.dot,
+                    position,
                     author: author.clone(),
                     context: act.context.clone(),
                     rule: rule.clone(),
                 },
             );
+            let held = self.held.entry(position.actor).or_default();
+            while self.entries.contains_key(&(position.actor, *held + 1)) {
+                *held += 1;
+            }
         }
         Ok(())
     }
 
-    /// The entries that name `principal`, or a pattern of its kind, in dot order.
+    /// The entries that name `principal`, or a pattern of its kind, in position order.
     fn about(&self, principal: &Principal) -> Vec<&Entry> {
         let pattern = Principal {
             kind: principal.kind,
@@ -624,7 +664,7 @@ impl Book {
         at.iter().filter_map(|k| self.entries.get(k)).collect()
     }
 
-    /// The roots, in dot order.
+    /// The roots, in position order.
     fn root_entries(&self) -> impl Iterator<Item = &Entry> {
         self.roots.iter().filter_map(|k| self.entries.get(k))
     }
@@ -654,7 +694,7 @@ impl Book {
                         }
                         // A root is judged in its context only: it is a marker that never
                         // goes away (what it grants its admins is revocable like a grant).
-                        let seen_root = self.root_entries().any(|e| act.saw(e.dot));
+                        let seen_root = self.root_entries().any(|e| act.saw(e.position));
                         if seen_root {
                             Err(Denial::RootExists)
                         } else {
@@ -705,14 +745,14 @@ impl Book {
         within: Within<'_>,
         depth: usize,
     ) -> Result<(), Denial> {
-        let known = |e: &&Entry| within.includes(e.dot);
+        let known = |e: &&Entry| within.includes(e.position);
         let about = self.about(principal);
         // A revocation that takes this right away from this act: not seen by `seen_by` (the
         // grant relied on), and not one that had seen the act itself.
         let revoked = |seen_by: Option<&VClock>| {
             about.iter().copied().filter(known).find_map(|e| {
                 let cutoff = e.revokes(principal, right, key)?;
-                let seen = seen_by.is_some_and(|c| covers(c, e.dot));
+                let seen = seen_by.is_some_and(|c| covers(c, e.position));
                 (!seen && !covers(cutoff, at)).then_some(e.dot)
             })
         };
@@ -725,7 +765,7 @@ impl Book {
         let rooted = self
             .root_entries()
             .filter(known)
-            .any(|e| covers(context, e.dot));
+            .any(|e| covers(context, e.position));
         if !rooted {
             // No root seen: everything but a rule is allowed, unless a root or a revocation
             // that did not see the act says otherwise.
@@ -753,7 +793,7 @@ impl Book {
             .iter()
             .copied()
             .filter(known)
-            .filter(|e| covers(context, e.dot) && e.gives(principal, right, key));
+            .filter(|e| covers(context, e.position) && e.gives(principal, right, key));
         for grant in grants {
             if let Some(by) = revoked(Some(&grant.context)) {
                 denial = revoked_denial(by);
@@ -783,8 +823,8 @@ impl Book {
     }
 }
 
-/// Bounds on an act's clocks, a context that cannot include the act itself, and acting
-/// principals that are one principal each, not a pattern.
+/// Bounds on an act's clocks, an entry whose context does not include its own position, a
+/// position only for a rule, and acting principals that are one principal each, not a pattern.
 fn well_formed(act: &Act) -> bool {
     let cutoff_fits = match &act.deed {
         Deed::Rule(Rule::Root { cutoff, .. } | Rule::Revoke { cutoff, .. }) => {
@@ -795,7 +835,11 @@ fn well_formed(act: &Act) -> bool {
     let one = |p: &Principal| !p.is_pattern();
     cutoff_fits
         && act.context.dots.len() <= MAX_CLOCK_WRITERS
-        && !act.saw(act.dot)
+        && match (&act.deed, act.position) {
+            (Deed::Rule(_), Some(position)) => !act.saw(position),
+            (Deed::Write { .. }, None) => true,
+            _ => false,
+        }
         && one(&act.node)
         && act.author.as_ref().is_none_or(one)
 }

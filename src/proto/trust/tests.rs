@@ -379,27 +379,35 @@ fn a_signature_covers_the_grounds_and_a_version_without_them_is_signed_as_in_pro
     assert!(audit_fields_fit(&grounded));
 }
 
-/// A policy entry's key names its dot and nothing else; a rule's payload decodes only whole,
-/// with well-formed principals; an author's proof covers what is asked, by whom, in which
-/// context.
+/// A policy entry's key names its position (writer and number) and nothing else; a rule's
+/// payload decodes only whole, with well-formed principals; an author's proof covers what is
+/// asked, where, by whom, in which context.
 #[test]
 fn policy_entry_keys_rule_payloads_and_author_proof_bytes_are_exact() {
     use super::{
         author_signed_bytes,
-        policy::{Principal, Right, Rule, entry_key, is_entry_key},
+        policy::{Principal, Right, Rule, entry_key, entry_position},
     };
-    let dot = crate::proto::Dot::new(WriterId(0xab), 7);
-    let key = entry_key(dot).expect("key");
+    let position = crate::proto::Dot::new(WriterId(0xab), 7);
+    let key = entry_key(position);
     assert_eq!(key.as_str(), "_confmesh/policy/00000000000000ab-7");
-    assert!(is_entry_key(key.as_str(), dot));
-    for other in [
-        crate::proto::Dot::new(WriterId(0xab), 8),
-        crate::proto::Dot::new(WriterId(0xac), 7),
+    assert_eq!(entry_position(key.as_str()), Some(position));
+    for spelled_otherwise in [
+        "_confmesh/policy/00000000000000ab-07",
+        "_confmesh/policy/00000000000000ab-+7",
+        "_confmesh/policy/00000000000000ab-7-",
+        "_confmesh/policy/00000000000000AB-7",
+        "_confmesh/policy/ab-7",
+        "_confmesh/policy/00000000000000ab-0",
+        "_confmesh/policy/00000000000000ab",
+        "app/00000000000000ab-7",
     ] {
-        assert!(!is_entry_key(key.as_str(), other));
+        assert_eq!(
+            entry_position(spelled_otherwise),
+            None,
+            "{spelled_otherwise}"
+        );
     }
-    assert!(!is_entry_key("_confmesh/policy/00000000000000ab-07", dot));
-    assert!(!is_entry_key("_confmesh/policy/00000000000000ab-7-", dot));
 
     let rule = Rule::Grant {
         grantee: Principal::parse("node:billing-1").expect("principal"),
@@ -426,20 +434,19 @@ fn policy_entry_keys_rule_payloads_and_author_proof_bytes_are_exact() {
 
     let payload = Payload::Value(bytes);
     let context = crate::proto::VClock::new();
-    let signed = author_signed_bytes("_confmesh/policy/", &payload, "admin:ops", &context);
+    let signed = author_signed_bytes(key.as_str(), &payload, "admin:ops", &context);
     assert!(signed.starts_with(b"confmesh author v1"));
     let mut later = context.clone();
     later.dots.insert(WriterId(1), 1);
+    let next = entry_key(crate::proto::Dot::new(WriterId(0xab), 8));
+    let elsewhere = entry_key(crate::proto::Dot::new(WriterId(0xac), 7));
     for other in [
-        author_signed_bytes("_confmesh/policy/", &payload, "admin:eve", &context),
-        author_signed_bytes("_confmesh/policy/", &payload, "admin:ops", &later),
+        author_signed_bytes(key.as_str(), &payload, "admin:eve", &context),
+        author_signed_bytes(key.as_str(), &payload, "admin:ops", &later),
+        author_signed_bytes(next.as_str(), &payload, "admin:ops", &context),
+        author_signed_bytes(elsewhere.as_str(), &payload, "admin:ops", &context),
         author_signed_bytes("app/x", &payload, "admin:ops", &context),
-        author_signed_bytes(
-            "_confmesh/policy/",
-            &Payload::Tombstone,
-            "admin:ops",
-            &context,
-        ),
+        author_signed_bytes(key.as_str(), &Payload::Tombstone, "admin:ops", &context),
     ] {
         assert_ne!(other, signed);
     }
