@@ -212,6 +212,18 @@ fn grant(grantee: &str, right: Right, prefix: &str) -> Deed {
     })
 }
 
+/// A token entry: a principal made by an admin of every key.
+fn token(n: u8) -> Deed {
+    let hash = [n; 32];
+    Deed::Rule(Rule::Token {
+        id: confmesh::proto::trust::token::id_of(&hash),
+        name: format!("t{n}"),
+        hash,
+        public: [0; 32],
+        expires_ms: None,
+    })
+}
+
 fn revoke(grantee: &str, right: Right, prefix: &str, cutoff: VClock) -> Deed {
     Deed::Rule(Rule::Revoke {
         grantee: principal(grantee),
@@ -764,6 +776,7 @@ fn make(w: u64, n: u64, entries: u64, replica: &Replica, rng: &mut Xoshiro256Plu
             pick(rng, &PREFIXES),
             cutoff,
         ),
+        6 if w == 1 || w == 9 => token(rng.random_range(0..4)),
         _ => write(pick(rng, &KEYS)),
     };
     let is_rule = matches!(deed, Deed::Rule(_));
@@ -952,6 +965,7 @@ fn the_random_model_makes_every_kind_of_verdict() {
                 Deed::Rule(Rule::Root { .. }) => "root",
                 Deed::Rule(Rule::Grant { .. }) => "grant",
                 Deed::Rule(Rule::Revoke { .. }) => "revoke",
+                Deed::Rule(Rule::Token { .. }) => "token",
             };
             seen.insert(format!("{kind} {verdict:?}"));
         }
@@ -964,6 +978,8 @@ fn the_random_model_makes_every_kind_of_verdict() {
         "grant Refused",
         "revoke Granted",
         "root Granted",
+        "token Granted",
+        "token Refused",
     ] {
         assert!(
             seen.contains(expected),

@@ -29,7 +29,15 @@ use crate::{
         ResignResponse, RollbackParams, RollbackResponse, StreamEnd, TrustResponse, VersionInfo,
         WatchEvent, WatchParams, routes, version, writer_text,
     },
-    proto::{Version, WriteError, node::Audit, store::DEFAULT_MAX_VALUE_BYTES},
+    proto::{
+        Version, WriteError,
+        node::Audit,
+        store::DEFAULT_MAX_VALUE_BYTES,
+        trust::{
+            policy::{Principal, Right},
+            token::{TOKEN_PREFIX, TokenSecret, same_hash},
+        },
+    },
     runtime::{Cursor, Member, MemberState, Mesh, MeshError, WatchError},
 };
 
@@ -263,11 +271,45 @@ fn mesh_error(e: &MeshError) -> Response {
     error(status, e)
 }
 
-async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Response {
+/// Who makes a request, once [`authorize`] let it through.
+#[derive(Clone, Debug)]
+pub(crate) enum Caller {
+    /// The operator: the bearer of the agent's own `api_token`, or anyone where none is set.
+    /// It acts as the agent's node, within what the node may do.
+    Operator,
+    /// The bearer of an API token of the policy (docs/PROTOCOL.md §8.7): it reads only what
+    /// the token may read, and writes as the token (its author), within what both the token
+    /// and the node may write.
+    Token(Principal),
+}
+
+impl Caller {
+    fn token(&self) -> Option<&Principal> {
+        match self {
+            Caller::Operator => None,
+            Caller::Token(principal) => Some(principal),
+        }
+    }
+
+    /// The author of a write: the token itself, or the one the operator names.
+    fn author(&self, asked: Option<String>) -> Option<String> {
+        match self {
+            Caller::Operator => asked,
+            Caller::Token(principal) => Some(principal.to_string()),
+        }
+    }
+}
+
+fn unauthorized(why: &str) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, why);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> Response {
     api.metrics.record_request();
-    let Some(token) = &api.token else {
-        return next.run(request).await;
-    };
     if request.uri().path() == routes::HEALTH {
         return next.run(request).await;
     }
@@ -275,15 +317,82 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-        next.run(request).await
-    } else {
-        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        response
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let caller = match (presented, &api.token) {
+        (Some(p), _) if p.starts_with(TOKEN_PREFIX) => match authenticate(&api, &p).await {
+            Ok(principal) => Caller::Token(principal),
+            Err(response) => return response,
+        },
+        (Some(p), Some(token)) if constant_time_eq(p.as_bytes(), token.as_bytes()) => {
+            Caller::Operator
+        }
+        (_, None) => Caller::Operator,
+        (_, Some(_)) => return unauthorized("missing or wrong bearer token"),
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// The principal of the API token `presented`, if the policy holds it, live and unexpired;
+/// else a 401 saying which.
+async fn authenticate(api: &Api, presented: &str) -> Result<Principal, Response> {
+    let Ok(secret) = TokenSecret::parse(presented) else {
+        return Err(unauthorized("not a confmesh token"));
+    };
+    let entry = match api.mesh.token(&secret.id()).await {
+        Ok(entry) => entry,
+        Err(e) => return Err(mesh_error(&e)),
+    };
+    let Some(entry) = entry.filter(|e| same_hash(&e.hash, &secret.hash())) else {
+        return Err(unauthorized("unknown token"));
+    };
+    if !entry.live {
+        return Err(unauthorized(&format!("{} was revoked", entry.principal)));
+    }
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the agent checks expiry against its own clock"
+    )]
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if entry.expires_ms.is_some_and(|at| at <= now_ms) {
+        return Err(unauthorized(&format!("{} has expired", entry.principal)));
+    }
+    Ok(entry.principal)
+}
+
+/// Passes if `caller` may take `right` over `key` (an operator may do anything its node may);
+/// else a 403 naming the missing grant.
+async fn require(api: &Api, caller: &Caller, right: Right, key: &str) -> Result<(), Response> {
+    let Some(principal) = caller.token() else {
+        return Ok(());
+    };
+    match api
+        .mesh
+        .rights(principal.clone(), right, vec![key.to_owned()])
+        .await
+    {
+        Ok(denials) => match denials.into_iter().next().flatten() {
+            None => Ok(()),
+            Some(denial) => Err(error(
+                StatusCode::FORBIDDEN,
+                format!("refused by the policy: {denial}"),
+            )),
+        },
+        Err(e) => Err(mesh_error(&e)),
+    }
+}
+
+/// Which of `keys` `caller` may read.
+async fn readable(api: &Api, caller: &Caller, keys: Vec<String>) -> Result<Vec<bool>, Response> {
+    let Some(principal) = caller.token() else {
+        return Ok(vec![true; keys.len()]);
+    };
+    match api.mesh.rights(principal.clone(), Right::Read, keys).await {
+        Ok(denials) => Ok(denials.iter().map(Option::is_none).collect()),
+        Err(e) => Err(mesh_error(&e)),
     }
 }
 
@@ -293,10 +402,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn get_key(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     streaming: Option<Extension<Streaming>>,
     KeyPath(key): KeyPath,
     ApiQuery(params): ApiQuery<GetParams>,
 ) -> Response {
+    if let Err(response) = require(&api, &caller, Right::Read, &key).await {
+        return response;
+    }
     let current = match api.mesh.get(&key).await {
         Ok(current) => current,
         Err(e) => return mesh_error(&e),
@@ -406,13 +519,14 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
 
 async fn put_key(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     KeyPath(key): KeyPath,
     ApiQuery(params): ApiQuery<PutParams>,
     BodyBytes(body): BodyBytes,
 ) -> Response {
     let len = body.len();
     let audit = Audit {
-        author: params.author,
+        author: caller.author(params.author),
         message: params.message,
     };
     let result = match params.if_version.as_deref() {
@@ -440,11 +554,12 @@ async fn put_key(
 
 async fn delete_key(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     KeyPath(key): KeyPath,
     ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> Response {
     let audit = Audit {
-        author: params.author,
+        author: caller.author(params.author),
         message: params.message,
     };
     match api.mesh.delete_audited(&key, audit).await {
@@ -465,9 +580,14 @@ async fn delete_key(
 
 async fn rollback(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     KeyPath(key): KeyPath,
     ApiQuery(params): ApiQuery<RollbackParams>,
 ) -> Response {
+    // Rolling back reads an old value: both rights.
+    if let Err(response) = require(&api, &caller, Right::Read, &key).await {
+        return response;
+    }
     let Some(version) = params.version else {
         return error(StatusCode::BAD_REQUEST, "rollback needs ?version=V");
     };
@@ -476,7 +596,7 @@ async fn rollback(
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let audit = Audit {
-        author: params.author,
+        author: caller.author(params.author),
         message: params.message,
     };
     match api.mesh.rollback_audited(&key, dot, audit).await {
@@ -536,6 +656,17 @@ async fn acl(State(api): State<Api>) -> Response {
                 .collect(),
             masked: p.masked,
             waiting: p.waiting,
+            tokens: p
+                .tokens
+                .iter()
+                .map(|t| crate::api::AclToken {
+                    principal: t.principal.to_string(),
+                    name: t.name.clone(),
+                    expires_ms: t.expires_ms,
+                    live: t.live,
+                    author: t.author.to_string(),
+                })
+                .collect(),
         })
         .into_response(),
         Err(e) => mesh_error(&e),
@@ -590,7 +721,11 @@ async fn acl_write(State(api): State<Api>, body: Bytes) -> Response {
     }
 }
 
-async fn resign(State(api): State<Api>) -> Response {
+async fn resign(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    // It writes every key again: a token needs admin over all of them.
+    if let Err(response) = require(&api, &caller, Right::Admin, "").await {
+        return response;
+    }
     let keys = |keys: Vec<crate::proto::Key>| -> Vec<String> {
         keys.iter().map(|k| k.as_str().to_owned()).collect()
     };
@@ -606,7 +741,14 @@ async fn resign(State(api): State<Api>) -> Response {
     }
 }
 
-async fn history(State(api): State<Api>, KeyPath(key): KeyPath) -> Response {
+async fn history(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    KeyPath(key): KeyPath,
+) -> Response {
+    if let Err(response) = require(&api, &caller, Right::Read, &key).await {
+        return response;
+    }
     match api.mesh.history(&key).await {
         Ok(versions) => Json(HistoryResponse {
             key,
@@ -621,23 +763,53 @@ async fn history(State(api): State<Api>, KeyPath(key): KeyPath) -> Response {
 const MAX_AUDIT: usize = 10_000;
 const DEFAULT_AUDIT: usize = 100;
 
-async fn audit(State(api): State<Api>, ApiQuery(params): ApiQuery<AuditParams>) -> Response {
+async fn audit(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> Response {
     let limit = params.limit.unwrap_or(DEFAULT_AUDIT).clamp(1, MAX_AUDIT);
-    match api.mesh.audit(&params.prefix, limit).await {
-        Ok(versions) => Json(AuditResponse {
-            changes: versions.iter().map(AuditEntry::from).collect(),
-        })
-        .into_response(),
-        Err(e) => mesh_error(&e),
-    }
+    let versions = match api.mesh.audit(&params.prefix, limit).await {
+        Ok(versions) => versions,
+        Err(e) => return mesh_error(&e),
+    };
+    let keys = versions.iter().map(|v| v.key.to_string()).collect();
+    let shown = match readable(&api, &caller, keys).await {
+        Ok(shown) => shown,
+        Err(response) => return response,
+    };
+    Json(AuditResponse {
+        changes: versions
+            .iter()
+            .zip(shown)
+            .filter(|(_, shown)| *shown)
+            .map(|(v, _)| AuditEntry::from(v))
+            .collect(),
+    })
+    .into_response()
 }
 
-async fn list(State(api): State<Api>, ApiQuery(params): ApiQuery<ListParams>) -> Response {
+async fn list(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Response {
     let limit = params.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
-    let all = match api.mesh.list(&params.prefix).await {
+    let mut all = match api.mesh.list(&params.prefix).await {
         Ok(all) => all,
         Err(e) => return mesh_error(&e),
     };
+    if caller.token().is_some() {
+        // Only what the token may read: a key it may not read is not even named.
+        let keys = all.iter().map(|v| v.key.to_string()).collect();
+        match readable(&api, &caller, keys).await {
+            Ok(shown) => {
+                let mut shown = shown.into_iter();
+                all.retain(|_| shown.next().unwrap_or(false));
+            }
+            Err(response) => return response,
+        }
+    }
     let start = params
         .after
         .as_deref()
@@ -661,6 +833,7 @@ async fn list(State(api): State<Api>, ApiQuery(params): ApiQuery<ListParams>) ->
 
 async fn watch(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     streaming: Option<Extension<Streaming>>,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<WatchParams>,
@@ -688,13 +861,25 @@ async fn watch(
     let state = Some((watch, streaming, long));
     let stream = futures_util::stream::unfold(state, move |state| {
         let api = api.clone();
+        let caller = caller.clone();
         async move {
             let (mut watch, streaming, long) = state?;
-            let next = tokio::select! {
-                next = watch.next() => next,
-                why = api.interrupted(streaming.as_ref()) => {
-                    return Some((Ok(sse(&why.event(watch.cursor()))), None));
+            let next = loop {
+                let next = tokio::select! {
+                    next = watch.next() => next,
+                    why = api.interrupted(streaming.as_ref()) => {
+                        return Some((Ok(sse(&why.event(watch.cursor()))), None));
+                    }
+                };
+                // A change to a key the caller may not read is not shown, nor named.
+                if let Some(Ok(change)) = &next {
+                    match readable(&api, &caller, vec![change.key.to_string()]).await {
+                        Ok(shown) if shown.first() == Some(&false) => continue,
+                        Ok(_) => {}
+                        Err(_) => return None,
+                    }
                 }
+                break next;
             };
             let state = Some((watch, streaming, long));
             match next {

@@ -703,6 +703,25 @@ pub struct AclResponse {
     pub masked: u64,
     /// Versions waiting for the policy their context names.
     pub waiting: usize,
+    /// The API tokens the policy holds (docs/PROTOCOL.md §8.7); their rights are the entries
+    /// that name them.
+    #[serde(default)]
+    pub tokens: Vec<AclToken>,
+}
+
+/// An API token of the policy: never its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclToken {
+    /// `token:<id>`.
+    pub principal: String,
+    /// Its name.
+    pub name: String,
+    /// When agents start refusing it (Unix ms); `None`: never.
+    pub expires_ms: Option<u64>,
+    /// Whether it still counts (not revoked, its maker's authority standing).
+    pub live: bool,
+    /// The admin who made it.
+    pub author: String,
 }
 
 /// One policy entry.

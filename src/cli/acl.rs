@@ -34,7 +34,7 @@ pub(crate) struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn key(&self) -> Result<AdminKey, Failure> {
+    pub(crate) fn key(&self) -> Result<AdminKey, Failure> {
         let read = |path: &PathBuf| {
             std::fs::read(path)
                 .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
@@ -190,9 +190,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
 /// How many times an entry is proved again when another entry took its key meanwhile.
 const ENTRY_KEY_ATTEMPTS: usize = 5;
 
-/// Asks the agent for its policy, makes the rule from it, proves it with the admin key over the
-/// agent's next entry key and hands it to the agent; proves it again over the new next key if
-/// another entry took that one meanwhile.
+/// [`prove_and_write`], then prints what was written.
 async fn write(
     target: &Target,
     admin: &AdminArgs,
@@ -200,6 +198,19 @@ async fn write(
     rule: impl Fn(&confmesh::api::AclResponse) -> Result<Rule, Failure>,
 ) -> Result<(), Failure> {
     let client = target.client()?;
+    let (written, rule) = prove_and_write(&client, admin, key, rule).await?;
+    output::print(target, &written, |w| format!("{}\t{rule}", w.version))
+}
+
+/// Asks the agent for its policy, makes the rule from it, proves it with the admin key over the
+/// agent's next entry key and hands it to the agent; proves it again over the new next key if
+/// another entry took that one meanwhile. Returns what was written, and the rule.
+pub(crate) async fn prove_and_write(
+    client: &confmesh::api::Client,
+    admin: &AdminArgs,
+    key: &AdminKey,
+    rule: impl Fn(&confmesh::api::AclResponse) -> Result<Rule, Failure>,
+) -> Result<(confmesh::api::AclWritten, Rule), Failure> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -223,9 +234,7 @@ async fn write(
             certificate: b64.encode(proof.certificate.unwrap_or_default()),
         };
         match client.acl_write(&request).await {
-            Ok(written) => {
-                return output::print(target, &written, |w| format!("{}\t{rule}", w.version));
-            }
+            Ok(written) => return Ok((written, rule)),
             Err(ClientError::Refused {
                 status: 409,
                 message,
@@ -239,11 +248,11 @@ async fn write(
     }
 }
 
-fn principal(text: &str) -> Result<Principal, Failure> {
+pub(crate) fn principal(text: &str) -> Result<Principal, Failure> {
     Principal::parse(text).map_err(|e| Failure::usage(e.to_string()))
 }
 
-fn right_of(text: &str) -> Result<Right, Failure> {
+pub(crate) fn right_of(text: &str) -> Result<Right, Failure> {
     match text {
         "read" => Ok(Right::Read),
         "write" => Ok(Right::Write),

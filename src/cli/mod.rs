@@ -13,6 +13,7 @@ mod members;
 mod output;
 mod put;
 mod rollback;
+mod token;
 mod trust;
 mod watch;
 
@@ -61,6 +62,9 @@ enum Command {
     /// proves each entry).
     #[command(subcommand)]
     Acl(acl::Command),
+    /// API tokens: what a client presents to an agent, with the rights the policy grants it.
+    #[command(subcommand)]
+    Token(token::Command),
     /// Signed versions: the node's trust state, and the switch-over from unsigned versions.
     #[command(subcommand)]
     Trust(trust::Command),
@@ -184,7 +188,19 @@ impl Cli {
             Command::Rollback(args) => rollback::run(args).await,
             Command::Cert(command) => cert::run(command),
             Command::Acl(command) => acl::run(command).await,
+            Command::Token(command) => token::run(command).await,
             Command::Trust(command) => trust::run(command).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own checks of the whole command line (conflicting names, bad defaults), which it
+    /// otherwise makes only when a command is parsed in a debug build.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

@@ -30,7 +30,7 @@ use crate::proto::{
     },
     trust::{
         Mode, WriterKey,
-        policy::{Principal, Rule},
+        policy::{Denial, Principal, Right, Rule, TokenEntry},
     },
 };
 
@@ -187,6 +187,8 @@ pub struct PolicyReport {
     pub masked: u64,
     /// Versions waiting for the policy their context names.
     pub waiting: usize,
+    /// The API tokens the policy holds.
+    pub tokens: Vec<TokenEntry>,
 }
 
 /// Builds a [`Mesh`]. Start from [`Mesh::builder`].
@@ -960,6 +962,41 @@ impl Mesh {
             protocol,
             masked: node.stats().versions_masked,
             waiting: node.judge().unripe(),
+            tokens: node.policy().tokens(),
+        })
+        .await
+    }
+
+    /// The token `id` as the policy this node holds has it (docs/PROTOCOL.md §8.7): what an
+    /// agent checks a presented token against.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Stopped`].
+    pub async fn token(&self, id: &str) -> Result<Option<TokenEntry>, MeshError> {
+        let id = id.to_owned();
+        self.read(move |node| node.policy().token(&id)).await
+    }
+
+    /// Whether `principal` holds `right` over each of `keys` now ([`Book::holds_now`]): `None`
+    /// where it does, else the denial naming the missing grant.
+    ///
+    /// [`Book::holds_now`]: crate::proto::trust::policy::Book::holds_now
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Stopped`].
+    pub async fn rights(
+        &self,
+        principal: Principal,
+        right: Right,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<Denial>>, MeshError> {
+        self.read(move |node| {
+            let book = node.policy();
+            keys.iter()
+                .map(|key| book.holds_now(&principal, right, key).err())
+                .collect()
         })
         .await
     }

@@ -28,6 +28,7 @@ mod cluster;
 mod limits;
 mod shutdown;
 mod tls;
+mod tokens;
 
 const BIN: &str = env!("CARGO_BIN_EXE_confmesh");
 

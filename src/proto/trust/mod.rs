@@ -12,6 +12,7 @@ mod judge;
 mod keys;
 pub mod policy;
 mod proof;
+pub mod token;
 
 pub use self::{
     judge::{
@@ -37,7 +38,7 @@ pub const MEMBERS_PREFIX: &str = "_confmesh/members/";
 /// `_confmesh/equivocations/<convicted writer id>/<publishing writer id>`.
 pub const EQUIVOCATIONS_PREFIX: &str = "_confmesh/equivocations/";
 
-/// The reserved prefix of policy entries (Trust II): `_confmesh/policy/<writer id>-<seq>`,
+/// The reserved prefix of policy entries (Trust II): `_confmesh/policy/<writer id>-<position>`,
 /// one key per entry, written once.
 pub const POLICY_PREFIX: &str = "_confmesh/policy/";
 

@@ -227,6 +227,22 @@ pub enum Rule {
         /// The revoking admin's version vector: the grantee's acts it had seen stand.
         cutoff: VClock,
     },
+    /// An API token (PROTOCOL.md §8.7): the principal `token:<id>` is whoever presents a
+    /// secret whose SHA-256 is `hash`. Made by a holder of `admin` over every key; what the
+    /// token may do is granted to its principal like any other's. Revoking its `read` over
+    /// every key revokes it outright.
+    Token {
+        /// The first 8 bytes of `hash`, in hex (checked when decoded).
+        id: String,
+        /// A name for people (`ci-deploy`): 1 to 64 letters, digits, `.`, `-`, `_`, `@`.
+        name: String,
+        /// The SHA-256 of the token's secret.
+        hash: [u8; 32],
+        /// The public key derived from the secret (`TokenSecret::public`).
+        public: [u8; 32],
+        /// Unix time in milliseconds from which agents refuse the token; `None`: never.
+        expires_ms: Option<u64>,
+    },
 }
 
 /// What an act asks for.
@@ -367,6 +383,14 @@ impl Rule {
                 cutoff.dots.len() <= MAX_CLOCK_WRITERS
             }
             Rule::Grant { .. } => true,
+            Rule::Token { id, name, hash, .. } => {
+                *id == super::token::id_of(hash)
+                    && !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+            }
         };
         (used == bytes.len() && fits).then_some(rule)
     }
@@ -390,6 +414,18 @@ impl fmt::Display for Rule {
                 prefix,
                 ..
             } => write!(f, "revoke {grantee} {right} over {prefix:?}"),
+            Rule::Token {
+                id,
+                name,
+                expires_ms,
+                ..
+            } => {
+                write!(f, "token token:{id} named {name:?}")?;
+                match expires_ms {
+                    Some(ms) => write!(f, ", expires at {ms} ms"),
+                    None => f.write_str(", never expires"),
+                }
+            }
         }
     }
 }
@@ -456,7 +492,7 @@ impl Entry {
                 right: granted,
                 prefix,
             } => grantee.matches(principal) && right <= *granted && key.starts_with(prefix),
-            Rule::Revoke { .. } => false,
+            Rule::Revoke { .. } | Rule::Token { .. } => false,
         }
     }
 }
@@ -493,7 +529,31 @@ pub struct Book {
     named: BTreeMap<Principal, Vec<(WriterId, u64)>>,
     /// The roots.
     roots: Vec<(WriterId, u64)>,
+    /// The token entries, by token id (the first admitted for an id).
+    tokens: BTreeMap<String, (WriterId, u64)>,
     revocations: usize,
+}
+
+/// A token the policy holds ([`Book::token`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenEntry {
+    /// Its principal, `token:<id>`.
+    pub principal: Principal,
+    /// Its name.
+    pub name: String,
+    /// The SHA-256 of its secret.
+    pub hash: [u8; 32],
+    /// The public key derived from its secret.
+    pub public: [u8; 32],
+    /// When agents start refusing it (Unix ms); `None`: never.
+    pub expires_ms: Option<u64>,
+    /// The admin who made it.
+    pub author: Principal,
+    /// The entry's dot.
+    pub dot: Dot,
+    /// Whether it still counts: its maker's authority stands, and no revocation of its
+    /// `read` over every key took it back.
+    pub live: bool,
 }
 
 impl Book {
@@ -557,29 +617,98 @@ impl Book {
     pub fn cut_off(&self) -> std::collections::BTreeSet<String> {
         let mut names = std::collections::BTreeSet::new();
         for entry in self.entries.values() {
-            let Rule::Revoke {
-                grantee,
-                right: Right::Read,
-                prefix,
-                ..
-            } = &entry.rule
-            else {
-                continue;
-            };
-            let (Kind::Node, Some(name), true) = (grantee.kind, &grantee.name, prefix.is_empty())
-            else {
-                continue;
-            };
-            let restored = self.about(grantee).iter().any(|grant| {
-                matches!(&grant.rule, Rule::Grant { prefix, .. } if prefix.is_empty())
-                    && grant.gives(grantee, Right::Read, "")
-                    && covers(&grant.context, entry.position)
-            });
-            if !restored {
+            if let Some(grantee) = self.outright(entry)
+                && let (Kind::Node, Some(name)) = (grantee.kind, &grantee.name)
+            {
                 names.insert(name.clone());
             }
         }
         names
+    }
+
+    /// The principal `entry` revokes outright: a revocation of one principal's `read` over
+    /// every key (`""`) that no grant of `read` or more over every key, made after seeing it,
+    /// takes back.
+    fn outright<'a>(&self, entry: &'a Entry) -> Option<&'a Principal> {
+        let Rule::Revoke {
+            grantee,
+            right: Right::Read,
+            prefix,
+            ..
+        } = &entry.rule
+        else {
+            return None;
+        };
+        if grantee.is_pattern() || !prefix.is_empty() {
+            return None;
+        }
+        let restored = self.about(grantee).iter().any(|grant| {
+            matches!(&grant.rule, Rule::Grant { prefix, .. } if prefix.is_empty())
+                && grant.gives(grantee, Right::Read, "")
+                && covers(&grant.context, entry.position)
+        });
+        (!restored).then_some(grantee)
+    }
+
+    /// Whether `principal` is revoked outright (its `read` over every key, 8.8).
+    pub fn revoked_outright(&self, principal: &Principal) -> bool {
+        self.about(principal)
+            .into_iter()
+            .any(|entry| self.outright(entry) == Some(principal))
+    }
+
+    /// The token `id`, if an entry made it (docs/PROTOCOL.md §8.7).
+    pub fn token(&self, id: &str) -> Option<TokenEntry> {
+        let entry = self.tokens.get(id).and_then(|at| self.entries.get(at))?;
+        let Rule::Token {
+            id,
+            name,
+            hash,
+            public,
+            expires_ms,
+        } = &entry.rule
+        else {
+            return None;
+        };
+        let principal = super::token::token_principal(id);
+        let act = Act {
+            dot: entry.dot,
+            position: Some(entry.position),
+            node: Principal::nameless_node(),
+            author: Some(entry.author.clone()),
+            context: entry.context.clone(),
+            deed: Deed::Rule(entry.rule.clone()),
+        };
+        let live = self.masked(&act).is_none() && !self.revoked_outright(&principal);
+        Some(TokenEntry {
+            principal,
+            name: name.clone(),
+            hash: *hash,
+            public: *public,
+            expires_ms: *expires_ms,
+            author: entry.author.clone(),
+            dot: entry.dot,
+            live,
+        })
+    }
+
+    /// Every token the policy holds, by id.
+    pub fn tokens(&self) -> Vec<TokenEntry> {
+        self.tokens.keys().filter_map(|id| self.token(id)).collect()
+    }
+
+    /// Whether `principal` holds `right` over `key` now: for an act made now, in the context
+    /// of every entry held, after every revocation held (what an agent checks for a token's
+    /// read, which is no version and is judged nowhere else).
+    ///
+    /// # Errors
+    ///
+    /// The denial, naming the missing grant.
+    pub fn holds_now(&self, principal: &Principal, right: Right, key: &str) -> Result<(), Denial> {
+        // A dot no cutoff covers: an act after every revocation.
+        let now = Dot::new(WriterId(u64::MAX), u64::MAX);
+        let context = self.context();
+        self.holds_at(principal, right, key, now, &context, Within::All, 0)
     }
 
     /// Every entry it holds, in position order: its dot, author and rule.
@@ -627,6 +756,9 @@ impl Book {
                 Rule::Revoke { grantee, .. } => {
                     self.revocations += 1;
                     self.named.entry(grantee.clone()).or_default().push(at);
+                }
+                Rule::Token { id, .. } => {
+                    self.tokens.entry(id.clone()).or_insert(at);
                 }
             }
             self.entries.insert(
@@ -704,6 +836,9 @@ impl Book {
                     Rule::Grant { prefix, .. } => {
                         self.holds(author, Right::Admin, prefix, act, within, 0)
                     }
+                    // A token is a principal for the whole cluster: made by an admin of every
+                    // key, and undone (masked) like a grant when that authority is revoked.
+                    Rule::Token { .. } => self.holds(author, Right::Admin, "", act, within, 0),
                     // A revocation is judged in its context only, and never masked: deny wins
                     // (a revoked admin's concurrent revocations stand; it can withhold, never
                     // grant, and any grant made after seeing them outweighs them).
