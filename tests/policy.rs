@@ -441,6 +441,86 @@ fn policy_entries_without_an_admins_proof_are_refused() {
     assert!(matches!(replica.verdict(&write), Verdict::Refused(_)));
 }
 
+/// A write made for a token carries the token's proof (docs/PROTOCOL.md §8.7): a node that
+/// names a token as its author without the token's secret, with another token's proof, or in
+/// a context that does not hold the token's entry, is refused everywhere; the token's own
+/// proof passes.
+#[test]
+fn a_write_for_a_token_needs_the_tokens_proof() {
+    use confmesh::proto::trust::{author_signed_bytes, token::TokenSecret};
+    let mut c = cluster();
+    let mut replica = c.replica(70);
+    let before_token = context_of(&[&c.control]);
+    let token = TokenSecret::from_bytes([7; 32]);
+    let other = TokenSecret::from_bytes([8; 32]);
+    let entry = c.control.rule(
+        &Rule::Token {
+            id: token.id(),
+            name: "deploy".into(),
+            hash: token.hash(),
+            public: token.public(),
+            expires_ms: None,
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    let grant = c.control.rule(
+        &Rule::Grant {
+            grantee: token.principal(),
+            right: Right::Write,
+            prefix: "billing/".into(),
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    for v in [&entry, &grant] {
+        assert_eq!(replica.verdict(v), Verdict::Apply);
+    }
+    let author = token.principal().to_string();
+    let proof = |by: &TokenSecret, key: &Key, payload: &Payload, context: &VClock| {
+        let message = author_signed_bytes(key.as_str(), payload, &author, context);
+        AuthorProof {
+            signature: by.signing_key().sign(&message).into(),
+            certificate: None,
+        }
+    };
+    let full = context_of(&[&c.control]);
+    let key = Key::new("billing/t").expect("key");
+    let payload = Payload::Value(Bytes::from_static(b"1"));
+    let attempts = [
+        (None, full.clone(), "no proof"),
+        (
+            Some(proof(&other, &key, &payload, &full)),
+            full.clone(),
+            "another token's proof",
+        ),
+        (
+            Some(proof(&token, &key, &payload, &before_token)),
+            before_token.clone(),
+            "a context without the token",
+        ),
+    ];
+    for (proof, context, why) in attempts {
+        let forged = c
+            .billing
+            .sign(key.clone(), payload.clone(), Some(&author), context, proof);
+        assert_eq!(
+            replica.verdict(&forged),
+            Verdict::Refused(Refusal::Unproven),
+            "{why}"
+        );
+    }
+    let proven = c.billing.sign(
+        key.clone(),
+        payload.clone(),
+        Some(&author),
+        full.clone(),
+        Some(proof(&token, &key, &payload, &full)),
+    );
+    assert_eq!(replica.verdict(&proven), Verdict::Apply);
+    assert_eq!(replica.value("billing/t").as_deref(), Some("1"));
+}
+
 /// A revoked principal's write made during a partition, accepted by a replica before the
 /// revocation arrived, is masked there once it does; a replica that gets the revocation first
 /// applies the write masked. Both end with the same values, and what the masked write
@@ -684,6 +764,7 @@ async fn every_node_enforces_the_policy_an_admin_made_through_one_of_them() {
         let audit = Audit {
             author: Some(ops.principal()),
             message: Some("test policy".into()),
+            token: None,
         };
         (key, rule, audit, policy.context.clone(), proof)
     };
@@ -821,6 +902,66 @@ async fn every_node_enforces_the_policy_an_admin_made_through_one_of_them() {
         common::value_everywhere(&nodes, "billing/rate", b"7").await,
         "the granted write"
     );
+
+    // A token granted billing/t/: node-1 writes for it, with its proof, and every node takes
+    // the write; what the token may not write is refused at node-1, naming the token.
+    let token = confmesh::proto::trust::token::TokenSecret::from_bytes([9; 32]);
+    for rule in [
+        Rule::Token {
+            id: token.id(),
+            name: "deploy".into(),
+            hash: token.hash(),
+            public: token.public(),
+            expires_ms: None,
+        },
+        Rule::Grant {
+            grantee: token.principal(),
+            right: Right::Write,
+            prefix: "billing/t/".into(),
+        },
+    ] {
+        let policy = control.policy().await.expect("policy");
+        let (key, rule, audit, context, proof) = make(rule, &policy);
+        control
+            .write_rule(key, rule, audit, context, proof)
+            .await
+            .expect("token entry");
+    }
+    let held = common::eventually(Duration::from_secs(20), || async {
+        billing.token(&token.id()).await.expect("token").is_some()
+            && billing.policy().await.expect("policy").entries.len() == 4
+    })
+    .await;
+    assert!(held, "node-1 never held the token");
+    let with_token = || Audit {
+        author: None,
+        message: None,
+        token: Some(token.clone()),
+    };
+    let written = billing
+        .put_audited("billing/t/x", &b"t"[..], with_token())
+        .await
+        .expect("the token may write billing/t/");
+    let author = written.seal.as_deref().and_then(|s| s.author.clone());
+    assert_eq!(author, Some(token.principal().to_string()));
+    match billing
+        .put_audited("billing/rate", &b"9"[..], with_token())
+        .await
+    {
+        Err(MeshError::Write(WriteError::Denied(denial))) => assert_eq!(
+            denial.to_string(),
+            format!(
+                "{} holds no write grant over \"billing/rate\"",
+                token.principal()
+            )
+        ),
+        other => panic!("not denied: {other:?}"),
+    }
+    let verified = common::eventually(Duration::from_secs(20), || {
+        common::value_everywhere(&nodes, "billing/t/x", b"t")
+    })
+    .await;
+    assert!(verified, "every node verified the token's proof");
     for node in nodes {
         node.shutdown().await;
     }
@@ -893,6 +1034,7 @@ async fn a_revoked_node_is_cut_off_and_cannot_reconnect() {
         let audit = Audit {
             author: Some(ops.principal()),
             message: None,
+            token: None,
         };
         (key, rule, audit, policy.context, proof)
     };
@@ -1001,6 +1143,7 @@ async fn a_root_is_refused_on_a_node_that_takes_unsigned_versions() {
     let audit = Audit {
         author: Some(ops.principal()),
         message: None,
+        token: None,
     };
     let refused = node
         .write_rule(key, rule, audit, policy.context, proof)

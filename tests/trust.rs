@@ -329,6 +329,7 @@ async fn history_shows_the_signed_author_and_message_everywhere() {
     let audit = confmesh::proto::node::Audit {
         author: Some("alice".into()),
         message: Some("raise the pool size".into()),
+        token: None,
     };
     let written = nodes[0]
         .put_audited("app/pool", "32", audit.clone())
@@ -357,6 +358,7 @@ async fn history_shows_the_signed_author_and_message_everywhere() {
     let long = confmesh::proto::node::Audit {
         author: Some("a".repeat(257)),
         message: None,
+        token: None,
     };
     assert!(nodes[0].put_audited("app/pool", "64", long).await.is_err());
     assert_eq!(text(&nodes[0], "app/pool").await.as_deref(), Some("32"));

@@ -278,24 +278,32 @@ pub(crate) enum Caller {
     /// It acts as the agent's node, within what the node may do.
     Operator,
     /// The bearer of an API token of the policy (docs/PROTOCOL.md §8.7): it reads only what
-    /// the token may read, and writes as the token (its author), within what both the token
-    /// and the node may write.
-    Token(Principal),
+    /// the token may read, and writes as the token (its author, proved with the token's
+    /// derived key), within what both the token and the node may write.
+    Token(Principal, TokenSecret),
 }
 
 impl Caller {
     fn token(&self) -> Option<&Principal> {
         match self {
             Caller::Operator => None,
-            Caller::Token(principal) => Some(principal),
+            Caller::Token(principal, _) => Some(principal),
         }
     }
 
-    /// The author of a write: the token itself, or the one the operator names.
-    fn author(&self, asked: Option<String>) -> Option<String> {
+    /// The audit fields of a write: the token is its author, else the one the operator names.
+    fn audit(&self, author: Option<String>, message: Option<String>) -> Audit {
         match self {
-            Caller::Operator => asked,
-            Caller::Token(principal) => Some(principal.to_string()),
+            Caller::Operator => Audit {
+                author,
+                message,
+                token: None,
+            },
+            Caller::Token(principal, secret) => Audit {
+                author: Some(principal.to_string()),
+                message,
+                token: Some(secret.clone()),
+            },
         }
     }
 }
@@ -321,7 +329,7 @@ async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> 
         .map(str::to_owned);
     let caller = match (presented, &api.token) {
         (Some(p), _) if p.starts_with(TOKEN_PREFIX) => match authenticate(&api, &p).await {
-            Ok(principal) => Caller::Token(principal),
+            Ok((principal, secret)) => Caller::Token(principal, secret),
             Err(response) => return response,
         },
         (Some(p), Some(token)) if constant_time_eq(p.as_bytes(), token.as_bytes()) => {
@@ -336,7 +344,7 @@ async fn authorize(State(api): State<Api>, mut request: Request, next: Next) -> 
 
 /// The principal of the API token `presented`, if the policy holds it, live and unexpired;
 /// else a 401 saying which.
-async fn authenticate(api: &Api, presented: &str) -> Result<Principal, Response> {
+async fn authenticate(api: &Api, presented: &str) -> Result<(Principal, TokenSecret), Response> {
     let Ok(secret) = TokenSecret::parse(presented) else {
         return Err(unauthorized("not a confmesh token"));
     };
@@ -360,7 +368,7 @@ async fn authenticate(api: &Api, presented: &str) -> Result<Principal, Response>
     if entry.expires_ms.is_some_and(|at| at <= now_ms) {
         return Err(unauthorized(&format!("{} has expired", entry.principal)));
     }
-    Ok(entry.principal)
+    Ok((entry.principal, secret))
 }
 
 /// Passes if `caller` may take `right` over `key` (an operator may do anything its node may);
@@ -525,10 +533,7 @@ async fn put_key(
     BodyBytes(body): BodyBytes,
 ) -> Response {
     let len = body.len();
-    let audit = Audit {
-        author: caller.author(params.author),
-        message: params.message,
-    };
+    let audit = caller.audit(params.author, params.message);
     let result = match params.if_version.as_deref() {
         None => api.mesh.put_audited(&key, body, audit).await,
         Some(expected) => {
@@ -558,10 +563,7 @@ async fn delete_key(
     KeyPath(key): KeyPath,
     ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> Response {
-    let audit = Audit {
-        author: caller.author(params.author),
-        message: params.message,
-    };
+    let audit = caller.audit(params.author, params.message);
     match api.mesh.delete_audited(&key, audit).await {
         Ok(v) => {
             if v.is_some() {
@@ -595,10 +597,7 @@ async fn rollback(
         Ok(dot) => dot,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let audit = Audit {
-        author: caller.author(params.author),
-        message: params.message,
-    };
+    let audit = caller.audit(params.author, params.message);
     match api.mesh.rollback_audited(&key, dot, audit).await {
         Ok(v) => {
             api.metrics.record_write(0);
@@ -705,6 +704,7 @@ async fn acl_write(State(api): State<Api>, body: Bytes) -> Response {
     let audit = crate::proto::node::Audit {
         author: Some(request.author),
         message: request.message,
+        token: None,
     };
     let proof = crate::proto::AuthorProof {
         signature,

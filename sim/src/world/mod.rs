@@ -538,6 +538,7 @@ impl World {
         let audit = Audit {
             author: Some(admin.principal().to_owned()),
             message: None,
+            token: None,
         };
         match node.write_rule(now, &key, rule, audit, context, proof) {
             Ok(version) => {

@@ -85,6 +85,7 @@ impl Node {
             let audit = Audit {
                 author: None,
                 message: Some("signed again by resign: a legacy writer's version".into()),
+                token: None,
             };
             match self.write(now, key.clone(), payload, audit) {
                 Ok(_) => {

@@ -12,10 +12,11 @@ use bytes::Bytes;
 
 use super::{Node, timers::Timer};
 use crate::proto::{
-    Dot, Grounds, Key, Payload, Version, WriteError,
+    AuthorProof, Dot, Grounds, Key, Payload, Version, WriteError,
     trust::{
         Certifier, Equivocation, Judge, MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, Mode, Proof, Screened,
-        Verdict, WriterKey, endorsement_key, is_endorsement, proof_key,
+        Verdict, WriterKey, author_signed_bytes, endorsement_key, is_endorsement, proof_key,
+        token::TokenSecret,
     },
     wire::Message,
 };
@@ -105,6 +106,10 @@ pub struct Audit {
     pub author: Option<String>,
     /// Why.
     pub message: Option<String>,
+    /// The API token the write is made with, if any (docs/PROTOCOL.md §8.7): the write's
+    /// author is then the token, and the key derived from its secret signs the author's proof.
+    /// Held only until the write is signed; never stored nor sent.
+    pub token: Option<TokenSecret>,
 }
 
 impl Audit {
@@ -300,21 +305,35 @@ impl Node {
         let Some(signer) = &self.config.trust.signer else {
             return Ok(version);
         };
+        // A token is the author of what is written with it, and proves it.
+        let author = match &audit.token {
+            Some(token) => Some(token.principal().to_string()),
+            None => audit.author,
+        };
         self.judge
             .permits(
                 &self.store,
                 version.dot.counter,
                 &version.key,
-                audit.author.as_deref(),
+                author.as_deref(),
             )
             .map_err(WriteError::Denied)?;
-        let grounds = Grounds {
-            context: self.judge.context(),
-            proof: None,
+        let context = self.judge.context();
+        let proof = match (&audit.token, &author) {
+            (Some(token), Some(author)) => {
+                let message =
+                    author_signed_bytes(version.key.as_str(), &version.payload, author, &context);
+                Some(AuthorProof {
+                    signature: token.signing_key().sign(&message).into(),
+                    certificate: None,
+                })
+            }
+            _ => None,
         };
+        let grounds = Grounds { context, proof };
         Ok(signer
             .key
-            .sign_grounded(version, audit.author, audit.message, grounds))
+            .sign_grounded(version, author, audit.message, grounds))
     }
 
     /// Masks the stored versions the policy masks now and did not before (after a root or a
@@ -401,6 +420,7 @@ impl Node {
                     "written again: {} by a writer convicted of equivocation",
                     convicted.join(", ")
                 )),
+                token: None,
             };
             let payload = clean.map_or(Payload::Tombstone, Payload::Value);
             match self.write(now, key.clone(), payload, audit) {
@@ -457,6 +477,7 @@ impl Node {
                 "writer {} signed two versions numbered {}",
                 convicted.actor, convicted.counter
             )),
+            token: None,
         };
         match self.write(now, key, Payload::Value(payload), audit) {
             Ok(_) => {

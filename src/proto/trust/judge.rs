@@ -7,8 +7,11 @@ use ed25519_zebra::VerificationKey;
 use super::{
     EQUIVOCATIONS_PREFIX, MEMBERS_PREFIX, POLICY_PREFIX, RESERVED_PREFIX, WRITERS_PREFIX,
     acts::{act_of, context_of, judged_by_policy},
-    keys::{Certifier, Endorsement, EndorsementError, Equivocation, audit_fields_fit, differ},
-    policy::{Act, Book, Deed, Denial, Principal},
+    keys::{
+        Certifier, Endorsement, EndorsementError, Equivocation, audit_fields_fit,
+        author_signed_bytes, differ,
+    },
+    policy::{Act, Book, Deed, Denial, Kind, Principal, covers},
     proof::Proof,
 };
 use crate::proto::{Applied, Dot, Key, Masked, Payload, Store, VClock, Version, WriterId};
@@ -101,7 +104,8 @@ pub enum Refusal {
     /// its dot, it supersedes something, it is a tombstone, or its payload is not a rule.
     #[error("not a policy entry")]
     NotAPolicyEntry,
-    /// A policy entry whose author does not prove it (PROTOCOL.md §8.7).
+    /// A policy entry whose author does not prove it, or a write made for a token that does
+    /// not carry the token's proof (PROTOCOL.md §8.7).
     #[error("its author does not prove it")]
     Unproven,
     /// The grant rule denies it in its own context (PROTOCOL.md §8.4).
@@ -577,10 +581,51 @@ impl Judge {
         if missing(&self.book, context).is_some() {
             return Verdict::AwaitsContext;
         }
+        if act.author.as_ref().is_some_and(|a| a.kind() == Kind::Token)
+            && !self.token_proven(version, &act)
+        {
+            return Verdict::Refused(Refusal::Unproven);
+        }
         match self.book.judge(&act) {
             Ok(()) => Verdict::Apply,
             Err(denial) => Verdict::Refused(Refusal::Denied(denial)),
         }
+    }
+
+    /// Whether `version`, made for a token (`act`'s author), carries the token's proof
+    /// (docs/PROTOCOL.md §8.7): a signature over its key, payload, author and context by the
+    /// key derived from the token's secret, whose public half the token's entry holds, and
+    /// that entry in the version's context (so every replica checks the same key).
+    fn token_proven(&self, version: &Version, act: &Act) -> bool {
+        let Some(author) = &act.author else {
+            return false;
+        };
+        let Some(entry) = author.name().and_then(|id| self.book.token(id)) else {
+            return false;
+        };
+        let proof = version
+            .seal
+            .as_deref()
+            .and_then(|s| s.grounds.as_deref())
+            .and_then(|g| g.proof.as_ref());
+        let (Some(proof), true) = (proof, covers(&act.context, entry.position)) else {
+            return false;
+        };
+        if proof.certificate.is_some() {
+            return false;
+        }
+        let Ok(public) = VerificationKey::try_from(entry.public) else {
+            return false;
+        };
+        let message = author_signed_bytes(
+            version.key.as_str(),
+            &version.payload,
+            &author.to_string(),
+            &act.context,
+        );
+        public
+            .verify(&ed25519_zebra::Signature::from(proof.signature), &message)
+            .is_ok()
     }
 
     /// Keeps `version`, which waits until the entries of `first`'s writer are all held up to

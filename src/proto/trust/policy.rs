@@ -551,6 +551,8 @@ pub struct TokenEntry {
     pub author: Principal,
     /// The entry's dot.
     pub dot: Dot,
+    /// The entry's position: an act that relies on the token must have it in its context.
+    pub position: Dot,
     /// Whether it still counts: its maker's authority stands, and no revocation of its
     /// `read` over every key took it back.
     pub live: bool,
@@ -688,6 +690,7 @@ impl Book {
             expires_ms: *expires_ms,
             author: entry.author.clone(),
             dot: entry.dot,
+            position: entry.position,
             live,
         })
     }
