@@ -1010,6 +1010,65 @@ fn revoking_read_over_every_key_cuts_a_node_off_until_a_later_grant() {
     );
 }
 
+/// A grant that would let a cut-off node back counts only where its grantor held `admin` over
+/// every key: an admin whose authority was revoked concurrently cannot lift the cut-off.
+#[test]
+fn a_revoked_admins_grant_does_not_lift_a_cut_off() {
+    let mut c = cluster();
+    let mut replica = c.replica(51);
+    let eve = admin(&c.ca, "eve");
+    let eve_admin = c.control.rule(
+        &Rule::Grant {
+            grantee: principal("admin:eve"),
+            right: Right::Admin,
+            prefix: String::new(),
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    let cut = c.control.rule(
+        &Rule::Revoke {
+            grantee: principal("node:payments-1"),
+            right: Right::Read,
+            prefix: String::new(),
+            cutoff: cutoff_of(&[&c.control, &c.billing, &c.payments]),
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    // Eve lets the node back, having seen the cut-off, through another node's writer...
+    let seen = context_of(&[&c.control]);
+    let mut other = Writer::new(&c.ca, "control-2", 5);
+    let back = other.rule(
+        &Rule::Grant {
+            grantee: principal("node:payments-1"),
+            right: Right::Read,
+            prefix: String::new(),
+        },
+        &eve,
+        seen,
+    );
+    // ...while ops revokes eve's authority without having seen that grant.
+    let unseat = c.control.rule(
+        &Rule::Revoke {
+            grantee: principal("admin:eve"),
+            right: Right::Admin,
+            prefix: String::new(),
+            cutoff: cutoff_of(&[&c.control]),
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    replica.receive(vec![other.endorsement()]);
+    for v in [&eve_admin, &cut, &back] {
+        assert_eq!(replica.verdict(v), Verdict::Apply);
+    }
+    assert!(replica.judge.book().cut_off().is_empty(), "eve's grant stands");
+    assert_eq!(replica.verdict(&unseat), Verdict::Apply);
+    let names: Vec<String> = replica.judge.book().cut_off().into_iter().collect();
+    assert_eq!(names, ["payments-1"], "eve's grant no longer counts");
+}
+
 /// Real nodes: once an admin revokes a node's `read` over every key, every other node closes
 /// its connections to it and refuses new ones as soon as their handshake completes, so it
 /// drops out of their member lists, and a node started again with its certificate cannot

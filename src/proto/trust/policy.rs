@@ -629,8 +629,8 @@ impl Book {
     }
 
     /// The principal `entry` revokes outright: a revocation of one principal's `read` over
-    /// every key (`""`) that no grant of `read` or more over every key, made after seeing it,
-    /// takes back.
+    /// every key (`""`) that no grant of `read` or more over every key, made after seeing it
+    /// by a grantor who still holds `admin` over every key, takes back.
     fn outright<'a>(&self, entry: &'a Entry) -> Option<&'a Principal> {
         let Rule::Revoke {
             grantee,
@@ -644,10 +644,23 @@ impl Book {
         if grantee.is_pattern() || !prefix.is_empty() {
             return None;
         }
+        // A grant counts only where its grantor holds `admin` over every key by what is known
+        // now: one whose authority was revoked (concurrently) lifts nothing.
         let restored = self.about(grantee).iter().any(|grant| {
             matches!(&grant.rule, Rule::Grant { prefix, .. } if prefix.is_empty())
                 && grant.gives(grantee, Right::Read, "")
                 && covers(&grant.context, entry.position)
+                && self
+                    .holds_at(
+                        &grant.author,
+                        Right::Admin,
+                        "",
+                        grant.dot,
+                        &grant.context,
+                        Within::All,
+                        1,
+                    )
+                    .is_ok()
         });
         (!restored).then_some(grantee)
     }
