@@ -1063,7 +1063,10 @@ fn a_revoked_admins_grant_does_not_lift_a_cut_off() {
     for v in [&eve_admin, &cut, &back] {
         assert_eq!(replica.verdict(v), Verdict::Apply);
     }
-    assert!(replica.judge.book().cut_off().is_empty(), "eve's grant stands");
+    assert!(
+        replica.judge.book().cut_off().is_empty(),
+        "eve's grant stands"
+    );
     assert_eq!(replica.verdict(&unseat), Verdict::Apply);
     let names: Vec<String> = replica.judge.book().cut_off().into_iter().collect();
     assert_eq!(names, ["payments-1"], "eve's grant no longer counts");

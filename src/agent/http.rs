@@ -532,6 +532,10 @@ async fn put_key(
     ApiQuery(params): ApiQuery<PutParams>,
     BodyBytes(body): BodyBytes,
 ) -> Response {
+    // Before anything that reads the key: a token may not learn what it may not write.
+    if let Err(response) = require(&api, &caller, Right::Write, &key).await {
+        return response;
+    }
     let len = body.len();
     let audit = caller.audit(params.author, params.message);
     let result = match params.if_version.as_deref() {
@@ -563,6 +567,10 @@ async fn delete_key(
     KeyPath(key): KeyPath,
     ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> Response {
+    // Before anything that reads the key: a token may not learn what it may not write.
+    if let Err(response) = require(&api, &caller, Right::Write, &key).await {
+        return response;
+    }
     let audit = caller.audit(params.author, params.message);
     match api.mesh.delete_audited(&key, audit).await {
         Ok(v) => {

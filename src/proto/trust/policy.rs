@@ -647,7 +647,7 @@ impl Book {
         // A grant counts only where its grantor holds `admin` over every key by what is known
         // now: one whose authority was revoked (concurrently) lifts nothing.
         let restored = self.about(grantee).iter().any(|grant| {
-            matches!(&grant.rule, Rule::Grant { prefix, .. } if prefix.is_empty())
+            matches!(&grant.rule, Rule::Grant { grantee: named, prefix, .. } if prefix.is_empty() && named == grantee)
                 && grant.gives(grantee, Right::Read, "")
                 && covers(&grant.context, entry.position)
                 && self
