@@ -6,7 +6,7 @@ use ed25519_zebra::VerificationKey;
 
 use super::{
     EQUIVOCATIONS_PREFIX, MEMBERS_PREFIX, POLICY_PREFIX, RESERVED_PREFIX, WRITERS_PREFIX,
-    acts::{act_of, context_of, judged_by_policy},
+    acts::{act_of, author_of, context_of, judged_by_policy},
     keys::{
         Certifier, Endorsement, EndorsementError, Equivocation, audit_fields_fit,
         author_signed_bytes, differ,
@@ -567,7 +567,9 @@ impl Judge {
             };
         }
         let context = context_of(version);
-        if !entry && context.is_empty() && self.book.is_empty() {
+        // (Not for a write made for a token: its proof is judged the same everywhere below.)
+        let for_token = author_of(version).is_some_and(|a| a.kind() == Kind::Token);
+        if !entry && !for_token && context.is_empty() && self.book.is_empty() {
             return Verdict::Apply;
         }
         let act = match act_of(version, self.nodes.get(&version.dot.actor), certifier) {
