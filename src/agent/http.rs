@@ -35,7 +35,7 @@ use crate::{
         store::DEFAULT_MAX_VALUE_BYTES,
         trust::{
             policy::{Principal, Right},
-            token::{TOKEN_PREFIX, TokenSecret, same_hash},
+            token::{TOKEN_PREFIX, TokenSecret},
         },
     },
     runtime::{Cursor, Member, MemberState, Mesh, MeshError, WatchError},
@@ -352,7 +352,7 @@ async fn authenticate(api: &Api, presented: &str) -> Result<(Principal, TokenSec
         Ok(entry) => entry,
         Err(e) => return Err(mesh_error(&e)),
     };
-    let Some(entry) = entry.filter(|e| same_hash(&e.hash, &secret.hash())) else {
+    let Some(entry) = entry.filter(|e| constant_time_eq(&e.hash, &secret.hash())) else {
         return Err(unauthorized("unknown token"));
     };
     if !entry.live {

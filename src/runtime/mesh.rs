@@ -993,10 +993,8 @@ impl Mesh {
         keys: Vec<String>,
     ) -> Result<Vec<Option<Denial>>, MeshError> {
         self.read(move |node| {
-            let book = node.policy();
-            keys.iter()
-                .map(|key| book.holds_now(&principal, right, key).err())
-                .collect()
+            node.policy()
+                .holds_now(&principal, right, keys.iter().map(String::as_str))
         })
         .await
     }

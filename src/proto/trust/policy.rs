@@ -601,16 +601,6 @@ impl Book {
         context
     }
 
-    /// The position of the next entry `writer` makes, after every one of its entries held.
-    pub fn next_position(&self, writer: WriterId) -> Dot {
-        let last = self
-            .entries
-            .range((writer, 0)..=(writer, u64::MAX))
-            .next_back()
-            .map_or(0, |(&(_, number), _)| number);
-        Dot::new(writer, last + 1)
-    }
-
     /// The nodes cut off from the cluster (docs/PROTOCOL.md §8.8): those named by a revocation
     /// of `read` over every key (`""`) that no grant of `read` (or more) over every key made
     /// after seeing it restores. Their certificates are refused at every connection. A
@@ -713,18 +703,25 @@ impl Book {
         self.tokens.keys().filter_map(|id| self.token(id)).collect()
     }
 
-    /// Whether `principal` holds `right` over `key` now: for an act made now, in the context
-    /// of every entry held, after every revocation held (what an agent checks for a token's
-    /// read, which is no version and is judged nowhere else).
-    ///
-    /// # Errors
-    ///
-    /// The denial, naming the missing grant.
-    pub fn holds_now(&self, principal: &Principal, right: Right, key: &str) -> Result<(), Denial> {
+    /// Whether `principal` holds `right` over each of `keys` now: for an act made now, in the
+    /// context of every entry held, after every revocation held (what an agent checks for a
+    /// token's read, which is no version and is judged nowhere else). `None` where it does,
+    /// else the denial naming the missing grant. The context is made once for all the keys.
+    pub fn holds_now<'k>(
+        &self,
+        principal: &Principal,
+        right: Right,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Vec<Option<Denial>> {
         // A dot no cutoff covers: an act after every revocation.
         let now = Dot::new(WriterId(u64::MAX), u64::MAX);
         let context = self.context();
-        self.holds_at(principal, right, key, now, &context, Within::All, 0)
+        keys.into_iter()
+            .map(|key| {
+                self.holds_at(principal, right, key, now, &context, Within::All, 0)
+                    .err()
+            })
+            .collect()
     }
 
     /// Every entry it holds, in position order: its dot, author and rule.

@@ -106,8 +106,3 @@ pub fn id_of(hash: &[u8; 32]) -> String {
 pub fn token_principal(id: &str) -> Principal {
     Principal::one(Kind::Token, id).unwrap_or_else(|_| Principal::nameless_node())
 }
-
-/// Whether `a` and `b` are equal, in time that does not depend on where they differ.
-pub fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
