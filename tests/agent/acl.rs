@@ -26,24 +26,7 @@ async fn an_admin_roots_the_policy_and_grants_and_revokes_from_the_command_line(
     };
     let cli = |args: &[&str]| run(args, true);
     // The admin certificate, issued by the CA `--dev` made.
-    let ca_dir = data.join("tls");
-    let out_dir = dir.path().to_str().expect("utf-8");
-    let (code, out, err) = run(
-        &[
-            "cert",
-            "admin",
-            "--name",
-            "ops",
-            "--ca-dir",
-            ca_dir.to_str().expect("utf-8"),
-            "--out",
-            out_dir,
-        ],
-        false,
-    );
-    assert_eq!(code, Some(0), "{out}{err}");
-    let cert = dir.path().join("admin-ops.pem");
-    let key = dir.path().join("admin-ops.key");
+    let (cert, key) = crate::issue_admin(&data, dir.path());
     let admin = [
         "--admin-cert",
         cert.to_str().expect("utf-8"),

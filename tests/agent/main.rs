@@ -32,6 +32,25 @@ mod tokens;
 
 const BIN: &str = env!("CARGO_BIN_EXE_confmesh");
 
+/// Issues `admin:ops`'s certificate with the CA an agent started with `--dev` made in `data`,
+/// into `out`; returns the certificate's and the key's paths.
+fn issue_admin(data: &Path, out: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ca_dir = data.join("tls");
+    let made = Command::new(BIN)
+        .args(["cert", "admin", "--name", "ops", "--ca-dir"])
+        .arg(&ca_dir)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run cli");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (out.join("admin-ops.pem"), out.join("admin-ops.key"))
+}
+
 /// A running agent; killed (SIGKILL) when dropped.
 struct Agent {
     child: Child,

@@ -35,24 +35,7 @@ async fn tokens_read_and_write_only_what_the_policy_grants_them() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let ca_dir = data.join("tls");
-    let out_dir = dir.path().to_str().expect("utf-8");
-    let (code, out, err) = run(
-        &[
-            "cert",
-            "admin",
-            "--name",
-            "ops",
-            "--ca-dir",
-            ca_dir.to_str().expect("utf-8"),
-            "--out",
-            out_dir,
-        ],
-        &[],
-    );
-    assert_eq!(code, Some(0), "{out}{err}");
-    let cert = dir.path().join("admin-ops.pem");
-    let key = dir.path().join("admin-ops.key");
+    let (cert, key) = crate::issue_admin(&data, dir.path());
     let admin_env = [
         ("CONFMESH_ADMIN_CERT", cert.to_str().expect("utf-8")),
         ("CONFMESH_ADMIN_KEY", key.to_str().expect("utf-8")),
