@@ -102,6 +102,24 @@ impl Writer {
         self.sign(key, payload, Some(&author), context, Some(proof))
     }
 
+    /// Two different versions of `key` signed with one dot, as an equivocating writer makes
+    /// them; the first is its own.
+    fn equivocate(&mut self, key: &str) -> (Version, Version) {
+        self.wall += 1;
+        let seq = self.store.last_local_seq() + 1;
+        let [first, second] = ["one", "two"].map(|value| {
+            let payload = Payload::Value(Bytes::from(value));
+            let version = self
+                .store
+                .local_version(self.wall, Key::new(key).expect("key"), payload, seq, None)
+                .expect("small");
+            self.key
+                .sign_grounded(version, None, None, Grounds::default())
+        });
+        self.store.apply(first.clone()).expect("applies");
+        (first, second)
+    }
+
     fn endorsement(&self) -> Version {
         self.store
             .version_by_dot(&Dot::new(self.key.id(), 1))
@@ -1246,5 +1264,155 @@ fn endorsements_and_member_records_made_after_the_root_are_never_masked() {
             .versions_all()
             .filter(|v| v.key.as_str().starts_with("_confmesh/policy/"))
             .all(|v| !v.masked.0)
+    );
+}
+
+/// A writer convicted of equivocation (docs/PROTOCOL.md §7.6) goes on publishing policy
+/// entries proven by an admin: a replica that convicted it takes them like one that never
+/// heard of the conviction, so both hold the same book and a write whose context names them
+/// is judged at both (it would wait forever where they were quarantined).
+#[test]
+fn a_convicted_writers_policy_entries_are_held_where_it_was_convicted_too() {
+    let mut c = cluster();
+    let (mut convicting, mut unaware) = (c.replica(80), c.replica(81));
+    let (first, second) = c.control.equivocate("app/split");
+    // (Refused: the control node holds no grant over app/; a refused version is kept.)
+    convicting.verdict(&first);
+    assert!(
+        matches!(convicting.verdict(&second), Verdict::Equivocation(_)),
+        "the second version with one dot convicts"
+    );
+    let convicted = convicting.judge.convicted(c.control.key.id());
+    assert_eq!(convicted, Some(first.dot.counter));
+    unaware.verdict(&first);
+    assert_eq!(unaware.judge.convicted(c.control.key.id()), None);
+
+    let grant = c.control.rule(
+        &Rule::Grant {
+            grantee: principal("node:payments-1"),
+            right: Right::Write,
+            prefix: "payments/".into(),
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    assert!(
+        grant.dot.counter > first.dot.counter,
+        "made after the conviction's number"
+    );
+    for replica in [&mut convicting, &mut unaware] {
+        assert_eq!(replica.verdict(&grant), Verdict::Apply);
+    }
+    assert_eq!(convicting.judge.book().len(), unaware.judge.book().len());
+    let write = c
+        .payments
+        .write("payments/x", "1", context_of(&[&c.control]));
+    for replica in [&mut convicting, &mut unaware] {
+        assert_eq!(replica.verdict(&write), Verdict::Apply);
+        assert_eq!(replica.value("payments/x").as_deref(), Some("1"));
+    }
+}
+
+/// An admin may make two entries for one token (one secret), with different keys: every
+/// replica keeps both and checks a write's proof against each its context holds, so the
+/// verdict does not depend on which entry came first; and every replica names the same one
+/// as the token's.
+#[test]
+fn two_entries_for_one_token_are_judged_alike_in_either_order() {
+    use confmesh::proto::trust::{author_signed_bytes, token::TokenSecret};
+    let mut c = cluster();
+    let (mut ab, mut ba) = (c.replica(90), c.replica(91));
+    let token = TokenSecret::from_bytes([9; 32]);
+    let stranger = TokenSecret::from_bytes([10; 32]);
+    let before = context_of(&[&c.control]);
+    let entry = |public: [u8; 32]| Rule::Token {
+        id: token.id(),
+        name: "deploy".into(),
+        hash: token.hash(),
+        public,
+        expires_ms: None,
+    };
+    let real = c
+        .control
+        .rule(&entry(token.public()), &c.ops, before.clone());
+    // Made concurrently elsewhere, with a key the token's secret does not give.
+    let odd = c.payments.rule(&entry(stranger.public()), &c.ops, before);
+    let grant = c.control.rule(
+        &Rule::Grant {
+            grantee: token.principal(),
+            right: Right::Write,
+            prefix: "billing/".into(),
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    let context = context_of(&[&c.control, &c.payments]);
+    let key = Key::new("billing/t").expect("key");
+    let payload = Payload::Value(Bytes::from_static(b"1"));
+    let author = token.principal().to_string();
+    let message = author_signed_bytes(key.as_str(), &payload, &author, &context);
+    let proof = AuthorProof {
+        signature: token.signing_key().sign(&message).into(),
+        certificate: None,
+    };
+    let write = c
+        .billing
+        .sign(key, payload, Some(&author), context, Some(proof));
+    for (replica, order) in [(&mut ab, [&real, &odd]), (&mut ba, [&odd, &real])] {
+        for entry in order {
+            assert_eq!(replica.verdict(entry), Verdict::Apply);
+        }
+        assert_eq!(replica.verdict(&grant), Verdict::Apply);
+        assert_eq!(replica.verdict(&write), Verdict::Apply);
+        assert_eq!(replica.value("billing/t").as_deref(), Some("1"));
+    }
+    let named = |r: &Replica| r.judge.book().token(&token.id()).map(|e| e.position);
+    assert_eq!(named(&ab), named(&ba));
+    assert_eq!(ab.judge.book().token_entries(&token.id()).len(), 2);
+}
+
+/// What an agent asks for a token's read ("does it hold read now?") comes after every
+/// revocation, whatever the revocation's cutoff names: an admin who crafts a cutoff naming
+/// the highest possible version of some writer does not spare the token.
+#[test]
+fn a_read_asked_now_is_after_every_cutoff_even_a_crafted_one() {
+    use confmesh::proto::{WriterId, trust::token::TokenSecret};
+    let mut c = cluster();
+    let mut replica = c.replica(95);
+    let token = TokenSecret::from_bytes([11; 32]).principal();
+    let grant = c.control.rule(
+        &Rule::Grant {
+            grantee: token.clone(),
+            right: Right::Read,
+            prefix: "billing/".into(),
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    assert_eq!(replica.verdict(&grant), Verdict::Apply);
+    let asked = |r: &Replica| {
+        r.judge
+            .book()
+            .holds_now(&token, Right::Read, ["billing/x"])
+            .remove(0)
+    };
+    assert_eq!(asked(&replica), None, "granted");
+    let mut cutoff = cutoff_of(&[&c.control, &c.billing, &c.payments]);
+    cutoff.dots.insert(WriterId(u64::MAX), u64::MAX);
+    let revoke = c.control.rule(
+        &Rule::Revoke {
+            grantee: token.clone(),
+            right: Right::Read,
+            prefix: "billing/".into(),
+            cutoff,
+        },
+        &c.ops,
+        context_of(&[&c.control]),
+    );
+    assert_eq!(replica.verdict(&revoke), Verdict::Apply);
+    assert!(
+        matches!(asked(&replica), Some(Denial::Revoked { .. })),
+        "{:?}",
+        asked(&replica)
     );
 }

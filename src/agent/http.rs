@@ -34,7 +34,7 @@ use crate::{
         node::Audit,
         store::DEFAULT_MAX_VALUE_BYTES,
         trust::{
-            policy::{Principal, Right},
+            policy::{Principal, Right, TokenEntry},
             token::{TOKEN_PREFIX, TokenSecret},
         },
     },
@@ -248,7 +248,9 @@ fn mesh_error(e: &MeshError) -> Response {
     let status = match e {
         MeshError::Key(_) => StatusCode::BAD_REQUEST,
         MeshError::Reserved => StatusCode::FORBIDDEN,
-        MeshError::Write(WriteError::Denied(_) | WriteError::Refused(_)) => StatusCode::FORBIDDEN,
+        MeshError::Write(
+            WriteError::Denied(_) | WriteError::Refused(_) | WriteError::TokenUnproven { .. },
+        ) => StatusCode::FORBIDDEN,
         MeshError::Write(
             WriteError::ContextUnknown | WriteError::Unsigned | WriteError::EntryKeyTaken { .. },
         ) => StatusCode::CONFLICT,
@@ -348,27 +350,78 @@ async fn authenticate(api: &Api, presented: &str) -> Result<(Principal, TokenSec
     let Ok(secret) = TokenSecret::parse(presented) else {
         return Err(unauthorized("not a confmesh token"));
     };
-    let entry = match api.mesh.token(&secret.id()).await {
-        Ok(entry) => entry,
-        Err(e) => return Err(mesh_error(&e)),
-    };
+    match check_token(api, &secret).await {
+        Ok(entry) => Ok((entry.principal, secret)),
+        Err(TokenRefused::Unauthorized(why)) => Err(unauthorized(&why)),
+        Err(TokenRefused::Mesh(e)) => Err(mesh_error(&e)),
+    }
+}
+
+/// Why a token is not let through.
+enum TokenRefused {
+    /// Unknown, revoked or expired: why, for a 401.
+    Unauthorized(String),
+    /// The mesh did not answer.
+    Mesh(MeshError),
+}
+
+/// The policy's entry for `secret`, if it holds one with its hash, live and unexpired.
+async fn check_token(api: &Api, secret: &TokenSecret) -> Result<TokenEntry, TokenRefused> {
+    let entry = api
+        .mesh
+        .token(&secret.id())
+        .await
+        .map_err(TokenRefused::Mesh)?;
     let Some(entry) = entry.filter(|e| constant_time_eq(&e.hash, &secret.hash())) else {
-        return Err(unauthorized("unknown token"));
+        return Err(TokenRefused::Unauthorized("unknown token".to_owned()));
     };
     if !entry.live {
-        return Err(unauthorized(&format!("{} was revoked", entry.principal)));
+        return Err(TokenRefused::Unauthorized(format!(
+            "{} was revoked",
+            entry.principal
+        )));
     }
+    if entry.expires_ms.is_some_and(|at| at <= now_ms()) {
+        return Err(TokenRefused::Unauthorized(format!(
+            "{} has expired",
+            entry.principal
+        )));
+    }
+    Ok(entry)
+}
+
+/// The agent's wall clock, in Unix milliseconds: what a token's expiry is checked against.
+fn now_ms() -> u64 {
     #[allow(
         clippy::disallowed_methods,
         reason = "the agent checks expiry against its own clock"
     )]
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    if entry.expires_ms.is_some_and(|at| at <= now_ms) {
-        return Err(unauthorized(&format!("{} has expired", entry.principal)));
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How often a long answer (a watch stream, a blocking query) for a token checks that the
+/// token still stands, besides at its expiry.
+const TOKEN_RECHECK: Duration = Duration::from_secs(5);
+
+/// Resolves, with why, once `caller`'s token no longer stands (revoked, expired, or the mesh
+/// gone): a long answer for it ends then. Never for the operator.
+async fn token_ends(api: &Api, caller: &Caller) -> String {
+    let Caller::Token(_, secret) = caller else {
+        return std::future::pending().await;
+    };
+    loop {
+        let wait = match check_token(api, secret).await {
+            Ok(entry) => entry.expires_ms.map_or(TOKEN_RECHECK, |at| {
+                Duration::from_millis(at.saturating_sub(now_ms()).saturating_add(1))
+                    .min(TOKEN_RECHECK)
+            }),
+            Err(TokenRefused::Unauthorized(why)) => return why,
+            Err(TokenRefused::Mesh(e)) => return e.to_string(),
+        };
+        tokio::time::sleep(wait).await;
     }
-    Ok((entry.principal, secret))
 }
 
 /// Passes if `caller` may take `right` over `key` (an operator may do anything its node may);
@@ -429,7 +482,10 @@ async fn get_key(
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             };
             let streaming = streaming.map(|Extension(s)| s);
-            match block_until_changed(&api, streaming.as_ref(), &key, &index, current, wait).await {
+            let streaming = streaming.as_ref();
+            let blocked =
+                block_until_changed(&api, &caller, streaming, &key, &index, current, wait);
+            match blocked.await {
                 Ok(current) => current,
                 Err(response) => return response,
             }
@@ -467,6 +523,7 @@ async fn get_key(
 /// answer is interrupted).
 async fn block_until_changed(
     api: &Api,
+    caller: &Caller,
     streaming: Option<&Streaming>,
     key: &str,
     index: &str,
@@ -498,6 +555,8 @@ async fn block_until_changed(
     tokio::select! {
         _ = tokio::time::timeout(wait, changed) => {}
         _ = api.interrupted(streaming) => {}
+        // A token revoked or expired while its query waits gets no answer after all.
+        why = token_ends(api, caller) => return Err(unauthorized(&why)),
     }
     mesh.get(key).await.map_err(|e| mesh_error(&e))
 }
@@ -877,6 +936,11 @@ async fn watch(
                     next = watch.next() => next,
                     why = api.interrupted(streaming.as_ref()) => {
                         return Some((Ok(sse(&why.event(watch.cursor()))), None));
+                    }
+                    // A stream for a token ends once the token is revoked or expires.
+                    why = token_ends(&api, &caller) => {
+                        let end = StreamEnd { error: format!("{why}; this stream ends"), cursor: None };
+                        return Some((Ok(sse(&WatchEvent::Error(end))), None));
                     }
                 };
                 // A change to a key the caller may not read is not shown, nor named.

@@ -201,12 +201,77 @@ async fn tokens_read_and_write_only_what_the_policy_grants_them() {
     let (status, message) = refusal(client(&brief_token).get("a/1").await);
     assert_eq!(status, 401);
     assert!(message.contains("expired"), "{message}");
+    // A blocking query made for a token that expires while it waits ends with a 401.
+    let (code, out, err) = admin(&[
+        "token",
+        "create",
+        "--name",
+        "waiter",
+        "--grant",
+        "read:a/",
+        "--expires-in",
+        "3s",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let waiter = client(out.lines().next().expect("the token").trim());
+    let current = waiter.get("a/1").await.expect("readable").winner.version;
+    let blocked = tokio::time::timeout(
+        Duration::from_secs(30),
+        waiter.call(
+            "GET",
+            &format!("/v1/kv/a/1?index={current}&wait=60s"),
+            Bytes::new(),
+        ),
+    )
+    .await
+    .expect("the query ends long before its 60 s wait")
+    .expect("an answer");
+    assert_eq!(blocked.status, 401, "{:?}", blocked.body);
+    assert!(
+        String::from_utf8_lossy(&blocked.body).contains("expired"),
+        "{:?}",
+        blocked.body
+    );
+
+    let (operator_write, operator_message) = refusal(
+        operator
+            .put_with(
+                "a/forged",
+                Bytes::from_static(b"x"),
+                &confmesh::api::PutParams {
+                    author: Some(reader_token_id(&operator, "writer").await),
+                    ..Default::default()
+                },
+            )
+            .await,
+    );
+    assert_eq!(operator_write, 403, "{operator_message}");
+    assert!(
+        operator_message.contains("is a token"),
+        "an operator cannot write in a token's name: {operator_message}"
+    );
+
     let reader_id = reader_token_id(&operator, "reader").await;
     let (code, out, err) = admin(&["token", "revoke", &reader_id]);
     assert_eq!(code, Some(0), "{out}{err}");
     let (status, message) = refusal(reader.get("a/1").await);
     assert_eq!(status, 401);
     assert!(message.contains("revoked"), "{message}");
+    // The reader's watch, open since before, ends too, saying why.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match watch.next().await {
+                Some(Ok(WatchEvent::Change(_))) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 30 s of the revocation");
+    match ended {
+        Some(Ok(WatchEvent::Error(end))) => assert!(end.error.contains("revoked"), "{end:?}"),
+        other => panic!("not an error event: {other:?}"),
+    }
 
     // The list names every token, never a secret.
     let (code, out, err) = run(&["token", "list", "--addr", &agent.http], &[]);

@@ -15,7 +15,9 @@ use crate::proto::{
     AuthorProof, Dot, Grounds, Key, Payload, Version, WriteError,
     trust::{
         Certifier, Equivocation, Judge, MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, Mode, Proof, Screened,
-        Verdict, WriterKey, author_signed_bytes, endorsement_key, is_endorsement, proof_key,
+        Verdict, WriterKey, author_signed_bytes, endorsement_key, is_endorsement,
+        policy::{Kind, Principal, covers},
+        proof_key,
         token::TokenSecret,
     },
     wire::Message,
@@ -310,6 +312,7 @@ impl Node {
             Some(token) => Some(token.principal().to_string()),
             None => audit.author,
         };
+        self.check_token_proof(author.as_deref(), audit.token.as_ref())?;
         self.judge
             .permits(
                 &self.store,
@@ -334,6 +337,40 @@ impl Node {
         Ok(signer
             .key
             .sign_grounded(version, author, audit.message, grounds))
+    }
+
+    /// Refuses a write for a token that every replica would refuse (docs/PROTOCOL.md §8.7):
+    /// one naming a token as its author without the token's secret (an operator's `author`),
+    /// or whose token entry is not in this node's policy context yet.
+    fn check_token_proof(
+        &self,
+        author: Option<&str>,
+        token: Option<&TokenSecret>,
+    ) -> Result<(), WriteError> {
+        let Some(author) = author else {
+            return Ok(());
+        };
+        let Some(principal) = Principal::parse(author)
+            .ok()
+            .filter(|p| p.kind() == Kind::Token)
+        else {
+            return Ok(());
+        };
+        let unproven = || WriteError::TokenUnproven {
+            author: author.to_owned(),
+        };
+        let (Some(token), Some(id)) = (token, principal.name()) else {
+            return Err(unproven());
+        };
+        let context = self.judge.context();
+        let public = token.public();
+        let held = self
+            .judge
+            .book()
+            .token_entries(id)
+            .iter()
+            .any(|entry| entry.public == public && covers(&context, entry.position));
+        if held { Ok(()) } else { Err(unproven()) }
     }
 
     /// Masks the stored versions the policy masks now and did not before (after a root or a

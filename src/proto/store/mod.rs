@@ -294,6 +294,16 @@ pub enum WriteError {
         /// The node's next entry key now.
         next: String,
     },
+    /// A write for a token (`token:<id>`) made without the token's secret, or before this
+    /// node holds the token's entry in its policy context: every replica would refuse it
+    /// (docs/PROTOCOL.md §8.7), so nothing was written.
+    #[error(
+        "{author} is a token: only a write made with the token itself (after this node holds its entry) proves it"
+    )]
+    TokenUnproven {
+        /// The author named.
+        author: String,
+    },
 }
 
 /// Why a version from a peer was refused. Doesn't affect the store's state.

@@ -326,41 +326,45 @@ impl Judge {
             }
         }
         // Every policy entry stored was granted when applied; admitted again in an order where
-        // each comes after the entries its context names (entries are never superseded).
-        let mut pending: Vec<Act> = store
+        // each comes after the entries its context names (entries are never superseded): one
+        // waits, like a live one, until the writer its context names first is held that far.
+        let mut ready: Vec<Act> = store
             .versions_all()
             .filter(|v| v.key.as_str().starts_with(POLICY_PREFIX))
             .filter_map(|v| act_of(v, self.nodes.get(&v.dot.actor), certifier).ok())
             .collect();
-        pending.sort_by_key(|act| {
-            let at = act.position.map(|p| (p.actor, p.counter));
-            (act.context.dots.len(), at)
-        });
-        loop {
-            let before = pending.len();
-            let mut i = 0;
-            while i < pending.len() {
-                let context = &pending[i].context;
-                let ready = !pending.iter().any(|other| {
-                    other
-                        .position
-                        .is_some_and(|p| super::policy::covers(context, p))
-                });
-                if ready {
-                    let act = pending.remove(i);
-                    let _ = self.book.admit(&act);
-                } else {
-                    i += 1;
-                }
+        // Positions descending, so that popping admits each writer's entries in order.
+        ready.sort_by_key(|act| std::cmp::Reverse(act.position.map(|p| (p.actor, p.counter))));
+        let mut waiting: BTreeMap<(WriterId, u64), Vec<Act>> = BTreeMap::new();
+        let mut left = 0usize;
+        while let Some(act) = ready.pop() {
+            if let Some(first) = missing(&self.book, &act.context) {
+                waiting
+                    .entry((first.actor, first.counter))
+                    .or_default()
+                    .push(act);
+                left += 1;
+                continue;
             }
-            if pending.is_empty() || pending.len() == before {
-                break;
+            let _ = self.book.admit(&act);
+            let Some(position) = act.position else {
+                continue;
+            };
+            let through = self.book.held_through(position.actor);
+            let woken: Vec<(WriterId, u64)> = waiting
+                .range((position.actor, 0)..=(position.actor, through))
+                .map(|(&at, _)| at)
+                .collect();
+            for at in woken {
+                let acts = waiting.remove(&at).unwrap_or_default();
+                left -= acts.len();
+                ready.extend(acts);
             }
         }
-        if !pending.is_empty() {
+        if left > 0 {
             tracing::warn!(
-                entries = pending.len(),
-                "policy entries whose contexts name each other are left out"
+                entries = left,
+                "policy entries whose contexts name entries not held are left out"
             );
         }
         self.masks_stale = !self.book.is_empty();
@@ -540,7 +544,10 @@ impl Judge {
                 return Verdict::Forged(Forgery::BadSignature);
             }
         }
-        if self.tainted(dot) {
+        // A convicted writer's policy entries are judged like any other: each is proven by
+        // its author, not by its writer, and refusing them at the replicas that heard of the
+        // conviction first would leave the others' contexts naming positions never held there.
+        if self.tainted(dot) && !version.key.as_str().starts_with(POLICY_PREFIX) {
             return Verdict::Refused(Refusal::Quarantined);
         }
         if let Some(refusal) = granted(version, certifier) {
@@ -602,7 +609,7 @@ impl Judge {
         let Some(author) = &act.author else {
             return false;
         };
-        let Some(entry) = author.name().and_then(|id| self.book.token(id)) else {
+        let Some(id) = author.name() else {
             return false;
         };
         let proof = version
@@ -610,13 +617,7 @@ impl Judge {
             .as_deref()
             .and_then(|s| s.grounds.as_deref())
             .and_then(|g| g.proof.as_ref());
-        let (Some(proof), true) = (proof, covers(&act.context, entry.position)) else {
-            return false;
-        };
-        if proof.certificate.is_some() {
-            return false;
-        }
-        let Ok(public) = VerificationKey::try_from(entry.public) else {
+        let Some(proof) = proof.filter(|p| p.certificate.is_none()) else {
             return false;
         };
         let message = author_signed_bytes(
@@ -625,9 +626,15 @@ impl Judge {
             &author.to_string(),
             &act.context,
         );
-        public
-            .verify(&ed25519_zebra::Signature::from(proof.signature), &message)
-            .is_ok()
+        let signature = ed25519_zebra::Signature::from(proof.signature);
+        // Every entry for the id in the context (all held here, the same at every replica):
+        // the proof holds if one of their keys checks it.
+        self.book
+            .token_entries(id)
+            .iter()
+            .filter(|entry| covers(&act.context, entry.position))
+            .filter_map(|entry| VerificationKey::try_from(entry.public).ok())
+            .any(|public| public.verify(&signature, &message).is_ok())
     }
 
     /// Keeps `version`, which waits until the entries of `first`'s writer are all held up to

@@ -497,6 +497,26 @@ impl Entry {
     }
 }
 
+/// When the act a question is about was made.
+#[derive(Clone, Copy)]
+enum At {
+    /// The act with this dot.
+    Dot(Dot),
+    /// An act made now, after every cutoff held (what an agent asks for a token's read): no
+    /// cutoff includes it, whatever the cutoff names.
+    Now,
+}
+
+impl At {
+    /// Whether `cutoff` includes the act: a revocation or a root with this cutoff saw it.
+    fn within(self, cutoff: &VClock) -> bool {
+        match self {
+            At::Dot(dot) => covers(cutoff, dot),
+            At::Now => false,
+        }
+    }
+}
+
 /// Which entries a question is answered over.
 #[derive(Clone, Copy)]
 enum Within<'a> {
@@ -529,8 +549,10 @@ pub struct Book {
     named: BTreeMap<Principal, Vec<(WriterId, u64)>>,
     /// The roots.
     roots: Vec<(WriterId, u64)>,
-    /// The token entries, by token id (the first admitted for an id).
-    tokens: BTreeMap<String, (WriterId, u64)>,
+    /// The token entries, by token id, in position order (one id has one entry unless an
+    /// admin made two for one secret: each is kept, so no replica's answer depends on which
+    /// came first).
+    tokens: BTreeMap<String, Vec<(WriterId, u64)>>,
     revocations: usize,
 }
 
@@ -645,7 +667,7 @@ impl Book {
                         &grant.author,
                         Right::Admin,
                         "",
-                        grant.dot,
+                        At::Dot(grant.dot),
                         &grant.context,
                         Within::All,
                         1,
@@ -662,9 +684,24 @@ impl Book {
             .any(|entry| self.outright(entry) == Some(principal))
     }
 
-    /// The token `id`, if an entry made it (docs/PROTOCOL.md §8.7).
+    /// The token `id`, if an entry made it (docs/PROTOCOL.md §8.7): the first entry for it by
+    /// position, the same at every replica holding the same entries.
     pub fn token(&self, id: &str) -> Option<TokenEntry> {
-        let entry = self.tokens.get(id).and_then(|at| self.entries.get(at))?;
+        self.token_entries(id).into_iter().next()
+    }
+
+    /// Every entry for the token `id`, in position order.
+    pub fn token_entries(&self, id: &str) -> Vec<TokenEntry> {
+        let Some(at) = self.tokens.get(id) else {
+            return Vec::new();
+        };
+        at.iter()
+            .filter_map(|at| self.entries.get(at))
+            .filter_map(|entry| self.token_entry(entry))
+            .collect()
+    }
+
+    fn token_entry(&self, entry: &Entry) -> Option<TokenEntry> {
         let Rule::Token {
             id,
             name,
@@ -713,12 +750,10 @@ impl Book {
         right: Right,
         keys: impl IntoIterator<Item = &'k str>,
     ) -> Vec<Option<Denial>> {
-        // A dot no cutoff covers: an act after every revocation.
-        let now = Dot::new(WriterId(u64::MAX), u64::MAX);
         let context = self.context();
         keys.into_iter()
             .map(|key| {
-                self.holds_at(principal, right, key, now, &context, Within::All, 0)
+                self.holds_at(principal, right, key, At::Now, &context, Within::All, 0)
                     .err()
             })
             .collect()
@@ -771,7 +806,10 @@ impl Book {
                     self.named.entry(grantee.clone()).or_default().push(at);
                 }
                 Rule::Token { id, .. } => {
-                    self.tokens.entry(id.clone()).or_insert(at);
+                    let at_id = self.tokens.entry(id.clone()).or_default();
+                    if let Err(i) = at_id.binary_search(&at) {
+                        at_id.insert(i, at);
+                    }
                 }
             }
             self.entries.insert(
@@ -879,7 +917,15 @@ impl Book {
         within: Within<'_>,
         depth: usize,
     ) -> Result<(), Denial> {
-        self.holds_at(principal, right, key, act.dot, &act.context, within, depth)
+        self.holds_at(
+            principal,
+            right,
+            key,
+            At::Dot(act.dot),
+            &act.context,
+            within,
+            depth,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -888,7 +934,7 @@ impl Book {
         principal: &Principal,
         right: Right,
         key: &str,
-        at: Dot,
+        at: At,
         context: &VClock,
         within: Within<'_>,
         depth: usize,
@@ -901,7 +947,7 @@ impl Book {
             about.iter().copied().filter(known).find_map(|e| {
                 let cutoff = e.revokes(principal, right, key)?;
                 let seen = seen_by.is_some_and(|c| covers(c, e.position));
-                (!seen && !covers(cutoff, at)).then_some(e.dot)
+                (!seen && !at.within(cutoff)).then_some(e.dot)
             })
         };
         let revoked_denial = |by| Denial::Revoked {
@@ -921,7 +967,7 @@ impl Book {
                 return Err(Denial::NoRoot);
             }
             let root = self.root_entries().filter(known).find(|e| match &e.rule {
-                Rule::Root { cutoff, .. } => !covers(cutoff, at),
+                Rule::Root { cutoff, .. } => !at.within(cutoff),
                 _ => false,
             });
             if let Some(root) = root {
@@ -956,7 +1002,7 @@ impl Book {
                     &grant.author,
                     Right::Admin,
                     key,
-                    grant.dot,
+                    At::Dot(grant.dot),
                     &grant.context,
                     within,
                     depth + 1,
