@@ -11,12 +11,14 @@
 //! - [`Member`]: members with names and tags.
 //! - `transport`: QUIC (quinn) between nodes, mutual TLS against a cluster CA.
 //! - [`tls`]: loading certificates, and a development CA.
+//! - [`secrets`]: node age identities, prefix keys and sealed values.
 
 mod bans;
 pub mod certifier;
 mod driver;
 mod members;
 mod mesh;
+pub mod secrets;
 mod storage;
 mod subscription;
 pub(crate) mod throttle;
