@@ -118,6 +118,7 @@ async fn member_records() -> Result<Vec<(String, Vec<u8>)>, Box<dyn std::error::
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         protocol,
+        recipient: None,
     };
     let many: Vec<(String, String)> = (0..40)
         .map(|i| (format!("tag-{i:02}"), "x".repeat(i)))
@@ -141,6 +142,15 @@ async fn member_records() -> Result<Vec<(String, Vec<u8>)>, Box<dyn std::error::
     let mut later = encode_member_record(&record("n3", &[("zone", "us")], 3));
     later.extend_from_slice(b"\x05more!");
     seeds.push(("v3-later".to_string(), later));
+    // A record with the node's age recipient after its version (docs/PROTOCOL.md §9.2).
+    let with_recipient = MemberRecord {
+        recipient: Some(confmesh::runtime::secrets::NodeIdentity::ephemeral().recipient()),
+        ..record("n4", &[("zone", "eu")], 4)
+    };
+    seeds.push((
+        "v4-recipient".to_string(),
+        encode_member_record(&with_recipient),
+    ));
 
     // What a node holds after opening 989adcb's data directory: the old build's record, then
     // the record this build writes under its directory's new, key-derived writer id.

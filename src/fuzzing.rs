@@ -26,6 +26,9 @@ pub struct MemberRecord {
     pub tags: BTreeMap<String, String>,
     /// The newest protocol version it speaks (1 for a record without one).
     pub protocol: u8,
+    /// Its age recipient, appended after the version (none in protocol 1's layout, and none
+    /// for a string that is not an age X25519 recipient).
+    pub recipient: Option<String>,
 }
 
 impl From<MemberInfo> for MemberRecord {
@@ -34,6 +37,7 @@ impl From<MemberInfo> for MemberRecord {
             name: info.name,
             tags: info.tags,
             protocol: info.protocol,
+            recipient: info.recipient,
         }
     }
 }
@@ -45,12 +49,13 @@ pub fn decode_member_record(bytes: &[u8]) -> Option<MemberRecord> {
 }
 
 /// Encodes `record` as a node writes its own: in protocol 1's layout for protocol 1 (or 0),
-/// else with the version after the tags.
+/// else with the version after the tags, and the recipient, if any, after the version.
 pub fn encode_member_record(record: &MemberRecord) -> Vec<u8> {
     MemberInfo {
         name: record.name.clone(),
         tags: record.tags.clone(),
         protocol: record.protocol,
+        recipient: record.recipient.clone(),
     }
     .encode()
 }

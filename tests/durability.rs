@@ -651,3 +651,67 @@ async fn a_disk_outage_after_a_commit_without_fsync_loses_no_acknowledged_write(
     );
     node.shutdown().await;
 }
+
+/// A node's age identity (docs/PROTOCOL.md §9.2) lives in its data directory: the same
+/// recipient after a restart, published in its member record to its peers, a new one in a
+/// wiped directory, and a corrupt identity file stops the start instead of being replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_age_recipient_is_kept_with_its_data_directory_and_reaches_its_peers() {
+    let ca = DevCa::generate("test cluster").expect("ca");
+    let peer = Mesh::builder()
+        .tls(ca.node_config("peer").expect("cert"))
+        .start()
+        .await
+        .expect("peer");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let builder = |path: &Path| {
+        Mesh::builder()
+            .tls(ca.node_config("n").expect("cert"))
+            .name("n")
+            .data_dir(path)
+            .seeds([peer.id().addr.to_string()])
+    };
+    let first = builder(dir.path()).start().await.expect("start");
+    let recipient = first.recipient();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    assert_ne!(recipient, peer.recipient());
+    first.shutdown().await;
+
+    let again = start_when_free(builder(dir.path())).await;
+    assert_eq!(again.recipient(), recipient, "kept across a restart");
+    let published = eventually(Duration::from_secs(10), || async {
+        peer.members().await.expect("members").iter().any(|m| {
+            m.name == "n"
+                && m.id.writer == again.id().writer
+                && m.recipient.as_deref() == Some(recipient.as_str())
+        })
+    })
+    .await;
+    assert!(published, "the peer never saw the node's recipient");
+    again.shutdown().await;
+
+    let identity = dir.path().join(confmesh::runtime::secrets::IDENTITY_FILE);
+    std::fs::write(&identity, "not a key\n").expect("write");
+    let mut corrupt = builder(dir.path()).start().await;
+    for _ in 0..200 {
+        if !matches!(corrupt, Err(MeshError::Storage(StorageError::InUse(_)))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        corrupt = builder(dir.path()).start().await;
+    }
+    assert!(
+        matches!(corrupt, Err(MeshError::Secret(_))),
+        "a corrupt identity file: {corrupt:?}"
+    );
+
+    let wiped = tempfile::tempdir().expect("tempdir");
+    let fresh = builder(wiped.path()).start().await.expect("start");
+    assert_ne!(
+        fresh.recipient(),
+        recipient,
+        "a wiped directory gets a new identity"
+    );
+    fresh.shutdown().await;
+    peer.shutdown().await;
+}

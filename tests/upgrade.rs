@@ -290,7 +290,8 @@ async fn a_data_directory_from_989adcb_opens_migrated_with_every_value() {
         "the old build's versions are unsigned"
     );
     // The new writer's first version is its endorsement, then its member record, in this
-    // protocol's layout (the version is its last byte), both signed.
+    // protocol's layout (the version after the tags, then the node's age recipient), both
+    // signed.
     let endorsement = eventually(Duration::from_secs(10), || async {
         mesh.get(&format!("_confmesh/writers/{writer}"))
             .await
@@ -314,7 +315,17 @@ async fn a_data_directory_from_989adcb_opens_migrated_with_every_value() {
         .expect("get")
         .and_then(|v| v.payload.value().cloned())
         .expect("the new record");
-    assert_eq!(new_record.last(), Some(&PROTOCOL_VERSION));
+    let recipient = mesh.recipient();
+    assert!(
+        new_record.ends_with(recipient.as_bytes()),
+        "the recipient comes last"
+    );
+    let before = new_record.len() - recipient.len() - 1;
+    assert_eq!(
+        new_record[before - 1],
+        PROTOCOL_VERSION,
+        "the version before it"
+    );
     let value = |key: &'static str| {
         let mesh = mesh.clone();
         async move {

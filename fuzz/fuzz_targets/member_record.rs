@@ -5,7 +5,8 @@
 //! - reads the same name and tags to a protocol-1 build, which ignores what follows them;
 //! - advertises at least the oldest protocol version;
 //! - encodes in the layout of the version it advertises (protocol 1's ends right after the
-//!   tags; a later one's last byte is the version), which a protocol-1 build still reads;
+//!   tags; a later one's next byte is the version, and its age recipient, if it has one,
+//!   comes last), which a protocol-1 build still reads;
 //! - decodes back to the same record from that encoding.
 #![no_main]
 
@@ -35,8 +36,15 @@ fuzz_target!(|data: &[u8]| {
             "protocol 1's layout ends after the tags"
         );
     } else {
-        assert_eq!(used + 1, encoded.len(), "the version follows the tags");
-        assert_eq!(encoded.last(), Some(&record.protocol));
+        assert_eq!(encoded.get(used), Some(&record.protocol), "the version follows the tags");
+        match &record.recipient {
+            None => assert_eq!(used + 1, encoded.len(), "the record ends with its version"),
+            Some(recipient) => {
+                // A length byte (an age recipient is 62 bytes), then the recipient, last.
+                assert_eq!(used + 2 + recipient.len(), encoded.len());
+                assert!(encoded.ends_with(recipient.as_bytes()), "the recipient comes last");
+            }
+        }
     }
     assert_eq!(
         decode_member_record(&encoded).as_ref(),

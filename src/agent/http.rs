@@ -268,6 +268,7 @@ fn mesh_error(e: &MeshError) -> Response {
         MeshError::Config(_)
         | MeshError::Transport(_)
         | MeshError::Storage(_)
+        | MeshError::Secret(_)
         | MeshError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e)
@@ -1005,6 +1006,7 @@ fn member_info(m: &Member) -> MemberInfo {
             MemberState::Left => MemberStateText::Left,
         },
         protocol: m.protocol,
+        recipient: m.recipient.clone(),
     }
 }
 

@@ -278,6 +278,8 @@ fn start_error(e: MeshError) -> AgentError {
             | StorageError::NewerFormat { .. }
             | StorageError::Database(_),
         ) => "data_dir",
+        // The age identity in the data directory (`age.key`).
+        MeshError::Secret(_) => "data_dir",
         MeshError::Transport(TransportError::Bind { .. }) => "gossip_addr",
         // The certificate and key were read, but do not fit together.
         MeshError::Transport(TransportError::Tls(_)) => "tls.key",

@@ -412,6 +412,10 @@ pub struct MemberInfo {
     /// The newest protocol version it advertises (1 from agents that predate the field).
     #[serde(default = "protocol_1")]
     pub protocol: u8,
+    /// Its age recipient (`age1…`), which keys of secret prefixes it may read are sealed to;
+    /// absent until its member record arrives, or from builds that predate secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
 }
 
 /// `GET /v1/members`.

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::secrets;
 use crate::proto::{
     Key, WriterId,
     node::{Node, NodeId},
@@ -36,6 +37,9 @@ pub(crate) struct MemberInfo {
     pub(crate) tags: BTreeMap<String, String>,
     /// The newest protocol version it speaks.
     pub(crate) protocol: u8,
+    /// Its age recipient (`age1…`), which secret prefixes' keys are sealed to
+    /// (docs/PROTOCOL.md §9.2). Only an X25519 recipient is kept; anything else reads as none.
+    pub(crate) recipient: Option<String>,
 }
 
 impl Default for MemberInfo {
@@ -44,6 +48,7 @@ impl Default for MemberInfo {
             name: String::new(),
             tags: BTreeMap::new(),
             protocol: wire::PROTOCOL_VERSION,
+            recipient: None,
         }
     }
 }
@@ -64,6 +69,17 @@ struct RecordV2 {
     protocol: u8,
 }
 
+/// A member record with the node's age recipient: protocol 2's fields, then the recipient
+/// (docs/PROTOCOL.md §9.2). Appended, so every older build reads its fields and ignores the
+/// recipient; written only with a protocol of 2 or more.
+#[derive(Serialize, Deserialize)]
+struct RecordV3 {
+    name: String,
+    tags: BTreeMap<String, String>,
+    protocol: u8,
+    recipient: String,
+}
+
 impl MemberInfo {
     /// The key `writer`'s info is stored under (always valid: allowed characters and hex).
     pub(crate) fn key(writer: WriterId) -> Option<Key> {
@@ -77,6 +93,7 @@ impl MemberInfo {
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>()
+            + self.recipient.as_ref().map_or(0, String::len)
     }
 
     /// The info `writer` published, if this replica holds it, and unless the record is a
@@ -91,15 +108,26 @@ impl MemberInfo {
         MemberInfo::decode(record.payload.value()?)
     }
 
-    /// A record of either layout; one without a version is protocol 1. Bytes after the
-    /// fields this build knows are what a later protocol appended, and are ignored. (A
-    /// protocol-1 record ends right after its tags, so it never reads as a later one.)
+    /// A record of any layout; one without a version is protocol 1, one without a recipient
+    /// has none. Bytes after the fields this build knows are what a later protocol appended,
+    /// and are ignored. (A protocol-1 record ends right after its tags, so it never reads as a
+    /// later one; a protocol-2 record ends right after its version.) A recipient that is not
+    /// an age X25519 recipient reads as none.
     pub(crate) fn decode(bytes: &[u8]) -> Option<MemberInfo> {
+        if let Ok((r, _)) = wire::decode_limited::<RecordV3>(bytes) {
+            return Some(MemberInfo {
+                name: r.name,
+                tags: r.tags,
+                protocol: r.protocol.max(wire::OLDEST_PROTOCOL_VERSION),
+                recipient: secrets::is_recipient(&r.recipient).then_some(r.recipient),
+            });
+        }
         match wire::decode_limited::<RecordV2>(bytes) {
             Ok((r, _)) => Some(MemberInfo {
                 name: r.name,
                 tags: r.tags,
                 protocol: r.protocol.max(wire::OLDEST_PROTOCOL_VERSION),
+                recipient: None,
             }),
             _ => wire::decode_limited::<RecordV1>(bytes)
                 .ok()
@@ -107,6 +135,7 @@ impl MemberInfo {
                     name: r.name,
                     tags: r.tags,
                     protocol: wire::OLDEST_PROTOCOL_VERSION,
+                    recipient: None,
                 }),
         }
     }
@@ -122,22 +151,30 @@ impl MemberInfo {
             .map(|(r, used)| (r.name, r.tags, used))
     }
 
-    /// The record in the layout of the protocol it advertises.
+    /// The record in the layout of the protocol it advertises, with the recipient appended
+    /// if it has one (protocol 2 and later).
     pub(crate) fn encode(&self) -> Vec<u8> {
         let config = bincode::config::standard();
-        let (name, tags) = (self.name.clone(), self.tags.clone());
-        let encoded = if self.protocol <= 1 {
-            bincode::serde::encode_to_vec(RecordV1 { name, tags }, config)
-        } else {
-            let protocol = self.protocol;
-            bincode::serde::encode_to_vec(
+        let (name, tags, protocol) = (self.name.clone(), self.tags.clone(), self.protocol);
+        let encoded = match &self.recipient {
+            _ if protocol <= 1 => bincode::serde::encode_to_vec(RecordV1 { name, tags }, config),
+            None => bincode::serde::encode_to_vec(
                 RecordV2 {
                     name,
                     tags,
                     protocol,
                 },
                 config,
-            )
+            ),
+            Some(recipient) => bincode::serde::encode_to_vec(
+                RecordV3 {
+                    name,
+                    tags,
+                    protocol,
+                    recipient: recipient.clone(),
+                },
+                config,
+            ),
         };
         encoded.unwrap_or_default()
     }
@@ -170,6 +207,10 @@ pub struct Member {
     /// The newest protocol version it advertises (the oldest this build speaks until its
     /// record arrives, or if its build predates versioned records).
     pub protocol: u8,
+    /// Its age recipient (`age1…`), which keys of secret prefixes it may read are sealed to
+    /// (docs/PROTOCOL.md §9.2); `None` until its record arrives, or if its build predates
+    /// secrets.
+    pub recipient: Option<String>,
 }
 
 impl Member {
@@ -188,6 +229,7 @@ impl Member {
             tags: info.tags,
             state,
             protocol: info.protocol,
+            recipient: info.recipient,
         }
     }
 }
@@ -207,7 +249,40 @@ mod tests {
             name: "n1".into(),
             tags: [("zone".to_string(), "eu".to_string())].into(),
             protocol,
+            recipient: None,
         }
+    }
+
+    #[test]
+    fn a_recipient_is_appended_after_the_version_and_every_older_reader_reads_the_rest() {
+        let recipient = secrets::NodeIdentity::ephemeral().recipient();
+        let with = MemberInfo {
+            recipient: Some(recipient.clone()),
+            ..info(4)
+        };
+        let bytes = with.encode();
+        assert_eq!(MemberInfo::decode(&bytes), Some(with.clone()));
+        // A protocol-2 reader: name, tags and version, then bytes it ignores.
+        let (v2, used) = wire::decode_limited::<RecordV2>(&bytes).expect("v2 reads it");
+        assert_eq!((v2.name.as_str(), v2.protocol), ("n1", 4));
+        assert_eq!(used, info(4).encode().len());
+        assert!(bytes.ends_with(recipient.as_bytes()));
+        let (v1, _) = wire::decode_limited::<RecordV1>(&bytes).expect("v1 reads it");
+        assert_eq!(v1.tags, with.tags);
+        // A record without one reads as none, and so does one whose recipient is not an
+        // X25519 recipient (nobody seals a key to it).
+        assert_eq!(MemberInfo::decode(&info(4).encode()), Some(info(4)));
+        let forged = MemberInfo {
+            recipient: Some("age1notarecipient".into()),
+            ..info(4)
+        };
+        assert_eq!(MemberInfo::decode(&forged.encode()), Some(info(4)));
+        // Protocol 1's layout has no place for it.
+        let old = MemberInfo {
+            recipient: Some(recipient),
+            ..info(1)
+        };
+        assert_eq!(MemberInfo::decode(&old.encode()), Some(info(1)));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::{
     certifier::CaCertifier,
     driver::{Command, Driver, LocalWriteError, Pending},
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, is_reserved},
+    secrets::{NodeIdentity, SecretError},
     storage::{Change, Cursor, Storage, StorageError, StorageFaultHook, StorageReader},
     subscription::Subscription,
     tls::TlsConfig,
@@ -134,6 +135,9 @@ pub enum MeshError {
     /// [`Mesh::resign`] could not run.
     #[error(transparent)]
     Resign(#[from] ResignError),
+    /// The node's age identity could not be loaded or made (docs/PROTOCOL.md §9.2).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// The node has shut down.
     #[error("the node has shut down")]
     Stopped,
@@ -376,13 +380,19 @@ impl MeshBuilder {
             self.watch_log_len,
             changes.clone(),
         )?;
+        let identity = Arc::new(match self.data_dir.as_deref() {
+            Some(dir) => NodeIdentity::load_or_create(dir)?,
+            None => NodeIdentity::ephemeral(),
+        });
+        let mut info = self.info;
+        info.recipient = Some(identity.recipient());
         let tls_error = |e: super::tls::TlsError| MeshError::Config(e.to_string());
         let certifier = Arc::new(CaCertifier::new(&tls).map_err(tls_error)?);
         let bans = Arc::new(Bans::default());
         let (transport, inbound) = Transport::bind(
             self.bind,
             &tls,
-            self.info.protocol,
+            info.protocol,
             DEFAULT_MAX_STREAM_MESSAGE_BYTES,
             self.fault,
             certifier.clone(),
@@ -402,7 +412,7 @@ impl MeshBuilder {
             &tls,
             certifier,
             loaded.writer_key,
-            self.info.protocol,
+            info.protocol,
             self.trust_mode,
         )?;
         #[allow(
@@ -439,11 +449,12 @@ impl MeshBuilder {
             bans,
             policy_entries: 0,
         };
-        driver.publish_info(&self.info).map_err(MeshError::from)?;
+        driver.publish_info(&info).map_err(MeshError::from)?;
         tokio::spawn(driver.run());
         Ok(Mesh {
             id,
-            protocol: self.info.protocol,
+            identity,
+            protocol: info.protocol,
             commands,
             events: events.downgrade(),
             changes: changes.downgrade(),
@@ -548,6 +559,8 @@ pub struct Mesh {
     members: broadcast::WeakSender<Member>,
     reader: StorageReader,
     wire: WireHandle,
+    /// The node's age identity (docs/PROTOCOL.md §9.2).
+    identity: Arc<NodeIdentity>,
 }
 
 impl Mesh {
@@ -574,6 +587,14 @@ impl Mesh {
     /// This node's identity; `id().addr` is where peers reach it.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// This node's age recipient (`age1…`), which it publishes in its member record and which
+    /// keys of secret prefixes it may read are sealed to (docs/PROTOCOL.md §9.2). Kept with
+    /// the data directory ([`IDENTITY_FILE`](super::secrets::IDENTITY_FILE)); new at each start
+    /// without one.
+    pub fn recipient(&self) -> String {
+        self.identity.recipient()
     }
 
     /// Writes `value` under `key`; returns the new version once it is durable on this node
