@@ -115,11 +115,16 @@ impl MemberInfo {
     /// an age X25519 recipient reads as none.
     pub(crate) fn decode(bytes: &[u8]) -> Option<MemberInfo> {
         if let Ok((r, _)) = wire::decode_limited::<RecordV3>(bytes) {
+            let protocol = r.protocol.max(wire::OLDEST_PROTOCOL_VERSION);
+            // Protocol 1's layout has no place for a recipient: a record claiming protocol 1
+            // (or 0) with one reads as protocol 1's, without it.
+            let recipient = (protocol > 1 && secrets::is_recipient(&r.recipient))
+                .then_some(r.recipient);
             return Some(MemberInfo {
                 name: r.name,
                 tags: r.tags,
-                protocol: r.protocol.max(wire::OLDEST_PROTOCOL_VERSION),
-                recipient: secrets::is_recipient(&r.recipient).then_some(r.recipient),
+                protocol,
+                recipient,
             });
         }
         match wire::decode_limited::<RecordV2>(bytes) {
@@ -283,6 +288,10 @@ mod tests {
             ..info(1)
         };
         assert_eq!(MemberInfo::decode(&old.encode()), Some(info(1)));
+        // A record of the recipient's layout claiming protocol 1 reads as protocol 1's.
+        let mut claims_1 = with.encode();
+        claims_1[info(4).encode().len() - 1] = 1;
+        assert_eq!(MemberInfo::decode(&claims_1), Some(info(1)));
     }
 
     #[test]
