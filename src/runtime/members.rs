@@ -118,8 +118,8 @@ impl MemberInfo {
             let protocol = r.protocol.max(wire::OLDEST_PROTOCOL_VERSION);
             // Protocol 1's layout has no place for a recipient: a record claiming protocol 1
             // (or 0) with one reads as protocol 1's, without it.
-            let recipient = (protocol > 1 && secrets::is_recipient(&r.recipient))
-                .then_some(r.recipient);
+            let recipient =
+                (protocol > 1 && secrets::is_recipient(&r.recipient)).then_some(r.recipient);
             return Some(MemberInfo {
                 name: r.name,
                 tags: r.tags,

@@ -294,7 +294,7 @@ pub fn seal_value(
     )
 }
 
-/// The generation a sealed value names, read from its header's first [`HEADER_SCAN_BYTES`];
+/// The generation a sealed value names, read from its header's first KiB;
 /// `None` for bytes that are not a sealed value.
 pub fn generation_of(sealed: &[u8]) -> Option<&str> {
     let header = &sealed[..sealed.len().min(HEADER_SCAN_BYTES)];
