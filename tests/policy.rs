@@ -1416,3 +1416,115 @@ fn a_read_asked_now_is_after_every_cutoff_even_a_crafted_one() {
         asked(&replica)
     );
 }
+
+/// A secret prefix (docs/PROTOCOL.md §9.3): once its keyring entry is in a write's context,
+/// every replica refuses a plaintext value under the prefix (a node that crafts one by hand,
+/// bypassing the sealing its runtime does) and a value naming a generation the context does
+/// not hold, and takes values sealed to the prefix's generation, which its reader opens. A
+/// write that did not see the keyring is judged as before it; a keyring written by a node that
+/// is not among its readers is refused.
+#[test]
+fn a_secret_prefix_takes_only_values_sealed_to_its_generations() {
+    use confmesh::{
+        proto::trust::sealed::generation_name,
+        runtime::secrets::{NodeIdentity, PrefixKey, seal_value},
+    };
+    let mut c = cluster();
+    let mut replica = c.replica(10);
+    let reader = NodeIdentity::ephemeral();
+    let key = PrefixKey::generate("new").expect("key");
+    let keyring = Rule::Keyring {
+        prefix: "billing/secret/".into(),
+        recipient: key.recipient(),
+        readers: vec![principal("node:billing-1")],
+        sealed: key.seal_for(&[reader.recipient()]).expect("sealed"),
+    };
+    // Only a reader writes a key: payments-1 is not one.
+    let by_outsider = c.payments.rule(&keyring, &c.ops, context_of(&[&c.control]));
+    assert_eq!(
+        replica.verdict(&by_outsider),
+        Verdict::Refused(Refusal::Denied(Denial::NotAReader))
+    );
+    let entry = c.billing.rule(&keyring, &c.ops, context_of(&[&c.control]));
+    assert_eq!(replica.verdict(&entry), Verdict::Apply);
+    let generation = generation_name(c.billing.key.id(), 1);
+    let current = replica
+        .judge
+        .book()
+        .sealing_generation("billing/secret/db")
+        .expect("a secret key");
+    assert_eq!(current.generation, generation);
+    assert!(
+        replica
+            .judge
+            .book()
+            .sealing_generation("billing/rate")
+            .is_none()
+    );
+
+    let seen = context_of(&[&c.control, &c.billing]);
+    let plain = c
+        .billing
+        .write("billing/secret/db", "hunter2", seen.clone());
+    assert_eq!(
+        replica.verdict(&plain),
+        Verdict::Refused(Refusal::NotSealed)
+    );
+    assert_eq!(replica.value("billing/secret/db"), None);
+    let mut sign = |value: Vec<u8>, context: VClock| {
+        c.billing.sign(
+            Key::new("billing/secret/db").expect("key"),
+            Payload::Value(Bytes::from(value)),
+            None,
+            context,
+            None,
+        )
+    };
+    // Sealed to a generation its context does not hold (another writer's position).
+    let elsewhere = sign(
+        seal_value(&key.recipient(), "00000000000000ff-1", b"hunter2").expect("sealed"),
+        seen.clone(),
+    );
+    assert_eq!(
+        replica.verdict(&elsewhere),
+        Verdict::Refused(Refusal::NotSealed)
+    );
+    let sealed = seal_value(&key.recipient(), &generation, b"hunter2").expect("sealed");
+    let good = sign(sealed, seen.clone());
+    assert_eq!(replica.verdict(&good), Verdict::Apply);
+    let stored = replica
+        .store
+        .get(&Key::new("billing/secret/db").expect("key"))
+        .and_then(|v| v.value().cloned())
+        .expect("stored");
+    assert!(!stored.windows(7).any(|w| w == b"hunter2"), "stored sealed");
+    let opened = PrefixKey::open(&reader, &generation, &current.sealed)
+        .expect("the reader opens the key")
+        .open_value(&stored, 1 << 20)
+        .expect("and the value");
+    assert_eq!(opened, b"hunter2");
+    // What travels: the message that pushes the sealed version holds no plaintext; the one
+    // that pushed the crafted plaintext did (and every replica refused it).
+    let pushed = |version: &Version| {
+        let message = confmesh::proto::wire::Message::Push {
+            versions: vec![version.clone()],
+        };
+        confmesh::proto::wire::encode(&message, 1 << 20).expect("encodes")
+    };
+    assert!(!pushed(&good).windows(7).any(|w| w == b"hunter2"));
+    assert!(pushed(&plain).windows(7).any(|w| w == b"hunter2"));
+    // A write that never saw the keyring (concurrent with it) is judged as before it; keys
+    // outside the prefix, and deletions, carry nothing to seal.
+    let before = sign(b"written before".to_vec(), context_of(&[&c.control]));
+    assert_eq!(replica.verdict(&before), Verdict::Apply);
+    let outside = c.billing.write("billing/rate", "7", seen.clone());
+    assert_eq!(replica.verdict(&outside), Verdict::Apply);
+    let deleted = c.billing.sign(
+        Key::new("billing/secret/db").expect("key"),
+        Payload::Tombstone,
+        None,
+        seen,
+        None,
+    );
+    assert_eq!(replica.verdict(&deleted), Verdict::Apply);
+}

@@ -965,6 +965,7 @@ fn the_random_model_makes_every_kind_of_verdict() {
                 Deed::Rule(Rule::Root { .. }) => "root",
                 Deed::Rule(Rule::Grant { .. }) => "grant",
                 Deed::Rule(Rule::Revoke { .. }) => "revoke",
+                Deed::Rule(Rule::Keyring { .. }) => "keyring",
                 Deed::Rule(Rule::Token { .. }) => "token",
             };
             seen.insert(format!("{kind} {verdict:?}"));

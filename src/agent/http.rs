@@ -247,7 +247,7 @@ async fn empty_key() -> Response {
 fn mesh_error(e: &MeshError) -> Response {
     let status = match e {
         MeshError::Key(_) => StatusCode::BAD_REQUEST,
-        MeshError::Reserved => StatusCode::FORBIDDEN,
+        MeshError::Reserved | MeshError::SecretUnreadable { .. } => StatusCode::FORBIDDEN,
         MeshError::Write(
             WriteError::Denied(_) | WriteError::Refused(_) | WriteError::TokenUnproven { .. },
         ) => StatusCode::FORBIDDEN,
@@ -500,24 +500,43 @@ async fn get_key(
     if let Ok(v) = HeaderValue::from_str(&version::format(winner.dot)) {
         headers.insert("x-confmesh-version", v);
     }
-    if params.raw.is_some() {
-        let bytes = winner.payload.value().cloned().unwrap_or_default();
-        return (StatusCode::OK, headers, bytes).into_response();
-    }
-    let siblings = match api.mesh.get_versions(&key).await {
-        Ok(all) => all
-            .iter()
-            .filter(|v| v.dot != winner.dot)
-            .map(VersionInfo::from)
-            .collect(),
+    // A secret's value is opened here, for a caller who may read the key (checked above), on
+    // a node that is one of its readers; anyone else gets a 403, never the ciphertext.
+    let winner_info = match revealed(&api, &winner).await {
+        Ok(info) => info,
         Err(e) => return mesh_error(&e),
     };
+    if params.raw.is_some() {
+        return (StatusCode::OK, headers, winner_info.bytes()).into_response();
+    }
+    let versions = match api.mesh.get_versions(&key).await {
+        Ok(all) => all,
+        Err(e) => return mesh_error(&e),
+    };
+    let mut siblings = Vec::new();
+    for sibling in versions.iter().filter(|v| v.dot != winner.dot) {
+        siblings.push(
+            revealed(&api, sibling)
+                .await
+                .unwrap_or_else(|_| VersionInfo::from(sibling)),
+        );
+    }
     let body = GetResponse {
         key,
-        winner: VersionInfo::from(&winner),
+        winner: winner_info,
         siblings,
     };
     (StatusCode::OK, headers, Json(body)).into_response()
+}
+
+/// `version` as the API shows it, its value opened if it is sealed (docs/PROTOCOL.md §9.6).
+async fn revealed(api: &Api, version: &Version) -> Result<VersionInfo, MeshError> {
+    let info = VersionInfo::from(version);
+    let Some(value) = version.payload.value().filter(|_| info.sealed.is_some()) else {
+        return Ok(info);
+    };
+    let plain = api.mesh.reveal(version.key.as_str(), value.clone()).await?;
+    Ok(VersionInfo::revealed(version, &plain))
 }
 
 /// Waits until `key`'s winner is no longer the version `index` (or `wait` passes, or the
@@ -734,6 +753,20 @@ async fn acl(State(api): State<Api>) -> Response {
                     author: t.author.to_string(),
                 })
                 .collect(),
+            keyrings: p
+                .keyrings
+                .iter()
+                .map(|k| crate::api::AclKeyring {
+                    generation: k.generation.clone(),
+                    prefix: k.prefix.clone(),
+                    readers: k.readers.iter().map(ToString::to_string).collect(),
+                    recipient: k.recipient.clone(),
+                    current: k.current,
+                    author: k.author.to_string(),
+                })
+                .collect(),
+            recipients: p.recipients.clone(),
+            node: p.node.clone(),
         })
         .into_response(),
         Err(e) => mesh_error(&e),

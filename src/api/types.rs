@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::version;
-use crate::proto::{Version, WriterId};
+use crate::proto::{Version, WriterId, trust::sealed::generation_of};
 
 /// A writer id as the API shows it: 16 hex digits.
 pub fn writer_text(writer: WriterId) -> String {
@@ -41,9 +41,31 @@ pub struct VersionInfo {
     /// Why, as its writer signed it (absent: not given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For a value under a secret prefix, the keyring generation it is sealed to
+    /// (docs/PROTOCOL.md §9). Its value shows only where a reader's agent opened it for a
+    /// caller who may read the key (`GET /v1/kv/{key}`); elsewhere `value` and
+    /// `value_base64` are absent, never the ciphertext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 impl VersionInfo {
+    /// `version` with `plaintext` as its value: a sealed value opened for a caller who may
+    /// read it, still marked sealed.
+    pub fn revealed(version: &Version, plaintext: &[u8]) -> VersionInfo {
+        let sealed = version
+            .payload
+            .value()
+            .and_then(|v| generation_of(v))
+            .map(String::from);
+        VersionInfo {
+            value: std::str::from_utf8(plaintext).ok().map(String::from),
+            value_base64: Some(base64::engine::general_purpose::STANDARD.encode(plaintext)),
+            sealed,
+            ..VersionInfo::from(version)
+        }
+    }
+
     /// The value's bytes (empty for a deletion; empty too if the base64 is malformed).
     pub fn bytes(&self) -> Vec<u8> {
         match (&self.value, &self.value_base64) {
@@ -58,8 +80,11 @@ impl VersionInfo {
 
 impl From<&Version> for VersionInfo {
     fn from(v: &Version) -> VersionInfo {
-        let value = v.payload.value();
+        let sealed = v.payload.value().and_then(|b| generation_of(b));
+        // A sealed value is never shown as if it were the value.
+        let value = v.payload.value().filter(|_| sealed.is_none());
         VersionInfo {
+            sealed: sealed.map(String::from),
             version: version::format(v.dot),
             writer: writer_text(v.dot.actor),
             time_ms: v.timestamp.wall_ms(),
@@ -543,6 +568,7 @@ mod tests {
             signed: true,
             author: None,
             message: None,
+            sealed: None,
         }
     }
 
@@ -711,6 +737,35 @@ pub struct AclResponse {
     /// that name them.
     #[serde(default)]
     pub tokens: Vec<AclToken>,
+    /// The generations of secret prefixes' keys (docs/PROTOCOL.md §9.4).
+    #[serde(default)]
+    pub keyrings: Vec<AclKeyring>,
+    /// The age recipient of every node known, by its principal (`node:<name>`): whom a
+    /// secret prefix's key can be sealed to (§9.2).
+    #[serde(default)]
+    pub recipients: BTreeMap<String, String>,
+    /// The principal of the node answering, if its certificate names one: a keyring entry
+    /// written through it must name it among its readers.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+/// One generation of a secret prefix's key: never its private key, only to whom it is
+/// sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclKeyring {
+    /// Its name, `<writer>-<n>`: what sealed values name.
+    pub generation: String,
+    /// The secret prefix.
+    pub prefix: String,
+    /// The nodes that can open it (`node:<name>`).
+    pub readers: Vec<String>,
+    /// Its public key (`age1…`).
+    pub recipient: String,
+    /// Whether new values are sealed to it.
+    pub current: bool,
+    /// The admin who made it.
+    pub author: String,
 }
 
 /// An API token of the policy: never its secret.

@@ -13,6 +13,7 @@ mod members;
 mod output;
 mod put;
 mod rollback;
+mod secret;
 mod token;
 mod trust;
 mod watch;
@@ -65,6 +66,10 @@ enum Command {
     /// API tokens: what a client presents to an agent, with the rights the policy grants it.
     #[command(subcommand)]
     Token(token::Command),
+    /// Secret prefixes: values sealed to a key only the nodes named can open (an admin
+    /// certificate proves each key).
+    #[command(subcommand)]
+    Secret(secret::Command),
     /// Signed versions: the node's trust state, and the switch-over from unsigned versions.
     #[command(subcommand)]
     Trust(trust::Command),
@@ -189,6 +194,7 @@ impl Cli {
             Command::Cert(command) => cert::run(command),
             Command::Acl(command) => acl::run(command).await,
             Command::Token(command) => token::run(command).await,
+            Command::Secret(command) => secret::run(command).await,
             Command::Trust(command) => trust::run(command).await,
         }
     }

@@ -20,13 +20,14 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::{
     bans::{BAN, Bans},
     members::{Member, MemberInfo, MemberState, info_writer},
+    secrets::{self, SecretError},
     storage::{Change, Done, Storage, StorageError, Submission},
     transport::{Inbound, Inboxes, Transport},
 };
 use crate::proto::{
     AuthorProof, Dot, Key, TouchedKeys, VClock, Version, WriteError,
     node::{Audit, Channel, Event, Node, Transmit},
-    trust::policy::Rule,
+    trust::{policy::Rule, sealed},
 };
 
 /// Past this many change-log entries waiting for the disk, the node task stops reading
@@ -105,6 +106,8 @@ pub(crate) enum LocalWriteError {
     },
     Write(WriteError),
     Storage(StorageError),
+    /// A value under a secret prefix could not be sealed (PROTOCOL.md §9.6).
+    Secret(SecretError),
 }
 
 impl From<WriteError> for LocalWriteError {
@@ -251,6 +254,31 @@ impl Driver {
 
     /// Publishes this node's name and tags if the replica holds other ones: a pending write,
     /// made durable and sent by the task like any other.
+    /// `value` sealed to the current generation of the secret prefix that covers `key`
+    /// (PROTOCOL.md §9.6), so that its plaintext never leaves this node. A value already
+    /// sealed to a generation the key may be sealed to (by its client, or an old version
+    /// written again by a rollback) is kept as it is; a key under no secret prefix keeps its
+    /// value.
+    fn seal_secret(&self, key: &Key, value: Bytes) -> Result<Bytes, LocalWriteError> {
+        let book = self.node.judge().book();
+        let Some(generation) = book.sealing_generation(key.as_str()) else {
+            return Ok(value);
+        };
+        if let Some(named) = sealed::generation_of(&value) {
+            let context = self.node.judge().context();
+            if book
+                .generations_for(key.as_str(), &context)
+                .iter()
+                .any(|g| g == named)
+            {
+                return Ok(value);
+            }
+        }
+        secrets::seal_value(&generation.recipient, &generation.generation, &value)
+            .map(Bytes::from)
+            .map_err(LocalWriteError::Secret)
+    }
+
     pub(crate) fn publish_info(&mut self, info: &MemberInfo) -> Result<(), LocalWriteError> {
         let writer = self.node.store().writer();
         if MemberInfo::read(&self.node, writer).as_ref() == Some(info) {
@@ -291,10 +319,13 @@ impl Driver {
                 value,
                 audit,
                 reply,
-            } => match self.node.put_audited(now(), key, value, audit) {
+            } => match self
+                .seal_secret(&key, value)
+                .and_then(|value| Ok(self.node.put_audited(now(), key, value, audit)?))
+            {
                 Ok(version) => self.await_write(version, Waiter::Put(reply)),
                 Err(e) => {
-                    let _ = reply.send(Err(e.into()));
+                    let _ = reply.send(Err(e));
                 }
             },
             Command::PutIf {
@@ -303,10 +334,14 @@ impl Driver {
                 expected,
                 audit,
                 reply,
-            } => match self.node.put_if_audited(now(), key, value, expected, audit) {
+            } => match self.seal_secret(&key, value).and_then(|value| {
+                Ok(self
+                    .node
+                    .put_if_audited(now(), key, value, expected, audit)?)
+            }) {
                 Ok(version) => self.await_write(version, Waiter::Put(reply)),
                 Err(e) => {
-                    let _ = reply.send(Err(e.into()));
+                    let _ = reply.send(Err(e));
                 }
             },
             Command::Delete { key, audit, reply } => {

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use crate::proto::wire::{
     GROUNDED_FORMAT_VERSION, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, SEALED_FORMAT_VERSION,
+    SECRETS_PROTOCOL_VERSION,
 };
 
 use bytes::Bytes;
@@ -13,8 +14,8 @@ use super::{
     bans::Bans,
     certifier::CaCertifier,
     driver::{Command, Driver, LocalWriteError, Pending},
-    members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, is_reserved},
-    secrets::{NodeIdentity, SecretError},
+    members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, info_writer, is_reserved},
+    secrets::{NodeIdentity, PrefixKey, SecretError},
     storage::{Change, Cursor, Storage, StorageError, StorageFaultHook, StorageReader},
     subscription::Subscription,
     tls::TlsConfig,
@@ -30,8 +31,9 @@ use crate::proto::{
         ResignError, Resigned, Signer, TrustConfig, TrustStats,
     },
     trust::{
-        Mode, WriterKey,
-        policy::{Denial, Principal, Right, Rule, TokenEntry},
+        MEMBERS_PREFIX, Mode, WriterKey,
+        policy::{Denial, KeyringEntry, Principal, Right, Rule, TokenEntry},
+        sealed,
     },
 };
 
@@ -135,9 +137,19 @@ pub enum MeshError {
     /// [`Mesh::resign`] could not run.
     #[error(transparent)]
     Resign(#[from] ResignError),
-    /// The node's age identity could not be loaded or made (docs/PROTOCOL.md §9.2).
+    /// The node's age identity could not be loaded or made, or a secret could not be sealed
+    /// or opened (docs/PROTOCOL.md §9).
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// A sealed value this node may not read: it is not among the readers of the generation
+    /// the value is sealed to, or does not hold that generation (docs/PROTOCOL.md §9.6).
+    #[error("{key} is a secret this node cannot read (keyring generation {generation})")]
+    SecretUnreadable {
+        /// The key.
+        key: String,
+        /// The generation its value is sealed to.
+        generation: String,
+    },
     /// The node has shut down.
     #[error("the node has shut down")]
     Stopped,
@@ -149,6 +161,7 @@ impl From<LocalWriteError> for MeshError {
             LocalWriteError::Conflict { current } => MeshError::Conflict { current },
             LocalWriteError::Write(e) => MeshError::Write(e),
             LocalWriteError::Storage(e) => MeshError::Storage(e),
+            LocalWriteError::Secret(e) => MeshError::Secret(e),
         }
     }
 }
@@ -193,6 +206,15 @@ pub struct PolicyReport {
     pub waiting: usize,
     /// The API tokens the policy holds.
     pub tokens: Vec<TokenEntry>,
+    /// The generations of secret prefixes' keys held (docs/PROTOCOL.md §9.4).
+    pub keyrings: Vec<KeyringEntry>,
+    /// The age recipient of every node whose member record this node holds, by the node
+    /// principal its certificate names (`node:<name>`): whom a prefix key can be sealed to
+    /// (§9.2). Of several records naming one node (a wiped data directory), the newest.
+    pub recipients: std::collections::BTreeMap<String, String>,
+    /// This node's own principal, if its certificate names a node: a keyring entry written
+    /// through this node must name it among its readers.
+    pub node: Option<String>,
 }
 
 /// Builds a [`Mesh`]. Start from [`Mesh::builder`].
@@ -454,6 +476,7 @@ impl MeshBuilder {
         Ok(Mesh {
             id,
             identity,
+            prefix_keys: Arc::default(),
             protocol: info.protocol,
             commands,
             events: events.downgrade(),
@@ -561,7 +584,17 @@ pub struct Mesh {
     wire: WireHandle,
     /// The node's age identity (docs/PROTOCOL.md §9.2).
     identity: Arc<NodeIdentity>,
+    /// The generations of secret prefixes' keys this node has opened, by name, with their
+    /// prefix: in memory only (PROTOCOL.md §9.6).
+    prefix_keys: Arc<std::sync::Mutex<PrefixKeys>>,
 }
+
+/// Opened generations, by name: their prefix and key. Bounded by [`MAX_OPEN_GENERATIONS`].
+type PrefixKeys = std::collections::HashMap<String, (String, Arc<PrefixKey>)>;
+
+/// The most generations a node keeps opened; past it the cache starts again (each reopens in
+/// about 0.2 ms).
+const MAX_OPEN_GENERATIONS: usize = 4_096;
 
 impl Mesh {
     /// A builder with the defaults.
@@ -718,6 +751,74 @@ impl Mesh {
     #[doc(hidden)]
     pub async fn send_raw(&self, to: SocketAddr, bytes: Bytes) -> Result<(), MeshError> {
         self.send(Command::SendRaw { to, bytes }).await
+    }
+
+    /// The plaintext of `value`, a value of `key` (docs/PROTOCOL.md §9.6): a value sealed to a
+    /// generation of a secret prefix that covers the key is opened with this node's identity
+    /// (the generation's key is opened once, then kept in memory); any other value is returned
+    /// as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::SecretUnreadable`] if this node is not among the generation's readers, or
+    /// does not hold the generation; [`MeshError::Secret`] if the value does not open
+    /// (tampered with, or sealed to another key than its generation's).
+    pub async fn reveal(&self, key: &str, value: Bytes) -> Result<Bytes, MeshError> {
+        let Some(generation) = sealed::generation_of(&value).map(str::to_owned) else {
+            return Ok(value);
+        };
+        let unreadable = || MeshError::SecretUnreadable {
+            key: key.to_owned(),
+            generation: generation.clone(),
+        };
+        let cached = self
+            .prefix_keys
+            .lock()
+            .ok()
+            .and_then(|keys| keys.get(&generation).cloned());
+        let (prefix, prefix_key) = match cached {
+            Some(opened) => opened,
+            None => {
+                let wanted = generation.clone();
+                let entry = self
+                    .read(move |node| node.policy().keyring(&wanted))
+                    .await?
+                    .ok_or_else(unreadable)?;
+                if !key.starts_with(&entry.prefix) {
+                    // Not a secret of this prefix: a value that only looks sealed.
+                    return Ok(value);
+                }
+                let opened = PrefixKey::open(&self.identity, &generation, &entry.sealed).map_err(
+                    |e| match e {
+                        SecretError::NotARecipient => unreadable(),
+                        e => MeshError::Secret(e),
+                    },
+                )?;
+                let opened = (entry.prefix, Arc::new(opened));
+                if let Ok(mut keys) = self.prefix_keys.lock() {
+                    if keys.len() >= MAX_OPEN_GENERATIONS {
+                        keys.clear();
+                    }
+                    keys.insert(generation.clone(), opened.clone());
+                }
+                opened
+            }
+        };
+        if !key.starts_with(&prefix) {
+            return Ok(value);
+        }
+        let max = u64::try_from(value.len()).unwrap_or(u64::MAX);
+        Ok(Bytes::from(prefix_key.open_value(&value, max)?))
+    }
+
+    /// The generations of secret prefixes' keys this node holds (docs/PROTOCOL.md §9.4), in
+    /// position order, each marked whether it is its prefix's current one here.
+    ///
+    /// # Errors
+    ///
+    /// [`MeshError::Stopped`] after shutdown.
+    pub async fn keyrings(&self) -> Result<Vec<KeyringEntry>, MeshError> {
+        self.read(|node| node.policy().keyrings()).await
     }
 
     /// The winning version of `key`, if it has a live value.
@@ -984,6 +1085,12 @@ impl Mesh {
             masked: node.stats().versions_masked,
             waiting: node.judge().unripe(),
             tokens: node.policy().tokens(),
+            keyrings: node.policy().keyrings(),
+            recipients: node_recipients(node),
+            node: node
+                .judge()
+                .node_of(node.store().writer())
+                .map(Principal::to_string),
         })
         .await
     }
@@ -1028,7 +1135,7 @@ impl Mesh {
     /// # Errors
     ///
     /// [`MeshError::Config`] while a member speaks a protocol older than 4 (it could not read
-    /// the entry, nor any version written after it), or, for a root, while this node holds
+    /// the entry, nor any version written after it), older than 5 for a keyring entry, or, for a root, while this node holds
     /// unsigned versions or does not enforce signatures; [`MeshError::Write`] if every replica
     /// would refuse the entry ([`WriteError::Refused`], naming why), the context names entries
     /// this node does not hold, or another entry took `key` ([`WriteError::EntryKeyTaken`]:
@@ -1046,6 +1153,13 @@ impl Mesh {
         if !health.supports(GROUNDED_FORMAT_VERSION) {
             return Err(MeshError::Config(format!(
                 "policy entries need every member on protocol {GROUNDED_FORMAT_VERSION}; the cluster speaks {} (held back by {})",
+                health.protocol,
+                health.held_back_by.join(", ")
+            )));
+        }
+        if matches!(rule, Rule::Keyring { .. }) && !health.supports(SECRETS_PROTOCOL_VERSION) {
+            return Err(MeshError::Config(format!(
+                "secret prefixes need every member on protocol {SECRETS_PROTOCOL_VERSION}; the cluster speaks {} (held back by {})",
                 health.protocol,
                 health.held_back_by.join(", ")
             )));
@@ -1170,6 +1284,31 @@ fn writable_key(key: &str) -> Result<Key, MeshError> {
         return Err(MeshError::Reserved);
     }
     Ok(key)
+}
+
+/// The age recipient of every node whose member record `node` holds, by the principal its
+/// writer's endorsement names; of several records naming one node, the newest.
+fn node_recipients(node: &Node) -> std::collections::BTreeMap<String, String> {
+    let mut newest: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+    for record in node.store().list(MEMBERS_PREFIX) {
+        let Some(writer) = info_writer(&record.key) else {
+            continue;
+        };
+        let Some(principal) = node.judge().node_of(writer) else {
+            continue;
+        };
+        let Some(recipient) = MemberInfo::read(node, writer).and_then(|i| i.recipient) else {
+            continue;
+        };
+        let wall = record.timestamp.wall_ms();
+        let slot = newest
+            .entry(principal.to_string())
+            .or_insert((wall, recipient.clone()));
+        if wall >= slot.0 {
+            *slot = (wall, recipient);
+        }
+    }
+    newest.into_iter().map(|(p, (_, r))| (p, r)).collect()
 }
 
 /// Member `id` as this node sees it alive. Its protocol version is the oldest of what its

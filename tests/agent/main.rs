@@ -26,6 +26,7 @@ mod audit;
 mod cli;
 mod cluster;
 mod limits;
+mod secrets;
 mod shutdown;
 mod tls;
 mod tokens;
@@ -112,8 +113,8 @@ impl Agent {
             .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(options.args)
-            .envs(options.env.iter().copied())
             .env("RUST_LOG", "warn")
+            .envs(options.env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(match &log {
                 Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),

@@ -14,8 +14,8 @@ use super::{Node, timers::Timer};
 use crate::proto::{
     AuthorProof, Dot, Grounds, Key, Payload, Version, WriteError,
     trust::{
-        Certifier, Equivocation, Judge, MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, Mode, Proof, Screened,
-        Verdict, WriterKey, author_signed_bytes, endorsement_key, is_endorsement,
+        Certifier, Equivocation, Judge, MAX_AUTHOR_BYTES, MAX_MESSAGE_BYTES, Mode, Proof, Refusal,
+        Screened, Verdict, WriterKey, author_signed_bytes, endorsement_key, is_endorsement,
         policy::{Kind, Principal, covers},
         proof_key,
         token::TokenSecret,
@@ -322,6 +322,11 @@ impl Node {
             )
             .map_err(WriteError::Denied)?;
         let context = self.judge.context();
+        // A value under a secret prefix is sealed before it gets here (the runtime seals it
+        // to the prefix's current generation): plaintext is never signed there.
+        if !self.judge.sealed_as_required(&version, &context) {
+            return Err(WriteError::Refused(Refusal::NotSealed));
+        }
         let proof = match (&audit.token, &author) {
             (Some(token), Some(author)) => {
                 let message =

@@ -13,6 +13,7 @@ use super::{
     },
     policy::{Act, Book, Deed, Denial, Kind, Principal, covers},
     proof::Proof,
+    sealed,
 };
 use crate::proto::{Applied, Dot, Key, Masked, Payload, Store, VClock, Version, WriterId};
 
@@ -111,6 +112,10 @@ pub enum Refusal {
     /// The grant rule denies it in its own context (PROTOCOL.md §8.4).
     #[error("{0}")]
     Denied(Denial),
+    /// A value under a secret prefix, written in a context that holds the prefix's keyring,
+    /// that is not sealed to one of its generations there (PROTOCOL.md §9.3).
+    #[error("a value under a secret prefix that is not sealed to one of its generations")]
+    NotSealed,
 }
 
 /// What a replica does with versions that carry no signature (PROTOCOL.md §7.5).
@@ -595,10 +600,25 @@ impl Judge {
         {
             return Verdict::Refused(Refusal::Unproven);
         }
-        match self.book.judge(&act) {
-            Ok(()) => Verdict::Apply,
-            Err(denial) => Verdict::Refused(Refusal::Denied(denial)),
+        if let Err(denial) = self.book.judge(&act) {
+            return Verdict::Refused(Refusal::Denied(denial));
         }
+        if !entry && !self.sealed_as_required(version, &act.context) {
+            return Verdict::Refused(Refusal::NotSealed);
+        }
+        Verdict::Apply
+    }
+
+    /// Whether `version` (a write made in `context`) is sealed if its key is secret there
+    /// (PROTOCOL.md §9.3): a value under a prefix that a keyring entry in the context covers
+    /// names one of those entries' generations. Tombstones carry nothing to seal.
+    pub fn sealed_as_required(&self, version: &Version, context: &VClock) -> bool {
+        let Payload::Value(value) = &version.payload else {
+            return true;
+        };
+        let generations = self.book.generations_for(version.key.as_str(), context);
+        generations.is_empty()
+            || sealed::generation_of(value).is_some_and(|g| generations.iter().any(|n| n == g))
     }
 
     /// Whether `version`, made for a token (`act`'s author), carries the token's proof

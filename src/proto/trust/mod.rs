@@ -12,6 +12,7 @@ mod judge;
 mod keys;
 pub mod policy;
 mod proof;
+pub mod sealed;
 pub mod token;
 
 pub use self::{

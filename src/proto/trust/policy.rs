@@ -243,7 +243,27 @@ pub enum Rule {
         /// Unix time in milliseconds from which agents refuse the token; `None`: never.
         expires_ms: Option<u64>,
     },
+    /// A generation of a secret prefix's key (PROTOCOL.md §9.3, §9.4): `prefix` is secret,
+    /// and a value under it written in a context that holds this entry must be sealed to one
+    /// of the prefix's generations in that context. Its name is its position
+    /// (`<writer>-<n>`, [`sealed::generation_name`](super::sealed::generation_name)). Made
+    /// by a holder of `admin` over the prefix, and written by one of its `readers` (only
+    /// readers make keys).
+    Keyring {
+        /// The keys it covers (not empty, not reserved).
+        prefix: String,
+        /// The generation's public key, an age X25519 recipient (`age1…`).
+        recipient: String,
+        /// The nodes its private key is sealed to (`node:<name>`, no patterns, at most
+        /// [`MAX_READERS`]).
+        readers: Vec<Principal>,
+        /// Its private key, sealed to the readers' recipients: an age file.
+        sealed: Vec<u8>,
+    },
 }
+
+/// The most readers one generation of a secret prefix's key may name.
+pub const MAX_READERS: usize = 256;
 
 /// What an act asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +340,8 @@ pub enum Denial {
     NotAnAdmin,
     /// A policy entry without an author.
     NoAuthor,
+    /// A keyring entry written by a node that is not among its readers (PROTOCOL.md §9.4).
+    NotAReader,
     /// A context or cutoff too large, a context that includes the act itself, or a pattern
     /// (`token:*`) as the node or the author.
     Malformed,
@@ -352,6 +374,9 @@ impl fmt::Display for Denial {
             Denial::RootExists => f.write_str("a policy root made after another was seen"),
             Denial::NotAnAdmin => f.write_str("a policy root not made by an admin it lists"),
             Denial::NoAuthor => f.write_str("a policy entry with no author"),
+            Denial::NotAReader => {
+                f.write_str("a secret prefix's key made by a node that is not one of its readers")
+            }
             Denial::Malformed => f.write_str("a malformed context or cutoff"),
         }
     }
@@ -383,6 +408,22 @@ impl Rule {
                 cutoff.dots.len() <= MAX_CLOCK_WRITERS
             }
             Rule::Grant { .. } => true,
+            Rule::Keyring {
+                prefix,
+                recipient,
+                readers,
+                sealed,
+            } => {
+                !prefix.is_empty()
+                    && !prefix.starts_with(super::RESERVED_PREFIX)
+                    && super::sealed::is_recipient_shaped(recipient)
+                    && !readers.is_empty()
+                    && readers.len() <= MAX_READERS
+                    && readers
+                        .iter()
+                        .all(|r| r.kind == Kind::Node && !r.is_pattern())
+                    && sealed.starts_with(super::sealed::AGE_MAGIC)
+            }
             Rule::Token { id, name, hash, .. } => {
                 *id == super::token::id_of(hash)
                     && !name.is_empty()
@@ -414,6 +455,16 @@ impl fmt::Display for Rule {
                 prefix,
                 ..
             } => write!(f, "revoke {grantee} {right} over {prefix:?}"),
+            Rule::Keyring {
+                prefix, readers, ..
+            } => {
+                let readers: Vec<String> = readers.iter().map(Principal::to_string).collect();
+                write!(
+                    f,
+                    "secret prefix {prefix:?}: a key sealed to {}",
+                    readers.join(", ")
+                )
+            }
             Rule::Token {
                 id,
                 name,
@@ -492,7 +543,7 @@ impl Entry {
                 right: granted,
                 prefix,
             } => grantee.matches(principal) && right <= *granted && key.starts_with(prefix),
-            Rule::Revoke { .. } | Rule::Token { .. } => false,
+            Rule::Revoke { .. } | Rule::Token { .. } | Rule::Keyring { .. } => false,
         }
     }
 }
@@ -553,7 +604,32 @@ pub struct Book {
     /// admin made two for one secret: each is kept, so no replica's answer depends on which
     /// came first).
     tokens: BTreeMap<String, Vec<(WriterId, u64)>>,
+    /// The keyring entries (PROTOCOL.md §9.4), in the order admitted.
+    keyrings: Vec<(WriterId, u64)>,
     revocations: usize,
+}
+
+/// One generation of a secret prefix's key, as the policy holds it ([`Book::keyrings`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyringEntry {
+    /// Its name, `<writer>-<n>` (its position).
+    pub generation: String,
+    /// The prefix it covers.
+    pub prefix: String,
+    /// Its public key (`age1…`).
+    pub recipient: String,
+    /// The nodes its private key is sealed to.
+    pub readers: Vec<Principal>,
+    /// Its private key, sealed to the readers.
+    pub sealed: Vec<u8>,
+    /// The admin who made it.
+    pub author: Principal,
+    /// Its position.
+    pub position: Dot,
+    /// Whether it is the prefix's current generation here: no other generation of the prefix
+    /// saw it (and, of several such, it has the greatest position). New values are sealed to
+    /// it.
+    pub current: bool,
 }
 
 /// A token the policy holds ([`Book::token`]).
@@ -740,6 +816,100 @@ impl Book {
         self.tokens.keys().filter_map(|id| self.token(id)).collect()
     }
 
+    /// Every keyring entry held (PROTOCOL.md §9.4), in position order, each marked whether it
+    /// is its prefix's current generation here.
+    pub fn keyrings(&self) -> Vec<KeyringEntry> {
+        let held: Vec<&Entry> = self
+            .keyrings
+            .iter()
+            .filter_map(|at| self.entries.get(at))
+            .collect();
+        let prefix_of = |e: &Entry| match &e.rule {
+            Rule::Keyring { prefix, .. } => Some(prefix.clone()),
+            _ => None,
+        };
+        // Per prefix, the generations no other generation of it saw; of those, the greatest
+        // position is current (concurrent rotations: one deterministic choice).
+        let mut current: BTreeMap<String, (WriterId, u64)> = BTreeMap::new();
+        for e in &held {
+            let Some(prefix) = prefix_of(e) else {
+                continue;
+            };
+            let seen = held.iter().any(|other| {
+                other.position != e.position
+                    && prefix_of(other).as_ref() == Some(&prefix)
+                    && covers(&other.context, e.position)
+            });
+            let at = (e.position.actor, e.position.counter);
+            if !seen {
+                let best = current.entry(prefix).or_insert(at);
+                *best = (*best).max(at);
+            }
+        }
+        let mut all: Vec<KeyringEntry> = held
+            .iter()
+            .filter_map(|e| match &e.rule {
+                Rule::Keyring {
+                    prefix,
+                    recipient,
+                    readers,
+                    sealed,
+                } => Some(KeyringEntry {
+                    generation: super::sealed::generation_name(
+                        e.position.actor,
+                        e.position.counter,
+                    ),
+                    prefix: prefix.clone(),
+                    recipient: recipient.clone(),
+                    readers: readers.clone(),
+                    sealed: sealed.clone(),
+                    author: e.author.clone(),
+                    position: e.position,
+                    current: current.get(prefix) == Some(&(e.position.actor, e.position.counter)),
+                }),
+                _ => None,
+            })
+            .collect();
+        all.sort_by_key(|k| (k.position.actor, k.position.counter));
+        all
+    }
+
+    /// The generation a value written now under `key` is sealed to: the current generation of
+    /// the longest secret prefix that covers the key. `None`: the key is not secret here.
+    pub fn sealing_generation(&self, key: &str) -> Option<KeyringEntry> {
+        if self.keyrings.is_empty() {
+            return None;
+        }
+        self.keyrings()
+            .into_iter()
+            .filter(|k| k.current && key.starts_with(&k.prefix))
+            .max_by_key(|k| k.prefix.len())
+    }
+
+    /// The keyring entry named `generation`, if held.
+    pub fn keyring(&self, generation: &str) -> Option<KeyringEntry> {
+        self.keyrings()
+            .into_iter()
+            .find(|k| k.generation == generation)
+    }
+
+    /// The generations a value under `key` made in `context` may be sealed to: those of every
+    /// keyring entry in the context whose prefix covers the key (PROTOCOL.md §9.3). Empty: the
+    /// key is not secret in that context, and its values are not judged by it.
+    pub fn generations_for(&self, key: &str, context: &VClock) -> Vec<String> {
+        self.keyrings
+            .iter()
+            .filter_map(|at| self.entries.get(at))
+            .filter(|e| covers(context, e.position))
+            .filter_map(|e| match &e.rule {
+                Rule::Keyring { prefix, .. } if key.starts_with(prefix.as_str()) => Some(
+                    super::sealed::generation_name(e.position.actor, e.position.counter),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether `principal` holds `right` over each of `keys` now: for an act made now, in the
     /// context of every entry held, after every revocation held (what an agent checks for a
     /// token's read, which is no version and is judged nowhere else). `None` where it does,
@@ -811,6 +981,7 @@ impl Book {
                         at_id.insert(i, at);
                     }
                 }
+                Rule::Keyring { .. } => self.keyrings.push(at),
             }
             self.entries.insert(
                 at,
@@ -890,6 +1061,15 @@ impl Book {
                     // A token is a principal for the whole cluster: made by an admin of every
                     // key, and undone (masked) like a grant when that authority is revoked.
                     Rule::Token { .. } => self.holds(author, Right::Admin, "", act, within, 0),
+                    // Only readers make keys: the node that made it saw the private key.
+                    Rule::Keyring {
+                        prefix, readers, ..
+                    } => {
+                        if !readers.contains(&act.node) {
+                            return Err(Denial::NotAReader);
+                        }
+                        self.holds(author, Right::Admin, prefix, act, within, 0)
+                    }
                     // A revocation is judged in its context only, and never masked: deny wins
                     // (a revoked admin's concurrent revocations stand; it can withhold, never
                     // grant, and any grant made after seeing them outweighs them).

@@ -80,7 +80,13 @@ fn grounds_of(version: &Version) -> Option<&Grounds> {
 /// - 3: versions are signed by their writers and carry audit fields (format 3 messages).
 /// - 4: versions may carry grounds: a policy context and an author's proof (format 4
 ///   messages, docs/PROTOCOL.md §8).
-pub const PROTOCOL_VERSION: u8 = 4;
+/// - 5: policy entries may be keyring entries, which make secret prefixes (docs/PROTOCOL.md
+///   §9); messages are protocol 4's.
+pub const PROTOCOL_VERSION: u8 = 5;
+
+/// The protocol from which a cluster may hold keyring entries ([`PROTOCOL_VERSION`] 5): an
+/// older node cannot decode one, so none is written while one is a member.
+pub const SECRETS_PROTOCOL_VERSION: u8 = 5;
 
 /// The oldest protocol version this build still speaks (accepts in the ALPN, reads in member
 /// records): a cluster can be upgraded from it one node at a time.
