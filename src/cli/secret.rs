@@ -71,6 +71,14 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                     "{prefix:?} is already a secret prefix; make a new key with `secret rotate`"
                 )));
             }
+            // Values written before the prefix was secret stay as they were written.
+            let plain = target.client()?.list(&prefix, None).await?;
+            if let Some(first) = plain.keys.first() {
+                return Err(Failure::failed(format!(
+                    "{prefix:?} already holds values in plaintext ({} first): they would stay so; delete them (and purge their history), or choose an empty prefix",
+                    first.key
+                )));
+            }
             make_generation(&target, &admin, &prefix, &names(&readers)?).await
         }
         Command::Rotate {
