@@ -6,9 +6,10 @@
 //! and write it as a keyring entry the admin's certificate proves. The private key reaches no
 //! agent in plaintext: only the readers open it, each with its own identity.
 
+use bytes::Bytes;
 use clap::Subcommand;
 use confmesh::{
-    api::AclResponse,
+    api::{AclResponse, ClientError, PutParams},
     proto::trust::policy::{Kind, Principal, Rule},
     runtime::secrets::PrefixKey,
 };
@@ -35,8 +36,11 @@ pub(crate) enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// A new generation of PREFIX's key, which new values are sealed to: after a reader is
-    /// revoked or added. Values written before stay sealed to the generations they name.
+    /// A new generation of PREFIX's key, which new values are sealed to (after a reader is
+    /// revoked or added), then every current value written again under it: read through this
+    /// agent (which must read the old generation) and written back with its author, unless
+    /// it changed meanwhile. Keys with concurrent siblings, and keys this agent cannot read,
+    /// are reported and left as they are.
     Rotate {
         /// The secret prefix.
         prefix: String,
@@ -45,6 +49,15 @@ pub(crate) enum Command {
         readers: Vec<String>,
         #[command(flatten)]
         admin: AdminArgs,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Writes every current value under PREFIX again, sealed to its current generation, as
+    /// `rotate` does after making one: run it against an agent that reads the older
+    /// generations (a rotation that replaced every reader leaves values only they can read).
+    Reseal {
+        /// The secret prefix.
+        prefix: String,
         #[command(flatten)]
         target: Target,
     },
@@ -79,7 +92,9 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                     first.key
                 )));
             }
-            make_generation(&target, &admin, &prefix, &names(&readers)?).await
+            make_generation(&target, &admin, &prefix, &names(&readers)?)
+                .await
+                .map(drop)
         }
         Command::Rotate {
             prefix,
@@ -102,7 +117,24 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             } else {
                 readers
             };
-            make_generation(&target, &admin, &prefix, &names(&readers)?).await
+            let generation = make_generation(&target, &admin, &prefix, &names(&readers)?).await?;
+            let by = admin.key()?.principal();
+            let report = reseal(&target, &prefix, &generation, Some(&by)).await?;
+            output::print(&target, &report, Resealed::text)
+        }
+        Command::Reseal { prefix, target } => {
+            let acl = target.client()?.acl().await?;
+            let Some(current) = acl
+                .keyrings
+                .iter()
+                .find(|k| k.prefix == prefix && k.current)
+            else {
+                return Err(Failure::failed(format!(
+                    "{prefix:?} is not a secret prefix here"
+                )));
+            };
+            let report = reseal(&target, &prefix, &current.generation, None).await?;
+            output::print(&target, &report, Resealed::text)
         }
         Command::Recipients { prefix, target } => {
             let acl = target.client()?.acl().await?;
@@ -147,13 +179,13 @@ fn names(readers: &[String]) -> Result<Vec<Principal>, Failure> {
 }
 
 /// Makes a generation of `prefix`'s key, sealed to `readers`, and writes it through the
-/// agent.
+/// agent; returns its name.
 async fn make_generation(
     target: &Target,
     admin: &AdminArgs,
     prefix: &str,
     readers: &[Principal],
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let client = target.client()?;
     let acl = client.acl().await?;
     let recipients = recipients_of(&acl, readers)?;
@@ -184,7 +216,124 @@ async fn make_generation(
         .next()
         .unwrap_or_default()
         .to_string();
-    output::print(target, &written, |_| format!("{generation}\t{rule}"))
+    output::print(target, &written, |_| format!("{generation}\t{rule}"))?;
+    Ok(generation)
+}
+
+/// What `secret rotate` did with the prefix's current values.
+#[derive(Debug, Default, serde::Serialize)]
+struct Resealed {
+    /// The new generation.
+    generation: String,
+    /// Keys written again under it.
+    resealed: Vec<String>,
+    /// Keys with concurrent siblings: resolve them (write the value you want), then rotate
+    /// again.
+    with_siblings: Vec<String>,
+    /// Keys this agent's node cannot read (not a reader of their generation).
+    unreadable: Vec<String>,
+    /// Keys written by someone else while rotating (already under the new generation, or
+    /// to rotate again).
+    changed: Vec<String>,
+}
+
+impl Resealed {
+    fn text(&self) -> String {
+        let mut lines = vec![format!(
+            "resealed {} values under {}",
+            self.resealed.len(),
+            self.generation
+        )];
+        for (what, keys) in [
+            ("with siblings, not resolved", &self.with_siblings),
+            (
+                "unreadable through this agent (run `secret reseal` against a reader of their generation)",
+                &self.unreadable,
+            ),
+            ("changed while rotating", &self.changed),
+        ] {
+            if !keys.is_empty() {
+                lines.push(format!("{what}: {}", keys.join(" ")));
+            }
+        }
+        lines.join("\n")
+    }
+}
+
+/// How long `rotate` waits for the agent to seal to the generation it wrote.
+const CURRENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Writes every current value under `prefix` again, sealed to `generation` (PROTOCOL.md
+/// §9.7): read through the agent, written back on the condition that it is still the winner,
+/// with its author (a token's writes cannot be claimed for it: they are written with none)
+/// and a message naming the rotation.
+async fn reseal(
+    target: &Target,
+    prefix: &str,
+    generation: &str,
+    by: Option<&str>,
+) -> Result<Resealed, Failure> {
+    let client = target.client()?;
+    let deadline = tokio::time::Instant::now() + CURRENT_WAIT;
+    loop {
+        let acl = client.acl().await?;
+        if acl
+            .keyrings
+            .iter()
+            .any(|k| k.generation == generation && k.current)
+        {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::failed(format!(
+                "the agent does not seal to {generation} yet; run `secret rotate` again later to reseal"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut report = Resealed {
+        generation: generation.to_string(),
+        ..Resealed::default()
+    };
+    for entry in client.list_all(prefix).await? {
+        let got = match client.get(&entry.key).await {
+            Ok(got) => got,
+            Err(ClientError::Refused { status: 403, .. }) => {
+                report.unreadable.push(entry.key);
+                continue;
+            }
+            Err(ClientError::Refused { status: 404, .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if !got.siblings.is_empty() {
+            report.with_siblings.push(entry.key);
+            continue;
+        }
+        if got.winner.sealed.as_deref() == Some(generation) {
+            continue;
+        }
+        let params = PutParams {
+            if_version: Some(got.winner.version.clone()),
+            author: got
+                .winner
+                .author
+                .clone()
+                .filter(|a| !a.starts_with("token:")),
+            message: Some(match by {
+                Some(admin) => format!("rotated to {generation} by {admin}"),
+                None => format!("resealed under {generation}"),
+            }),
+        };
+        match client
+            .put_with(&entry.key, Bytes::from(got.winner.bytes()), &params)
+            .await
+        {
+            Ok(_) => report.resealed.push(entry.key),
+            Err(ClientError::Conflict { .. }) => report.changed.push(entry.key),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(report)
 }
 
 /// Each reader's age recipient, as the agent knows it from the readers' member records.

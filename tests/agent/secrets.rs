@@ -270,4 +270,69 @@ async fn a_secret_is_sealed_at_the_writing_node_and_opened_only_by_its_readers()
     // The reader holds them sealed too: nothing in plaintext on its disk either.
     let files = found_in_files(&reader_data, CANARY_THROUGH_READER.as_bytes());
     assert!(files.is_empty(), "{files:?}");
+
+    // The readers change: `other` replaces `reader`. A reader writes the new generation (so
+    // through `other`), which cannot read the current values: it reports them, and `reseal`
+    // through the old reader writes them again under the new generation.
+    let (code, out, err) = as_admin(
+        &other,
+        &["secret", "rotate", "secret/", "--reader", "node:other"],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("resealed 0 values"), "{out}");
+    assert!(
+        out.contains("unreadable through this agent") && out.contains("secret/db-password"),
+        "{out}"
+    );
+    // The test waits until the old reader seals to the new generation: it has seen the
+    // rotation.
+    let rotated = eventually(Duration::from_secs(30), || {
+        let r = r.clone();
+        async move {
+            let acl = json(&call(&r, Method::GET, "/v1/acl", "").await);
+            acl["keyrings"].as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|k| k["current"] == true && k["readers"][0] == "node:other")
+            })
+        }
+    })
+    .await;
+    assert!(rotated, "the rotation never reached the old reader");
+    let (code, out, err) = cli(&reader, &["secret", "reseal", "secret/"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("resealed 2 values"), "{out}");
+    let after = "canary-5d0e-written-after-the-rotation";
+    expect(
+        &call(&r, Method::PUT, "/v1/kv/secret/new", after).await,
+        StatusCode::OK,
+    );
+    // The new reader reads every current value; the old one reads none of them, not even
+    // what it wrote itself after it saw the rotation.
+    for (key, value) in [
+        ("secret/db-password", CANARY_THROUGH_OTHER),
+        ("secret/api-key", CANARY_THROUGH_READER),
+        ("secret/new", after),
+    ] {
+        let path = format!("/v1/kv/{key}?raw");
+        let read = eventually(Duration::from_secs(30), || {
+            let (o, path) = (o.clone(), path.clone());
+            async move {
+                let reply = call(&o, Method::GET, &path, "").await;
+                reply.status == 200 && reply.body == value.as_bytes()
+            }
+        })
+        .await;
+        assert!(read, "the new reader cannot read {key}");
+        let refused = call(&r, Method::GET, &path, "").await;
+        assert_eq!(refused.status, 403, "the old reader read {key}");
+    }
+    let (code, out, _) = cli(&other, &["secret", "recipients", "secret/"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("old\tnode:reader") && out.contains("current\tnode:other"),
+        "{out}"
+    );
+    // The reseal kept each value's author and said why in its signed message.
+    let history = json(&call(&o, Method::GET, "/v1/history/secret/db-password", "").await);
+    assert!(history.to_string().contains("resealed under"), "{history}");
 }
