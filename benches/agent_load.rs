@@ -32,6 +32,13 @@
 //! cargo bench --bench agent_load -- --peers 49 --idle 60      # 50 idle agents, 60 s
 //! ```
 //!
+//! `--secret` makes `secret/` a secret prefix (docs/PROTOCOL.md §9) and prints PUT and GET
+//! rows for `plain/` and `secret/` keys side by side, with the first (cold) secret read alone:
+//!
+//! ```sh
+//! cargo bench --bench agent_load -- --secret --clients 1,16 --puts 5000
+//! ```
+//!
 //! It asserts nothing.
 
 #[path = "common/schedstat.rs"]
@@ -72,6 +79,8 @@ struct Options {
     rounds: usize,
     /// `--idle SECONDS`: measure the idle agents' CPU over this window instead of loading.
     idle: Option<u64>,
+    /// `--secret`: rows for a secret prefix beside plain ones.
+    secret: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -89,6 +98,7 @@ fn options() -> anyhow::Result<Options> {
         versus: None,
         rounds: 10,
         idle: None,
+        secret: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -121,6 +131,7 @@ fn options() -> anyhow::Result<Options> {
             "--versus" => o.versus = Some(value()?.into()),
             "--rounds" => o.rounds = value()?.parse()?,
             "--idle" => o.idle = Some(value()?.parse()?),
+            "--secret" => o.secret = true,
             "--bench" => {}
             other => bail!("unknown option {other}"),
         }
@@ -207,6 +218,10 @@ impl Agent {
 }
 
 /// Runs `total` requests from `clients` concurrent keep-alive clients; returns the latencies.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one load row: each argument is one of its dimensions"
+)]
 async fn run(
     client: &Client,
     method: Method,
@@ -215,6 +230,7 @@ async fn run(
     keys: usize,
     value: Bytes,
     offset: usize,
+    prefix: &'static str,
 ) -> anyhow::Result<(Duration, Vec<Duration>)> {
     #[allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
     let started = std::time::Instant::now();
@@ -234,7 +250,7 @@ async fn run(
                 if i >= total {
                     return Ok::<_, anyhow::Error>(latencies);
                 }
-                let path = format!("/v1/kv/load/key-{}", (offset + i) % keys);
+                let path = format!("/v1/kv/{prefix}key-{}", (offset + i) % keys);
                 let body = if method == Method::PUT {
                     value.clone()
                 } else {
@@ -324,6 +340,139 @@ async fn idle(agents: &[&Agent], seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--secret`: makes `secret/` a secret prefix of the agent's node (a policy root, a grant of
+/// `write` over every key to the node, and a keyring entry naming it as the reader, all with
+/// an admin certificate of the agent's CA), then measures PUT and GET on `plain/` and
+/// `secret/` keys alike, interleaved per concurrency level. The first GET of a secret, which
+/// opens the generation's key, is timed alone (cold), then the first read of every value
+/// (each opened once); the rows read values already opened (warm, from the agent's
+/// in-memory cache). Values are sealed at the agent on PUT.
+async fn secret_rows(
+    o: &Options,
+    agent: &Agent,
+    client: &Client,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let cli = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--addr", &agent.http])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "confmesh {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    let made = Command::new(BIN)
+        .args(["cert", "admin", "--name", "bench", "--ca-dir"])
+        .arg(dir.join("tls"))
+        .arg("--out")
+        .arg(dir)
+        .output()?;
+    if !made.status.success() {
+        bail!("cert admin: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    let cert = dir.join("admin-bench.pem");
+    let key = dir.join("admin-bench.key");
+    let (cert, key) = (
+        cert.to_str().context("path")?,
+        key.to_str().context("path")?,
+    );
+    let admin = ["--admin-cert", cert, "--admin-key", key];
+    let with_admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(admin);
+        cli(&all)
+    };
+    with_admin(&["acl", "init"])?;
+    with_admin(&["acl", "grant", "node:dev", "write", ""])?;
+    with_admin(&["secret", "init", "secret/", "--reader", "node:dev"])?;
+    let value = Bytes::from(vec![b'v'; o.value_bytes]);
+    println!(
+        "agent_load --secret: one agent, {} keys per prefix, {}-byte values, {} requests per row, keep-alive clients",
+        o.keys, o.value_bytes, o.puts
+    );
+    for prefix in ["plain/", "secret/"] {
+        run(
+            client,
+            Method::PUT,
+            o.keys,
+            16,
+            o.keys,
+            value.clone(),
+            0,
+            prefix,
+        )
+        .await?;
+    }
+    let (_, cold) = run(
+        client,
+        Method::GET,
+        1,
+        1,
+        o.keys,
+        value.clone(),
+        0,
+        "secret/",
+    )
+    .await?;
+    println!(
+        "secret GET cold (opens the generation's key): {:.2} ms",
+        percentile(&cold, 1.0)
+    );
+    // Each value's first read opens it (the key is open); the rows after it read values
+    // opened before, from the agent's in-memory cache.
+    let (_, first) = run(
+        client,
+        Method::GET,
+        o.keys,
+        1,
+        o.keys,
+        value.clone(),
+        0,
+        "secret/",
+    )
+    .await?;
+    println!(
+        "secret GET, first read of each of {} values, 1 client: p50 {:.2} ms, p99 {:.2} ms",
+        o.keys,
+        percentile(&first, 0.5),
+        percentile(&first, 0.99)
+    );
+    println!("op\tprefix\tclients\trequests/s\tp50 ms\tp99 ms\tmax ms\tagent CPU µs/request");
+    for method in o.ops.clone() {
+        for &clients in &o.clients {
+            for prefix in ["plain/", "secret/"] {
+                let cpu_before = agent.cpu_ns();
+                let (elapsed, latencies) = run(
+                    client,
+                    method.clone(),
+                    o.puts,
+                    clients,
+                    o.keys,
+                    value.clone(),
+                    0,
+                    prefix,
+                )
+                .await?;
+                let cpu_us = agent.cpu_ns().saturating_sub(cpu_before) as f64 / 1e3 / o.puts as f64;
+                println!(
+                    "{method}\t{prefix}\t{clients}\t{:.0}\t{:.2}\t{:.2}\t{:.2}\t{cpu_us:.1}",
+                    o.puts as f64 / elapsed.as_secs_f64(),
+                    percentile(&latencies, 0.5),
+                    percentile(&latencies, 0.99),
+                    percentile(&latencies, 1.0),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `--versus`: rounds of PUTs to an agent of each build in turn.
 async fn versus(
     o: &Options,
@@ -337,7 +486,17 @@ async fn versus(
         let dir = tempfile::tempdir_in(base)?;
         let agent = Agent::start(bin, dir.path(), o.cache_mb, None)?;
         let client = Client::new(&agent.http, None)?;
-        run(&client, Method::PUT, o.keys, 16, o.keys, value.clone(), 0).await?;
+        run(
+            &client,
+            Method::PUT,
+            o.keys,
+            16,
+            o.keys,
+            value.clone(),
+            0,
+            "load/",
+        )
+        .await?;
         agents.push((dir, agent, client, 0.0f64, 0u64));
     }
     println!(
@@ -360,6 +519,7 @@ async fn versus(
                 o.keys,
                 value.clone(),
                 round * o.puts,
+                "load/",
             )
             .await?;
             let used = agent.cpu_ns().saturating_sub(before);
@@ -429,6 +589,9 @@ async fn main() -> anyhow::Result<()> {
         let all: Vec<&Agent> = std::iter::once(&agent).chain(&peers).collect();
         return idle(&all, seconds).await;
     }
+    if o.secret {
+        return secret_rows(&o, &agent, &client, dir.path()).await;
+    }
     let value = Bytes::from(vec![b'v'; o.value_bytes]);
     println!(
         "agent_load: one agent and {} peers, data directories in {}, {} keys, {}-byte values, keep-alive clients",
@@ -444,7 +607,17 @@ async fn main() -> anyhow::Result<()> {
         "disk: 4 KiB write + fdatasync in the data directory, p50 {sync_p50:.2} ms, p99 {sync_p99:.2} ms (100 samples)"
     );
     // Every key exists before GETs are measured.
-    run(&client, Method::PUT, o.keys, 16, o.keys, value.clone(), 0).await?;
+    run(
+        &client,
+        Method::PUT,
+        o.keys,
+        16,
+        o.keys,
+        value.clone(),
+        0,
+        "load/",
+    )
+    .await?;
     if o.rss {
         let clients = o.clients.first().copied().unwrap_or(64);
         let step = (o.puts / 10).max(1);
@@ -460,6 +633,7 @@ async fn main() -> anyhow::Result<()> {
                 o.keys,
                 value.clone(),
                 done,
+                "load/",
             )
             .await?;
             done += step;
@@ -483,6 +657,7 @@ async fn main() -> anyhow::Result<()> {
                 o.keys,
                 value.clone(),
                 0,
+                "load/",
             )
             .await?;
             let cpu_us = agent.cpu_ns().saturating_sub(cpu_before) as f64 / 1e3 / o.puts as f64;

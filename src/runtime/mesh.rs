@@ -15,7 +15,7 @@ use super::{
     certifier::CaCertifier,
     driver::{Command, Driver, LocalWriteError, Pending},
     members::{MAX_MEMBER_INFO_BYTES, Member, MemberInfo, MemberState, info_writer, is_reserved},
-    secrets::{NodeIdentity, PrefixKey, SecretError},
+    secrets::{NodeIdentity, PlaintextCache, PrefixKey, SecretError},
     storage::{Change, Cursor, Storage, StorageError, StorageFaultHook, StorageReader},
     subscription::Subscription,
     tls::TlsConfig,
@@ -477,6 +477,7 @@ impl MeshBuilder {
             id,
             identity,
             prefix_keys: Arc::default(),
+            plaintexts: Arc::default(),
             protocol: info.protocol,
             commands,
             events: events.downgrade(),
@@ -587,6 +588,8 @@ pub struct Mesh {
     /// The generations of secret prefixes' keys this node has opened, by name, with their
     /// prefix: in memory only (PROTOCOL.md §9.6).
     prefix_keys: Arc<std::sync::Mutex<PrefixKeys>>,
+    /// Values opened here, in memory only (PROTOCOL.md §9.6).
+    plaintexts: Arc<std::sync::Mutex<PlaintextCache>>,
 }
 
 /// Opened generations, by name: their prefix and key. Bounded by [`MAX_OPEN_GENERATIONS`].
@@ -807,8 +810,16 @@ impl Mesh {
         if !key.starts_with(&prefix) {
             return Ok(value);
         }
+        let digest = PlaintextCache::digest(&value);
+        if let Some(plain) = self.plaintexts.lock().ok().and_then(|c| c.get(&digest)) {
+            return Ok(plain);
+        }
         let max = u64::try_from(value.len()).unwrap_or(u64::MAX);
-        Ok(Bytes::from(prefix_key.open_value(&value, max)?))
+        let plain = Bytes::from(prefix_key.open_value(&value, max)?);
+        if let Ok(mut cache) = self.plaintexts.lock() {
+            cache.insert(digest, plain.clone());
+        }
+        Ok(plain)
     }
 
     /// The generations of secret prefixes' keys this node holds (docs/PROTOCOL.md §9.4), in

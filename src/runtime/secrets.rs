@@ -374,6 +374,59 @@ fn open(identity: &Identity, sealed: &[u8], max_bytes: u64) -> Result<Vec<u8>, S
     Ok(plain)
 }
 
+/// Opened values by a digest of their sealed form, in memory only (never on disk), so a warm
+/// read of a secret costs a hash and a lookup rather than an X25519 and a ChaCha20-Poly1305
+/// (docs/PROTOCOL.md §9.6). A sealed value never changes, so an entry is never stale; it is
+/// bounded by [`PlaintextCache::MAX_BYTES`], dropping the oldest entries first.
+#[derive(Default)]
+pub(crate) struct PlaintextCache {
+    by_digest: std::collections::HashMap<[u8; 32], bytes::Bytes>,
+    order: std::collections::VecDeque<[u8; 32]>,
+    bytes: usize,
+}
+
+impl fmt::Debug for PlaintextCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the plaintexts.
+        f.debug_struct("PlaintextCache")
+            .field("values", &self.by_digest.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl PlaintextCache {
+    /// The most plaintext bytes kept.
+    pub(crate) const MAX_BYTES: usize = 32 << 20;
+
+    /// The digest a sealed value is kept under.
+    pub(crate) fn digest(sealed: &[u8]) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(sealed).into()
+    }
+
+    pub(crate) fn get(&self, digest: &[u8; 32]) -> Option<bytes::Bytes> {
+        self.by_digest.get(digest).cloned()
+    }
+
+    pub(crate) fn insert(&mut self, digest: [u8; 32], plain: bytes::Bytes) {
+        if plain.len() > Self::MAX_BYTES / 16 || self.by_digest.contains_key(&digest) {
+            return;
+        }
+        while self.bytes + plain.len() > Self::MAX_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.by_digest.remove(&oldest) {
+                self.bytes -= gone.len();
+            }
+        }
+        self.bytes += plain.len();
+        self.order.push_back(digest);
+        self.by_digest.insert(digest, plain);
+    }
+}
+
 /// Writes `bytes` to `path` readable by its owner only: to a temporary file beside it, synced,
 /// then renamed over it.
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -210,3 +210,28 @@ fn the_age_tool_opens_a_keyring_then_a_value() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+#[test]
+fn the_plaintext_cache_is_bounded_and_never_shows_a_value() {
+    let mut cache = PlaintextCache::default();
+    let value = bytes::Bytes::from(vec![b's'; 1 << 20]);
+    for i in 0..64u32 {
+        cache.insert(PlaintextCache::digest(&i.to_le_bytes()), value.clone());
+    }
+    assert!(cache.bytes <= PlaintextCache::MAX_BYTES);
+    assert!(
+        cache
+            .get(&PlaintextCache::digest(&0u32.to_le_bytes()))
+            .is_none(),
+        "oldest dropped"
+    );
+    assert_eq!(
+        cache.get(&PlaintextCache::digest(&63u32.to_le_bytes())),
+        Some(value)
+    );
+    cache.insert(
+        PlaintextCache::digest(b"canary"),
+        bytes::Bytes::from_static(CANARY),
+    );
+    assert!(!format!("{cache:?}").contains("canary"));
+}
