@@ -7,6 +7,7 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
+use confmesh::api::Client;
 use hyper::{Method, StatusCode};
 
 use crate::{Agent, BIN, Options, call, common::eventually, expect, json};
@@ -250,6 +251,24 @@ async fn a_secret_is_sealed_at_the_writing_node_and_opened_only_by_its_readers()
     let (code, out, _) = cli(&other, &["get", "app/plain", "--raw"]);
     assert_eq!((code, out.as_str()), (Some(0), "visible"));
 
+    // A token reads a secret through a reader's agent only if it holds `read` over the key.
+    let token = |name: &str, grant: &str| {
+        let (code, out, err) = as_admin(
+            &reader,
+            &["token", "create", "--name", name, "--grant", grant],
+        );
+        assert_eq!(code, Some(0), "{out}{err}");
+        let secret = out.lines().next().expect("the token").trim().to_string();
+        Client::new(&reader.http, Some(secret)).expect("client")
+    };
+    let (narrow, wide) = (token("apps", "read:app/"), token("vault", "read:secret/"));
+    let denied = call(&narrow, Method::GET, "/v1/kv/secret/api-key?raw", "").await;
+    assert_eq!(denied.status, 403);
+    assert!(!String::from_utf8_lossy(&denied.body).contains("canary"));
+    let granted = call(&wide, Method::GET, "/v1/kv/secret/api-key?raw", "").await;
+    assert_eq!(granted.status, 200);
+    assert_eq!(granted.body, CANARY_THROUGH_READER.as_bytes());
+
     let (code, out, err) = cli(&other, &["secret", "recipients", "secret/"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("current\tnode:reader"), "{out}");
@@ -335,4 +354,39 @@ async fn a_secret_is_sealed_at_the_writing_node_and_opened_only_by_its_readers()
     // The reseal kept each value's author and said why in its signed message.
     let history = json(&call(&o, Method::GET, "/v1/history/secret/db-password", "").await);
     assert!(history.to_string().contains("resealed under"), "{history}");
+
+    // A node that may read nothing still converges: a late joiner catches up with the
+    // sealed versions (it answers 403, not 404), a deletion reaches it like any, and it holds
+    // no plaintext.
+    let late_data = root.path().join("late");
+    install_node_certificate(&ca_dir, &late_data, "late");
+    let late = Agent::start(&late_data, &["--name", "late", "--join", &reader.gossip]);
+    let l = late.client();
+    let caught_up = eventually(Duration::from_secs(30), || {
+        let l = l.clone();
+        async move {
+            let mut held = true;
+            for key in ["secret/db-password", "secret/api-key", "secret/new"] {
+                let reply = call(&l, Method::GET, &format!("/v1/kv/{key}"), "").await;
+                held &= reply.status == 403;
+            }
+            held
+        }
+    })
+    .await;
+    assert!(caught_up, "the late joiner never held the sealed versions");
+    expect(
+        &call(&r, Method::DELETE, "/v1/kv/secret/new", "").await,
+        StatusCode::OK,
+    );
+    let deleted = eventually(Duration::from_secs(30), || {
+        let l = l.clone();
+        async move { call(&l, Method::GET, "/v1/kv/secret/new", "").await.status == 404 }
+    })
+    .await;
+    assert!(deleted, "the deletion never reached the late joiner");
+    for canary in [CANARY_THROUGH_OTHER, CANARY_THROUGH_READER, after] {
+        let files = found_in_files(&late_data, canary.as_bytes());
+        assert!(files.is_empty(), "{canary} is in {files:?}");
+    }
 }
