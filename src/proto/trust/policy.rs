@@ -414,8 +414,11 @@ impl Rule {
                 readers,
                 sealed,
             } => {
+                // Not empty, and neither under `_confmesh/` nor covering it (`_`): confmesh's
+                // own records are never sealed.
                 !prefix.is_empty()
                     && !prefix.starts_with(super::RESERVED_PREFIX)
+                    && !super::RESERVED_PREFIX.starts_with(prefix.as_str())
                     && super::sealed::is_recipient_shaped(recipient)
                     && !readers.is_empty()
                     && readers.len() <= MAX_READERS
@@ -877,7 +880,7 @@ impl Book {
     /// The generation a value written now under `key` is sealed to: the current generation of
     /// the longest secret prefix that covers the key. `None`: the key is not secret here.
     pub fn sealing_generation(&self, key: &str) -> Option<KeyringEntry> {
-        if self.keyrings.is_empty() {
+        if self.keyrings.is_empty() || key.starts_with(super::RESERVED_PREFIX) {
             return None;
         }
         self.keyrings()
@@ -897,6 +900,9 @@ impl Book {
     /// keyring entry in the context whose prefix covers the key (PROTOCOL.md §9.3). Empty: the
     /// key is not secret in that context, and its values are not judged by it.
     pub fn generations_for(&self, key: &str, context: &VClock) -> Vec<String> {
+        if key.starts_with(super::RESERVED_PREFIX) {
+            return Vec::new();
+        }
         self.keyrings
             .iter()
             .filter_map(|at| self.entries.get(at))

@@ -451,3 +451,66 @@ fn policy_entry_keys_rule_payloads_and_author_proof_bytes_are_exact() {
         assert_ne!(other, signed);
     }
 }
+
+/// A keyring entry decodes only with a usable prefix (not empty, not under or over
+/// `_confmesh/`), a recipient-shaped public key, 1 to `MAX_READERS` named nodes, and an age
+/// file as its sealed key (docs/PROTOCOL.md §9.3, §9.4).
+#[test]
+fn keyring_entries_decode_only_when_well_formed() {
+    use super::policy::{MAX_READERS, Principal, Rule};
+    let node = |name: &str| Principal::parse(name).expect("principal");
+    let good = Rule::Keyring {
+        prefix: "secret/".into(),
+        recipient: format!("age1{}", "q".repeat(58)),
+        readers: vec![node("node:db-1")],
+        sealed: b"age-encryption.org/v1\n-> X25519 x\n".to_vec(),
+    };
+    assert_eq!(Rule::decode(&good.encode()), Some(good.clone()));
+    let with = |change: &dyn Fn(&mut Rule)| {
+        let mut rule = good.clone();
+        change(&mut rule);
+        Rule::decode(&rule.encode())
+    };
+    for prefix in ["", "_", "_confmesh/", "_confmesh/members/", "_conf"] {
+        let bad = with(&|r| {
+            if let Rule::Keyring { prefix: p, .. } = r {
+                *p = prefix.into();
+            }
+        });
+        assert_eq!(bad, None, "prefix {prefix:?}");
+    }
+    let no_readers = with(&|r| {
+        if let Rule::Keyring { readers, .. } = r {
+            readers.clear();
+        }
+    });
+    assert_eq!(no_readers, None);
+    let too_many = with(&|r| {
+        if let Rule::Keyring { readers, .. } = r {
+            *readers = (0..=MAX_READERS)
+                .map(|i| node(&format!("node:n{i}")))
+                .collect();
+        }
+    });
+    assert_eq!(too_many, None);
+    for reader in ["node:*", "admin:ops", "token:0011223344556677"] {
+        let bad = with(&|r| {
+            if let Rule::Keyring { readers, .. } = r {
+                *readers = vec![node(reader)];
+            }
+        });
+        assert_eq!(bad, None, "{reader}");
+    }
+    let not_age = with(&|r| {
+        if let Rule::Keyring { sealed, .. } = r {
+            *sealed = b"AGE-SECRET-KEY-1PLAINTEXT".to_vec();
+        }
+    });
+    assert_eq!(not_age, None, "a key that is not sealed");
+    let bad_recipient = with(&|r| {
+        if let Rule::Keyring { recipient, .. } = r {
+            *recipient = "age1short".into();
+        }
+    });
+    assert_eq!(bad_recipient, None);
+}
