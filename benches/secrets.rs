@@ -17,12 +17,22 @@ fn secrets(c: &mut Criterion) {
     let value = [b'v'; 100];
     let key = PrefixKey::generate(GENERATION).expect("key");
     let recipient = key.recipient();
-    let sealed = seal_value(&recipient, GENERATION, &value).expect("sealed");
+    let sealed = seal_value(&recipient, GENERATION, "app/db-password", &value).expect("sealed");
     c.bench_function("secrets/seal_value_100B", |b| {
-        b.iter(|| black_box(seal_value(&recipient, GENERATION, black_box(&value))).is_ok());
+        b.iter(|| {
+            black_box(seal_value(
+                &recipient,
+                GENERATION,
+                "app/db-password",
+                black_box(&value),
+            ))
+            .is_ok()
+        });
     });
     c.bench_function("secrets/open_value_100B", |b| {
-        b.iter(|| black_box(key.open_value(black_box(&sealed), 1 << 20)).is_ok());
+        b.iter(|| {
+            black_box(key.open_value(black_box(&sealed), "app/db-password", 1 << 20)).is_ok()
+        });
     });
 
     let readers: Vec<NodeIdentity> = (0..50).map(|_| NodeIdentity::ephemeral()).collect();

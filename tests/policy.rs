@@ -1482,15 +1482,27 @@ fn a_secret_prefix_takes_only_values_sealed_to_its_generations() {
     };
     // Sealed to a generation its context does not hold (another writer's position).
     let elsewhere = sign(
-        seal_value(&key.recipient(), "00000000000000ff-1", b"hunter2").expect("sealed"),
+        seal_value(
+            &key.recipient(),
+            "00000000000000ff-1",
+            "billing/secret/db",
+            b"hunter2",
+        )
+        .expect("sealed"),
         seen.clone(),
     );
     assert_eq!(
         replica.verdict(&elsewhere),
         Verdict::Refused(Refusal::NotSealed)
     );
-    let sealed = seal_value(&key.recipient(), &generation, b"hunter2").expect("sealed");
-    let good = sign(sealed, seen.clone());
+    let sealed = seal_value(
+        &key.recipient(),
+        &generation,
+        "billing/secret/db",
+        b"hunter2",
+    )
+    .expect("sealed");
+    let good = sign(sealed.clone(), seen.clone());
     assert_eq!(replica.verdict(&good), Verdict::Apply);
     let stored = replica
         .store
@@ -1500,7 +1512,7 @@ fn a_secret_prefix_takes_only_values_sealed_to_its_generations() {
     assert!(!stored.windows(7).any(|w| w == b"hunter2"), "stored sealed");
     let opened = PrefixKey::open(&reader, &generation, &current.sealed)
         .expect("the reader opens the key")
-        .open_value(&stored, 1 << 20)
+        .open_value(&stored, "billing/secret/db", 1 << 20)
         .expect("and the value");
     assert_eq!(opened, b"hunter2");
     // What travels: the message that pushes the sealed version holds no plaintext; the one
@@ -1517,6 +1529,19 @@ fn a_secret_prefix_takes_only_values_sealed_to_its_generations() {
     // outside the prefix, and deletions, carry nothing to seal.
     let before = sign(b"written before".to_vec(), context_of(&[&c.control]));
     assert_eq!(replica.verdict(&before), Verdict::Apply);
+    // The same sealed bytes copied under another key (to have a reader's agent open them for
+    // someone who may read only that key) are refused: the header names the key.
+    let copied = c.billing.sign(
+        Key::new("billing/secret/mine").expect("key"),
+        Payload::Value(Bytes::from(sealed)),
+        None,
+        seen.clone(),
+        None,
+    );
+    assert_eq!(
+        replica.verdict(&copied),
+        Verdict::Refused(Refusal::NotSealed)
+    );
     let outside = c.billing.write("billing/rate", "7", seen.clone());
     assert_eq!(replica.verdict(&outside), Verdict::Apply);
     let deleted = c.billing.sign(

@@ -66,7 +66,8 @@ impl VersionInfo {
         }
     }
 
-    /// The value's bytes (empty for a deletion; empty too if the base64 is malformed).
+    /// The value's bytes (empty for a deletion, for a sealed value shown without its value,
+    /// [`VersionInfo::sealed`], and if the base64 is malformed).
     pub fn bytes(&self) -> Vec<u8> {
         match (&self.value, &self.value_base64) {
             (Some(text), _) => text.as_bytes().to_vec(),

@@ -22,6 +22,10 @@ pub(crate) fn print<T: Serialize>(
 
 /// A value as text: itself if it is UTF-8, else its size and base64.
 pub(crate) fn value_text(v: &VersionInfo) -> String {
+    if let (Some(generation), None) = (&v.sealed, &v.value_base64) {
+        // A secret shown without its value (docs/PROTOCOL.md §9.6): never as deleted.
+        return format!("<sealed, {generation}>");
+    }
     match (&v.value, &v.value_base64) {
         (_, None) => "<deleted>".to_string(),
         (Some(text), _) => text.clone(),

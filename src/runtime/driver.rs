@@ -255,28 +255,35 @@ impl Driver {
     /// Publishes this node's name and tags if the replica holds other ones: a pending write,
     /// made durable and sent by the task like any other.
     /// `value` sealed to the current generation of the secret prefix that covers `key`
-    /// (PROTOCOL.md §9.6), so that its plaintext never leaves this node. A value already
-    /// sealed to a generation the key may be sealed to (by its client, or an old version
-    /// written again by a rollback) is kept as it is; a key under no secret prefix keeps its
-    /// value.
+    /// (PROTOCOL.md §9.6), so that its plaintext never leaves this node. A value already sealed
+    /// for this key to the current generation (by its client) is kept as it is; one sealed to
+    /// an older generation or for another key is refused (a rollback opens it first,
+    /// [`Mesh::rollback`](super::Mesh::rollback)); a key under no secret prefix keeps its value.
     fn seal_secret(&self, key: &Key, value: Bytes) -> Result<Bytes, LocalWriteError> {
         let book = self.node.judge().book();
         let Some(generation) = book.sealing_generation(key.as_str()) else {
             return Ok(value);
         };
-        if let Some(named) = sealed::generation_of(&value) {
-            let context = self.node.judge().context();
-            if book
-                .generations_for(key.as_str(), &context)
-                .iter()
-                .any(|g| g == named)
-            {
-                return Ok(value);
+        if let Some(header) = sealed::header_of(&value) {
+            if header.generation != generation.generation {
+                return Err(LocalWriteError::Secret(SecretError::WrongGeneration {
+                    expected: generation.generation,
+                    found: header.generation.to_string(),
+                }));
             }
+            if header.key_digest != sealed::key_digest(key.as_str()) {
+                return Err(LocalWriteError::Secret(SecretError::WrongKey));
+            }
+            return Ok(value);
         }
-        secrets::seal_value(&generation.recipient, &generation.generation, &value)
-            .map(Bytes::from)
-            .map_err(LocalWriteError::Secret)
+        secrets::seal_value(
+            &generation.recipient,
+            &generation.generation,
+            key.as_str(),
+            &value,
+        )
+        .map(Bytes::from)
+        .map_err(LocalWriteError::Secret)
     }
 
     pub(crate) fn publish_info(&mut self, info: &MemberInfo) -> Result<(), LocalWriteError> {

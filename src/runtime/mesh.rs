@@ -757,23 +757,28 @@ impl Mesh {
     }
 
     /// The plaintext of `value`, a value of `key` (docs/PROTOCOL.md §9.6): a value sealed to a
-    /// generation of a secret prefix that covers the key is opened with this node's identity
-    /// (the generation's key is opened once, then kept in memory); any other value is returned
-    /// as it is.
+    /// generation of a secret prefix is opened with this node's identity (the generation's key
+    /// is opened once, then kept in memory, and so is each value opened); a value that is not
+    /// sealed is returned as it is.
     ///
     /// # Errors
     ///
-    /// [`MeshError::SecretUnreadable`] if this node is not among the generation's readers, or
-    /// does not hold the generation; [`MeshError::Secret`] if the value does not open
-    /// (tampered with, or sealed to another key than its generation's).
+    /// [`MeshError::SecretUnreadable`] if this node is not among the generation's readers,
+    /// does not hold the generation, or the value was sealed for another key or under a
+    /// generation of a prefix that does not cover `key`; [`MeshError::Secret`] if it does not
+    /// open (tampered with, or the generation's key does not match its public key).
     pub async fn reveal(&self, key: &str, value: Bytes) -> Result<Bytes, MeshError> {
-        let Some(generation) = sealed::generation_of(&value).map(str::to_owned) else {
+        let Some(header) = sealed::header_of(&value) else {
             return Ok(value);
         };
+        let generation = header.generation.to_owned();
         let unreadable = || MeshError::SecretUnreadable {
             key: key.to_owned(),
             generation: generation.clone(),
         };
+        if header.key_digest != sealed::key_digest(key) {
+            return Err(unreadable());
+        }
         let cached = self
             .prefix_keys
             .lock()
@@ -783,20 +788,39 @@ impl Mesh {
             Some(opened) => opened,
             None => {
                 let wanted = generation.clone();
-                let entry = self
-                    .read(move |node| node.policy().keyring(&wanted))
-                    .await?
-                    .ok_or_else(unreadable)?;
-                if !key.starts_with(&entry.prefix) {
-                    // Not a secret of this prefix: a value that only looks sealed.
-                    return Ok(value);
+                let (entry, reader) = self
+                    .read(move |node| {
+                        let entry = node.policy().keyring(&wanted);
+                        let me = node.judge().node_of(node.store().writer()).cloned();
+                        let reader = match (&entry, me) {
+                            (Some(entry), Some(me)) => entry.readers.contains(&me),
+                            _ => false,
+                        };
+                        (entry, reader)
+                    })
+                    .await?;
+                let entry = entry.ok_or_else(unreadable)?;
+                // Not a reader: refused before any decryption is tried.
+                if !reader || !key.starts_with(&entry.prefix) {
+                    return Err(unreadable());
                 }
-                let opened = PrefixKey::open(&self.identity, &generation, &entry.sealed).map_err(
-                    |e| match e {
-                        SecretError::NotARecipient => unreadable(),
-                        e => MeshError::Secret(e),
-                    },
-                )?;
+                let identity = Arc::clone(&self.identity);
+                let name = generation.clone();
+                let sealed_key = entry.sealed.clone();
+                let opened = tokio::task::spawn_blocking(move || {
+                    PrefixKey::open(&identity, &name, &sealed_key)
+                })
+                .await
+                .map_err(|_| MeshError::Stopped)?
+                .map_err(|e| match e {
+                    SecretError::NotARecipient => unreadable(),
+                    e => MeshError::Secret(e),
+                })?;
+                if opened.recipient() != entry.recipient {
+                    return Err(MeshError::Secret(SecretError::Malformed(format!(
+                        "the key sealed in generation {generation} is not its public key"
+                    ))));
+                }
                 let opened = (entry.prefix, Arc::new(opened));
                 if let Ok(mut keys) = self.prefix_keys.lock() {
                     if keys.len() >= MAX_OPEN_GENERATIONS {
@@ -808,14 +832,14 @@ impl Mesh {
             }
         };
         if !key.starts_with(&prefix) {
-            return Ok(value);
+            return Err(unreadable());
         }
         let digest = PlaintextCache::digest(&value);
         if let Some(plain) = self.plaintexts.lock().ok().and_then(|c| c.get(&digest)) {
             return Ok(plain);
         }
         let max = u64::try_from(value.len()).unwrap_or(u64::MAX);
-        let plain = Bytes::from(prefix_key.open_value(&value, max)?);
+        let plain = Bytes::from(prefix_key.open_value(&value, key, max)?);
         if let Ok(mut cache) = self.plaintexts.lock() {
             cache.insert(digest, plain.clone());
         }
@@ -992,7 +1016,12 @@ impl Mesh {
             .find(|v| v.dot == dot)
             .ok_or(MeshError::UnknownVersion(dot))?;
         match version.payload {
-            Payload::Value(value) => self.put_audited(key, value, audit).await.map(Some),
+            // A secret's old value may be sealed to a generation since replaced: it is opened
+            // here (on a reader) and sealed again to the current one.
+            Payload::Value(value) => {
+                let value = self.reveal(key, value).await?;
+                self.put_audited(key, value, audit).await.map(Some)
+            }
             Payload::Tombstone => self.delete_audited(key, audit).await,
         }
     }

@@ -10,8 +10,10 @@
 //!   travels sealed to the prefix's readers ([`PrefixKey::seal_for`], opened by
 //!   [`PrefixKey::open`]); values are sealed to its public half ([`seal_value`]), so a value's
 //!   size does not grow with the number of readers.
-//! - A sealed value is an age file with one more header stanza, `-> confmesh-keyring <gen>`
-//!   ([`GENERATION_TAG`]), naming the generation whose key opens it ([`generation_of`]). The
+//! - A sealed value is an age file with one more header stanza,
+//!   `-> confmesh-keyring <gen> <key digest>`
+//!   ([`GENERATION_TAG`]), naming the generation whose key opens it and the key the value
+//!   belongs to ([`header_of`], [`key_digest`]). The
 //!   `age` tool ignores the stanza, so `age -d -i <node>/age.key keyring > prefix.key` then
 //!   `age -d -i prefix.key value` opens a value by hand.
 //!
@@ -35,15 +37,9 @@ use age_core::format::{FileKey, Stanza};
 /// The file, in a node's data directory, that holds its age identity.
 pub const IDENTITY_FILE: &str = "age.key";
 
-/// The tag of the header stanza that names a sealed value's keyring generation.
-pub const GENERATION_TAG: &str = "confmesh-keyring";
-
-/// How far into a sealed value [`generation_of`] looks for the generation stanza: age headers
-/// of one X25519 recipient and the stanza take about 250 bytes.
-const HEADER_SCAN_BYTES: usize = 1_024;
-
-/// The longest generation name: `<writer id, 16 hex digits>-<position>`.
-const MAX_GENERATION_BYTES: usize = 40;
+pub use crate::proto::trust::sealed::{
+    GENERATION_TAG, SealedHeader, generation_of, header_of, key_digest,
+};
 
 /// The most bytes a keyring's plaintext (one age identity string) may take.
 const MAX_KEY_BYTES: u64 = 256;
@@ -79,6 +75,9 @@ pub enum SecretError {
     /// The identity given is not among the ones the input was sealed to.
     #[error("not sealed to this identity")]
     NotARecipient,
+    /// A value was sealed for another key than the one it is read under.
+    #[error("sealed for another key")]
+    WrongKey,
     /// A value names another generation than the key given.
     #[error("sealed under keyring generation {found}, not {expected}")]
     WrongGeneration {
@@ -253,24 +252,39 @@ impl PrefixKey {
         })
     }
 
-    /// The plaintext of `sealed`, a value sealed under this generation, at most `max_bytes`.
+    /// The plaintext of `sealed`, a value of `key` sealed under this generation, at most
+    /// `max_bytes`.
     ///
     /// # Errors
     ///
     /// [`SecretError::WrongGeneration`] if it names another generation (or none),
-    /// [`SecretError::NotARecipient`] if this key cannot open it, [`SecretError::Malformed`].
-    pub fn open_value(&self, sealed: &[u8], max_bytes: u64) -> Result<Vec<u8>, SecretError> {
-        match generation_of(sealed) {
-            Some(found) if found == self.generation => open(&self.identity, sealed, max_bytes),
-            found => Err(SecretError::WrongGeneration {
+    /// [`SecretError::WrongKey`] if it was sealed for another key, [`SecretError::NotARecipient`]
+    /// if this key cannot open it, [`SecretError::Malformed`].
+    pub fn open_value(
+        &self,
+        sealed: &[u8],
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, SecretError> {
+        match header_of(sealed) {
+            Some(found) if found.generation != self.generation => {
+                Err(SecretError::WrongGeneration {
+                    expected: self.generation.clone(),
+                    found: found.generation.to_string(),
+                })
+            }
+            Some(found) if found.key_digest != key_digest(key) => Err(SecretError::WrongKey),
+            Some(_) => open(&self.identity, sealed, max_bytes),
+            None => Err(SecretError::WrongGeneration {
                 expected: self.generation.clone(),
-                found: found.unwrap_or("none").to_string(),
+                found: "none".to_string(),
             }),
         }
     }
 }
 
-/// `plaintext` sealed to a prefix key's public half `recipient`, naming its `generation`.
+/// `plaintext`, the value of `key`, sealed to a prefix key's public half `recipient`, naming
+/// its `generation` and the key (as [`key_digest`]) in a stanza the header's MAC covers.
 ///
 /// # Errors
 ///
@@ -278,12 +292,13 @@ impl PrefixKey {
 pub fn seal_value(
     recipient: &str,
     generation: &str,
+    key: &str,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, SecretError> {
     check_generation(generation)?;
     let recipient = Recipient::from_str(recipient)
         .map_err(|_| SecretError::BadRecipient(recipient.to_string()))?;
-    let tag = GenerationStanza(generation);
+    let tag = GenerationStanza(generation, key_digest(key));
     seal(
         [
             &recipient as &dyn age::Recipient,
@@ -294,26 +309,9 @@ pub fn seal_value(
     )
 }
 
-/// The generation a sealed value names, read from its header's first KiB;
-/// `None` for bytes that are not a sealed value.
-pub fn generation_of(sealed: &[u8]) -> Option<&str> {
-    let header = &sealed[..sealed.len().min(HEADER_SCAN_BYTES)];
-    if !header.starts_with(b"age-encryption.org/v1\n") {
-        return None;
-    }
-    let marker = format!("\n-> {GENERATION_TAG} ");
-    let at = header
-        .windows(marker.len())
-        .position(|w| w == marker.as_bytes())?;
-    let rest = &header[at + marker.len()..];
-    let end = rest.iter().position(|&b| b == b'\n')?;
-    let generation = std::str::from_utf8(&rest[..end]).ok()?;
-    check_generation(generation).ok().map(|()| generation)
-}
-
-/// A stanza that names a generation and wraps nothing: age readers skip a stanza of a tag
-/// they do not know.
-struct GenerationStanza<'a>(&'a str);
+/// A stanza that names a generation and a key digest and wraps nothing: age readers skip a
+/// stanza of a tag they do not know.
+struct GenerationStanza<'a>(&'a str, String);
 
 impl age::Recipient for GenerationStanza<'_> {
     fn wrap_file_key(
@@ -322,7 +320,7 @@ impl age::Recipient for GenerationStanza<'_> {
     ) -> Result<(Vec<Stanza>, HashSet<String>), age::EncryptError> {
         let stanza = Stanza {
             tag: GENERATION_TAG.to_string(),
-            args: vec![self.0.to_string()],
+            args: vec![self.0.to_string(), self.1.clone()],
             body: Vec::new(),
         };
         Ok((vec![stanza], HashSet::new()))
@@ -330,12 +328,8 @@ impl age::Recipient for GenerationStanza<'_> {
 }
 
 fn check_generation(generation: &str) -> Result<(), SecretError> {
-    let ok = !generation.is_empty()
-        && generation.len() <= MAX_GENERATION_BYTES
-        && generation
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    ok.then_some(())
+    crate::proto::trust::sealed::is_generation_name(generation)
+        .then_some(())
         .ok_or_else(|| SecretError::BadGeneration(generation.to_string()))
 }
 
@@ -396,8 +390,11 @@ impl fmt::Debug for PlaintextCache {
 }
 
 impl PlaintextCache {
-    /// The most plaintext bytes kept.
+    /// The most bytes kept: plaintexts and [`PlaintextCache::ENTRY_OVERHEAD`] per entry.
     pub(crate) const MAX_BYTES: usize = 32 << 20;
+
+    /// What an entry costs beyond its plaintext (digest twice, map and queue slots).
+    pub(crate) const ENTRY_OVERHEAD: usize = 128;
 
     /// The digest a sealed value is kept under.
     pub(crate) fn digest(sealed: &[u8]) -> [u8; 32] {
@@ -410,18 +407,20 @@ impl PlaintextCache {
     }
 
     pub(crate) fn insert(&mut self, digest: [u8; 32], plain: bytes::Bytes) {
-        if plain.len() > Self::MAX_BYTES / 16 || self.by_digest.contains_key(&digest) {
+        // Each entry is charged its bookkeeping too, so tiny values do not grow it unbounded.
+        let cost = plain.len() + Self::ENTRY_OVERHEAD;
+        if cost > Self::MAX_BYTES / 16 || self.by_digest.contains_key(&digest) {
             return;
         }
-        while self.bytes + plain.len() > Self::MAX_BYTES {
+        while self.bytes + cost > Self::MAX_BYTES {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
             if let Some(gone) = self.by_digest.remove(&oldest) {
-                self.bytes -= gone.len();
+                self.bytes -= gone.len() + Self::ENTRY_OVERHEAD;
             }
         }
-        self.bytes += plain.len();
+        self.bytes += cost;
         self.order.push_back(digest);
         self.by_digest.insert(digest, plain);
     }

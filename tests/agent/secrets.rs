@@ -355,6 +355,34 @@ async fn a_secret_is_sealed_at_the_writing_node_and_opened_only_by_its_readers()
     let history = json(&call(&o, Method::GET, "/v1/history/secret/db-password", "").await);
     assert!(history.to_string().contains("resealed under"), "{history}");
 
+    // A rollback to a version sealed under the retired generation, made through the old
+    // reader (which can open it), is sealed again to the current one: the old reader cannot
+    // read what it restored, the new reader can.
+    let versions = json(&call(&r, Method::GET, "/v1/history/secret/api-key", "").await);
+    let first = versions["versions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|v| v["message"].is_null()))
+        .and_then(|v| v["version"].as_str())
+        .expect("the first version")
+        .to_string();
+    let (code, out, err) = cli(&reader, &["rollback", "secret/api-key", &first]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        call(&r, Method::GET, "/v1/kv/secret/api-key?raw", "")
+            .await
+            .status,
+        403
+    );
+    let restored = eventually(Duration::from_secs(30), || {
+        let o = o.clone();
+        async move {
+            let reply = call(&o, Method::GET, "/v1/kv/secret/api-key?raw", "").await;
+            reply.status == 200 && reply.body == CANARY_THROUGH_READER.as_bytes()
+        }
+    })
+    .await;
+    assert!(restored, "the new reader cannot read the restored value");
+
     // A node that may read nothing still converges: a late joiner catches up with the
     // sealed versions (it answers 403, not 404), a deletion reaches it like any, and it holds
     // no plaintext.

@@ -611,14 +611,19 @@ impl Judge {
 
     /// Whether `version` (a write made in `context`) is sealed if its key is secret there
     /// (PROTOCOL.md §9.3): a value under a prefix that a keyring entry in the context covers
-    /// names one of those entries' generations. Tombstones carry nothing to seal.
+    /// names one of those entries' generations, and its own key (so a sealed value copied
+    /// under another key is refused). Tombstones carry nothing to seal.
     pub fn sealed_as_required(&self, version: &Version, context: &VClock) -> bool {
         let Payload::Value(value) = &version.payload else {
             return true;
         };
-        let generations = self.book.generations_for(version.key.as_str(), context);
+        let key = version.key.as_str();
+        let generations = self.book.generations_for(key, context);
         generations.is_empty()
-            || sealed::generation_of(value).is_some_and(|g| generations.iter().any(|n| n == g))
+            || sealed::header_of(value).is_some_and(|h| {
+                generations.iter().any(|n| n == h.generation)
+                    && h.key_digest == sealed::key_digest(key)
+            })
     }
 
     /// Whether `version`, made for a token (`act`'s author), carries the token's proof
@@ -800,10 +805,13 @@ impl Judge {
                     }
                     screened.apply.push(version);
                 }
-                Verdict::Refused(_) => {
+                Verdict::Refused(refusal) => {
                     store.record_refused(dot);
                     let size = version.approx_encoded_len();
+                    // A plaintext refused under a secret prefix is kept nowhere, not even to
+                    // catch an equivocation (whose proof would carry it to every node).
                     if version.seal.is_some()
+                        && *refusal != Refusal::NotSealed
                         && self.refused.len() < MAX_REFUSED_KEPT
                         && self.refused_bytes + size <= MAX_REFUSED_BYTES
                     {

@@ -659,6 +659,37 @@ pub struct TokenEntry {
     pub live: bool,
 }
 
+/// The prefix of a keyring entry; `None` for another kind of entry.
+fn keyring_prefix(e: &Entry) -> Option<&str> {
+    match &e.rule {
+        Rule::Keyring { prefix, .. } => Some(prefix.as_str()),
+        _ => None,
+    }
+}
+
+/// A keyring entry as [`Book::keyrings`] shows it; `None` for another kind of entry.
+fn keyring_entry(e: &Entry, current: bool) -> Option<KeyringEntry> {
+    let Rule::Keyring {
+        prefix,
+        recipient,
+        readers,
+        sealed,
+    } = &e.rule
+    else {
+        return None;
+    };
+    Some(KeyringEntry {
+        generation: super::sealed::generation_name(e.position.actor, e.position.counter),
+        prefix: prefix.clone(),
+        recipient: recipient.clone(),
+        readers: readers.clone(),
+        sealed: sealed.clone(),
+        author: e.author.clone(),
+        position: e.position,
+        current,
+    })
+}
+
 impl Book {
     /// An empty book: no root.
     pub fn new() -> Book {
@@ -822,59 +853,40 @@ impl Book {
     /// Every keyring entry held (PROTOCOL.md §9.4), in position order, each marked whether it
     /// is its prefix's current generation here.
     pub fn keyrings(&self) -> Vec<KeyringEntry> {
-        let held: Vec<&Entry> = self
+        let context = self.context();
+        let mut current: BTreeMap<&str, Option<(WriterId, u64)>> = BTreeMap::new();
+        self.keyrings
+            .iter()
+            .filter_map(|at| self.entries.get(at))
+            .filter_map(|e| {
+                let prefix = keyring_prefix(e)?;
+                let now = *current
+                    .entry(prefix)
+                    .or_insert_with(|| self.current_of(prefix, &context));
+                keyring_entry(e, now == Some((e.position.actor, e.position.counter)))
+            })
+            .collect()
+    }
+
+    /// The current generation of `prefix`: among its keyring entries in `context` (so a
+    /// write made now may name it), those no other of them saw; of several such, the greatest
+    /// position (concurrent rotations: one deterministic choice).
+    fn current_of(&self, prefix: &str, context: &VClock) -> Option<(WriterId, u64)> {
+        let of_prefix: Vec<&Entry> = self
             .keyrings
             .iter()
             .filter_map(|at| self.entries.get(at))
+            .filter(|e| keyring_prefix(e) == Some(prefix) && covers(context, e.position))
             .collect();
-        let prefix_of = |e: &Entry| match &e.rule {
-            Rule::Keyring { prefix, .. } => Some(prefix.clone()),
-            _ => None,
-        };
-        // Per prefix, the generations no other generation of it saw; of those, the greatest
-        // position is current (concurrent rotations: one deterministic choice).
-        let mut current: BTreeMap<String, (WriterId, u64)> = BTreeMap::new();
-        for e in &held {
-            let Some(prefix) = prefix_of(e) else {
-                continue;
-            };
-            let seen = held.iter().any(|other| {
-                other.position != e.position
-                    && prefix_of(other).as_ref() == Some(&prefix)
-                    && covers(&other.context, e.position)
-            });
-            let at = (e.position.actor, e.position.counter);
-            if !seen {
-                let best = current.entry(prefix).or_insert(at);
-                *best = (*best).max(at);
-            }
-        }
-        let mut all: Vec<KeyringEntry> = held
+        of_prefix
             .iter()
-            .filter_map(|e| match &e.rule {
-                Rule::Keyring {
-                    prefix,
-                    recipient,
-                    readers,
-                    sealed,
-                } => Some(KeyringEntry {
-                    generation: super::sealed::generation_name(
-                        e.position.actor,
-                        e.position.counter,
-                    ),
-                    prefix: prefix.clone(),
-                    recipient: recipient.clone(),
-                    readers: readers.clone(),
-                    sealed: sealed.clone(),
-                    author: e.author.clone(),
-                    position: e.position,
-                    current: current.get(prefix) == Some(&(e.position.actor, e.position.counter)),
-                }),
-                _ => None,
+            .filter(|e| {
+                !of_prefix
+                    .iter()
+                    .any(|other| other.position != e.position && covers(&other.context, e.position))
             })
-            .collect();
-        all.sort_by_key(|k| (k.position.actor, k.position.counter));
-        all
+            .map(|e| (e.position.actor, e.position.counter))
+            .max()
     }
 
     /// The generation a value written now under `key` is sealed to: the current generation of
@@ -883,17 +895,27 @@ impl Book {
         if self.keyrings.is_empty() || key.starts_with(super::RESERVED_PREFIX) {
             return None;
         }
-        self.keyrings()
-            .into_iter()
-            .filter(|k| k.current && key.starts_with(&k.prefix))
-            .max_by_key(|k| k.prefix.len())
+        let prefix = self
+            .keyrings
+            .iter()
+            .filter_map(|at| self.entries.get(at))
+            .filter_map(keyring_prefix)
+            .filter(|p| key.starts_with(p))
+            .max_by_key(|p| p.len())?;
+        let at = self.current_of(prefix, &self.context())?;
+        let entry = self.entries.get(&at)?;
+        keyring_entry(entry, true)
     }
 
-    /// The keyring entry named `generation`, if held.
+    /// The keyring entry named `generation`, if held (its `current` is not computed: false).
     pub fn keyring(&self, generation: &str) -> Option<KeyringEntry> {
-        self.keyrings()
-            .into_iter()
-            .find(|k| k.generation == generation)
+        self.keyrings
+            .iter()
+            .filter_map(|at| self.entries.get(at))
+            .find(|e| {
+                super::sealed::generation_name(e.position.actor, e.position.counter) == generation
+            })
+            .and_then(|e| keyring_entry(e, false))
     }
 
     /// The generations a value under `key` made in `context` may be sealed to: those of every

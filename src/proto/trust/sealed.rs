@@ -32,22 +32,74 @@ pub fn is_generation_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// The generation a sealed value names, read from its header's first [`HEADER_SCAN_BYTES`]
-/// (the first `-> confmesh-keyring <name>` line); `None` for bytes that are not an age file
-/// naming one.
-pub fn generation_of(sealed: &[u8]) -> Option<&str> {
-    let header = &sealed[..sealed.len().min(HEADER_SCAN_BYTES)];
-    if !header.starts_with(AGE_MAGIC) {
+/// What a sealed value's header names: the generation whose key opens it and the key it
+/// was sealed for (as [`key_digest`]). The age header's MAC covers both, so neither can be
+/// changed without the file key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealedHeader<'a> {
+    /// The generation, `<writer>-<n>`.
+    pub generation: &'a str,
+    /// [`key_digest`] of the key it was sealed for.
+    pub key_digest: &'a str,
+}
+
+/// The digest of a key a sealed value names: the first 16 bytes of its SHA-256, in hex. A
+/// value sealed for one key is refused under any other, so a reader's agent never opens,
+/// for a caller who may read one key, what was written under another.
+pub fn key_digest(key: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The header of a sealed value, read from its first [`HEADER_SCAN_BYTES`]: an age header
+/// with exactly one X25519 recipient, one `-> confmesh-keyring <generation> <key digest>`
+/// stanza and at most two others (age adds a "grease" stanza readers skip), ended by its
+/// `---` line. `None` for anything else (not age, more recipients: each is work for whoever
+/// opens it).
+pub fn header_of(sealed: &[u8]) -> Option<SealedHeader<'_>> {
+    let scanned = &sealed[..sealed.len().min(HEADER_SCAN_BYTES)];
+    if !scanned.starts_with(AGE_MAGIC) {
         return None;
     }
-    let marker = format!("\n-> {GENERATION_TAG} ");
-    let at = header
-        .windows(marker.len())
-        .position(|w| w == marker.as_bytes())?;
-    let rest = &header[at + marker.len()..];
-    let end = rest.iter().position(|&b| b == b'\n')?;
-    let name = std::str::from_utf8(&rest[..end]).ok()?;
-    is_generation_name(name).then_some(name)
+    let end = scanned.windows(5).position(|w| w == b"\n--- ")?;
+    let header = std::str::from_utf8(&scanned[AGE_MAGIC.len()..=end]).ok()?;
+    let stanzas: Vec<&str> = header
+        .lines()
+        .filter(|line| line.starts_with("-> "))
+        .collect();
+    let ours = format!("-> {GENERATION_TAG} ");
+    let tags: Vec<&str> = stanzas
+        .iter()
+        .filter_map(|line| line.strip_prefix(ours.as_str()))
+        .collect();
+    let x25519 = stanzas
+        .iter()
+        .filter(|line| line.starts_with("-> X25519 "))
+        .count();
+    // age adds a random "grease" stanza of a tag nobody knows, which readers skip; more than
+    // two such, or another recipient, is not what a node writes.
+    let others = stanzas.len() - tags.len() - x25519;
+    let ([tag], 1, 0..=2) = (tags.as_slice(), x25519, others) else {
+        return None;
+    };
+    let mut args = tag.split(' ');
+    let (Some(generation), Some(key_digest), None) = (args.next(), args.next(), args.next()) else {
+        return None;
+    };
+    let digest_ok = key_digest.len() == 32
+        && key_digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (is_generation_name(generation) && digest_ok).then_some(SealedHeader {
+        generation,
+        key_digest,
+    })
+}
+
+/// The generation a sealed value names ([`header_of`]).
+pub fn generation_of(sealed: &[u8]) -> Option<&str> {
+    header_of(sealed).map(|h| h.generation)
 }
 
 /// Whether `text` has the shape of an age X25519 recipient: `age1` and bech32 characters, as
@@ -65,22 +117,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_generation_is_read_from_the_header_only() {
-        let value = b"age-encryption.org/v1\n-> X25519 abc\nbody\n-> confmesh-keyring 00000000000000ab-3\n\n--- mac\npayload";
-        assert_eq!(generation_of(value), Some("00000000000000ab-3"));
-        assert_eq!(generation_of(&value[1..]), None, "not an age file");
-        assert_eq!(
-            generation_of(b"age-encryption.org/v1\n-> X25519 abc\n"),
-            None
+    fn a_header_names_a_generation_and_a_key_in_exactly_its_shape() {
+        let digest = key_digest("secret/db");
+        assert_eq!(digest.len(), 32);
+        let value = format!(
+            "age-encryption.org/v1\n-> X25519 abc\nbody\n-> confmesh-keyring 00000000000000ab-3 {digest}\n\n--- mac\npayload"
         );
+        let header = header_of(value.as_bytes()).expect("a header");
+        assert_eq!(header.generation, "00000000000000ab-3");
+        assert_eq!(header.key_digest, digest);
+        assert_eq!(
+            generation_of(&value.as_bytes()[1..]),
+            None,
+            "not an age file"
+        );
+        // A third stanza (another recipient), no X25519 one, no end, no digest, a marker in
+        // the payload: none is a sealed value.
+        for bad in [
+            value.replace("body\n", "body\n-> X25519 def\nbody\n"),
+            value.replace("body\n", "body\n-> a-grease\n-> b-grease\n-> c-grease\n"),
+            value.replace("-> X25519 abc", "-> scrypt abc"),
+            value.replace("\n--- mac", ""),
+            value.replace(&format!(" {digest}"), ""),
+            value.replace(&digest, "XYZ"),
+            format!(
+                "age-encryption.org/v1\n-> X25519 abc\n--- mac\n-> confmesh-keyring a-1 {digest}\n"
+            ),
+        ] {
+            assert_eq!(header_of(bad.as_bytes()), None, "{bad:?}");
+        }
         let mut far = AGE_MAGIC.to_vec();
         far.extend_from_slice(&[b'x'; HEADER_SCAN_BYTES]);
-        far.extend_from_slice(b"\n-> confmesh-keyring a-1\n");
         assert_eq!(generation_of(&far), None, "past the scanned header");
-        assert_eq!(
-            generation_of(b"age-encryption.org/v1\n-> confmesh-keyring a b\n"),
-            None
-        );
         assert_eq!(generation_name(WriterId(0xab), 3), "00000000000000ab-3");
         assert!(!is_recipient_shaped("age1short"));
     }

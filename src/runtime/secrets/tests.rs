@@ -13,7 +13,7 @@ fn every_reader_and_no_outsider_opens_a_key_and_the_values_sealed_to_it() {
     let (ids, recipients) = readers(3);
     let key = PrefixKey::generate("00000000000000ab-1").expect("key");
     let sealed_key = key.seal_for(&recipients).expect("sealed");
-    let value = seal_value(&key.recipient(), key.generation(), CANARY).expect("value");
+    let value = seal_value(&key.recipient(), key.generation(), "s/db", CANARY).expect("value");
 
     assert!(!contains(
         &sealed_key,
@@ -27,8 +27,17 @@ fn every_reader_and_no_outsider_opens_a_key_and_the_values_sealed_to_it() {
     for id in &ids {
         let opened = PrefixKey::open(id, key.generation(), &sealed_key).expect("a reader opens");
         assert_eq!(opened.recipient(), key.recipient());
-        assert_eq!(opened.open_value(&value, 1 << 20).expect("opens"), CANARY);
+        assert_eq!(
+            opened.open_value(&value, "s/db", 1 << 20).expect("opens"),
+            CANARY
+        );
     }
+    // Read under another key than the one it was sealed for: refused before decryption.
+    let opened = PrefixKey::open(&ids[0], key.generation(), &sealed_key).expect("opens");
+    assert!(matches!(
+        opened.open_value(&value, "s/other", 1 << 20),
+        Err(SecretError::WrongKey)
+    ));
     let outsider = NodeIdentity::ephemeral();
     assert!(matches!(
         PrefixKey::open(&outsider, key.generation(), &sealed_key),
@@ -45,8 +54,8 @@ fn every_reader_and_no_outsider_opens_a_key_and_the_values_sealed_to_it() {
 fn a_value_of_another_generation_is_refused_by_name_before_any_decryption() {
     let old = PrefixKey::generate("00000000000000ab-1").expect("key");
     let new = PrefixKey::generate("00000000000000ab-2").expect("key");
-    let value = seal_value(&new.recipient(), new.generation(), CANARY).expect("value");
-    match old.open_value(&value, 1 << 20) {
+    let value = seal_value(&new.recipient(), new.generation(), "s/db", CANARY).expect("value");
+    match old.open_value(&value, "s/db", 1 << 20) {
         Err(SecretError::WrongGeneration { expected, found }) => {
             assert_eq!(
                 (expected.as_str(), found.as_str()),
@@ -63,7 +72,7 @@ fn a_value_of_another_generation_is_refused_by_name_before_any_decryption() {
     .expect("sealed");
     assert_eq!(generation_of(&plain), None);
     assert!(matches!(
-        new.open_value(&plain, 1 << 20),
+        new.open_value(&plain, "s/db", 1 << 20),
         Err(SecretError::WrongGeneration { .. })
     ));
 }
@@ -71,24 +80,24 @@ fn a_value_of_another_generation_is_refused_by_name_before_any_decryption() {
 #[test]
 fn tampered_truncated_oversized_and_foreign_input_is_an_error_never_a_panic() {
     let key = PrefixKey::generate("k-1").expect("key");
-    let value = seal_value(&key.recipient(), "k-1", CANARY).expect("value");
+    let value = seal_value(&key.recipient(), "k-1", "s/db", CANARY).expect("value");
     // Every single-byte change past the magic line and every truncation fails to open.
     for at in (22..value.len()).step_by(7) {
         let mut bad = value.clone();
         bad[at] ^= 0x01;
         assert!(
-            key.open_value(&bad, 1 << 20).is_err(),
+            key.open_value(&bad, "s/db", 1 << 20).is_err(),
             "a flipped byte at {at} opened"
         );
     }
     for len in [0, 10, 22, value.len() / 2, value.len() - 1] {
         assert!(
-            key.open_value(&value[..len], 1 << 20).is_err(),
+            key.open_value(&value[..len], "s/db", 1 << 20).is_err(),
             "a cut at {len} opened"
         );
     }
     assert!(matches!(
-        key.open_value(&value, (CANARY.len() - 1) as u64),
+        key.open_value(&value, "s/db", (CANARY.len() - 1) as u64),
         Err(SecretError::Malformed(_))
     ));
     assert_eq!(generation_of(b"\xff\x00garbage"), None);
@@ -186,7 +195,7 @@ fn the_age_tool_opens_a_keyring_then_a_value() {
         key.seal_for(&recipients).expect("sealed"),
     )
     .expect("write");
-    let value = seal_value(&key.recipient(), key.generation(), CANARY).expect("value");
+    let value = seal_value(&key.recipient(), key.generation(), "s/db", CANARY).expect("value");
     std::fs::write(dir.path().join("value"), &value).expect("write");
 
     let age = |identity: &str, input: &str| {
