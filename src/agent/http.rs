@@ -515,11 +515,7 @@ async fn get_key(
     };
     let mut siblings = Vec::new();
     for sibling in versions.iter().filter(|v| v.dot != winner.dot) {
-        siblings.push(
-            revealed(&api, sibling)
-                .await
-                .unwrap_or_else(|_| VersionInfo::from(sibling)),
-        );
+        siblings.push(shown(&api, sibling).await);
     }
     let body = GetResponse {
         key,
@@ -527,6 +523,14 @@ async fn get_key(
         siblings,
     };
     (StatusCode::OK, headers, Json(body)).into_response()
+}
+
+/// `version` as the API shows it to a caller who may read its key: a sealed value opened where
+/// this node is one of its readers, else shown sealed without a value (docs/PROTOCOL.md §9.6).
+async fn shown(api: &Api, version: &Version) -> VersionInfo {
+    revealed(api, version)
+        .await
+        .unwrap_or_else(|_| VersionInfo::from(version))
 }
 
 /// `version` as the API shows it, its value opened if it is sealed (docs/PROTOCOL.md §9.6).
@@ -851,11 +855,17 @@ async fn history(
         return response;
     }
     match api.mesh.history(&key).await {
-        Ok(versions) => Json(HistoryResponse {
-            key,
-            versions: versions.iter().map(VersionInfo::from).collect(),
-        })
-        .into_response(),
+        Ok(versions) => {
+            let mut shown_versions = Vec::with_capacity(versions.len());
+            for version in &versions {
+                shown_versions.push(shown(&api, version).await);
+            }
+            Json(HistoryResponse {
+                key,
+                versions: shown_versions,
+            })
+            .into_response()
+        }
         Err(e) => mesh_error(&e),
     }
 }
@@ -991,12 +1001,20 @@ async fn watch(
             match next {
                 Some(Ok(change)) => {
                     let cursor = change.cursor.to_string();
+                    let old = match &change.old {
+                        Some(version) => Some(shown(&api, version).await),
+                        None => None,
+                    };
+                    let new = match &change.new {
+                        Some(version) => Some(shown(&api, version).await),
+                        None => None,
+                    };
                     let event = WatchEvent::Change(Box::new(ChangeEvent {
                         key: change.key.to_string(),
                         cursor: cursor.clone(),
                         origin: writer_text(change.origin),
-                        old: change.old.as_ref().map(VersionInfo::from),
-                        new: change.new.as_ref().map(VersionInfo::from),
+                        old,
+                        new,
                     }));
                     Some((Ok::<_, Infallible>(sse(&event).id(cursor)), state))
                 }

@@ -7,10 +7,11 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
+use bytes::Bytes;
 use confmesh::api::Client;
 use hyper::{Method, StatusCode};
 
-use crate::{Agent, BIN, Options, call, common::eventually, expect, json};
+use crate::{Agent, BIN, Options, Raw, call, common::eventually, expect, json};
 
 const CANARY_THROUGH_OTHER: &str = "canary-7f3a-written-by-a-non-reader";
 const CANARY_THROUGH_READER: &str = "canary-91bc-written-by-the-reader";
@@ -45,6 +46,37 @@ fn install_node_certificate(ca_dir: &Path, data: &Path, name: &str) {
     for file in ["ca.pem", "ca.key"] {
         std::fs::copy(ca_dir.join(file), tls.join(file)).expect("ca");
     }
+}
+
+/// A watch of `secret/` from now on.
+async fn watch(client: &Client) -> hyper::Response<hyper::body::Incoming> {
+    let sse = client
+        .open(Method::GET, "/v1/watch?prefix=secret/", Bytes::new(), &[])
+        .await
+        .expect("watch");
+    assert_eq!(sse.status(), StatusCode::OK);
+    sse
+}
+
+/// The watch's text up to the first complete event naming `key` (at most 20 s).
+async fn next_event(sse: hyper::Response<hyper::body::Incoming>, key: &str) -> String {
+    use http_body_util::BodyExt;
+    let read = async move {
+        let mut body = sse.into_body();
+        let mut text = String::new();
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                text.push_str(&String::from_utf8_lossy(data));
+                if text.contains(key) && text.ends_with("\n\n") {
+                    return text;
+                }
+            }
+        }
+        text
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("an event within 20 s")
 }
 
 /// Whether any file under `dir` holds `needle`.
@@ -251,6 +283,31 @@ async fn a_secret_is_sealed_at_the_writing_node_and_opened_only_by_its_readers()
     let (code, out, _) = cli(&other, &["get", "app/plain", "--raw"]);
     assert_eq!((code, out.as_str()), (Some(0), "visible"));
 
+    // Readers see the plaintext in history and in watch events too; the other node sees
+    // `sealed` and no value.
+    let reader_history = expect(
+        &call(&r, Method::GET, "/v1/history/secret/db-password", "").await,
+        StatusCode::OK,
+    )
+    .to_string();
+    assert!(
+        reader_history.contains(CANARY_THROUGH_OTHER),
+        "{reader_history}"
+    );
+    let (at_reader, at_other) = (watch(&r).await, watch(&o).await);
+    let watched = "canary-2b77-seen-by-watchers";
+    expect(
+        &call(&o, Method::PUT, "/v1/kv/secret/watched", watched).await,
+        StatusCode::OK,
+    );
+    let (seen_by_reader, seen_by_other) = (
+        next_event(at_reader, "secret/watched").await,
+        next_event(at_other, "secret/watched").await,
+    );
+    assert!(seen_by_reader.contains(watched), "{seen_by_reader}");
+    assert!(seen_by_other.contains("\"sealed\""), "{seen_by_other}");
+    assert!(!seen_by_other.contains(watched), "{seen_by_other}");
+
     // A token reads a secret through a reader's agent only if it holds `read` over the key.
     let token = |name: &str, grant: &str| {
         let (code, out, err) = as_admin(
@@ -319,7 +376,7 @@ async fn a_secret_is_sealed_at_the_writing_node_and_opened_only_by_its_readers()
     assert!(rotated, "the rotation never reached the old reader");
     let (code, out, err) = cli(&reader, &["secret", "reseal", "secret/"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("resealed 2 values"), "{out}");
+    assert!(out.contains("resealed 3 values"), "{out}");
     let after = "canary-5d0e-written-after-the-rotation";
     expect(
         &call(&r, Method::PUT, "/v1/kv/secret/new", after).await,
