@@ -306,6 +306,19 @@ async fn wait_for_members(client: &Client, n: usize) -> anyhow::Result<()> {
     bail!("the peers did not join within 120 s")
 }
 
+/// One table row: `label`, then requests/s, p50, p99 and max latency (ms) and the agent's CPU
+/// per request (µs) over `requests` requests.
+fn print_row(label: &str, requests: usize, elapsed: Duration, sorted: &[Duration], cpu_ns: u64) {
+    println!(
+        "{label}\t{:.0}\t{:.2}\t{:.2}\t{:.2}\t{:.1}",
+        requests as f64 / elapsed.as_secs_f64(),
+        percentile(sorted, 0.5),
+        percentile(sorted, 0.99),
+        percentile(sorted, 1.0),
+        cpu_ns as f64 / 1e3 / requests as f64,
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -462,14 +475,9 @@ async fn secret_rows(
                     prefix,
                 )
                 .await?;
-                let cpu_us = agent.cpu_ns().saturating_sub(cpu_before) as f64 / 1e3 / o.puts as f64;
-                println!(
-                    "{method}\t{prefix}\t{clients}\t{:.0}\t{:.2}\t{:.2}\t{:.2}\t{cpu_us:.1}",
-                    o.puts as f64 / elapsed.as_secs_f64(),
-                    percentile(&latencies, 0.5),
-                    percentile(&latencies, 0.99),
-                    percentile(&latencies, 1.0),
-                );
+                let cpu_ns = agent.cpu_ns().saturating_sub(cpu_before);
+                let row = format!("{method}\t{prefix}\t{clients}");
+                print_row(&row, o.puts, elapsed, &latencies, cpu_ns);
             }
         }
     }
@@ -663,13 +671,13 @@ async fn main() -> anyhow::Result<()> {
                 "load/",
             )
             .await?;
-            let cpu_us = agent.cpu_ns().saturating_sub(cpu_before) as f64 / 1e3 / o.puts as f64;
-            println!(
-                "{method}\t{clients}\t{:.0}\t{:.2}\t{:.2}\t{:.2}\t{cpu_us:.1}",
-                o.puts as f64 / elapsed.as_secs_f64(),
-                percentile(&latencies, 0.5),
-                percentile(&latencies, 0.99),
-                percentile(&latencies, 1.0),
+            let cpu_ns = agent.cpu_ns().saturating_sub(cpu_before);
+            print_row(
+                &format!("{method}\t{clients}"),
+                o.puts,
+                elapsed,
+                &latencies,
+                cpu_ns,
             );
         }
     }

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use clap::Subcommand;
 use confmesh::{
-    api::{AclResponse, ClientError, PutParams},
+    api::{AclKeyring, AclResponse, ClientError, PutParams},
     proto::trust::policy::{Kind, Principal, Rule},
     runtime::secrets::PrefixKey,
 };
@@ -103,15 +103,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             target,
         } => {
             let acl = target.client()?.acl().await?;
-            let Some(current) = acl
-                .keyrings
-                .iter()
-                .find(|k| k.prefix == prefix && k.current)
-            else {
-                return Err(Failure::failed(format!(
-                    "{prefix:?} is not a secret prefix here; make it one with `secret init`"
-                )));
-            };
+            let current = current_generation(&acl, &prefix)?;
             let readers = if readers.is_empty() {
                 current.readers.clone()
             } else {
@@ -124,15 +116,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Reseal { prefix, target } => {
             let acl = target.client()?.acl().await?;
-            let Some(current) = acl
-                .keyrings
-                .iter()
-                .find(|k| k.prefix == prefix && k.current)
-            else {
-                return Err(Failure::failed(format!(
-                    "{prefix:?} is not a secret prefix here"
-                )));
-            };
+            let current = current_generation(&acl, &prefix)?;
             let report = reseal(&target, &prefix, &current.generation, None).await?;
             output::print(&target, &report, Resealed::text)
         }
@@ -159,6 +143,18 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             })
         }
     }
+}
+
+/// The current generation of `prefix` as the agent holds it.
+fn current_generation<'a>(acl: &'a AclResponse, prefix: &str) -> Result<&'a AclKeyring, Failure> {
+    acl.keyrings
+        .iter()
+        .find(|k| k.prefix == prefix && k.current)
+        .ok_or_else(|| {
+            Failure::failed(format!(
+                "{prefix:?} is not a secret prefix here; make it one with `secret init`"
+            ))
+        })
 }
 
 /// The readers as node principals (no patterns, no other kind), without repeats.
