@@ -262,6 +262,11 @@ fn mesh_error(e: &MeshError) -> Response {
             };
             return (StatusCode::CONFLICT, Json(body)).into_response();
         }
+        // A value its client sealed to another generation or for another key: bad input.
+        MeshError::Secret(
+            crate::runtime::secrets::SecretError::WrongGeneration { .. }
+            | crate::runtime::secrets::SecretError::WrongKey,
+        ) => StatusCode::BAD_REQUEST,
         MeshError::UnknownVersion(_) => StatusCode::NOT_FOUND,
         MeshError::Resign(_) => StatusCode::CONFLICT,
         MeshError::Watch(_) => StatusCode::GONE,
