@@ -34,7 +34,7 @@ use tokio::{
 };
 
 use super::{
-    http::{self, Api},
+    http::{self, Api, ApiState},
     metrics::Metrics,
     server::{Limits, Standalone},
 };
@@ -149,12 +149,14 @@ impl HttpServer {
         let _ = std::fs::remove_dir_all(&dir);
         let mesh = started?;
         let (stop, stopping) = watch::channel(false);
-        let api = |token: Option<&str>| Api {
-            mesh: mesh.clone(),
-            token: token.map(Arc::from),
-            metrics: Arc::new(Metrics::default()),
-            limits: LIMITS,
-            stop: stopping.clone(),
+        let api = |token: Option<&str>| {
+            Api::new(ApiState {
+                mesh: mesh.clone(),
+                token: token.map(Arc::from),
+                metrics: Arc::new(Metrics::default()),
+                limits: LIMITS,
+                stop: stopping.clone(),
+            })
         };
         let head_requests = Arc::new(Mutex::new(Vec::new()));
         // Records each request as it reaches the router; decides nothing.

@@ -46,9 +46,28 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 /// The most keys one page of a listing returns.
 const MAX_PAGE: usize = 1_000;
 
-/// What every handler shares.
+/// What every handler shares: one allocation, so that handing it to a request (axum clones
+/// the state for each) is one reference count, not one per field.
 #[derive(Clone)]
-pub(crate) struct Api {
+pub(crate) struct Api(Arc<ApiState>);
+
+impl Api {
+    /// The handle over `state`.
+    pub(crate) fn new(state: ApiState) -> Api {
+        Api(Arc::new(state))
+    }
+}
+
+impl std::ops::Deref for Api {
+    type Target = ApiState;
+
+    fn deref(&self) -> &ApiState {
+        &self.0
+    }
+}
+
+/// The state behind an [`Api`].
+pub(crate) struct ApiState {
     pub(crate) mesh: Mesh,
     pub(crate) token: Option<Arc<str>>,
     pub(crate) metrics: Arc<Metrics>,
@@ -57,7 +76,7 @@ pub(crate) struct Api {
     pub(crate) stop: watch::Receiver<bool>,
 }
 
-impl Api {
+impl ApiState {
     /// Resolves once the agent is shutting down.
     async fn stopping(&self) {
         let mut stop = self.stop.clone();

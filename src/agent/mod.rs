@@ -108,13 +108,13 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let http_addr = listener.local_addr().unwrap_or(config.http_addr);
     let limits = config.http_limits.fitted_to_fd_limit();
     let (stop, stopping) = watch::channel(false);
-    let api = http::Api {
+    let api = http::Api::new(http::ApiState {
         mesh: mesh.clone(),
         token: config.api_token.as_deref().map(Arc::from),
         metrics: Arc::new(metrics::Metrics::default()),
         limits,
         stop: stopping.clone(),
-    };
+    });
     tokio::spawn(measure_lag(mesh.clone(), Arc::clone(&api.metrics)));
     announce(&config, &mesh, http_addr);
     // Said at every start: without a root, any certified node may write every key.
