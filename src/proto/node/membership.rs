@@ -99,6 +99,12 @@ pub(super) struct Membership {
     /// suspected only lately, or heard from lately): kept listed until they come back under a
     /// new generation or [`Node::renewal_grace`] passes (see [`Node::declared_down`]).
     pub(super) held_downs: BTreeMap<NodeId, Instant>,
+    /// foca's periodic gossip timer, held while foca has nothing to gossip (it would only set
+    /// itself again), with the deadline it fired at: an idle node does not wake ten times a
+    /// second for nothing. Handed back for the first tick of its period after foca has an
+    /// update or a broadcast to send ([`Node::after_swim`]), so gossip goes out when it would
+    /// have without the hold.
+    pub(super) held_gossip: Option<(foca::Timer<NodeId>, Instant)>,
 }
 
 /// How long a member that left or went down is listed as such ([`Node::departed`]).
@@ -129,6 +135,7 @@ impl Membership {
             suspected_at: BTreeMap::new(),
             last_heard: BTreeMap::new(),
             held_downs: BTreeMap::new(),
+            held_gossip: None,
             seeds: Vec::new(),
             local_health: 0,
             changed_at: now,
@@ -454,6 +461,44 @@ impl Node {
         }
     }
 
+    /// Whether foca has anything for its periodic gossip to send: an update or a broadcast.
+    pub(super) fn has_gossip(&self) -> bool {
+        self.membership.swim.updates_backlog() > 0
+            || self.membership.swim.custom_broadcast_backlog() > 0
+    }
+
+    /// Holds `timer`, due at `deadline`, instead of handing it to foca if it is the periodic
+    /// gossip timer and there is nothing to gossip; [`Node::after_swim`] hands it back once
+    /// there is. Returns whether it was held.
+    pub(super) fn hold_idle_gossip(
+        &mut self,
+        timer: &foca::Timer<NodeId>,
+        deadline: Instant,
+    ) -> bool {
+        if matches!(timer, foca::Timer::PeriodicGossip(_)) && !self.has_gossip() {
+            self.membership.held_gossip = Some((timer.clone(), deadline));
+            return true;
+        }
+        false
+    }
+
+    /// The first tick at or after `now` of the gossip period that had a tick at `held_at`.
+    fn next_gossip_tick(&self, held_at: Instant, now: Instant) -> Instant {
+        let period = self
+            .config
+            .swim
+            .periodic_gossip
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.frequency);
+        let since = now.saturating_duration_since(held_at);
+        if period.is_zero() || since.is_zero() {
+            return now.max(held_at);
+        }
+        let ticks = since.as_nanos().div_ceil(period.as_nanos());
+        let ticks = u32::try_from(ticks).unwrap_or(u32::MAX);
+        held_at + period.saturating_mul(ticks)
+    }
+
     /// Drains foca's output: packets become datagrams, timers join the queue, notifications
     /// update the member table.
     pub(super) fn after_swim(&mut self, now: Instant) {
@@ -470,6 +515,12 @@ impl Node {
         }
         while let Some((after, timer)) = self.membership.out.to_schedule() {
             self.timers.set(now + after, Timer::Swim(timer));
+        }
+        if self.has_gossip()
+            && let Some((timer, held_at)) = self.membership.held_gossip.take()
+        {
+            self.timers
+                .set(self.next_gossip_tick(held_at, now), Timer::Swim(timer));
         }
         for id in self.membership.leave_notices.take_unread() {
             if self.peers.remove(&id) {

@@ -36,6 +36,8 @@ struct Cluster {
     drop_datagram: DatagramFilter,
     /// Nodes whose disk holds their local writes back: not reported durable while set.
     disk_stalled: Vec<bool>,
+    /// How many times each node's timers woke it (a runtime wakes for each).
+    wakeups: Vec<u64>,
 }
 
 impl Cluster {
@@ -65,6 +67,7 @@ impl Cluster {
             tap: None,
             drop_datagram: Box::new(|_, _, _| false),
             disk_stalled: vec![false; n],
+            wakeups: vec![0; n],
         }
     }
 
@@ -136,9 +139,10 @@ impl Cluster {
                     }
                 }
             }
-            for node in &mut self.nodes {
+            for (node, wakeups) in self.nodes.iter_mut().zip(&mut self.wakeups) {
                 if node.poll_timeout().is_some_and(|t| t <= now) {
                     node.handle_timeout(now);
+                    *wakeups += 1;
                 }
             }
             self.drain();
@@ -974,6 +978,50 @@ fn an_idle_node_probes_less_often_and_soon_again_after_a_change() {
         "first round after the write, ms: {first:?}"
     );
     assert!((0..4).all(|i| c.value(i, "app/x").is_some()));
+}
+
+#[test]
+fn an_idle_node_does_not_wake_for_gossip_it_does_not_have_and_gossips_news_at_the_next_tick() {
+    let mut c = Cluster::joined(4);
+    c.run_for(Duration::from_secs(10));
+    // Idle: foca's 100 ms gossip timer alone would wake each node 200 times in 20 s; what is
+    // left is probing (a probe and its deadlines each second), re-announcing to down members
+    // (each second) and the stretched anti-entropy rounds.
+    let before = c.wakeups.clone();
+    c.run_for(Duration::from_secs(20));
+    let idle: Vec<u64> = c.wakeups.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert!(
+        idle.iter().all(|&w| w < 120),
+        "idle wake-ups in 20 s {idle:?}"
+    );
+    // News is gossiped at the next tick of the period, as without the hold: node 3 is cut
+    // off, and the first node to suspect it has the suspicion out to the others within one
+    // tick (100 ms) and the network's millisecond.
+    c.drop = Box::new(|from, to, _| from == 3 || to == 3);
+    let suspected = |c: &Cluster, i: usize| {
+        c.nodes[i]
+            .membership_view(addr(3))
+            .is_some_and(|m| m.state != MemberState::Alive)
+    };
+    let mut first: Option<(usize, u64)> = None;
+    let mut all = None;
+    for step in 1..=1_000u64 {
+        c.run_for(Duration::from_millis(5));
+        if first.is_none() {
+            first = (0..3).find(|&i| suspected(&c, i)).map(|i| (i, step * 5));
+        }
+        if (0..3).all(|i| suspected(&c, i)) {
+            all = Some(step * 5);
+            break;
+        }
+    }
+    let (first, all) = (first.expect("suspected"), all.expect("suspected by all"));
+    assert!(
+        all - first.1 <= 105,
+        "node {} suspected node 3 at {} ms, all three by {all} ms",
+        first.0,
+        first.1
+    );
 }
 
 #[test]
