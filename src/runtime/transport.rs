@@ -26,14 +26,13 @@ use crate::proto::{
 
 /// How long a dial may take before the message is dropped (anti-entropy repairs it).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Keep-alive on every connection, well under the idle timeout, so pooled connections to
-/// members stay open between messages. Each costs a packet and its acknowledgement per
-/// connection per interval, and a node keeps a connection to every member it talks to
-/// (49 at N=50: at 2 s that would be some 50 packets per second per node). Probes and
-/// anti-entropy rounds already touch each connection every few tens of seconds at N=50,
-/// so at 25 s the keep-alive rarely fires there (10 s cost a tenth of an idle node's CPU).
-const KEEP_ALIVE: Duration = Duration::from_secs(25);
-/// A connection with no packet for this long is closed; the next message dials again.
+/// A connection with no packet for this long is closed; the next message dials again. No
+/// keep-alive holds connections open beyond it: a node keeps a connection to every member
+/// it talks to, and a keep-alive costs a packet and its acknowledgement per connection per
+/// interval whether the connection is needed or not (at 25 s, a tenth of an idle agent's CPU
+/// at N=50, and 80 packets a second per node at N=1000). A member that is probed or synced
+/// with keeps its connection by that traffic (every few tens of seconds at N=50); one that
+/// is not pays a handshake when it is next needed (BENCHMARKS.md, "Idle agents").
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Messages received and not yet taken by the node task; beyond this, new ones are dropped
 /// (they are either unreliable SWIM packets or repaired by anti-entropy).
@@ -306,7 +305,7 @@ impl Transport {
         bans: Arc<Bans>,
     ) -> Result<(Arc<Transport>, Inboxes), TransportError> {
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(KEEP_ALIVE));
+        transport.keep_alive_interval(None);
         transport.max_idle_timeout(IDLE_TIMEOUT.try_into().ok());
         // No path-MTU probing: messages are small (SWIM datagrams fit QUIC's 1,200-byte
         // minimum) and the probes, four packets of up to 1,452 bytes, were most of a new
