@@ -32,6 +32,15 @@
 //! cargo bench --bench agent_load -- --peers 49 --idle 60      # 50 idle agents, 60 s
 //! ```
 //!
+//! `--chitchat N --idle SECONDS` measures the comparison system the same way: N chitchat
+//! nodes (Quickwit's scuttlebutt gossip, at its defaults: a 1 s gossip interval, or
+//! `--chitchat-interval-ms`), each a process of its own (this bench started again as one
+//! node), on 127.0.0.1 with the first as the seed:
+//!
+//! ```sh
+//! cargo bench --bench agent_load -- --chitchat 50 --idle 60   # 50 idle chitchat processes
+//! ```
+//!
 //! `--secret` makes `secret/` a secret prefix (docs/PROTOCOL.md §9) and prints PUT and GET
 //! rows for `plain/` and `secret/` keys side by side, with the first (cold) secret read alone:
 //!
@@ -81,6 +90,10 @@ struct Options {
     idle: Option<u64>,
     /// `--secret`: rows for a secret prefix beside plain ones.
     secret: bool,
+    /// `--chitchat N`: with `--idle`, N chitchat processes instead of agents.
+    chitchat: Option<usize>,
+    /// chitchat's gossip interval.
+    chitchat_interval: Duration,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -99,6 +112,8 @@ fn options() -> anyhow::Result<Options> {
         rounds: 10,
         idle: None,
         secret: false,
+        chitchat: None,
+        chitchat_interval: Duration::from_secs(1),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -132,6 +147,10 @@ fn options() -> anyhow::Result<Options> {
             "--rounds" => o.rounds = value()?.parse()?,
             "--idle" => o.idle = Some(value()?.parse()?),
             "--secret" => o.secret = true,
+            "--chitchat" => o.chitchat = Some(value()?.parse()?),
+            "--chitchat-interval-ms" => {
+                o.chitchat_interval = Duration::from_millis(value()?.parse()?);
+            }
             "--bench" => {}
             other => bail!("unknown option {other}"),
         }
@@ -327,25 +346,27 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-/// `--idle`: the share of a core each of `agents` uses over `seconds` with nothing to do
-/// (after 20 s to settle: joins, first anti-entropy rounds, member records).
-async fn idle(agents: &[&Agent], seconds: u64) -> anyhow::Result<()> {
+/// `--idle`: the share of a core each of the processes `pids` (`what`: agents, chitchat
+/// nodes) uses over `seconds` with nothing to do (after 20 s to settle: joins, first
+/// anti-entropy rounds, member records).
+async fn idle(what: &str, pids: &[u32], seconds: u64) -> anyhow::Result<()> {
+    let cpu_ns = |pid: &u32| schedstat::threads_cpu_ns(&format!("/proc/{pid}/task"));
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let before: Vec<u64> = agents.iter().map(|a| a.cpu_ns()).collect();
+    let before: Vec<u64> = pids.iter().map(cpu_ns).collect();
     #[allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
     let started = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let wall_ns = started.elapsed().as_nanos() as f64;
-    let mut shares: Vec<f64> = agents
+    let mut shares: Vec<f64> = pids
         .iter()
         .zip(before)
-        .map(|(a, b)| a.cpu_ns().saturating_sub(b) as f64 / wall_ns * 100.0)
+        .map(|(pid, b)| cpu_ns(pid).saturating_sub(b) as f64 / wall_ns * 100.0)
         .collect();
     shares.sort_by(f64::total_cmp);
     let mean = shares.iter().sum::<f64>() / shares.len().max(1) as f64;
     println!(
-        "agent_load --idle: {} agents, {seconds} s window: % of a core per agent: mean {mean:.3}, min {:.3}, median {:.3}, max {:.3}",
-        agents.len(),
+        "agent_load --idle: {} {what}, {seconds} s window: % of a core per process: mean {mean:.3}, min {:.3}, median {:.3}, max {:.3}",
+        pids.len(),
         shares.first().copied().unwrap_or(0.0),
         shares.get(shares.len() / 2).copied().unwrap_or(0.0),
         shares.last().copied().unwrap_or(0.0),
@@ -561,9 +582,92 @@ async fn versus(
     Ok(())
 }
 
+/// One chitchat node, a process of its own ([`chitchat_node`]); killed when dropped.
+struct ChitchatProcess(Child);
+
+impl Drop for ChitchatProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `--chitchat N --idle SECONDS`: N chitchat processes joined through the first, measured as
+/// idle agents are.
+async fn chitchat_idle(o: &Options, n: usize, seconds: u64) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut nodes = Vec::new();
+    let mut seed: Option<String> = None;
+    for i in 0..n {
+        // chitchat advertises the address it is given, so a free port is picked here.
+        let addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+        let mut command = Command::new(&exe);
+        command
+            .args(["--chitchat-node", &format!("node-{i}"), &addr.to_string()])
+            .arg(o.chitchat_interval.as_millis().to_string())
+            .args(seed.iter())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        nodes.push(ChitchatProcess(
+            command.spawn().context("start a chitchat node")?,
+        ));
+        seed.get_or_insert_with(|| addr.to_string());
+    }
+    let pids: Vec<u32> = nodes.iter().map(|n| n.0.id()).collect();
+    idle("chitchat nodes", &pids, seconds).await
+}
+
+/// The child side of [`chitchat_idle`]: `--chitchat-node ID ADDR INTERVAL_MS [SEED]` runs one
+/// chitchat node (its defaults otherwise, as `benches/convergence.rs` runs them) until the
+/// parent closes its standard input.
+async fn chitchat_node(args: &[String]) -> anyhow::Result<()> {
+    use chitchat::{
+        ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion, spawn_chitchat,
+        transport::UdpTransport,
+    };
+    let [id, addr, interval, seeds @ ..] = args else {
+        bail!("--chitchat-node ID ADDR INTERVAL_MS [SEED]");
+    };
+    let addr: std::net::SocketAddr = addr.parse()?;
+    let config = ChitchatConfig {
+        chitchat_id: ChitchatId::new(id.clone(), 0, addr),
+        cluster_id: "agent-load-idle".into(),
+        gossip_interval: Duration::from_millis(interval.parse()?),
+        listen_addr: addr,
+        seed_nodes: seeds.to_vec(),
+        failure_detector_config: FailureDetectorConfig::default(),
+        marked_for_deletion_grace_period: Duration::from_secs(15 * 60),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: ProtocolVersion::V0,
+    };
+    let _handle = spawn_chitchat(config, Vec::new(), &UdpTransport).await?;
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        while std::io::stdin()
+            .read_line(&mut line)
+            .is_ok_and(|read| read > 0)
+        {
+            line.clear();
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--chitchat-node") {
+        return chitchat_node(&args[1..]).await;
+    }
     let o = options()?;
+    if let Some(n) = o.chitchat {
+        let seconds = o
+            .idle
+            .context("--chitchat measures idle nodes: add --idle SECONDS")?;
+        return chitchat_idle(&o, n, seconds).await;
+    }
     let base = match &o.dir {
         Some(dir) => dir.clone(),
         None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
@@ -597,8 +701,11 @@ async fn main() -> anyhow::Result<()> {
         wait_for_members(&client, peers.len() + 1).await?;
     }
     if let Some(seconds) = o.idle {
-        let all: Vec<&Agent> = std::iter::once(&agent).chain(&peers).collect();
-        return idle(&all, seconds).await;
+        let pids: Vec<u32> = std::iter::once(&agent)
+            .chain(&peers)
+            .map(|a| a.child.id())
+            .collect();
+        return idle("agents", &pids, seconds).await;
     }
     if o.secret {
         return secret_rows(&o, &agent, &client, dir.path()).await;
