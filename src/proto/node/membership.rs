@@ -467,19 +467,11 @@ impl Node {
             || self.membership.swim.custom_broadcast_backlog() > 0
     }
 
-    /// Holds `timer`, due at `deadline`, instead of handing it to foca if it is the periodic
-    /// gossip timer and there is nothing to gossip; [`Node::after_swim`] hands it back once
-    /// there is. Returns whether it was held.
-    pub(super) fn hold_idle_gossip(
-        &mut self,
-        timer: &foca::Timer<NodeId>,
-        deadline: Instant,
-    ) -> bool {
-        if matches!(timer, foca::Timer::PeriodicGossip(_)) && !self.has_gossip() {
-            self.membership.held_gossip = Some((timer.clone(), deadline));
-            return true;
-        }
-        false
+    /// Whether `timer` is foca's periodic gossip timer firing with nothing to gossip: the
+    /// node holds it instead of handing it to foca ([`Membership::held_gossip`]), and
+    /// [`Node::after_swim`] hands it back once there is something.
+    pub(super) fn is_idle_gossip(&self, timer: &foca::Timer<NodeId>) -> bool {
+        matches!(timer, foca::Timer::PeriodicGossip(_)) && !self.has_gossip()
     }
 
     /// The first tick at or after `now` of the gossip period that had a tick at `held_at`.
@@ -516,7 +508,8 @@ impl Node {
         while let Some((after, timer)) = self.membership.out.to_schedule() {
             self.timers.set(now + after, Timer::Swim(timer));
         }
-        if self.has_gossip()
+        if self.membership.held_gossip.is_some()
+            && self.has_gossip()
             && let Some((timer, held_at)) = self.membership.held_gossip.take()
         {
             self.timers

@@ -664,7 +664,9 @@ impl Node {
                     self.stats.suspicions_refuted += 1;
                     tracing::debug!(?t, "suspicion refuted in time");
                 }
-                Timer::Swim(t) if self.hold_idle_gossip(&t, deadline) => {}
+                Timer::Swim(t) if self.is_idle_gossip(&t) => {
+                    self.membership.held_gossip = Some((t, deadline));
+                }
                 Timer::Swim(t) => {
                     if let Err(e) = self
                         .membership
