@@ -67,6 +67,14 @@ pub struct Cli {
     /// degree of the push graph, for the copies-against-latency curve.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16))]
     eager_min: Option<u64>,
+    /// SWIM probe period in ms, if not the preset's (`lan`: 1,000): for the curve of probe
+    /// period and suspicion timeout against detection and false positives.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    probe_ms: Option<u64>,
+    /// SWIM suspicion timeout in ms (before the node's own stretching while late), if not the
+    /// preset's (`lan`: 2,500).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    suspect_ms: Option<u64>,
     /// Partition scenario: cut traffic from one half to the other only.
     #[arg(long)]
     one_way: bool,
@@ -206,6 +214,8 @@ impl Cli {
             baseline: self.baseline,
             preset: self.preset,
             eager_min: self.eager_min.map(|k| k as usize),
+            probe_ms: self.probe_ms,
+            suspect_ms: self.suspect_ms,
             one_way: self.one_way,
             signing: !self.no_signing,
             policy: self.policy && !self.no_signing,
@@ -327,6 +337,10 @@ pub struct Params {
     pub preset: Preset,
     /// `--eager-min`: the push graph's degree, if not the node's default.
     pub eager_min: Option<usize>,
+    /// `--probe-ms`: the SWIM probe period, if not the preset's.
+    pub probe_ms: Option<u64>,
+    /// `--suspect-ms`: the SWIM suspicion timeout, if not the preset's.
+    pub suspect_ms: Option<u64>,
     pub one_way: bool,
     /// Every node signs its writes and enforces signatures (not `--no-signing`).
     pub signing: bool,
@@ -375,6 +389,12 @@ impl Params {
         }
         if let Some(k) = self.eager_min {
             fields.push(("eager-min", k.to_string()));
+        }
+        if let Some(ms) = self.probe_ms {
+            fields.push(("probe-ms", ms.to_string()));
+        }
+        if let Some(ms) = self.suspect_ms {
+            fields.push(("suspect-ms", ms.to_string()));
         }
         fields
     }

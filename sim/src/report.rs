@@ -84,6 +84,12 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flaps: Option<u64>,
     pub detect_ms: Option<Percentiles>,
+    /// For each crash, ms until the first survivor declared it down (the accuser's probe and
+    /// suspicion; the rest of `detect_ms` is the news spreading).
+    pub detect_first_ms: Option<Percentiles>,
+    /// Every crash's `detect_ms` sample, to pool runs of several seeds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub detect_samples_ms: Vec<u64>,
     pub join_ms: Option<u64>,
     pub catchup_ms: Option<u64>,
     pub grafts_per_change: Option<f64>,
@@ -93,6 +99,9 @@ pub struct Report {
     pub excused_declarations: u64,
     /// Suspicions raised and refuted in time, summed over nodes (`NodeStats::suspicions_refuted`).
     pub suspicions_refuted: u64,
+    /// Declarations of members down held while the member might come back under a new
+    /// generation, summed over nodes (`NodeStats::downs_held`).
+    pub downs_held: u64,
     /// Of (surviving observer, gracefully leaving node) pairs, the share in which the
     /// observer reported the leave as `MemberLeft` rather than `MemberDown` (churn only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,9 +154,9 @@ fn convergence_and_deliveries(world: &World, up: &[usize]) -> (Vec<u64>, Vec<f64
     (convergence, deliveries)
 }
 
-/// For every crash, ms until the last surviving observer declared it (crashes not declared by
-/// every survivor fail `checker::detection`).
-fn detection_ms(world: &World, up: &[usize], phases: &Phases) -> Vec<u64> {
+/// For every crash, ms until the first and until the last surviving observer declared it
+/// (crashes not declared by every survivor fail `checker::detection`).
+fn detection_ms(world: &World, up: &[usize], phases: &Phases) -> Vec<(u64, u64)> {
     let survivors = detection::survivors(up, &phases.crashes);
     phases
         .crashes
@@ -156,8 +165,17 @@ fn detection_ms(world: &World, up: &[usize], phases: &Phases) -> Vec<u64> {
             survivors
                 .iter()
                 .map(|&j| detection::declared_down(&world.member_log, j, id, at))
-                .try_fold(at, |last, seen| seen.map(|t| last.max(t)))
-                .map(|t| (t - at).as_millis() as u64)
+                .try_fold(None, |span: Option<(Instant, Instant)>, seen| {
+                    let t = seen?;
+                    Some(Some(span.map_or((t, t), |(a, b)| (a.min(t), b.max(t)))))
+                })
+                .flatten()
+                .map(|(first, last)| {
+                    (
+                        (first - at).as_millis() as u64,
+                        (last - at).as_millis() as u64,
+                    )
+                })
         })
         .collect()
 }
@@ -278,12 +296,15 @@ impl Report {
             loaded_bytes_per_node_per_s: phases.loaded.map(per_node_per_s),
             heal_ms: heal.and_then(Percentiles::of),
             flaps,
-            detect_ms: Percentiles::of(detect),
+            detect_ms: Percentiles::of(detect.iter().map(|d| d.1).collect()),
+            detect_first_ms: Percentiles::of(detect.iter().map(|d| d.0).collect()),
+            detect_samples_ms: detect.iter().map(|d| d.1).collect(),
             join_ms: phases.join_ms,
             catchup_ms: phases.catchup_ms,
             false_positives,
             excused_declarations,
             suspicions_refuted: total(|s| s.suspicions_refuted) as u64,
+            downs_held: total(|s| s.downs_held) as u64,
             leaves_reported_as_left,
             lost_writes: failures.iter().map(Failure::lost_writes).sum(),
             divergent_nodes: failures.iter().map(Failure::divergent_nodes).sum(),
@@ -338,7 +359,7 @@ impl Report {
             ));
         }
         let mut line = format!(
-            "  [{}] convergence_ms {} | copies/node/change {} | idle B/node/s {} | loaded B/node/s {} | heal_ms {} flaps {} | detect_ms {} | join_ms {} | catchup_ms {} | grafts/change {} syncs/change {} | false_positives {} refuted {} left-as-left {} lost {} divergent {} | deferred {} {} | events {} sim {:.1}s wall {:.1}s trace {} {}",
+            "  [{}] convergence_ms {} | copies/node/change {} | idle B/node/s {} | loaded B/node/s {} | heal_ms {} flaps {} | detect_ms {} first {} | join_ms {} | catchup_ms {} | grafts/change {} syncs/change {} | false_positives {} refuted {} held {} left-as-left {} lost {} divergent {} | deferred {} {} | events {} sim {:.1}s wall {:.1}s trace {} {}",
             self.mode,
             p(&self.convergence_ms),
             f(self.copies_per_node_per_change),
@@ -347,12 +368,14 @@ impl Report {
             p(&self.heal_ms),
             self.flaps.map_or("-".into(), |v| v.to_string()),
             p(&self.detect_ms),
+            p(&self.detect_first_ms),
             self.join_ms.map_or("-".into(), |v| v.to_string()),
             self.catchup_ms.map_or("-".into(), |v| v.to_string()),
             f(self.grafts_per_change),
             f(self.sync_repairs_per_change),
             self.false_positives,
             self.suspicions_refuted,
+            self.downs_held,
             f(self.leaves_reported_as_left),
             self.lost_writes,
             self.divergent_nodes,

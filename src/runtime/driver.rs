@@ -40,7 +40,7 @@ const MAX_PENDING_WRITES: usize = 65_536;
 /// See [`MAX_PENDING_WRITES`].
 const MAX_PENDING_WRITE_BYTES: usize = 256 << 20;
 
-/// How often remote changes committed without an fsync are made durable, and the member
+/// How soon remote changes committed without an fsync are made durable, and a changed member
 /// list saved.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -157,6 +157,14 @@ pub(crate) struct Driver {
     pub(crate) policy_entries: usize,
 }
 
+impl Pending {
+    /// Whether a checkpoint has work: commits not yet durable, a member list to save, a
+    /// failing disk to probe, or a durable commit the writer could not take yet.
+    fn wants_checkpoint(&self) -> bool {
+        self.unsynced || self.members_changed || self.failing || self.durable
+    }
+}
+
 /// What the next commit must write, and the local writes awaited.
 #[derive(Default)]
 pub(crate) struct Pending {
@@ -203,11 +211,15 @@ impl Driver {
         self.join().await;
         let mut resolve = tokio::time::interval(RESOLVE_SEEDS_EVERY);
         resolve.tick().await;
-        let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
-        checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Armed only while a checkpoint has something to make durable: an idle node does
+        // not wake for it.
+        let mut checkpoint_at: Option<tokio::time::Instant> = None;
         let mut stopped = None;
         loop {
             self.settle();
+            if checkpoint_at.is_none() && self.pending.wants_checkpoint() {
+                checkpoint_at = Some(tokio::time::Instant::now() + CHECKPOINT_EVERY);
+            }
             let deadline = self
                 .node
                 .poll_timeout()
@@ -232,7 +244,12 @@ impl Driver {
                 _ = resolve.tick(), if !self.node.is_active() && !self.seeds.is_empty() => {
                     self.join().await;
                 }
-                _ = checkpoint.tick() => self.checkpoint(),
+                () = tokio::time::sleep_until(checkpoint_at.unwrap_or_else(far_future)),
+                    if checkpoint_at.is_some() =>
+                {
+                    checkpoint_at = None;
+                    self.checkpoint();
+                }
             }
         }
         if stopped.is_some() {

@@ -272,6 +272,14 @@ impl World {
             config.eager_min = k;
             config.view_size = config.view_size.max(k);
         }
+        if let Some(ms) = self.params.probe_ms {
+            config.swim.probe_period = Duration::from_millis(ms);
+            // The LAN preset's share of the period for the direct round trip (150 of 500 ms).
+            config.swim.probe_rtt = Duration::from_millis(ms * 3 / 10);
+        }
+        if let Some(ms) = self.params.suspect_ms {
+            config.swim.suspect_to_down_after = Duration::from_millis(ms);
+        }
         if matches!(self.mode, Dissemination::Rounds { .. }) {
             // memberlist's push-pull, the baseline's only backstop, runs every 30 s.
             config.anti_entropy_interval = Duration::from_secs(30);
@@ -1003,6 +1011,7 @@ fn add_stats(total: &mut NodeStats, s: NodeStats) {
     total.datagram_bytes_sent += s.datagram_bytes_sent;
     total.stream_bytes_sent += s.stream_bytes_sent;
     total.suspicions_refuted += s.suspicions_refuted;
+    total.downs_held += s.downs_held;
     total.trust.forged += s.trust.forged;
     total.trust.refused += s.trust.refused;
     total.trust.deferred += s.trust.deferred;

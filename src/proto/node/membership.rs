@@ -173,12 +173,22 @@ const MIN_TRANSMISSIONS: std::num::NonZeroU8 = match std::num::NonZeroU8::new(6)
     None => panic!("transmissions are not zero"),
 };
 
+/// The shortest [`Node::renewal_grace`]: a member cut off by a one-way split came back 2.1 s
+/// after the heal in the simulator's smoke seed 42, so the grace does not shrink with a
+/// suspicion timeout tuned shorter than that.
+const MIN_RENEWAL_GRACE: Duration = Duration::from_millis(2_500);
+
 pub(super) fn lan_config(expected_members: usize) -> Config {
     let n = u32::try_from(expected_members).unwrap_or(u32::MAX);
     let mut config = Config::new_lan(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-    config.probe_period = Duration::from_millis(1_000);
-    config.probe_rtt = Duration::from_millis(300);
-    config.suspect_to_down_after = Duration::from_millis(2_500);
+    // A dead member waits for its first probe about one probe period on average whatever the
+    // cluster's size (N-1 members each probe it once per N periods), but the tail is long:
+    // 4.6 periods at p99. At 1 s, that wait alone was past a 5 s detection at N=1000; at
+    // 500 ms with a 1.5 s suspicion, detection p99 is 3.2-4.4 s there with no false positive
+    // at 1% loss (BENCHMARKS.md, "Failure detection: the curve").
+    config.probe_period = Duration::from_millis(500);
+    config.probe_rtt = Duration::from_millis(150);
+    config.suspect_to_down_after = Duration::from_millis(1_500);
     config.max_packet_size = SWIM_PACKET;
     // foca piggybacks each update 4·log10(N+1) times: twice in a cluster of 4, which can
     // miss the very member a suspicion is about (it then cannot refute, and is declared down
@@ -708,14 +718,17 @@ impl Node {
         }
     }
 
-    /// How long a member whose declaration is held stays listed while it
-    /// learns of the declaration and comes back under a new generation: the base suspicion
-    /// timeout. A probe period was enough after two-way splits but not after one-way ones
-    /// (a member came back 2.1 s after the heal in the simulator's smoke seed 42); the cost is
-    /// that a node which missed a failed member's suspicion reports it this much later
-    /// (BENCHMARKS.md, "No flapping at a heal").
+    /// How long a member whose declaration is held stays listed while it learns of the
+    /// declaration and comes back under a new generation: the base suspicion timeout, and at
+    /// least [`MIN_RENEWAL_GRACE`]. A probe period was enough after two-way splits but not
+    /// after one-way ones (a member came back 2.1 s after the heal in the simulator's smoke
+    /// seed 42); the cost is that a node which missed a failed member's suspicion reports it
+    /// this much later (BENCHMARKS.md, "No flapping at a heal").
     pub(super) fn renewal_grace(&self) -> Duration {
-        self.config.swim.suspect_to_down_after
+        self.config
+            .swim
+            .suspect_to_down_after
+            .max(MIN_RENEWAL_GRACE)
     }
 
     /// foca declared `id` down. Returns true if the declaration is held rather than reported:

@@ -96,7 +96,7 @@ pub struct Config {
     pub dissemination: Dissemination,
     /// How often a node starts an anti-entropy round with the member it synced least
     /// recently. Default 500 ms. Bounds how long a lost change can stay lost. An idle node
-    /// stretches it up to 4 times, and comes back to it at the first change
+    /// stretches it up to 16 times (at most 8 s), and comes back to it at the first change
     /// (docs/PROTOCOL.md §4).
     pub anti_entropy_interval: Duration,
     /// How many peers a node keeps in its dissemination view (eager plus lazy). Default 6.
