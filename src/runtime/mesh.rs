@@ -411,6 +411,10 @@ impl MeshBuilder {
         let tls_error = |e: super::tls::TlsError| MeshError::Config(e.to_string());
         let certifier = Arc::new(CaCertifier::new(&tls).map_err(tls_error)?);
         let bans = Arc::new(Bans::default());
+        let runtime = MeshRuntime::new()?;
+        // The transport's tasks (quinn's endpoint, the accept loop) start on the mesh's own
+        // runtime; the guard is dropped before anything is awaited.
+        let entered = runtime.enter();
         let (transport, inbound) = Transport::bind(
             self.bind,
             &tls,
@@ -472,7 +476,8 @@ impl MeshBuilder {
             policy_entries: 0,
         };
         driver.publish_info(&info).map_err(MeshError::from)?;
-        tokio::spawn(driver.run());
+        drop(entered);
+        runtime.run(driver)?;
         Ok(Mesh {
             id,
             identity,
@@ -486,6 +491,51 @@ impl MeshBuilder {
             reader,
             wire,
         })
+    }
+}
+
+/// The runtime a mesh's node task and transport run on: one thread of its own
+/// (`confmesh-mesh`), so that a packet's path (socket, QUIC connection, node, reply) stays on
+/// one thread and an idle node wakes one thread, not the embedding application's workers
+/// (BENCHMARKS.md, "Idle cost beside chitchat"). The application's tasks call the mesh
+/// through channels, from whatever runtime they run on.
+struct MeshRuntime(Option<tokio::runtime::Runtime>);
+
+impl MeshRuntime {
+    fn new() -> Result<MeshRuntime, MeshError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|runtime| MeshRuntime(Some(runtime)))
+            .map_err(|e| MeshError::Config(format!("cannot start the mesh's runtime: {e}")))
+    }
+
+    fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        self.0.as_ref().map(tokio::runtime::Runtime::enter)
+    }
+
+    /// Runs the node task on the mesh's thread until it ends (shutdown, or the handle
+    /// dropped); the runtime, with the transport's tasks, goes with it.
+    fn run(self, driver: Driver) -> Result<(), MeshError> {
+        std::thread::Builder::new()
+            .name("confmesh-mesh".into())
+            .spawn(move || {
+                if let Some(runtime) = &self.0 {
+                    runtime.block_on(driver.run());
+                }
+            })
+            .map(drop)
+            .map_err(|e| MeshError::Config(format!("cannot start the mesh's thread: {e}")))
+    }
+}
+
+impl Drop for MeshRuntime {
+    /// A start that failed drops the runtime unused, maybe inside the caller's runtime,
+    /// where a blocking shutdown is not allowed.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
