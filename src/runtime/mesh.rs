@@ -234,6 +234,7 @@ pub struct MeshBuilder {
     cache_bytes: usize,
     watch_log_len: u64,
     trust_mode: Mode,
+    shared_runtime: bool,
 }
 
 impl std::fmt::Debug for MeshBuilder {
@@ -274,6 +275,15 @@ impl MeshBuilder {
     /// About how many nodes the cluster has; tunes the failure detector. Default 16.
     pub fn expected_members(mut self, n: usize) -> Self {
         self.expected_members = n.max(1);
+        self
+    }
+
+    /// Run the node task and the transport on the runtime that calls [`MeshBuilder::start`]
+    /// instead of a thread of their own (the default). For many nodes in one process (tests,
+    /// benchmarks that model a cluster on a few cores), where a thread each turns every
+    /// message between them into an OS context switch.
+    pub fn shared_runtime(mut self, shared: bool) -> Self {
+        self.shared_runtime = shared;
         self
     }
 
@@ -411,7 +421,11 @@ impl MeshBuilder {
         let tls_error = |e: super::tls::TlsError| MeshError::Config(e.to_string());
         let certifier = Arc::new(CaCertifier::new(&tls).map_err(tls_error)?);
         let bans = Arc::new(Bans::default());
-        let runtime = MeshRuntime::new()?;
+        let runtime = if self.shared_runtime {
+            MeshRuntime(None)
+        } else {
+            MeshRuntime::new()?
+        };
         // The transport's tasks (quinn's endpoint, the accept loop) start on the mesh's own
         // runtime; the guard is dropped before anything is awaited.
         let entered = runtime.enter();
@@ -499,6 +513,7 @@ impl MeshBuilder {
 /// one thread and an idle node wakes one thread, not the embedding application's workers
 /// (BENCHMARKS.md, "Idle cost beside chitchat"). The application's tasks call the mesh
 /// through channels, from whatever runtime they run on.
+/// `None`: the caller's runtime ([`MeshBuilder::shared_runtime`]).
 struct MeshRuntime(Option<tokio::runtime::Runtime>);
 
 impl MeshRuntime {
@@ -517,6 +532,10 @@ impl MeshRuntime {
     /// Runs the node task on the mesh's thread until it ends (shutdown, or the handle
     /// dropped); the runtime, with the transport's tasks, goes with it.
     fn run(self, driver: Driver) -> Result<(), MeshError> {
+        if self.0.is_none() {
+            tokio::spawn(driver.run());
+            return Ok(());
+        }
         std::thread::Builder::new()
             .name("confmesh-mesh".into())
             .spawn(move || {
@@ -667,6 +686,7 @@ impl Mesh {
             cache_bytes: DEFAULT_CACHE_BYTES,
             watch_log_len: DEFAULT_WATCH_LOG_LEN,
             trust_mode: Mode::Enforcing,
+            shared_runtime: false,
         }
     }
 
