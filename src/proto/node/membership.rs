@@ -206,7 +206,7 @@ pub(super) fn lan_config(expected_members: usize) -> Config {
     // down; re-announcing to down members every second is what heals it (the LAN preset's
     // 65 s would dominate heal time). It costs nothing while no member is down.
     config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
-        frequency: Duration::from_secs(1),
+        frequency: Duration::from_millis(500),
         num_members: DOWN_FANOUT,
     });
     config
