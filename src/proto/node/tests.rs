@@ -986,7 +986,7 @@ fn an_idle_node_does_not_wake_for_gossip_it_does_not_have_and_gossips_news_at_th
     c.run_for(Duration::from_secs(10));
     // Idle: foca's 100 ms gossip timer alone would wake each node 200 times in 20 s; what is
     // left is probing (a probe and its deadlines every 500 ms), re-announcing to down members
-    // (each second) and the stretched anti-entropy rounds.
+    // (a timer every 500 ms that finds none) and the stretched anti-entropy rounds.
     let before = c.wakeups.clone();
     c.run_for(Duration::from_secs(20));
     let idle: Vec<u64> = c.wakeups.iter().zip(&before).map(|(a, b)| a - b).collect();
