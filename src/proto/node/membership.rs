@@ -188,8 +188,8 @@ pub(super) fn lan_config(expected_members: usize) -> Config {
     // A dead member waits for its first probe about one probe period on average whatever the
     // cluster's size (N-1 members each probe it once per N periods), but the tail is long:
     // 4.6 periods at p99. At 1 s, that wait alone was past a 5 s detection at N=1000; at
-    // 500 ms with a 1.5 s suspicion, detection p99 is 3.2-4.4 s there with no false positive
-    // at 1% loss (BENCHMARKS.md, "Failure detection: the curve").
+    // 500 ms with a 1.5 s suspicion, detection p99 is under 5 s there with no false positive
+    // at 1% loss (BENCHMARKS.md, "Failure detection at N=1000: the curve").
     config.probe_period = Duration::from_millis(500);
     config.probe_rtt = Duration::from_millis(150);
     config.suspect_to_down_after = Duration::from_millis(1_500);
