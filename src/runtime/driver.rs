@@ -157,14 +157,6 @@ pub(crate) struct Driver {
     pub(crate) policy_entries: usize,
 }
 
-impl Pending {
-    /// Whether a checkpoint has work: commits not yet durable, a member list to save, a
-    /// failing disk to probe, or a durable commit the writer could not take yet.
-    fn wants_checkpoint(&self) -> bool {
-        self.unsynced || self.members_changed || self.failing || self.durable
-    }
-}
-
 /// What the next commit must write, and the local writes awaited.
 #[derive(Default)]
 pub(crate) struct Pending {
@@ -195,6 +187,14 @@ pub(crate) struct Pending {
     /// Changes submitted since commits started failing: the writer keeps them until the disk
     /// recovers, so they count against [`MAX_UNWRITTEN_CHANGES`].
     kept_changes: usize,
+}
+
+impl Pending {
+    /// Whether a checkpoint has work: commits not yet durable, a member list to save, a
+    /// failing disk to probe, or a durable commit the writer could not take yet.
+    fn wants_checkpoint(&self) -> bool {
+        self.unsynced || self.members_changed || self.failing || self.durable
+    }
 }
 
 #[allow(

@@ -634,11 +634,9 @@ impl Node {
             return;
         }
         let Some(incarnation) = self
-            .membership
-            .swim
-            .iter_membership_state()
-            .find(|m| *m.id() == id && m.state() == foca::State::Suspect)
-            .map(foca::Member::incarnation)
+            .membership_view(id.addr)
+            .filter(|m| m.id == id && m.state == super::MemberState::Suspect)
+            .map(|m| m.incarnation)
         else {
             return;
         };
