@@ -24,7 +24,8 @@
 //! `--versus-protocol 2` runs two confmesh clusters of N nodes side by side in one run, one
 //! signed and one at protocol 2, and sends the writes to each in turn (write `w` to the
 //! signed cluster when `w` is even): both see the same machine, so a shared machine's stolen
-//! time falls on both alike; it prints both rows and the ratios of their percentiles.
+//! time falls on both alike; it prints both rows, the ratios of their percentiles, and the
+//! percentiles of single deliveries (each write to each other node) of each.
 //! `--disk` gives every confmesh node a data directory (so each write is fsynced before
 //! `put` returns); `--confmesh-only` skips chitchat. Prints one table row per system and N, then the ratios chitchat / confmesh, and draws
 //! the CDF of single deliveries to `--plot FILE.svg` (default `target/convergence.svg`).
@@ -212,6 +213,16 @@ fn process_cpu_ns() -> u64 {
 impl Outcome {
     fn pct(&self, q: f64) -> f64 {
         let v = &self.full_ms;
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
+    }
+
+    /// The `q` quantile of single deliveries (each write to each other node), ms.
+    fn delivery_pct(&self, q: f64) -> f64 {
+        let mut v = self.deliveries_ms.clone();
+        v.sort_by(f64::total_cmp);
         if v.is_empty() {
             return f64::NAN;
         }
@@ -670,6 +681,17 @@ async fn run(args: &Args) -> Result<Vec<Outcome>, Error> {
                 pair[0].pct(0.99) / pair[1].pct(0.99),
                 pair[0].pct(1.0) / pair[1].pct(1.0),
             );
+            // Where in the spread the difference arises: early deliveries (the first hops)
+            // or late ones (the tail, where every node's work has queued up).
+            for o in &pair {
+                println!(
+                    "N={n}: {}: single deliveries p10 / p50 / p90 {:.2} / {:.2} / {:.2} ms",
+                    o.system,
+                    o.delivery_pct(0.1),
+                    o.delivery_pct(0.5),
+                    o.delivery_pct(0.9),
+                );
+            }
             outcomes.extend(pair);
         }
         return Ok(outcomes);
