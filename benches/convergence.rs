@@ -205,6 +205,14 @@ struct Outcome {
     join_s: f64,
 }
 
+/// The `q` quantile of `sorted` (nearest rank), NaN if it is empty.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
 /// CPU time of every thread of this process so far, in ns (each thread's schedstat).
 fn process_cpu_ns() -> u64 {
     schedstat::threads_cpu_ns("/proc/self/task")
@@ -212,21 +220,14 @@ fn process_cpu_ns() -> u64 {
 
 impl Outcome {
     fn pct(&self, q: f64) -> f64 {
-        let v = &self.full_ms;
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
+        quantile(&self.full_ms, q)
     }
 
     /// The `q` quantile of single deliveries (each write to each other node), ms.
     fn delivery_pct(&self, q: f64) -> f64 {
         let mut v = self.deliveries_ms.clone();
         v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
+        quantile(&v, q)
     }
 
     fn row(&self) -> String {

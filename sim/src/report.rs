@@ -162,20 +162,12 @@ fn detection_ms(world: &World, up: &[usize], phases: &Phases) -> Vec<(u64, u64)>
         .crashes
         .iter()
         .filter_map(|&(_, id, at)| {
-            survivors
+            let seen = survivors
                 .iter()
                 .map(|&j| detection::declared_down(&world.member_log, j, id, at))
-                .try_fold(None, |span: Option<(Instant, Instant)>, seen| {
-                    let t = seen?;
-                    Some(Some(span.map_or((t, t), |(a, b)| (a.min(t), b.max(t)))))
-                })
-                .flatten()
-                .map(|(first, last)| {
-                    (
-                        (first - at).as_millis() as u64,
-                        (last - at).as_millis() as u64,
-                    )
-                })
+                .collect::<Option<Vec<Instant>>>()?;
+            let ms = |t: &Instant| (*t - at).as_millis() as u64;
+            Some((ms(seen.iter().min()?), ms(seen.iter().max()?)))
         })
         .collect()
 }

@@ -293,6 +293,7 @@ fn mesh_error(e: &MeshError) -> Response {
         | MeshError::Transport(_)
         | MeshError::Storage(_)
         | MeshError::Secret(_)
+        | MeshError::Thread(_)
         | MeshError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e)

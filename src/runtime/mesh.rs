@@ -153,6 +153,10 @@ pub enum MeshError {
     /// The node has shut down.
     #[error("the node has shut down")]
     Stopped,
+    /// The mesh's own thread or its runtime could not start ([`MeshBuilder::shared_runtime`]
+    /// avoids both).
+    #[error("cannot start the mesh's thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 impl From<LocalWriteError> for MeshError {
@@ -522,7 +526,7 @@ impl MeshRuntime {
             .enable_all()
             .build()
             .map(|runtime| MeshRuntime(Some(runtime)))
-            .map_err(|e| MeshError::Config(format!("cannot start the mesh's runtime: {e}")))
+            .map_err(MeshError::Thread)
     }
 
     fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
@@ -544,7 +548,7 @@ impl MeshRuntime {
                 }
             })
             .map(drop)
-            .map_err(|e| MeshError::Config(format!("cannot start the mesh's thread: {e}")))
+            .map_err(MeshError::Thread)
     }
 }
 
