@@ -1,12 +1,19 @@
 //! The fast path: Plumtree-style eager push along a tree, lazy announcements, grafts.
 //!
 //! Each node keeps a small symmetric view of peers. A version new to a node is pushed at once
-//! to its eager peers and announced (`IHave`) to its lazy ones. A push that brings nothing
-//! new prunes the sender to lazy; an announcement of a version still missing after
-//! [`Config::graft_timeout`](super::Config::graft_timeout) grafts the announcer back to eager
-//! and asks it for the version. The eager links settle into a spanning tree.
+//! to its eager peers and announced (`IHave`) to its lazy ones, the announcements collected
+//! for [`Config::lazy_interval`](super::Config::lazy_interval) and sent in one message per
+//! peer (Plumtree's lazy queue), leaving out what the peer showed it holds meanwhile. A push
+//! that brings nothing new prunes the sender to lazy; a version still missing
+//! [`Config::graft_timeout`](super::Config::graft_timeout) after its announcer had it (the
+//! announcement's arrival plus the graft timeout less the lazy interval) grafts the announcer
+//! back to eager and asks it for the version. The eager links settle into a spanning tree.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    time::Instant,
+};
 
 use rand::RngExt;
 
@@ -32,12 +39,26 @@ pub(super) struct Spread {
     pub(super) missing: BTreeMap<(WriterId, u64), (Vec<SocketAddr>, Instant)>,
     /// Rounds mode only: versions still to gossip, with the rounds left for each.
     pub(super) gossip_queue: Vec<(Version, u32)>,
+    /// The lazy queue: dots to announce to each lazy peer, each with when it was queued,
+    /// oldest first.
+    pub(super) lazy_queue: BTreeMap<SocketAddr, Vec<(Dot, Instant)>>,
+    /// When the lazy queue's next flush is due, if a flush timer is set.
+    pub(super) flush_at: Option<Instant>,
 }
 
+/// A lazy peer's queue is sent at once when it holds this many dots: a burst of writes
+/// keeps the queue, and one `IHave`, bounded.
+pub(super) const MAX_LAZY_QUEUE: usize = 1_024;
+
 impl Node {
-    /// Sends new versions on: pushed to eager peers, announced to lazy ones, never back to
-    /// `from`.
-    pub(super) fn disseminate(&mut self, versions: &[Version], from: Option<SocketAddr>) {
+    /// Sends new versions on: pushed to eager peers, announced to lazy ones (after
+    /// [`Config::lazy_interval`](super::Config::lazy_interval)), never back to `from`.
+    pub(super) fn disseminate(
+        &mut self,
+        now: Instant,
+        versions: &[Version],
+        from: Option<SocketAddr>,
+    ) {
         if versions.is_empty() {
             return;
         }
@@ -61,16 +82,82 @@ impl Node {
             };
             self.send_to_all(&eager, &push);
         }
-        if !lazy.is_empty() {
+        if lazy.is_empty() {
+            return;
+        }
+        if self.config.lazy_interval.is_zero() {
             let ihave = Message::IHave {
                 dots: versions.iter().map(|v| v.dot).collect(),
             };
-            self.send_to_all(&lazy, &ihave);
+            return self.send_to_all(&lazy, &ihave);
+        }
+        if self.spread.flush_at.is_none() {
+            let at = now + self.config.lazy_interval;
+            self.spread.flush_at = Some(at);
+            self.timers.set(at, Timer::LazyFlush);
+        }
+        for peer in lazy {
+            let queue = self.spread.lazy_queue.entry(peer).or_default();
+            queue.extend(versions.iter().map(|v| (v.dot, now)));
+            if queue.len() >= MAX_LAZY_QUEUE {
+                let dots = queue.drain(..).map(|(dot, _)| dot).collect();
+                self.send(peer, &Message::IHave { dots });
+            }
+        }
+    }
+
+    /// Sends each lazy peer, in one `IHave`, what was queued for it at least a lazy
+    /// interval ago; the rest waits for its turn.
+    pub(super) fn flush_lazy_queue(&mut self, now: Instant) {
+        self.spread.flush_at = None;
+        let interval = self.config.lazy_interval;
+        let mut next: Option<Instant> = None;
+        let mut ihaves = Vec::new();
+        self.spread.lazy_queue.retain(|&peer, queue| {
+            let ripe = queue.partition_point(|&(_, at)| at + interval <= now);
+            if ripe > 0 {
+                ihaves.push((peer, queue.drain(..ripe).map(|(dot, _)| dot).collect()));
+            }
+            if let Some(&(_, at)) = queue.first() {
+                next = Some(next.map_or(at + interval, |n| n.min(at + interval)));
+            }
+            !queue.is_empty()
+        });
+        for (peer, dots) in ihaves {
+            if self.spread.view.contains_key(&peer) {
+                self.send(peer, &Message::IHave { dots });
+            }
+        }
+        if let Some(at) = next {
+            self.spread.flush_at = Some(at);
+            self.timers.set(at, Timer::LazyFlush);
+        }
+    }
+
+    /// `from` showed it holds `dots` (it pushed or announced them): no need to announce them
+    /// there. The set built is the queue's (at most [`MAX_LAZY_QUEUE`] dots), never sized by
+    /// what the peer sent.
+    fn unqueue(&mut self, from: SocketAddr, dots: impl Iterator<Item = Dot>) {
+        let Some(queue) = self.spread.lazy_queue.get_mut(&from) else {
+            return;
+        };
+        if queue.is_empty() {
+            return;
+        }
+        let mut queued: BTreeSet<(WriterId, u64)> =
+            queue.iter().map(|(d, _)| (d.actor, d.counter)).collect();
+        let before = queued.len();
+        for dot in dots {
+            queued.remove(&(dot.actor, dot.counter));
+        }
+        if queued.len() < before {
+            queue.retain(|(d, _)| queued.contains(&(d.actor, d.counter)));
         }
     }
 
     pub(super) fn on_push(&mut self, now: Instant, from: SocketAddr, versions: Vec<Version>) {
         self.stats.pushed_versions_received += versions.len() as u64;
+        self.unqueue(from, versions.iter().map(|v| v.dot));
         let screened = self.screen(now, from, versions);
         let mut fresh = Vec::new();
         for version in screened.apply {
@@ -97,7 +184,7 @@ impl Node {
             self.hurry_anti_entropy(now, false);
         }
         if matches!(self.config.dissemination, Dissemination::Rounds { .. }) {
-            self.disseminate(&fresh, Some(from));
+            self.disseminate(now, &fresh, Some(from));
         } else if fresh.is_empty() {
             // Nothing new: the sender is a redundant eager link, unless pruning it would
             // leave fewer than `eager_min`.
@@ -113,13 +200,21 @@ impl Node {
             }
         } else {
             self.set_link(from, Link::Eager);
-            self.disseminate(&fresh, Some(from));
+            self.disseminate(now, &fresh, Some(from));
         }
     }
 
     pub(super) fn on_ihave(&mut self, now: Instant, from: SocketAddr, dots: Vec<Dot>) {
-        let deadline = now + self.config.graft_timeout;
+        // The announcer held these versions a lazy interval before it announced them: the
+        // graft timeout counts from then, as it did when announcements went at once. (A node
+        // announcing at once, as before the lazy queue, is grafted from that much sooner.)
+        let wait = self
+            .config
+            .graft_timeout
+            .saturating_sub(self.config.lazy_interval);
+        let deadline = now + wait;
         let mut waiting = false;
+        self.unqueue(from, dots.iter().copied());
         for dot in dots {
             if self.store.digest().contains(&dot) {
                 continue;

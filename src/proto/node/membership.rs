@@ -891,6 +891,7 @@ impl Node {
         self.membership.changed_at = now;
         self.membership.last_heard.remove(&id.addr);
         self.spread.view.remove(&id.addr);
+        self.spread.lazy_queue.remove(&id.addr);
         self.spread
             .missing
             .values_mut()

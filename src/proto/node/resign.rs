@@ -103,7 +103,7 @@ impl Node {
             match self.store.apply(tombstone.clone()) {
                 Ok(_) => {
                     self.emit_change(&key, old);
-                    self.disseminate(&[tombstone], None);
+                    self.disseminate(now, &[tombstone], None);
                 }
                 Err(e) => tracing::warn!(%key, cause = %e, "legacy member record not retired"),
             }

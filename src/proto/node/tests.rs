@@ -1,4 +1,5 @@
 use std::{
+    collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -6,7 +7,7 @@ use std::{
 use bytes::Bytes;
 
 use super::*;
-use crate::proto::{Key, Store, StoreConfig, WriteError, WriterId};
+use crate::proto::{Dot, Key, Store, StoreConfig, WriteError, WriterId};
 
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 7000 + i as u16))
@@ -271,6 +272,121 @@ fn concurrent_writes_converge_to_the_same_winner_and_siblings() {
         .collect();
     assert_eq!(sibs[0].len(), 3);
     assert!(sibs.iter().all(|s| *s == sibs[0]));
+}
+
+/// Node 0's stream messages sent so far, decoded, with their destination.
+fn sent_by_zero(c: &mut Cluster) -> Vec<(SocketAddr, Message, Transmit)> {
+    let mut sent = Vec::new();
+    while let Some(t) = c.nodes[0].poll_transmit() {
+        if t.channel == Channel::Stream {
+            let message = wire::decode(&t.bytes, 1 << 20).unwrap();
+            sent.push((t.to, message, t));
+        }
+    }
+    sent
+}
+
+/// Every peer of node 0 prunes it, so node 0 only announces; returns those peers, with
+/// node 0's outbox drained.
+fn make_zero_announce_only(c: &mut Cluster) -> Vec<SocketAddr> {
+    let now = c.now;
+    let peers: Vec<SocketAddr> = c.nodes[0].spread.view.keys().copied().collect();
+    let prune = wire::encode(&Message::Prune, 1 << 20).unwrap();
+    for &peer in &peers {
+        c.nodes[0].handle_stream_message(now, peer, &prune);
+    }
+    sent_by_zero(c);
+    peers
+}
+
+#[test]
+fn announcements_wait_for_the_lazy_interval_and_leave_out_what_the_peer_showed() {
+    let mut c = Cluster::joined(6);
+    let now = c.now;
+    let peers = make_zero_announce_only(&mut c);
+    assert!(peers.len() >= 2, "view {peers:?}");
+    // Two writes at once, a third 3 ms later.
+    let a = c.nodes[0]
+        .put(now, key("a"), Bytes::from_static(b"1"))
+        .unwrap();
+    let b = c.nodes[0]
+        .put(now, key("b"), Bytes::from_static(b"2"))
+        .unwrap();
+    c.persist(0);
+    c.now = now + Duration::from_millis(3);
+    let later = c.nodes[0]
+        .put(c.now, key("c"), Bytes::from_static(b"3"))
+        .unwrap();
+    c.persist(0);
+    // The first peer shows it holds `a` (it announces it too) before node 0's flush.
+    let ihave = wire::encode(&Message::IHave { dots: vec![a.dot] }, 1 << 20).unwrap();
+    c.nodes[0].handle_stream_message(c.now, peers[0], &ihave);
+    let interval = c.nodes[0].config.lazy_interval;
+    let announced_at = |c: &mut Cluster, at: Instant| {
+        c.now = at;
+        c.nodes[0].handle_timeout(at);
+        let sent = sent_by_zero(c);
+        let announced: BTreeMap<SocketAddr, Vec<Dot>> = sent
+            .iter()
+            .filter_map(|(to, m, _)| match m {
+                Message::IHave { dots } => Some((*to, dots.clone())),
+                _ => None,
+            })
+            .collect();
+        let messages = sent
+            .iter()
+            .filter(|(_, m, _)| matches!(m, Message::IHave { .. }))
+            .count();
+        assert_eq!(messages, announced.len(), "at most one IHave per peer");
+        // The announcements go on to the peers.
+        for (to, _, t) in sent {
+            let to = c.index(to);
+            c.in_flight
+                .push((at + Duration::from_millis(1), 0, to, t.channel, t.bytes));
+        }
+        announced
+    };
+    assert!(announced_at(&mut c, now + interval - Duration::from_millis(1)).is_empty());
+    // One message per peer for the two writes made together, less what the peer showed.
+    let first = announced_at(&mut c, now + interval);
+    let mut expected: BTreeMap<SocketAddr, Vec<Dot>> =
+        peers.iter().map(|&p| (p, vec![a.dot, b.dot])).collect();
+    expected.insert(peers[0], vec![b.dot]);
+    assert_eq!(first, expected);
+    // The later write waits for its own turn.
+    let second = announced_at(&mut c, now + interval + Duration::from_millis(2));
+    assert!(second.is_empty(), "{second:?}");
+    let second = announced_at(&mut c, now + interval + Duration::from_millis(3));
+    let expected: BTreeMap<SocketAddr, Vec<Dot>> =
+        peers.iter().map(|&p| (p, vec![later.dot])).collect();
+    assert_eq!(second, expected);
+    // No push brought the versions: the peers graft them.
+    c.run_for(Duration::from_millis(100));
+    for i in 0..6 {
+        for k in ["a", "b", "c"] {
+            assert!(c.value(i, k).is_some(), "node {i} lacks {k}");
+        }
+    }
+    assert!(c.nodes.iter().map(|n| n.stats().grafts_sent).sum::<u64>() > 0);
+}
+
+#[test]
+fn with_no_lazy_interval_each_new_version_is_announced_at_once() {
+    let mut c = Cluster::joined(4);
+    let now = c.now;
+    c.nodes[0].config.lazy_interval = Duration::ZERO;
+    let peers = make_zero_announce_only(&mut c);
+    assert!(!peers.is_empty());
+    let a = c.nodes[0]
+        .put(now, key("a"), Bytes::from_static(b"1"))
+        .unwrap();
+    c.persist(0);
+    let announced = sent_by_zero(&mut c)
+        .into_iter()
+        .filter(|(_, m, _)| matches!(m, Message::IHave { dots } if dots == &vec![a.dot]))
+        .count();
+    assert_eq!(announced, peers.len());
+    assert!(c.nodes[0].spread.lazy_queue.is_empty());
 }
 
 #[test]

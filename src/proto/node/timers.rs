@@ -22,6 +22,8 @@ pub(super) enum Timer {
     AntiEntropy,
     /// Ask for versions announced by a lazy peer that have not arrived by now.
     Graft,
+    /// Send the lazy peers what was queued for them (one `IHave` each).
+    LazyFlush,
     /// Collect stable tombstones if every member's version vector is known.
     CollectGarbage,
     /// Rounds mode: send recently learned versions to a few random members.

@@ -392,12 +392,12 @@ impl Node {
         for (i, version) in spread.iter().enumerate() {
             size += version.approx_encoded_len();
             if size >= budget {
-                self.disseminate(&spread[start..=i], None);
+                self.disseminate(now, &spread[start..=i], None);
                 start = i + 1;
                 size = 0;
             }
         }
-        self.disseminate(&spread[start..], None);
+        self.disseminate(now, &spread[start..], None);
         if !spread.is_empty() {
             self.hurry_anti_entropy(now, false);
         }
