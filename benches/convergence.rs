@@ -26,6 +26,13 @@
 //! signed cluster when `w` is even): both see the same machine, so a shared machine's stolen
 //! time falls on both alike; it prints both rows, the ratios of their percentiles, and the
 //! percentiles of single deliveries (each write to each other node) of each.
+//! `--versus PATH --rounds R` compares this build with another build's convergence bench
+//! (its binary, `cargo bench --bench convergence --no-run` in a checkout of that commit): R
+//! rounds, each running that binary and this one (in turn first) as child processes with the same
+//! `--confmesh-only --nodes N --writes W --settle-secs S --idle-secs I --seed X` (one N), each
+//! alone on the machine while it runs (`--protocol` goes to this build's runs only); it prints
+//! both p50 / p99 / max per round, the ratio this / other of each round's p50, and the
+//! medians.
 //! `--disk` gives every confmesh node a data directory (so each write is fsynced before
 //! `put` returns); `--confmesh-only` skips chitchat. Prints one table row per system and N, then the ratios chitchat / confmesh, and draws
 //! the CDF of single deliveries to `--plot FILE.svg` (default `target/convergence.svg`).
@@ -92,6 +99,9 @@ struct Args {
     protocol: Option<u8>,
     /// Run a second cluster at this protocol beside the first, writes alternating.
     versus_protocol: Option<u8>,
+    /// Compare with this other build's convergence bench binary, in `rounds` rounds.
+    versus: Option<String>,
+    rounds: usize,
 }
 
 impl Args {
@@ -107,6 +117,8 @@ impl Args {
             confmesh_only: false,
             protocol: None,
             versus_protocol: None,
+            versus: None,
+            rounds: 3,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -135,6 +147,8 @@ impl Args {
                     args.versus_protocol =
                         Some(v.parse().map_err(|_| format!("--versus-protocol {v:?}"))?);
                 }
+                "--versus" => args.versus = Some(value()?),
+                "--rounds" => args.rounds = number(value()?)?.max(1) as usize,
                 // What cargo bench passes to every bench binary.
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other:?}")),
@@ -142,6 +156,11 @@ impl Args {
         }
         if args.nodes.iter().any(|&n| n < 2) || args.writes == 0 {
             return Err("need --nodes of at least 2 and --writes of at least 1".into());
+        }
+        if args.versus.is_some()
+            && (args.nodes.len() != 1 || args.versus_protocol.is_some() || args.disk)
+        {
+            return Err("--versus takes one --nodes, and no --versus-protocol or --disk".into());
         }
         Ok(args)
     }
@@ -771,8 +790,117 @@ fn picture(path: &str, outcomes: &[Outcome]) -> Result<(), String> {
     )
 }
 
+/// `--versus`: p50 / p99 / max (ms) of one child run of `binary`, read from its confmesh row.
+/// `--protocol` goes to this build's runs only (the other may predate the flag).
+fn child_run(binary: &str, args: &Args, this: bool) -> Result<[f64; 3], Error> {
+    let n = args.nodes[0].to_string();
+    let (writes, settle) = (args.writes.to_string(), args.settle.as_secs().to_string());
+    let (idle, seed) = (args.idle.as_secs().to_string(), args.seed.to_string());
+    let mut command = std::process::Command::new(binary);
+    command.args([
+        "--bench",
+        "--confmesh-only",
+        "--nodes",
+        &n,
+        "--writes",
+        &writes,
+    ]);
+    command.args([
+        "--settle-secs",
+        &settle,
+        "--idle-secs",
+        &idle,
+        "--seed",
+        &seed,
+    ]);
+    command.args(["--plot", "/dev/null"]);
+    if let Some(p) = args.protocol.filter(|_| this) {
+        command.args(["--protocol", &p.to_string()]);
+    }
+    let output = command.output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "{binary} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    // The row: | N | confmesh | p50 / p99 / max ms | ...
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("| {n} | confmesh |")))
+        .ok_or_else(|| format!("{binary}: no confmesh row in its output:\n{stdout}"))?;
+    // A run that lost writes would look faster: every write must have converged.
+    let converged = row.split('|').nth(4).unwrap_or_default().trim();
+    if converged
+        .split_once('/')
+        .is_none_or(|(done, all)| done.trim() != all.trim())
+    {
+        return Err(format!("{binary}: not every write converged ({converged})").into());
+    }
+    let cell = row.split('|').nth(3).unwrap_or_default().trim();
+    let figures: Vec<f64> = cell
+        .trim_end_matches("ms")
+        .split('/')
+        .map(|f| f.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{binary}: {cell:?}: {e}"))?;
+    match figures[..] {
+        [p50, p99, max] => Ok([p50, p99, max]),
+        _ => Err(format!("{binary}: {cell:?}").into()),
+    }
+}
+
+/// `--versus`: rounds of the other build then this one, each a child process alone.
+fn versus(other: &str, args: &Args) -> Result<(), Error> {
+    let this = std::env::current_exe()?;
+    let this = this.to_string_lossy();
+    println!(
+        "convergence --versus {other}: {} rounds, N={}, {} writes per run",
+        args.rounds, args.nodes[0], args.writes
+    );
+    println!(
+        "| round | other p50 / p99 / max | this p50 / p99 / max | ratio p50 |\n|---|---|---|---|"
+    );
+    let (mut theirs, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        // Alternate which build goes first: neither always meets the machine's first minute.
+        let (o, t) = if round % 2 == 1 {
+            let o = child_run(other, args, false)?;
+            (o, child_run(&this, args, true)?)
+        } else {
+            let t = child_run(&this, args, true)?;
+            (child_run(other, args, false)?, t)
+        };
+        let ratio = t[0] / o[0];
+        println!(
+            "| {round} | {:.1} / {:.1} / {:.1} ms | {:.1} / {:.1} / {:.1} ms | {ratio:.2} |",
+            o[0], o[1], o[2], t[0], t[1], t[2]
+        );
+        theirs.push(o[0]);
+        ours.push(t[0]);
+        ratios.push(ratio);
+    }
+    for v in [&mut theirs, &mut ours, &mut ratios] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "median p50: other {:.1} ms, this {:.1} ms; median ratio this / other {:.2} (rounds {:.2}-{:.2})",
+        quantile(&theirs, 0.5),
+        quantile(&ours, 0.5),
+        quantile(&ratios, 0.5),
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Error> {
     let args = Args::parse().map_err(|e| format!("convergence bench: {e}"))?;
+    if let Some(other) = &args.versus {
+        return versus(other, &args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
