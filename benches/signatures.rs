@@ -2,7 +2,8 @@
 //! Ed25519 signing and verifying one version's bytes, verifying a batch of 64 (one writer, and
 //! 64 writers), and deriving a writer id from a public key; with ed25519-dalek (RFC 8032,
 //! `verify_strict`, whose batch check is cofactored and so accepts more than its single
-//! check) and ed25519-zebra (ZIP 215, whose single and batch checks agree).
+//! check) and ed25519-zebra (ZIP 215, whose single and batch checks agree); and signing with
+//! ring (`ring/sign`), the other Ed25519 at hand.
 //!
 //! Run: `cargo bench --bench signatures`. Names follow `area/operation`.
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
@@ -67,6 +68,16 @@ fn signatures(c: &mut Criterion) {
     let zsig = zsigner.sign(&message);
     c.bench_function("zip215/sign", |b| {
         b.iter(|| black_box(zsigner.sign(black_box(&message))));
+    });
+    // ring's Ed25519 (the same signature: Ed25519 signing is deterministic).
+    let ring_signer = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[1u8; 32])
+        .unwrap_or_else(|e| panic!("ring key: {e}"));
+    assert_eq!(
+        ring_signer.sign(&message).as_ref(),
+        <[u8; 64]>::from(zsig).as_slice()
+    );
+    c.bench_function("ring/sign", |b| {
+        b.iter(|| black_box(ring_signer.sign(black_box(&message))));
     });
     c.bench_function("zip215/verify", |b| {
         b.iter(|| black_box(zpublic.verify(&zsig, black_box(&message))).is_ok());
