@@ -3,7 +3,8 @@
 //! 64 writers), and deriving a writer id from a public key; with ed25519-dalek (RFC 8032,
 //! `verify_strict`, whose batch check is cofactored and so accepts more than its single
 //! check) and ed25519-zebra (ZIP 215, whose single and batch checks agree); and signing with
-//! ring (`ring/sign`), the other Ed25519 at hand.
+//! ring (`ring/sign`) and AWS-LC (`aws-lc/sign`, what writer keys sign with), the other
+//! Ed25519s at hand.
 //!
 //! Run: `cargo bench --bench signatures`. Names follow `area/operation`.
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
@@ -78,6 +79,17 @@ fn signatures(c: &mut Criterion) {
     );
     c.bench_function("ring/sign", |b| {
         b.iter(|| black_box(ring_signer.sign(black_box(&message))));
+    });
+    // AWS-LC's Ed25519, what writer keys sign with (`fast-signing`, src/proto/trust/keys.rs):
+    // again the same signature.
+    let aws_signer = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&[1u8; 32])
+        .unwrap_or_else(|e| panic!("aws-lc key: {e}"));
+    assert_eq!(
+        aws_signer.sign(&message).as_ref(),
+        <[u8; 64]>::from(zsig).as_slice()
+    );
+    c.bench_function("aws-lc/sign", |b| {
+        b.iter(|| black_box(aws_signer.sign(black_box(&message))));
     });
     c.bench_function("zip215/verify", |b| {
         b.iter(|| black_box(zpublic.verify(&zsig, black_box(&message))).is_ok());

@@ -148,17 +148,65 @@ pub fn differ(a: &Version, b: &Version) -> bool {
 }
 
 /// A writer's signing key, held by one data directory.
+///
+/// Ed25519 signing is deterministic (RFC 8032): every correct implementation makes the same
+/// signature of the same message under the same key, so which one signs is this node's
+/// choice and invisible to its peers, which verify with ed25519-zebra whatever signed. With
+/// the `fast-signing` feature (part of `runtime`) AWS-LC signs: about 40% less CPU per
+/// signature than ed25519-zebra (BENCHMARKS.md, `cargo bench --bench signatures`), and a
+/// signed PUT's signature is the largest cost it adds. Without it ed25519-zebra signs, and
+/// the core stays pure Rust (the simulator builds it so).
 pub struct WriterKey {
     signing: SigningKey,
+    /// The same key in AWS-LC, checked at construction to have the same public key; `None`
+    /// only if AWS-LC refused the seed, and then ed25519-zebra signs.
+    #[cfg(feature = "fast-signing")]
+    fast: Option<aws_lc_rs::signature::Ed25519KeyPair>,
 }
 
 impl WriterKey {
     /// The key made from 32 random bytes (the caller draws them from the OS, or a seeded
     /// generator in tests).
     pub fn from_seed(seed: [u8; 32]) -> WriterKey {
+        let signing = SigningKey::from(seed);
+        #[cfg(feature = "fast-signing")]
+        let fast = {
+            let public: [u8; 32] = VerificationKey::from(&signing).into();
+            aws_lc_rs::signature::Ed25519KeyPair::from_seed_and_public_key(&seed, &public).ok()
+        };
         WriterKey {
-            signing: SigningKey::from(seed),
+            signing,
+            #[cfg(feature = "fast-signing")]
+            fast,
         }
+    }
+
+    /// The Ed25519 signature of `bytes` (the same bytes whichever implementation signs).
+    fn signature(&self, bytes: &[u8]) -> [u8; 64] {
+        #[cfg(feature = "fast-signing")]
+        if let Some(signature) = self
+            .fast
+            .as_ref()
+            .and_then(|key| key.try_sign(bytes).ok())
+            .and_then(|signature| <[u8; 64]>::try_from(signature.as_ref()).ok())
+        {
+            return signature;
+        }
+        self.signing.sign(bytes).to_bytes()
+    }
+
+    /// The signature ed25519-zebra makes, whatever signs normally: for the test that both
+    /// implementations agree.
+    #[cfg(all(test, feature = "fast-signing"))]
+    pub(crate) fn zebra_signature(&self, bytes: &[u8]) -> [u8; 64] {
+        self.signing.sign(bytes).to_bytes()
+    }
+
+    /// AWS-LC's signature: for the same test.
+    #[cfg(all(test, feature = "fast-signing"))]
+    pub(crate) fn fast_signature(&self, bytes: &[u8]) -> Option<[u8; 64]> {
+        let signature = self.fast.as_ref()?.try_sign(bytes).ok()?;
+        <[u8; 64]>::try_from(signature.as_ref()).ok()
     }
 
     /// Its public key.
@@ -199,7 +247,7 @@ impl WriterKey {
         version.seal = Some(Box::new(Seal {
             author,
             message,
-            signature: self.signing.sign(&bytes).to_bytes(),
+            signature: self.signature(&bytes),
             grounds,
         }));
         version

@@ -514,3 +514,27 @@ fn keyring_entries_decode_only_when_well_formed() {
     });
     assert_eq!(bad_recipient, None);
 }
+
+/// With `fast-signing`, AWS-LC signs: its signature must be ed25519-zebra's, byte for byte,
+/// for every key and message (Ed25519 is deterministic), or peers would hold two signatures
+/// of one version and the equivocation rule would see a conflict where there is none.
+#[cfg(feature = "fast-signing")]
+mod fast_signing {
+    use proptest::prelude::*;
+
+    use super::WriterKey;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn aws_lc_signs_as_zebra_does(
+            seed in any::<[u8; 32]>(),
+            message in proptest::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            let key = WriterKey::from_seed(seed);
+            let fast = key.fast_signature(&message);
+            prop_assert!(fast.is_some(), "AWS-LC refused a valid seed");
+            prop_assert_eq!(fast, Some(key.zebra_signature(&message)));
+        }
+    }
+}
