@@ -153,7 +153,6 @@ async fn run(args: &Args) -> Result<Vec<Join>, Error> {
             builder = builder.cache_bytes(mb << 20);
         }
         let started = now();
-        eprintln!("PROF join {j} starts");
         let joiner = builder.start().await?;
         wait_for_keys(&joiner, target).await?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
