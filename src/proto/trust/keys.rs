@@ -172,7 +172,9 @@ impl WriterKey {
         #[cfg(feature = "fast-signing")]
         let fast = {
             let public: [u8; 32] = VerificationKey::from(&signing).into();
-            aws_lc_rs::signature::Ed25519KeyPair::from_seed_and_public_key(&seed, &public).ok()
+            aws_lc_rs::signature::Ed25519KeyPair::from_seed_and_public_key(&seed, &public)
+                .inspect_err(|e| tracing::warn!(cause = %e, "AWS-LC refused the writer key; ed25519-zebra signs instead"))
+                .ok()
         };
         WriterKey {
             signing,
