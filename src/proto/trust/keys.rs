@@ -152,8 +152,8 @@ pub fn differ(a: &Version, b: &Version) -> bool {
 /// Ed25519 signing is deterministic (RFC 8032): every correct implementation makes the same
 /// signature of the same message under the same key, so which one signs is this node's
 /// choice and invisible to its peers, which verify with ed25519-zebra whatever signed. With
-/// the `fast-signing` feature (part of `runtime`) AWS-LC signs: about 40% less CPU per
-/// signature than ed25519-zebra (BENCHMARKS.md, `cargo bench --bench signatures`), and a
+/// the `fast-signing` feature (part of `runtime`) AWS-LC signs: about half the CPU per
+/// signature of ed25519-zebra (BENCHMARKS.md, `cargo bench --bench signatures`), and a
 /// signed PUT's signature is the largest cost it adds. Without it ed25519-zebra signs, and
 /// the core stays pure Rust (the simulator builds it so).
 pub struct WriterKey {
@@ -173,7 +173,9 @@ impl WriterKey {
         let fast = {
             let public: [u8; 32] = VerificationKey::from(&signing).into();
             aws_lc_rs::signature::Ed25519KeyPair::from_seed_and_public_key(&seed, &public)
-                .inspect_err(|e| tracing::warn!(cause = %e, "AWS-LC refused the writer key; ed25519-zebra signs instead"))
+                .inspect_err(|e| {
+                    tracing::warn!(cause = %e, "AWS-LC refused the writer key; ed25519-zebra signs");
+                })
                 .ok()
         };
         WriterKey {

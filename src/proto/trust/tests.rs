@@ -516,8 +516,8 @@ fn keyring_entries_decode_only_when_well_formed() {
 }
 
 /// With `fast-signing`, AWS-LC signs: its signature must be ed25519-zebra's, byte for byte,
-/// for every key and message (Ed25519 is deterministic), or peers would hold two signatures
-/// of one version and the equivocation rule would see a conflict where there is none.
+/// for every key and message: RFC 8032 gives one signature per key and message, and a
+/// signer that made another would not be the Ed25519 every peer verifies with.
 #[cfg(feature = "fast-signing")]
 mod fast_signing {
     use proptest::prelude::*;
