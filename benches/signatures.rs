@@ -33,6 +33,18 @@ fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
 
+/// Checks that `sign` makes `expected` (ed25519-zebra's signature of `message`), then times it.
+fn bench_signer<S: AsRef<[u8]>>(
+    c: &mut Criterion,
+    name: &str,
+    message: &[u8],
+    expected: &[u8; 64],
+    sign: impl Fn(&[u8]) -> S,
+) {
+    assert_eq!(sign(message).as_ref(), expected.as_slice(), "{name}");
+    c.bench_function(name, |b| b.iter(|| black_box(sign(black_box(message)))));
+}
+
 fn signatures(c: &mut Criterion) {
     let signer = key(1);
     let message = version_bytes(1);
@@ -70,26 +82,18 @@ fn signatures(c: &mut Criterion) {
     c.bench_function("zip215/sign", |b| {
         b.iter(|| black_box(zsigner.sign(black_box(&message))));
     });
-    // ring's Ed25519 (the same signature: Ed25519 signing is deterministic).
+    // ring's Ed25519, and AWS-LC's (what writer keys sign with: `fast-signing`,
+    // src/proto/trust/keys.rs): the same signature, as Ed25519 signing is deterministic.
     let ring_signer = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[1u8; 32])
         .unwrap_or_else(|e| panic!("ring key: {e}"));
-    assert_eq!(
-        ring_signer.sign(&message).as_ref(),
-        <[u8; 64]>::from(zsig).as_slice()
-    );
-    c.bench_function("ring/sign", |b| {
-        b.iter(|| black_box(ring_signer.sign(black_box(&message))));
-    });
-    // AWS-LC's Ed25519, what writer keys sign with (`fast-signing`, src/proto/trust/keys.rs):
-    // again the same signature.
     let aws_signer = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&[1u8; 32])
         .unwrap_or_else(|e| panic!("aws-lc key: {e}"));
-    assert_eq!(
-        aws_signer.sign(&message).as_ref(),
-        <[u8; 64]>::from(zsig).as_slice()
-    );
-    c.bench_function("aws-lc/sign", |b| {
-        b.iter(|| black_box(aws_signer.sign(black_box(&message))));
+    let zsig_bytes = <[u8; 64]>::from(zsig);
+    bench_signer(c, "ring/sign", &message, &zsig_bytes, |m| {
+        ring_signer.sign(m)
+    });
+    bench_signer(c, "aws-lc/sign", &message, &zsig_bytes, |m| {
+        aws_signer.sign(m)
     });
     c.bench_function("zip215/verify", |b| {
         b.iter(|| black_box(zpublic.verify(&zsig, black_box(&message))).is_ok());

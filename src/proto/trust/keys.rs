@@ -188,29 +188,28 @@ impl WriterKey {
     /// The Ed25519 signature of `bytes` (the same bytes whichever implementation signs).
     fn signature(&self, bytes: &[u8]) -> [u8; 64] {
         #[cfg(feature = "fast-signing")]
-        if let Some(signature) = self
-            .fast
-            .as_ref()
-            .and_then(|key| key.try_sign(bytes).ok())
-            .and_then(|signature| <[u8; 64]>::try_from(signature.as_ref()).ok())
-        {
+        if let Some(signature) = self.fast_signature(bytes) {
             return signature;
         }
+        self.zebra_signature(bytes)
+    }
+
+    /// ed25519-zebra's signature of `bytes`.
+    fn zebra_signature(&self, bytes: &[u8]) -> [u8; 64] {
         self.signing.sign(bytes).to_bytes()
     }
 
-    /// The signature ed25519-zebra makes, whatever signs normally: for the test that both
-    /// implementations agree.
-    #[cfg(all(test, feature = "fast-signing"))]
-    pub(crate) fn zebra_signature(&self, bytes: &[u8]) -> [u8; 64] {
-        self.signing.sign(bytes).to_bytes()
-    }
-
-    /// AWS-LC's signature: for the same test.
-    #[cfg(all(test, feature = "fast-signing"))]
-    pub(crate) fn fast_signature(&self, bytes: &[u8]) -> Option<[u8; 64]> {
+    /// AWS-LC's signature of `bytes`, `None` if AWS-LC refused the key or failed.
+    #[cfg(feature = "fast-signing")]
+    fn fast_signature(&self, bytes: &[u8]) -> Option<[u8; 64]> {
         let signature = self.fast.as_ref()?.try_sign(bytes).ok()?;
         <[u8; 64]>::try_from(signature.as_ref()).ok()
+    }
+
+    /// Both signatures of `bytes`, AWS-LC's and ed25519-zebra's: for the test that they agree.
+    #[cfg(all(test, feature = "fast-signing"))]
+    pub(super) fn both_signatures(&self, bytes: &[u8]) -> (Option<[u8; 64]>, [u8; 64]) {
+        (self.fast_signature(bytes), self.zebra_signature(bytes))
     }
 
     /// Its public key.
